@@ -1,0 +1,44 @@
+# Romana: the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
+GO ?= go
+BIN := $(CURDIR)/bin
+# How long each fuzz target runs inside `make test`.
+FUZZTIME ?= 5s
+BENCHTIME ?= 1x
+
+.PHONY: all deps build test unit fuzz demo bench clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+test: deps build
+	$(GO) vet ./...
+	ROMANA_BIN=$(BIN) $(GO) test -count=1 -timeout 20m ./...
+	@$(MAKE) --no-print-directory fuzz
+
+# Each fuzz target runs briefly; longer runs: make fuzz FUZZTIME=5m
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || \
+	      { $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; exit 1; }; \
+	  done; \
+	done
+
+demo: deps build
+	$(BIN)/romana demo
+
+bench: deps build
+	ROMANA_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 60m ./...
+
+clean:
+	rm -rf $(BIN)

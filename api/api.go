@@ -1,0 +1,137 @@
+// Package api holds the JSON wire types of romanad's /v1 REST API, shared by
+// the server, its Go client, the CLI, the agent and the CNI plugin.
+package api
+
+import (
+	"net/netip"
+
+	"github.com/romana/romana/plan"
+)
+
+// Isolation modes of a tenant.
+const (
+	IsolationTenant  = "tenant"  // only the tenant's own endpoints may connect to it (default)
+	IsolationSegment = "segment" // only endpoints of the same segment may connect
+	IsolationNone    = "none"    // anyone may connect
+)
+
+// Network is an address pool with its layout. Tenants, when set, restricts
+// which tenants may allocate from it.
+type Network struct {
+	Name    string       `json:"name"`
+	CIDR    string       `json:"cidr"`
+	Fields  []plan.Field `json:"fields"`
+	Tenants []string     `json:"tenants,omitempty"`
+	// Read-only: the bits that remain for endpoints.
+	EndpointBits int `json:"endpointBits,omitempty"`
+}
+
+// Spec returns the network's plan spec.
+func (n Network) Spec() plan.Spec { return plan.Spec{Name: n.Name, CIDR: n.CIDR, Fields: n.Fields} }
+
+// Host is a machine that runs endpoints. IP is its underlay address (the next
+// hop other hosts use for its CIDRs). Labels name its topology groups: a
+// network with a "rack" level places the host by its "rack" label.
+type Host struct {
+	Name   string            `json:"name"`
+	IP     netip.Addr        `json:"ip"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Read-only: where the host sits in each network.
+	Slots []HostSlot `json:"slots,omitempty"`
+}
+
+// HostSlot is a host's position and block in one network.
+type HostSlot struct {
+	Network string       `json:"network"`
+	Loc     plan.Loc     `json:"loc"`
+	CIDR    netip.Prefix `json:"cidr"`
+}
+
+// Tenant is an isolation domain. ID is assigned by romanad (smallest free).
+type Tenant struct {
+	Name      string `json:"name"`
+	ID        uint64 `json:"id"`
+	Isolation string `json:"isolation,omitempty"`
+}
+
+// Segment is a part of a tenant (a microservice boundary). ID is assigned by
+// romanad, smallest free within the tenant.
+type Segment struct {
+	Tenant string `json:"tenant"`
+	Name   string `json:"name"`
+	ID     uint64 `json:"id"`
+}
+
+// AddressRequest asks for an address. Name is the idempotency key: the same
+// name always returns the same address until it is released. Network may be
+// empty when exactly one network accepts the tenant.
+type AddressRequest struct {
+	Name      string            `json:"name"`
+	Network   string            `json:"network,omitempty"`
+	Host      string            `json:"host"`
+	Tenant    string            `json:"tenant"`
+	Segment   string            `json:"segment"`
+	Interface string            `json:"interface,omitempty"`
+	Attrs     map[string]string `json:"attrs,omitempty"`
+}
+
+// Address is an allocated endpoint address. Interface is the host-side
+// interface the endpoint hangs off (set by the CNI plugin), which the agent
+// uses for the endpoint's host route.
+type Address struct {
+	Name      string            `json:"name"`
+	IP        netip.Addr        `json:"ip"`
+	Network   string            `json:"network"`
+	Host      string            `json:"host"`
+	Tenant    string            `json:"tenant"`
+	Segment   string            `json:"segment"`
+	Interface string            `json:"interface,omitempty"`
+	Attrs     map[string]string `json:"attrs,omitempty"`
+}
+
+// AddressFilter selects addresses in a list; empty fields match everything.
+type AddressFilter struct {
+	Network string `json:"network,omitempty"`
+	Host    string `json:"host,omitempty"`
+	Tenant  string `json:"tenant,omitempty"`
+	Segment string `json:"segment,omitempty"`
+}
+
+// Snapshot is the whole desired state at one store revision. An agent reads
+// a snapshot, then watches from Revision+1.
+type Snapshot struct {
+	Revision  int64     `json:"revision"`
+	Networks  []Network `json:"networks"`
+	Hosts     []Host    `json:"hosts"`
+	Tenants   []Tenant  `json:"tenants"`
+	Segments  []Segment `json:"segments"`
+	Addresses []Address `json:"addresses"`
+	Policies  []Policy  `json:"policies"`
+}
+
+// Kinds of objects in events.
+const (
+	KindNetwork = "network"
+	KindHost    = "host"
+	KindTenant  = "tenant"
+	KindSegment = "segment"
+	KindAddress = "address"
+	KindPolicy  = "policy"
+)
+
+// Event types.
+const (
+	EventPut    = "put"
+	EventDelete = "delete"
+)
+
+// Event is one change in the watch stream. Object is the new value for a put
+// and the last value for a delete. Name is the object's key within its kind
+// ("tenant/segment" for segments).
+type Event struct {
+	Revision int64  `json:"revision"`
+	Type     string `json:"type"`
+	Kind     string `json:"kind"`
+	Name     string `json:"name"`
+	Object   any    `json:"object,omitempty"`
+}

@@ -1,0 +1,62 @@
+package api
+
+// Policy directions, actions and protocols.
+const (
+	DirectionIngress = "ingress"
+	DirectionEgress  = "egress"
+	ActionAllow      = "allow"
+	ActionDeny       = "deny"
+	ProtoTCP         = "tcp"
+	ProtoUDP         = "udp"
+	ProtoSCTP        = "sctp"
+	ProtoICMP        = "icmp"
+	ProtoAny         = "any"
+)
+
+// DefaultPriority is a policy's priority when none is given.
+const DefaultPriority = 1000
+
+// Policy opens (or closes) traffic beyond tenant isolation. Policies are
+// evaluated in ascending Priority, ties broken by Name; within a policy rules
+// are evaluated in order; the first rule that matches decides. Traffic no
+// rule matches falls to the tenant isolation default.
+type Policy struct {
+	Name        string     `json:"name"`
+	Description string     `json:"description,omitempty"`
+	Priority    int        `json:"priority,omitempty"`
+	Direction   []string   `json:"direction"` // "ingress", "egress", or both
+	AppliedTo   []Selector `json:"appliedTo"`
+	Rules       []Rule     `json:"rules"`
+}
+
+// Selector picks the endpoints a policy applies to: exactly one of All,
+// Tenant (optionally with Segment), or Host.
+type Selector struct {
+	All     bool   `json:"all,omitempty"`
+	Tenant  string `json:"tenant,omitempty"`
+	Segment string `json:"segment,omitempty"`
+	Host    string `json:"host,omitempty"`
+}
+
+// Peer is the other side of a connection: exactly one of Any, CIDR (with
+// optional Except), Tenant (optionally with Segment), or Host.
+type Peer struct {
+	Any     bool     `json:"any,omitempty"`
+	CIDR    string   `json:"cidr,omitempty"`
+	Except  []string `json:"except,omitempty"`
+	Tenant  string   `json:"tenant,omitempty"`
+	Segment string   `json:"segment,omitempty"`
+	Host    string   `json:"host,omitempty"`
+}
+
+// Rule matches traffic to or from its peers (any peer when empty) and
+// decides with Action (allow when empty).
+type Rule struct {
+	Action     string   `json:"action,omitempty"`
+	Peers      []Peer   `json:"peers,omitempty"`
+	Protocol   string   `json:"protocol,omitempty"`
+	Ports      []uint16 `json:"ports,omitempty"`
+	PortRanges []string `json:"portRanges,omitempty"` // "8000-8080"
+	ICMPType   *uint8   `json:"icmpType,omitempty"`
+	ICMPCode   *uint8   `json:"icmpCode,omitempty"`
+}
