@@ -3,6 +3,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/netip"
 
 	"github.com/romana/romana/plan"
@@ -129,9 +130,25 @@ const (
 // and the last value for a delete. Name is the object's key within its kind
 // ("tenant/segment" for segments).
 type Event struct {
-	Revision int64  `json:"revision"`
-	Type     string `json:"type"`
-	Kind     string `json:"kind"`
-	Name     string `json:"name"`
-	Object   any    `json:"object,omitempty"`
+	Revision int64           `json:"revision"`
+	Type     string          `json:"type"`
+	Kind     string          `json:"kind"`
+	Name     string          `json:"name"`
+	Object   json.RawMessage `json:"object,omitempty"`
+}
+
+// DecodedAddress is an address taken apart, with ids resolved to names where
+// the objects exist.
+type DecodedAddress struct {
+	IP        netip.Addr `json:"ip"`
+	Network   string     `json:"network"`
+	Loc       plan.Loc   `json:"loc"`
+	Host      string     `json:"host,omitempty"`
+	TenantID  uint64     `json:"tenantId"`
+	Tenant    string     `json:"tenant,omitempty"`
+	SegmentID uint64     `json:"segmentId"`
+	Segment   string     `json:"segment,omitempty"`
+	Endpoint  uint64     `json:"endpoint"`
+	// Allocation is the address's allocation name, if it is allocated.
+	Allocation string `json:"allocation,omitempty"`
 }
