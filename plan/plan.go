@@ -161,7 +161,10 @@ func New(name string, pfx netip.Prefix, fields []Field) (*Plan, error) {
 		}
 	}
 	avail := p.width - pfx.Bits()
-	if used >= avail {
+	if used > avail {
+		return nil, fmt.Errorf("network %q: fields need %d bits but %s leaves only %d", name, used, pfx, avail)
+	}
+	if used == avail {
 		return nil, fmt.Errorf("network %q: fields need %d bits but %s leaves %d: no bits remain for endpoints", name, used, pfx, avail)
 	}
 	p.endpointBits = avail - used
