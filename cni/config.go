@@ -1,0 +1,327 @@
+// Package cni is the romana-cni plugin: it gets an endpoint address from
+// romanad and wires the container to its host with a veth pair, a /32 inside
+// and a host route outside (the routed-endpoint scheme shared with the agent).
+//
+// The pure parts (configuration, CNI_ARGS, names, results, GC selection and
+// error codes) live in this file; the plugin commands in plugin.go and the
+// netlink side effects in link_linux.go.
+package cni
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/romana/romana/api"
+)
+
+// Gateway is the endpoint's default gateway. The agent owns a dummy
+// interface on every host holding Gateway/32; endpoints reach it on-link.
+var Gateway = netip.MustParseAddr("169.254.1.1")
+
+// Environment variables the plugin reads.
+const (
+	// ServerEnv names romanad when the network config has no "server".
+	ServerEnv = "ROMANA_SERVER"
+	// FailAtEnv, when set, makes ADD fail on purpose at the named step
+	// (see FailPoints). Tests use it to prove that a failed ADD leaks nothing.
+	FailAtEnv = "ROMANA_CNI_FAIL_AT"
+)
+
+// FailPoints are the ADD steps after which FailAtEnv can inject a failure.
+var FailPoints = []string{"after-allocate", "after-veth", "after-container", "after-host-route"}
+
+// Attrs keys the plugin sets on every address it allocates. AttrOwner and
+// AttrNetwork mark the address as this plugin's for GC.
+const (
+	AttrOwner       = "owner"
+	AttrNetwork     = "cniNetwork"
+	AttrContainerID = "containerID"
+	AttrIfName      = "ifName"
+	AttrNetNS       = "netns"
+
+	// Owner is the value of AttrOwner.
+	Owner = "romana-cni"
+)
+
+// DefaultSegment is used when nothing names a segment.
+const DefaultSegment = "default"
+
+// NetConf is the plugin's network configuration (stdin).
+type NetConf struct {
+	types.PluginConf
+	// Server is romanad's URL: http://HOST:PORT or unix:///PATH.
+	Server string `json:"server,omitempty"`
+	// Host is this host's name at romanad (default: the hostname).
+	Host string `json:"host,omitempty"`
+	// Network is the romanad network to allocate from ("" lets romanad pick).
+	Network string `json:"network,omitempty"`
+	// Tenant and Segment are the defaults when the invocation names none.
+	Tenant  string `json:"tenant,omitempty"`
+	Segment string `json:"segment,omitempty"`
+	MTU     int    `json:"mtu,omitempty"`
+	// Args holds per-invocation arguments (CNI conventions "args" field).
+	Args *ConfArgs `json:"args,omitempty"`
+}
+
+// ConfArgs is the "args" field of the config: {"cni": {"romana": {...}}}.
+type ConfArgs struct {
+	CNI struct {
+		Romana struct {
+			Tenant  string `json:"tenant,omitempty"`
+			Segment string `json:"segment,omitempty"`
+		} `json:"romana"`
+	} `json:"cni"`
+}
+
+// LoadConf parses and validates the network config. getenv supplies
+// ROMANA_SERVER; hostname the default host name. Errors are *types.Error
+// with code ErrDecodingFailure or ErrInvalidNetworkConfig.
+func LoadConf(stdin []byte, getenv func(string) string, hostname func() (string, error)) (*NetConf, error) {
+	var c NetConf
+	if err := json.Unmarshal(stdin, &c); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "decode network config", err.Error())
+	}
+	if c.Server == "" {
+		c.Server = getenv(ServerEnv)
+	}
+	if c.Server == "" {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			`invalid network config: no romanad server: set "server" (e.g. "unix:///run/romana/romanad.sock") or `+ServerEnv, "")
+	}
+	if !strings.HasPrefix(c.Server, "unix://") && !strings.HasPrefix(c.Server, "http://") && !strings.HasPrefix(c.Server, "https://") {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("invalid network config: server %q: want unix:///PATH, http://HOST:PORT or https://HOST:PORT", c.Server), "")
+	}
+	if c.Host == "" {
+		h, err := hostname()
+		if err != nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, `invalid network config: no "host" and the hostname is unknown`, err.Error())
+		}
+		c.Host = h
+	}
+	for _, f := range []struct{ kind, v string }{{"host", c.Host}, {"network", c.Network}, {"tenant", c.Tenant}, {"segment", c.Segment}} {
+		if f.v == "" && f.kind != "host" {
+			continue
+		}
+		if err := api.ValidateName(f.kind, f.v); err != nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid network config: "+err.Error(), "")
+		}
+	}
+	if c.MTU == 0 {
+		c.MTU = 1500
+	}
+	if c.MTU < 68 || c.MTU > 65535 {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid network config: mtu %d out of range 68-65535", c.MTU), "")
+	}
+	return &c, nil
+}
+
+// ParseCNIArgs parses CNI_ARGS ("K1=V1;K2=V2"). Empty pairs are skipped; a
+// pair without '=' or with an empty key is an error.
+func ParseCNIArgs(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if s == "" {
+		return out, nil
+	}
+	for _, pair := range strings.Split(s, ";") {
+		if pair == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("CNI_ARGS %q: pair %q is not KEY=VALUE", s, pair)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// Target is where an endpoint's address comes from: a tenant and segment,
+// with where each was found (for error messages).
+type Target struct {
+	Tenant, TenantFrom   string
+	Segment, SegmentFrom string
+}
+
+// Resolve picks the tenant and segment of an invocation. Each is taken from
+// the first source that sets it: the config's args.cni.romana, CNI_ARGS
+// ROMANA_TENANT/ROMANA_SEGMENT, (tenant only) K8S_POD_NAMESPACE, then the
+// config's "tenant"/"segment"; the segment finally defaults to "default".
+// A missing or malformed tenant is an ErrInvalidNetworkConfig error.
+func Resolve(c *NetConf, cniArgs string) (Target, error) {
+	args, err := ParseCNIArgs(cniArgs)
+	if err != nil {
+		return Target{}, types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
+	}
+	var ca ConfArgs
+	if c.Args != nil {
+		ca = *c.Args
+	}
+	type src struct{ v, from string }
+	first := func(ss ...src) (string, string) {
+		for _, s := range ss {
+			if s.v != "" {
+				return s.v, s.from
+			}
+		}
+		return "", ""
+	}
+	var t Target
+	t.Tenant, t.TenantFrom = first(
+		src{ca.CNI.Romana.Tenant, "config args.cni.romana.tenant"},
+		src{args["ROMANA_TENANT"], "CNI_ARGS ROMANA_TENANT"},
+		src{args["K8S_POD_NAMESPACE"], "CNI_ARGS K8S_POD_NAMESPACE"},
+		src{c.Tenant, `config "tenant"`})
+	t.Segment, t.SegmentFrom = first(
+		src{ca.CNI.Romana.Segment, "config args.cni.romana.segment"},
+		src{args["ROMANA_SEGMENT"], "CNI_ARGS ROMANA_SEGMENT"},
+		src{c.Segment, `config "segment"`},
+		src{DefaultSegment, "default"})
+	if t.Tenant == "" {
+		return Target{}, types.NewError(types.ErrInvalidNetworkConfig,
+			`no tenant for this endpoint: set ROMANA_TENANT in CNI_ARGS, args.cni.romana.tenant or "tenant" in the network config (Kubernetes: K8S_POD_NAMESPACE)`, "")
+	}
+	if err := api.ValidateName("tenant", t.Tenant); err != nil {
+		return Target{}, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("tenant from %s: %v", t.TenantFrom, err), "")
+	}
+	if err := api.ValidateName("segment", t.Segment); err != nil {
+		return Target{}, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("segment from %s: %v", t.SegmentFrom, err), "")
+	}
+	return t, nil
+}
+
+// AllocationName is the romanad idempotency key of an attachment.
+func AllocationName(containerID, ifName string) string { return containerID + ":" + ifName }
+
+// vethPrefix starts every host-side veth name; the agent's "romana-gw"
+// does not match vethRE.
+const vethPrefix = "romana"
+
+var vethRE = regexp.MustCompile(`^romana[0-9a-f]{9}$`)
+
+// VethName is the host-side veth of an allocation: "romana" and the first 9
+// hex digits of the name's SHA-256 (15 characters, the kernel's limit).
+func VethName(allocation string) string {
+	sum := sha256.Sum256([]byte(allocation))
+	return vethPrefix + hex.EncodeToString(sum[:])[:9]
+}
+
+// IsVethName reports whether a link name has the form VethName produces.
+func IsVethName(name string) bool { return vethRE.MatchString(name) }
+
+// BuildResult is the ADD result: the host and container interfaces, the
+// /32 with its gateway, the default route, and DNS when configured.
+func BuildResult(ip netip.Addr, host, cont *current.Interface, dns types.DNS) *current.Result {
+	return &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{host, cont},
+		IPs: []*current.IPConfig{{
+			Interface: current.Int(1),
+			Address:   net.IPNet{IP: net.IP(ip.AsSlice()), Mask: net.CIDRMask(32, 32)},
+			Gateway:   net.IP(Gateway.AsSlice()),
+		}},
+		Routes: []*types.Route{{
+			Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+			GW:  net.IP(Gateway.AsSlice()),
+		}},
+		DNS: dns,
+	}
+}
+
+// SelectGC returns the addresses GC must release: those this plugin
+// allocated for CNI network netName (by their Attrs) whose attachment is not
+// in valid. The result is sorted by name.
+func SelectGC(addrs []api.Address, netName string, valid []types.GCAttachment) []api.Address {
+	keep := map[types.GCAttachment]bool{}
+	for _, v := range valid {
+		keep[v] = true
+	}
+	var out []api.Address
+	for _, a := range addrs {
+		if a.Attrs[AttrOwner] != Owner || a.Attrs[AttrNetwork] != netName {
+			continue
+		}
+		if keep[types.GCAttachment{ContainerID: a.Attrs[AttrContainerID], IfName: a.Attrs[AttrIfName]}] {
+			continue
+		}
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// StaleVeths returns the links (from a listing taken BEFORE addrs was read)
+// that look like ours but belong to no address of this host, in any CNI
+// network: leftovers of a crashed plugin. Sorted.
+func StaleVeths(links []string, addrs []api.Address) []string {
+	owned := map[string]bool{}
+	for _, a := range addrs {
+		owned[VethName(a.Name)] = true
+		if a.Interface != "" {
+			owned[a.Interface] = true
+		}
+	}
+	var out []string
+	for _, l := range links {
+		if IsVethName(l) && !owned[l] {
+			out = append(out, l)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ErrCode maps an error from romanad (or the way to it) to a CNI error code:
+// a request romanad rejects as invalid or naming something unknown is a
+// config problem (7); an unreachable or unavailable romanad, or a conflict
+// that a retry may resolve, is "try again later" (11); the rest is 999.
+func ErrCode(err error) uint {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te.Code
+	}
+	switch api.ReasonOf(err) {
+	case api.ReasonInvalid, api.ReasonNotFound:
+		return types.ErrInvalidNetworkConfig
+	case api.ReasonUnavailable, api.ReasonConflict:
+		return types.ErrTryAgainLater
+	case "":
+		var ne net.Error
+		var oe *net.OpError
+		if errors.As(err, &oe) || errors.As(err, &ne) {
+			return types.ErrTryAgainLater
+		}
+	}
+	return types.ErrInternal
+}
+
+// AsCNIError turns err into a *types.Error (kept as is when it already is
+// one) with message msg: err's text.
+func AsCNIError(err error, msg string) *types.Error {
+	if err == nil {
+		return nil
+	}
+	var te *types.Error
+	if errors.As(err, &te) {
+		if msg == "" {
+			return te
+		}
+		return types.NewError(te.Code, msg+": "+te.Msg, te.Details)
+	}
+	if msg != "" {
+		return types.NewError(ErrCode(err), msg+": "+err.Error(), "")
+	}
+	return types.NewError(ErrCode(err), err.Error(), "")
+}

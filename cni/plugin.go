@@ -1,0 +1,340 @@
+package cni
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/client"
+)
+
+// Versions are the CNI spec versions the plugin answers.
+var Versions = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
+
+// Romanad is what the plugin needs from romanad; *client.Client is the
+// real one.
+type Romanad interface {
+	Allocate(ctx context.Context, r api.AddressRequest) (api.Address, error)
+	GetAddress(ctx context.Context, name string) (api.Address, error)
+	ListAddresses(ctx context.Context, f api.AddressFilter) ([]api.Address, error)
+	Release(ctx context.Context, name string) error
+	Health(ctx context.Context) error
+}
+
+// Plugin runs the CNI commands. It runs in the host's network namespace and
+// enters the container's only to create and inspect the container side.
+type Plugin struct {
+	Log      *slog.Logger
+	Getenv   func(string) string
+	Hostname func() (string, error)
+	// Connect returns a romanad client for a server URL.
+	Connect func(server string) (Romanad, error)
+	// FailAt, when not empty, is a FailPoints step at which ADD fails on
+	// purpose (test hook; see FailAtEnv).
+	FailAt string
+	// Timeout bounds each command's calls to romanad.
+	Timeout time.Duration
+}
+
+// New returns a Plugin wired to the process environment and the real
+// romanad client.
+func New(log *slog.Logger) *Plugin {
+	return &Plugin{
+		Log:      log,
+		Getenv:   os.Getenv,
+		Hostname: os.Hostname,
+		Connect:  func(server string) (Romanad, error) { return client.New(server) },
+		FailAt:   os.Getenv(FailAtEnv),
+		Timeout:  30 * time.Second,
+	}
+}
+
+// Funcs returns the skel callbacks, each bound to ctx.
+func (p *Plugin) Funcs(ctx context.Context) skel.CNIFuncs {
+	return skel.CNIFuncs{
+		Add:    func(a *skel.CmdArgs) error { return p.Add(ctx, a) },
+		Del:    func(a *skel.CmdArgs) error { return p.Del(ctx, a) },
+		Check:  func(a *skel.CmdArgs) error { return p.Check(ctx, a) },
+		GC:     func(a *skel.CmdArgs) error { return p.GC(ctx, a) },
+		Status: func(a *skel.CmdArgs) error { return p.Status(ctx, a) },
+	}
+}
+
+func (p *Plugin) setup(ctx context.Context, args *skel.CmdArgs) (*NetConf, Romanad, context.Context, context.CancelFunc, error) {
+	conf, err := LoadConf(args.StdinData, p.Getenv, p.Hostname)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	rd, err := p.Connect(conf.Server)
+	if err != nil {
+		return nil, nil, nil, nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid network config: "+err.Error(), "")
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.Timeout)
+	return conf, rd, ctx, cancel, nil
+}
+
+// fail returns the injected failure when step is p.FailAt.
+func (p *Plugin) fail(step string) error {
+	if p.FailAt != step {
+		return nil
+	}
+	return types.NewError(types.ErrInternal, fmt.Sprintf("injected failure %s (%s)", step, FailAtEnv), "")
+}
+
+// attachment names an ADD/CHECK/DEL invocation's allocation and veth, and
+// validates them.
+func attachment(args *skel.CmdArgs) (name, veth string, err error) {
+	name = AllocationName(args.ContainerID, args.IfName)
+	if err := api.ValidateAddressName(name); err != nil {
+		return "", "", types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("CNI_CONTAINERID %q and CNI_IFNAME %q do not make a valid allocation name: %v", args.ContainerID, args.IfName, err), "")
+	}
+	return name, VethName(name), nil
+}
+
+// Add allocates an address and wires the container. On any failure it
+// releases the address and deletes the veth before returning.
+func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (retErr error) {
+	if p.FailAt != "" && !slices.Contains(FailPoints, p.FailAt) {
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("%s=%q: want one of %s", FailAtEnv, p.FailAt, strings.Join(FailPoints, ", ")), "")
+	}
+	conf, rd, ctx, cancel, err := p.setup(ctx, args)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	target, err := Resolve(conf, args.Args)
+	if err != nil {
+		return err
+	}
+	name, veth, err := attachment(args)
+	if err != nil {
+		return err
+	}
+	if err := ns.IsNSorErr(args.Netns); err != nil {
+		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q: %v", args.Netns, err), "")
+	}
+	// The veth name is derived from the allocation name: if it exists, the
+	// attachment is already set up (or a crashed ADD left it; DEL clears it).
+	// Refuse before allocating, so the undo below never touches it.
+	if links, err := listLinks(); err != nil {
+		return AsCNIError(err, "")
+	} else if slices.Contains(links, veth) {
+		return types.NewError(types.ErrInternal,
+			fmt.Sprintf("attachment %s: host interface %s already exists; DEL the attachment first", name, veth), "")
+	}
+
+	req := api.AddressRequest{
+		Name: name, Host: conf.Host, Tenant: target.Tenant, Segment: target.Segment,
+		Network: conf.Network, Interface: veth,
+		Attrs: map[string]string{
+			AttrOwner: Owner, AttrNetwork: conf.Name,
+			AttrContainerID: args.ContainerID, AttrIfName: args.IfName, AttrNetNS: args.Netns,
+		},
+	}
+	addr, err := rd.Allocate(ctx, req)
+	var apiErr *api.Error
+	if err != nil && errors.As(err, &apiErr) {
+		// romanad answered: nothing was allocated.
+		return AsCNIError(err, fmt.Sprintf("allocate %s (tenant %s from %s, segment %s from %s, host %s)",
+			name, target.Tenant, target.TenantFrom, target.Segment, target.SegmentFrom, conf.Host))
+	}
+	// From here on, undo on failure. An error without an answer (a timeout)
+	// may have allocated, so it is undone too.
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		var undo []string
+		if err := deleteVeth(veth); err != nil {
+			undo = append(undo, err.Error())
+		}
+		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), p.Timeout)
+		defer ucancel()
+		if err := rd.Release(uctx, name); err != nil && !api.IsNotFound(err) {
+			undo = append(undo, fmt.Sprintf("release %s: %v", name, err))
+		}
+		p.Log.Warn("add failed, undone", "allocation", name, "veth", veth, "err", retErr, "undoErrors", undo)
+		if len(undo) > 0 {
+			te := AsCNIError(retErr, "")
+			retErr = types.NewError(te.Code, te.Msg+"; undo failed, leaked: "+strings.Join(undo, "; "), te.Details)
+		}
+	}()
+	if err != nil {
+		return AsCNIError(err, fmt.Sprintf("allocate %s from romanad %s", name, conf.Server))
+	}
+	if !addr.IP.Is4() {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("allocate %s: romanad returned %v, want an IPv4 address", name, addr.IP), "")
+	}
+	if err := p.fail("after-allocate"); err != nil {
+		return err
+	}
+	host, cont, err := createVeth(args.Netns, args.IfName, veth, conf.MTU)
+	if err != nil {
+		return types.NewError(types.ErrInternal, err.Error(), "")
+	}
+	if err := p.fail("after-veth"); err != nil {
+		return err
+	}
+	if err := configureContainer(args.Netns, args.IfName, addr.IP); err != nil {
+		return types.NewError(types.ErrInternal, err.Error(), "")
+	}
+	if err := p.fail("after-container"); err != nil {
+		return err
+	}
+	if err := addHostRoute(veth, addr.IP); err != nil {
+		return types.NewError(types.ErrInternal, err.Error(), "")
+	}
+	if err := p.fail("after-host-route"); err != nil {
+		return err
+	}
+	p.Log.Info("added", "allocation", name, "ip", addr.IP, "veth", veth, "tenant", target.Tenant, "segment", target.Segment)
+	res := BuildResult(addr.IP, host, cont, conf.DNS)
+	if err := types.PrintResult(res, conf.CNIVersion); err != nil {
+		return types.NewError(types.ErrIOFailure, "print result: "+err.Error(), "")
+	}
+	return nil
+}
+
+// Del deletes the veth and releases the address. It succeeds when both are
+// already gone.
+func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
+	conf, rd, ctx, cancel, err := p.setup(ctx, args)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	name, veth, err := attachment(args)
+	if err != nil {
+		return err
+	}
+	if err := deleteVeth(veth); err != nil {
+		return types.NewError(types.ErrInternal, err.Error(), "")
+	}
+	if err := rd.Release(ctx, name); err != nil && !api.IsNotFound(err) {
+		return AsCNIError(err, fmt.Sprintf("release %s at romanad %s", name, conf.Server))
+	}
+	p.Log.Info("deleted", "allocation", name, "veth", veth)
+	return nil
+}
+
+// Check verifies that romanad still holds the attachment's address, that it
+// matches the previous result, and that the container interface, its
+// address and default route, the host veth and the host route are in place.
+func (p *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
+	conf, rd, ctx, cancel, err := p.setup(ctx, args)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	name, veth, err := attachment(args)
+	if err != nil {
+		return err
+	}
+	addr, err := rd.GetAddress(ctx, name)
+	if api.IsNotFound(err) {
+		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("check: romanad has no address for attachment %s", name), "")
+	}
+	if err != nil {
+		return AsCNIError(err, "check: get address "+name)
+	}
+	if conf.RawPrevResult != nil {
+		if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
+			return types.NewError(types.ErrDecodingFailure, "check: parse prevResult: "+err.Error(), "")
+		}
+		prev, err := current.NewResultFromResult(conf.PrevResult)
+		if err != nil {
+			return types.NewError(types.ErrDecodingFailure, "check: convert prevResult: "+err.Error(), "")
+		}
+		var ips []netip.Addr
+		for _, c := range prev.IPs {
+			if a, ok := netip.AddrFromSlice(c.Address.IP.To4()); ok {
+				ips = append(ips, a)
+			}
+		}
+		if !slices.Contains(ips, addr.IP) {
+			return types.NewError(types.ErrInternal, fmt.Sprintf("check: romanad has %s for %s but the previous result has %v", addr.IP, name, ips), "")
+		}
+	}
+	if err := checkContainer(args.Netns, args.IfName, addr.IP); err != nil {
+		return types.NewError(types.ErrInternal, "check: "+err.Error(), "")
+	}
+	if err := checkHost(veth, addr.IP); err != nil {
+		return types.NewError(types.ErrInternal, "check: "+err.Error(), "")
+	}
+	return nil
+}
+
+// GC releases every address this plugin allocated on this host for this CNI
+// network whose attachment is not in cni.dev/valid-attachments (absent
+// means none is valid, as libcni sends it), deletes their veths, and
+// deletes veths of ours that no address of this host owns.
+func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
+	conf, rd, ctx, cancel, err := p.setup(ctx, args)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	// Links first: every veth's address is allocated before the veth is
+	// created, so an address list read afterwards covers them all.
+	links, err := listLinks()
+	if err != nil {
+		return types.NewError(types.ErrInternal, "gc: "+err.Error(), "")
+	}
+	addrs, err := rd.ListAddresses(ctx, api.AddressFilter{Host: conf.Host})
+	if err != nil {
+		return AsCNIError(err, "gc: list addresses of host "+conf.Host)
+	}
+	var errs []string
+	for _, a := range SelectGC(addrs, conf.Name, conf.ValidAttachments) {
+		if err := deleteVeth(VethName(a.Name)); err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		if err := rd.Release(ctx, a.Name); err != nil && !api.IsNotFound(err) {
+			errs = append(errs, fmt.Sprintf("release %s: %v", a.Name, err))
+			continue
+		}
+		p.Log.Info("gc released", "allocation", a.Name, "ip", a.IP)
+	}
+	for _, l := range StaleVeths(links, addrs) {
+		if err := deleteVeth(l); err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		p.Log.Info("gc deleted stale veth", "veth", l)
+	}
+	if len(errs) > 0 {
+		return types.NewError(types.ErrTryAgainLater, "gc: "+strings.Join(errs, "; "), "")
+	}
+	return nil
+}
+
+// Status succeeds iff romanad answers /healthz.
+func (p *Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
+	conf, rd, ctx, cancel, err := p.setup(ctx, args)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	ctx, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
+	if err := rd.Health(ctx); err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("romanad at %s does not answer /healthz: %v", conf.Server, err), "")
+	}
+	return nil
+}
