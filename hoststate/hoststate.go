@@ -1,0 +1,372 @@
+// Package hoststate computes, from romanad's snapshot, the desired kernel
+// state of one host: sysctls, the endpoint gateway, routes and the nftables
+// ruleset enforcing tenant isolation. It is pure: no I/O, no clock, no
+// globals; the agent applies its output through the route and firewall
+// adapters.
+package hoststate
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/plan"
+)
+
+// The endpoint scheme shared with the CNI plugin: an endpoint has <ip>/32 on
+// its eth0 and "default via GatewayAddr dev eth0 onlink"; the host holds
+// GatewayAddr/32 on the dummy link GatewayLink and answers ARP for it on every
+// endpoint veth; the host-side veth gets "<ip>/32 dev <veth> scope link".
+const GatewayLink = "romana-gw"
+
+// GatewayAddr is the endpoints' default gateway, held by every host.
+var GatewayAddr = netip.MustParseAddr("169.254.1.1")
+
+// Mode is how packets reach other hosts' endpoints.
+type Mode string
+
+// Modes.
+const (
+	// ModeFlat: all hosts share one L2 segment; each host routes every other
+	// host's CIDR via that host's IP (one route per remote host per network).
+	ModeFlat Mode = "flat"
+	// ModeFabric: the fabric (top-of-rack routers, BGP) routes host CIDRs;
+	// the host installs no routes to other hosts.
+	ModeFabric Mode = "fabric"
+)
+
+// ParseMode parses "flat" or "fabric"; "" is flat.
+func ParseMode(s string) (Mode, error) {
+	switch Mode(s) {
+	case "", ModeFlat:
+		return ModeFlat, nil
+	case ModeFabric:
+		return ModeFabric, nil
+	}
+	return "", fmt.Errorf("mode %q: want %q or %q", s, ModeFlat, ModeFabric)
+}
+
+// Options tune Compute.
+type Options struct {
+	Mode Mode // "" means ModeFlat
+}
+
+// State is the desired kernel state of one host. All slices are sorted; two
+// States computed from equal inputs are equal (reflect.DeepEqual) and print
+// the same String.
+type State struct {
+	Host     string
+	Sysctls  []Sysctl
+	Gateway  Gateway
+	Routes   []Route
+	Firewall Ruleset
+	// Problems lists objects that were skipped (a malformed address, an
+	// unknown tenant, ...). They never stop the rest from being computed.
+	Problems []string
+}
+
+// Sysctl is one /proc/sys setting, Key in dotted form ("net.ipv4.ip_forward").
+type Sysctl struct {
+	Key   string
+	Value string
+}
+
+func (s Sysctl) String() string { return s.Key + "=" + s.Value }
+
+// Gateway is the dummy link holding the endpoints' gateway address.
+type Gateway struct {
+	Link string
+	Addr netip.Prefix
+}
+
+func (g Gateway) String() string { return g.Addr.String() + " dev " + g.Link }
+
+// Route is one route the host owns, in the main table. Exactly one of Dev
+// (an endpoint route, scope link) and Via (a route to another host's CIDR) is set.
+type Route struct {
+	Dst netip.Prefix
+	Dev string
+	Via netip.Addr
+}
+
+func (r Route) String() string {
+	if r.Dev != "" {
+		return r.Dst.String() + " dev " + r.Dev + " scope link"
+	}
+	return r.Dst.String() + " via " + r.Via.String()
+}
+
+// ComparePrefix orders prefixes by address, then by length.
+func ComparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}
+
+// CompareRoutes orders routes by destination, then device, then next hop.
+func CompareRoutes(a, b Route) int {
+	if c := ComparePrefix(a.Dst, b.Dst); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Dev, b.Dev); c != 0 {
+		return c
+	}
+	return a.Via.Compare(b.Via)
+}
+
+// String renders the state, one object per line, the ruleset as nft text.
+func (s State) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "host %s\n", s.Host)
+	for _, x := range s.Sysctls {
+		fmt.Fprintf(&b, "sysctl %s\n", x)
+	}
+	fmt.Fprintf(&b, "gateway %s\n", s.Gateway)
+	for _, r := range s.Routes {
+		fmt.Fprintf(&b, "route %s\n", r)
+	}
+	for _, p := range s.Problems {
+		fmt.Fprintf(&b, "problem %s\n", p)
+	}
+	b.WriteString(s.Firewall.String())
+	return b.String()
+}
+
+// linkNameRE is what the kernel accepts as an interface name (IFNAMSIZ-1
+// bytes, no '/', ':' or whitespace), restricted to a safe alphabet.
+var linkNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
+
+// network is a parsed network with what this host needs of it.
+type network struct {
+	api.Network
+	plan *plan.Plan
+	// mine is this host's block in the network (invalid when it has none).
+	mine netip.Prefix
+	// allowed restricts the tenants (nil: every tenant).
+	allowed map[string]bool
+}
+
+func (n *network) admits(tenant string) bool { return n.allowed == nil || n.allowed[tenant] }
+
+// inputs is the snapshot indexed for computation, with problems collected.
+type inputs struct {
+	host     api.Host
+	networks []*network // sorted by name; only those whose plan parsed
+	byName   map[string]*network
+	tenants  []api.Tenant // sorted by ID
+	segments map[string][]api.Segment
+	problems map[string]bool
+}
+
+func (in *inputs) problem(format string, args ...any) {
+	in.problems[fmt.Sprintf(format, args...)] = true
+}
+
+// Compute returns the desired state of host. It fails only when the host
+// itself is unknown or opts are invalid; problems with individual objects
+// are skipped and listed in State.Problems.
+func Compute(snap api.Snapshot, host string, opts Options) (State, error) {
+	mode, err := ParseMode(string(opts.Mode))
+	if err != nil {
+		return State{}, err
+	}
+	in, err := index(snap, host)
+	if err != nil {
+		return State{}, err
+	}
+	st := State{
+		Host:    host,
+		Gateway: Gateway{Link: GatewayLink, Addr: netip.PrefixFrom(GatewayAddr, 32)},
+		Sysctls: []Sysctl{{"net.ipv4.ip_forward", "1"}},
+	}
+	for _, n := range in.networks {
+		if !n.plan.Is4() {
+			st.Sysctls = append(st.Sysctls, Sysctl{"net.ipv6.conf.all.forwarding", "1"})
+			break
+		}
+	}
+	st.Routes = endpointRoutes(snap, in)
+	if mode == ModeFlat {
+		st.Routes = append(st.Routes, hostRoutes(snap, in)...)
+	}
+	st.Routes = dedupRoutes(st.Routes, in)
+	st.Firewall = isolation(in)
+	for p := range in.problems {
+		st.Problems = append(st.Problems, p)
+	}
+	slices.Sort(st.Problems)
+	return st, nil
+}
+
+func index(snap api.Snapshot, host string) (*inputs, error) {
+	in := &inputs{byName: map[string]*network{}, segments: map[string][]api.Segment{}, problems: map[string]bool{}}
+	found := false
+	for _, h := range snap.Hosts {
+		if h.Name == host {
+			in.host, found = h, true
+			break
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("host %q is not registered with romanad", host)
+	}
+	for _, n := range snap.Networks {
+		p, err := plan.Parse(n.Spec())
+		if err != nil {
+			in.problem("%v", err) // plan errors name the network
+			continue
+		}
+		if _, dup := in.byName[n.Name]; dup {
+			in.problem("network %q: listed twice; using the first", n.Name)
+			continue
+		}
+		nw := &network{Network: n, plan: p}
+		if len(n.Tenants) > 0 {
+			nw.allowed = map[string]bool{}
+			for _, t := range n.Tenants {
+				nw.allowed[t] = true
+			}
+		}
+		for _, s := range in.host.Slots {
+			if s.Network != n.Name {
+				continue
+			}
+			if c, err := p.HostCIDR(s.Loc); err != nil || c != s.CIDR {
+				in.problem("host %q: slot in network %q: cidr %s does not match location %s", host, n.Name, s.CIDR, s.Loc)
+				continue
+			}
+			nw.mine = s.CIDR
+		}
+		in.networks = append(in.networks, nw)
+		in.byName[n.Name] = nw
+	}
+	slices.SortFunc(in.networks, func(a, b *network) int { return strings.Compare(a.Name, b.Name) })
+
+	tenants := slices.Clone(snap.Tenants)
+	slices.SortFunc(tenants, func(a, b api.Tenant) int {
+		return cmp.Or(cmp.Compare(a.ID, b.ID), strings.Compare(a.Name, b.Name))
+	})
+	seenID := map[uint64]string{}
+	for _, t := range tenants {
+		if other, dup := seenID[t.ID]; dup {
+			in.problem("tenant %q: id %d is also tenant %q's; skipped", t.Name, t.ID, other)
+			continue
+		}
+		switch t.Isolation {
+		case "", api.IsolationTenant, api.IsolationSegment, api.IsolationNone:
+		default:
+			in.problem("tenant %q: unknown isolation %q; enforcing %q", t.Name, t.Isolation, api.IsolationTenant)
+			t.Isolation = api.IsolationTenant
+		}
+		seenID[t.ID] = t.Name
+		in.tenants = append(in.tenants, t)
+	}
+	known := map[string]bool{}
+	for _, t := range in.tenants {
+		known[t.Name] = true
+	}
+	for _, s := range snap.Segments {
+		if !known[s.Tenant] {
+			in.problem("segment %q of tenant %q: unknown tenant; skipped", s.Name, s.Tenant)
+			continue
+		}
+		in.segments[s.Tenant] = append(in.segments[s.Tenant], s)
+	}
+	for t, ss := range in.segments {
+		slices.SortFunc(ss, func(a, b api.Segment) int { return cmp.Compare(a.ID, b.ID) })
+		in.segments[t] = ss
+	}
+	return in, nil
+}
+
+// endpointRoutes returns "<ip>/32 dev <veth>" for this host's addresses
+// that have an interface.
+func endpointRoutes(snap api.Snapshot, in *inputs) []Route {
+	var out []Route
+	addrs := slices.Clone(snap.Addresses)
+	slices.SortFunc(addrs, func(a, b api.Address) int { return strings.Compare(a.Name, b.Name) })
+	seen := map[netip.Addr]string{}
+	for _, a := range addrs {
+		if a.Host != in.host.Name || a.Interface == "" {
+			continue
+		}
+		ip := a.IP.Unmap()
+		if !ip.IsValid() || ip.Zone() != "" {
+			in.problem("address %q: invalid ip %q; skipped", a.Name, a.IP)
+			continue
+		}
+		if !linkNameRE.MatchString(a.Interface) {
+			in.problem("address %q: invalid interface name %q; skipped", a.Name, a.Interface)
+			continue
+		}
+		if n := in.byName[a.Network]; n == nil {
+			in.problem("address %q: unknown network %q; skipped", a.Name, a.Network)
+			continue
+		} else if !n.plan.Prefix().Contains(ip) {
+			in.problem("address %q: %s is not in network %q (%s); skipped", a.Name, ip, a.Network, n.plan.Prefix())
+			continue
+		}
+		if other, dup := seen[ip]; dup {
+			in.problem("address %q: %s is also address %q's; skipped", a.Name, ip, other)
+			continue
+		}
+		seen[ip] = a.Name
+		out = append(out, Route{Dst: netip.PrefixFrom(ip, ip.BitLen()), Dev: a.Interface})
+	}
+	return out
+}
+
+// hostRoutes returns, for flat L2 mode, one route per remote host per
+// network: "<remote host CIDR> via <remote host IP>".
+func hostRoutes(snap api.Snapshot, in *inputs) []Route {
+	var out []Route
+	for _, h := range snap.Hosts {
+		if h.Name == in.host.Name {
+			continue
+		}
+		for _, s := range h.Slots {
+			n := in.byName[s.Network]
+			if n == nil {
+				continue // the network's own problem is already reported
+			}
+			ip := h.IP.Unmap()
+			switch {
+			case !ip.IsValid():
+				in.problem("host %q: no ip; no route to its block %s", h.Name, s.CIDR)
+				continue
+			case ip.Is4() != n.plan.Is4():
+				in.problem("host %q: ip %s and network %q are of different families; no route to its block %s", h.Name, ip, n.Name, s.CIDR)
+				continue
+			case ip == in.host.IP.Unmap():
+				in.problem("host %q: has this host's ip %s; no route to its block %s", h.Name, ip, s.CIDR)
+				continue
+			}
+			if c, err := n.plan.HostCIDR(s.Loc); err != nil || c != s.CIDR {
+				in.problem("host %q: slot in network %q: cidr %s does not match location %s", h.Name, n.Name, s.CIDR, s.Loc)
+				continue
+			}
+			out = append(out, Route{Dst: s.CIDR, Via: ip})
+		}
+	}
+	return out
+}
+
+// dedupRoutes sorts routes and keeps the first of those with the same
+// destination: the kernel holds one route per destination in a table.
+func dedupRoutes(rs []Route, in *inputs) []Route {
+	slices.SortFunc(rs, CompareRoutes)
+	out := rs[:0]
+	for _, r := range rs {
+		if len(out) > 0 && out[len(out)-1].Dst == r.Dst {
+			in.problem("route %s conflicts with route %s; skipped", r, out[len(out)-1])
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}

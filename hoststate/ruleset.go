@@ -1,0 +1,275 @@
+package hoststate
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/romana/romana/api"
+)
+
+// Names in the host's nftables table. The table is "inet romana"; nothing
+// outside it is ever touched.
+const (
+	Table = "romana"
+	// ChainForward is the only base chain: filter hook forward, priority
+	// filter, policy accept (traffic not addressed to a local Romana endpoint
+	// is none of our business).
+	ChainForward = "forward"
+	// ChainPolicies is the extension point for policies: a regular chain
+	// jumped to after the conntrack rules and before tenant isolation. A
+	// policy rule that accepts or drops decides; traffic that falls through
+	// (returns) meets tenant isolation. Compute leaves it empty: the policy
+	// compiler fills State.Firewall's ChainPolicies chain (and may add chains
+	// and maps of its own, named "policy-*").
+	ChainPolicies = "policies"
+)
+
+// TenantChain and SegmentChain name the per-tenant and per-segment chains.
+func TenantChain(tenantID uint64) string { return "tenant-" + strconv.FormatUint(tenantID, 10) }
+func SegmentChain(tenantID, segmentID uint64) string {
+	return "segment-" + strconv.FormatUint(tenantID, 10) + "-" + strconv.FormatUint(segmentID, 10)
+}
+
+// TenantMap names a network's verdict map from destination tenant to chain.
+func TenantMap(network string) string { return "tenants-" + network }
+
+// Ruleset is the desired content of table inet romana, as plain data. Maps
+// come first, sorted by name; chains are in a fixed order (forward, policies,
+// then tenants by id, each followed by its segments). Every verdict map maps
+// an address to a verdict.
+type Ruleset struct {
+	Maps   []Map
+	Chains []Chain
+}
+
+// Chain is one nftables chain. Hook is set ("forward") only for the base chain.
+type Chain struct {
+	Name    string
+	Hook    string
+	Comment string
+	Rules   []Rule
+}
+
+// Rule is one rule in nft syntax (without the comment).
+type Rule struct {
+	Expr    string
+	Comment string
+}
+
+// Map is a verdict map keyed by an address (KeyType "ipv4_addr" or "ipv6_addr").
+type Map struct {
+	Name     string
+	KeyType  string
+	Comment  string
+	Elements []Element
+}
+
+// Element is one map element: an address and a verdict ("goto tenant-1").
+type Element struct {
+	Key     string
+	Verdict string
+}
+
+// Chain returns the chain called name, or nil.
+func (rs *Ruleset) Chain(name string) *Chain {
+	for i := range rs.Chains {
+		if rs.Chains[i].Name == name {
+			return &rs.Chains[i]
+		}
+	}
+	return nil
+}
+
+// RuleCount is the number of rules in all chains.
+func (rs Ruleset) RuleCount() int {
+	n := 0
+	for _, c := range rs.Chains {
+		n += len(c.Rules)
+	}
+	return n
+}
+
+// ElementCount is the number of elements in all maps.
+func (rs Ruleset) ElementCount() int {
+	n := 0
+	for _, m := range rs.Maps {
+		n += len(m.Elements)
+	}
+	return n
+}
+
+// String renders the ruleset as an nft script that `nft -f` accepts and
+// that reads like `nft list table inet romana`.
+func (rs Ruleset) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s {\n", Table)
+	sep := ""
+	for _, m := range rs.Maps {
+		fmt.Fprintf(&b, "%s\tmap %s {\n\t\ttype %s : verdict\n", sep, m.Name, m.KeyType)
+		if m.Comment != "" {
+			fmt.Fprintf(&b, "\t\tcomment %q\n", m.Comment)
+		}
+		if len(m.Elements) > 0 {
+			b.WriteString("\t\telements = {")
+			for i, e := range m.Elements {
+				if i > 0 {
+					b.WriteString(",")
+				}
+				fmt.Fprintf(&b, "\n\t\t\t%s : %s", e.Key, e.Verdict)
+			}
+			b.WriteString(" }\n")
+		}
+		b.WriteString("\t}\n")
+		sep = "\n"
+	}
+	for _, c := range rs.Chains {
+		fmt.Fprintf(&b, "%s\tchain %s {\n", sep, c.Name)
+		if c.Hook != "" {
+			fmt.Fprintf(&b, "\t\ttype filter hook %s priority filter; policy accept;\n", c.Hook)
+		}
+		if c.Comment != "" {
+			fmt.Fprintf(&b, "\t\tcomment %q\n", c.Comment)
+		}
+		for _, r := range c.Rules {
+			b.WriteString("\t\t" + r.Expr)
+			if r.Comment != "" {
+				fmt.Fprintf(&b, " comment %q", r.Comment)
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("\t}\n")
+		sep = "\n"
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// selectors for one address family.
+func family(n *network) (proto, keyType string) {
+	if n.plan.Is4() {
+		return "ip", "ipv4_addr"
+	}
+	return "ip6", "ipv6_addr"
+}
+
+// isolation compiles tenant isolation. It is enforced where traffic enters
+// a local endpoint: the forward chain sends packets whose destination is in
+// one of this host's blocks through the network's verdict map, keyed on the
+// destination's tenant bits (daddr & tenant mask), to the tenant's chain,
+// which accepts sources of the same tenant (mode tenant), of the same
+// segment (mode segment, via per-segment chains) or anyone (mode none), and
+// drops the rest. Rules: a few per network, one or two per tenant and
+// network, per segment in segment mode; never per endpoint or per host.
+func isolation(in *inputs) Ruleset {
+	fwd := Chain{Name: ChainForward, Hook: "forward", Rules: []Rule{
+		{Expr: "ct state established,related accept"},
+		{Expr: "ct state invalid drop"},
+		{Expr: "jump " + ChainPolicies},
+	}}
+	policies := Chain{Name: ChainPolicies, Comment: "policies, evaluated before tenant isolation"}
+	var maps []Map
+	used := map[uint64]bool{}
+	for _, n := range in.networks {
+		if !n.mine.IsValid() {
+			continue // no endpoints of this network can be on this host
+		}
+		proto, keyType := family(n)
+		m := Map{Name: TenantMap(n.Name), KeyType: keyType, Comment: "network " + n.Name + ": destination tenant to its chain"}
+		for _, t := range in.tenants {
+			if !n.admits(t.Name) {
+				continue
+			}
+			match, err := n.plan.TenantMatch(t.ID)
+			if err != nil {
+				in.problem("tenant %q: id %d does not fit network %q: %v", t.Name, t.ID, n.Name, err)
+				continue
+			}
+			m.Elements = append(m.Elements, Element{Key: match.Value.String(), Verdict: "goto " + TenantChain(t.ID)})
+			used[t.ID] = true
+		}
+		maps = append(maps, m)
+		fwd.Rules = append(fwd.Rules,
+			Rule{Expr: fmt.Sprintf("%s daddr %s %s daddr & %s vmap @%s", proto, n.mine, proto, n.plan.TenantMask(), m.Name)},
+			Rule{Expr: fmt.Sprintf("%s daddr %s counter drop", proto, n.mine), Comment: "network " + n.Name + ": unknown tenant"})
+	}
+	rs := Ruleset{Maps: maps, Chains: []Chain{fwd, policies}}
+	for _, t := range in.tenants {
+		if used[t.ID] {
+			rs.Chains = append(rs.Chains, tenantChains(in, t)...)
+		}
+	}
+	return rs
+}
+
+// tenantChains returns a tenant's chain and, in segment mode, its segments' chains.
+func tenantChains(in *inputs, t api.Tenant) []Chain {
+	mode := t.Isolation
+	if mode == "" {
+		mode = api.IsolationTenant
+	}
+	c := Chain{Name: TenantChain(t.ID), Comment: fmt.Sprintf("tenant %s, isolation %s", t.Name, mode)}
+	switch mode {
+	case api.IsolationNone:
+		c.Rules = append(c.Rules, Rule{Expr: "counter accept", Comment: "tenant " + t.Name + ": open"})
+		return []Chain{c}
+	case api.IsolationTenant:
+		for _, n := range in.networks {
+			if !n.admits(t.Name) {
+				continue
+			}
+			proto, _ := family(n)
+			m, err := n.plan.TenantMatch(t.ID)
+			if err != nil {
+				continue // reported by isolation
+			}
+			c.Rules = append(c.Rules, Rule{
+				Expr:    fmt.Sprintf("%s saddr & %s == %s counter accept", proto, m.Mask, m.Value),
+				Comment: "from tenant " + t.Name + " in network " + n.Name,
+			})
+		}
+		c.Rules = append(c.Rules, Rule{Expr: "counter drop", Comment: "tenant " + t.Name + ": isolation"})
+		return []Chain{c}
+	}
+	// Segment mode: dispatch on the destination's segment, then accept
+	// sources of that same segment.
+	var segChains []Chain
+	for _, s := range in.segments[t.Name] {
+		var dispatch []Rule
+		for _, n := range in.networks {
+			if !n.mine.IsValid() || !n.admits(t.Name) {
+				continue
+			}
+			proto, _ := family(n)
+			m, err := n.plan.SegmentMatch(t.ID, s.ID)
+			if err != nil {
+				in.problem("segment %q of tenant %q: id %d does not fit network %q: %v", s.Name, t.Name, s.ID, n.Name, err)
+				continue
+			}
+			dispatch = append(dispatch, Rule{Expr: fmt.Sprintf("%s daddr & %s == %s goto %s", proto, m.Mask, m.Value, SegmentChain(t.ID, s.ID))})
+		}
+		if len(dispatch) == 0 {
+			continue
+		}
+		c.Rules = append(c.Rules, dispatch...)
+		sc := Chain{Name: SegmentChain(t.ID, s.ID), Comment: fmt.Sprintf("tenant %s segment %s", t.Name, s.Name)}
+		for _, n := range in.networks {
+			if !n.admits(t.Name) {
+				continue
+			}
+			proto, _ := family(n)
+			m, err := n.plan.SegmentMatch(t.ID, s.ID)
+			if err != nil {
+				continue
+			}
+			sc.Rules = append(sc.Rules, Rule{
+				Expr:    fmt.Sprintf("%s saddr & %s == %s counter accept", proto, m.Mask, m.Value),
+				Comment: "from segment " + s.Name + " in network " + n.Name,
+			})
+		}
+		sc.Rules = append(sc.Rules, Rule{Expr: "counter drop", Comment: "tenant " + t.Name + " segment " + s.Name + ": isolation"})
+		segChains = append(segChains, sc)
+	}
+	c.Rules = append(c.Rules, Rule{Expr: "counter drop", Comment: "tenant " + t.Name + ": isolation (unknown segment)"})
+	return append([]Chain{c}, segChains...)
+}
