@@ -1,0 +1,101 @@
+package sim_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/romana/romana/sim"
+	"github.com/romana/romana/sim/simtest"
+)
+
+func TestLab(t *testing.T) {
+	simtest.Require(t, "ping")
+	ctx := context.Background()
+	lab := simtest.New(t)
+	h1, err := lab.AddHost(ctx, "h1", netip.MustParsePrefix("192.168.7.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, err := lab.AddHost(ctx, "h2", netip.MustParsePrefix("192.168.7.2/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lab.AddHost(ctx, "h2", netip.MustParsePrefix("192.168.7.3/24")); err == nil {
+		t.Fatal("adding h2 twice: no error")
+	}
+	// Hosts reach each other over the fabric bridge.
+	if out, err := h1.Exec(ctx, "ping", "-c1", "-W2", "192.168.7.2"); err != nil {
+		t.Fatalf("h1 -> h2: %v\n%s", err, out)
+	}
+	ep, err := lab.AddEndpoint(ctx, h2, "ep1", netip.MustParseAddr("10.2.0.5"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ep.Exec(ctx, "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+	if err != nil || !strings.Contains(out, "10.2.0.5/32") {
+		t.Fatalf("endpoint eth0: %v %s", err, out)
+	}
+	out, err = ep.Exec(ctx, "ip", "route", "show", "default")
+	if err != nil || !strings.Contains(out, "default via 169.254.1.1 dev eth0 onlink") {
+		t.Fatalf("endpoint default route: %v %q", err, out)
+	}
+	out, err = h2.Exec(ctx, "ip", "-o", "link", "show", "rv-ep1")
+	if err != nil || !strings.Contains(out, "UP") {
+		t.Fatalf("host side of the endpoint veth: %v %s", err, out)
+	}
+	// Do runs Go code in the namespace.
+	var hostname string
+	if err := h1.Do(func() error {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+		hostname = string(b)
+		return err
+	}); err != nil || strings.TrimSpace(hostname) != "0" {
+		t.Fatalf("Do: read ip_forward in a new namespace: %q, %v", hostname, err)
+	}
+
+	names := []string{lab.Fabric.Name, h1.Name, h2.Name, ep.Name}
+	if err := lab.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	for _, n := range names {
+		if _, err := os.Stat("/run/netns/" + n); err == nil {
+			t.Errorf("namespace %s survived Close", n)
+		}
+	}
+	if _, err := lab.AddHost(ctx, "h3", netip.MustParsePrefix("192.168.7.3/24")); err == nil {
+		t.Fatal("AddHost after Close: no error")
+	}
+}
+
+func TestCleanupStale(t *testing.T) {
+	simtest.Require(t)
+	ctx := context.Background()
+	prefix := fmt.Sprintf("romt-st%d", os.Getpid())
+	lab, err := sim.New(ctx, prefix, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	if _, err := lab.AddHost(ctx, "h1", netip.MustParsePrefix("192.168.8.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	// A crash: the lab is never closed. A new run cleans up by prefix.
+	if err := sim.CleanupStale(prefix); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{prefix + "-fabric", prefix + "-h1"} {
+		if _, err := os.Stat("/run/netns/" + n); err == nil {
+			t.Errorf("namespace %s survived CleanupStale", n)
+		}
+	}
+	if err := sim.CleanupStale("bad/prefix"); err == nil {
+		t.Error("CleanupStale with a bad prefix: no error")
+	}
+}

@@ -1,0 +1,71 @@
+// Package simtest gives tests a sim.Lab that is deleted when the test ends,
+// and the root/tool checks every namespace test starts with.
+package simtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"os"
+	"os/exec"
+	"testing"
+
+	"github.com/romana/romana/sim"
+)
+
+// Prefix starts every namespace a test creates.
+const Prefix = "romt"
+
+// Require stops the test unless it runs as root with the given tools on
+// PATH ("ip" is always required). Under CI=true a missing requirement fails
+// the test; otherwise it skips it.
+func Require(t testing.TB, tools ...string) {
+	t.Helper()
+	stop := t.Skipf
+	if os.Getenv("CI") == "true" {
+		stop = t.Fatalf
+	}
+	if os.Geteuid() != 0 {
+		stop("needs root to create network namespaces")
+		return
+	}
+	for _, tool := range append([]string{"ip"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			stop("needs %s on PATH: %v", tool, err)
+			return
+		}
+	}
+}
+
+// New returns a lab with a unique prefix "romt-XXXXXX", closed (all its
+// namespaces deleted) when the test and its subtests end, also on failure.
+func New(t testing.TB) *sim.Lab {
+	t.Helper()
+	Require(t)
+	b := make([]byte, 3)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	prefix := Prefix + "-" + hex.EncodeToString(b)
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	lab, err := sim.New(context.Background(), prefix, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("close lab %s: %v", prefix, err)
+		}
+	})
+	return lab
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p))
+	return len(p), nil
+}
