@@ -1,0 +1,275 @@
+// Package cli is the `romana` command line: cobra commands that talk to
+// romanad through package client, plus `romana plan`, an offline address plan
+// calculator.
+//
+// Other packages' commands attach in one of two ways: a file of this package
+// (for example cli/demo.go) calls register from an init function, so every
+// root built by NewRoot carries the command:
+//
+//	func init() { register(newDemoCmd) }
+//	func newDemoCmd(g *Globals) *cobra.Command { ... }
+//
+// or a caller adds to a root it built: root := cli.NewRoot(); root.AddCommand(c).
+// Commands use g.Client(), g.Context(cmd) and g.Emit so that --server,
+// --timeout and -o behave alike everywhere; an error they return is printed
+// as "Error: <message>" and exits 1, a *UsageError exits 2.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/client"
+)
+
+// Exit codes of Main.
+const (
+	ExitOK    = 0
+	ExitError = 1 // the command ran and failed (API error, unreachable server, invalid plan)
+	ExitUsage = 2 // the command line is wrong (unknown command or flag, wrong arguments)
+)
+
+// EnvServer names the environment variable that sets the default --server.
+const EnvServer = "ROMANA_SERVER"
+
+// Output formats of -o.
+const (
+	OutputTable = "table"
+	OutputJSON  = "json"
+	OutputYAML  = "yaml"
+)
+
+// DefaultTimeout bounds each command's requests to romanad.
+const DefaultTimeout = 30 * time.Second
+
+// Globals are the persistent flags every command sees.
+type Globals struct {
+	Server  string
+	Output  string
+	Timeout time.Duration
+
+	getenv func(string) string
+}
+
+// ServerURL returns --server, else $ROMANA_SERVER, else client.DefaultServer.
+func (g *Globals) ServerURL() string {
+	if g.Server != "" {
+		return g.Server
+	}
+	if s := g.getenv(EnvServer); s != "" {
+		return s
+	}
+	return client.DefaultServer
+}
+
+// Client returns a client of the selected romanad.
+func (g *Globals) Client() (*client.Client, error) {
+	c, err := client.New(g.ServerURL())
+	if err != nil {
+		return nil, &UsageError{Err: err}
+	}
+	return c, nil
+}
+
+// Context returns the command's context bounded by --timeout.
+func (g *Globals) Context(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if g.Timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, g.Timeout)
+}
+
+// explain turns transport failures into a message that says which server
+// was tried; API errors pass through with their own message.
+func (g *Globals) explain(err error) error {
+	var ae *api.Error
+	if err == nil || errors.As(err, &ae) {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("no answer from romanad at %s within %s (--timeout): %w", g.ServerURL(), g.Timeout, err)
+	case isConnError(err):
+		return fmt.Errorf("cannot reach romanad at %s (set --server or %s): %w", g.ServerURL(), EnvServer, err)
+	}
+	return err
+}
+
+func isConnError(err error) bool {
+	var ue *url.Error
+	var oe *net.OpError
+	return errors.As(err, &oe) || (errors.As(err, &ue) && !ue.Timeout())
+}
+
+// UsageError is a wrong command line; Main exits with ExitUsage.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+func usagef(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// runError marks an error returned by a command's RunE (as opposed to one
+// cobra raised while parsing the command line).
+type runError struct{ err error }
+
+func (e *runError) Error() string { return e.err.Error() }
+func (e *runError) Unwrap() error { return e.err }
+
+// Option configures NewRoot.
+type Option func(*Globals)
+
+// WithGetenv replaces os.Getenv (for tests).
+func WithGetenv(f func(string) string) Option { return func(g *Globals) { g.getenv = f } }
+
+// registered holds constructors of commands that files of this package add
+// to every root (see the package comment).
+var registered []func(*Globals) *cobra.Command
+
+// register adds a command constructor to every root NewRoot builds. Call it
+// from an init function.
+func register(f func(*Globals) *cobra.Command) { registered = append(registered, f) }
+
+// NewRoot builds the `romana` command tree.
+func NewRoot(opts ...Option) *cobra.Command {
+	_, root := newRoot(opts...)
+	return root
+}
+
+func newRoot(opts ...Option) (*Globals, *cobra.Command) {
+	g := &Globals{Output: OutputTable, Timeout: DefaultTimeout, getenv: os.Getenv}
+	for _, o := range opts {
+		o(g)
+	}
+	root := &cobra.Command{
+		Use:   "romana",
+		Short: "Manage a Romana network: address plans, hosts, tenants, segments, addresses, policies",
+		Long: `romana is the command line of Romana, an overlay-free layer-3 network controller.
+
+An endpoint address is built from bit fields of a network's pool:
+  pool prefix | topology levels (e.g. rack) | host | tenant | segment | endpoint
+so each host, each tenant on a host and each segment of a tenant owns a CIDR.
+Every command except "romana plan" talks to romanad (--server).`,
+		Example: `  # What does a layout give? (offline)
+  romana plan --cidr 10.0.0.0/8 --field host=8 --field tenant=8 --field segment=4
+
+  # Set up and allocate
+  export ROMANA_SERVER=unix:///run/romana/romanad.sock
+  romana network add main --cidr 10.0.0.0/8 --field host=8 --field tenant=8 --field segment=4
+  romana host add h1 --ip 192.168.1.11
+  romana tenant add acme
+  romana segment add acme web
+  romana address allocate web-1 --host h1 --tenant acme --segment web
+  romana address list -o json`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			switch g.Output {
+			case OutputTable, OutputJSON, OutputYAML:
+			default:
+				return usagef("invalid output format %q: use table, json or yaml", g.Output)
+			}
+			return nil
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.Server, "server", "", fmt.Sprintf("romanad address: http://HOST:PORT or unix:///PATH (env %s; default %s)", EnvServer, client.DefaultServer))
+	pf.StringVarP(&g.Output, "output", "o", OutputTable, "output format: table, json or yaml")
+	pf.DurationVar(&g.Timeout, "timeout", DefaultTimeout, "time limit for the command's requests to romanad (0: none)")
+
+	root.AddCommand(
+		newNetworkCmd(g),
+		newHostCmd(g),
+		newTenantCmd(g),
+		newSegmentCmd(g),
+		newAddressCmd(g),
+		newPolicyCmd(g),
+		newPlanCmd(g),
+	)
+	for _, f := range registered {
+		root.AddCommand(f(g))
+	}
+	finish(root)
+	return g, root
+}
+
+// finish walks the tree: flag and argument errors become UsageErrors, RunE
+// errors are marked as run errors, and group commands reject unknown
+// subcommands instead of printing help and succeeding.
+func finish(c *cobra.Command) {
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{Err: err} })
+	if args := c.Args; args != nil {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				var u *UsageError
+				if errors.As(err, &u) {
+					return err
+				}
+				return &UsageError{Err: err}
+			}
+			return nil
+		}
+	}
+	if run := c.RunE; run != nil {
+		c.RunE = func(cmd *cobra.Command, a []string) error {
+			err := run(cmd, a)
+			var u *UsageError
+			if err == nil || errors.As(err, &u) {
+				return err
+			}
+			return &runError{err: err}
+		}
+	} else if c.Run == nil && c.HasSubCommands() && c.HasParent() {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if len(a) > 0 {
+				return usagef("unknown command %q for %q", a[0], cmd.CommandPath())
+			}
+			return nil
+		}
+		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	}
+	for _, sub := range c.Commands() {
+		finish(sub)
+	}
+}
+
+// Main runs the romana command line with args (without the program name) and
+// returns the process exit code. Errors print as "Error: <message>" on stderr.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, opts ...Option) int {
+	g, root := newRoot(opts...)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	var re *runError
+	if errors.As(err, &re) {
+		fmt.Fprintf(stderr, "Error: %s\n", strings.TrimSpace(g.explain(re.err).Error()))
+		return ExitError
+	}
+	fmt.Fprintf(stderr, "Error: %s\n", strings.TrimSpace(err.Error()))
+	if cmd == nil {
+		cmd = root
+	}
+	fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	return ExitUsage
+}
