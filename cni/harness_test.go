@@ -1,0 +1,209 @@
+package cni
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// requireRoot skips when not root, except under CI=true where it fails.
+func requireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if isCI() {
+		tb.Fatal("this test needs root (network namespaces) and CI=true")
+	}
+	tb.Skip("needs root for network namespaces")
+}
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// pluginDir returns a directory holding the romana-cni binary: $ROMANA_BIN
+// when it has one (make test), otherwise a fresh go build.
+func pluginDir(tb testing.TB) string {
+	tb.Helper()
+	if d := os.Getenv("ROMANA_BIN"); d != "" {
+		if _, err := os.Stat(filepath.Join(d, "romana-cni")); err == nil {
+			return d
+		}
+	}
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "romt-cni-bin-")
+		if buildErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(buildDir, "romana-cni"), "github.com/romana/romana/cmd/romana-cni").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build romana-cni: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		tb.Fatal(buildErr)
+	}
+	return buildDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// run runs a command and fails the test on error.
+func run(tb testing.TB, name string, args ...string) string {
+	tb.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// uniq is a short random suffix so parallel runs do not collide.
+func uniq() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// netnsAdd creates a named namespace "romt-<name>" and deletes it at cleanup.
+// It returns the name and its path.
+func netnsAdd(tb testing.TB, name string) (string, string) {
+	tb.Helper()
+	name = "romt-" + name
+	run(tb, "ip", "netns", "add", name)
+	tb.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	run(tb, "ip", "-n", name, "link", "set", "lo", "up")
+	return name, "/var/run/netns/" + name
+}
+
+// simHost creates a namespace playing a host the way the agent sets it up
+// for endpoints: romana-gw holding the gateway address, and forwarding on.
+func simHost(tb testing.TB, name string) (string, string) {
+	tb.Helper()
+	h, path := netnsAdd(tb, name)
+	// This kernel may lack dummy links; an empty bridge holds an address as well.
+	if err := exec.Command("ip", "-n", h, "link", "add", "romana-gw", "type", "dummy").Run(); err != nil {
+		run(tb, "ip", "-n", h, "link", "add", "romana-gw", "type", "bridge")
+	}
+	run(tb, "ip", "-n", h, "addr", "add", Gateway.String()+"/32", "dev", "romana-gw")
+	run(tb, "ip", "-n", h, "link", "set", "romana-gw", "up")
+	run(tb, "ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	return h, path
+}
+
+// links lists the link names in a namespace.
+func links(tb testing.TB, nsName string) []string {
+	tb.Helper()
+	var out []struct {
+		Name string `json:"ifname"`
+	}
+	if err := json.Unmarshal([]byte(run(tb, "ip", "-n", nsName, "-j", "link", "show")), &out); err != nil {
+		tb.Fatal(err)
+	}
+	var names []string
+	for _, l := range out {
+		names = append(names, l.Name)
+	}
+	return names
+}
+
+// ipNetnsExec runs plugins the way the demo does: `ip netns exec <host>
+// <plugin>`, so the plugin's current namespace is the simulated host's.
+// Env is added to the plugin's environment.
+type ipNetnsExec struct {
+	hostNS string
+	Env    []string
+	version.PluginDecoder
+}
+
+func (e *ipNetnsExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.hostNS, pluginPath)
+	return runPlugin(cmd, stdin, append(environ, e.Env...))
+}
+
+func (e *ipNetnsExec) FindInPath(plugin string, paths []string) (string, error) {
+	return invoke.FindInPath(plugin, paths)
+}
+
+// threadExec runs plugins with the host namespace entered on a locked
+// thread before the fork: no `ip netns exec` in the measured path.
+type threadExec struct {
+	hostNS ns.NetNS
+	version.PluginDecoder
+}
+
+func (e *threadExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
+	var out []byte
+	err := e.hostNS.Do(func(ns.NetNS) error {
+		var err error
+		out, err = runPlugin(exec.CommandContext(ctx, pluginPath), stdin, environ)
+		return err
+	})
+	return out, err
+}
+
+func (e *threadExec) FindInPath(plugin string, paths []string) (string, error) {
+	return invoke.FindInPath(plugin, paths)
+}
+
+// runPlugin runs a plugin command and turns a failure into the plugin's
+// *types.Error, as invoke.RawExec does.
+func runPlugin(cmd *exec.Cmd, stdin []byte, environ []string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd.Env = environ
+	cmd.Stdin = bytes.NewReader(stdin)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		e := &types.Error{}
+		if stdout.Len() == 0 || json.Unmarshal(stdout.Bytes(), e) != nil {
+			e = &types.Error{Code: types.ErrInternal, Msg: fmt.Sprintf("plugin failed: %v: stdout %q stderr %q", err, stdout.String(), stderr.String())}
+		}
+		return nil, e
+	}
+	return stdout.Bytes(), nil
+}
+
+func isCI() bool { return os.Getenv("CI") == "true" }
+
+func writeFile(tb testing.TB, path, content string) {
+	tb.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// cnitoolContainerID is the container id cnitool derives from a netns path.
+func cnitoolContainerID(netnsPath string) string {
+	s := sha512.Sum512([]byte(netnsPath))
+	return fmt.Sprintf("cnitool-%x", s[:10])
+}
+
+// removeCnitoolCache removes what cnitool cached for an attachment in
+// /var/lib/cni (it has no way to move its cache).
+func removeCnitoolCache(netName, containerID string) {
+	_ = os.Remove(filepath.Join("/var/lib/cni/results", netName+"-"+containerID+"-eth0"))
+}
