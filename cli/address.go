@@ -222,7 +222,7 @@ func named(name string, id uint64) string {
 func writeDecoded(w io.Writer, d api.DecodedAddress) {
 	row(w, "IP:", d.IP)
 	row(w, "Network:", d.Network)
-	host := fmt.Sprintf("location %s", d.Loc)
+	host := fmt.Sprintf("location %s (no host there)", d.Loc)
 	if d.Host != "" {
 		host = fmt.Sprintf("%s (location %s)", d.Host, d.Loc)
 	}

@@ -81,8 +81,7 @@ func newHostListCmd(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			hs = append([]api.Host{}, hs...)
-			slices.SortFunc(hs, func(a, b api.Host) int { return strings.Compare(a.Name, b.Name) })
+			hs = sortHosts(hs)
 			return g.Emit(cmd, hs, func(w io.Writer) { writeHosts(w, hs) })
 		},
 	}
@@ -131,6 +130,12 @@ func newHostRemoveCmd(g *Globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func sortHosts(hs []api.Host) []api.Host {
+	hs = append([]api.Host{}, hs...)
+	slices.SortFunc(hs, func(a, b api.Host) int { return strings.Compare(a.Name, b.Name) })
+	return hs
 }
 
 func labelString(l map[string]string) string {

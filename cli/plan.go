@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -449,6 +450,9 @@ separated by dots: "7" without topology levels, "2.7" with a rack level.`,
 			}
 			p, err := plan.Parse(spec)
 			if err != nil {
+				if spec.Name == "" {
+					return errors.New(strings.TrimPrefix(err.Error(), `network "": `))
+				}
 				return err
 			}
 			var ex Example

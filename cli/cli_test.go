@@ -1,0 +1,248 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+// result is one in-process run of the romana command line.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// romana runs the command line in-process with an empty environment (plus
+// env) and the given stdin.
+func romana(t *testing.T, env map[string]string, stdin string, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	getenv := func(k string) string { return env[k] }
+	code := Main(context.Background(), args, strings.NewReader(stdin), &out, &errb, WithGetenv(getenv))
+	return result{out.String(), errb.String(), code}
+}
+
+// golden compares got with testdata/name, or rewrites it with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test ./cli -update creates it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs (go test ./cli -update rewrites it)\n--- got\n%s--- want\n%s", path, got, want)
+	}
+}
+
+const rackPlan = `name: dc1
+cidr: 10.0.0.0/8
+fields:
+- {name: rack, bits: 4}
+- {name: host, bits: 6}
+- {name: tenant, bits: 6}
+- {name: segment, bits: 4}
+`
+
+// TestPlanOffline: `romana plan` works without a server, from flags, a file
+// or stdin, in every output format.
+func TestPlanOffline(t *testing.T) {
+	dir := t.TempDir()
+	planFile := filepath.Join(dir, "plan.yaml")
+	if err := os.WriteFile(planFile, []byte(rackPlan), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	jsonFile := filepath.Join(dir, "plan.json")
+	if err := os.WriteFile(jsonFile, []byte(`{"name":"v6","cidr":"fd00:1::/48","fields":[{"name":"host","bits":16},{"name":"tenant","bits":16},{"name":"segment","bits":16}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// No server anywhere: a request would fail.
+	env := map[string]string{EnvServer: "unix:///nonexistent/romanad.sock"}
+	for _, tc := range []struct {
+		golden string
+		stdin  string
+		args   []string
+	}{
+		{"plan-example.txt", "", []string{"plan", "--cidr", "10.0.0.0/8", "--field", "host=8", "--field", "tenant=8", "--field", "segment=4",
+			"--host-loc", "1", "--tenant", "1", "--segment", "1", "--endpoint", "11"}},
+		{"plan-example.json", "", []string{"plan", "--cidr", "10.0.0.0/8", "--field", "host=8", "--field", "tenant=8", "--field", "segment=4",
+			"--host-loc", "1", "--tenant", "1", "--segment", "1", "--endpoint", "11", "-o", "json"}},
+		{"plan-racks.txt", "", []string{"plan", "-f", planFile, "--host-loc", "2.3", "--tenant", "5", "--segment", "2"}},
+		{"plan-racks.yaml", "", []string{"plan", "-f", planFile, "-o", "yaml"}},
+		{"plan-stdin-tenant.txt", rackPlan, []string{"plan", "-f", "-", "--tenant", "5"}},
+		{"plan-v6.txt", "", []string{"plan", "-f", jsonFile, "--host-loc", "171", "--tenant", "2", "--segment", "3", "--endpoint", "65541"}},
+		{"plan-v6-wide.txt", "", []string{"plan", "--name", "big", "--cidr", "fd00::/32", "--field", "zone=8", "--field", "rack=8",
+			"--field", "host=8", "--field", "tenant=8", "--field", "segment=8"}},
+	} {
+		t.Run(tc.golden, func(t *testing.T) {
+			r := romana(t, env, tc.stdin, tc.args...)
+			if r.code != ExitOK || r.stderr != "" {
+				t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+			}
+			golden(t, tc.golden, r.stdout)
+		})
+	}
+}
+
+// TestPlanWorkedExample checks the product page's numbers in the table
+// directly, independent of the golden file.
+func TestPlanWorkedExample(t *testing.T) {
+	r := romana(t, nil, "", "plan", "--cidr", "10.0.0.0/8", "--field", "host=8", "--field", "tenant=8", "--field", "segment=4",
+		"--host-loc", "1", "--tenant", "1", "--segment", "1", "--endpoint", "11")
+	for _, want := range []string{
+		"host CIDR                   10.1.0.0/16",
+		"tenant CIDR on the host     10.1.1.0/24",
+		"segment CIDR on the host    10.1.1.16/28",
+		"endpoint 11                 10.1.1.27",
+		"tenant match (every host)   10.0.1.0/255.0.255.0",
+		"hosts                           256",
+		"endpoints per segment per host  14 (index 1 to 14)",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
+
+func TestExitCodesAndMessages(t *testing.T) {
+	noServer := map[string]string{EnvServer: "unix:///nonexistent/romanad.sock"}
+	for _, tc := range []struct {
+		name   string
+		env    map[string]string
+		args   []string
+		code   int
+		stderr string // the first line, exactly
+	}{
+		{"unknown command", nil, []string{"bogus"}, ExitUsage, `Error: unknown command "bogus" for "romana"`},
+		{"unknown subcommand", nil, []string{"network", "bogus"}, ExitUsage, `Error: unknown command "bogus" for "romana network"`},
+		{"unknown flag", nil, []string{"network", "list", "--bogus"}, ExitUsage, `Error: unknown flag: --bogus`},
+		{"missing arg", nil, []string{"network", "show"}, ExitUsage, `Error: accepts 1 arg(s), received 0`},
+		{"extra arg", nil, []string{"segment", "add", "acme"}, ExitUsage, `Error: accepts 2 arg(s), received 1`},
+		{"bad output", nil, []string{"network", "list", "-o", "xml"}, ExitUsage, `Error: invalid output format "xml": use table, json or yaml`},
+		{"plan no source", nil, []string{"plan"}, ExitUsage, `Error: give the layout with exactly one of -f FILE, --cidr with --field, or --network NAME`},
+		{"plan two sources", nil, []string{"plan", "--cidr", "10.0.0.0/8", "--network", "x"}, ExitUsage, `Error: give the layout with exactly one of -f FILE, --cidr with --field, or --network NAME`},
+		{"bad field flag", nil, []string{"plan", "--cidr", "10.0.0.0/8", "--field", "host"}, ExitUsage, `Error: --field "host": want NAME=BITS, for example host=8`},
+		{"bad field bits", nil, []string{"plan", "--cidr", "10.0.0.0/8", "--field", "host=x"}, ExitUsage, `Error: --field "host=x": bits must be a whole number`},
+		{"bad host loc", nil, []string{"plan", "--cidr", "10.0.0.0/8", "--field", "host=8", "--field", "tenant=8", "--field", "segment=4", "--host-loc", "a.b"},
+			ExitUsage, `Error: --host-loc "a.b": want dot-separated ids, group ids first, for example 5 or 2.17`},
+		{"segment without tenant", nil, []string{"plan", "--cidr", "10.0.0.0/8", "--field", "host=8", "--field", "tenant=8", "--field", "segment=4", "--segment", "1"},
+			ExitUsage, `Error: --segment needs --tenant`},
+		{"plan does not fit", nil, []string{"plan", "--cidr", "10.0.0.0/8", "--field", "host=16", "--field", "tenant=8", "--field", "segment=8"},
+			ExitError, `Error: fields need 32 bits but 10.0.0.0/8 leaves only 24`},
+		{"plan wrong order", nil, []string{"plan", "--name", "n", "--cidr", "10.0.0.0/8", "--field", "tenant=8", "--field", "host=8", "--field", "segment=4"},
+			ExitError, `Error: network "n": field 0 is "tenant", expected "host": the layout ends with host, tenant, segment`},
+		{"plan loc does not fit", nil, []string{"plan", "--cidr", "10.0.0.0/8", "--field", "host=8", "--field", "tenant=8", "--field", "segment=4", "--host-loc", "256"},
+			ExitError, `Error: location does not fit the plan: host 256 does not fit in 8 bits (max 255)`},
+		{"plan loc levels", nil, []string{"plan", "--name", "n", "--cidr", "10.0.0.0/8", "--field", "rack=2", "--field", "host=6", "--field", "tenant=8", "--field", "segment=4", "--host-loc", "3"},
+			ExitError, `Error: host location "3": network "n" has 1 topology level(s) (rack), so give 1 group id(s) then the host id, separated by dots`},
+		{"plan file missing", nil, []string{"plan", "-f", "/nonexistent/plan.yaml"}, ExitError, `Error: read /nonexistent/plan.yaml: open /nonexistent/plan.yaml: no such file or directory`},
+		{"bad server", map[string]string{EnvServer: "ftp://x"}, []string{"tenant", "list"}, ExitUsage,
+			`Error: server "ftp://x": want http://HOST:PORT, https://HOST:PORT or unix:///PATH`},
+		{"flag beats env", map[string]string{EnvServer: "ftp://x"}, []string{"tenant", "list", "--server", "gopher://y"}, ExitUsage,
+			`Error: server "gopher://y": want http://HOST:PORT, https://HOST:PORT or unix:///PATH`},
+		{"unreachable", noServer, []string{"tenant", "list"}, ExitError,
+			`Error: cannot reach romanad at unix:///nonexistent/romanad.sock (set --server or ROMANA_SERVER): GET /v1/tenants: Get "http://unix/v1/tenants": dial unix /nonexistent/romanad.sock: connect: no such file or directory`},
+		{"release both", noServer, []string{"address", "release", "x", "--ip", "10.0.0.1"}, ExitUsage, `Error: give either NAME or --ip IP`},
+		{"release neither", noServer, []string{"address", "release"}, ExitUsage, `Error: give either NAME or --ip IP`},
+		{"release bad ip", noServer, []string{"address", "release", "--ip", "10.0.0"}, ExitUsage, `Error: --ip "10.0.0": ParseAddr("10.0.0"): IPv4 address too short`},
+		{"decode bad ip", noServer, []string{"address", "decode", "nope"}, ExitUsage, `Error: "nope" is not an IP address`},
+		{"allocate incomplete", noServer, []string{"address", "allocate", "a", "--host", "h1", "--tenant", "t"}, ExitUsage, `Error: need --segment (all of --host, --tenant and --segment)`},
+		{"host without ip", noServer, []string{"host", "add", "h1"}, ExitUsage, `Error: need --ip, the host's underlay address`},
+		{"host bad label", noServer, []string{"host", "add", "h1", "--ip", "192.0.2.1", "--label", "rack"}, ExitUsage,
+			`Error: invalid argument "rack" for "--label" flag: rack must be formatted as key=value`},
+		{"tenant bad isolation", noServer, []string{"tenant", "add", "t", "--isolation", "full"}, ExitUsage, `Error: --isolation "full": use tenant, segment or none`},
+		{"network add no layout", noServer, []string{"network", "add", "n"}, ExitUsage, `Error: need --cidr and --field (or -f FILE)`},
+		{"policy add no file", noServer, []string{"policy", "add"}, ExitUsage, `Error: need -f FILE (or -f - for stdin)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := romana(t, tc.env, "", tc.args...)
+			if r.code != tc.code {
+				t.Errorf("exit code %d, want %d (stderr %q)", r.code, tc.code, r.stderr)
+			}
+			first, rest, _ := strings.Cut(r.stderr, "\n")
+			if first != tc.stderr {
+				t.Errorf("stderr\n got %s\nwant %s", first, tc.stderr)
+			}
+			if tc.code == ExitUsage && !strings.Contains(rest, "--help' for usage.") {
+				t.Errorf("usage error without a pointer to --help: %q", r.stderr)
+			}
+			if tc.code == ExitError && rest != "" {
+				t.Errorf("run error printed more than one line: %q", r.stderr)
+			}
+			if r.stdout != "" {
+				t.Errorf("stdout not empty on error: %q", r.stdout)
+			}
+		})
+	}
+}
+
+// TestHelp: every command has a description and examples, and --help works
+// with exit code 0.
+func TestHelp(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Hidden || c.Name() == "help" || c.Name() == "completion" || c.Parent() != nil && c.Parent().Name() == "completion" {
+			return
+		}
+		if c.Short == "" {
+			t.Errorf("%s has no Short description", c.CommandPath())
+		}
+		if c.Runnable() && !c.HasSubCommands() && c.Example == "" {
+			t.Errorf("%s has no Example", c.CommandPath())
+		}
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+	}
+	walk(NewRoot())
+
+	r := romana(t, nil, "", "network", "add", "--help")
+	if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "--field host=8") {
+		t.Errorf("network add --help: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = romana(t, nil, "", "network")
+	if r.code != 0 || !strings.Contains(r.stdout, "Available Commands:") {
+		t.Errorf("romana network: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = romana(t, nil, "", "--help")
+	if r.code != 0 || !strings.Contains(r.stdout, "ROMANA_SERVER") {
+		t.Errorf("romana --help does not mention ROMANA_SERVER: exit %d\n%s", r.code, r.stdout)
+	}
+}
+
+func TestServerSelection(t *testing.T) {
+	g := &Globals{getenv: func(string) string { return "" }}
+	if got := g.ServerURL(); got != "http://127.0.0.1:9600" {
+		t.Errorf("default server %q", got)
+	}
+	g.getenv = func(k string) string {
+		if k == EnvServer {
+			return "unix:///run/romana/romanad.sock"
+		}
+		return ""
+	}
+	if got := g.ServerURL(); got != "unix:///run/romana/romanad.sock" {
+		t.Errorf("server from env %q", got)
+	}
+	g.Server = "http://10.0.0.1:9600"
+	if got := g.ServerURL(); got != "http://10.0.0.1:9600" {
+		t.Errorf("server from flag %q", got)
+	}
+}
