@@ -478,7 +478,7 @@ func TestCnitool(t *testing.T) {
 
 // startRomanad starts romanad for a test and seeds it with a network, the
 // test host, and the tenants and segments the tests use.
-func startRomanad(t *testing.T) (string, *client.Client) {
+func startRomanad(t testing.TB) (string, *client.Client) {
 	t.Helper()
 	srv, c := startFakeRomanad(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

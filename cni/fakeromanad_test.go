@@ -23,7 +23,7 @@ type fakeRomanad struct {
 	next  netip.Addr
 }
 
-func startFakeRomanad(t *testing.T) (string, *client.Client) {
+func startFakeRomanad(t testing.TB) (string, *client.Client) {
 	f := &fakeRomanad{addrs: map[string]api.Address{}, next: netip.MustParseAddr("10.1.1.10")}
 	sock := filepath.Join(t.TempDir(), "romanad.sock")
 	l, err := net.Listen("unix", sock)
