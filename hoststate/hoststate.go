@@ -19,8 +19,9 @@ import (
 
 // The endpoint scheme shared with the CNI plugin: an endpoint has <ip>/32 on
 // its eth0 and "default via GatewayAddr dev eth0 onlink"; the host holds
-// GatewayAddr/32 on the dummy link GatewayLink and answers ARP for it on every
-// endpoint veth; the host-side veth gets "<ip>/32 dev <veth> scope link".
+// GatewayAddr/32 on the dummy link GatewayLink (a port-less bridge on
+// kernels without the dummy driver) and answers ARP for it on every endpoint
+// veth (arp_ignore 0, the default); the host-side veth gets "<ip>/32 dev <veth> scope link".
 const GatewayLink = "romana-gw"
 
 // GatewayAddr is the endpoints' default gateway, held by every host.

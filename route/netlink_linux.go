@@ -1,0 +1,224 @@
+package route
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/romana/romana/hoststate"
+)
+
+// New returns a Manager acting on the calling process's network namespace.
+func New(log *slog.Logger) (*Manager, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	return &Manager{k: &netlinkKernel{h: h, sysctlDir: "/proc/sys", last: map[netip.Prefix]netlink.Route{}}, log: log}, nil
+}
+
+// netlinkKernel is the real kernel. Its netlink socket belongs to the
+// namespace it was opened in; sysctls are written through /proc/sys, which
+// resolves in the namespace of the calling thread (for the agent, its own).
+type netlinkKernel struct {
+	h         *netlink.Handle
+	sysctlDir string
+	// last holds the routes as last listed, to delete exactly what is there.
+	last map[netip.Prefix]netlink.Route
+}
+
+// retry repeats a dump interrupted by a concurrent change.
+func retry[T any](f func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for i := 0; i < 5; i++ {
+		if v, err = f(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return v, err
+		}
+	}
+	return v, err
+}
+
+func (k *netlinkKernel) listRoutes() ([]hoststate.Route, error) {
+	filter := &netlink.Route{Protocol: Protocol, Table: unix.RT_TABLE_MAIN}
+	raw, err := retry(func() ([]netlink.Route, error) {
+		return k.h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, err
+	}
+	links, err := retry(k.h.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	k.last = map[netip.Prefix]netlink.Route{}
+	out := make([]hoststate.Route, 0, len(raw))
+	for _, r := range raw {
+		var dst netip.Prefix
+		if r.Dst == nil {
+			if r.Family == unix.AF_INET6 {
+				dst = netip.MustParsePrefix("::/0")
+			} else {
+				dst = netip.MustParsePrefix("0.0.0.0/0")
+			}
+		} else {
+			a, ok := netip.AddrFromSlice(r.Dst.IP)
+			ones, _ := r.Dst.Mask.Size()
+			if !ok {
+				continue
+			}
+			dst = netip.PrefixFrom(a.Unmap(), ones)
+		}
+		hr := hoststate.Route{Dst: dst}
+		switch {
+		case len(r.MultiPath) > 0:
+			hr.Dev = "(multipath)" // never desired: gets replaced or deleted
+		case r.Gw != nil:
+			gw, _ := netip.AddrFromSlice(r.Gw)
+			hr.Via = gw.Unmap()
+		case r.Scope == netlink.SCOPE_LINK:
+			hr.Dev = names[r.LinkIndex]
+		default:
+			hr.Dev = names[r.LinkIndex] + " (scope " + r.Scope.String() + ")" // not ours as desired
+		}
+		k.last[dst] = r
+		out = append(out, hr)
+	}
+	return out, nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func (k *netlinkKernel) replaceRoute(r hoststate.Route) error {
+	nr := &netlink.Route{Dst: ipNet(r.Dst), Protocol: Protocol, Table: unix.RT_TABLE_MAIN}
+	if r.Dev != "" {
+		l, err := k.h.LinkByName(r.Dev)
+		if err != nil {
+			var nf netlink.LinkNotFoundError
+			if errors.As(err, &nf) {
+				return fmt.Errorf("%w: %s", ErrLinkNotFound, r.Dev)
+			}
+			return fmt.Errorf("find link %s: %w", r.Dev, err)
+		}
+		nr.LinkIndex = l.Attrs().Index
+		nr.Scope = netlink.SCOPE_LINK
+	} else {
+		nr.Gw = net.IP(r.Via.AsSlice())
+	}
+	return k.h.RouteReplace(nr)
+}
+
+func (k *netlinkKernel) deleteRoute(r hoststate.Route) error {
+	nr, ok := k.last[r.Dst]
+	if !ok {
+		nr = netlink.Route{Dst: ipNet(r.Dst), Protocol: Protocol, Table: unix.RT_TABLE_MAIN, Scope: unix.RT_SCOPE_NOWHERE}
+	}
+	err := k.h.RouteDel(&nr)
+	if errors.Is(err, unix.ESRCH) {
+		return nil // already gone
+	}
+	return err
+}
+
+// gatewayKinds are the link types accepted as the gateway link: a dummy,
+// or, on kernels built without the dummy driver, a bridge without ports
+// (it keeps its addresses local and forwards nothing).
+var gatewayKinds = map[string]bool{"dummy": true, "bridge": true}
+
+func (k *netlinkKernel) ensureDummy(name string, addr netip.Prefix) error {
+	l, err := k.h.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &nf):
+		err := k.h.LinkAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name}})
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			err = k.h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}})
+		}
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add link %s: %w", name, err)
+		}
+		if l, err = k.h.LinkByName(name); err != nil {
+			return fmt.Errorf("find link %s: %w", name, err)
+		}
+	case err != nil:
+		return fmt.Errorf("find link %s: %w", name, err)
+	case !gatewayKinds[l.Type()]:
+		return fmt.Errorf("link %s exists and is a %s, not a dummy; remove or rename it", name, l.Type())
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		if err := k.h.LinkSetUp(l); err != nil {
+			return fmt.Errorf("set %s up: %w", name, err)
+		}
+	}
+	addrs, err := retry(func() ([]netlink.Addr, error) { return k.h.AddrList(l, netlink.FAMILY_ALL) })
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		ip, _ := netip.AddrFromSlice(a.IP)
+		ones, _ := a.Mask.Size()
+		if netip.PrefixFrom(ip.Unmap(), ones) == addr {
+			return nil
+		}
+	}
+	if err := k.h.AddrAdd(l, &netlink.Addr{IPNet: ipNet(addr)}); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add %s to %s: %w", addr, name, err)
+	}
+	return nil
+}
+
+func (k *netlinkKernel) deleteDummy(name string) error {
+	l, err := k.h.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !gatewayKinds[l.Type()] {
+		return fmt.Errorf("link %s is a %s, not our gateway link; left alone", name, l.Type())
+	}
+	return k.h.LinkDel(l)
+}
+
+func (k *netlinkKernel) sysctlPath(key string) (string, error) {
+	if key == "" || strings.Contains(key, "/") || strings.Contains(key, "..") {
+		return "", fmt.Errorf("invalid sysctl key %q", key)
+	}
+	return filepath.Join(k.sysctlDir, strings.ReplaceAll(key, ".", "/")), nil
+}
+
+func (k *netlinkKernel) readSysctl(key string) (string, error) {
+	p, err := k.sysctlPath(key)
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(p)
+	return string(b), err
+}
+
+func (k *netlinkKernel) writeSysctl(key, value string) error {
+	p, err := k.sysctlPath(key)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(p, []byte(value), 0o644)
+}

@@ -1,0 +1,126 @@
+package route_test
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/route"
+	"github.com/romana/romana/sim/simtest"
+)
+
+// The real adapter in a simulated host: our routes converge, foreign
+// routes and links survive syncs and Cleanup, sysctls are set in the
+// host's namespace only.
+func TestNetlinkInNamespace(t *testing.T) {
+	simtest.Require(t)
+	ctx := context.Background()
+	lab := simtest.New(t)
+	h, err := lab.AddHost(ctx, "h1", netip.MustParsePrefix("192.168.50.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := lab.AddEndpoint(ctx, h, "ep1", netip.MustParseAddr("10.1.0.5"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Exec(ctx, "ip", "route", "add", "10.99.0.0/16", "via", "192.168.50.254", "proto", "static"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Exec(ctx, "ip", "link", "add", "foreign0", "type", "bridge"); err != nil {
+		t.Fatal(err)
+	}
+	var m *route.Manager
+	do := func(f func() error) {
+		t.Helper()
+		if err := h.Do(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	do(func() (err error) { m, err = route.New(nil); return err })
+
+	gw := hoststate.Gateway{Link: hoststate.GatewayLink, Addr: netip.PrefixFrom(hoststate.GatewayAddr, 32)}
+	desired := []hoststate.Route{
+		{Dst: netip.MustParsePrefix("10.1.0.5/32"), Dev: ep.HostIface},
+		{Dst: netip.MustParsePrefix("10.1.0.6/32"), Dev: "romanagone"},
+		{Dst: netip.MustParsePrefix("10.2.0.0/16"), Via: netip.MustParseAddr("192.168.50.2")},
+		{Dst: netip.MustParsePrefix("10.3.0.0/16"), Via: netip.MustParseAddr("192.168.50.3")},
+	}
+	do(func() error {
+		if err := m.EnsureGateway(ctx, gw); err != nil {
+			return err
+		}
+		if _, err := m.SetSysctls(ctx, []hoststate.Sysctl{{Key: "net.ipv4.ip_forward", Value: "1"}}); err != nil {
+			return err
+		}
+		ch, err := m.SyncRoutes(ctx, desired)
+		if err == nil && (len(ch.Added) != 3 || len(ch.Pending) != 1) {
+			t.Errorf("first sync: %+v", ch)
+		}
+		return err
+	})
+	want := "10.1.0.5 dev rv-ep1 scope link \n10.2.0.0/16 via 192.168.50.2 dev eth0 \n10.3.0.0/16 via 192.168.50.3 dev eth0 \n"
+	if got := routes(t, h.Exec); got != want {
+		t.Fatalf("routes with proto 190:\n%s\nwant:\n%s", got, want)
+	}
+	if out, _ := h.Exec(ctx, "sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(out) != "1" {
+		t.Errorf("ip_forward in the host namespace = %q", out)
+	}
+	if out, _ := h.Exec(ctx, "ip", "-o", "addr", "show", "dev", hoststate.GatewayLink); !strings.Contains(out, "169.254.1.1/32") {
+		t.Errorf("gateway link: %q", out)
+	}
+
+	// Drift: a route deleted, another replaced by hand.
+	if _, err := h.Exec(ctx, "ip", "route", "del", "10.2.0.0/16"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Exec(ctx, "ip", "route", "replace", "10.3.0.0/16", "via", "192.168.50.9", "proto", "190"); err != nil {
+		t.Fatal(err)
+	}
+	do(func() error {
+		ch, err := m.SyncRoutes(ctx, desired)
+		if err == nil && (len(ch.Added) != 1 || len(ch.Replaced) != 1) {
+			t.Errorf("drift repair: %+v", ch)
+		}
+		return err
+	})
+	if got := routes(t, h.Exec); got != want {
+		t.Fatalf("after drift repair:\n%s\nwant:\n%s", got, want)
+	}
+	// Stale routes go, and only ours.
+	do(func() error {
+		ch, err := m.SyncRoutes(ctx, desired[:2])
+		if err == nil && len(ch.Deleted) != 2 {
+			t.Errorf("removal: %+v", ch)
+		}
+		return err
+	})
+	if got := routes(t, h.Exec); got != "10.1.0.5 dev rv-ep1 scope link \n" {
+		t.Fatalf("after removal: %q", got)
+	}
+
+	do(func() error { return m.Cleanup(ctx, gw) })
+	if got := routes(t, h.Exec); got != "" {
+		t.Errorf("after Cleanup our routes are %q", got)
+	}
+	if out, err := h.Exec(ctx, "ip", "route", "show", "10.99.0.0/16"); err != nil || !strings.Contains(out, "via 192.168.50.254") {
+		t.Errorf("foreign route after Cleanup: %q %v", out, err)
+	}
+	if _, err := h.Exec(ctx, "ip", "link", "show", "foreign0"); err != nil {
+		t.Errorf("foreign link after Cleanup: %v", err)
+	}
+	if _, err := h.Exec(ctx, "ip", "link", "show", hoststate.GatewayLink); err == nil {
+		t.Error("gateway link survived Cleanup")
+	}
+}
+
+func routes(t *testing.T, exec func(context.Context, ...string) (string, error)) string {
+	t.Helper()
+	out, err := exec(context.Background(), "ip", "-4", "route", "show", "proto", "190")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
