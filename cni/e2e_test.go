@@ -170,6 +170,10 @@ func TestLibcni(t *testing.T) {
 		t.Error(err)
 	}
 
+	// A second ADD of a live attachment is refused without undoing it.
+	_, err = e.cfg.AddNetworkList(ctx, e.list, rt1)
+	cniError(t, err, types.ErrInternal, "attachment ctr1:eth0: host interface "+VethName("ctr1:eth0")+" already exists; DEL the attachment first")
+
 	// CHECK passes, then fails when the host route is gone, then passes again.
 	if err := e.cfg.CheckNetworkList(ctx, e.list, rt1); err != nil {
 		t.Fatalf("CHECK ctr1: %v", err)

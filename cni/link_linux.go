@@ -117,6 +117,19 @@ func deleteVeth(hostVeth string) error {
 	return nil
 }
 
+// linkExists reports whether the current namespace has a link named name.
+func linkExists(name string) (bool, error) {
+	_, err := netlinksafe.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &nf):
+		return false, nil
+	}
+	return false, fmt.Errorf("look up link %s: %w", name, err)
+}
+
 // listLinks returns the names of the current namespace's links.
 func listLinks() ([]string, error) {
 	links, err := netlinksafe.LinkList()

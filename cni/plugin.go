@@ -131,9 +131,9 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (retErr error) {
 	// The veth name is derived from the allocation name: if it exists, the
 	// attachment is already set up (or a crashed ADD left it; DEL clears it).
 	// Refuse before allocating, so the undo below never touches it.
-	if links, err := listLinks(); err != nil {
-		return AsCNIError(err, "")
-	} else if slices.Contains(links, veth) {
+	if exists, err := linkExists(veth); err != nil {
+		return types.NewError(types.ErrInternal, err.Error(), "")
+	} else if exists {
 		return types.NewError(types.ErrInternal,
 			fmt.Sprintf("attachment %s: host interface %s already exists; DEL the attachment first", name, veth), "")
 	}
