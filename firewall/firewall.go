@@ -1,0 +1,251 @@
+// Package firewall is the host agent's nftables adapter: it keeps the table
+// inet romana equal to a desired hoststate.Ruleset, replacing the whole
+// table in one atomic transaction when it differs, and never touches any
+// other table.
+package firewall
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"sigs.k8s.io/knftables"
+
+	"github.com/romana/romana/hoststate"
+)
+
+// Family is the table's family; its name is hoststate.Table.
+const Family = knftables.InetFamily
+
+// stampPrefix starts the comment of the forward chain's first rule, which
+// carries a hash of the whole desired ruleset: the cheap way to tell that
+// the live table is the one we last wrote.
+const stampPrefix = "romana ruleset "
+
+// Firewall applies rulesets through knftables.
+type Firewall struct {
+	nft knftables.Interface
+	log *slog.Logger
+}
+
+// New returns a Firewall using the nft binary in the calling process's
+// network namespace. It fails if nft is missing or unusable.
+func New(log *slog.Logger) (*Firewall, error) {
+	nft, err := knftables.New(Family, hoststate.Table)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	return NewWith(nft, log), nil
+}
+
+// NewFake returns a Firewall on knftables' stateful fake.
+func NewFake(log *slog.Logger) (*Firewall, *knftables.Fake) {
+	fake := knftables.NewFake(Family, hoststate.Table)
+	return NewWith(fake, log), fake
+}
+
+// NewWith returns a Firewall on any knftables.Interface bound to inet romana.
+func NewWith(nft knftables.Interface, log *slog.Logger) *Firewall {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Firewall{nft: nft, log: log}
+}
+
+// Stamp returns the comment that marks a ruleset.
+func Stamp(rs hoststate.Ruleset) string {
+	sum := sha256.Sum256([]byte(rs.String()))
+	return stampPrefix + hex.EncodeToString(sum[:8])
+}
+
+// stamped returns a copy of rs whose forward chain's first rule carries Stamp(rs).
+func stamped(rs hoststate.Ruleset) (hoststate.Ruleset, error) {
+	stamp := Stamp(rs)
+	out := hoststate.Ruleset{Maps: rs.Maps, Chains: slices.Clone(rs.Chains)}
+	fwd := out.Chain(hoststate.ChainForward)
+	if fwd == nil || fwd.Hook == "" || len(fwd.Rules) == 0 {
+		return out, fmt.Errorf("ruleset has no base chain %q with rules", hoststate.ChainForward)
+	}
+	fwd.Rules = slices.Clone(fwd.Rules)
+	fwd.Rules[0].Comment = stamp
+	return out, nil
+}
+
+// Apply makes the table equal to rs. When the live table already is (same
+// stamp, same chains and maps, same rule count per chain, same map
+// elements) it does nothing and returns false. Otherwise it replaces the
+// table in one transaction (add, delete, add table, then every chain, map,
+// rule and element): packets see the old table or the new one, never a mix
+// or an empty window, and conntrack state is untouched.
+func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed bool, err error) {
+	want, err := stamped(rs)
+	if err != nil {
+		return false, err
+	}
+	ok, why, err := f.inSync(ctx, want)
+	if err != nil {
+		return false, fmt.Errorf("read table %s %s: %w", Family, hoststate.Table, err)
+	}
+	if ok {
+		return false, nil
+	}
+	tx := f.nft.NewTransaction()
+	tx.Add(&knftables.Table{})
+	tx.Delete(&knftables.Table{})
+	tx.Add(&knftables.Table{})
+	for _, c := range want.Chains {
+		kc := &knftables.Chain{Name: c.Name}
+		if c.Comment != "" {
+			kc.Comment = knftables.PtrTo(c.Comment)
+		}
+		if c.Hook != "" {
+			kc.Type = knftables.PtrTo(knftables.FilterType)
+			kc.Hook = knftables.PtrTo(knftables.BaseChainHook(c.Hook))
+			kc.Priority = knftables.PtrTo(knftables.FilterPriority)
+			kc.Policy = knftables.PtrTo(knftables.AcceptPolicy)
+		}
+		tx.Add(kc)
+	}
+	for _, m := range want.Maps {
+		km := &knftables.Map{Name: m.Name, Type: m.KeyType + " : verdict"}
+		if m.Comment != "" {
+			km.Comment = knftables.PtrTo(m.Comment)
+		}
+		tx.Add(km)
+	}
+	for _, c := range want.Chains {
+		for _, r := range c.Rules {
+			kr := &knftables.Rule{Chain: c.Name, Rule: r.Expr}
+			if r.Comment != "" {
+				kr.Comment = knftables.PtrTo(r.Comment)
+			}
+			tx.Add(kr)
+		}
+	}
+	for _, m := range want.Maps {
+		for _, e := range m.Elements {
+			tx.Add(&knftables.Element{Map: m.Name, Key: []string{e.Key}, Value: []string{e.Verdict}})
+		}
+	}
+	if err := f.nft.Run(ctx, tx); err != nil {
+		return false, fmt.Errorf("replace table %s %s (%d operations): %w", Family, hoststate.Table, tx.NumOperations(), err)
+	}
+	f.log.Info("nftables table replaced", "table", string(Family)+" "+hoststate.Table, "reason", why,
+		"rules", want.RuleCount(), "elements", want.ElementCount(), "stamp", strings.TrimPrefix(Stamp(rs), stampPrefix))
+	return true, nil
+}
+
+// inSync compares the live table with want; why says what differs.
+func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok bool, why string, err error) {
+	objs, err := f.nft.ListAll(ctx)
+	if knftables.IsNotFound(err) {
+		return false, "table missing", nil
+	}
+	if err != nil {
+		return false, "", err
+	}
+	var chains, maps []string
+	for _, c := range want.Chains {
+		chains = append(chains, c.Name)
+	}
+	for _, m := range want.Maps {
+		maps = append(maps, m.Name)
+	}
+	if !sameNames(objs["chain"], chains) {
+		return false, "chains differ", nil
+	}
+	if !sameNames(objs["map"], maps) {
+		return false, "maps differ", nil
+	}
+	for _, kind := range []string{"set", "counter", "flowtable"} {
+		if len(objs[kind]) > 0 {
+			return false, "foreign " + kind + "s in our table", nil
+		}
+	}
+	rules, err := f.nft.ListRules(ctx, "")
+	if knftables.IsNotFound(err) {
+		return false, "table missing", nil
+	}
+	if err != nil {
+		return false, "", err
+	}
+	byChain := map[string][]*knftables.Rule{}
+	for _, r := range rules {
+		byChain[r.Chain] = append(byChain[r.Chain], r)
+	}
+	for _, c := range want.Chains {
+		if len(byChain[c.Name]) != len(c.Rules) {
+			return false, fmt.Sprintf("chain %s has %d rules, want %d", c.Name, len(byChain[c.Name]), len(c.Rules)), nil
+		}
+		for i, r := range c.Rules {
+			live := byChain[c.Name][i].Comment
+			if (live == nil) != (r.Comment == "") || (live != nil && *live != r.Comment) {
+				return false, fmt.Sprintf("chain %s rule %d differs", c.Name, i), nil
+			}
+		}
+	}
+	for _, m := range want.Maps {
+		els, err := f.nft.ListElements(ctx, "map", m.Name)
+		if knftables.IsNotFound(err) {
+			return false, "map " + m.Name + " missing", nil
+		}
+		if err != nil {
+			return false, "", err
+		}
+		if !sameElements(els, m.Elements) {
+			return false, "map " + m.Name + " elements differ", nil
+		}
+	}
+	return true, "", nil
+}
+
+func sameNames(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// sameElements compares map elements, keys as addresses (nft may print
+// them differently from netip) and verdicts as text.
+func sameElements(live []*knftables.Element, want []hoststate.Element) bool {
+	if len(live) != len(want) {
+		return false
+	}
+	w := map[netip.Addr]string{}
+	for _, e := range want {
+		a, err := netip.ParseAddr(e.Key)
+		if err != nil {
+			return false
+		}
+		w[a] = e.Verdict
+	}
+	for _, e := range live {
+		if len(e.Key) != 1 || len(e.Value) != 1 {
+			return false
+		}
+		a, err := netip.ParseAddr(e.Key[0])
+		if err != nil || w[a] != e.Value[0] {
+			return false
+		}
+		delete(w, a)
+	}
+	return len(w) == 0
+}
+
+// Cleanup deletes the table; a missing table is not an error.
+func (f *Firewall) Cleanup(ctx context.Context) error {
+	tx := f.nft.NewTransaction()
+	tx.Add(&knftables.Table{})
+	tx.Delete(&knftables.Table{})
+	if err := f.nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("delete table %s %s: %w", Family, hoststate.Table, err)
+	}
+	f.log.Info("nftables table deleted", "table", string(Family)+" "+hoststate.Table)
+	return nil
+}
