@@ -58,11 +58,13 @@ func TestApplyOnFake(t *testing.T) {
 
 	// Drift: each kind of damage is detected and repaired.
 	damage := map[string]func(tx *knftables.Transaction){
-		"flushed chain":   func(tx *knftables.Transaction) { tx.Flush(&knftables.Chain{Name: "tenant-1"}) },
-		"deleted element": func(tx *knftables.Transaction) { tx.Delete(&knftables.Element{Map: "tenants-net1", Key: []string{"10.0.16.0"}}) },
-		"extra chain":     func(tx *knftables.Transaction) { tx.Add(&knftables.Chain{Name: "intruder"}) },
-		"deleted table":   func(tx *knftables.Transaction) { tx.Delete(&knftables.Table{}) },
-		"extra rule":      func(tx *knftables.Transaction) { tx.Add(&knftables.Rule{Chain: "forward", Rule: "accept"}) },
+		"flushed chain": func(tx *knftables.Transaction) { tx.Flush(&knftables.Chain{Name: "tenant-1"}) },
+		"deleted element": func(tx *knftables.Transaction) {
+			tx.Delete(&knftables.Element{Map: "tenants-net1", Key: []string{"10.0.16.0"}})
+		},
+		"extra chain":   func(tx *knftables.Transaction) { tx.Add(&knftables.Chain{Name: "intruder"}) },
+		"deleted table": func(tx *knftables.Transaction) { tx.Delete(&knftables.Table{}) },
+		"extra rule":    func(tx *knftables.Transaction) { tx.Add(&knftables.Rule{Chain: "forward", Rule: "accept"}) },
 	}
 	for what, f := range damage {
 		tx := fake.NewTransaction()
