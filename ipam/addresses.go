@@ -1,0 +1,390 @@
+package ipam
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/plan"
+)
+
+// validateRequest checks an address request's syntax.
+func validateRequest(req api.AddressRequest) error {
+	if err := api.ValidateAddressName(req.Name); err != nil {
+		return err
+	}
+	if req.Network != "" {
+		if err := api.ValidateName("network", req.Network); err != nil {
+			return err
+		}
+	}
+	for _, f := range []struct{ kind, v string }{{"host", req.Host}, {"tenant", req.Tenant}, {"segment", req.Segment}} {
+		if f.v == "" {
+			return api.Errorf(api.ReasonInvalid, "address %s: %s is required", req.Name, f.kind)
+		}
+		if err := api.ValidateName(f.kind, f.v); err != nil {
+			return err
+		}
+	}
+	if i := req.Interface; i != "" && (len(i) > 15 || i == "." || i == ".." || strings.ContainsAny(i, "/: \t\n")) {
+		return api.Errorf(api.ReasonInvalid, "address %s: interface %q is not a valid Linux interface name (1-15 characters, no '/', ':' or whitespace)", req.Name, i)
+	}
+	for k := range req.Attrs {
+		if k == "" || len(k) > 253 {
+			return api.Errorf(api.ReasonInvalid, "address %s: attribute names must have 1-253 characters", req.Name)
+		}
+	}
+	return nil
+}
+
+// Allocate returns the address named req.Name, allocating the smallest free
+// endpoint of the segment's block on the host if the name has none yet
+// (created is true then). The same name with a different host, tenant,
+// segment or network is a conflict.
+func (r *Registry) Allocate(ctx context.Context, req api.AddressRequest) (_ api.Address, created bool, _ error) {
+	if err := validateRequest(req); err != nil {
+		return api.Address{}, false, err
+	}
+	var out api.Address
+	err := r.retry(ctx, "allocate "+req.Name, func() error {
+		var err error
+		out, created, err = r.allocateAttempt(ctx, req)
+		return err
+	})
+	if err == nil && created {
+		r.allocations.Add(1)
+	}
+	return out, created, err
+}
+
+func (r *Registry) allocateAttempt(ctx context.Context, req api.AddressRequest) (api.Address, bool, error) {
+	op := "allocate " + req.Name
+	resp, err := r.read(ctx, op,
+		clientv3.OpGet(r.k.address(req.Name)),
+		clientv3.OpGet(r.k.host(req.Host)),
+		clientv3.OpGet(r.k.tenant(req.Tenant)),
+		clientv3.OpGet(r.k.segment(req.Tenant, req.Segment)),
+		clientv3.OpGet(r.k.networks(), clientv3.WithPrefix()))
+	if err != nil {
+		return api.Address{}, false, err
+	}
+	if kv := oneKV(resp, 0); kv != nil {
+		a, err := decode[api.Address](kv)
+		if err != nil {
+			return api.Address{}, false, err
+		}
+		if a.Host != req.Host || a.Tenant != req.Tenant || a.Segment != req.Segment || (req.Network != "" && req.Network != a.Network) {
+			return api.Address{}, false, api.Errorf(api.ReasonAlreadyExists,
+				"address %s is already allocated (%s in network %s, host %s, segment %s/%s); release it first to move it",
+				req.Name, a.IP, a.Network, a.Host, a.Tenant, a.Segment)
+		}
+		return a, false, nil
+	}
+	hkv, tkv, skv := oneKV(resp, 1), oneKV(resp, 2), oneKV(resp, 3)
+	switch {
+	case hkv == nil:
+		return api.Address{}, false, api.Errorf(api.ReasonNotFound, "host %s not found", req.Host)
+	case tkv == nil:
+		return api.Address{}, false, api.Errorf(api.ReasonNotFound, "tenant %s not found", req.Tenant)
+	case skv == nil:
+		return api.Address{}, false, api.Errorf(api.ReasonNotFound, "segment %s/%s not found", req.Tenant, req.Segment)
+	}
+	h, err := decode[api.Host](hkv)
+	if err != nil {
+		return api.Address{}, false, err
+	}
+	t, err := decode[api.Tenant](tkv)
+	if err != nil {
+		return api.Address{}, false, err
+	}
+	s, err := decode[api.Segment](skv)
+	if err != nil {
+		return api.Address{}, false, err
+	}
+	nkv, n, err := chooseNetwork(rangeKVs(resp, 4), req)
+	if err != nil {
+		return api.Address{}, false, err
+	}
+	p, err := planOf(n)
+	if err != nil {
+		return api.Address{}, false, err
+	}
+	var slot *api.HostSlot
+	for i := range h.Slots {
+		if h.Slots[i].Network == n.Name {
+			slot = &h.Slots[i]
+		}
+	}
+	if slot == nil { // an interrupted network add: place the host now
+		if _, err := r.placeAttempt(ctx, placeInput{rev: resp.Header.Revision, nets: []*mvccpb.KeyValue{nkv}, hosts: []*mvccpb.KeyValue{hkv}}); err != nil {
+			return api.Address{}, false, err
+		}
+		return api.Address{}, false, errRetry
+	}
+	if t.ID > plan.MaxID(p.TenantBits()) {
+		return api.Address{}, false, api.Errorf(api.ReasonExhausted,
+			"tenant %s has id %d, which does not fit the %d tenant bits of network %s (ids 0-%d)", t.Name, t.ID, p.TenantBits(), n.Name, plan.MaxID(p.TenantBits()))
+	}
+	if s.ID > plan.MaxID(p.SegmentBits()) {
+		return api.Address{}, false, api.Errorf(api.ReasonExhausted,
+			"segment %s/%s has id %d, which does not fit the %d segment bits of network %s (ids 0-%d)", t.Name, s.Name, s.ID, p.SegmentBits(), n.Name, plan.MaxID(p.SegmentBits()))
+	}
+	first, last := p.EndpointRange()
+	lo, err := p.Address(slot.Loc, t.ID, s.ID, first)
+	if err != nil {
+		return api.Address{}, false, api.Errorf(api.ReasonInternal, "host %s in network %s: %v", h.Name, n.Name, err)
+	}
+	hi, _ := p.Address(slot.Loc, t.ID, s.ID, last)
+
+	// Serialise this process's allocations in one block: they would only
+	// conflict in etcd. Other processes are kept apart by the transaction.
+	mu := r.stripeFor(n.Name + "/" + lo.String())
+	mu.Lock()
+	defer mu.Unlock()
+	slotKey := r.k.slotID(n.Name, slot.Loc)
+	br, err := r.read(ctx, op,
+		clientv3.OpGet(r.k.ip(n.Name, lo), clientv3.WithRange(r.k.ip(n.Name, hi)+"\x00"), clientv3.WithKeysOnly()),
+		clientv3.OpGet(slotKey))
+	if err != nil {
+		return api.Address{}, false, err
+	}
+	if kv := oneKV(br, 1); kv == nil || string(kv.Value) != h.Name { // stale slot: re-place
+		if _, err := r.placeAttempt(ctx, placeInput{rev: br.Header.Revision, nets: []*mvccpb.KeyValue{nkv}, hosts: []*mvccpb.KeyValue{hkv}}); err != nil {
+			return api.Address{}, false, err
+		}
+		return api.Address{}, false, errRetry
+	}
+	used := map[uint64]bool{}
+	for _, kv := range rangeKVs(br, 0) {
+		a, ok := ipFromKey(string(kv.Key))
+		if !ok {
+			continue
+		}
+		if d, err := p.Decode(a); err == nil {
+			used[d.Endpoint] = true
+		}
+	}
+	ep, ok := smallestFree(used, first, last)
+	if !ok {
+		return api.Address{}, false, api.Errorf(api.ReasonExhausted, "segment %s/%s on host %s is full: %d of %d addresses in use",
+			t.Name, s.Name, h.Name, len(used), p.EndpointsPerSegment())
+	}
+	ip, err := p.Address(slot.Loc, t.ID, s.ID, ep)
+	if err != nil {
+		return api.Address{}, false, api.Errorf(api.ReasonInternal, "%v", err)
+	}
+	a := api.Address{Name: req.Name, IP: ip, Network: n.Name, Host: h.Name, Tenant: t.Name, Segment: s.Name,
+		Interface: req.Interface, Attrs: req.Attrs}
+	ipKey := r.k.ip(n.Name, ip)
+	_, err = r.commit(ctx, op,
+		[]clientv3.Cmp{
+			absent(r.k.address(req.Name)), absent(ipKey),
+			unchanged(r.k.host(h.Name), hkv), unchanged(r.k.tenant(t.Name), tkv),
+			unchanged(r.k.segment(t.Name, s.Name), skv), unchanged(r.k.network(n.Name), nkv),
+			clientv3.Compare(clientv3.Value(slotKey), "=", h.Name),
+		},
+		[]clientv3.Op{clientv3.OpPut(r.k.address(req.Name), mustJSON(a)), clientv3.OpPut(ipKey, req.Name)})
+	if err != nil {
+		return api.Address{}, false, err
+	}
+	return a, true, nil
+}
+
+// chooseNetwork picks the network of a request: the one named, or the only
+// one that accepts the tenant.
+func chooseNetwork(kvs []*mvccpb.KeyValue, req api.AddressRequest) (*mvccpb.KeyValue, api.Network, error) {
+	var names []string
+	var pick *mvccpb.KeyValue
+	var pickN api.Network
+	for _, kv := range kvs {
+		n, err := decode[api.Network](kv)
+		if err != nil {
+			return nil, api.Network{}, err
+		}
+		if req.Network != "" {
+			if n.Name != req.Network {
+				continue
+			}
+			if !accepts(n, req.Tenant) {
+				return nil, api.Network{}, api.Errorf(api.ReasonInvalid, "network %s does not accept tenant %s (it is restricted to %s)", n.Name, req.Tenant, strings.Join(n.Tenants, ", "))
+			}
+			return kv, n, nil
+		}
+		if accepts(n, req.Tenant) {
+			names = append(names, n.Name)
+			pick, pickN = kv, n
+		}
+	}
+	switch {
+	case req.Network != "":
+		return nil, api.Network{}, api.Errorf(api.ReasonNotFound, "network %s not found", req.Network)
+	case len(names) == 0:
+		return nil, api.Network{}, api.Errorf(api.ReasonInvalid, "no network accepts tenant %s; add a network first", req.Tenant)
+	case len(names) > 1:
+		return nil, api.Network{}, api.Errorf(api.ReasonInvalid, "networks %s all accept tenant %s: name one in the request", strings.Join(names, ", "), req.Tenant)
+	}
+	return pick, pickN, nil
+}
+
+// GetAddress returns the address allocated under name.
+func (r *Registry) GetAddress(ctx context.Context, name string) (api.Address, error) {
+	resp, err := r.cli.Get(ctx, r.k.address(name))
+	if err != nil {
+		return api.Address{}, storeErr("get address "+name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return api.Address{}, api.Errorf(api.ReasonNotFound, "address %s not found", name)
+	}
+	return decode[api.Address](resp.Kvs[0])
+}
+
+// ListAddresses returns the addresses that match f, by name.
+func (r *Registry) ListAddresses(ctx context.Context, f api.AddressFilter) ([]api.Address, error) {
+	resp, err := r.cli.Get(ctx, r.k.addresses(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, storeErr("list addresses", err)
+	}
+	all, err := decodeAll[api.Address](resp.Kvs)
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, a := range all {
+		if (f.Network == "" || f.Network == a.Network) && (f.Host == "" || f.Host == a.Host) &&
+			(f.Tenant == "" || f.Tenant == a.Tenant) && (f.Segment == "" || f.Segment == a.Segment) {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// Release frees the address allocated under name. An unknown name is not an error.
+func (r *Registry) Release(ctx context.Context, name string) error {
+	if err := api.ValidateAddressName(name); err != nil {
+		return err
+	}
+	op := "release " + name
+	return r.retry(ctx, op, func() error {
+		resp, err := r.cli.Get(ctx, r.k.address(name))
+		if err != nil {
+			return storeErr(op, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return nil
+		}
+		return r.releaseKV(ctx, op, resp.Kvs[0], nil)
+	})
+}
+
+// releaseKV deletes the address in kv and its ip claim; ipKV, when set, is
+// the claim as read.
+func (r *Registry) releaseKV(ctx context.Context, op string, kv, ipKV *mvccpb.KeyValue) error {
+	a, err := decode[api.Address](kv)
+	if err != nil {
+		return err
+	}
+	ipKey := r.k.ip(a.Network, a.IP)
+	cmps := []clientv3.Cmp{unchanged(string(kv.Key), kv), clientv3.Compare(clientv3.Value(ipKey), "=", a.Name)}
+	if ipKV != nil {
+		cmps = append(cmps, unchanged(ipKey, ipKV))
+	}
+	if _, err := r.commit(ctx, op, cmps, []clientv3.Op{clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(ipKey)}); err != nil {
+		return err
+	}
+	r.releases.Add(1)
+	return nil
+}
+
+// ReleaseIP frees an address by IP. A free or unknown address is not an error.
+func (r *Registry) ReleaseIP(ctx context.Context, ip netip.Addr) error {
+	ip = ip.Unmap()
+	op := "release " + ip.String()
+	return r.retry(ctx, op, func() error {
+		nets, err := r.ListNetworks(ctx)
+		if err != nil {
+			return err
+		}
+		n, ok := networkOf(nets, ip)
+		if !ok {
+			return nil
+		}
+		ipKey := r.k.ip(n.Name, ip)
+		resp, err := r.cli.Get(ctx, ipKey)
+		if err != nil {
+			return storeErr(op, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return nil
+		}
+		ipKV := resp.Kvs[0]
+		ar, err := r.cli.Get(ctx, r.k.address(string(ipKV.Value)))
+		if err != nil {
+			return storeErr(op, err)
+		}
+		if len(ar.Kvs) == 0 {
+			return errRetry // released and claimed again in between
+		}
+		return r.releaseKV(ctx, op, ar.Kvs[0], ipKV)
+	})
+}
+
+func networkOf(nets []api.Network, ip netip.Addr) (api.Network, bool) {
+	for _, n := range nets {
+		if p, err := netip.ParsePrefix(n.CIDR); err == nil && p.Contains(ip) {
+			return n, true
+		}
+	}
+	return api.Network{}, false
+}
+
+// Decode takes an address apart and names the objects its fields refer to.
+func (r *Registry) Decode(ctx context.Context, ip netip.Addr) (api.DecodedAddress, error) {
+	ip = ip.Unmap()
+	nets, err := r.ListNetworks(ctx)
+	if err != nil {
+		return api.DecodedAddress{}, err
+	}
+	n, ok := networkOf(nets, ip)
+	if !ok {
+		return api.DecodedAddress{}, api.Errorf(api.ReasonNotFound, "address %s is not in any network", ip)
+	}
+	p, err := planOf(n)
+	if err != nil {
+		return api.DecodedAddress{}, err
+	}
+	d, err := p.Decode(ip)
+	if err != nil {
+		return api.DecodedAddress{}, api.Errorf(api.ReasonInternal, "%v", err)
+	}
+	out := api.DecodedAddress{IP: ip, Network: n.Name, Loc: d.Loc, TenantID: d.Tenant, SegmentID: d.Segment, Endpoint: d.Endpoint}
+	op := fmt.Sprintf("decode %s", ip)
+	resp, err := r.read(ctx, op,
+		clientv3.OpGet(r.k.slotID(n.Name, d.Loc)),
+		clientv3.OpGet(r.k.tenantID(d.Tenant)),
+		clientv3.OpGet(r.k.ip(n.Name, ip)))
+	if err != nil {
+		return api.DecodedAddress{}, err
+	}
+	if kv := oneKV(resp, 0); kv != nil {
+		out.Host = string(kv.Value)
+	}
+	if kv := oneKV(resp, 2); kv != nil {
+		out.Allocation = string(kv.Value)
+	}
+	if kv := oneKV(resp, 1); kv != nil {
+		out.Tenant = string(kv.Value)
+		sr, err := r.cli.Get(ctx, r.k.segmentID(out.Tenant, d.Segment), clientv3.WithRev(resp.Header.Revision))
+		if err != nil {
+			return api.DecodedAddress{}, storeErr(op, err)
+		}
+		if len(sr.Kvs) > 0 {
+			out.Segment = string(sr.Kvs[0].Value)
+		}
+	}
+	return out, nil
+}

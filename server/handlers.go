@@ -1,0 +1,428 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/romana/romana/api"
+)
+
+func created(ok bool) int {
+	if ok {
+		return http.StatusCreated
+	}
+	return http.StatusOK
+}
+
+// Networks.
+
+func (s *Server) listNetworks(w http.ResponseWriter, r *http.Request) error {
+	out, err := s.reg.ListNetworks(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) addNetwork(w http.ResponseWriter, r *http.Request) error {
+	var in api.Network
+	if err := s.decodeBody(w, r, &in); err != nil {
+		return err
+	}
+	out, c, err := s.reg.AddNetwork(r.Context(), in)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, created(c), out)
+	return nil
+}
+
+func (s *Server) getNetwork(w http.ResponseWriter, r *http.Request) error {
+	out, err := s.reg.GetNetwork(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) removeNetwork(w http.ResponseWriter, r *http.Request) error {
+	if err := s.reg.RemoveNetwork(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// Hosts.
+
+func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) error {
+	out, err := s.reg.ListHosts(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) addHost(w http.ResponseWriter, r *http.Request) error {
+	var in api.Host
+	if err := s.decodeBody(w, r, &in); err != nil {
+		return err
+	}
+	out, c, err := s.reg.AddHost(r.Context(), in)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, created(c), out)
+	return nil
+}
+
+func (s *Server) getHost(w http.ResponseWriter, r *http.Request) error {
+	out, err := s.reg.GetHost(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) removeHost(w http.ResponseWriter, r *http.Request) error {
+	if err := s.reg.RemoveHost(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// Tenants and segments.
+
+func (s *Server) listTenants(w http.ResponseWriter, r *http.Request) error {
+	out, err := s.reg.ListTenants(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) addTenant(w http.ResponseWriter, r *http.Request) error {
+	var in api.Tenant
+	if err := s.decodeBody(w, r, &in); err != nil {
+		return err
+	}
+	out, c, err := s.reg.AddTenant(r.Context(), in)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, created(c), out)
+	return nil
+}
+
+func (s *Server) getTenant(w http.ResponseWriter, r *http.Request) error {
+	out, err := s.reg.GetTenant(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) removeTenant(w http.ResponseWriter, r *http.Request) error {
+	if err := s.reg.RemoveTenant(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) listAllSegments(w http.ResponseWriter, r *http.Request) error {
+	out, err := s.reg.ListSegments(r.Context(), "")
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) listSegments(w http.ResponseWriter, r *http.Request) error {
+	t := r.PathValue("tenant")
+	if err := api.ValidateName("tenant", t); err != nil {
+		return err
+	}
+	out, err := s.reg.ListSegments(r.Context(), t)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) addSegment(w http.ResponseWriter, r *http.Request) error {
+	var in api.Segment
+	if err := s.decodeBody(w, r, &in); err != nil {
+		return err
+	}
+	t := r.PathValue("tenant")
+	if in.Tenant == "" {
+		in.Tenant = t
+	}
+	if in.Tenant != t {
+		return api.Errorf(api.ReasonInvalid, "segment body names tenant %q but the path names tenant %q", in.Tenant, t)
+	}
+	out, c, err := s.reg.AddSegment(r.Context(), in)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, created(c), out)
+	return nil
+}
+
+func (s *Server) getSegment(w http.ResponseWriter, r *http.Request) error {
+	out, err := s.reg.GetSegment(r.Context(), r.PathValue("tenant"), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) removeSegment(w http.ResponseWriter, r *http.Request) error {
+	if err := s.reg.RemoveSegment(r.Context(), r.PathValue("tenant"), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// Addresses.
+
+func (s *Server) allocate(w http.ResponseWriter, r *http.Request) error {
+	var in api.AddressRequest
+	if err := s.decodeBody(w, r, &in); err != nil {
+		return err
+	}
+	out, c, err := s.reg.Allocate(r.Context(), in)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, created(c), out)
+	return nil
+}
+
+func (s *Server) listAddresses(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	for k := range q {
+		switch k {
+		case "network", "host", "tenant", "segment":
+		default:
+			return api.Errorf(api.ReasonInvalid, "unknown query parameter %q (filters: network, host, tenant, segment)", k)
+		}
+	}
+	out, err := s.reg.ListAddresses(r.Context(), api.AddressFilter{
+		Network: q.Get("network"), Host: q.Get("host"), Tenant: q.Get("tenant"), Segment: q.Get("segment")})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getAddress(w http.ResponseWriter, r *http.Request) error {
+	out, err := s.reg.GetAddress(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) release(w http.ResponseWriter, r *http.Request) error {
+	if err := s.reg.Release(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func ipParam(r *http.Request) (netip.Addr, error) {
+	v := r.URL.Query().Get("ip")
+	if v == "" {
+		return netip.Addr{}, api.Errorf(api.ReasonInvalid, "query parameter ip is required")
+	}
+	ip, err := netip.ParseAddr(v)
+	if err != nil {
+		return netip.Addr{}, api.Errorf(api.ReasonInvalid, "query parameter ip: %q is not an IP address", v)
+	}
+	return ip, nil
+}
+
+func (s *Server) releaseIP(w http.ResponseWriter, r *http.Request) error {
+	ip, err := ipParam(r)
+	if err != nil {
+		return err
+	}
+	if err := s.reg.ReleaseIP(r.Context(), ip); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) decode(w http.ResponseWriter, r *http.Request) error {
+	ip, err := ipParam(r)
+	if err != nil {
+		return err
+	}
+	out, err := s.reg.Decode(r.Context(), ip)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// Policies.
+
+func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request) error {
+	out, err := s.reg.ListPolicies(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) postPolicy(w http.ResponseWriter, r *http.Request) error {
+	var in api.Policy
+	if err := s.decodeBody(w, r, &in); err != nil {
+		return err
+	}
+	return s.storePolicy(w, r, in)
+}
+
+func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request) error {
+	var in api.Policy
+	if err := s.decodeBody(w, r, &in); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if in.Name == "" {
+		in.Name = name
+	}
+	if in.Name != name {
+		return api.Errorf(api.ReasonInvalid, "policy body is named %q but the path names %q", in.Name, name)
+	}
+	return s.storePolicy(w, r, in)
+}
+
+func (s *Server) storePolicy(w http.ResponseWriter, r *http.Request, in api.Policy) error {
+	out, c, err := s.reg.PutPolicy(r.Context(), in)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, created(c), out)
+	return nil
+}
+
+func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request) error {
+	out, err := s.reg.GetPolicy(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) removePolicy(w http.ResponseWriter, r *http.Request) error {
+	if err := s.reg.RemovePolicy(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// Snapshot and watch.
+
+func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) error {
+	out, err := s.reg.Snapshot(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// watch streams events as NDJSON, one flushed line per event, with an
+// empty line every keepalive interval while idle. Errors found before the
+// stream starts (bad or compacted revision) are JSON errors with a status;
+// a failure later ends the stream, and the client resumes from the last
+// revision it processed.
+func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
+	var rev int64
+	if v := r.URL.Query().Get("revision"); v != "" {
+		var err error
+		if rev, err = strconv.ParseInt(v, 10, 64); err != nil || rev < 0 {
+			s.writeError(w, r, api.Errorf(api.ReasonInvalid, "query parameter revision: %q is not a revision number", v))
+			return
+		}
+	}
+	ctx := r.Context()
+	ch, err := s.reg.Watch(ctx, rev)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.metrics.watches.Inc()
+	defer s.metrics.watches.Dec()
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	tick := time.NewTicker(s.keepalive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.stopping:
+			return
+		case <-tick.C:
+			if _, err := w.Write([]byte("\n")); err != nil {
+				return
+			}
+			if rc.Flush() != nil {
+				return
+			}
+		case b, ok := <-ch:
+			if !ok {
+				return
+			}
+			if b.Err != nil {
+				s.log.Info("watch stream ended", "from", rev, "err", b.Err)
+				return
+			}
+			for _, ev := range b.Events {
+				line, err := json.Marshal(ev)
+				if err != nil {
+					s.log.Error("encode watch event", "kind", ev.Kind, "name", ev.Name, "err", err)
+					return
+				}
+				if _, err := w.Write(append(line, '\n')); err != nil {
+					return
+				}
+				if rc.Flush() != nil {
+					return
+				}
+			}
+			tick.Reset(s.keepalive)
+		}
+	}
+}

@@ -1,0 +1,54 @@
+package server
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/romana/romana/ipam"
+)
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	watches  prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, r *ipam.Registry) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "romanad_http_requests_total",
+			Help: "HTTP requests by route (method and path pattern) and status code.",
+		}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "romanad_http_request_duration_seconds",
+			Help:    "HTTP request latency by route (watch streams count their whole duration).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route"}),
+		watches: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "romanad_watch_streams",
+			Help: "Open watch streams.",
+		}),
+	}
+	reg.MustRegister(m.requests, m.latency, m.watches,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "romanad_addresses_allocated_total",
+			Help: "Addresses newly allocated (idempotent repeats not counted).",
+		}, func() float64 { return float64(r.Stats().Allocations) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "romanad_addresses_released_total",
+			Help: "Addresses released.",
+		}, func() float64 { return float64(r.Stats().Releases) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "romanad_store_conflicts_total",
+			Help: "Store transactions that lost a race with a concurrent writer and were retried.",
+		}, func() float64 { return float64(r.Stats().Conflicts) }),
+	)
+	return m
+}
+
+func (m *metrics) observe(route string, code int, d time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.latency.WithLabelValues(route).Observe(d.Seconds())
+}

@@ -1,0 +1,274 @@
+// Package server is romanad's HTTP API: the /v1 REST routes of package
+// client over an ipam.Registry, with JSON errors, size-limited strict request
+// bodies, a resumable NDJSON watch stream, /healthz and Prometheus /metrics.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/ipam"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxBodyBytes = 64 << 10
+	DefaultKeepalive    = 15 * time.Second
+)
+
+// Config configures a Server.
+type Config struct {
+	Registry *ipam.Registry
+	Logger   *slog.Logger
+	// MaxBodyBytes limits request bodies (default DefaultMaxBodyBytes).
+	MaxBodyBytes int64
+	// Keepalive is the interval of empty lines on an idle watch stream
+	// (default DefaultKeepalive).
+	Keepalive time.Duration
+}
+
+// Server serves the API. Create it with New.
+type Server struct {
+	reg       *ipam.Registry
+	log       *slog.Logger
+	maxBody   int64
+	keepalive time.Duration
+	mux       *http.ServeMux
+	metrics   *metrics
+	prom      *prometheus.Registry
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed when Serve shuts down: ends watch streams
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) *Server {
+	s := &Server{
+		reg:       cfg.Registry,
+		log:       cfg.Logger,
+		maxBody:   cfg.MaxBodyBytes,
+		keepalive: cfg.Keepalive,
+		mux:       http.NewServeMux(),
+		prom:      prometheus.NewRegistry(),
+		stopping:  make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = DefaultMaxBodyBytes
+	}
+	if s.keepalive <= 0 {
+		s.keepalive = DefaultKeepalive
+	}
+	s.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics = newMetrics(s.prom, s.reg)
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /healthz", s.health)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.prom, promhttp.HandlerOpts{}))
+
+	s.handle("GET /v1/networks", s.listNetworks)
+	s.handle("POST /v1/networks", s.addNetwork)
+	s.handle("GET /v1/networks/{name}", s.getNetwork)
+	s.handle("DELETE /v1/networks/{name}", s.removeNetwork)
+
+	s.handle("GET /v1/hosts", s.listHosts)
+	s.handle("POST /v1/hosts", s.addHost)
+	s.handle("GET /v1/hosts/{name}", s.getHost)
+	s.handle("DELETE /v1/hosts/{name}", s.removeHost)
+
+	s.handle("GET /v1/tenants", s.listTenants)
+	s.handle("POST /v1/tenants", s.addTenant)
+	s.handle("GET /v1/tenants/{name}", s.getTenant)
+	s.handle("DELETE /v1/tenants/{name}", s.removeTenant)
+
+	s.handle("GET /v1/segments", s.listAllSegments)
+	s.handle("GET /v1/tenants/{tenant}/segments", s.listSegments)
+	s.handle("POST /v1/tenants/{tenant}/segments", s.addSegment)
+	s.handle("GET /v1/tenants/{tenant}/segments/{name}", s.getSegment)
+	s.handle("DELETE /v1/tenants/{tenant}/segments/{name}", s.removeSegment)
+
+	s.handle("POST /v1/addresses", s.allocate)
+	s.handle("GET /v1/addresses", s.listAddresses)
+	s.handle("GET /v1/addresses/{name}", s.getAddress)
+	s.handle("DELETE /v1/addresses/{name}", s.release)
+	s.handle("DELETE /v1/addresses", s.releaseIP)
+	s.handle("GET /v1/decode", s.decode)
+
+	s.handle("GET /v1/policies", s.listPolicies)
+	s.handle("POST /v1/policies", s.postPolicy)
+	s.handle("GET /v1/policies/{name}", s.getPolicy)
+	s.handle("PUT /v1/policies/{name}", s.putPolicy)
+	s.handle("DELETE /v1/policies/{name}", s.removePolicy)
+
+	s.handle("GET /v1/snapshot", s.snapshot)
+	s.mux.HandleFunc("GET /v1/watch", s.watch)
+}
+
+// handle registers an API handler that returns its error.
+func (s *Server) handle(pattern string, h func(http.ResponseWriter, *http.Request) error) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// ServeHTTP routes a request, records its metrics and logs it at debug level.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	_, pattern := s.mux.Handler(r)
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	if pattern == "" {
+		// No route: let the mux decide between 404 and 405 (and set Allow),
+		// then answer with a JSON error instead of its text.
+		probe := &statusProbe{header: http.Header{}}
+		s.mux.ServeHTTP(probe, r)
+		for k, v := range probe.header {
+			if k == "Allow" {
+				rec.Header()[k] = v
+			}
+		}
+		err := api.Errorf(api.ReasonNotFound, "no route %s %s", r.Method, r.URL.Path)
+		if probe.status == http.StatusMethodNotAllowed {
+			err = &api.Error{Status: http.StatusMethodNotAllowed, Reason: api.ReasonInvalid,
+				Message: fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, probe.header.Get("Allow"))}
+		}
+		s.writeError(rec, r, err)
+		pattern = "unmatched"
+	} else {
+		s.mux.ServeHTTP(rec, r)
+	}
+	d := time.Since(start)
+	s.metrics.observe(pattern, rec.status, d)
+	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "route", pattern, "status", rec.status, "duration", d)
+}
+
+// recorder remembers the status of a response; it passes Flush through.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// statusProbe captures the status and headers of the mux's own error reply.
+type statusProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *statusProbe) Header() http.Header         { return p.header }
+func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *statusProbe) WriteHeader(code int)        { p.status = code }
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	if err := s.reg.Ping(ctx); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+// Serve serves on each listener until ctx ends, then shuts down gracefully:
+// watch streams end at once, other requests get up to 5 seconds.
+func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	hs.RegisterOnShutdown(func() { s.stopOnce.Do(func() { close(s.stopping) }) })
+	errc := make(chan error, len(lns))
+	for _, ln := range lns {
+		s.log.Info("serving API", "address", ln.Addr().String())
+		go func() {
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serve on %s: %w", ln.Addr(), err)
+				return
+			}
+			errc <- nil
+		}()
+	}
+	var serr error
+	select {
+	case <-ctx.Done():
+	case serr = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		hs.Close()
+	}
+	return serr
+}
+
+// ListenUnix listens on a unix socket at path, creating its directory and
+// removing a stale socket left by a previous run. It refuses to replace a
+// socket another process still serves, or a file that is not a socket.
+func ListenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("listen on %s: the path exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen on %s: another process is serving on this socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("listen on %s: remove stale socket: %w", path, err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	return ln, nil
+}
