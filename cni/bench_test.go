@@ -40,7 +40,7 @@ func BenchmarkCNIAddDel(b *testing.B) {
 			b.Fatalf("reference plugin missing (apt-get install containernetworking-plugins): %v", err)
 		}
 	}
-	server, _ := startRomanad(b)
+	server := "unix://" + startRomanad(b).Socket
 	dir := pluginDir(b)
 	id := uniq()
 	paths := []string{dir, "/usr/lib/cni"}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/plan"
+	"github.com/romana/romana/server/servertest"
 )
 
 const testHost = "h1"
@@ -59,6 +61,7 @@ func ping(nsName, dst string) error {
 // env1 is one simulated host with romanad and a runtime's libcni.
 type env1 struct {
 	host, hostPath string
+	romanad        *servertest.Instance
 	server         string
 	rd             *client.Client
 	dir            string
@@ -71,7 +74,8 @@ func newEnv(t *testing.T) *env1 {
 	t.Setenv(ServerEnv, "")
 	t.Setenv(FailAtEnv, "")
 	e := &env1{dir: pluginDir(t)}
-	e.server, e.rd = startRomanad(t)
+	e.romanad = startRomanad(t)
+	e.server, e.rd = "unix://"+e.romanad.Socket, e.romanad.Client
 	e.host, e.hostPath = simHost(t, "cni-"+uniq()+"-h1")
 	e.cfg = libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(), &ipNetnsExec{hostNS: e.host})
 	e.list = confList(t, "1.1.0", e.server, "")
@@ -220,6 +224,31 @@ func TestLibcni(t *testing.T) {
 	}
 	cniError(t, e.cfg.GetStatusNetworkList(ctx, confList(t, "1.1.0", "unix:///nonexistent/romanad.sock", "")),
 		types.ErrPluginNotAvailable, "romanad at unix:///nonexistent/romanad.sock does not answer /healthz")
+
+	// romanad down: STATUS says so, ADD is "try again later" and leaves
+	// nothing, DEL is "try again later" rather than forgetting the address;
+	// once romanad is back the retried DEL completes.
+	_, c3Path := e.container(t, "c3")
+	c4, c4Path := e.container(t, "c4")
+	rt3 := &libcni.RuntimeConf{ContainerID: "ctr3", NetNS: c3Path, IfName: "eth0"}
+	rt4 := &libcni.RuntimeConf{ContainerID: "ctr4", NetNS: c4Path, IfName: "eth0"}
+	if _, err := e.add(t, e.cfg, e.list, rt3); err != nil {
+		t.Fatalf("ADD ctr3: %v", err)
+	}
+	e.romanad.Stop()
+	cniError(t, e.cfg.GetStatusNetworkList(ctx, e.list), types.ErrPluginNotAvailable, "does not answer /healthz")
+	_, err = e.cfg.AddNetworkList(ctx, e.list, rt4)
+	cniError(t, err, types.ErrTryAgainLater, "allocate ctr4:eth0 at romanad "+e.server)
+	if slices.Contains(links(t, e.host), VethName("ctr4:eth0")) || slices.Contains(links(t, c4), "eth0") {
+		t.Error("ADD with romanad down left an interface")
+	}
+	cniError(t, e.cfg.DelNetworkList(ctx, e.list, rt3), types.ErrTryAgainLater, "release ctr3:eth0 at romanad "+e.server)
+	e.romanad.Restart()
+	if err := e.cfg.DelNetworkList(ctx, e.list, rt3); err != nil {
+		t.Fatalf("DEL ctr3 after romanad restart: %v", err)
+	}
+	e.assertGone(t, "ctr3", "eth0", "")
+	e.assertGone(t, "ctr4", "eth0", c4)
 }
 
 // checkResult checks an ADD result's shape and returns its address.
@@ -301,7 +330,7 @@ func TestLibcniBadConfig(t *testing.T) {
 			`tenant from CNI_ARGS ROMANA_TENANT: invalid tenant name "Not_A_Name"`},
 		{"no tenant", confListNoTenant(t, e.server), nil, types.ErrInvalidNetworkConfig, "no tenant for this endpoint"},
 		{"unknown tenant", confList(t, "1.1.0", e.server, ""), [][2]string{{"ROMANA_TENANT", "nosuch"}}, types.ErrInvalidNetworkConfig,
-			`allocate bad1:eth0 (tenant nosuch from CNI_ARGS ROMANA_TENANT`},
+			`(tenant nosuch from CNI_ARGS ROMANA_TENANT, segment default from config "segment", host h1): tenant nosuch not found`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -480,15 +509,31 @@ func TestCnitool(t *testing.T) {
 	e.assertGone(t, containerID, "eth0", c)
 }
 
-// startRomanad starts romanad for a test and seeds it with a network, the
-// test host, and the tenants and segments the tests use.
-func startRomanad(t testing.TB) (string, *client.Client) {
-	t.Helper()
-	srv, c := startFakeRomanad(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+// startRomanad starts a real romanad for a test and seeds it with a network,
+// the test host, and the tenants and segments the tests use. The plugin
+// reaches it on its unix socket.
+func startRomanad(tb testing.TB) *servertest.Instance {
+	tb.Helper()
+	in := servertest.Start(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := c.WaitHealthy(ctx, 10*time.Second); err != nil {
-		t.Fatal(err)
+	c := in.Client
+	if _, err := c.AddNetwork(ctx, api.Network{Name: "net1", CIDR: "10.0.0.0/8",
+		Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}); err != nil {
+		tb.Fatalf("seed romanad: %v", err)
 	}
-	return srv, c
+	if _, err := c.AddHost(ctx, api.Host{Name: testHost, IP: netip.MustParseAddr("192.0.2.1")}); err != nil {
+		tb.Fatalf("seed romanad: %v", err)
+	}
+	for _, ts := range [][2]string{{"default-tenant", "default"}, {"default-tenant", "tools"}, {"acme", "default"}, {"acme", "web"}} {
+		if _, err := c.GetTenant(ctx, ts[0]); api.IsNotFound(err) {
+			if _, err := c.AddTenant(ctx, api.Tenant{Name: ts[0]}); err != nil {
+				tb.Fatalf("seed romanad: %v", err)
+			}
+		}
+		if _, err := c.AddSegment(ctx, api.Segment{Tenant: ts[0], Name: ts[1]}); err != nil {
+			tb.Fatalf("seed romanad: %v", err)
+		}
+	}
+	return in
 }

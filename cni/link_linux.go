@@ -13,12 +13,13 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/romana/romana/route"
 )
 
-// routeProtocol tags the host routes the plugin installs. It is the number
-// the agent uses for the routes it owns (package route defines the same
-// value), so the agent recognises the plugin's endpoint routes as its own.
-const routeProtocol = netlink.RouteProtocol(190)
+// routeProtocol tags the host routes the plugin installs with the agent's
+// number, so the agent recognises the endpoint routes as its own.
+const routeProtocol = netlink.RouteProtocol(route.Protocol)
 
 // All functions here run netlink in the calling process's network namespace
 // (the host's) unless they enter the container's with ns.WithNetNSPath.
@@ -94,7 +95,8 @@ func hostRoute(linkIndex int, addr netip.Addr) netlink.Route {
 	}
 }
 
-// addHostRoute installs "<addr>/32 dev <hostVeth> scope link proto 190".
+// addHostRoute installs "<addr>/32 dev <hostVeth> scope link proto 190"
+// (route.Protocol).
 func addHostRoute(hostVeth string, addr netip.Addr) error {
 	link, err := netlinksafe.LinkByName(hostVeth)
 	if err != nil {

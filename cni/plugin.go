@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -147,11 +148,11 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (retErr error) {
 		},
 	}
 	addr, err := rd.Allocate(ctx, req)
-	var apiErr *api.Error
-	if err != nil && errors.As(err, &apiErr) {
-		// romanad answered: nothing was allocated.
-		return AsCNIError(err, fmt.Sprintf("allocate %s (tenant %s from %s, segment %s from %s, host %s)",
-			name, target.Tenant, target.TenantFrom, target.Segment, target.SegmentFrom, conf.Host))
+	if err != nil && notSent(err) {
+		// romanad answered with an error, or was never reached: nothing
+		// was allocated.
+		return AsCNIError(err, fmt.Sprintf("allocate %s at romanad %s (tenant %s from %s, segment %s from %s, host %s)",
+			name, conf.Server, target.Tenant, target.TenantFrom, target.Segment, target.SegmentFrom, conf.Host))
 	}
 	// From here on, undo on failure. An error without an answer (a timeout)
 	// may have allocated, so it is undone too.
@@ -175,7 +176,7 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (retErr error) {
 		}
 	}()
 	if err != nil {
-		return AsCNIError(err, fmt.Sprintf("allocate %s from romanad %s", name, conf.Server))
+		return AsCNIError(err, fmt.Sprintf("allocate %s at romanad %s", name, conf.Server))
 	}
 	if !addr.IP.Is4() {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("allocate %s: romanad returned %v, want an IPv4 address", name, addr.IP), "")
@@ -337,4 +338,12 @@ func (p *Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
 		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("romanad at %s does not answer /healthz: %v", conf.Server, err), "")
 	}
 	return nil
+}
+
+// notSent reports whether a failed request certainly allocated nothing:
+// romanad answered with an error, or the connection was never made.
+func notSent(err error) bool {
+	var apiErr *api.Error
+	var opErr *net.OpError
+	return errors.As(err, &apiErr) || (errors.As(err, &opErr) && opErr.Op == "dial")
 }
