@@ -8,7 +8,6 @@ import (
 	"slices"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -26,7 +25,9 @@ const routeProtocol = netlink.RouteProtocol(route.Protocol)
 
 // createVeth creates the pair: ifName inside the container's namespace at
 // netnsPath, hostVeth (up) in the current namespace. It fails if either name
-// exists.
+// exists. (It uses netlink directly rather than plugins/pkg/ip, whose
+// ip-masquerade code would pull iptables and nftables into the binary and
+// slow every plugin start.)
 func createVeth(netnsPath, ifName, hostVeth string, mtu int) (host, cont *current.Interface, err error) {
 	hostNS, err := ns.GetCurrentNS()
 	if err != nil {
@@ -34,18 +35,29 @@ func createVeth(netnsPath, ifName, hostVeth string, mtu int) (host, cont *curren
 	}
 	defer hostNS.Close()
 	err = ns.WithNetNSPath(netnsPath, func(_ ns.NetNS) error {
-		h, c, err := ip.SetupVethWithName(ifName, hostVeth, mtu, "", hostNS)
-		if err != nil {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name, attrs.MTU = ifName, mtu
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: hostVeth, PeerNamespace: netlink.NsFd(int(hostNS.Fd()))}); err != nil {
 			return err
 		}
-		host = &current.Interface{Name: h.Name, Mac: h.HardwareAddr.String(), Mtu: h.MTU}
-		cont = &current.Interface{Name: c.Name, Mac: c.HardwareAddr.String(), Mtu: c.MTU, Sandbox: netnsPath}
+		c, err := netlinksafe.LinkByName(ifName)
+		if err != nil {
+			return fmt.Errorf("find %s: %w", ifName, err)
+		}
+		cont = &current.Interface{Name: ifName, Mac: c.Attrs().HardwareAddr.String(), Mtu: c.Attrs().MTU, Sandbox: netnsPath}
 		return nil
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("create veth %s (host) / %s (container %s): %w", hostVeth, ifName, netnsPath, err)
 	}
-	return host, cont, nil
+	h, err := netlinksafe.LinkByName(hostVeth)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create veth: find %s: %w", hostVeth, err)
+	}
+	if err := netlink.LinkSetUp(h); err != nil {
+		return nil, nil, fmt.Errorf("create veth: set %s up: %w", hostVeth, err)
+	}
+	return &current.Interface{Name: hostVeth, Mac: h.Attrs().HardwareAddr.String(), Mtu: h.Attrs().MTU}, cont, nil
 }
 
 // configureContainer gives ifName in the container ip/32 and a default
@@ -112,8 +124,15 @@ func addHostRoute(hostVeth string, addr netip.Addr) error {
 // deleteVeth deletes the host-side veth (and with it the container side and
 // the host route). A missing link is not an error.
 func deleteVeth(hostVeth string) error {
-	err := ip.DelLinkByName(hostVeth)
-	if err != nil && !errors.Is(err, ip.ErrLinkNotFound) {
+	l, err := netlinksafe.LinkByName(hostVeth)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		return nil
+	}
+	if err == nil {
+		err = netlink.LinkDel(l)
+	}
+	if err != nil {
 		return fmt.Errorf("delete veth %s: %w", hostVeth, err)
 	}
 	return nil
