@@ -1,0 +1,464 @@
+// Package demo runs `romana demo`: a simulated multi-host datacenter built
+// from network namespaces on this machine, driven the way a real deployment
+// is (romanad on an embedded store, one romana-agent per host, endpoints
+// attached through the real CNI plugin via libcni), which then proves
+// routing and tenant isolation with real TCP connections and pings.
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/client"
+	"github.com/romana/romana/cnirun"
+	"github.com/romana/romana/plan"
+	"github.com/romana/romana/sim"
+)
+
+// Options configure a demo run.
+type Options struct {
+	Hosts  int       // simulated hosts (default 3)
+	Prefix string    // namespace prefix (default "romd")
+	BinDir string    // where romanad, romana-agent and romana-cni are (default: beside this executable)
+	Keep   bool      // leave everything running
+	JSON   bool      // print the Result as JSON instead of tables
+	Out    io.Writer // default os.Stdout
+	Log    *slog.Logger
+}
+
+// HostReport is what one simulated host ended up with.
+type HostReport struct {
+	Name         string   `json:"name"`
+	IP           string   `json:"ip"`
+	CIDR         string   `json:"cidr"`
+	Routes       []string `json:"routes"`       // Romana's routes in the host's main table
+	RemoteRoutes int      `json:"remoteRoutes"` // routes to other hosts' CIDRs
+	NftRules     int      `json:"nftRules"`
+	NftElements  int      `json:"nftElements"`
+}
+
+// Result is the demo's outcome.
+type Result struct {
+	Plan     string       `json:"plan"`
+	Hosts    []HostReport `json:"hosts"`
+	Matrix   Matrix       `json:"matrix"`
+	OK       bool         `json:"ok"`
+	Problems []string     `json:"problems,omitempty"`
+}
+
+// Demo address plan: 10.0.0.0/8, host 8 | tenant 4 | segment 4 | endpoint 8.
+var demoNetwork = api.Network{
+	Name: "demo",
+	CIDR: "10.0.0.0/8",
+	Fields: []plan.Field{
+		{Name: plan.FieldHost, Bits: 8},
+		{Name: plan.FieldTenant, Bits: 4},
+		{Name: plan.FieldSegment, Bits: 4},
+	},
+}
+
+// Two tenants with two segments each; globex isolates its segments.
+var demoTenants = []api.Tenant{
+	{Name: "acme", Isolation: api.IsolationTenant},
+	{Name: "globex", Isolation: api.IsolationSegment},
+}
+
+var demoSegments = []string{"web", "db"}
+
+// Underlay: hosts sit on one L2 segment, 192.168.77.0/24, inside the lab.
+func hostAddr(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, 77, byte(10 + i)}), 24)
+}
+
+// placement spreads every tenant/segment over two hosts and puts different
+// tenants side by side on each host.
+func placement(hosts int) []Endpoint {
+	var eps []Endpoint
+	i := 0
+	for _, t := range demoTenants {
+		for _, s := range demoSegments {
+			for k := 0; k < 2; k++ {
+				eps = append(eps, Endpoint{
+					Name:    fmt.Sprintf("e%d", len(eps)+1),
+					Host:    fmt.Sprintf("h%d", i%hosts+1),
+					Tenant:  t.Name,
+					Segment: s,
+				})
+				i++
+			}
+		}
+	}
+	return eps
+}
+
+// Run runs the demo. It returns an error when the demo could not be built or
+// when observed connectivity differs from the expected one.
+func Run(ctx context.Context, o Options) (res Result, retErr error) {
+	if o.Hosts == 0 {
+		o.Hosts = 3
+	}
+	if o.Hosts < 2 || o.Hosts > 50 {
+		return res, fmt.Errorf("--hosts %d: use 2 to 50", o.Hosts)
+	}
+	if o.Prefix == "" {
+		o.Prefix = "romd"
+	}
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if os.Geteuid() != 0 {
+		return res, errors.New("the demo creates network namespaces: run it as root")
+	}
+	if o.BinDir == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return res, fmt.Errorf("find binaries: %w", err)
+		}
+		o.BinDir = filepath.Dir(exe)
+	}
+	for _, b := range []string{"romanad", "romana-agent", "romana-cni"} {
+		if _, err := os.Stat(filepath.Join(o.BinDir, b)); err != nil {
+			return res, fmt.Errorf("binary %s not found in %s (run `make build`): %w", b, o.BinDir, err)
+		}
+	}
+	say := func(format string, args ...any) {
+		if !o.JSON {
+			fmt.Fprintf(o.Out, format+"\n", args...)
+		}
+	}
+
+	// A previous run killed hard may have left namespaces and processes.
+	if err := Down(o.Prefix); err != nil {
+		return res, err
+	}
+	d := &run{o: o, say: say}
+	defer func() {
+		if o.Keep && retErr == nil {
+			say("\n--keep: everything stays up; state in %s. Tear down with: romana demo --down", d.dir)
+			return
+		}
+		if err := d.teardown(); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
+	if err := d.setup(ctx); err != nil {
+		return res, err
+	}
+	return d.prove(ctx)
+}
+
+// run is one demo's live state.
+type run struct {
+	o       Options
+	say     func(string, ...any)
+	dir     string
+	lab     *sim.Lab
+	romanad *proc
+	agents  []*proc
+	cli     *client.Client
+	sock    string
+	eps     []Endpoint
+	attach  map[string]*cnirun.Runtime // by host
+	mu      sync.Mutex
+	lsns    []io.Closer
+}
+
+func (d *run) setup(ctx context.Context) error {
+	var err error
+	d.dir, err = os.MkdirTemp("", "romana-demo-")
+	if err != nil {
+		return err
+	}
+	if err := writeState(d.o.Prefix, d.dir); err != nil {
+		return err
+	}
+	d.sock = filepath.Join(d.dir, "romanad.sock")
+	bin := func(b string) string { return filepath.Join(d.o.BinDir, b) }
+
+	d.say("== romanad on an embedded etcd (%s)", d.dir)
+	d.romanad, err = startProc("romanad", d.dir, "", bin("romanad"),
+		"--listen", "", "--socket", d.sock, "--data-dir", filepath.Join(d.dir, "etcd"))
+	if err != nil {
+		return err
+	}
+	d.recordPID(d.romanad)
+	if d.cli, err = client.New("unix://" + d.sock); err != nil {
+		return err
+	}
+	if err := d.cli.WaitHealthy(ctx, 30*time.Second); err != nil {
+		return fmt.Errorf("%w\nromanad log:\n%s", err, d.romanad.tail(20))
+	}
+
+	d.lab, err = sim.New(ctx, d.o.Prefix, d.o.Log)
+	if err != nil {
+		return err
+	}
+	if _, err := d.cli.AddNetwork(ctx, demoNetwork); err != nil {
+		return err
+	}
+	for _, t := range demoTenants {
+		if _, err := d.cli.AddTenant(ctx, t); err != nil {
+			return err
+		}
+		for _, s := range demoSegments {
+			if _, err := d.cli.AddSegment(ctx, api.Segment{Tenant: t.Name, Name: s}); err != nil {
+				return err
+			}
+		}
+	}
+	d.say("== %d hosts on one L2 segment, one romana-agent each", d.o.Hosts)
+	d.attach = map[string]*cnirun.Runtime{}
+	for i := 1; i <= d.o.Hosts; i++ {
+		name := fmt.Sprintf("h%d", i)
+		h, err := d.lab.AddHost(ctx, name, hostAddr(i))
+		if err != nil {
+			return err
+		}
+		if _, err := d.cli.AddHost(ctx, api.Host{Name: name, IP: h.Addr.Addr()}); err != nil {
+			return err
+		}
+		a, err := startProc("agent-"+name, d.dir, h.Name, bin("romana-agent"),
+			"--host", name, "--server", "unix://"+d.sock, "--resync", "2s", "--mode", "flat")
+		if err != nil {
+			return err
+		}
+		d.recordPID(a)
+		d.agents = append(d.agents, a)
+		conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"romana-demo","type":"romana-cni","server":"unix://%s","host":"%s"}`, d.sock, name)
+		rt, err := cnirun.New(h.Path, []string{d.o.BinDir}, filepath.Join(d.dir, "cni-cache"), []byte(conf))
+		if err != nil {
+			return err
+		}
+		d.attach[name] = rt
+	}
+
+	d.say("== endpoints attached through romana-cni (libcni, as a container runtime does)")
+	for _, e := range placement(d.o.Hosts) {
+		ns, err := d.lab.AddNamespace(ctx, e.Name)
+		if err != nil {
+			return err
+		}
+		e.NS = ns.Path
+		args := [][2]string{{"ROMANA_TENANT", e.Tenant}, {"ROMANA_SEGMENT", e.Segment}}
+		if _, err := d.attach[e.Host].Add(ctx, e.Name, e.NS, "eth0", args); err != nil {
+			return err
+		}
+		addr, err := d.cli.GetAddress(ctx, e.Name+":eth0")
+		if err != nil {
+			return fmt.Errorf("endpoint %s: %w", e.Name, err)
+		}
+		e.IP = addr.IP
+		d.eps = append(d.eps, e)
+	}
+	return nil
+}
+
+func (d *run) prove(ctx context.Context) (Result, error) {
+	var res Result
+	p, err := plan.Parse(demoNetwork.Spec())
+	if err != nil {
+		return res, err
+	}
+	res.Plan = p.String()
+	d.say("\n== address plan\n  %s", p)
+	hosts, err := d.cli.ListHosts(ctx)
+	if err != nil {
+		return res, err
+	}
+	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
+	for _, t := range demoTenants {
+		tt, err := d.cli.GetTenant(ctx, t.Name)
+		if err != nil {
+			return res, err
+		}
+		m, err := p.TenantMatch(tt.ID)
+		if err != nil {
+			return res, err
+		}
+		d.say("  tenant %-7s id %d  isolation %-7s  every host: addr & %s == %s", tt.Name, tt.ID, tt.Isolation, m.Mask, m.Value)
+	}
+	for _, h := range hosts {
+		for _, s := range h.Slots {
+			d.say("  host %-3s underlay %-13s owns %s", h.Name, h.IP, s.CIDR)
+		}
+	}
+	d.say("\n== endpoints")
+	for _, e := range d.eps {
+		d.say("  %-3s %-17s %s", e.Name, e.Label(), e.IP)
+	}
+
+	// Wait until every agent programmed one route per remote host and its
+	// nftables table.
+	d.say("\n== waiting for agents to converge")
+	var reports []HostReport
+	err = waitFor(ctx, 60*time.Second, 300*time.Millisecond, func() error {
+		reports = reports[:0]
+		for _, h := range hosts {
+			r, err := d.hostReport(ctx, h)
+			if err != nil {
+				return err
+			}
+			if r.RemoteRoutes != len(hosts)-1 {
+				return fmt.Errorf("host %s has %d routes to remote hosts, want %d", h.Name, r.RemoteRoutes, len(hosts)-1)
+			}
+			if r.NftRules == 0 {
+				return fmt.Errorf("host %s has no nftables rules yet", h.Name)
+			}
+			reports = append(reports, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("agents did not converge: %w\n%s", err, d.agentLogs())
+	}
+	res.Hosts = reports
+	for _, r := range reports {
+		d.say("\n  host %s (%s, owns %s): %d Romana routes, %d to remote hosts; nft table inet romana: %d rules, %d map/set elements",
+			r.Name, r.IP, r.CIDR, len(r.Routes), r.RemoteRoutes, r.NftRules, r.NftElements)
+		for _, l := range r.Routes {
+			d.say("    %s", l)
+		}
+	}
+
+	d.say("\n== connectivity: TCP connect to port %d and ping, every ordered pair", ProbePort)
+	m, err := d.matrix(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Matrix = m
+	if !d.o.JSON {
+		m.Render(d.o.Out)
+	}
+	bad := m.Mismatches()
+	for _, c := range bad {
+		res.Problems = append(res.Problems, fmt.Sprintf("%s -> %s: expected %s, tcp %s, ping %s", c.From, c.To, verdict(c.Expected), verdict(c.TCP), verdict(c.Ping)))
+	}
+	res.OK = len(bad) == 0
+	allowed, blocked := 0, 0
+	for _, c := range m.Cells {
+		if c.From == c.To {
+			continue
+		}
+		if c.Expected {
+			allowed++
+		} else {
+			blocked++
+		}
+	}
+	if d.o.JSON {
+		enc := json.NewEncoder(d.o.Out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return res, err
+		}
+	}
+	if !res.OK {
+		return res, fmt.Errorf("%d of %d pairs differ from the expected connectivity:\n  %s", len(bad), allowed+blocked, strings.Join(res.Problems, "\n  "))
+	}
+	d.say("\nPASS: %d pairs reachable and %d pairs isolated, exactly as expected (TCP and ICMP)", allowed, blocked)
+	return res, nil
+}
+
+func verdict(b bool) string {
+	if b {
+		return "allowed"
+	}
+	return "blocked"
+}
+
+// matrix probes every ordered pair of endpoints, a few at a time.
+func (d *run) matrix(ctx context.Context) (Matrix, error) {
+	modes := map[string]string{}
+	for _, t := range demoTenants {
+		modes[t.Name] = t.Isolation
+	}
+	for _, e := range d.eps {
+		l, err := listenIn(e.NS, netip.AddrPortFrom(e.IP, ProbePort))
+		if err != nil {
+			return Matrix{}, err
+		}
+		d.mu.Lock()
+		d.lsns = append(d.lsns, l)
+		d.mu.Unlock()
+		go serve(l)
+	}
+	n := len(d.eps)
+	m := Matrix{Endpoints: d.eps, Cells: make([]Cell, n*n)}
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i, src := range d.eps {
+		for j, dst := range d.eps {
+			c := &m.Cells[i*n+j]
+			c.From, c.To = src.Name, dst.Name
+			if i == j {
+				continue
+			}
+			c.Expected = Expect(modes, src, dst)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				c.TCP = dialIn(src.NS, netip.AddrPortFrom(dst.IP, ProbePort), time.Second) == nil
+				c.Ping = pingIn(ctx, filepath.Base(src.NS), dst.IP, time.Second)
+			}()
+		}
+	}
+	wg.Wait()
+	return m, ctx.Err()
+}
+
+func (d *run) agentLogs() string {
+	var b strings.Builder
+	for _, a := range d.agents {
+		fmt.Fprintf(&b, "%s log:\n%s", a.name, a.tail(10))
+	}
+	return b.String()
+}
+
+// teardown removes everything the demo made: attachments (CNI DEL),
+// processes (by PID), namespaces and the state directory.
+func (d *run) teardown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var errs []error
+	d.mu.Lock()
+	for _, l := range d.lsns {
+		l.Close()
+	}
+	d.mu.Unlock()
+	for _, e := range d.eps {
+		if rt := d.attach[e.Host]; rt != nil && d.romanad != nil && !d.romanad.exited() {
+			if err := rt.Del(ctx, e.Name, e.NS, "eth0", nil); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, a := range d.agents {
+		errs = append(errs, a.stop(5*time.Second))
+	}
+	errs = append(errs, d.romanad.stop(10*time.Second))
+	if d.lab != nil {
+		errs = append(errs, d.lab.Close())
+	}
+	if d.dir != "" {
+		errs = append(errs, os.RemoveAll(d.dir))
+	}
+	errs = append(errs, clearState(d.o.Prefix))
+	return errors.Join(errs...)
+}
