@@ -84,6 +84,11 @@ type Gateway struct {
 	Addr netip.Prefix
 }
 
+// DefaultGateway is the gateway every host holds.
+func DefaultGateway() Gateway {
+	return Gateway{Link: GatewayLink, Addr: netip.PrefixFrom(GatewayAddr, GatewayAddr.BitLen())}
+}
+
 func (g Gateway) String() string { return g.Addr.String() + " dev " + g.Link }
 
 // Route is one route the host owns, in the main table. Exactly one of Dev
@@ -182,7 +187,7 @@ func Compute(snap api.Snapshot, host string, opts Options) (State, error) {
 	}
 	st := State{
 		Host:    host,
-		Gateway: Gateway{Link: GatewayLink, Addr: netip.PrefixFrom(GatewayAddr, 32)},
+		Gateway: DefaultGateway(),
 		Sysctls: []Sysctl{{"net.ipv4.ip_forward", "1"}},
 	}
 	for _, n := range in.networks {
@@ -279,7 +284,7 @@ func index(snap api.Snapshot, host string) (*inputs, error) {
 		in.segments[s.Tenant] = append(in.segments[s.Tenant], s)
 	}
 	for t, ss := range in.segments {
-		slices.SortFunc(ss, func(a, b api.Segment) int { return cmp.Compare(a.ID, b.ID) })
+		slices.SortFunc(ss, func(a, b api.Segment) int { return cmp.Or(cmp.Compare(a.ID, b.ID), strings.Compare(a.Name, b.Name)) })
 		in.segments[t] = ss
 	}
 	return in, nil

@@ -1,0 +1,291 @@
+// Package agent is the host agent's reconcile loop: it follows romanad's
+// snapshot and watch stream, and one goroutine computes the host's desired
+// state (package hoststate) and applies it through the route and firewall
+// adapters, at every change and at every resync interval.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/route"
+)
+
+// Source is romanad as the agent sees it; *client.Client implements it.
+type Source interface {
+	Snapshot(ctx context.Context) (api.Snapshot, error)
+	// Watch calls fn for each event from revision on until ctx ends or the
+	// stream breaks; a compacted revision is an *api.Error with reason Gone.
+	Watch(ctx context.Context, revision int64, fn func(api.Event) error) error
+}
+
+// Routes applies sysctls, the gateway link and routes; *route.Manager
+// implements it.
+type Routes interface {
+	SetSysctls(ctx context.Context, ss []hoststate.Sysctl) (int, error)
+	EnsureGateway(ctx context.Context, gw hoststate.Gateway) error
+	SyncRoutes(ctx context.Context, desired []hoststate.Route) (route.Changes, error)
+	Cleanup(ctx context.Context, gw hoststate.Gateway) error
+}
+
+// Firewall applies the nftables ruleset; *firewall.Firewall implements it.
+type Firewall interface {
+	Apply(ctx context.Context, rs hoststate.Ruleset) (changed bool, err error)
+	Cleanup(ctx context.Context) error
+}
+
+// Config configures Run.
+type Config struct {
+	Host     string         // this host's name at romanad
+	Mode     hoststate.Mode // flat (default) or fabric
+	Resync   time.Duration  // full reconciliation interval (default 10s)
+	Source   Source
+	Routes   Routes
+	Firewall Firewall
+	Log      *slog.Logger // default: discard
+	Metrics  *Metrics     // optional
+	// MinBackoff and MaxBackoff bound the delay before retrying a failed
+	// snapshot, watch or reconciliation (defaults 200ms and 10s).
+	MinBackoff, MaxBackoff time.Duration
+}
+
+func (c *Config) defaults() error {
+	if c.Host == "" {
+		return errors.New("agent: no host name")
+	}
+	if c.Source == nil || c.Routes == nil || c.Firewall == nil {
+		return errors.New("agent: Source, Routes and Firewall are required")
+	}
+	mode, err := hoststate.ParseMode(string(c.Mode))
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	c.Mode = mode
+	if c.Resync <= 0 {
+		c.Resync = 10 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 200 * time.Millisecond
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = max(10*time.Second, c.MinBackoff)
+	}
+	return nil
+}
+
+// agent holds the inputs shared by the follower and the reconciler.
+type agent struct {
+	cfg  Config
+	log  *slog.Logger
+	kick chan struct{} // capacity 1: "the inputs changed"
+
+	mu    sync.Mutex
+	cache *cache // nil until the first snapshot
+
+	// Owned by the reconciler goroutine.
+	lastProblems []string
+}
+
+// Run follows romanad and reconciles the host until ctx ends, then returns
+// nil, leaving the host's state in place (a restarted agent adopts it
+// without disturbing traffic). Nothing is applied before the first snapshot.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	a := &agent{cfg: cfg, log: cfg.Log.With("host", cfg.Host), kick: make(chan struct{}, 1)}
+	var wg sync.WaitGroup
+	wg.Go(func() { a.follow(ctx) })
+	a.reconcileLoop(ctx)
+	wg.Wait()
+	return nil
+}
+
+func (a *agent) poke() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// follow keeps the cache current: snapshot, then watch from its revision+1;
+// when the watch ends (revision compacted, romanad restarted, a bad event)
+// it reads a new snapshot. It only updates the cache and kicks.
+func (a *agent) follow(ctx context.Context) {
+	backoff := a.cfg.MinBackoff
+	grow := func() { backoff = min(2*backoff, a.cfg.MaxBackoff) }
+	for ctx.Err() == nil {
+		snap, err := a.cfg.Source.Snapshot(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("read snapshot from romanad", "err", err, "retryIn", backoff)
+			sleep(ctx, backoff)
+			grow()
+			continue
+		}
+		a.mu.Lock()
+		first := a.cache == nil
+		a.cache = newCache(snap)
+		a.mu.Unlock()
+		a.poke()
+		a.log.Info("snapshot read", "revision", snap.Revision, "first", first, "addresses", len(snap.Addresses))
+
+		started := time.Now()
+		err = a.cfg.Source.Watch(ctx, snap.Revision+1, func(ev api.Event) error {
+			a.mu.Lock()
+			err := a.cache.apply(ev)
+			a.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			a.poke()
+			return nil
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(started) > a.cfg.MaxBackoff {
+			backoff = a.cfg.MinBackoff // the stream was healthy for a while
+		}
+		if api.ReasonOf(err) == api.ReasonGone {
+			a.log.Info("watch revision compacted; reading a new snapshot", "err", err)
+		} else {
+			a.log.Warn("watch ended; reading a new snapshot", "err", err, "retryIn", backoff)
+		}
+		sleep(ctx, backoff)
+		grow()
+	}
+}
+
+// current returns the cached state, or false before the first snapshot.
+func (a *agent) current() (api.Snapshot, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cache == nil {
+		return api.Snapshot{}, false
+	}
+	return a.cache.snapshot(), true
+}
+
+// reconcileLoop is the only goroutine that touches the kernel.
+func (a *agent) reconcileLoop(ctx context.Context) {
+	ticker := time.NewTicker(a.cfg.Resync)
+	defer ticker.Stop()
+	backoff := a.cfg.MinBackoff
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.kick:
+		case <-ticker.C:
+		case <-retry:
+		}
+		snap, ok := a.current()
+		if !ok {
+			continue // apply nothing before the first snapshot
+		}
+		again, err := a.reconcile(ctx, snap)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil || again {
+			if err != nil {
+				a.log.Error("reconcile", "err", err, "retryIn", backoff)
+			}
+			retry = time.After(backoff)
+			backoff = min(2*backoff, a.cfg.MaxBackoff)
+		} else {
+			retry = nil
+			backoff = a.cfg.MinBackoff
+		}
+	}
+}
+
+// reconcile computes the desired state and applies it: sysctls, the
+// gateway link and address, then the firewall, then routes (so an
+// endpoint becomes routable only once isolation is in place). A failed
+// step does not stop the later ones. again reports routes waiting for
+// their device, worth a retry before the next resync.
+func (a *agent) reconcile(ctx context.Context, snap api.Snapshot) (again bool, err error) {
+	m := a.cfg.Metrics
+	if m != nil {
+		m.reconciles.Inc()
+		defer func() {
+			if err != nil {
+				m.errors.Inc()
+				m.setHealth(err)
+			} else {
+				m.lastSuccess.SetToCurrentTime()
+				m.setHealth(nil)
+			}
+		}()
+	}
+	st, err := hoststate.Compute(snap, a.cfg.Host, hoststate.Options{Mode: a.cfg.Mode})
+	if err != nil {
+		return false, fmt.Errorf("compute desired state at revision %d: %w", snap.Revision, err)
+	}
+	if !slices.Equal(st.Problems, a.lastProblems) {
+		for _, p := range st.Problems {
+			a.log.Warn("skipped", "problem", p)
+		}
+		a.lastProblems = st.Problems
+	}
+	var errs []error
+	if _, err := a.cfg.Routes.SetSysctls(ctx, st.Sysctls); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.cfg.Routes.EnsureGateway(ctx, st.Gateway); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := a.cfg.Firewall.Apply(ctx, st.Firewall); err != nil {
+		errs = append(errs, err)
+	}
+	ch, err := a.cfg.Routes.SyncRoutes(ctx, st.Routes)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if m != nil {
+		m.routes.Set(float64(len(st.Routes)))
+		m.pending.Set(float64(len(ch.Pending)))
+		m.rules.Set(float64(st.Firewall.RuleCount()))
+		m.elements.Set(float64(st.Firewall.ElementCount()))
+		m.problems.Set(float64(len(st.Problems)))
+		m.revision.Set(float64(snap.Revision))
+	}
+	if len(ch.Pending) > 0 {
+		a.log.Info("routes waiting for their device", "count", len(ch.Pending), "first", ch.Pending[0].String())
+	}
+	return len(ch.Pending) > 0, errors.Join(errs...)
+}
+
+// Cleanup removes everything the agent owns on this host: table inet
+// romana, every route tagged with route.Protocol and the gateway link.
+// Foreign tables, routes and links are left alone; sysctls stay as they are.
+func Cleanup(ctx context.Context, routes Routes, fw Firewall) error {
+	return errors.Join(fw.Cleanup(ctx), routes.Cleanup(ctx, hoststate.DefaultGateway()))
+}

@@ -1,0 +1,399 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/knftables"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/firewall"
+	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/route"
+)
+
+// rig runs an agent for h1 on fakes.
+type rig struct {
+	t       *testing.T
+	src     *fakeSource
+	kernel  *route.Fake
+	routes  *route.Manager
+	nft     *knftables.Fake
+	fw      *firewall.Firewall
+	metrics *Metrics
+	reg     *prometheus.Registry
+}
+
+func newRig(t *testing.T, snap api.Snapshot) *rig {
+	r := &rig{t: t, src: newFakeSource(snap), reg: prometheus.NewRegistry()}
+	r.routes, r.kernel = route.NewFake(nil)
+	r.fw, r.nft = firewall.NewFake(nil)
+	r.metrics = NewMetrics(r.reg)
+	for _, a := range snap.Addresses {
+		if a.Host == "h1" && a.Interface != "" {
+			r.kernel.AddLink(a.Interface, "veth")
+		}
+	}
+	return r
+}
+
+// run starts the agent; it stops when the test ends.
+func (r *rig) run(resync time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Host: "h1", Resync: resync, Source: r.src, Routes: r.routes, Firewall: r.fw,
+			Metrics: r.metrics, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	}()
+	r.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			r.t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+// desired is what the agent should converge to for the source's state.
+func (r *rig) desired() hoststate.State {
+	r.src.mu.Lock()
+	snap := r.src.state.snapshot()
+	r.src.mu.Unlock()
+	st, err := hoststate.Compute(snap, "h1", hoststate.Options{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return st
+}
+
+// converged reports whether the fakes hold the desired state (endpoint
+// routes whose veth is missing excepted), and if not, why.
+func (r *rig) converged() (bool, string) {
+	st := r.desired()
+	var want, got []hoststate.Route
+	for _, rt := range st.Routes {
+		if _, ok := r.kernel.Link(rt.Dev); rt.Dev == "" || ok {
+			want = append(want, rt)
+		}
+	}
+	for _, fr := range r.kernel.Routes() {
+		if fr.Protocol == route.Protocol {
+			got = append(got, fr.Route)
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		return false, fmt.Sprintf("routes %v, want %v", got, want)
+	}
+	if d := r.nft.Dump(); !strings.Contains(d, firewall.Stamp(st.Firewall)) {
+		return false, "nft table is not the desired one:\n" + d
+	}
+	if l, ok := r.kernel.Link(hoststate.GatewayLink); !ok || !l.Up {
+		return false, "no gateway link"
+	}
+	if r.kernel.Sysctl("net.ipv4.ip_forward") != "1" {
+		return false, "ip_forward is off"
+	}
+	return true, ""
+}
+
+// eventually polls cond until it holds or a generous deadline passes.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached: %s", what, why)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestNothingAppliedBeforeFirstSnapshot(t *testing.T) {
+	w := newWorld()
+	w.snap.Addresses = []api.Address{w.address("a1", 1, "acme", 1, 1, "romana1")}
+	r := newRig(t, w.snap)
+	r.src.failNext(5)
+	r.run(time.Millisecond) // resyncs tick all the time meanwhile
+	eventually(t, "five failed snapshots", func() (bool, string) {
+		return r.src.snapshotCalls() >= 5, fmt.Sprintf("%d calls", r.src.snapshotCalls())
+	})
+	if d := r.nft.Dump(); d != "" {
+		t.Fatalf("nft table written before the first snapshot:\n%s", d)
+	}
+	if rs := r.kernel.Routes(); len(rs) != 0 {
+		t.Fatalf("routes written before the first snapshot: %v", rs)
+	}
+	if _, ok := r.kernel.Link(hoststate.GatewayLink); ok {
+		t.Fatal("gateway link created before the first snapshot")
+	}
+	if err := r.metrics.Health(); err == nil {
+		t.Fatal("healthy before the first snapshot")
+	}
+	eventually(t, "converged after the snapshot", r.converged)
+	eventually(t, "healthy", func() (bool, string) { err := r.metrics.Health(); return err == nil, fmt.Sprint(err) })
+}
+
+func TestFollowsEvents(t *testing.T) {
+	w := newWorld()
+	w.snap.Addresses = []api.Address{w.address("a1", 1, "acme", 1, 1, "romana1"), w.address("a2", 2, "acme", 1, 1, "romana2")}
+	r := newRig(t, w.snap)
+	r.run(time.Hour) // no resync: only events drive it
+	eventually(t, "initial", r.converged)
+
+	// A new endpoint on h1.
+	r.kernel.AddLink("romana3", "veth")
+	a3 := w.address("a3", 1, "beta", 2, 5, "romana3")
+	r.src.put(api.KindAddress, "a3", a3)
+	eventually(t, "endpoint added", r.converged)
+	if !hasRoute(r, a3.IP.String()+"/32") {
+		t.Fatal("no route to a3")
+	}
+	// A new host: one more route.
+	r.src.put(api.KindHost, "h3", w.host("h3", 3))
+	eventually(t, "host added", r.converged)
+	if !hasRoute(r, "10.3.0.0/16") {
+		t.Fatal("no route to h3")
+	}
+	// A tenant in none mode: the ruleset changes.
+	r.src.put(api.KindTenant, "open", api.Tenant{Name: "open", ID: 3, Isolation: api.IsolationNone})
+	eventually(t, "tenant added", r.converged)
+	if !strings.Contains(r.nft.Dump(), "tenant-3") {
+		t.Fatal("no chain for the new tenant")
+	}
+	// Removals.
+	r.src.del(api.KindAddress, "a3")
+	r.src.del(api.KindHost, "h2")
+	eventually(t, "removals", r.converged)
+	if hasRoute(r, a3.IP.String()+"/32") || hasRoute(r, "10.2.0.0/16") {
+		t.Fatalf("stale routes: %v", r.kernel.Routes())
+	}
+	// Unknown kinds are ignored; a malformed object makes the agent re-read a snapshot.
+	before := r.src.snapshotCalls()
+	r.src.event(api.Event{Type: api.EventPut, Kind: "gadget", Name: "x", Object: []byte(`{}`)})
+	r.src.mu.Lock()
+	r.src.log = append(r.src.log, api.Event{Revision: r.src.state.rev + 1, Type: api.EventPut, Kind: api.KindTenant, Name: "bad", Object: []byte(`{"id": "nope"}`)})
+	r.src.state.rev++
+	r.src.broadcast()
+	r.src.mu.Unlock()
+	eventually(t, "re-snapshot after a malformed event", func() (bool, string) {
+		return r.src.snapshotCalls() > before, "no new snapshot"
+	})
+	eventually(t, "converged after re-snapshot", r.converged)
+}
+
+func hasRoute(r *rig, dst string) bool {
+	for _, fr := range r.kernel.Routes() {
+		if fr.Dst.String() == dst && fr.Protocol == route.Protocol {
+			return true
+		}
+	}
+	return false
+}
+
+func TestGoneMeansNewSnapshot(t *testing.T) {
+	w := newWorld()
+	r := newRig(t, w.snap)
+	r.run(time.Hour)
+	eventually(t, "initial", r.converged)
+	before := r.src.snapshotCalls()
+	// Changes the agent misses: they happen, then the log is compacted.
+	r.src.mu.Lock()
+	h3 := w.host("h3", 3)
+	r.src.state.hosts["h3"] = h3
+	r.src.state.rev += 5
+	r.src.mu.Unlock()
+	r.src.compact()
+	eventually(t, "new snapshot", func() (bool, string) { return r.src.snapshotCalls() > before, "none" })
+	eventually(t, "converged with the missed host", r.converged)
+	if !hasRoute(r, "10.3.0.0/16") {
+		t.Fatal("no route to h3")
+	}
+}
+
+func TestDriftRepairedAtResync(t *testing.T) {
+	w := newWorld()
+	w.snap.Addresses = []api.Address{w.address("a1", 1, "acme", 1, 1, "romana1")}
+	r := newRig(t, w.snap)
+	foreign := hoststate.Route{Dst: mustPrefix("172.16.0.0/12"), Via: w.snap.Hosts[1].IP}
+	r.kernel.AddRoute(foreign, 4)
+	r.run(20 * time.Millisecond)
+	eventually(t, "initial", r.converged)
+
+	r.kernel.DeleteRoute(mustPrefix("10.2.0.0/16"))
+	r.kernel.DeleteRoute(mustPrefix(w.snap.Addresses[0].IP.String() + "/32"))
+	tx := r.nft.NewTransaction()
+	tx.Flush(&knftables.Chain{Name: "tenant-1"})
+	tx.Delete(&knftables.Element{Map: "tenants-net1", Key: []string{"10.0.16.0"}})
+	if err := r.nft.Run(context.Background(), tx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := r.converged(); ok {
+		t.Fatal("drift did not register")
+	}
+	eventually(t, "drift repaired", r.converged)
+
+	tx = r.nft.NewTransaction()
+	tx.Delete(&knftables.Table{})
+	if err := r.nft.Run(context.Background(), tx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deleted table restored", r.converged)
+	if rs := r.kernel.Routes(); !containsRoute(rs, foreign, 4) {
+		t.Fatalf("foreign route lost: %v", rs)
+	}
+}
+
+func containsRoute(rs []route.FakeRoute, r hoststate.Route, proto int) bool {
+	for _, x := range rs {
+		if x.Route == r && x.Protocol == proto {
+			return true
+		}
+	}
+	return false
+}
+
+// An endpoint route whose veth does not exist yet is retried soon, not
+// only at the next resync.
+func TestPendingRouteRetried(t *testing.T) {
+	w := newWorld()
+	r := newRig(t, w.snap)
+	r.run(time.Hour)
+	eventually(t, "initial", r.converged)
+	a := w.address("late", 1, "acme", 1, 9, "romanalate")
+	r.src.put(api.KindAddress, "late", a)
+	eventually(t, "pending reported", func() (bool, string) {
+		return gauge(t, r.reg, "romana_agent_routes_pending") == 1, "not yet"
+	})
+	r.kernel.AddLink("romanalate", "veth")
+	eventually(t, "route installed once the veth exists", func() (bool, string) {
+		return hasRoute(r, a.IP.String()+"/32"), fmt.Sprint(r.kernel.Routes())
+	})
+}
+
+func TestUnregisteredHostIsUnhealthyUntilRegistered(t *testing.T) {
+	w := newWorld()
+	h1 := w.snap.Hosts[0]
+	w.snap.Hosts = w.snap.Hosts[1:]
+	r := newRig(t, w.snap)
+	r.run(time.Hour)
+	eventually(t, "unhealthy", func() (bool, string) {
+		err := r.metrics.Health()
+		return err != nil && strings.Contains(err.Error(), `"h1"`), fmt.Sprint(err)
+	})
+	if d := r.nft.Dump(); d != "" {
+		t.Fatalf("applied a ruleset for an unregistered host:\n%s", d)
+	}
+	r.src.put(api.KindHost, "h1", h1)
+	eventually(t, "converged once registered", r.converged)
+	eventually(t, "healthy", func() (bool, string) { err := r.metrics.Health(); return err == nil, fmt.Sprint(err) })
+}
+
+func TestMetricsAndHealthz(t *testing.T) {
+	w := newWorld()
+	w.snap.Addresses = []api.Address{w.address("a1", 1, "acme", 1, 1, "romana1")}
+	r := newRig(t, w.snap)
+	srv := httptest.NewServer(r.metrics.Handler(r.reg))
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("healthz before running: %d", code)
+	}
+	r.run(time.Hour)
+	eventually(t, "healthz ok", func() (bool, string) { code, body := get("/healthz"); return code == 200, body })
+	st := r.desired()
+	_, body := get("/metrics")
+	for _, want := range []string{
+		"romana_agent_reconciles_total",
+		fmt.Sprintf("romana_agent_nft_rules %d", st.Firewall.RuleCount()),
+		fmt.Sprintf("romana_agent_routes %d", len(st.Routes)),
+		"romana_agent_last_success_timestamp_seconds",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
+}
+
+func TestCleanupRemovesOnlyOurs(t *testing.T) {
+	w := newWorld()
+	w.snap.Addresses = []api.Address{w.address("a1", 1, "acme", 1, 1, "romana1")}
+	r := newRig(t, w.snap)
+	foreign := hoststate.Route{Dst: mustPrefix("172.16.0.0/12"), Via: w.snap.Hosts[1].IP}
+	r.kernel.AddRoute(foreign, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, Config{Host: "h1", Source: r.src, Routes: r.routes, Firewall: r.fw})
+	}()
+	eventually(t, "converged", r.converged)
+	cancel()
+	<-done
+	if ok, why := r.converged(); !ok {
+		t.Fatalf("stopping the agent removed state: %s", why)
+	}
+	if err := Cleanup(context.Background(), r.routes, r.fw); err != nil {
+		t.Fatal(err)
+	}
+	if d := r.nft.Dump(); d != "" {
+		t.Fatalf("table after Cleanup:\n%s", d)
+	}
+	if rs := r.kernel.Routes(); len(rs) != 1 || rs[0].Route != foreign {
+		t.Fatalf("routes after Cleanup: %v", rs)
+	}
+	if _, ok := r.kernel.Link(hoststate.GatewayLink); ok {
+		t.Fatal("gateway link after Cleanup")
+	}
+	if _, ok := r.kernel.Link("romana1"); !ok {
+		t.Fatal("Cleanup removed an endpoint veth")
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	ctx := context.Background()
+	src := newFakeSource(newWorld().snap)
+	rt, _ := route.NewFake(nil)
+	fw, _ := firewall.NewFake(nil)
+	for name, cfg := range map[string]Config{
+		"no host":  {Source: src, Routes: rt, Firewall: fw},
+		"no parts": {Host: "h1"},
+		"bad mode": {Host: "h1", Mode: "vxlan", Source: src, Routes: rt, Firewall: fw},
+	} {
+		if err := Run(ctx, cfg); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func gauge(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}

@@ -1,0 +1,155 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"sync"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/plan"
+)
+
+// fakeSource is an in-memory romanad: a state with a revision, an event
+// log that can be compacted, Snapshot and Watch with romanad's semantics.
+type fakeSource struct {
+	mu            sync.Mutex
+	state         *cache
+	log           []api.Event
+	compacted     int64         // events at or below this revision are gone
+	changed       chan struct{} // closed and replaced at every change
+	failSnapshots int           // the next n Snapshot calls fail
+	snapshots     int           // Snapshot calls so far (failed ones too)
+}
+
+func newFakeSource(s api.Snapshot) *fakeSource {
+	return &fakeSource{state: newCache(s), changed: make(chan struct{})}
+}
+
+func (s *fakeSource) broadcast() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+func (s *fakeSource) put(kind, name string, obj any) {
+	b, err := json.Marshal(obj)
+	if err != nil {
+		panic(err)
+	}
+	s.event(api.Event{Type: api.EventPut, Kind: kind, Name: name, Object: b})
+}
+
+func (s *fakeSource) del(kind, name string) {
+	s.event(api.Event{Type: api.EventDelete, Kind: kind, Name: name})
+}
+
+func (s *fakeSource) event(ev api.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ev.Revision = s.state.rev + 1
+	if err := s.state.apply(ev); err != nil {
+		panic(err)
+	}
+	s.log = append(s.log, ev)
+	s.broadcast()
+}
+
+// compact forgets the event log; open watches end with Gone.
+func (s *fakeSource) compact() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.compacted = s.state.rev
+	s.log = nil
+	s.broadcast()
+}
+
+func (s *fakeSource) failNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failSnapshots = n
+}
+
+func (s *fakeSource) snapshotCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.snapshots
+}
+
+func (s *fakeSource) Snapshot(ctx context.Context) (api.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snapshots++
+	if s.failSnapshots > 0 {
+		s.failSnapshots--
+		return api.Snapshot{}, api.Errorf(api.ReasonUnavailable, "fake romanad: store unavailable")
+	}
+	return s.state.snapshot(), nil
+}
+
+func (s *fakeSource) Watch(ctx context.Context, from int64, fn func(api.Event) error) error {
+	gone := api.Errorf(api.ReasonGone, "revision %d compacted", from)
+	next := from
+	for {
+		s.mu.Lock()
+		if next <= s.compacted {
+			s.mu.Unlock()
+			return gone
+		}
+		var evs []api.Event
+		for _, ev := range s.log {
+			if ev.Revision >= next {
+				evs = append(evs, ev)
+			}
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		for _, ev := range evs {
+			if err := fn(ev); err != nil {
+				return err
+			}
+			next = ev.Revision + 1
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+// world builds romanad states: network net1 10.0.0.0/8 with host 8 |
+// tenant 4 | segment 4; hosts h1 and h2 at 192.168.0.1 and .2.
+type world struct {
+	plan *plan.Plan
+	snap api.Snapshot
+}
+
+func newWorld() *world {
+	n := api.Network{Name: "net1", CIDR: "10.0.0.0/8", Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}
+	p, err := plan.Parse(n.Spec())
+	if err != nil {
+		panic(err)
+	}
+	w := &world{plan: p, snap: api.Snapshot{Revision: 1, Networks: []api.Network{n}}}
+	w.snap.Hosts = []api.Host{w.host("h1", 1), w.host("h2", 2)}
+	w.snap.Tenants = []api.Tenant{{Name: "acme", ID: 1}, {Name: "beta", ID: 2, Isolation: api.IsolationSegment}}
+	w.snap.Segments = []api.Segment{{Tenant: "acme", Name: "default", ID: 0}, {Tenant: "beta", Name: "web", ID: 0}}
+	return w
+}
+
+func (w *world) host(name string, id uint64) api.Host {
+	c, err := w.plan.HostCIDR(plan.Loc{Host: id})
+	if err != nil {
+		panic(err)
+	}
+	return api.Host{Name: name, IP: netip.AddrFrom4([4]byte{192, 168, 0, byte(id)}),
+		Slots: []api.HostSlot{{Network: "net1", Loc: plan.Loc{Host: id}, CIDR: c}}}
+}
+
+func (w *world) address(name string, host uint64, tenant string, tid, ep uint64, iface string) api.Address {
+	ip, err := w.plan.Address(plan.Loc{Host: host}, tid, 0, ep)
+	if err != nil {
+		panic(err)
+	}
+	return api.Address{Name: name, IP: ip, Network: "net1", Host: "h" + string(rune('0'+host)), Tenant: tenant, Segment: "default", Interface: iface}
+}

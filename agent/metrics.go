@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the agent's Prometheus metrics and its health.
+type Metrics struct {
+	reconciles  prometheus.Counter
+	errors      prometheus.Counter
+	lastSuccess prometheus.Gauge
+	routes      prometheus.Gauge
+	pending     prometheus.Gauge
+	rules       prometheus.Gauge
+	elements    prometheus.Gauge
+	problems    prometheus.Gauge
+	revision    prometheus.Gauge
+
+	mu     sync.Mutex
+	health error // nil when the last reconcile succeeded
+}
+
+// NewMetrics registers the agent's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	g := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: "romana_agent_" + name, Help: help})
+	}
+	m := &Metrics{
+		reconciles:  prometheus.NewCounter(prometheus.CounterOpts{Name: "romana_agent_reconciles_total", Help: "Reconciliations run."}),
+		errors:      prometheus.NewCounter(prometheus.CounterOpts{Name: "romana_agent_reconcile_errors_total", Help: "Reconciliations that failed (in part)."}),
+		lastSuccess: g("last_success_timestamp_seconds", "Unix time of the last fully successful reconciliation."),
+		routes:      g("routes", "Routes the agent wants (endpoint /32s and remote host CIDRs)."),
+		pending:     g("routes_pending", "Desired endpoint routes whose device does not exist yet."),
+		rules:       g("nft_rules", "Rules in table inet romana."),
+		elements:    g("nft_map_elements", "Map elements in table inet romana."),
+		problems:    g("problems", "Objects skipped because they are malformed or inconsistent."),
+		revision:    g("revision", "Store revision of the state last reconciled."),
+		health:      errNotSynced,
+	}
+	reg.MustRegister(m.reconciles, m.errors, m.lastSuccess, m.routes, m.pending, m.rules, m.elements, m.problems, m.revision)
+	return m
+}
+
+var errNotSynced = fmt.Errorf("no reconciliation yet (waiting for romanad's initial snapshot)")
+
+func (m *Metrics) setHealth(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.health = err
+}
+
+// Health returns nil when the last reconciliation succeeded, else why not.
+func (m *Metrics) Health() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.health
+}
+
+// Handler serves /metrics from g and /healthz: 200 "ok" when the last
+// reconciliation succeeded, 503 with the reason otherwise.
+func (m *Metrics) Handler(g prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := m.Health(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
