@@ -181,11 +181,7 @@ func TestFollowsEvents(t *testing.T) {
 	// Unknown kinds are ignored; a malformed object makes the agent re-read a snapshot.
 	before := r.src.snapshotCalls()
 	r.src.event(api.Event{Type: api.EventPut, Kind: "gadget", Name: "x", Object: []byte(`{}`)})
-	r.src.mu.Lock()
-	r.src.log = append(r.src.log, api.Event{Revision: r.src.state.rev + 1, Type: api.EventPut, Kind: api.KindTenant, Name: "bad", Object: []byte(`{"id": "nope"}`)})
-	r.src.state.rev++
-	r.src.broadcast()
-	r.src.mu.Unlock()
+	r.src.raw(api.Event{Type: api.EventPut, Kind: api.KindTenant, Name: "bad", Object: []byte(`{"id": "nope"}`)})
 	eventually(t, "re-snapshot after a malformed event", func() (bool, string) {
 		return r.src.snapshotCalls() > before, "no new snapshot"
 	})

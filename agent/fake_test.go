@@ -50,6 +50,17 @@ func (s *fakeSource) event(ev api.Event) {
 	if err := s.state.apply(ev); err != nil {
 		panic(err)
 	}
+	s.state.rev = ev.Revision // also for kinds the cache ignores
+	s.log = append(s.log, ev)
+	s.broadcast()
+}
+
+// raw sends an event without applying it to the state (a malformed one).
+func (s *fakeSource) raw(ev api.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state.rev++
+	ev.Revision = s.state.rev
 	s.log = append(s.log, ev)
 	s.broadcast()
 }
