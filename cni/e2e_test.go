@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -536,4 +537,63 @@ func startRomanad(tb testing.TB) *servertest.Instance {
 		}
 	}
 	return in
+}
+
+// TestLibcniParallel runs ADDs and then DELs concurrently, as a kubelet
+// starting several pods does: every endpoint gets its own address and
+// reaches the others through the host.
+func TestLibcniParallel(t *testing.T) {
+	e := newEnv(t)
+	const n = 6
+	nss := make([]string, n)
+	rts := make([]*libcni.RuntimeConf, n)
+	for i := range n {
+		var path string
+		nss[i], path = e.container(t, fmt.Sprintf("p%d", i))
+		rts[i] = &libcni.RuntimeConf{ContainerID: fmt.Sprintf("par%d", i), NetNS: path, IfName: "eth0"}
+	}
+	ips := make([]netip.Addr, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			r, err := e.cfg.AddNetworkList(context.Background(), e.list, rts[i])
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			res, err := current.NewResultFromResult(r)
+			if err != nil || len(res.IPs) != 1 {
+				errs[i] = fmt.Errorf("result %v: %v", r, err)
+				return
+			}
+			ips[i], _ = netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
+		})
+	}
+	wg.Wait()
+	seen := map[netip.Addr]bool{}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("ADD %s: %v", rts[i].ContainerID, err)
+		}
+		if seen[ips[i]] {
+			t.Fatalf("address %s handed out twice: %v", ips[i], ips)
+		}
+		seen[ips[i]] = true
+	}
+	for i := range n {
+		if err := ping(nss[i], ips[(i+1)%n].String()); err != nil {
+			t.Error(err)
+		}
+	}
+	for i := range n {
+		wg.Go(func() { errs[i] = e.cfg.DelNetworkList(context.Background(), e.list, rts[i]) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("DEL %s: %v", rts[i].ContainerID, err)
+		}
+		e.assertGone(t, rts[i].ContainerID, "eth0", nss[i])
+	}
 }
