@@ -266,9 +266,16 @@ func TestEndToEnd(t *testing.T) {
 	}
 	r = s.run("name: bad\ndirection: [sideways]\nappliedTo: [{all: true}]\nrules: []\n", "policy", "add", "-f", "-")
 	_, err = c.PutPolicy(ctx, api.Policy{Name: "bad", Direction: []string{"sideways"}, AppliedTo: []api.Selector{{All: true}}, Rules: []api.Rule{}})
-	if r.code != ExitError || err == nil || r.stderr != "Error: policy bad: "+err.Error()+"\n" {
+	if r.code != ExitError || err == nil || r.stderr != "Error: "+err.Error()+"\n" {
 		t.Errorf("bad policy: exit %d, stderr %q; API error %v", r.code, r.stderr, err)
 	}
+	r = s.run(`[{"name":"good","direction":["egress"],"appliedTo":[{"all":true}],"rules":[{"action":"deny"}]},
+		{"name":"bad","direction":["sideways"],"appliedTo":[{"all":true}],"rules":[]}]`, "policy", "add", "-f", "-")
+	if want := "Error: policy bad (2 of 2; the ones before it were saved): " + err.Error() + "\n"; r.code != ExitError || r.stderr != want {
+		t.Errorf("list with a bad policy: exit %d, stderr %q, want %q", r.code, r.stderr, want)
+	}
+	s.ok("policy", "show", "good")
+	s.ok("policy", "remove", "good")
 	s.ok("policy", "remove", "db-from-web")
 
 	// Release by name and by IP; twice is harmless.

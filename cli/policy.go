@@ -95,8 +95,11 @@ are sent in file order; the first one romanad rejects stops the command.`,
 					return fmt.Errorf("%s: a policy has no name", file)
 				}
 				saved, err := c.PutPolicy(ctx, p)
+				if err != nil && len(ps) > 1 {
+					return fmt.Errorf("policy %s (%d of %d; the ones before it were saved): %w", p.Name, len(out)+1, len(ps), err)
+				}
 				if err != nil {
-					return fmt.Errorf("policy %s: %w", p.Name, err)
+					return err
 				}
 				out = append(out, saved)
 			}
