@@ -1,0 +1,566 @@
+package main
+
+// End-to-end tests: a real romanad (servertest), three simulated hosts on
+// one L2 bridge, endpoints in their own namespaces, and this very binary
+// running as romana-agent inside each host namespace. They assert packets
+// (TCP connects, pings), not rule text.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/plan"
+	"github.com/romana/romana/server/servertest"
+	"github.com/romana/romana/sim"
+	"github.com/romana/romana/sim/simtest"
+)
+
+// asAgent makes the test binary run as romana-agent (see TestMain).
+const asAgent = "ROMANA_AGENT_TEST_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asAgent) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := run(ctx, os.Args[1:], os.Stderr)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "romana-agent:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+const echoPort = 7777
+
+// cluster is romanad, a lab of hosts and endpoints, and one agent per host.
+type cluster struct {
+	t      *testing.T
+	ctx    context.Context
+	srv    *servertest.Instance
+	lab    *sim.Lab
+	hosts  map[string]*sim.Host
+	cidrs  map[string]netip.Prefix // host -> its block in net1
+	eps    map[string]*sim.Endpoint
+	agents map[string]*agentProc
+	exe    string
+	logDir string
+	resync time.Duration
+}
+
+type agentProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  string
+}
+
+// endpoints: name -> host, tenant, segment.
+var layout = []struct{ name, host, tenant, segment string }{
+	{"a1", "h1", "acme", "default"}, {"a1b", "h1", "acme", "default"}, {"w1", "h1", "beta", "web"}, {"o1", "h1", "open", "default"},
+	{"a2", "h2", "acme", "default"}, {"w2", "h2", "beta", "web"}, {"d2", "h2", "beta", "db"},
+	{"a3", "h3", "acme", "default"}, {"d3", "h3", "beta", "db"}, {"o3", "h3", "open", "default"},
+}
+
+func newCluster(t *testing.T) *cluster {
+	simtest.Require(t, "nft", "ping")
+	ctx := context.Background()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, ctx: ctx, srv: servertest.Start(t), lab: simtest.New(t), exe: exe, logDir: t.TempDir(),
+		hosts: map[string]*sim.Host{}, cidrs: map[string]netip.Prefix{}, eps: map[string]*sim.Endpoint{},
+		agents: map[string]*agentProc{}, resync: 300 * time.Millisecond}
+	t.Cleanup(func() {
+		for name := range c.agents {
+			c.stopAgent(name)
+		}
+		if t.Failed() {
+			for _, h := range []string{"h1", "h2", "h3"} {
+				b, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
+				t.Logf("agent %s log:\n%s", h, b)
+			}
+		}
+	})
+	cl := c.srv.Client
+	if _, err := cl.AddNetwork(ctx, api.Network{Name: "net1", CIDR: "10.0.0.0/8",
+		Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"h1", "h2", "h3"} {
+		ip := netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)})
+		h, err := c.lab.AddHost(ctx, name, netip.PrefixFrom(ip, 24))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.hosts[name] = h
+		ah, err := cl.AddHost(ctx, api.Host{Name: name, IP: ip})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ah.Slots) != 1 {
+			t.Fatalf("host %s slots: %+v", name, ah.Slots)
+		}
+		c.cidrs[name] = ah.Slots[0].CIDR
+	}
+	for _, tn := range []api.Tenant{{Name: "acme"}, {Name: "beta", Isolation: api.IsolationSegment}, {Name: "open", Isolation: api.IsolationNone}} {
+		if _, err := cl.AddTenant(ctx, tn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range []api.Segment{{Tenant: "acme", Name: "default"}, {Tenant: "beta", Name: "web"}, {Tenant: "beta", Name: "db"}, {Tenant: "open", Name: "default"}} {
+		if _, err := cl.AddSegment(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range layout {
+		iface := "rv-" + e.name
+		a, err := cl.Allocate(ctx, api.AddressRequest{Name: e.name, Host: e.host, Tenant: e.tenant, Segment: e.segment, Interface: iface})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ep, err := c.lab.AddEndpoint(ctx, c.hosts[e.host], e.name, a.IP, iface)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.eps[e.name] = ep
+		c.serveEcho(ep)
+	}
+	return c
+}
+
+// serveEcho runs a TCP echo server on the endpoint's port echoPort.
+func (c *cluster) serveEcho(ep *sim.Endpoint) {
+	var ln net.Listener
+	if err := ep.Do(func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", ep.IP, echoPort))
+		return err
+	}); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				io.Copy(conn, conn)
+			}()
+		}
+	}()
+}
+
+// startAgent runs this test binary as romana-agent in the host's namespace.
+func (c *cluster) startAgent(host string, extra ...string) {
+	c.t.Helper()
+	args := append([]string{c.exe, "--host", host, "--server", "unix://" + c.srv.Socket,
+		"--resync", c.resync.String(), "--log-level", "debug"}, extra...)
+	cmd := c.hosts[host].Command(context.Background(), args...)
+	cmd.Env = append(os.Environ(), asAgent+"=1")
+	logPath := filepath.Join(c.logDir, host+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	fmt.Fprintf(f, "=== start %s\n", time.Now().Format(time.RFC3339Nano))
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		c.t.Fatal(err)
+	}
+	p := &agentProc{cmd: cmd, done: make(chan struct{}), log: logPath}
+	go func() {
+		cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	c.agents[host] = p
+}
+
+// stopAgent stops the host's agent with SIGTERM (by its PID) and waits.
+func (c *cluster) stopAgent(host string) {
+	p := c.agents[host]
+	if p == nil {
+		return
+	}
+	delete(c.agents, host)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		c.t.Errorf("agent %s did not stop on SIGTERM", host)
+	}
+}
+
+// eventually polls cond until it holds or a generous deadline passes.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached: %s", what, why)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// healthz asks the agent in the host's namespace for /healthz.
+func (c *cluster) healthz(host string) (string, error) {
+	var out string
+	err := c.hosts[host].Do(func() error {
+		conn, err := net.DialTimeout("tcp", "127.0.0.1:9601", time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		fmt.Fprint(conn, "GET /healthz HTTP/1.0\r\n\r\n")
+		b, err := io.ReadAll(conn)
+		out = string(b)
+		return err
+	})
+	return out, err
+}
+
+func (c *cluster) waitHealthy(hosts ...string) {
+	c.t.Helper()
+	for _, h := range hosts {
+		eventually(c.t, "agent "+h+" healthy", func() (bool, string) {
+			out, err := c.healthz(h)
+			return err == nil && strings.HasPrefix(out, "HTTP/1.0 200"), fmt.Sprint(out, err)
+		})
+	}
+}
+
+// ourRoutes returns `ip -4 route show proto 190` in the host, lines sorted.
+func (c *cluster) ourRoutes(host string) string {
+	out, err := c.hosts[host].Exec(c.ctx, "ip", "-4", "route", "show", "proto", "190")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return sortLines(lines)
+}
+
+// wantRoutes is the exact Romana route table of host: one route per remote
+// host, one /32 per local endpoint.
+func (c *cluster) wantRoutes(host string) string {
+	var lines []string
+	for _, e := range layout {
+		if e.host == host {
+			lines = append(lines, fmt.Sprintf("%s dev rv-%s scope link ", c.eps[e.name].IP, e.name))
+		}
+	}
+	for i, h := range []string{"h1", "h2", "h3"} {
+		if h != host {
+			lines = append(lines, fmt.Sprintf("%s via 192.168.77.%d dev eth0 ", c.cidrs[h], i+1))
+		}
+	}
+	return sortLines(lines)
+}
+
+// sortLines joins lines sorted, each ending in a newline.
+func sortLines(lines []string) string {
+	slices.Sort(lines)
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString(l + "\n")
+	}
+	return b.String()
+}
+
+func (c *cluster) waitRoutes(hosts ...string) {
+	c.t.Helper()
+	for _, h := range hosts {
+		eventually(c.t, "routes of "+h, func() (bool, string) {
+			got, want := c.ourRoutes(h), c.wantRoutes(h)
+			return got == want, fmt.Sprintf("got\n%swant\n%s", got, want)
+		})
+	}
+}
+
+// tcp connects from one endpoint to another's echo server and exchanges a line.
+func (c *cluster) tcp(from, to string) error {
+	dst := c.eps[to].IP
+	return c.eps[from].Do(func() error {
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", dst, echoPort), time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := fmt.Fprintf(conn, "hello %s\n", to); err != nil {
+			return err
+		}
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line != "hello "+to+"\n" {
+			return fmt.Errorf("echo %q", line)
+		}
+		return nil
+	})
+}
+
+func (c *cluster) ping(from, to string) error {
+	_, err := c.eps[from].Exec(c.ctx, "ping", "-c1", "-W1", c.eps[to].IP.String())
+	return err
+}
+
+type probe struct {
+	from, to string
+	ok       bool
+}
+
+// check runs TCP and ping probes in parallel; each must succeed or fail as expected.
+func (c *cluster) check(probes []probe) {
+	c.t.Helper()
+	var mu sync.Mutex
+	var failures []string
+	var wg sync.WaitGroup
+	for _, p := range probes {
+		for kind, f := range map[string]func(string, string) error{"tcp": c.tcp, "ping": c.ping} {
+			wg.Go(func() {
+				err := f(p.from, p.to)
+				if (err == nil) != p.ok {
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("%s %s(%s) -> %s(%s): want ok=%v, got err=%v",
+						kind, p.from, c.eps[p.from].IP, p.to, c.eps[p.to].IP, p.ok, err))
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if len(failures) > 0 {
+		c.t.Fatalf("connectivity:\n%s", strings.Join(failures, "\n"))
+	}
+}
+
+var matrix = []probe{
+	{"a1", "a1b", true}, // same host, same tenant
+	{"a1", "a2", true},  // cross host
+	{"a1", "a3", true},
+	{"a3", "a2", true},
+	{"a1", "w1", false}, // same host, other tenant
+	{"a1", "w2", false}, // cross host, other tenant
+	{"w1", "a2", false},
+	{"w1", "w2", true},  // segment mode: same segment
+	{"d3", "d2", true},  // same segment
+	{"w1", "d2", false}, // same tenant, other segment
+	{"d2", "w1", false},
+	{"a1", "o3", true}, // none mode: open to all
+	{"d2", "o1", true},
+	{"o1", "a2", false}, // an open tenant's endpoint is still an outsider to acme
+}
+
+func TestAgentEndToEnd(t *testing.T) {
+	c := newCluster(t)
+	h3 := c.hosts["h3"]
+	// Foreign objects in h3, present before the agent starts.
+	foreign := filepath.Join(t.TempDir(), "foreign.nft")
+	os.WriteFile(foreign, []byte("table ip foreign {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t\tcounter\n\t}\n}\n"), 0o644)
+	if _, err := h3.Exec(c.ctx, "nft", "-f", foreign); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h3.Exec(c.ctx, "ip", "route", "add", "172.16.0.0/12", "via", "192.168.77.254", "proto", "static"); err != nil {
+		t.Fatal(err)
+	}
+	foreignSurvives := func(when string) {
+		t.Helper()
+		if out, err := h3.Exec(c.ctx, "nft", "list", "table", "ip", "foreign"); err != nil || !strings.Contains(out, "chain input") {
+			t.Fatalf("%s: foreign nft table: %v\n%s", when, err, out)
+		}
+		if out, _ := h3.Exec(c.ctx, "ip", "route", "show", "172.16.0.0/12"); !strings.Contains(out, "via 192.168.77.254") {
+			t.Fatalf("%s: foreign route gone: %q", when, out)
+		}
+	}
+
+	for _, h := range []string{"h1", "h2", "h3"} {
+		c.startAgent(h)
+	}
+	c.waitHealthy("h1", "h2", "h3")
+	c.waitRoutes("h1", "h2", "h3")
+
+	t.Run("connectivity", func(t *testing.T) { c.t = t; c.check(matrix) })
+	c.t = t
+
+	t.Run("drift repair", func(t *testing.T) {
+		c.t = t
+		h2 := c.hosts["h2"]
+		if _, err := h2.Exec(c.ctx, "ip", "route", "del", c.cidrs["h1"].String()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h2.Exec(c.ctx, "ip", "route", "del", c.eps["a2"].IP.String()+"/32"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h2.Exec(c.ctx, "nft", "flush", "table", "inet", "romana"); err != nil {
+			t.Fatal(err)
+		}
+		c.waitRoutes("h2")
+		eventually(t, "h2's nft table restored", func() (bool, string) {
+			out, err := h2.Exec(c.ctx, "nft", "list", "table", "inet", "romana")
+			return err == nil && strings.Contains(out, "vmap @tenants-net1") && strings.Contains(out, "goto segment-"), out
+		})
+		if _, err := h3.Exec(c.ctx, "nft", "delete", "table", "inet", "romana"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "h3's deleted nft table restored", func() (bool, string) {
+			out, err := h3.Exec(c.ctx, "nft", "list", "table", "inet", "romana")
+			return err == nil && strings.Contains(out, "vmap @tenants-net1"), out
+		})
+		c.check([]probe{{"a1", "a2", true}, {"a1", "w2", false}, {"w1", "d2", false}, {"a2", "a3", true}, {"a1", "d3", false}})
+		foreignSurvives("after reconciles")
+	})
+	c.t = t
+
+	t.Run("agent restart keeps established streams", func(t *testing.T) {
+		c.t = t
+		c.restartKeepsStream()
+	})
+	c.t = t
+
+	t.Run("cleanup", func(t *testing.T) {
+		c.t = t
+		c.stopAgent("h3")
+		// Stopping leaves everything in place.
+		if got := c.ourRoutes("h3"); got != c.wantRoutes("h3") {
+			t.Fatalf("stopping the agent changed routes:\n%s", got)
+		}
+		cmd := h3.Command(c.ctx, c.exe, "--cleanup")
+		cmd.Env = append(os.Environ(), asAgent+"=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("--cleanup: %v\n%s", err, out)
+		}
+		if got := c.ourRoutes("h3"); got != "" {
+			t.Errorf("routes with proto 190 after --cleanup:\n%s", got)
+		}
+		if out, _ := h3.Exec(c.ctx, "nft", "list", "tables"); strings.Contains(out, "romana") {
+			t.Errorf("tables after --cleanup:\n%s", out)
+		}
+		if _, err := h3.Exec(c.ctx, "ip", "link", "show", "romana-gw"); err == nil {
+			t.Error("gateway link after --cleanup")
+		}
+		if out, _ := h3.Exec(c.ctx, "ip", "-o", "link", "show", "rv-a3"); !strings.Contains(out, "rv-a3") {
+			t.Error("--cleanup removed an endpoint's veth")
+		}
+		foreignSurvives("after --cleanup")
+	})
+}
+
+// restartKeepsStream keeps one TCP connection from a1 (h1) to a2 (h2)
+// exchanging lines while h2's and then h1's agent stop and start again.
+func (c *cluster) restartKeepsStream() {
+	t := c.t
+	var conn net.Conn
+	if err := c.eps["a1"].Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp", fmt.Sprintf("%s:%d", c.eps["a2"].IP, echoPort), time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var (
+		mu       sync.Mutex
+		count    int
+		fail     error
+		stopping = make(chan struct{})
+		stopped  = make(chan struct{})
+	)
+	go func() {
+		defer close(stopped)
+		r := bufio.NewReader(conn)
+		for i := 0; ; i++ {
+			select {
+			case <-stopping:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			msg := fmt.Sprintf("line %d\n", i)
+			_, err := io.WriteString(conn, msg)
+			var got string
+			if err == nil {
+				got, err = r.ReadString('\n')
+			}
+			if err == nil && got != msg {
+				err = fmt.Errorf("echo %q, want %q", got, msg)
+			}
+			mu.Lock()
+			if err != nil {
+				fail = err
+				mu.Unlock()
+				return
+			}
+			count++
+			mu.Unlock()
+		}
+	}()
+	progress := func(what string) {
+		t.Helper()
+		mu.Lock()
+		start := count
+		mu.Unlock()
+		eventually(t, what, func() (bool, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if fail != nil {
+				t.Fatalf("%s: the stream broke: %v", what, fail)
+			}
+			return count >= start+20, fmt.Sprintf("%d lines", count-start)
+		})
+	}
+	progress("stream running")
+	for _, h := range []string{"h2", "h1"} {
+		logBefore, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
+		c.stopAgent(h)
+		progress("stream while " + h + "'s agent is down")
+		c.startAgent(h)
+		c.waitHealthy(h)
+		progress("stream after " + h + "'s agent restarted")
+		logAfter, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
+		if bytes.Contains(logAfter[len(logBefore):], []byte("nftables table replaced")) {
+			t.Errorf("restarted agent on %s rewrote an in-sync nft table:\n%s", h, logAfter[len(logBefore):])
+		}
+	}
+	close(stopping)
+	<-stopped
+	mu.Lock()
+	defer mu.Unlock()
+	if fail != nil {
+		t.Fatalf("the stream broke: %v", fail)
+	}
+	t.Logf("%d lines exchanged across two agent restarts", count)
+}
