@@ -48,7 +48,11 @@ func New(t testing.TB) *sim.Lab {
 		t.Fatal(err)
 	}
 	prefix := Prefix + "-" + hex.EncodeToString(b)
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelInfo
+	if testing.Verbose() {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
 	lab, err := sim.New(context.Background(), prefix, log)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,157 @@
+package firewall
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/plan"
+	"github.com/romana/romana/route"
+	"github.com/romana/romana/sim"
+	"github.com/romana/romana/sim/simtest"
+)
+
+// BenchmarkThroughput measures iperf3 TCP throughput from an endpoint on
+// one simulated host to an endpoint on another, across the fabric bridge,
+// with Romana's ruleset (100 tenants, the source and destination in the
+// same tenant) loaded on both hosts, and with no nftables table at all
+// (same routes), alternating A-B-B-A within one run. It reports both rates
+// and their ratio.
+func BenchmarkThroughput(b *testing.B) {
+	simtest.Require(b, "nft", "iperf3")
+	ctx := context.Background()
+	lab := simtest.New(b)
+	n := api.Network{Name: "net1", CIDR: "10.0.0.0/8", Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 8}, {Name: "segment", Bits: 4}}}
+	p, err := plan.Parse(n.Spec())
+	if err != nil {
+		b.Fatal(err)
+	}
+	snap := api.Snapshot{Networks: []api.Network{n}}
+	hosts := map[string]*sim.Host{}
+	for i := uint64(1); i <= 2; i++ {
+		name := fmt.Sprintf("h%d", i)
+		ip := netip.AddrFrom4([4]byte{192, 168, 90, byte(i)})
+		if hosts[name], err = lab.AddHost(ctx, name, netip.PrefixFrom(ip, 24)); err != nil {
+			b.Fatal(err)
+		}
+		c, _ := p.HostCIDR(plan.Loc{Host: i})
+		snap.Hosts = append(snap.Hosts, api.Host{Name: name, IP: ip, Slots: []api.HostSlot{{Network: "net1", Loc: plan.Loc{Host: i}, CIDR: c}}})
+	}
+	for t := uint64(0); t < 100; t++ {
+		iso := []string{api.IsolationTenant, api.IsolationSegment, api.IsolationNone}[t%3]
+		name := fmt.Sprintf("t%d", t)
+		snap.Tenants = append(snap.Tenants, api.Tenant{Name: name, ID: t, Isolation: iso})
+		snap.Segments = append(snap.Segments, api.Segment{Tenant: name, Name: "s0", ID: 0}, api.Segment{Tenant: name, Name: "s1", ID: 1})
+	}
+	eps := map[string]*sim.Endpoint{}
+	for i, h := range []string{"h1", "h2"} {
+		ip, _ := p.Address(plan.Loc{Host: uint64(i + 1)}, 42, 0, 1) // tenant t42: tenant mode
+		name := "e" + h
+		if eps[h], err = lab.AddEndpoint(ctx, hosts[h], name, ip, "rv-"+name); err != nil {
+			b.Fatal(err)
+		}
+		snap.Addresses = append(snap.Addresses, api.Address{Name: name, IP: ip, Network: "net1", Host: h, Tenant: "t42", Segment: "s0", Interface: "rv-" + name})
+	}
+	fws := map[string]*Firewall{}
+	rulesets := map[string]hoststate.Ruleset{}
+	for h, host := range hosts {
+		st, err := hoststate.Compute(snap, h, hoststate.Options{})
+		if err != nil || len(st.Problems) > 0 {
+			b.Fatal(err, st.Problems)
+		}
+		rulesets[h] = st.Firewall
+		if err := host.Do(func() error {
+			m, err := route.New(nil)
+			if err != nil {
+				return err
+			}
+			if _, err := m.SetSysctls(ctx, st.Sysctls); err != nil {
+				return err
+			}
+			if err := m.EnsureGateway(ctx, st.Gateway); err != nil {
+				return err
+			}
+			if _, err := m.SyncRoutes(ctx, st.Routes); err != nil {
+				return err
+			}
+			fws[h], err = New(nil)
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	setRules := func(on bool) {
+		for h, host := range hosts {
+			if err := host.Do(func() error {
+				if on {
+					_, err := fws[h].Apply(ctx, rulesets[h])
+					return err
+				}
+				return fws[h].Cleanup(ctx)
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+
+	dst := eps["h2"]
+	srv := dst.Command(context.Background(), "iperf3", "-s", "-B", dst.IP.String())
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	run := func() float64 {
+		var out []byte
+		var err error
+		for try := 0; try < 50; try++ { // the server may not listen yet
+			out, err = eps["h1"].Command(ctx, "iperf3", "-c", dst.IP.String(), "-t", "3", "-J").Output()
+			if err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			b.Fatalf("iperf3: %v\n%s", err, out)
+		}
+		var res struct {
+			End struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
+		if err := json.Unmarshal(out, &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
+			b.Fatalf("iperf3 output: %v\n%s", err, out)
+		}
+		return res.End.SumReceived.BitsPerSecond / 1e9
+	}
+	// The ruleset must really be in the path: a cross-tenant connect fails.
+	setRules(true)
+	if out, err := eps["h1"].Command(ctx, "ping", "-c1", "-W1", dst.IP.String()).CombinedOutput(); err != nil {
+		b.Fatalf("same-tenant ping with rules: %v\n%s", err, out)
+	}
+
+	var with, without float64
+	rounds := 0
+	for b.Loop() {
+		for _, on := range []bool{true, false, false, true} {
+			setRules(on)
+			g := run()
+			if on {
+				with += g
+			} else {
+				without += g
+			}
+		}
+		rounds += 2
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(with/float64(rounds), "Gbit/s-rules")
+	b.ReportMetric(without/float64(rounds), "Gbit/s-norules")
+	b.ReportMetric(with/without, "ratio")
+}
