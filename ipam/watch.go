@@ -12,38 +12,38 @@ import (
 	"github.com/romana/romana/api"
 )
 
-// Snapshot returns every object at one store revision, read in one request.
-// An agent applies it, then watches from Revision+1.
+// Snapshot returns every object at one store revision, read in one request
+// (a read-only transaction of one range per kind). An agent applies it, then
+// watches from Revision+1.
 func (r *Registry) Snapshot(ctx context.Context) (api.Snapshot, error) {
-	resp, err := r.cli.Get(ctx, r.k.p, clientv3.WithPrefix())
+	resp, err := r.read(ctx, "read snapshot",
+		clientv3.OpGet(r.k.networks(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.k.hosts(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.k.tenants(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.k.segments(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.k.addresses(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.k.policies(), clientv3.WithPrefix()))
 	if err != nil {
-		return api.Snapshot{}, storeErr("read snapshot", err)
+		return api.Snapshot{}, err
 	}
-	s := api.Snapshot{Revision: resp.Header.Revision, Networks: []api.Network{}, Hosts: []api.Host{},
-		Tenants: []api.Tenant{}, Segments: []api.Segment{}, Addresses: []api.Address{}, Policies: []api.Policy{}}
-	for _, kv := range resp.Kvs {
-		kind, _, ok := r.k.eventKind(string(kv.Key))
-		if !ok {
-			continue
-		}
-		var err error
-		switch kind {
-		case api.KindNetwork:
-			s.Networks, err = appendDecoded(s.Networks, kv.Value)
-		case api.KindHost:
-			s.Hosts, err = appendDecoded(s.Hosts, kv.Value)
-		case api.KindTenant:
-			s.Tenants, err = appendDecoded(s.Tenants, kv.Value)
-		case api.KindSegment:
-			s.Segments, err = appendDecoded(s.Segments, kv.Value)
-		case api.KindAddress:
-			s.Addresses, err = appendDecoded(s.Addresses, kv.Value)
-		case api.KindPolicy:
-			s.Policies, err = appendDecoded(s.Policies, kv.Value)
-		}
-		if err != nil {
-			return api.Snapshot{}, api.Errorf(api.ReasonInternal, "read snapshot: decode %s: %v", kv.Key, err)
-		}
+	s := api.Snapshot{Revision: resp.Header.Revision}
+	if s.Networks, err = decodeAll[api.Network](rangeKVs(resp, 0)); err != nil {
+		return api.Snapshot{}, err
+	}
+	if s.Hosts, err = decodeAll[api.Host](rangeKVs(resp, 1)); err != nil {
+		return api.Snapshot{}, err
+	}
+	if s.Tenants, err = decodeAll[api.Tenant](rangeKVs(resp, 2)); err != nil {
+		return api.Snapshot{}, err
+	}
+	if s.Segments, err = decodeAll[api.Segment](rangeKVs(resp, 3)); err != nil {
+		return api.Snapshot{}, err
+	}
+	if s.Addresses, err = decodeAll[api.Address](rangeKVs(resp, 4)); err != nil {
+		return api.Snapshot{}, err
+	}
+	if s.Policies, err = decodeAll[api.Policy](rangeKVs(resp, 5)); err != nil {
+		return api.Snapshot{}, err
 	}
 	// Drop slots of networks an interrupted removal left behind.
 	live := map[string]bool{}
@@ -54,14 +54,6 @@ func (r *Registry) Snapshot(ctx context.Context) (api.Snapshot, error) {
 		s.Hosts[i].Slots = slices.DeleteFunc(s.Hosts[i].Slots, func(sl api.HostSlot) bool { return !live[sl.Network] })
 	}
 	return s, nil
-}
-
-func appendDecoded[T any](list []T, b []byte) ([]T, error) {
-	var v T
-	if err := json.Unmarshal(b, &v); err != nil {
-		return list, err
-	}
-	return append(list, v), nil
 }
 
 // WatchBatch is the events of one store revision, or the error that ended
