@@ -417,6 +417,34 @@ func TestAgentEndToEnd(t *testing.T) {
 	t.Run("connectivity", func(t *testing.T) { c.t = t; c.check(matrix) })
 	c.t = t
 
+	t.Run("follows romanad", func(t *testing.T) {
+		c.t = t
+		cl := c.srv.Client
+		// A new endpoint: reachable from its tenant only once the agent
+		// routes it, which it learns from the watch stream.
+		a, err := cl.Allocate(c.ctx, api.AddressRequest{Name: "a2b", Host: "h2", Tenant: "acme", Segment: "default", Interface: "rv-a2b"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ep, err := c.lab.AddEndpoint(c.ctx, c.hosts["h2"], "a2b", a.IP, "rv-a2b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.eps["a2b"] = ep
+		c.serveEcho(ep)
+		eventually(t, "a1 reaches the new endpoint a2b", func() (bool, string) {
+			err := c.tcp("a1", "a2b")
+			return err == nil, fmt.Sprint(err)
+		})
+		c.check([]probe{{"a2b", "a3", true}, {"w1", "a2b", false}})
+		// Released: its route goes.
+		if err := cl.Release(c.ctx, "a2b"); err != nil {
+			t.Fatal(err)
+		}
+		c.waitRoutes("h2")
+	})
+	c.t = t
+
 	t.Run("drift repair", func(t *testing.T) {
 		c.t = t
 		h2 := c.hosts["h2"]
