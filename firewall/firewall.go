@@ -77,8 +77,8 @@ func stamped(rs hoststate.Ruleset) (hoststate.Ruleset, error) {
 }
 
 // Apply makes the table equal to rs. When the live table already is (same
-// stamp, same chains and maps, same rule count per chain, same map
-// elements) it does nothing and returns false. Otherwise it replaces the
+// stamp, same rules per chain, same map elements; see inSync) it does
+// nothing and returns false. Otherwise it replaces the
 // table in one transaction (add, delete, add table, then every chain, map,
 // rule and element): packets see the old table or the new one, never a mix
 // or an empty window, and conntrack state is untouched.
@@ -140,33 +140,12 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 	return true, nil
 }
 
-// inSync compares the live table with want; why says what differs.
+// inSync compares the live table with want; why says what differs. It
+// costs two nft listings (all rules as JSON, then each map's elements):
+// rule counts and comments per chain (the first rule carries the stamp)
+// and exact map elements. An extra chain or set without rules is not
+// detected: nothing can reach it, and the next replacement removes it.
 func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok bool, why string, err error) {
-	objs, err := f.nft.ListAll(ctx)
-	if knftables.IsNotFound(err) {
-		return false, "table missing", nil
-	}
-	if err != nil {
-		return false, "", err
-	}
-	var chains, maps []string
-	for _, c := range want.Chains {
-		chains = append(chains, c.Name)
-	}
-	for _, m := range want.Maps {
-		maps = append(maps, m.Name)
-	}
-	if !sameNames(objs["chain"], chains) {
-		return false, "chains differ", nil
-	}
-	if !sameNames(objs["map"], maps) {
-		return false, "maps differ", nil
-	}
-	for _, kind := range []string{"set", "counter", "flowtable"} {
-		if len(objs[kind]) > 0 {
-			return false, "foreign " + kind + "s in our table", nil
-		}
-	}
 	rules, err := f.nft.ListRules(ctx, "")
 	if knftables.IsNotFound(err) {
 		return false, "table missing", nil
@@ -177,6 +156,9 @@ func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok bool,
 	byChain := map[string][]*knftables.Rule{}
 	for _, r := range rules {
 		byChain[r.Chain] = append(byChain[r.Chain], r)
+	}
+	if len(rules) != want.RuleCount() {
+		return false, fmt.Sprintf("table has %d rules, want %d", len(rules), want.RuleCount()), nil
 	}
 	for _, c := range want.Chains {
 		if len(byChain[c.Name]) != len(c.Rules) {
@@ -202,13 +184,6 @@ func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok bool,
 		}
 	}
 	return true, "", nil
-}
-
-func sameNames(a, b []string) bool {
-	a, b = slices.Clone(a), slices.Clone(b)
-	slices.Sort(a)
-	slices.Sort(b)
-	return slices.Equal(a, b)
 }
 
 // sameElements compares map elements, keys as addresses (nft may print
