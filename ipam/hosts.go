@@ -68,9 +68,7 @@ func (r *Registry) placeAttempt(ctx context.Context, in placeInput) (map[string]
 			return nil, err
 		}
 		nets = append(nets, n)
-		for _, op := range r.topoReads(n.Name) {
-			reads = append(reads, clientv3.OpGet(string(op.KeyBytes()), clientv3.WithPrefix(), clientv3.WithRev(in.rev)))
-		}
+		reads = append(reads, r.topoReads(n.Name, in.rev)...)
 	}
 	topos := make([]*topo, len(nets))
 	if len(reads) > 0 {
@@ -265,9 +263,7 @@ func (r *Registry) RemoveHost(ctx context.Context, name string) error {
 				continue
 			}
 			slots = append(slots, s)
-			for _, o := range r.topoReads(s.Network) {
-				reads = append(reads, clientv3.OpGet(string(o.KeyBytes()), clientv3.WithPrefix(), clientv3.WithRev(rev)))
-			}
+			reads = append(reads, r.topoReads(s.Network, rev)...)
 			lo, hi := r.k.ip(s.Network, s.CIDR.Masked().Addr()), r.k.ip(s.Network, lastAddr(s.CIDR))+"\x00"
 			reads = append(reads, clientv3.OpGet(lo, clientv3.WithRange(hi), clientv3.WithCountOnly(), clientv3.WithRev(rev)))
 		}
@@ -279,9 +275,6 @@ func (r *Registry) RemoveHost(ctx context.Context, name string) error {
 				return err
 			}
 			for i, s := range slots {
-				if n := tr.Responses[3*i+2].GetResponseRange().Count; n > 0 {
-					return api.Errorf(api.ReasonConflict, "host %s still has %d allocated address(es) in network %s; release them first", name, n, s.Network)
-				}
 				p, err := planOf(nets[s.Network])
 				if err != nil {
 					return err
@@ -289,6 +282,12 @@ func (r *Registry) RemoveHost(ctx context.Context, name string) error {
 				t, err := r.loadTopo(s.Network, p, rangeKVs(tr, 3*i), rangeKVs(tr, 3*i+1))
 				if err != nil {
 					return err
+				}
+				if t.slotHost(s.Loc) != name {
+					continue // stale: the network was re-created since
+				}
+				if n := tr.Responses[3*i+2].GetResponseRange().Count; n > 0 {
+					return api.Errorf(api.ReasonConflict, "host %s still has %d allocated address(es) in network %s; release them first", name, n, s.Network)
 				}
 				t.unplace(name, s.Loc)
 				c, o := r.topoTxn(t)

@@ -12,11 +12,12 @@ import (
 	"github.com/romana/romana/plan"
 )
 
-// topoReads returns the gets that loadTopo needs for network net.
-func (r *Registry) topoReads(net string) []clientv3.Op {
+// topoReads returns the two gets, at revision rev, that loadTopo needs for
+// network net.
+func (r *Registry) topoReads(net string, rev int64) []clientv3.Op {
 	return []clientv3.Op{
-		clientv3.OpGet(r.k.groups(net), clientv3.WithPrefix()),
-		clientv3.OpGet(r.k.slotIDs(net), clientv3.WithPrefix()),
+		clientv3.OpGet(r.k.groups(net), clientv3.WithPrefix(), clientv3.WithRev(rev)),
+		clientv3.OpGet(r.k.slotIDs(net), clientv3.WithPrefix(), clientv3.WithRev(rev)),
 	}
 }
 

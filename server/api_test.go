@@ -23,6 +23,8 @@ func TestCreateStatusAndIdempotency(t *testing.T) {
 		{"POST", "/v1/networks", `{"name":"v6","cidr":"fd00::/48","fields":[{"name":"rack","bits":2},{"name":"host","bits":6},{"name":"tenant","bits":8},{"name":"segment","bits":8}]}`},
 		{"POST", "/v1/addresses", `{"name":"p1","network":"blue","host":"h9","tenant":"initech","segment":"api"}`},
 		{"PUT", "/v1/policies/p", `{"direction":["egress"],"appliedTo":[{"all":true}],"rules":[{"peers":[{"cidr":"0.0.0.0/0"}]}]}`},
+		// A policy may name a tenant that does not exist (yet).
+		{"PUT", "/v1/policies/future", `{"direction":["ingress"],"appliedTo":[{"tenant":"not-yet"}],"rules":[{"peers":[{"tenant":"nor-this","segment":"x"}]}]}`},
 	} {
 		first, _, b1 := rawString(t, tc.method, in.URL+tc.path, tc.body)
 		second, _, b2 := rawString(t, tc.method, in.URL+tc.path, tc.body)
