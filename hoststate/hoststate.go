@@ -222,6 +222,10 @@ func index(snap api.Snapshot, host string) (*inputs, error) {
 		return nil, fmt.Errorf("host %q is not registered with romanad", host)
 	}
 	for _, n := range snap.Networks {
+		if err := api.ValidateName("network", n.Name); err != nil {
+			in.problem("%v; skipped", err) // the name goes into nft identifiers
+			continue
+		}
 		p, err := plan.Parse(n.Spec())
 		if err != nil {
 			in.problem("%v", err) // plan errors name the network
@@ -259,6 +263,10 @@ func index(snap api.Snapshot, host string) (*inputs, error) {
 	})
 	seenID := map[uint64]string{}
 	for _, t := range tenants {
+		if err := api.ValidateName("tenant", t.Name); err != nil {
+			in.problem("%v; skipped", err) // the name goes into nft comments
+			continue
+		}
 		if other, dup := seenID[t.ID]; dup {
 			in.problem("tenant %q: id %d is also tenant %q's; skipped", t.Name, t.ID, other)
 			continue
@@ -277,6 +285,10 @@ func index(snap api.Snapshot, host string) (*inputs, error) {
 		known[t.Name] = true
 	}
 	for _, s := range snap.Segments {
+		if err := api.ValidateName("segment", s.Name); err != nil {
+			in.problem("tenant %q: %v; skipped", s.Tenant, err)
+			continue
+		}
 		if !known[s.Tenant] {
 			in.problem("segment %q of tenant %q: unknown tenant; skipped", s.Name, s.Tenant)
 			continue
@@ -285,7 +297,20 @@ func index(snap api.Snapshot, host string) (*inputs, error) {
 	}
 	for t, ss := range in.segments {
 		slices.SortFunc(ss, func(a, b api.Segment) int { return cmp.Or(cmp.Compare(a.ID, b.ID), strings.Compare(a.Name, b.Name)) })
-		in.segments[t] = ss
+		out := ss[:0]
+		names := map[string]bool{}
+		for i, s := range ss {
+			switch {
+			case i > 0 && ss[i-1].ID == s.ID:
+				in.problem("segment %q of tenant %q: id %d is also segment %q's; skipped", s.Name, t, s.ID, ss[i-1].Name)
+			case names[s.Name]:
+				in.problem("segment %q of tenant %q: listed twice; skipped", s.Name, t)
+			default:
+				names[s.Name] = true
+				out = append(out, s)
+			}
+		}
+		in.segments[t] = out
 	}
 	return in, nil
 }

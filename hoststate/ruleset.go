@@ -145,6 +145,17 @@ func (rs Ruleset) String() string {
 	return b.String()
 }
 
+// maxComment is nftables' limit on a comment's length.
+const maxComment = 128
+
+// clip shortens a comment to nftables' limit.
+func clip(s string) string {
+	if len(s) > maxComment {
+		return s[:maxComment-3] + "..."
+	}
+	return s
+}
+
 // selectors for one address family.
 func family(n *network) (proto, keyType string) {
 	if n.plan.Is4() {
@@ -197,6 +208,16 @@ func isolation(in *inputs) Ruleset {
 	for _, t := range in.tenants {
 		if used[t.ID] {
 			rs.Chains = append(rs.Chains, tenantChains(in, t)...)
+		}
+	}
+	for i := range rs.Maps {
+		rs.Maps[i].Comment = clip(rs.Maps[i].Comment)
+	}
+	for i := range rs.Chains {
+		c := &rs.Chains[i]
+		c.Comment = clip(c.Comment)
+		for j := range c.Rules {
+			c.Rules[j].Comment = clip(c.Rules[j].Comment)
 		}
 	}
 	return rs
