@@ -108,6 +108,8 @@ type Snapshot struct {
 	Segments  []Segment `json:"segments"`
 	Addresses []Address `json:"addresses"`
 	Policies  []Policy  `json:"policies"`
+	// Devices are the fabric's routers (package fabric, BGP peers of hosts).
+	Devices []Device `json:"devices,omitempty"`
 }
 
 // Kinds of objects in events.

@@ -1,0 +1,126 @@
+package fabric
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/romana/romana/api"
+)
+
+// HostBGP is what one host's BGP speaker should do: announce the host's
+// CIDRs to the top-of-rack routers serving it. It is plain sorted data;
+// two values computed from equal inputs are equal.
+type HostBGP struct {
+	Host string
+	// Announce is the host's block in every network, sorted.
+	Announce []netip.Prefix
+	// Peers are the top-of-rack routers whose group selects the host and
+	// that speak BGP (have an ASN), at their address on the host's subnet.
+	// Sorted by address.
+	Peers []Peer
+	// Accept is where routes learned from peers may point: the networks'
+	// pools. Learned routes outside them, or equal to or inside one of
+	// Announce, are ignored: a speaker must never take over the host's
+	// underlay routes or its own block (see Acceptable).
+	Accept []netip.Prefix
+	// Problems lists devices or slots that were skipped.
+	Problems []string
+}
+
+// Peer is one BGP neighbour of a host.
+type Peer struct {
+	Device string
+	Addr   netip.Addr
+	ASN    uint32
+}
+
+func (p Peer) String() string { return fmt.Sprintf("%s %s as %d", p.Device, p.Addr, p.ASN) }
+
+// String renders the decision, one item per line.
+func (h HostBGP) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "host %s\n", h.Host)
+	for _, p := range h.Announce {
+		fmt.Fprintf(&b, "announce %s\n", p)
+	}
+	for _, p := range h.Peers {
+		fmt.Fprintf(&b, "peer %s\n", p)
+	}
+	for _, p := range h.Accept {
+		fmt.Fprintf(&b, "accept %s\n", p)
+	}
+	for _, p := range h.Problems {
+		fmt.Fprintf(&b, "problem %s\n", p)
+	}
+	return b.String()
+}
+
+// ForHost decides what host announces and to whom. It fails only when the
+// host is not in the snapshot.
+func ForHost(snap api.Snapshot, host string) (HostBGP, error) {
+	w := index(snap)
+	i := slices.IndexFunc(w.hosts, func(h api.Host) bool { return h.Name == host })
+	if i < 0 {
+		return HostBGP{}, fmt.Errorf("host %q is not registered with romanad", host)
+	}
+	h := w.hosts[i]
+	out := HostBGP{Host: h.Name}
+	for _, n := range w.nets {
+		out.Accept = append(out.Accept, n.plan.Prefix())
+		if s, ok := w.slot(h, n); ok {
+			out.Announce = append(out.Announce, s.CIDR)
+		}
+	}
+	ip := h.IP.Unmap()
+	for _, d := range w.tors {
+		if !Serves(d, h.Labels) {
+			continue
+		}
+		if d.ASN == 0 {
+			w.problem("device %q serves host %q but has no ASN: no BGP session", d.Name, h.Name)
+			continue
+		}
+		found := false
+		for _, l := range d.Links {
+			if l.Peer == "" && l.Local.Contains(ip) {
+				out.Peers = append(out.Peers, Peer{Device: d.Name, Addr: l.Local.Addr(), ASN: d.ASN})
+				found = true
+			}
+		}
+		if !found {
+			w.problem("device %q serves host %q but has no host link on the subnet of %s: no BGP session", d.Name, h.Name, ip)
+		}
+	}
+	slices.SortFunc(out.Announce, comparePrefix)
+	out.Announce = slices.Compact(out.Announce)
+	slices.SortFunc(out.Accept, comparePrefix)
+	out.Accept = slices.Compact(out.Accept)
+	slices.SortFunc(out.Peers, func(a, b Peer) int { return a.Addr.Compare(b.Addr) })
+	out.Problems = w.sortedProblems()
+	return out, nil
+}
+
+// Acceptable reports whether a learned route to dst may be installed: it
+// lies inside one of accept and is not one of own or inside one. An
+// aggregate that contains an own block is fine: the host's endpoint routes
+// are more specific.
+func Acceptable(dst netip.Prefix, accept, own []netip.Prefix) bool {
+	in := false
+	for _, a := range accept {
+		if a.Bits() <= dst.Bits() && a.Contains(dst.Addr()) {
+			in = true
+			break
+		}
+	}
+	if !in {
+		return false
+	}
+	for _, o := range own {
+		if o.Bits() <= dst.Bits() && o.Contains(dst.Addr()) {
+			return false
+		}
+	}
+	return true
+}
