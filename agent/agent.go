@@ -94,6 +94,10 @@ type agent struct {
 
 	// Owned by the reconciler goroutine.
 	lastProblems []string
+	// applied is the ruleset last applied or verified in sync ("" if the
+	// last attempt failed): a change that leaves it equal skips the nft
+	// listing; resyncs always check.
+	applied string
 }
 
 // Run follows romanad and reconciles the host until ctx ends, then returns
@@ -198,10 +202,12 @@ func (a *agent) reconcileLoop(ctx context.Context) {
 	backoff := a.cfg.MinBackoff
 	var retry <-chan time.Time
 	for {
+		full := true
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.kick:
+			full = false
 		case <-ticker.C:
 		case <-retry:
 		}
@@ -209,7 +215,7 @@ func (a *agent) reconcileLoop(ctx context.Context) {
 		if !ok {
 			continue // apply nothing before the first snapshot
 		}
-		again, err := a.reconcile(ctx, snap)
+		again, err := a.reconcile(ctx, snap, full)
 		if ctx.Err() != nil {
 			return
 		}
@@ -229,9 +235,12 @@ func (a *agent) reconcileLoop(ctx context.Context) {
 // reconcile computes the desired state and applies it: sysctls, the
 // gateway link and address, then the firewall, then routes (so an
 // endpoint becomes routable only once isolation is in place). A failed
-// step does not stop the later ones. again reports routes waiting for
-// their device, worth a retry before the next resync.
-func (a *agent) reconcile(ctx context.Context, snap api.Snapshot) (again bool, err error) {
+// step does not stop the later ones. Unless full, the firewall is left
+// alone when its desired ruleset did not change since it was last applied
+// (most changes are endpoints, which never change the ruleset). again
+// reports routes waiting for their device, worth a retry before the next
+// resync.
+func (a *agent) reconcile(ctx context.Context, snap api.Snapshot, full bool) (again bool, err error) {
 	m := a.cfg.Metrics
 	if m != nil {
 		m.reconciles.Inc()
@@ -262,8 +271,13 @@ func (a *agent) reconcile(ctx context.Context, snap api.Snapshot) (again bool, e
 	if err := a.cfg.Routes.EnsureGateway(ctx, st.Gateway); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := a.cfg.Firewall.Apply(ctx, st.Firewall); err != nil {
-		errs = append(errs, err)
+	if rs := st.Firewall.String(); full || rs != a.applied {
+		a.applied = ""
+		if _, err := a.cfg.Firewall.Apply(ctx, st.Firewall); err != nil {
+			errs = append(errs, err)
+		} else {
+			a.applied = rs
+		}
 	}
 	ch, err := a.cfg.Routes.SyncRoutes(ctx, st.Routes)
 	if err != nil {

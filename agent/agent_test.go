@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -392,4 +393,52 @@ func gauge(t *testing.T, g prometheus.Gatherer, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// countingFirewall counts Apply calls.
+type countingFirewall struct {
+	Firewall
+	mu    sync.Mutex
+	calls int
+}
+
+func (c *countingFirewall) Apply(ctx context.Context, rs hoststate.Ruleset) (bool, error) {
+	c.mu.Lock()
+	c.calls++
+	c.mu.Unlock()
+	return c.Firewall.Apply(ctx, rs)
+}
+
+func (c *countingFirewall) n() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls
+}
+
+// Endpoint changes do not touch nftables; tenant changes do.
+func TestEndpointChangesSkipFirewall(t *testing.T) {
+	w := newWorld()
+	r := newRig(t, w.snap)
+	cf := &countingFirewall{Firewall: r.fw}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, Config{Host: "h1", Resync: time.Hour, Source: r.src, Routes: r.routes, Firewall: cf})
+	}()
+	defer func() { cancel(); <-done }()
+	eventually(t, "initial", r.converged)
+	before := cf.n()
+	r.kernel.AddLink("romana5", "veth")
+	a := w.address("a5", 1, "acme", 1, 5, "romana5")
+	r.src.put(api.KindAddress, "a5", a)
+	eventually(t, "endpoint routed", func() (bool, string) { return hasRoute(r, a.IP.String()+"/32"), "no route" })
+	if cf.n() != before {
+		t.Fatalf("an endpoint change called Firewall.Apply %d times", cf.n()-before)
+	}
+	r.src.put(api.KindTenant, "gamma", api.Tenant{Name: "gamma", ID: 7})
+	eventually(t, "tenant applied", r.converged)
+	if cf.n() == before {
+		t.Fatal("a tenant change did not apply the firewall")
+	}
 }
