@@ -71,16 +71,21 @@ type Runtime struct {
 // hostNS, caching results in cacheDir. confJSON is a network configuration
 // or configuration list.
 func New(hostNS string, pluginDirs []string, cacheDir string, confJSON []byte, env ...string) (*Runtime, error) {
+	// A single plugin's config parses as a list with no plugins: tell them
+	// apart by the list's "plugins" key.
 	conf, err := libcni.ConfListFromBytes(confJSON)
-	if err != nil {
-		single, err2 := libcni.ConfFromBytes(confJSON)
-		if err2 != nil {
+	if err == nil && len(conf.Plugins) == 0 {
+		single, err := libcni.ConfFromBytes(confJSON)
+		if err != nil {
 			return nil, fmt.Errorf("parse CNI config: %w", err)
 		}
 		conf, err = libcni.ConfListFromConf(single)
 		if err != nil {
 			return nil, fmt.Errorf("parse CNI config: %w", err)
 		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("parse CNI config: %w", err)
 	}
 	ex := &NSExec{HostNS: hostNS, Env: env}
 	return &Runtime{cni: libcni.NewCNIConfigWithCacheDir(pluginDirs, cacheDir, ex), conf: conf}, nil

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	current "github.com/containernetworking/cni/pkg/types/100"
+
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
 	"github.com/romana/romana/cnirun"
@@ -232,7 +234,7 @@ func (d *run) setup(ctx context.Context) error {
 		if _, err := d.cli.AddHost(ctx, api.Host{Name: name, IP: h.Addr.Addr()}); err != nil {
 			return err
 		}
-		a, err := startProc("agent-"+name, d.dir, h.Name, bin("romana-agent"),
+		a, err := startProc("agent-"+name, d.dir, h.Namespace.Name, bin("romana-agent"),
 			"--host", name, "--server", "unix://"+d.sock, "--resync", "2s", "--mode", "flat")
 		if err != nil {
 			return err
@@ -255,14 +257,15 @@ func (d *run) setup(ctx context.Context) error {
 		}
 		e.NS = ns.Path
 		args := [][2]string{{"ROMANA_TENANT", e.Tenant}, {"ROMANA_SEGMENT", e.Segment}}
-		if _, err := d.attach[e.Host].Add(ctx, e.Name, e.NS, "eth0", args); err != nil {
+		r, err := d.attach[e.Host].Add(ctx, e.Name, e.NS, "eth0", args)
+		if err != nil {
 			return err
 		}
-		addr, err := d.cli.GetAddress(ctx, e.Name+":eth0")
-		if err != nil {
-			return fmt.Errorf("endpoint %s: %w", e.Name, err)
+		res, err := current.NewResultFromResult(r)
+		if err != nil || len(res.IPs) == 0 {
+			return fmt.Errorf("endpoint %s: CNI result has no address: %v", e.Name, err)
 		}
-		e.IP = addr.IP
+		e.IP, _ = netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
 		d.eps = append(d.eps, e)
 	}
 	return nil
