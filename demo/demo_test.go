@@ -1,0 +1,111 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// binDir returns a directory holding romanad, romana-agent and romana-cni:
+// $ROMANA_BIN (set by the Makefile) or a fresh build.
+func binDir(t *testing.T) string {
+	if d := os.Getenv("ROMANA_BIN"); d != "" {
+		return d
+	}
+	d := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", d+"/", "github.com/romana/romana/cmd/romanad",
+		"github.com/romana/romana/cmd/romana-agent", "github.com/romana/romana/cmd/romana-cni")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build binaries: %v\n%s", err, out)
+	}
+	return d
+}
+
+func requireRoot(t *testing.T) {
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("the demo test needs root (network namespaces)")
+	}
+	t.Skip("needs root")
+}
+
+// TestDemoFlat runs the whole flat demo and requires the observed
+// connectivity to match the expected one, every namespace to be gone
+// afterwards, and each host to carry exactly one route per remote host.
+func TestDemoFlat(t *testing.T) {
+	requireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	res, err := Run(ctx, Options{Hosts: 3, Prefix: "romt-demo", BinDir: binDir(t), Out: &out})
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	if !res.OK || len(res.Matrix.Endpoints) != 8 {
+		t.Fatalf("demo result not ok: %+v\n%s", res, out.String())
+	}
+	allowed, blocked := 0, 0
+	for _, c := range res.Matrix.Cells {
+		if c.From == c.To {
+			continue
+		}
+		if c.TCP {
+			allowed++
+		} else {
+			blocked++
+		}
+	}
+	// acme (tenant mode): 4 endpoints -> 12 pairs; globex (segment mode):
+	// 2 segments x 2 endpoints -> 4 pairs.
+	if allowed != 16 || blocked != 40 {
+		t.Errorf("allowed %d, blocked %d; want 16 and 40\n%s", allowed, blocked, out.String())
+	}
+	for _, h := range res.Hosts {
+		if h.RemoteRoutes != 2 {
+			t.Errorf("host %s: %d routes to remote hosts, want 2", h.Name, h.RemoteRoutes)
+		}
+	}
+	if !strings.Contains(out.String(), "PASS") {
+		t.Errorf("no PASS line in output:\n%s", out.String())
+	}
+	left, _ := filepath.Glob("/run/netns/romt-demo-*")
+	if len(left) > 0 {
+		t.Errorf("namespaces left behind: %v", left)
+	}
+}
+
+func TestExpect(t *testing.T) {
+	modes := map[string]string{"a": "tenant", "b": "segment", "c": "none"}
+	ep := func(t, s string) Endpoint { return Endpoint{Tenant: t, Segment: s} }
+	cases := []struct {
+		src, dst Endpoint
+		want     bool
+	}{
+		{ep("a", "x"), ep("a", "y"), true},
+		{ep("b", "x"), ep("a", "y"), false},
+		{ep("b", "x"), ep("b", "x"), true},
+		{ep("b", "x"), ep("b", "y"), false},
+		{ep("a", "x"), ep("b", "x"), false},
+		{ep("a", "x"), ep("c", "z"), true},
+	}
+	for _, c := range cases {
+		if got := Expect(modes, c.src, c.dst); got != c.want {
+			t.Errorf("Expect(%v -> %v) = %v, want %v", c.src, c.dst, got, c.want)
+		}
+	}
+}
+
+func TestCountNft(t *testing.T) {
+	js := `{"nftables":[{"metainfo":{}},{"table":{}},{"chain":{}},{"rule":{}},{"rule":{}},{"map":{"elem":[[1,2],[3,4]]}},{"set":{}}]}`
+	r, e, err := countNft([]byte(js))
+	if err != nil || r != 2 || e != 2 {
+		t.Fatalf("countNft = %d, %d, %v; want 2, 2, nil", r, e, err)
+	}
+}
