@@ -20,6 +20,8 @@
 //	DEL  /v1/addresses?ip=ADDR             204 (also when already released)
 //	GET  /v1/decode?ip=ADDR                api.DecodedAddress
 //	GET|POST /v1/policies, GET|PUT|DEL /v1/policies/{name}  api.Policy (POST/PUT create or update)
+//	GET|POST /v1/devices, GET|DEL /v1/devices/{name}   api.Device (POST creates or replaces)
+//	GET  /v1/fabric/routes?device=NAME[&format=ip|bird|frr]   api.FabricRoutes, or text in a format
 //	GET  /v1/snapshot                      api.Snapshot
 //	GET  /v1/watch?revision=N              NDJSON stream of api.Event from revision N (410 if compacted)
 package client

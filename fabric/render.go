@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/romana/romana/api"
 )
 
 // Output formats of Render.
@@ -111,4 +113,23 @@ func frrCmd(p netip.Prefix) string {
 		return "ip route"
 	}
 	return "ipv6 route"
+}
+
+// Wire returns the table as the API sends it.
+func (t Table) Wire() api.FabricRoutes {
+	out := api.FabricRoutes{Device: t.Device, Kind: t.Kind, Group: t.Group, Routes: []api.FabricRoute{},
+		Announce: t.Announce, Problems: t.Problems}
+	for _, r := range t.Routes {
+		out.Routes = append(out.Routes, api.FabricRoute{Dst: r.Dst, Via: r.Via, Note: r.Note})
+	}
+	return out
+}
+
+// FromWire is the inverse of Wire.
+func FromWire(w api.FabricRoutes) Table {
+	t := Table{Device: w.Device, Kind: w.Kind, Group: w.Group, Announce: w.Announce, Problems: w.Problems}
+	for _, r := range w.Routes {
+		t.Routes = append(t.Routes, Route{Dst: r.Dst, Via: r.Via, Note: r.Note})
+	}
+	return t
 }

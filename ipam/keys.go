@@ -18,6 +18,7 @@ import (
 //	segments/TENANT/SEG     api.Segment
 //	addresses/NAME          api.Address
 //	policies/NAME           api.Policy
+//	devices/NAME            api.Device (device.go)
 //
 // Claims (each makes one id or address unique; created with CreateRevision==0):
 //
@@ -100,6 +101,8 @@ func (k keys) eventKind(key string) (kind, name string, ok bool) {
 		return api.KindAddress, name, true
 	case "policies":
 		return api.KindPolicy, name, true
+	case "devices":
+		return api.KindDevice, name, true
 	}
 	return "", "", false
 }

@@ -118,6 +118,8 @@ func (s *Server) routes() {
 	s.handle("PUT /v1/policies/{name}", s.putPolicy)
 	s.handle("DELETE /v1/policies/{name}", s.removePolicy)
 
+	s.deviceRoutes() // devices.go
+
 	s.handle("GET /v1/snapshot", s.snapshot)
 	s.mux.HandleFunc("GET /v1/watch", s.watch)
 }
