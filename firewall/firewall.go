@@ -22,9 +22,9 @@ import (
 // Family is the table's family; its name is hoststate.Table.
 const Family = knftables.InetFamily
 
-// stampPrefix starts the comment of the forward chain's first rule, which
-// carries a hash of the whole desired ruleset: the cheap way to tell that
-// the live table is the one we last wrote.
+// stampPrefix starts the comment of the forward chain's "jump policies"
+// rule, which carries a hash of the whole desired ruleset: the cheap way to
+// tell that the live table is the one we last wrote.
 const stampPrefix = "romana ruleset "
 
 // Firewall applies rulesets through knftables.
@@ -63,16 +63,21 @@ func Stamp(rs hoststate.Ruleset) string {
 	return stampPrefix + hex.EncodeToString(sum[:8])
 }
 
-// stamped returns a copy of rs whose forward chain's first rule carries Stamp(rs).
+// stamped returns a copy of rs whose forward chain's JumpPolicies rule
+// carries Stamp(rs) as its comment.
 func stamped(rs hoststate.Ruleset) (hoststate.Ruleset, error) {
 	stamp := Stamp(rs)
 	out := hoststate.Ruleset{Maps: rs.Maps, Chains: slices.Clone(rs.Chains)}
 	fwd := out.Chain(hoststate.ChainForward)
-	if fwd == nil || fwd.Hook == "" || len(fwd.Rules) == 0 {
-		return out, fmt.Errorf("ruleset has no base chain %q with rules", hoststate.ChainForward)
+	if fwd == nil || fwd.Hook == "" {
+		return out, fmt.Errorf("ruleset has no base chain %q", hoststate.ChainForward)
 	}
 	fwd.Rules = slices.Clone(fwd.Rules)
-	fwd.Rules[0].Comment = stamp
+	i := slices.IndexFunc(fwd.Rules, func(r hoststate.Rule) bool { return r.Expr == hoststate.JumpPolicies })
+	if i < 0 {
+		return out, fmt.Errorf("ruleset's chain %q has no rule %q", hoststate.ChainForward, hoststate.JumpPolicies)
+	}
+	fwd.Rules[i].Comment = stamp
 	return out, nil
 }
 
@@ -142,7 +147,7 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 
 // inSync compares the live table with want; why says what differs. It
 // costs two nft listings (all rules as JSON, then each map's elements):
-// rule counts and comments per chain (the first rule carries the stamp)
+// rule counts and comments per chain (the stamp among them)
 // and exact map elements. An extra chain or set without rules is not
 // detected: nothing can reach it, and the next replacement removes it.
 func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok bool, why string, err error) {

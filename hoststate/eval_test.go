@@ -77,6 +77,9 @@ func evalChain(t *testing.T, rs Ruleset, name string, saddr, daddr netip.Addr, d
 				}
 				matched = netip.MustParsePrefix(toks[2]).Contains(a)
 				toks = toks[3:]
+				if matched && len(toks) > 0 && toks[0] == "fib" {
+					matched = false // anti-spoofing: the random sources here are honest
+				}
 			case "counter":
 				toks = toks[1:]
 			case "accept", "drop":

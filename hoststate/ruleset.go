@@ -25,6 +25,11 @@ const (
 	ChainPolicies = "policies"
 )
 
+// JumpPolicies is the forward chain's rule that enters ChainPolicies. It
+// is in every ruleset, after conntrack and before isolation; its comment is
+// left empty for the firewall adapter's stamp.
+const JumpPolicies = "jump " + ChainPolicies
+
 // TenantChain and SegmentChain name the per-tenant and per-segment chains.
 func TenantChain(tenantID uint64) string { return "tenant-" + strconv.FormatUint(tenantID, 10) }
 func SegmentChain(tenantID, segmentID uint64) string {
@@ -173,11 +178,24 @@ func family(n *network) (proto, keyType string) {
 // drops the rest. Rules: a few per network, one or two per tenant and
 // network, per segment in segment mode; never per endpoint or per host.
 func isolation(in *inputs) Ruleset {
-	fwd := Chain{Name: ChainForward, Hook: "forward", Rules: []Rule{
-		{Expr: "ct state established,related accept"},
-		{Expr: "ct state invalid drop"},
-		{Expr: "jump " + ChainPolicies},
-	}}
+	// Anti-spoofing first, before conntrack: a packet claiming a source in
+	// a Romana pool must arrive on the interface its source routes back
+	// through (an endpoint's own veth, or the uplink for a remote one), or
+	// an endpoint could borrow another tenant's address, also to inject
+	// into a tracked connection.
+	fwd := Chain{Name: ChainForward, Hook: "forward"}
+	for _, n := range in.networks {
+		proto, _ := family(n)
+		fwd.Rules = append(fwd.Rules, Rule{
+			Expr:    fmt.Sprintf("%s saddr %s fib saddr . iif oif missing counter drop", proto, n.plan.Prefix()),
+			Comment: "network " + n.Name + ": spoofed source",
+		})
+	}
+	fwd.Rules = append(fwd.Rules,
+		Rule{Expr: "ct state established,related accept"},
+		Rule{Expr: "ct state invalid drop"},
+		Rule{Expr: JumpPolicies},
+	)
 	policies := Chain{Name: ChainPolicies, Comment: "policies, evaluated before tenant isolation"}
 	var maps []Map
 	used := map[uint64]bool{}

@@ -417,6 +417,12 @@ func TestAgentEndToEnd(t *testing.T) {
 	t.Run("connectivity", func(t *testing.T) { c.t = t; c.check(matrix) })
 	c.t = t
 
+	t.Run("spoofed sources dropped", func(t *testing.T) {
+		c.t = t
+		c.spoofing()
+	})
+	c.t = t
+
 	t.Run("follows romanad", func(t *testing.T) {
 		c.t = t
 		cl := c.srv.Client
@@ -591,4 +597,93 @@ func (c *cluster) restartKeepsStream() {
 		t.Fatalf("the stream broke: %v", fail)
 	}
 	t.Logf("%d lines exchanged across two agent restarts", count)
+}
+
+// spoofing: w1 (beta, on h1) borrows the addresses of a1 (acme, same host)
+// and a2 (acme, h2) to send UDP to acme endpoints, which isolation would
+// accept by source address. The anti-spoofing rule must drop them at h1.
+func (c *cluster) spoofing() {
+	t := c.t
+	// rx counts the datagrams an endpoint receives, by source and payload.
+	type rx struct {
+		mu  sync.Mutex
+		got map[string]int // "10.0.0.1 spoof"
+	}
+	listen := func(ep *sim.Endpoint) *rx {
+		r := &rx{got: map[string]int{}}
+		var conn *net.UDPConn
+		if err := ep.Do(func() (err error) {
+			conn, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IP(ep.IP.AsSlice()), Port: 9999})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		go func() {
+			buf := make([]byte, 100)
+			for {
+				n, a, err := conn.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				r.mu.Lock()
+				r.got[a.Addr().Unmap().String()+" "+string(buf[:n])]++
+				r.mu.Unlock()
+			}
+		}()
+		return r
+	}
+	count := func(r *rx, from, payload string) int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.got[c.eps[from].IP.String()+" "+payload]
+	}
+	send := func(from *sim.Endpoint, src netip.Addr, to *sim.Endpoint, payload string) {
+		t.Helper()
+		if err := from.Do(func() error {
+			conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IP(src.AsSlice())}, &net.UDPAddr{IP: net.IP(to.IP.AsSlice()), Port: 9999})
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			for i := 0; i < 5; i++ {
+				if _, err := conn.Write([]byte(payload)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w1 := c.eps["w1"]
+	spoof := func(victim, to string) {
+		t.Helper()
+		addr := c.eps[victim].IP.String() + "/32"
+		if _, err := w1.Exec(c.ctx, "ip", "addr", "add", addr, "dev", "eth0"); err != nil {
+			t.Fatal(err)
+		}
+		send(w1, c.eps[victim].IP, c.eps[to], "spoof")
+		if _, err := w1.Exec(c.ctx, "ip", "addr", "del", addr, "dev", "eth0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	atA2, atA1b := listen(c.eps["a2"]), listen(c.eps["a1b"])
+	spoof("a1", "a2")  // cross host, borrowing a local acme address
+	spoof("a2", "a1b") // same host, borrowing a remote acme address
+	// Barriers: the real owners' datagrams, sent later on the same paths.
+	send(c.eps["a1"], c.eps["a1"].IP, c.eps["a2"], "real")
+	send(c.eps["a2"], c.eps["a2"].IP, c.eps["a1b"], "real")
+	eventually(t, "the real a1's datagrams reach a2", func() (bool, string) { return count(atA2, "a1", "real") == 5, "" })
+	eventually(t, "the real a2's datagrams reach a1b", func() (bool, string) { return count(atA1b, "a2", "real") == 5, "" })
+	if n := count(atA2, "a1", "spoof"); n != 0 {
+		t.Errorf("a2 got %d datagrams from w1 posing as a1", n)
+	}
+	if n := count(atA1b, "a2", "spoof"); n != 0 {
+		t.Errorf("a1b got %d datagrams from w1 posing as a2", n)
+	}
+	out, err := c.hosts["h1"].Exec(c.ctx, "nft", "list", "chain", "inet", "romana", "forward")
+	if err != nil || !strings.Contains(out, "counter packets 10 ") {
+		t.Errorf("h1's anti-spoofing rule did not count the 10 spoofed packets: %v\n%s", err, out)
+	}
 }
