@@ -426,6 +426,9 @@ func TestAgentEndToEnd(t *testing.T) {
 	t.Run("follows romanad", func(t *testing.T) {
 		c.t = t
 		cl := c.srv.Client
+		// romanad restarts: the agents' watch streams break and they
+		// re-read a snapshot once it is back.
+		c.srv.Restart()
 		// A new endpoint: reachable from its tenant only once the agent
 		// routes it, which it learns from the watch stream.
 		a, err := cl.Allocate(c.ctx, api.AddressRequest{Name: "a2b", Host: "h2", Tenant: "acme", Segment: "default", Interface: "rv-a2b"})
@@ -443,6 +446,9 @@ func TestAgentEndToEnd(t *testing.T) {
 			return err == nil, fmt.Sprint(err)
 		})
 		c.check([]probe{{"a2b", "a3", true}, {"w1", "a2b", false}})
+		if b, _ := os.ReadFile(c.agents["h2"].log); !bytes.Contains(b, []byte("first=false")) {
+			t.Errorf("h2's agent did not re-read a snapshot after romanad restarted:\n%s", b)
+		}
 		// Released: its route goes.
 		if err := cl.Release(c.ctx, "a2b"); err != nil {
 			t.Fatal(err)
