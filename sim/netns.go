@@ -112,7 +112,7 @@ func (n *Namespace) Do(fn func() error) error {
 	return <-errc
 }
 
-// nsFd opens the namespace for netlink calls that move links into it.
+// open opens the namespace, for netlink calls that move links into it.
 func (n *Namespace) open() (netns.NsHandle, error) {
 	ns, err := netns.GetFromPath(n.Path)
 	if err != nil {
