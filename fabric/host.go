@@ -14,6 +14,9 @@ import (
 // two values computed from equal inputs are equal.
 type HostBGP struct {
 	Host string
+	// RouterID is the host's underlay IP when it is IPv4 (BGP identifiers
+	// are IPv4-shaped), else invalid.
+	RouterID netip.Addr
 	// Announce is the host's block in every network, sorted.
 	Announce []netip.Prefix
 	// Peers are the top-of-rack routers whose group selects the host and
@@ -42,6 +45,9 @@ func (p Peer) String() string { return fmt.Sprintf("%s %s as %d", p.Device, p.Ad
 func (h HostBGP) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "host %s\n", h.Host)
+	if h.RouterID.IsValid() {
+		fmt.Fprintf(&b, "router-id %s\n", h.RouterID)
+	}
 	for _, p := range h.Announce {
 		fmt.Fprintf(&b, "announce %s\n", p)
 	}
@@ -74,6 +80,9 @@ func ForHost(snap api.Snapshot, host string) (HostBGP, error) {
 		}
 	}
 	ip := h.IP.Unmap()
+	if ip.Is4() {
+		out.RouterID = ip
+	}
 	for _, d := range w.tors {
 		if !Serves(d, h.Labels) {
 			continue
