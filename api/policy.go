@@ -13,7 +13,8 @@ const (
 	ProtoAny         = "any"
 )
 
-// DefaultPriority is a policy's priority when none is given.
+// DefaultPriority is a policy's priority when none is given. Priorities
+// range over 1..65535; 0 (or absent) means DefaultPriority.
 const DefaultPriority = 1000
 
 // Policy opens (or closes) traffic beyond tenant isolation. Policies are
@@ -27,6 +28,9 @@ type Policy struct {
 	Direction   []string   `json:"direction"` // "ingress", "egress", or both
 	AppliedTo   []Selector `json:"appliedTo"`
 	Rules       []Rule     `json:"rules"`
+	// Log asks agents to log packets dropped by this policy's deny rules,
+	// rate-limited, with the prefix "romana:<name>:".
+	Log bool `json:"log,omitempty"`
 }
 
 // Selector picks the endpoints a policy applies to: exactly one of All,

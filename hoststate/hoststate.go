@@ -202,6 +202,7 @@ func Compute(snap api.Snapshot, host string, opts Options) (State, error) {
 	}
 	st.Routes = dedupRoutes(st.Routes, in)
 	st.Firewall = isolation(in)
+	addPolicies(&st.Firewall, snap, in)
 	for p := range in.problems {
 		st.Problems = append(st.Problems, p)
 	}

@@ -25,7 +25,7 @@ func Validate(p api.Policy) error {
 		v.add("name", "%v", err)
 	}
 	if p.Priority < 0 || p.Priority > MaxPriority {
-		v.add("priority", "%d is out of range 0-%d", p.Priority, MaxPriority)
+		v.add("priority", "%d is out of range 1-%d (0 or absent means the default, %d)", p.Priority, MaxPriority, api.DefaultPriority)
 	}
 	if len(p.Description) > 1024 {
 		v.add("description", "longer than 1024 characters")

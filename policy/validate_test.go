@@ -62,7 +62,7 @@ func TestValidateRejects(t *testing.T) {
 		{"no direction", func(p *api.Policy) { p.Direction = nil }, "direction: required"},
 		{"bad direction", func(p *api.Policy) { p.Direction = []string{"ingress", "in"} }, `direction[1]: "in" is not ingress or egress`},
 		{"duplicate direction", func(p *api.Policy) { p.Direction = []string{"egress", "egress"} }, `direction[1]: "egress" appears twice`},
-		{"priority", func(p *api.Policy) { p.Priority = 70000 }, "priority: 70000 is out of range 0-65535"},
+		{"priority", func(p *api.Policy) { p.Priority = 70000 }, "priority: 70000 is out of range 1-65535 (0 or absent means the default, 1000)"},
 		{"negative priority", func(p *api.Policy) { p.Priority = -1 }, "priority: -1 is out of range"},
 		{"name", func(p *api.Policy) { p.Name = "Web_In" }, `name: invalid policy name "Web_In"`},
 		{"no appliedTo", func(p *api.Policy) { p.AppliedTo = nil }, "appliedTo: required"},

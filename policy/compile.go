@@ -1,0 +1,623 @@
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/plan"
+)
+
+// Compilation model
+//
+// Policies are enforced in the forward hook of the host that owns the
+// endpoint they apply to, in two stages (see Compiled): the egress stage
+// sees packets whose source is one of this host's blocks, the ingress stage
+// packets whose destination is. An egress deny drops; an egress allow ends
+// the egress stage (nft "return") and the packet goes on to the ingress
+// stage and tenant isolation at its destination, so an egress allow never
+// opens what the destination's isolation closes. An ingress allow accepts
+// (skipping tenant isolation), an ingress deny drops; no match falls to
+// isolation. Within a stage, rules are in policy precedence order
+// (ascending priority, ties by name, then rule order) and the first rule
+// that matches decides.
+//
+// Every target and peer compiles to an address match: a prefix (a host's
+// block, a CIDR peer with holes carved by except) or a masked match on the
+// tenant/segment bits (plan.TenantMatch, plan.SegmentMatch), which covers
+// that tenant on every host. So the rule count grows with the policies and
+// the networks, never with the endpoints or hosts.
+
+// Stage names.
+const (
+	StageEgress    = api.DirectionEgress
+	StageIngress   = api.DirectionIngress
+	StageIsolation = "isolation"
+)
+
+// Compiled is the policy part of one host's desired state.
+type Compiled struct {
+	Host string
+	// Local are this host's blocks: the egress stage applies to packets
+	// from them, the ingress stage to packets to them.
+	Local []Local
+	// Egress and Ingress are the stages' rules in evaluation order.
+	Egress, Ingress []Rule
+	// Problems are policies or parts of policies that were skipped.
+	Problems []string
+}
+
+// Local is one of the host's blocks in a network.
+type Local struct {
+	Network string
+	Prefix  netip.Prefix
+}
+
+// Family is "ip" or "ip6", as in nft.
+func (l Local) Family() string { return familyOf(l.Prefix.Addr()) }
+
+func familyOf(a netip.Addr) string {
+	if a.Is4() {
+		return "ip"
+	}
+	return "ip6"
+}
+
+// AddrMatch matches an address: either a prefix minus the Except prefixes,
+// or (when Mask is valid) a&Mask == Value.
+type AddrMatch struct {
+	Prefix netip.Prefix
+	Except []netip.Prefix
+	Value  netip.Addr
+	Mask   netip.Addr
+}
+
+// Contains reports whether a matches.
+func (m AddrMatch) Contains(a netip.Addr) bool {
+	a = a.Unmap()
+	if m.Mask.IsValid() {
+		return plan.Match{Value: m.Value, Mask: m.Mask}.Contains(a)
+	}
+	if !m.Prefix.Contains(a) {
+		return false
+	}
+	for _, x := range m.Except {
+		if x.Contains(a) {
+			return false
+		}
+	}
+	return true
+}
+
+func (m AddrMatch) is4() bool {
+	if m.Mask.IsValid() {
+		return m.Value.Is4()
+	}
+	return m.Prefix.Addr().Is4()
+}
+
+// expr renders the match on field ("saddr" or "daddr").
+func (m AddrMatch) expr(field string) string {
+	fam := "ip"
+	if !m.is4() {
+		fam = "ip6"
+	}
+	if m.Mask.IsValid() {
+		return fmt.Sprintf("%s %s & %s == %s", fam, field, m.Mask, m.Value)
+	}
+	s := fmt.Sprintf("%s %s %s", fam, field, m.Prefix)
+	if len(m.Except) > 0 {
+		parts := make([]string, len(m.Except))
+		for i, x := range m.Except {
+			parts[i] = x.String()
+		}
+		s += fmt.Sprintf(" %s %s != { %s }", fam, field, strings.Join(parts, ", "))
+	}
+	return s
+}
+
+func (m AddrMatch) String() string {
+	if m.Mask.IsValid() {
+		return m.Value.String() + "/" + m.Mask.String()
+	}
+	s := m.Prefix.String()
+	for _, x := range m.Except {
+		s += " except " + x.String()
+	}
+	return s
+}
+
+// PortRange is an inclusive port range.
+type PortRange struct{ Lo, Hi uint16 }
+
+func (r PortRange) String() string {
+	if r.Lo == r.Hi {
+		return strconv.Itoa(int(r.Lo))
+	}
+	return fmt.Sprintf("%d-%d", r.Lo, r.Hi)
+}
+
+// Rule is one compiled rule: a policy rule narrowed to one target and one
+// peer address match of one family.
+type Rule struct {
+	Policy   string
+	Priority int
+	Index    int    // the rule's index in the policy's rules
+	Stage    string // StageEgress or StageIngress
+	Action   string // api.ActionAllow or api.ActionDeny
+	Family   string // "ip" or "ip6"
+	// Target selects the endpoints the policy applies to: the destination
+	// in the ingress stage, the source in the egress stage.
+	Target AddrMatch
+	// Peer matches the other side; nil means any.
+	Peer     *AddrMatch
+	Proto    string      // "" (any), tcp, udp, sctp, icmp (icmpv6 in ip6)
+	Ports    []PortRange // destination ports; empty means any
+	ICMPType *uint8
+	ICMPCode *uint8
+	// Log asks for dropped packets to be logged (rate-limited).
+	Log bool
+}
+
+// Comment names the rule in nft and in stats: "policy NAME rule I".
+func (r Rule) Comment() string { return fmt.Sprintf("policy %s rule %d", r.Policy, r.Index) }
+
+// LogPrefix is the prefix of logged packets: "romana:NAME:".
+func (r Rule) LogPrefix() string {
+	p := "romana:" + r.Policy + ":"
+	if len(p) > 127 {
+		p = p[:127]
+	}
+	return p
+}
+
+// Match is the rule's match part in nft syntax, without statements.
+func (r Rule) Match() string {
+	tf, pf := "daddr", "saddr"
+	if r.Stage == StageEgress {
+		tf, pf = "saddr", "daddr"
+	}
+	parts := []string{r.Target.expr(tf)}
+	if r.Peer != nil {
+		parts = append(parts, r.Peer.expr(pf))
+	}
+	switch r.Proto {
+	case "":
+	case api.ProtoICMP:
+		icmp, l4 := "icmp", "icmp"
+		if r.Family == "ip6" {
+			icmp, l4 = "icmpv6", "ipv6-icmp"
+		}
+		switch {
+		case r.ICMPType == nil:
+			parts = append(parts, "meta l4proto "+l4)
+		default:
+			parts = append(parts, fmt.Sprintf("%s type %d", icmp, *r.ICMPType))
+			if r.ICMPCode != nil {
+				parts = append(parts, fmt.Sprintf("%s code %d", icmp, *r.ICMPCode))
+			}
+		}
+	default:
+		switch {
+		case len(r.Ports) == 0:
+			parts = append(parts, "meta l4proto "+r.Proto)
+		case len(r.Ports) == 1:
+			parts = append(parts, fmt.Sprintf("%s dport %s", r.Proto, r.Ports[0]))
+		default:
+			ps := make([]string, len(r.Ports))
+			for i, p := range r.Ports {
+				ps[i] = p.String()
+			}
+			parts = append(parts, fmt.Sprintf("%s dport { %s }", r.Proto, strings.Join(ps, ", ")))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// Verdict is the rule's nft verdict: accept or drop, or return for an
+// egress allow (the packet goes on to the ingress stage).
+func (r Rule) Verdict() string {
+	switch {
+	case r.Action == api.ActionDeny:
+		return "drop"
+	case r.Stage == StageEgress:
+		return "return"
+	}
+	return "accept"
+}
+
+// Expr is the whole rule in nft syntax: match, counter, verdict.
+func (r Rule) Expr() string { return r.Match() + " counter " + r.Verdict() }
+
+// Packet is the first packet of a connection, for Matches and Trace.
+// Proto is tcp, udp, sctp or icmp (icmpv6 for IPv6 addresses).
+type Packet struct {
+	Src, Dst netip.Addr
+	Proto    string
+	Port     uint16 // destination port (tcp, udp, sctp)
+	ICMPType uint8
+	ICMPCode uint8
+}
+
+// Matches reports whether the rule matches p, with the semantics of its
+// nft rendering (Match).
+func (r Rule) Matches(p Packet) bool {
+	if familyOf(p.Src) != r.Family || familyOf(p.Dst) != r.Family {
+		return false
+	}
+	target, peer := p.Dst, p.Src
+	if r.Stage == StageEgress {
+		target, peer = p.Src, p.Dst
+	}
+	if !r.Target.Contains(target) || (r.Peer != nil && !r.Peer.Contains(peer)) {
+		return false
+	}
+	switch r.Proto {
+	case "":
+		return true
+	case api.ProtoICMP:
+		return p.Proto == api.ProtoICMP && (r.ICMPType == nil || *r.ICMPType == p.ICMPType) &&
+			(r.ICMPCode == nil || *r.ICMPCode == p.ICMPCode)
+	}
+	if p.Proto != r.Proto {
+		return false
+	}
+	if len(r.Ports) == 0 {
+		return true
+	}
+	for _, pr := range r.Ports {
+		if pr.Lo <= p.Port && p.Port <= pr.Hi {
+			return true
+		}
+	}
+	return false
+}
+
+// snapIndex is the snapshot parsed for compilation.
+type snapIndex struct {
+	networks []*netw // sorted by name
+	hosts    map[string]api.Host
+	tenants  map[string]api.Tenant
+	segments map[[2]string]api.Segment
+}
+
+type netw struct {
+	api.Network
+	plan    *plan.Plan
+	allowed map[string]bool
+}
+
+func (n *netw) admits(tenant string) bool { return n.allowed == nil || n.allowed[tenant] }
+
+func indexSnapshot(snap api.Snapshot) *snapIndex {
+	ix := &snapIndex{hosts: map[string]api.Host{}, tenants: map[string]api.Tenant{}, segments: map[[2]string]api.Segment{}}
+	seen := map[string]bool{}
+	for _, n := range snap.Networks {
+		p, err := plan.Parse(n.Spec())
+		if err != nil || seen[n.Name] {
+			continue // hoststate reports broken networks
+		}
+		seen[n.Name] = true
+		nw := &netw{Network: n, plan: p}
+		if len(n.Tenants) > 0 {
+			nw.allowed = map[string]bool{}
+			for _, t := range n.Tenants {
+				nw.allowed[t] = true
+			}
+		}
+		ix.networks = append(ix.networks, nw)
+	}
+	slices.SortFunc(ix.networks, func(a, b *netw) int { return strings.Compare(a.Name, b.Name) })
+	for _, h := range snap.Hosts {
+		if _, dup := ix.hosts[h.Name]; !dup {
+			ix.hosts[h.Name] = h
+		}
+	}
+	for _, t := range snap.Tenants {
+		if _, dup := ix.tenants[t.Name]; !dup {
+			ix.tenants[t.Name] = t
+		}
+	}
+	for _, s := range snap.Segments {
+		k := [2]string{s.Tenant, s.Name}
+		if _, dup := ix.segments[k]; !dup {
+			ix.segments[k] = s
+		}
+	}
+	return ix
+}
+
+// local returns host's blocks, by network name.
+func (ix *snapIndex) local(host string) []Local {
+	h, ok := ix.hosts[host]
+	if !ok {
+		return nil
+	}
+	var out []Local
+	for _, n := range ix.networks {
+		for _, s := range h.Slots {
+			if s.Network != n.Name {
+				continue
+			}
+			if c, err := n.plan.HostCIDR(s.Loc); err != nil || c != s.CIDR {
+				continue
+			}
+			out = append(out, Local{Network: n.Name, Prefix: s.CIDR})
+			break
+		}
+	}
+	return out
+}
+
+// groupMatch returns the masked match of a tenant (segment "" ) or a
+// tenant's segment in network n; ok is false when they do not exist, are
+// not admitted to n or do not fit it.
+func (ix *snapIndex) groupMatch(n *netw, tenant, segment string) (AddrMatch, bool) {
+	t, ok := ix.tenants[tenant]
+	if !ok || !n.admits(tenant) {
+		return AddrMatch{}, false
+	}
+	if segment == "" {
+		m, err := n.plan.TenantMatch(t.ID)
+		if err != nil {
+			return AddrMatch{}, false
+		}
+		return AddrMatch{Value: m.Value, Mask: m.Mask}, true
+	}
+	s, ok := ix.segments[[2]string{tenant, segment}]
+	if !ok {
+		return AddrMatch{}, false
+	}
+	m, err := n.plan.SegmentMatch(t.ID, s.ID)
+	if err != nil {
+		return AddrMatch{}, false
+	}
+	return AddrMatch{Value: m.Value, Mask: m.Mask}, true
+}
+
+// peerMatches compiles a peer to the address matches of one family; nil
+// with ok true is "any".
+func (ix *snapIndex) peerMatches(p api.Peer, is4 bool) []AddrMatch {
+	var out []AddrMatch
+	switch {
+	case p.CIDR != "":
+		pfx, err := netip.ParsePrefix(p.CIDR)
+		if err != nil || pfx.Addr().Is4() != is4 {
+			return nil
+		}
+		m := AddrMatch{Prefix: pfx.Masked()}
+		for _, e := range p.Except {
+			x, err := netip.ParsePrefix(e)
+			if err == nil && x.Addr().Is4() == is4 && pfx.Contains(x.Addr()) && x.Bits() >= pfx.Bits() {
+				m.Except = append(m.Except, x.Masked())
+			}
+		}
+		m.Except = mergePrefixes(m.Except)
+		if len(m.Except) == 1 && m.Except[0] == m.Prefix {
+			return nil // nothing left
+		}
+		out = append(out, m)
+	case p.Tenant != "":
+		for _, n := range ix.networks {
+			if n.plan.Is4() != is4 {
+				continue
+			}
+			if m, ok := ix.groupMatch(n, p.Tenant, p.Segment); ok {
+				out = append(out, m)
+			}
+		}
+	case p.Host != "":
+		h, ok := ix.hosts[p.Host]
+		if !ok {
+			return nil
+		}
+		var pfxs []netip.Prefix
+		for _, s := range h.Slots {
+			if s.CIDR.IsValid() && s.CIDR.Addr().Is4() == is4 {
+				pfxs = append(pfxs, s.CIDR.Masked())
+			}
+		}
+		if ip := h.IP.Unmap(); ip.IsValid() && ip.Is4() == is4 {
+			pfxs = append(pfxs, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+		for _, p := range mergePrefixes(pfxs) {
+			out = append(out, AddrMatch{Prefix: p})
+		}
+	}
+	return out
+}
+
+// mergePrefixes sorts prefixes and drops those inside another.
+func mergePrefixes(ps []netip.Prefix) []netip.Prefix {
+	slices.SortFunc(ps, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	var out []netip.Prefix
+	for _, p := range ps {
+		if len(out) > 0 && out[len(out)-1].Contains(p.Addr()) && out[len(out)-1].Bits() <= p.Bits() {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// mergeRanges sorts port ranges and merges overlapping or adjacent ones
+// (nft refuses overlapping intervals in a set).
+func mergeRanges(rs []PortRange) []PortRange {
+	slices.SortFunc(rs, func(a, b PortRange) int { return cmp.Or(cmp.Compare(a.Lo, b.Lo), cmp.Compare(a.Hi, b.Hi)) })
+	var out []PortRange
+	for _, r := range rs {
+		if n := len(out); n > 0 && uint32(r.Lo) <= uint32(out[n-1].Hi)+1 {
+			out[n-1].Hi = max(out[n-1].Hi, r.Hi)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// Sorted returns the policies in precedence order: ascending priority
+// (0 counts as api.DefaultPriority), ties by name.
+func Sorted(ps []api.Policy) []api.Policy {
+	out := make([]api.Policy, len(ps))
+	for i, p := range ps {
+		out[i] = Normalize(p)
+	}
+	slices.SortStableFunc(out, func(a, b api.Policy) int {
+		return cmp.Or(cmp.Compare(a.Priority, b.Priority), strings.Compare(a.Name, b.Name))
+	})
+	return out
+}
+
+// Compile compiles the snapshot's policies for host. It never fails: a
+// policy that is invalid is skipped and reported in Problems; targets and
+// peers naming tenants, segments or hosts that do not exist compile to
+// nothing (and take effect when they appear, at the next compilation).
+func Compile(snap api.Snapshot, host string) Compiled {
+	return compileIndexed(indexSnapshot(snap), snap.Policies, host)
+}
+
+func compileIndexed(ix *snapIndex, policies []api.Policy, host string) Compiled {
+	c := Compiled{Host: host, Local: ix.local(host)}
+	if len(c.Local) == 0 {
+		return c
+	}
+	seen := map[string]bool{}
+	for _, p := range Sorted(policies) {
+		if seen[p.Name] {
+			c.Problems = append(c.Problems, fmt.Sprintf("policy %q: listed twice; using the first", p.Name))
+			continue
+		}
+		seen[p.Name] = true
+		if err := Validate(p); err != nil {
+			c.Problems = append(c.Problems, fmt.Sprintf("%v; skipped", err))
+			continue
+		}
+		for _, dir := range []string{StageEgress, StageIngress} {
+			if !slices.Contains(p.Direction, dir) {
+				continue
+			}
+			rules := ix.compilePolicy(p, dir, host, c.Local)
+			if dir == StageEgress {
+				c.Egress = append(c.Egress, rules...)
+			} else {
+				c.Ingress = append(c.Ingress, rules...)
+			}
+		}
+	}
+	return c
+}
+
+// compilePolicy expands one (validated, normalised) policy for one stage.
+func (ix *snapIndex) compilePolicy(p api.Policy, stage, host string, local []Local) []Rule {
+	var out []Rule
+	byName := map[string]*netw{}
+	for _, n := range ix.networks {
+		byName[n.Name] = n
+	}
+	// Targets: per local block, the applied-to selectors narrowed to it.
+	type target struct {
+		m   AddrMatch
+		is4 bool
+	}
+	var targets []target
+	for _, l := range local {
+		n := byName[l.Network]
+		for _, s := range p.AppliedTo {
+			var m AddrMatch
+			switch {
+			case s.All:
+				m = AddrMatch{Prefix: l.Prefix}
+			case s.Host != "":
+				if s.Host != host {
+					continue
+				}
+				m = AddrMatch{Prefix: l.Prefix}
+			default:
+				var ok bool
+				if m, ok = ix.groupMatch(n, s.Tenant, s.Segment); !ok {
+					continue
+				}
+			}
+			if !slices.ContainsFunc(targets, func(t target) bool { return t.m.String() == m.String() }) {
+				targets = append(targets, target{m, l.Prefix.Addr().Is4()})
+			}
+		}
+	}
+	for _, t := range targets {
+		fam := "ip"
+		if !t.is4 {
+			fam = "ip6"
+		}
+		for i, r := range p.Rules {
+			base := Rule{Policy: p.Name, Priority: p.Priority, Index: i, Stage: stage, Action: r.Action,
+				Family: fam, Target: t.m, Log: p.Log && r.Action == api.ActionDeny}
+			if r.Protocol != api.ProtoAny {
+				base.Proto = r.Protocol
+			}
+			var ports []PortRange
+			for _, x := range r.Ports {
+				ports = append(ports, PortRange{x, x})
+			}
+			for _, x := range r.PortRanges {
+				a, b, _ := strings.Cut(x, "-")
+				lo, _ := strconv.ParseUint(strings.TrimSpace(a), 10, 16)
+				hi, _ := strconv.ParseUint(strings.TrimSpace(b), 10, 16)
+				ports = append(ports, PortRange{uint16(lo), uint16(hi)})
+			}
+			base.Ports = mergeRanges(ports)
+			if r.ICMPType != nil {
+				v := *r.ICMPType
+				base.ICMPType = &v
+			}
+			if r.ICMPCode != nil {
+				v := *r.ICMPCode
+				base.ICMPCode = &v
+			}
+			if len(r.Peers) == 0 || slices.ContainsFunc(r.Peers, func(p api.Peer) bool { return p.Any }) {
+				out = append(out, base)
+				continue
+			}
+			var peers []AddrMatch
+			for _, pe := range r.Peers {
+				for _, m := range ix.peerMatches(pe, t.is4) {
+					if !slices.ContainsFunc(peers, func(x AddrMatch) bool { return x.String() == m.String() }) {
+						peers = append(peers, m)
+					}
+				}
+			}
+			for _, m := range peers {
+				r := base
+				r.Peer = &m
+				out = append(out, r)
+			}
+		}
+	}
+	// Rules must stay in precedence order: by rule index, then target.
+	slices.SortStableFunc(out, func(a, b Rule) int { return cmp.Compare(a.Index, b.Index) })
+	return out
+}
+
+// String renders the compiled policies, one rule a line, for tests and logs.
+func (c Compiled) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "host %s\n", c.Host)
+	for _, l := range c.Local {
+		fmt.Fprintf(&b, "local %s %s\n", l.Network, l.Prefix)
+	}
+	for _, r := range c.Egress {
+		fmt.Fprintf(&b, "egress %s # %s\n", r.Expr(), r.Comment())
+	}
+	for _, r := range c.Ingress {
+		fmt.Fprintf(&b, "ingress %s # %s\n", r.Expr(), r.Comment())
+	}
+	for _, p := range c.Problems {
+		fmt.Fprintf(&b, "problem %s\n", p)
+	}
+	return b.String()
+}
