@@ -57,14 +57,54 @@ func NewWith(nft knftables.Interface, log *slog.Logger) *Firewall {
 	return &Firewall{nft: nft, log: log}
 }
 
-// Stamp returns the comment that marks a ruleset.
+// Stamp returns the comment that marks a ruleset's base: everything but
+// the rules of the policy chains (hoststate.IsPolicyChain), which
+// PolicyStamp marks.
 func Stamp(rs hoststate.Ruleset) string {
-	sum := sha256.Sum256([]byte(rs.String()))
+	base, _ := split(rs)
+	sum := sha256.Sum256([]byte(base.String()))
 	return stampPrefix + hex.EncodeToString(sum[:8])
 }
 
+// PolicyStamp returns the comment that marks a ruleset's policy chains.
+func PolicyStamp(rs hoststate.Ruleset) string {
+	_, pol := split(rs)
+	var b strings.Builder
+	for _, c := range pol {
+		fmt.Fprintf(&b, "%s %q\n", c.Name, c.Comment)
+		for _, r := range c.Rules {
+			fmt.Fprintf(&b, "\t%s %q\n", r.Expr, r.Comment)
+		}
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	return policyStampPrefix + hex.EncodeToString(sum[:8])
+}
+
+// policyStampPrefix starts the comment of the policies chain's last rule
+// (hoststate.PoliciesEnd).
+const policyStampPrefix = "romana policies "
+
+// split returns the ruleset without the policy chains' rules (and without
+// the policy-* chains), and the policy chains.
+func split(rs hoststate.Ruleset) (base hoststate.Ruleset, pol []hoststate.Chain) {
+	base.Maps = rs.Maps
+	for _, c := range rs.Chains {
+		if !hoststate.IsPolicyChain(c.Name) {
+			base.Chains = append(base.Chains, c)
+			continue
+		}
+		pol = append(pol, c)
+		if c.Name == hoststate.ChainPolicies {
+			c.Rules = nil
+			base.Chains = append(base.Chains, c)
+		}
+	}
+	return base, pol
+}
+
 // stamped returns a copy of rs whose forward chain's JumpPolicies rule
-// carries Stamp(rs) as its comment.
+// carries Stamp(rs) as its comment and whose policies chain's last rule,
+// when it is hoststate.PoliciesEnd, carries PolicyStamp(rs).
 func stamped(rs hoststate.Ruleset) (hoststate.Ruleset, error) {
 	stamp := Stamp(rs)
 	out := hoststate.Ruleset{Maps: rs.Maps, Chains: slices.Clone(rs.Chains)}
@@ -78,43 +118,44 @@ func stamped(rs hoststate.Ruleset) (hoststate.Ruleset, error) {
 		return out, fmt.Errorf("ruleset's chain %q has no rule %q", hoststate.ChainForward, hoststate.JumpPolicies)
 	}
 	fwd.Rules[i].Comment = stamp
+	if pc := out.Chain(hoststate.ChainPolicies); pc != nil && len(pc.Rules) > 0 && pc.Rules[len(pc.Rules)-1].Expr == hoststate.PoliciesEnd {
+		pc.Rules = slices.Clone(pc.Rules)
+		pc.Rules[len(pc.Rules)-1].Comment = PolicyStamp(rs)
+	}
 	return out, nil
 }
 
 // Apply makes the table equal to rs. When the live table already is (same
-// stamp, same rules per chain, same map elements; see inSync) it does
-// nothing and returns false. Otherwise it replaces the
-// table in one transaction (add, delete, add table, then every chain, map,
-// rule and element): packets see the old table or the new one, never a mix
-// or an empty window, and conntrack state is untouched.
+// stamps, same rules per chain, same map elements; see inSync) it does
+// nothing and returns false. When only the policy chains differ, it
+// rewrites just those in one transaction (flush and refill the policies
+// and policy-* chains, delete policy chains no longer wanted): the maps,
+// the forward chain and the isolation chains stay as they are. Otherwise
+// it replaces the table in one transaction (add, delete, add table, then
+// every chain, map, rule and element). Either way packets see the old
+// rules or the new ones, never a mix or an empty window, and conntrack
+// state is untouched.
 func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed bool, err error) {
 	want, err := stamped(rs)
 	if err != nil {
 		return false, err
 	}
-	ok, why, err := f.inSync(ctx, want)
+	ok, baseOK, why, err := f.inSync(ctx, want)
 	if err != nil {
 		return false, fmt.Errorf("read table %s %s: %w", Family, hoststate.Table, err)
 	}
 	if ok {
 		return false, nil
 	}
+	if baseOK {
+		return true, f.applyPolicies(ctx, want, why)
+	}
 	tx := f.nft.NewTransaction()
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
 	tx.Add(&knftables.Table{})
 	for _, c := range want.Chains {
-		kc := &knftables.Chain{Name: c.Name}
-		if c.Comment != "" {
-			kc.Comment = knftables.PtrTo(c.Comment)
-		}
-		if c.Hook != "" {
-			kc.Type = knftables.PtrTo(knftables.FilterType)
-			kc.Hook = knftables.PtrTo(knftables.BaseChainHook(c.Hook))
-			kc.Priority = knftables.PtrTo(knftables.FilterPriority)
-			kc.Policy = knftables.PtrTo(knftables.AcceptPolicy)
-		}
-		tx.Add(kc)
+		tx.Add(chainOf(c))
 	}
 	for _, m := range want.Maps {
 		km := &knftables.Map{Name: m.Name, Type: m.KeyType + " : verdict"}
@@ -124,13 +165,7 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 		tx.Add(km)
 	}
 	for _, c := range want.Chains {
-		for _, r := range c.Rules {
-			kr := &knftables.Rule{Chain: c.Name, Rule: r.Expr}
-			if r.Comment != "" {
-				kr.Comment = knftables.PtrTo(r.Comment)
-			}
-			tx.Add(kr)
-		}
+		addRules(tx, c)
 	}
 	for _, m := range want.Maps {
 		for _, e := range m.Elements {
@@ -145,50 +180,137 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 	return true, nil
 }
 
-// inSync compares the live table with want; why says what differs. It
-// costs two nft listings (all rules as JSON, then each map's elements):
-// rule counts and comments per chain (the stamp among them)
+// applyPolicies rewrites only the policy chains, in one transaction.
+func (f *Firewall) applyPolicies(ctx context.Context, want hoststate.Ruleset, why string) error {
+	live, err := f.nft.List(ctx, "chain")
+	if err != nil {
+		return fmt.Errorf("list chains of table %s %s: %w", Family, hoststate.Table, err)
+	}
+	tx := f.nft.NewTransaction()
+	wanted := map[string]bool{}
+	rules := 0
+	for _, c := range want.Chains {
+		if hoststate.IsPolicyChain(c.Name) {
+			wanted[c.Name] = true
+			tx.Add(chainOf(c))
+			tx.Flush(&knftables.Chain{Name: c.Name})
+			rules += len(c.Rules)
+		}
+	}
+	var gone []string
+	for _, name := range live {
+		if hoststate.IsPolicyChain(name) && !wanted[name] {
+			tx.Flush(&knftables.Chain{Name: name})
+			gone = append(gone, name)
+		}
+	}
+	for _, name := range gone {
+		tx.Delete(&knftables.Chain{Name: name})
+	}
+	for _, c := range want.Chains {
+		if hoststate.IsPolicyChain(c.Name) {
+			addRules(tx, c)
+		}
+	}
+	if err := f.nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("rewrite policy chains of table %s %s (%d operations): %w", Family, hoststate.Table, tx.NumOperations(), err)
+	}
+	f.log.Info("nftables policy chains rewritten", "table", string(Family)+" "+hoststate.Table, "reason", why,
+		"policyRules", rules, "deletedChains", gone)
+	return nil
+}
+
+func chainOf(c hoststate.Chain) *knftables.Chain {
+	kc := &knftables.Chain{Name: c.Name}
+	if c.Comment != "" {
+		kc.Comment = knftables.PtrTo(c.Comment)
+	}
+	if c.Hook != "" {
+		kc.Type = knftables.PtrTo(knftables.FilterType)
+		kc.Hook = knftables.PtrTo(knftables.BaseChainHook(c.Hook))
+		kc.Priority = knftables.PtrTo(knftables.FilterPriority)
+		kc.Policy = knftables.PtrTo(knftables.AcceptPolicy)
+	}
+	return kc
+}
+
+func addRules(tx *knftables.Transaction, c hoststate.Chain) {
+	for _, r := range c.Rules {
+		kr := &knftables.Rule{Chain: c.Name, Rule: r.Expr}
+		if r.Comment != "" {
+			kr.Comment = knftables.PtrTo(r.Comment)
+		}
+		tx.Add(kr)
+	}
+}
+
+// inSync compares the live table with want; why says what differs, and
+// baseOK that everything but the policy chains matches (so rewriting those
+// suffices). It costs two nft listings (all rules as JSON, then each map's
+// elements): rule counts and comments per chain (the stamps among them)
 // and exact map elements. An extra chain or set without rules is not
 // detected: nothing can reach it, and the next replacement removes it.
-func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok bool, why string, err error) {
+func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok, baseOK bool, why string, err error) {
 	rules, err := f.nft.ListRules(ctx, "")
 	if knftables.IsNotFound(err) {
-		return false, "table missing", nil
+		return false, false, "table missing", nil
 	}
 	if err != nil {
-		return false, "", err
+		return false, false, "", err
 	}
 	byChain := map[string][]*knftables.Rule{}
 	for _, r := range rules {
 		byChain[r.Chain] = append(byChain[r.Chain], r)
 	}
-	if len(rules) != want.RuleCount() {
-		return false, fmt.Sprintf("table has %d rules, want %d", len(rules), want.RuleCount()), nil
-	}
+	wantChains := map[string]bool{}
+	polWhy := ""
 	for _, c := range want.Chains {
+		wantChains[c.Name] = true
+		diff := ""
 		if len(byChain[c.Name]) != len(c.Rules) {
-			return false, fmt.Sprintf("chain %s has %d rules, want %d", c.Name, len(byChain[c.Name]), len(c.Rules)), nil
+			diff = fmt.Sprintf("chain %s has %d rules, want %d", c.Name, len(byChain[c.Name]), len(c.Rules))
+		} else {
+			for i, r := range c.Rules {
+				live := byChain[c.Name][i].Comment
+				if (live == nil) != (r.Comment == "") || (live != nil && *live != r.Comment) {
+					diff = fmt.Sprintf("chain %s rule %d differs", c.Name, i)
+					break
+				}
+			}
 		}
-		for i, r := range c.Rules {
-			live := byChain[c.Name][i].Comment
-			if (live == nil) != (r.Comment == "") || (live != nil && *live != r.Comment) {
-				return false, fmt.Sprintf("chain %s rule %d differs", c.Name, i), nil
+		switch {
+		case diff == "":
+		case hoststate.IsPolicyChain(c.Name):
+			if polWhy == "" {
+				polWhy = diff
+			}
+		default:
+			return false, false, diff, nil
+		}
+	}
+	for name, rs := range byChain {
+		if !wantChains[name] {
+			if !hoststate.IsPolicyChain(name) {
+				return false, false, fmt.Sprintf("unexpected chain %s", name), nil
+			}
+			if polWhy == "" {
+				polWhy = fmt.Sprintf("unexpected chain %s with %d rules", name, len(rs))
 			}
 		}
 	}
 	for _, m := range want.Maps {
 		els, err := f.nft.ListElements(ctx, "map", m.Name)
 		if knftables.IsNotFound(err) {
-			return false, "map " + m.Name + " missing", nil
+			return false, false, "map " + m.Name + " missing", nil
 		}
 		if err != nil {
-			return false, "", err
+			return false, false, "", err
 		}
 		if !sameElements(els, m.Elements) {
-			return false, "map " + m.Name + " elements differ", nil
+			return false, false, "map " + m.Name + " elements differ", nil
 		}
 	}
-	return true, "", nil
+	return polWhy == "", true, polWhy, nil
 }
 
 // sameElements compares map elements, keys as addresses (nft may print
