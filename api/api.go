@@ -110,6 +110,8 @@ type Snapshot struct {
 	Policies  []Policy  `json:"policies"`
 	// Devices are the fabric's routers (package fabric, BGP peers of hosts).
 	Devices []Device `json:"devices,omitempty"`
+	// Chains steer segments' traffic through service functions (chain.go).
+	Chains []Chain `json:"chains,omitempty"`
 }
 
 // Kinds of objects in events.

@@ -22,6 +22,7 @@
 //	GET|POST /v1/policies, GET|PUT|DEL /v1/policies/{name}  api.Policy (POST/PUT create or update)
 //	GET|POST /v1/devices, GET|DEL /v1/devices/{name}   api.Device (POST creates or replaces)
 //	GET  /v1/fabric/routes?device=NAME[&format=ip|bird|frr]   api.FabricRoutes, or text in a format
+//	GET|POST /v1/chains, GET|DEL /v1/chains/{name}     api.Chain (POST creates; 200 if identical exists)
 //	GET  /v1/snapshot                      api.Snapshot
 //	GET  /v1/watch?revision=N              NDJSON stream of api.Event from revision N (410 if compacted)
 package client

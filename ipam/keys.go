@@ -19,6 +19,7 @@ import (
 //	addresses/NAME          api.Address
 //	policies/NAME           api.Policy
 //	devices/NAME            api.Device (device.go)
+//	chains/NAME             api.Chain (chain.go; claim chainids/ID)
 //
 // Claims (each makes one id or address unique; created with CreateRevision==0):
 //
@@ -103,6 +104,8 @@ func (k keys) eventKind(key string) (kind, name string, ok bool) {
 		return api.KindPolicy, name, true
 	case "devices":
 		return api.KindDevice, name, true
+	case "chains":
+		return api.KindChain, name, true
 	}
 	return "", "", false
 }

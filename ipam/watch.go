@@ -23,7 +23,8 @@ func (r *Registry) Snapshot(ctx context.Context) (api.Snapshot, error) {
 		clientv3.OpGet(r.k.segments(), clientv3.WithPrefix()),
 		clientv3.OpGet(r.k.addresses(), clientv3.WithPrefix()),
 		clientv3.OpGet(r.k.policies(), clientv3.WithPrefix()),
-		clientv3.OpGet(r.k.devices(), clientv3.WithPrefix()))
+		clientv3.OpGet(r.k.devices(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.k.chains(), clientv3.WithPrefix()))
 	if err != nil {
 		return api.Snapshot{}, err
 	}
@@ -47,6 +48,9 @@ func (r *Registry) Snapshot(ctx context.Context) (api.Snapshot, error) {
 		return api.Snapshot{}, err
 	}
 	if s.Devices, err = decodeAll[api.Device](rangeKVs(resp, 6)); err != nil {
+		return api.Snapshot{}, err
+	}
+	if s.Chains, err = decodeAll[api.Chain](rangeKVs(resp, 7)); err != nil {
 		return api.Snapshot{}, err
 	}
 	// Drop slots of networks an interrupted removal left behind.

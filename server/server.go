@@ -119,6 +119,7 @@ func (s *Server) routes() {
 	s.handle("DELETE /v1/policies/{name}", s.removePolicy)
 
 	s.deviceRoutes() // devices.go
+	s.chainRoutes()  // chain.go
 
 	s.handle("GET /v1/snapshot", s.snapshot)
 	s.mux.HandleFunc("GET /v1/watch", s.watch)
