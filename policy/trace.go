@@ -1,0 +1,162 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/romana/romana/api"
+)
+
+// Trace answers whether a new connection (its first packet p) is allowed,
+// and names what decided: a policy rule, or the tenant isolation default.
+// It evaluates the rules Compile produces for the hosts involved, the same
+// rules the agents render into their policy chains (Rule.Matches has the
+// semantics of Rule.Expr), in the order the forward chain runs them:
+//
+//  1. on the source's host (the host whose block holds p.Src), the egress
+//     stage: a deny drops; an allow or no match goes on;
+//  2. on the destination's host, the ingress stage: an allow accepts, a
+//     deny drops; no match goes on to
+//  3. tenant isolation of the destination's tenant (as hoststate compiles
+//     it: tenant, segment or none; an unknown tenant is dropped).
+//
+// A destination outside every host's blocks meets no ingress enforcement.
+// Trace does not model anti-spoofing (it assumes p.Src is genuine).
+func Trace(snap api.Snapshot, p Packet) (api.Trace, error) {
+	p.Src, p.Dst = p.Src.Unmap(), p.Dst.Unmap()
+	req := api.TraceRequest{From: p.Src, To: p.Dst, Proto: p.Proto, Port: p.Port, ICMPType: p.ICMPType, ICMPCode: p.ICMPCode}
+	out := api.Trace{Request: req}
+	if !p.Src.IsValid() || !p.Dst.IsValid() || p.Src.Is4() != p.Dst.Is4() {
+		return out, api.Errorf(api.ReasonInvalid, "trace: from %s and to %s must be addresses of one family", p.Src, p.Dst)
+	}
+	switch p.Proto {
+	case api.ProtoTCP, api.ProtoUDP, api.ProtoSCTP:
+		if p.Port == 0 {
+			return out, api.Errorf(api.ReasonInvalid, "trace: proto %s needs a port (1-65535)", p.Proto)
+		}
+	case api.ProtoICMP:
+	default:
+		return out, api.Errorf(api.ReasonInvalid, "trace: proto %q is not one of tcp, udp, sctp, icmp", p.Proto)
+	}
+	ix := indexSnapshot(snap)
+	decide := func(s api.TraceStep) (api.Trace, error) {
+		out.Steps = append(out.Steps, s)
+		out.Decision = s
+		out.Verdict = s.Result
+		return out, nil
+	}
+	if src := ix.hostOf(p.Src); src != "" {
+		c := compileIndexed(ix, snap.Policies, src)
+		step := api.TraceStep{Host: src, Stage: StageEgress, Result: "pass", Reason: "no egress policy matched"}
+		if r, ok := first(c.Egress, p); ok {
+			step = ruleStep(src, r)
+			if r.Action == api.ActionDeny {
+				return decide(step)
+			}
+		}
+		out.Steps = append(out.Steps, step)
+	}
+	dst := ix.hostOf(p.Dst)
+	if dst == "" {
+		return decide(api.TraceStep{Stage: StageIngress, Result: api.ActionAllow,
+			Reason: fmt.Sprintf("destination %s is in no host's block: no ingress enforcement", p.Dst)})
+	}
+	c := compileIndexed(ix, snap.Policies, dst)
+	if r, ok := first(c.Ingress, p); ok {
+		return decide(ruleStep(dst, r))
+	}
+	out.Steps = append(out.Steps, api.TraceStep{Host: dst, Stage: StageIngress, Result: "pass", Reason: "no ingress policy matched"})
+	return decide(ix.isolation(dst, p))
+}
+
+func first(rules []Rule, p Packet) (Rule, bool) {
+	for _, r := range rules {
+		if r.Matches(p) {
+			return r, true
+		}
+	}
+	return Rule{}, false
+}
+
+func ruleStep(host string, r Rule) api.TraceStep {
+	i := r.Index
+	return api.TraceStep{Host: host, Stage: r.Stage, Result: r.Action, Policy: r.Policy, Rule: &i,
+		Reason: fmt.Sprintf("%s: %s", r.Comment(), r.Action), RuleNFT: r.Expr()}
+}
+
+// hostOf returns the host whose block holds a, or "".
+func (ix *snapIndex) hostOf(a netip.Addr) string {
+	for name := range ix.hosts {
+		for _, l := range ix.local(name) {
+			if l.Prefix.Contains(a) {
+				return name
+			}
+		}
+	}
+	return ""
+}
+
+// isolation decides p at its destination's tenant isolation, mirroring
+// what hoststate compiles (tenant chains behind the destination-tenant map).
+func (ix *snapIndex) isolation(host string, p Packet) api.TraceStep {
+	step := api.TraceStep{Host: host, Stage: StageIsolation}
+	deny := func(format string, args ...any) api.TraceStep {
+		step.Result, step.Reason = api.ActionDeny, fmt.Sprintf(format, args...)
+		return step
+	}
+	allow := func(format string, args ...any) api.TraceStep {
+		step.Result, step.Reason = api.ActionAllow, fmt.Sprintf(format, args...)
+		return step
+	}
+	var n *netw
+	for _, x := range ix.networks {
+		if x.plan.Prefix().Contains(p.Dst) {
+			n = x
+			break
+		}
+	}
+	if n == nil {
+		return deny("destination %s: in no network", p.Dst)
+	}
+	d, err := n.plan.Decode(p.Dst)
+	if err != nil {
+		return deny("destination %s: %v", p.Dst, err)
+	}
+	var t api.Tenant
+	found := false
+	for _, x := range ix.tenants {
+		if x.ID == d.Tenant && n.admits(x.Name) && (!found || x.Name < t.Name) {
+			t, found = x, true
+		}
+	}
+	if !found {
+		return deny("destination %s: unknown tenant id %d in network %s: dropped", p.Dst, d.Tenant, n.Name)
+	}
+	switch t.Isolation {
+	case api.IsolationNone:
+		return allow("tenant isolation of %s: none (open to all)", t.Name)
+	case api.IsolationSegment:
+		var seg *api.Segment
+		for _, s := range ix.segments {
+			if s.Tenant == t.Name && s.ID == d.Segment {
+				s := s
+				seg = &s
+			}
+		}
+		if seg == nil {
+			return deny("tenant isolation of %s: unknown segment id %d", t.Name, d.Segment)
+		}
+		for _, m := range ix.networks {
+			if gm, ok := ix.groupMatch(m, t.Name, seg.Name); ok && gm.Contains(p.Src) {
+				return allow("segment isolation of %s/%s: same segment", t.Name, seg.Name)
+			}
+		}
+		return deny("segment isolation of %s/%s", t.Name, seg.Name)
+	}
+	for _, m := range ix.networks {
+		if gm, ok := ix.groupMatch(m, t.Name, ""); ok && gm.Contains(p.Src) {
+			return allow("tenant isolation of %s: same tenant", t.Name)
+		}
+	}
+	return deny("tenant isolation of %s", t.Name)
+}
