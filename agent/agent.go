@@ -51,6 +51,9 @@ type Config struct {
 	Firewall Firewall
 	Log      *slog.Logger // default: discard
 	Metrics  *Metrics     // optional
+	// BGP, optional, announces the host's blocks to the top-of-rack
+	// routers serving it (fabric mode; see bgp.go).
+	BGP BGP
 	// MinBackoff and MaxBackoff bound the delay before retrying a failed
 	// snapshot, watch or reconciliation (defaults 200ms and 10s).
 	MinBackoff, MaxBackoff time.Duration
@@ -94,6 +97,7 @@ type agent struct {
 
 	// Owned by the reconciler goroutine.
 	lastProblems []string
+	bgp          bgpState
 	// applied is the ruleset last applied or verified in sync ("" if the
 	// last attempt failed): a change that leaves it equal skips the nft
 	// listing; resyncs always check.
@@ -281,6 +285,9 @@ func (a *agent) reconcile(ctx context.Context, snap api.Snapshot, full bool) (ag
 	}
 	ch, err := a.cfg.Routes.SyncRoutes(ctx, st.Routes)
 	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.applyBGP(ctx, snap); err != nil {
 		errs = append(errs, err)
 	}
 	if m != nil {

@@ -17,12 +17,14 @@ type cache struct {
 	segments  map[string]api.Segment // "tenant/segment"
 	addresses map[string]api.Address
 	policies  map[string]api.Policy
+	devices   map[string]api.Device
 }
 
 func newCache(s api.Snapshot) *cache {
 	c := &cache{rev: s.Revision,
 		networks: map[string]api.Network{}, hosts: map[string]api.Host{}, tenants: map[string]api.Tenant{},
-		segments: map[string]api.Segment{}, addresses: map[string]api.Address{}, policies: map[string]api.Policy{}}
+		segments: map[string]api.Segment{}, addresses: map[string]api.Address{}, policies: map[string]api.Policy{},
+		devices: map[string]api.Device{}}
 	for _, x := range s.Networks {
 		c.networks[x.Name] = x
 	}
@@ -40,6 +42,9 @@ func newCache(s api.Snapshot) *cache {
 	}
 	for _, x := range s.Policies {
 		c.policies[x.Name] = x
+	}
+	for _, x := range s.Devices {
+		c.devices[x.Name] = x
 	}
 	return c
 }
@@ -62,6 +67,8 @@ func (c *cache) apply(ev api.Event) error {
 		err = applyTo(c.addresses, ev)
 	case api.KindPolicy:
 		err = applyTo(c.policies, ev)
+	case api.KindDevice:
+		err = applyTo(c.devices, ev)
 	default:
 		return nil
 	}
@@ -111,6 +118,9 @@ func (c *cache) snapshot() api.Snapshot {
 	}
 	for _, x := range c.policies {
 		s.Policies = append(s.Policies, x)
+	}
+	for _, x := range c.devices {
+		s.Devices = append(s.Devices, x)
 	}
 	return s
 }

@@ -50,8 +50,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	mode := fs.String("mode", string(hoststate.ModeFlat), "flat: route other hosts' CIDRs via their IPs (one L2 segment); fabric: the fabric routes them")
 	resync := fs.Duration("resync", 10*time.Second, "full reconciliation interval (repairs drift)")
 	listen := fs.String("metrics-listen", "127.0.0.1:9601", `address for /metrics and /healthz ("" disables)`)
-	cleanup := fs.Bool("cleanup", false, "remove everything the agent owns on this host (table inet romana, routes with protocol 190, the gateway link) and exit")
+	cleanup := fs.Bool("cleanup", false, "remove everything the agent owns on this host (table inet romana, routes with protocol 190, BGP-learned routes with protocol 191, the gateway link; with --bgp also what the BGP peers still hold) and exit")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	bf := addBGPFlags(fs) // bgp.go
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,7 +78,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if *cleanup {
-		if err := agent.Cleanup(ctx, routes, fw); err != nil {
+		if err := errors.Join(agent.Cleanup(ctx, routes, fw), bf.cleanup(ctx, log, *srv, *host)); err != nil {
 			return err
 		}
 		log.Info("cleaned up")
@@ -108,9 +109,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		defer hs.Close()
 		log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
 	}
-	log.Info("romana-agent starting", "host", *host, "server", *srv, "mode", m, "resync", *resync)
+	speaker, stopBGP, err := bf.speaker(log)
+	if err != nil {
+		return err
+	}
+	log.Info("romana-agent starting", "host", *host, "server", *srv, "mode", m, "resync", *resync, "bgp", *bf.enabled)
 	err = agent.Run(ctx, agent.Config{Host: *host, Mode: m, Resync: *resync, Source: cl, Routes: routes, Firewall: fw,
-		Log: log, Metrics: metrics})
+		Log: log, Metrics: metrics, BGP: speaker})
+	stopBGP()
 	log.Info("romana-agent stopped; host state left in place")
 	return err
 }
