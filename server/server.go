@@ -49,6 +49,7 @@ type Server struct {
 	mux       *http.ServeMux
 	metrics   *metrics
 	prom      *prometheus.Registry
+	stats     statsStore // policy counters reported by agents (policy_trace.go)
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed when Serve shuts down: ends watch streams
@@ -120,6 +121,7 @@ func (s *Server) routes() {
 
 	s.deviceRoutes() // devices.go
 	s.chainRoutes()  // chain.go
+	s.policyRoutes() // policy_trace.go
 
 	s.handle("GET /v1/snapshot", s.snapshot)
 	s.mux.HandleFunc("GET /v1/watch", s.watch)
