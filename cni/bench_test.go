@@ -12,6 +12,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/romana/romana/cnirun"
 )
 
 const benchAttachments = 50
@@ -64,7 +66,7 @@ func BenchmarkCNIAddDel(b *testing.B) {
 		if err != nil {
 			b.Fatalf("%s: %v", name, err)
 		}
-		return &benchPlugin{name: name, cfg: libcni.NewCNIConfigWithCacheDir(paths, b.TempDir(), &threadExec{hostNS: h}), list: l}
+		return &benchPlugin{name: name, cfg: libcni.NewCNIConfigWithCacheDir(paths, b.TempDir(), &cnirun.NSExec{HostNS: h.Path()}), list: l}
 	}
 	plugins := []*benchPlugin{
 		mk("romana-cni", hostNS("romana", true), fmt.Sprintf(

@@ -18,6 +18,7 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/cnirun"
 	"github.com/romana/romana/plan"
 	"github.com/romana/romana/server/servertest"
 )
@@ -78,7 +79,7 @@ func newEnv(t *testing.T) *env1 {
 	e.romanad = startRomanad(t)
 	e.server, e.rd = "unix://"+e.romanad.Socket, e.romanad.Client
 	e.host, e.hostPath = simHost(t, "cni-"+uniq()+"-h1")
-	e.cfg = libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(), &ipNetnsExec{hostNS: e.host})
+	e.cfg = libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(), &cnirun.NSExec{HostNS: e.hostPath})
 	e.list = confList(t, "1.1.0", e.server, "")
 	return e
 }
@@ -366,7 +367,7 @@ func TestLibcniFailMidAdd(t *testing.T) {
 		t.Run(step, func(t *testing.T) {
 			c, cPath := e.container(t, fmt.Sprintf("f%d", i))
 			cfg := libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(),
-				&ipNetnsExec{hostNS: e.host, Env: []string{FailAtEnv + "=" + step}})
+				&cnirun.NSExec{HostNS: e.hostPath, Env: []string{FailAtEnv + "=" + step}})
 			rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("fail%d", i), NetNS: cPath, IfName: "eth0"}
 			_, err := cfg.AddNetworkList(context.Background(), e.list, rt)
 			cniError(t, err, types.ErrInternal, "injected failure "+step)
@@ -381,7 +382,7 @@ func TestLibcniFailMidAdd(t *testing.T) {
 			e.assertGone(t, rt.ContainerID, "eth0", c)
 		})
 	}
-	cfg := libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(), &ipNetnsExec{hostNS: e.host, Env: []string{FailAtEnv + "=after-lunch"}})
+	cfg := libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(), &cnirun.NSExec{HostNS: e.hostPath, Env: []string{FailAtEnv + "=after-lunch"}})
 	_, cPath := e.container(t, "fx")
 	_, err := cfg.AddNetworkList(context.Background(), e.list, &libcni.RuntimeConf{ContainerID: "failx", NetNS: cPath, IfName: "eth0"})
 	cniError(t, err, types.ErrInvalidEnvironmentVariables, `ROMANA_CNI_FAIL_AT="after-lunch": want one of`)
@@ -416,7 +417,7 @@ func TestLibcniGC(t *testing.T) {
 
 	// A runtime with an empty cache (e.g. restarted) garbage-collects with
 	// gc0 and gc2 valid: only the plugin's own GC can find gc1.
-	fresh := libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(), &ipNetnsExec{hostNS: e.host})
+	fresh := libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(), &cnirun.NSExec{HostNS: e.hostPath})
 	err = fresh.GCNetworkList(ctx, e.list, &libcni.GCArgs{ValidAttachments: []types.GCAttachment{
 		{ContainerID: "gc0", IfName: "eth0"}, {ContainerID: "gc2", IfName: "eth0"}}})
 	if err != nil {

@@ -1,8 +1,6 @@
 package cni
 
 import (
-	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha512"
 	"encoding/hex"
@@ -14,11 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/cni/pkg/version"
-	"github.com/containernetworking/plugins/pkg/ns"
 )
 
 // requireRoot skips when not root, except under CI=true where it fails.
@@ -129,62 +122,6 @@ func links(tb testing.TB, nsName string) []string {
 		names = append(names, l.Name)
 	}
 	return names
-}
-
-// ipNetnsExec runs plugins the way the demo does: `ip netns exec <host>
-// <plugin>`, so the plugin's current namespace is the simulated host's.
-// Env is added to the plugin's environment.
-type ipNetnsExec struct {
-	hostNS string
-	Env    []string
-	version.PluginDecoder
-}
-
-func (e *ipNetnsExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.hostNS, pluginPath)
-	return runPlugin(cmd, stdin, append(environ, e.Env...))
-}
-
-func (e *ipNetnsExec) FindInPath(plugin string, paths []string) (string, error) {
-	return invoke.FindInPath(plugin, paths)
-}
-
-// threadExec runs plugins with the host namespace entered on a locked
-// thread before the fork: no `ip netns exec` in the measured path.
-type threadExec struct {
-	hostNS ns.NetNS
-	version.PluginDecoder
-}
-
-func (e *threadExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
-	var out []byte
-	err := e.hostNS.Do(func(ns.NetNS) error {
-		var err error
-		out, err = runPlugin(exec.CommandContext(ctx, pluginPath), stdin, environ)
-		return err
-	})
-	return out, err
-}
-
-func (e *threadExec) FindInPath(plugin string, paths []string) (string, error) {
-	return invoke.FindInPath(plugin, paths)
-}
-
-// runPlugin runs a plugin command and turns a failure into the plugin's
-// *types.Error, as invoke.RawExec does.
-func runPlugin(cmd *exec.Cmd, stdin []byte, environ []string) ([]byte, error) {
-	var stdout, stderr bytes.Buffer
-	cmd.Env = environ
-	cmd.Stdin = bytes.NewReader(stdin)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		e := &types.Error{}
-		if stdout.Len() == 0 || json.Unmarshal(stdout.Bytes(), e) != nil {
-			e = &types.Error{Code: types.ErrInternal, Msg: fmt.Sprintf("plugin failed: %v: stdout %q stderr %q", err, stdout.String(), stderr.String())}
-		}
-		return nil, e
-	}
-	return stdout.Bytes(), nil
 }
 
 func isCI() bool { return os.Getenv("CI") == "true" }
