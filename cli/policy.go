@@ -24,7 +24,8 @@ in one or both directions, with an ordered list of rules matching peers
 evaluated by ascending priority (default 1000), then name; the first rule that
 matches decides; unmatched traffic falls to the tenant's isolation.`,
 	}
-	cmd.AddCommand(newPolicyAddCmd(g), newPolicyListCmd(g), newPolicyShowCmd(g), newPolicyRemoveCmd(g))
+	cmd.AddCommand(newPolicyAddCmd(g), newPolicyListCmd(g), newPolicyShowCmd(g), newPolicyRemoveCmd(g),
+		newPolicyTraceCmd(g), newPolicyStatsCmd(g)) // policy_trace.go
 	return cmd
 }
 

@@ -1,0 +1,157 @@
+package cli
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/romana/romana/api"
+)
+
+func newPolicyTraceCmd(g *Globals) *cobra.Command {
+	var from, to, proto string
+	var port uint16
+	var icmpType, icmpCode uint8
+	cmd := &cobra.Command{
+		Use:   "trace --from ADDR --to ADDR [--proto tcp|udp|sctp|icmp] [--port N] [--icmp-type T --icmp-code C]",
+		Short: "Explain whether a new connection is allowed, and which policy rule or isolation default decides",
+		Long: `Ask romanad whether a new connection from one address to another is allowed.
+romanad compiles the policies for the source's and the destination's hosts
+exactly as their agents do and evaluates the compiled rules in the order the
+hosts' forward chains run them: the egress policies on the source's host, then
+the ingress policies and tenant isolation on the destination's host. The answer
+names the deciding policy and rule index (or the isolation default) and each
+step on the way.`,
+		Example: `  romana policy trace --from 10.1.16.3 --to 10.2.32.5 --proto tcp --port 80
+  romana policy trace --from 10.1.16.3 --to 10.2.32.5 --proto icmp
+  romana policy trace --from 10.1.16.3 --to 10.2.32.5 --port 53 --proto udp -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			src, err := netip.ParseAddr(from)
+			if err != nil {
+				return usagef("--from: %q is not an IP address", from)
+			}
+			dst, err := netip.ParseAddr(to)
+			if err != nil {
+				return usagef("--to: %q is not an IP address", to)
+			}
+			req := api.TraceRequest{From: src, To: dst, Proto: proto, Port: port, ICMPType: icmpType, ICMPCode: icmpCode}
+			switch proto {
+			case api.ProtoTCP, api.ProtoUDP, api.ProtoSCTP:
+				if port == 0 {
+					return usagef("--port is required with --proto %s", proto)
+				}
+			case api.ProtoICMP:
+				if !cmd.Flags().Changed("icmp-type") {
+					req.ICMPType = 8
+					if src.Is6() {
+						req.ICMPType = 128
+					}
+				}
+			default:
+				return usagef("--proto: %q is not one of tcp, udp, sctp, icmp", proto)
+			}
+			c, err := g.Client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.Context(cmd)
+			defer cancel()
+			tr, err := c.PolicyTrace(ctx, req)
+			if err != nil {
+				return err
+			}
+			return g.Emit(cmd, tr, func(w io.Writer) { writeTrace(w, tr) })
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", "", "source address")
+	cmd.Flags().StringVar(&to, "to", "", "destination address")
+	cmd.Flags().StringVar(&proto, "proto", api.ProtoTCP, "protocol: tcp, udp, sctp or icmp")
+	cmd.Flags().Uint16Var(&port, "port", 0, "destination port (tcp, udp, sctp)")
+	cmd.Flags().Uint8Var(&icmpType, "icmp-type", 8, "ICMP type (icmp; default echo request)")
+	cmd.Flags().Uint8Var(&icmpCode, "icmp-code", 0, "ICMP code (icmp)")
+	cmd.MarkFlagRequired("from")
+	cmd.MarkFlagRequired("to")
+	return cmd
+}
+
+// writeTrace prints the verdict line, then each step.
+func writeTrace(w io.Writer, tr api.Trace) {
+	d := tr.Decision
+	by := d.Reason
+	if d.Policy != "" && d.Rule != nil {
+		by = fmt.Sprintf("policy %s rule %d", d.Policy, *d.Rule)
+	}
+	fmt.Fprintf(w, "%s: %s\n", strings.ToUpper(tr.Verdict), by)
+	row(w, "HOST", "STAGE", "RESULT", "REASON")
+	for _, s := range tr.Steps {
+		row(w, s.Host, s.Stage, s.Result, s.Reason)
+	}
+	if d.RuleNFT != "" {
+		fmt.Fprintf(w, "nft rule on %s: %s\n", d.Host, d.RuleNFT)
+	}
+}
+
+func newPolicyStatsCmd(g *Globals) *cobra.Command {
+	var only string
+	cmd := &cobra.Command{
+		Use:   "stats [--policy NAME]",
+		Short: "Show packet and byte counters of policy rules, per policy and host",
+		Long: `Show the counters of every compiled policy rule as the agents last reported
+them (each agent reports every few seconds): packets and bytes that matched
+the rule, per host, policy, rule index and stage (ingress or egress). Only
+the first packet of a connection meets policy rules (the rest pass as
+established), so the counters count connections' first packets and dropped
+packets.`,
+		Example: `  romana policy stats
+  romana policy stats --policy web-from-lb -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.Client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.Context(cmd)
+			defer cancel()
+			st, err := c.PolicyStats(ctx)
+			if err != nil {
+				return err
+			}
+			if only != "" {
+				for i := range st {
+					st[i].Counters = slices.DeleteFunc(slices.Clone(st[i].Counters), func(c api.RuleCounter) bool { return c.Policy != only })
+				}
+			}
+			return g.Emit(cmd, st, func(w io.Writer) { writeStats(w, st) })
+		},
+	}
+	cmd.Flags().StringVar(&only, "policy", "", "show only this policy")
+	return cmd
+}
+
+func writeStats(w io.Writer, st []api.HostPolicyStats) {
+	type line struct {
+		api.RuleCounter
+		host string
+		age  time.Time
+	}
+	var lines []line
+	for _, h := range st {
+		for _, c := range h.Counters {
+			lines = append(lines, line{c, h.Host, h.Time})
+		}
+	}
+	slices.SortFunc(lines, func(a, b line) int {
+		return cmp.Or(strings.Compare(a.Policy, b.Policy), cmp.Compare(a.Rule, b.Rule), strings.Compare(a.Stage, b.Stage), strings.Compare(a.host, b.host))
+	})
+	row(w, "POLICY", "RULE", "STAGE", "HOST", "PACKETS", "BYTES", "REPORTED")
+	for _, l := range lines {
+		row(w, l.Policy, l.Rule, l.Stage, l.host, l.Packets, l.Bytes, l.age.UTC().Format(time.RFC3339))
+	}
+}
