@@ -202,6 +202,9 @@ func Compute(snap api.Snapshot, host string, opts Options) (State, error) {
 	}
 	st.Routes = dedupRoutes(st.Routes, in)
 	st.Firewall = isolation(in)
+	if len(snap.Chains) > 0 {
+		allowSteered(&st.Firewall) // chain.go
+	}
 	addPolicies(&st.Firewall, snap, in)
 	for p := range in.problems {
 		st.Problems = append(st.Problems, p)

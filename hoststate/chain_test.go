@@ -1,0 +1,89 @@
+package hoststate
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/romana/romana/api"
+)
+
+// chainLab: demoLab plus tenant infra (id 4) with service functions fw1 on
+// h1, fw2 on h2, fw3 on h1 and three chains from acme/default.
+func chainLab(t *testing.T) (*lab, map[string]netip.Addr) {
+	l := demoLab(t)
+	l.tenant("infra", 4, api.IsolationNone, "fw")
+	sf := map[string]netip.Addr{
+		"fw1": l.endpoint(1, 4, 0, 10).IP,
+		"fw2": l.endpoint(2, 4, 0, 10).IP,
+		"fw3": l.endpoint(1, 4, 0, 11).IP,
+	}
+	l.snap.Chains = []api.Chain{
+		{Name: "two-hop", ID: 1, Tenant: "acme", Segment: "default", ToTenant: "beta", Via: []netip.Addr{sf["fw1"], sf["fw2"]}, Failure: api.FailOpen},
+		{Name: "web", ID: 2, Tenant: "acme", Segment: "default", ToCIDR: netip.MustParsePrefix("10.3.0.0/16"), Proto: "tcp", Port: 80, Via: []netip.Addr{sf["fw3"]}, Failure: api.FailClosed},
+	}
+	return l, sf
+}
+
+func TestSteeringGolden(t *testing.T) {
+	l, sf := chainLab(t)
+	for _, h := range []string{"h1", "h2", "h3"} {
+		st, err := ComputeSteering(l.snap, h, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		golden(t, "chain-"+h+".txt", st.String())
+	}
+	// fw3 down: chain web is fail-closed (blackhole); fw1 down: two-hop
+	// bypasses it, straight to fw2 (via h2).
+	down := func(a netip.Addr) bool { return a != sf["fw3"] && a != sf["fw1"] }
+	st, err := ComputeSteering(l.snap, "h1", down)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "chain-h1-down.txt", st.String())
+}
+
+func TestSteeringNoChains(t *testing.T) {
+	l := demoLab(t)
+	st, err := ComputeSteering(l.snap, "h1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Empty() {
+		t.Fatalf("no chains, want empty steering:\n%s", st)
+	}
+	if strings.Contains(l.compute("h1", ModeFlat).Firewall.String(), "meta mark") {
+		t.Fatal("no chains: the anti-spoofing rules must be unchanged")
+	}
+}
+
+func TestSteeringAntiSpoofing(t *testing.T) {
+	l, _ := chainLab(t)
+	fw := l.compute("h1", ModeFlat).Firewall.String()
+	if !strings.Contains(fw, "ip saddr 10.0.0.0/8 meta mark & 0x10000000 == 0 fib saddr . iif oif missing counter drop") {
+		t.Fatalf("anti-spoofing rule does not let steered packets pass:\n%s", fw)
+	}
+}
+
+func TestSteeringProblems(t *testing.T) {
+	l, sf := chainLab(t)
+	l.snap.Chains = append(l.snap.Chains,
+		api.Chain{Name: "ghost", ID: 3, Tenant: "acme", Segment: "nope", Via: []netip.Addr{sf["fw1"]}},
+		api.Chain{Name: "dup", ID: 1, Tenant: "acme", Segment: "default", Via: []netip.Addr{sf["fw1"]}},
+		api.Chain{Name: "gone", ID: 4, Tenant: "acme", Segment: "default", Via: []netip.Addr{netip.MustParseAddr("10.1.64.99")}, Failure: api.FailClosed},
+	)
+	st, err := ComputeSteering(l.snap, "h1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(st.Problems, "\n")
+	for _, want := range []string{`chain "ghost": unknown segment`, `chain "two-hop": id 1 is also chain "dup"'s`, `chain "gone": via 10.1.64.99 is not an attached endpoint`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+	if !strings.Contains(st.String(), "table 20065 blackhole default") {
+		t.Errorf("chain gone (fail-closed, via missing): want a blackhole in its table:\n%s", st)
+	}
+}
