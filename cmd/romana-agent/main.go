@@ -52,6 +52,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	listen := fs.String("metrics-listen", "127.0.0.1:9601", `address for /metrics and /healthz ("" disables)`)
 	cleanup := fs.Bool("cleanup", false, "remove everything the agent owns on this host (table inet romana, routes with protocol 190, BGP-learned routes with protocol 191, the gateway link; with --bgp also what the BGP peers still hold) and exit")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	statsEvery := fs.Duration("stats-interval", 5*time.Second, "how often to report policy rule counters to romanad (0 disables)")
 	bf := addBGPFlags(fs) // bgp.go
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -112,6 +113,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	speaker, stopBGP, err := bf.speaker(log)
 	if err != nil {
 		return err
+	}
+	if *statsEvery > 0 {
+		go agent.ReportPolicyStats(ctx, *host, *statsEvery, fw, cl, log)
 	}
 	log.Info("romana-agent starting", "host", *host, "server", *srv, "mode", m, "resync", *resync, "bgp", *bf.enabled)
 	err = agent.Run(ctx, agent.Config{Host: *host, Mode: m, Resync: *resync, Source: cl, Routes: routes, Firewall: fw,

@@ -1,0 +1,48 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/romana/romana/api"
+)
+
+type countersFake struct{ cs []api.RuleCounter }
+
+func (f countersFake) PolicyCounters(context.Context) ([]api.RuleCounter, error) { return f.cs, nil }
+
+type sinkFake struct {
+	mu  sync.Mutex
+	got []api.HostPolicyStats
+}
+
+func (s *sinkFake) PutPolicyStats(_ context.Context, st api.HostPolicyStats) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.got = append(s.got, st)
+	return nil
+}
+
+func TestReportPolicyStats(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sink := &sinkFake{}
+	src := countersFake{[]api.RuleCounter{{Policy: "web", Rule: 1, Stage: "ingress", Packets: 4, Bytes: 240}}}
+	done := make(chan struct{})
+	go func() { ReportPolicyStats(ctx, "h1", time.Millisecond, src, sink, nil); close(done) }()
+	for {
+		sink.mu.Lock()
+		n := len(sink.got)
+		sink.mu.Unlock()
+		if n >= 2 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	if g := sink.got[0]; g.Host != "h1" || len(g.Counters) != 1 || g.Counters[0].Packets != 4 || g.Time.IsZero() {
+		t.Fatalf("report: %+v", g)
+	}
+}

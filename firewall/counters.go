@@ -1,0 +1,104 @@
+package firewall
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/hoststate"
+)
+
+// PolicyCounters reads the counters of the policy rules (chains
+// policy-egress and policy-ingress) with `nft -j list table inet romana`,
+// summed per policy, rule index and stage. It runs nft in the calling
+// thread's network namespace. A missing table gives no counters.
+func (f *Firewall) PolicyCounters(ctx context.Context) ([]api.RuleCounter, error) {
+	cmd := exec.CommandContext(ctx, "nft", "-j", "list", "table", string(Family), hoststate.Table)
+	out, err := cmd.Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok && strings.Contains(string(ee.Stderr), "No such file") {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("list table %s %s for counters: %w", Family, hoststate.Table, err)
+	}
+	return ParseCounters(out)
+}
+
+// ParseCounters extracts policy rule counters from nft's JSON listing:
+// rules in the policy-* chains whose comment is "policy NAME rule I" (the
+// log rules, "... log", are skipped) and that hold a counter.
+func ParseCounters(data []byte) ([]api.RuleCounter, error) {
+	var doc struct {
+		Nftables []struct {
+			Rule *struct {
+				Chain   string            `json:"chain"`
+				Comment string            `json:"comment"`
+				Expr    []json.RawMessage `json:"expr"`
+			} `json:"rule"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("parse nft json: %w", err)
+	}
+	type key struct {
+		policy, stage string
+		rule          int
+	}
+	sums := map[key]*api.RuleCounter{}
+	for _, o := range doc.Nftables {
+		r := o.Rule
+		if r == nil {
+			continue
+		}
+		var stage string
+		switch r.Chain {
+		case hoststate.ChainPolicyEgress:
+			stage = api.DirectionEgress
+		case hoststate.ChainPolicyIngress:
+			stage = api.DirectionIngress
+		default:
+			continue
+		}
+		f := strings.Fields(r.Comment)
+		if len(f) != 4 || f[0] != "policy" || f[2] != "rule" {
+			continue
+		}
+		idx, err := strconv.Atoi(f[3])
+		if err != nil {
+			continue
+		}
+		for _, e := range r.Expr {
+			var x struct {
+				Counter *struct {
+					Packets uint64 `json:"packets"`
+					Bytes   uint64 `json:"bytes"`
+				} `json:"counter"`
+			}
+			if json.Unmarshal(e, &x) != nil || x.Counter == nil {
+				continue
+			}
+			k := key{f[1], stage, idx}
+			c := sums[k]
+			if c == nil {
+				c = &api.RuleCounter{Policy: f[1], Rule: idx, Stage: stage}
+				sums[k] = c
+			}
+			c.Packets += x.Counter.Packets
+			c.Bytes += x.Counter.Bytes
+		}
+	}
+	out := make([]api.RuleCounter, 0, len(sums))
+	for _, c := range sums {
+		out = append(out, *c)
+	}
+	slices.SortFunc(out, func(a, b api.RuleCounter) int {
+		return cmp.Or(strings.Compare(a.Policy, b.Policy), cmp.Compare(a.Rule, b.Rule), strings.Compare(a.Stage, b.Stage))
+	})
+	return out, nil
+}

@@ -1,0 +1,25 @@
+package firewall
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/romana/romana/api"
+)
+
+func TestParseCounters(t *testing.T) {
+	data := []byte(`{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"table": {"family": "inet", "name": "romana"}},
+{"rule": {"chain": "policy-ingress", "comment": "policy web rule 1", "expr": [{"match": {}}, {"counter": {"packets": 3, "bytes": 180}}, {"accept": null}]}},
+{"rule": {"chain": "policy-ingress", "comment": "policy web rule 1", "expr": [{"counter": {"packets": 2, "bytes": 120}}, {"accept": null}]}},
+{"rule": {"chain": "policy-ingress", "comment": "policy web rule 1 log", "expr": [{"log": {}}]}},
+{"rule": {"chain": "policy-egress", "comment": "policy deny rule 0", "expr": [{"counter": {"packets": 9, "bytes": 900}}, {"drop": null}]}},
+{"rule": {"chain": "tenant-1", "comment": "tenant acme: isolation", "expr": [{"counter": {"packets": 1, "bytes": 1}}]}}]}`)
+	got, err := ParseCounters(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []api.RuleCounter{{Policy: "deny", Rule: 0, Stage: "egress", Packets: 9, Bytes: 900}, {Policy: "web", Rule: 1, Stage: "ingress", Packets: 5, Bytes: 300}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v\nwant %+v", got, want)
+	}
+}
