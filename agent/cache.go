@@ -17,6 +17,7 @@ type cache struct {
 	segments  map[string]api.Segment // "tenant/segment"
 	addresses map[string]api.Address
 	policies  map[string]api.Policy
+	chains    map[string]api.Chain // service chains (chain.go)
 	devices   map[string]api.Device
 }
 
@@ -43,6 +44,10 @@ func newCache(s api.Snapshot) *cache {
 	for _, x := range s.Policies {
 		c.policies[x.Name] = x
 	}
+	c.chains = map[string]api.Chain{}
+	for _, x := range s.Chains {
+		c.chains[x.Name] = x
+	}
 	for _, x := range s.Devices {
 		c.devices[x.Name] = x
 	}
@@ -67,6 +72,8 @@ func (c *cache) apply(ev api.Event) error {
 		err = applyTo(c.addresses, ev)
 	case api.KindPolicy:
 		err = applyTo(c.policies, ev)
+	case api.KindChain:
+		err = applyTo(c.chains, ev)
 	case api.KindDevice:
 		err = applyTo(c.devices, ev)
 	default:
@@ -118,6 +125,9 @@ func (c *cache) snapshot() api.Snapshot {
 	}
 	for _, x := range c.policies {
 		s.Policies = append(s.Policies, x)
+	}
+	for _, x := range c.chains {
+		s.Chains = append(s.Chains, x)
 	}
 	for _, x := range c.devices {
 		s.Devices = append(s.Devices, x)

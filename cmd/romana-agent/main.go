@@ -50,7 +50,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	mode := fs.String("mode", string(hoststate.ModeFlat), "flat: route other hosts' CIDRs via their IPs (one L2 segment); fabric: the fabric routes them")
 	resync := fs.Duration("resync", 10*time.Second, "full reconciliation interval (repairs drift)")
 	listen := fs.String("metrics-listen", "127.0.0.1:9601", `address for /metrics and /healthz ("" disables)`)
-	cleanup := fs.Bool("cleanup", false, "remove everything the agent owns on this host (table inet romana, routes with protocol 190, BGP-learned routes with protocol 191, the gateway link; with --bgp also what the BGP peers still hold) and exit")
+	cleanup := fs.Bool("cleanup", false, "remove everything the agent owns on this host (table inet romana, routes with protocol 190, BGP-learned routes with protocol 191, the gateway link, chain steering: table inet romana-chain, its ip rules and route tables; with --bgp also what the BGP peers still hold) and exit")
+	chainProbe := fs.Duration("chain-probe-interval", time.Second, "health-check period of local service functions (down after 2 failed probes)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	statsEvery := fs.Duration("stats-interval", 5*time.Second, "how often to report policy rule counters to romanad (0 disables)")
 	bf := addBGPFlags(fs) // bgp.go
@@ -78,8 +79,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	steerFW, err := firewall.NewSteer(log)
+	if err != nil {
+		return err
+	}
+	steerRoutes, err := route.NewPolicy(log)
+	if err != nil {
+		return err
+	}
 	if *cleanup {
-		if err := errors.Join(agent.Cleanup(ctx, routes, fw), bf.cleanup(ctx, log, *srv, *host)); err != nil {
+		if err := errors.Join(agent.Cleanup(ctx, routes, fw), bf.cleanup(ctx, log, *srv, *host),
+			agent.CleanupSteering(ctx, steerFW, steerRoutes)); err != nil {
 			return err
 		}
 		log.Info("cleaned up")
@@ -118,6 +128,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		go agent.ReportPolicyStats(ctx, *host, *statsEvery, fw, cl, log)
 	}
 	log.Info("romana-agent starting", "host", *host, "server", *srv, "mode", m, "resync", *resync, "bgp", *bf.enabled)
+	// Service chains run beside the main loop (agent/chain.go).
+	steerDone := make(chan struct{})
+	sctx, stopSteer := context.WithCancel(ctx)
+	go func() {
+		defer close(steerDone)
+		agent.RunSteering(sctx, agent.SteerConfig{Host: *host, Source: cl, Firewall: steerFW, Routes: steerRoutes,
+			Prober: route.Pinger{}, Resync: *resync, ProbeInterval: *chainProbe, Log: log})
+	}()
+	defer func() { stopSteer(); <-steerDone }()
 	err = agent.Run(ctx, agent.Config{Host: *host, Mode: m, Resync: *resync, Source: cl, Routes: routes, Firewall: fw,
 		Log: log, Metrics: metrics, BGP: speaker})
 	stopBGP()
