@@ -13,6 +13,7 @@ func init() { register(newDemoCmd) }
 
 func newDemoCmd(g *Globals) *cobra.Command {
 	var o demo.Options
+	var fo demo.FabricOptions
 	var down, verbose bool
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -37,6 +38,8 @@ romana-cni must sit beside this one (make build).`,
 		Example: `  make demo                      # build and run
   bin/romana demo --hosts 4
   bin/romana demo --json | jq .ok
+  bin/romana demo --fabric leafspine                 # racks, BIRD routers, BGP
+  bin/romana demo --fabric leafspine --fabric-routes static
   bin/romana demo --keep && ip netns list && bin/romana demo --down`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -46,6 +49,10 @@ romana-cni must sit beside this one (make build).`,
 			o.Out = cmd.OutOrStdout()
 			if verbose {
 				o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			}
+			if fo.Topology != "" { // demo/leafspine.go
+				_, err := demo.RunFabric(cmd.Context(), o, fo)
+				return err
 			}
 			_, err := demo.Run(cmd.Context(), o)
 			return err
@@ -59,5 +66,7 @@ romana-cni must sit beside this one (make build).`,
 	f.StringVar(&o.Prefix, "prefix", "romd", "prefix of the namespaces the demo creates")
 	f.StringVar(&o.BinDir, "bin-dir", "", "directory holding romanad, romana-agent and romana-cni (default: beside this executable)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log lab operations to stderr")
+	f.StringVar(&fo.Topology, "fabric", "", `routed fabric instead of one L2 segment: "leafspine" (2 racks x 2 hosts, a BIRD top-of-rack per rack, a BIRD spine)`)
+	f.StringVar(&fo.Routes, "fabric-routes", demo.RoutesBGP, `with --fabric: "bgp" (agents announce over BGP) or "static" (romanad's generated static routes loaded into BIRD)`)
 	return cmd
 }
