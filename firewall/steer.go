@@ -61,21 +61,33 @@ func (s *Steer) Apply(ctx context.Context, st hoststate.Steering) (bool, error) 
 		return true, s.Cleanup(ctx)
 	}
 	// The last rule's comment carries a hash of the whole script: equal
-	// rule count and comments mean the live table is the one we wrote.
+	// rule counts and comments mean the live table is the one we wrote.
 	want := slices.Clone(st.Rules)
 	want[len(want)-1].Comment = steerStamp(st)
-	if !missing && len(chains) == 1 && chains[0] == hoststate.SteerChain {
-		rules, err := s.nft.ListRules(ctx, hoststate.SteerChain)
-		if err == nil && len(rules) == len(want) {
-			same := true
+	wantChains := []string{hoststate.SteerChain}
+	if len(st.Raw) > 0 {
+		wantChains = append(wantChains, hoststate.SteerRawChain)
+	}
+	if !missing && len(chains) == len(wantChains) {
+		same := true
+		for _, name := range wantChains {
+			rs := want
+			if name == hoststate.SteerRawChain {
+				rs = st.Raw
+			}
+			rules, err := s.nft.ListRules(ctx, name)
+			if err != nil || len(rules) != len(rs) {
+				same = false
+				break
+			}
 			for i, r := range rules {
-				if c := want[i].Comment; (r.Comment == nil) != (c == "") || (r.Comment != nil && *r.Comment != c) {
+				if c := rs[i].Comment; (r.Comment == nil) != (c == "") || (r.Comment != nil && *r.Comment != c) {
 					same = false
 				}
 			}
-			if same {
-				return false, nil
-			}
+		}
+		if same {
+			return false, nil
 		}
 	}
 	tx := s.nft.NewTransaction()
@@ -85,17 +97,26 @@ func (s *Steer) Apply(ctx context.Context, st hoststate.Steering) (bool, error) 
 	tx.Add(&knftables.Chain{Name: hoststate.SteerChain,
 		Type: knftables.PtrTo(knftables.FilterType), Hook: knftables.PtrTo(knftables.PreroutingHook),
 		Priority: knftables.PtrTo(knftables.ManglePriority), Policy: knftables.PtrTo(knftables.AcceptPolicy)})
-	for _, r := range want {
-		kr := &knftables.Rule{Chain: hoststate.SteerChain, Rule: r.Expr}
-		if r.Comment != "" {
-			kr.Comment = knftables.PtrTo(r.Comment)
-		}
-		tx.Add(kr)
+	if len(st.Raw) > 0 {
+		tx.Add(&knftables.Chain{Name: hoststate.SteerRawChain,
+			Type: knftables.PtrTo(knftables.FilterType), Hook: knftables.PtrTo(knftables.PreroutingHook),
+			Priority: knftables.PtrTo(knftables.RawPriority), Policy: knftables.PtrTo(knftables.AcceptPolicy)})
 	}
+	add := func(chain string, rs []hoststate.Rule) {
+		for _, r := range rs {
+			kr := &knftables.Rule{Chain: chain, Rule: r.Expr}
+			if r.Comment != "" {
+				kr.Comment = knftables.PtrTo(r.Comment)
+			}
+			tx.Add(kr)
+		}
+	}
+	add(hoststate.SteerChain, want)
+	add(hoststate.SteerRawChain, st.Raw)
 	if err := s.nft.Run(ctx, tx); err != nil {
 		return false, fmt.Errorf("replace table %s %s (%d rules): %w", Family, hoststate.SteerTable, len(st.Rules), err)
 	}
-	s.log.Info("steering table replaced", "table", string(Family)+" "+hoststate.SteerTable, "rules", len(st.Rules))
+	s.log.Info("steering table replaced", "table", string(Family)+" "+hoststate.SteerTable, "rules", len(st.Rules)+len(st.Raw))
 	return true, nil
 }
 

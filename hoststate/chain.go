@@ -34,6 +34,8 @@ import (
 const (
 	SteerTable = "romana-chain"
 	SteerChain = "prerouting"
+	// SteerRawChain exempts connections that only pass through from conntrack.
+	SteerRawChain = "untracked"
 	// MarkBit is set in every mark Romana's steering sets.
 	MarkBit uint32 = 0x10000000
 	// MarkMask covers MarkBit, the chain id (12 bits) and the hop (4 bits).
@@ -55,7 +57,10 @@ func RouteTable(id uint64, hop int) int { return TableBase + int(id)*16 + hop }
 // are sorted.
 type Steering struct {
 	// Rules of chain SteerChain, in order.
-	Rules    []Rule
+	Rules []Rule
+	// Raw are the rules of chain SteerRawChain (hook prerouting, priority
+	// raw): connections passing through this host untracked.
+	Raw      []Rule
 	IPRules  []IPRule
 	Routes   []TableRoute
 	Probes   []netip.Addr // local service functions to health-check
@@ -111,7 +116,19 @@ func (s Steering) Script() string {
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("\t}\n}\n")
+	b.WriteString("\t}\n")
+	if len(s.Raw) > 0 {
+		fmt.Fprintf(&b, "\n\tchain %s {\n\t\ttype filter hook prerouting priority raw; policy accept;\n", SteerRawChain)
+		for _, r := range s.Raw {
+			b.WriteString("\t\t" + r.Expr)
+			if r.Comment != "" {
+				fmt.Fprintf(&b, " comment %q", r.Comment)
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
 	return b.String()
 }
 
@@ -173,7 +190,7 @@ func ComputeSteering(snap api.Snapshot, host string, alive func(netip.Addr) bool
 	slices.SortFunc(chains, func(a, b api.Chain) int { return cmp.Or(cmp.Compare(a.ID, b.ID), strings.Compare(a.Name, b.Name)) })
 
 	var st Steering
-	var entry, sfReturn []Rule
+	var entry, sfReturn, raw []Rule
 	tables := map[int]TableRoute{} // table -> route (Table 0 in value: empty table)
 	tableSet := map[int]uint32{}   // table -> mark
 	probes := map[netip.Addr]bool{}
@@ -304,40 +321,66 @@ func ComputeSteering(snap api.Snapshot, host string, alive func(netip.Addr) bool
 					})
 					need(1)
 				}
-				// New connections arriving from another host for the first
-				// local function of a run of local functions.
+				// Packets arriving from another host for the first local
+				// function of a run of local functions. When neither their
+				// source nor their destination is local, this host sees only
+				// one direction of the connection: conntrack would call every
+				// packet after the SYN invalid, so they go untracked and are
+				// steered per packet (the source's host already decided per
+				// connection). A local destination is tracked (its replies
+				// pass here) and decided on the connection's first packet.
 				for k := 1; k <= len(hops); k++ {
 					if !local(k) || (k > 1 && local(k-1)) {
 						continue
 					}
-					notMine := ""
-					if n.mine.IsValid() {
-						notMine = fmt.Sprintf("%s saddr != %s ", proto, n.mine)
-						last := k
-						for last < len(hops) && local(last+1) {
-							last++
-						}
-						if last < len(hops) {
-							// Packets past the chain come back to a local
-							// destination over the uplink, looking exactly
-							// like new arrivals: leave local destinations alone.
-							notMine += fmt.Sprintf("%s daddr != %s ", proto, n.mine)
-						}
+					last := k
+					for last < len(hops) && local(last+1) {
+						last++
 					}
+					verified := "fib saddr . iif oif exists"
+					if !n.mine.IsValid() {
+						raw = append(raw, Rule{Expr: cls + " notrack", Comment: fmt.Sprintf("chain %s: passing through for hop %d", c.Name, k)})
+						entry = append(entry, Rule{
+							Expr:    fmt.Sprintf("%s %s meta mark set %#x", cls, verified, Mark(c.ID, k)),
+							Comment: fmt.Sprintf("chain %s: from another host for hop %d", c.Name, k),
+						})
+						need(k)
+						continue
+					}
+					away := fmt.Sprintf("%s saddr != %s %s daddr != %s", proto, n.mine, proto, n.mine)
+					raw = append(raw, Rule{Expr: away + " " + cls + " notrack", Comment: fmt.Sprintf("chain %s: passing through for hop %d", c.Name, k)})
 					entry = append(entry, Rule{
-						Expr: fmt.Sprintf("%s%s %s ct mark set ct mark & %#x | %#x",
-							notMine, cls, newConn, ^MarkMask, Mark(c.ID, k)),
-						Comment: fmt.Sprintf("chain %s: new from another host for hop %d", c.Name, k),
+						Expr:    fmt.Sprintf("%s %s %s meta mark set %#x", away, cls, verified, Mark(c.ID, k)),
+						Comment: fmt.Sprintf("chain %s: passing through from another host for hop %d", c.Name, k),
 					})
+					if last == len(hops) {
+						// Packets past the chain can only come back to a local
+						// destination from a local function, never over the
+						// uplink: new arrivals for local destinations are safe
+						// to steer. (Otherwise they are left alone: a packet
+						// past the chain would look exactly like a new one.)
+						entry = append(entry, Rule{
+							Expr: fmt.Sprintf("%s saddr != %s %s daddr %s %s %s ct mark set ct mark & %#x | %#x",
+								proto, n.mine, proto, n.mine, cls, newConn, ^MarkMask, Mark(c.ID, k)),
+							Comment: fmt.Sprintf("chain %s: new from another host to a local endpoint for hop %d", c.Name, k),
+						})
+					}
 					need(k)
 				}
 			}
 		}
 	}
+	st.Raw = raw
 	if len(entry)+len(sfReturn) > 0 {
 		st.Rules = append(st.Rules, sfReturn...)
 		st.Rules = append(st.Rules, entry...)
 		st.Rules = append(st.Rules, Rule{
+			// A local source's packet back from the chain over the uplink
+			// (its destination is local too): past the chain; the mark
+			// lets it past anti-spoofing.
+			Expr:    fmt.Sprintf("ct direction original ct mark & %#x == %#x fib saddr . iif oif missing meta mark set ct mark & %#x", MarkBit, MarkBit, MarkMask&^0xf),
+			Comment: "steered connections: back from the chain over the uplink",
+		}, Rule{
 			Expr:    fmt.Sprintf("ct direction original ct mark & %#x == %#x fib saddr . iif oif exists meta mark set ct mark & %#x", MarkBit, MarkBit, MarkMask),
 			Comment: "steered connections: the hop decided at their first packet",
 		})
@@ -356,6 +399,9 @@ func ComputeSteering(snap api.Snapshot, host string, alive func(netip.Addr) bool
 	slices.SortFunc(st.Probes, netip.Addr.Compare)
 	for i := range st.Rules {
 		st.Rules[i].Comment = clip(st.Rules[i].Comment)
+	}
+	for i := range st.Raw {
+		st.Raw[i].Comment = clip(st.Raw[i].Comment)
 	}
 	for p := range in.problems {
 		st.Problems = append(st.Problems, p)
