@@ -115,6 +115,7 @@ func (r *Registry) AddChain(ctx context.Context, c api.Chain) (_ api.Chain, crea
 		if err != nil {
 			return err
 		}
+		hostSeen, prevHost := map[string]bool{}, ""
 		for i, v := range c.Via {
 			kv := oneKV(aresp, i)
 			if kv == nil {
@@ -133,6 +134,10 @@ func (r *Registry) AddChain(ctx context.Context, c api.Chain) (_ api.Chain, crea
 			if a.Interface == "" {
 				return api.Errorf(api.ReasonInvalid, "chain %s: via %s (address %s) is not an attached endpoint: it has no interface", c.Name, v, a.Name)
 			}
+			if i > 0 && hostSeen[a.Host] && prevHost != a.Host {
+				return api.Errorf(api.ReasonInvalid, "chain %s: loop: the chain leaves host %s and comes back to it (via %s); order the functions so that those of one host are consecutive", c.Name, a.Host, v)
+			}
+			hostSeen[a.Host], prevHost = true, a.Host
 			cmps = append(cmps, unchanged(addrKeys[i], kv))
 		}
 		claims := rangeKVs(resp, 1)
