@@ -15,6 +15,7 @@ func newDemoCmd(g *Globals) *cobra.Command {
 	var o demo.Options
 	var fo demo.FabricOptions
 	var down, verbose bool
+	var scenario string
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run a simulated multi-host datacenter in network namespaces and prove routing and isolation",
@@ -40,6 +41,7 @@ romana-cni must sit beside this one (make build).`,
   bin/romana demo --json | jq .ok
   bin/romana demo --fabric leafspine                 # racks, BIRD routers, BGP
   bin/romana demo --fabric leafspine --fabric-routes static
+  bin/romana demo --scenario chain               # service chaining through a firewall
   bin/romana demo --keep && ip netns list && bin/romana demo --down`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -49,6 +51,14 @@ romana-cni must sit beside this one (make build).`,
 			o.Out = cmd.OutOrStdout()
 			if verbose {
 				o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			}
+			switch scenario { // demo/chain.go
+			case "":
+			case "chain":
+				_, err := demo.RunChain(cmd.Context(), o)
+				return err
+			default:
+				return usagef("--scenario %q: the only scenario is \"chain\"", scenario)
 			}
 			if fo.Topology != "" { // demo/leafspine.go
 				_, err := demo.RunFabric(cmd.Context(), o, fo)
@@ -66,6 +76,7 @@ romana-cni must sit beside this one (make build).`,
 	f.StringVar(&o.Prefix, "prefix", "romd", "prefix of the namespaces the demo creates")
 	f.StringVar(&o.BinDir, "bin-dir", "", "directory holding romanad, romana-agent and romana-cni (default: beside this executable)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log lab operations to stderr")
+	f.StringVar(&scenario, "scenario", "", `"chain": a segment's traffic to another tenant passes a firewall namespace, then the chain is removed (docs/chains.md)`)
 	f.StringVar(&fo.Topology, "fabric", "", `routed fabric instead of one L2 segment: "leafspine" (2 racks x 2 hosts, a BIRD top-of-rack per rack, a BIRD spine)`)
 	f.StringVar(&fo.Routes, "fabric-routes", demo.RoutesBGP, `with --fabric: "bgp" (agents announce over BGP) or "static" (romanad's generated static routes loaded into BIRD)`)
 	return cmd
