@@ -819,9 +819,34 @@ func hostsSummary(hs []HostReport) string {
 	return strings.Join(parts, ", ")
 }
 
-// teardown stops the routers by PID, then removes the rest like the flat demo.
+// teardown releases the endpoints (CNI DEL, a few at a time: there are
+// over a hundred), stops the routers by PID, then removes the rest like
+// the flat demo.
 func (ls *leafSpine) teardown() error {
 	var errs []error
+	if ls.romanad != nil && !ls.romanad.exited() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		delErrs := make([]error, len(ls.eps))
+		sem := make(chan struct{}, 4)
+		var wg sync.WaitGroup
+		for i, e := range ls.eps {
+			rt := ls.attach[e.Host]
+			if rt == nil {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				delErrs[i] = rt.Del(ctx, e.Name, e.NS, "eth0", nil)
+			}()
+		}
+		wg.Wait()
+		cancel()
+		errs = append(errs, delErrs...)
+		ls.eps = nil // released: the flat demo's teardown has nothing left to delete
+	}
 	for _, rt := range ls.routers {
 		if rt.bird != nil {
 			errs = append(errs, rt.bird.Stop())
