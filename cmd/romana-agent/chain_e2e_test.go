@@ -379,6 +379,29 @@ func TestChainsEndToEnd(t *testing.T) {
 		c.check([]probe{{"a1", "a3", true}})
 	})
 	c.t = t
+
+	t.Run("cleanup", func(t *testing.T) {
+		c.t = t
+		// Chain "open" is still in place: h2 steers to h1.
+		c.waitSteering("open", true, "h2")
+		c.stopAgent("h2")
+		h2 := c.hosts["h2"]
+		cmd := h2.Command(c.ctx, c.exe, "--cleanup")
+		cmd.Env = append(os.Environ(), asAgent+"=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("--cleanup: %v\n%s", err, out)
+		}
+		if out, _ := h2.Exec(c.ctx, "nft", "list", "tables"); strings.Contains(out, "romana-chain") {
+			t.Errorf("steering table after --cleanup:\n%s", out)
+		}
+		if out, _ := h2.Exec(c.ctx, "ip", "rule"); strings.Contains(out, "fwmark") {
+			t.Errorf("chain ip rules after --cleanup:\n%s", out)
+		}
+		if out, _ := h2.Exec(c.ctx, "ip", "route", "show", "table", "all", "proto", "190"); out != "" {
+			t.Errorf("routes with proto 190 after --cleanup:\n%s", out)
+		}
+	})
+	c.t = t
 }
 
 // dumpSteering logs every host's steering state.
