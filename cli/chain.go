@@ -90,6 +90,7 @@ func newChainListCmd(g *Globals) *cobra.Command {
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List chains",
+		Example: `  romana chain list -o yaml`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.Client()
@@ -111,8 +112,9 @@ func newChainListCmd(g *Globals) *cobra.Command {
 func newChainShowCmd(g *Globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "show NAME",
-		Short: "Show a chain",
-		Args:  cobra.ExactArgs(1),
+		Short:   "Show a chain",
+		Example: `  romana chain show inspect`,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.Client()
 			if err != nil {
@@ -134,6 +136,7 @@ func newChainRemoveCmd(g *Globals) *cobra.Command {
 		Use:     "remove NAME",
 		Aliases: []string{"rm", "delete"},
 		Short:   "Remove a chain (established connections keep flowing, directly)",
+		Example: `  romana chain remove inspect`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.Client()
