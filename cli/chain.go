@@ -111,7 +111,7 @@ func newChainListCmd(g *Globals) *cobra.Command {
 
 func newChainShowCmd(g *Globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "show NAME",
+		Use:     "show NAME",
 		Short:   "Show a chain",
 		Example: `  romana chain show inspect`,
 		Args:    cobra.ExactArgs(1),
