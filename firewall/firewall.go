@@ -31,6 +31,12 @@ const stampPrefix = "romana ruleset "
 type Firewall struct {
 	nft knftables.Interface
 	log *slog.Logger
+	// lastBase and lastPolicies are the stamps of the ruleset last applied
+	// or verified ("" when the last Apply failed). When only the policy
+	// stamp changed since, Apply rewrites the policy chains without first
+	// listing the table (the listing costs more than the rewrite); a
+	// resync, whose ruleset equals the last one, always checks.
+	lastBase, lastPolicies string
 }
 
 // New returns a Firewall using the nft binary in the calling process's
@@ -140,6 +146,20 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 	if err != nil {
 		return false, err
 	}
+	base, pol := Stamp(rs), PolicyStamp(rs)
+	if f.lastBase == base && f.lastPolicies != "" && f.lastPolicies != pol {
+		if err := f.applyPolicies(ctx, want, "policies changed"); err == nil {
+			f.lastPolicies = pol
+			return true, nil
+		}
+		// Fall back to the checked path (the table may have drifted).
+	}
+	f.lastBase, f.lastPolicies = "", ""
+	defer func() {
+		if err == nil {
+			f.lastBase, f.lastPolicies = base, pol
+		}
+	}()
 	ok, baseOK, why, err := f.inSync(ctx, want)
 	if err != nil {
 		return false, fmt.Errorf("read table %s %s: %w", Family, hoststate.Table, err)
@@ -148,7 +168,10 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 		return false, nil
 	}
 	if baseOK {
-		return true, f.applyPolicies(ctx, want, why)
+		if err := f.applyPolicies(ctx, want, why); err != nil {
+			return false, err
+		}
+		return true, nil
 	}
 	tx := f.nft.NewTransaction()
 	tx.Add(&knftables.Table{})
@@ -180,12 +203,11 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 	return true, nil
 }
 
-// applyPolicies rewrites only the policy chains, in one transaction.
+// applyPolicies rewrites only the policy chains, in one transaction: the
+// wanted ones are created if missing, flushed and refilled; the policy-*
+// chains hoststate may emit that are not wanted are added (a no-op if they
+// exist), flushed and deleted, which needs no listing.
 func (f *Firewall) applyPolicies(ctx context.Context, want hoststate.Ruleset, why string) error {
-	live, err := f.nft.List(ctx, "chain")
-	if err != nil {
-		return fmt.Errorf("list chains of table %s %s: %w", Family, hoststate.Table, err)
-	}
 	tx := f.nft.NewTransaction()
 	wanted := map[string]bool{}
 	rules := 0
@@ -198,8 +220,9 @@ func (f *Firewall) applyPolicies(ctx context.Context, want hoststate.Ruleset, wh
 		}
 	}
 	var gone []string
-	for _, name := range live {
-		if hoststate.IsPolicyChain(name) && !wanted[name] {
+	for _, name := range []string{hoststate.ChainPolicyEgress, hoststate.ChainPolicyIngress} {
+		if !wanted[name] {
+			tx.Add(&knftables.Chain{Name: name})
 			tx.Flush(&knftables.Chain{Name: name})
 			gone = append(gone, name)
 		}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"sigs.k8s.io/knftables"
+
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/plan"
@@ -74,6 +76,26 @@ func TestPolicyChangeRewritesPolicyChainsOnFake(t *testing.T) {
 	}
 	if d := fake.Dump(); strings.Contains(d, "policy-") {
 		t.Fatalf("policy chains left after the last policy went:\n%s", d)
+	}
+	// A policy change after the table drifted (here: deleted) still
+	// converges: the rewrite fails or leaves the table incomplete, and the
+	// checked path repairs it (at once or at the next resync's Apply).
+	tx := fake.NewTransaction()
+	tx.Delete(&knftables.Table{})
+	if err := fake.Run(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	rs := withPolicies(t, webPolicy(99))
+	for range 2 {
+		if _, err := fw.Apply(ctx, rs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := fake.Dump(); !strings.Contains(d, "tcp dport 99") || !strings.Contains(d, "vmap @tenants-net1") || !strings.Contains(d, Stamp(rs)) {
+		t.Fatalf("not repaired after drift:\n%s", d)
+	}
+	if changed, err := fw.Apply(ctx, rs); err != nil || changed {
+		t.Fatalf("after repair: changed=%v err=%v", changed, err)
 	}
 }
 

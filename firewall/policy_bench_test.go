@@ -1,0 +1,242 @@
+package firewall
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/plan"
+	"github.com/romana/romana/route"
+	"github.com/romana/romana/sim"
+	"github.com/romana/romana/sim/simtest"
+)
+
+// benchPolicies: policy i applies to tenant t(i%tenants), ingress (every
+// fifth also egress), deny tcp 22 from a /16 with a hole, allow tcp 80, 443
+// and 8000-8080 from tenant t(i+1). None matches the benchmark's flow
+// (tenant t42 to itself on port 5201), so its first packet passes every
+// policy rule of both hosts before isolation accepts it.
+func benchPolicies(n, tenants int, salt string) []api.Policy {
+	ps := make([]api.Policy, n)
+	for i := range ps {
+		dir := []string{"ingress"}
+		if i%5 == 0 {
+			dir = append(dir, "egress")
+		}
+		ps[i] = api.Policy{Name: fmt.Sprintf("p%05d%s", i, salt), Priority: 1 + i%100, Direction: dir,
+			AppliedTo: []api.Selector{{Tenant: fmt.Sprintf("t%d", i%tenants)}},
+			Rules: []api.Rule{
+				{Action: "deny", Peers: []api.Peer{{CIDR: fmt.Sprintf("172.%d.0.0/16", 16+i%16), Except: []string{fmt.Sprintf("172.%d.1.0/24", 16+i%16)}}}, Protocol: "tcp", Ports: []uint16{22}},
+				{Peers: []api.Peer{{Tenant: fmt.Sprintf("t%d", (i+1)%tenants)}}, Protocol: "tcp", Ports: []uint16{80, 443}, PortRanges: []string{"8000-8080"}},
+			}}
+	}
+	return ps
+}
+
+// policyLab: two hosts with 1000 tenants (host 8 | tenant 10 | segment 2).
+func policyLab(b testing.TB, tenants int) (api.Snapshot, *plan.Plan) {
+	n := api.Network{Name: "net1", CIDR: "10.0.0.0/8", Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 10}, {Name: "segment", Bits: 2}}}
+	p, err := plan.Parse(n.Spec())
+	if err != nil {
+		b.Fatal(err)
+	}
+	snap := api.Snapshot{Networks: []api.Network{n}}
+	for i := uint64(1); i <= 2; i++ {
+		ip := netip.AddrFrom4([4]byte{192, 168, 91, byte(i)})
+		c, _ := p.HostCIDR(plan.Loc{Host: i})
+		snap.Hosts = append(snap.Hosts, api.Host{Name: fmt.Sprintf("h%d", i), IP: ip, Slots: []api.HostSlot{{Network: "net1", Loc: plan.Loc{Host: i}, CIDR: c}}})
+	}
+	for t := 0; t < tenants; t++ {
+		iso := []string{api.IsolationTenant, api.IsolationSegment, api.IsolationNone}[t%3]
+		name := fmt.Sprintf("t%d", t)
+		snap.Tenants = append(snap.Tenants, api.Tenant{Name: name, ID: uint64(t), Isolation: iso})
+		snap.Segments = append(snap.Segments, api.Segment{Tenant: name, Name: "s0", ID: 0}, api.Segment{Tenant: name, Name: "s1", ID: 1})
+	}
+	return snap, p
+}
+
+func compute(b testing.TB, snap api.Snapshot, host string) hoststate.State {
+	st, err := hoststate.Compute(snap, host, hoststate.Options{})
+	if err != nil || len(st.Problems) > 0 {
+		b.Fatal(err, st.Problems)
+	}
+	return st
+}
+
+// BenchmarkPolicyThroughput measures iperf3 TCP throughput between
+// endpoints on two simulated hosts under three rulesets, alternated within
+// one run (A-B-C-C-B-A per iteration): no table at all; isolation for 1000
+// tenants and no policies; the same plus 1000 policies (about 2,400 policy
+// rules per host). It reports the medians and the ratios of the policy
+// condition to the two others. -benchtime 2x gives 4 runs of 3 s each.
+func BenchmarkPolicyThroughput(b *testing.B) {
+	simtest.Require(b, "nft", "iperf3")
+	ctx := context.Background()
+	lab := simtest.New(b)
+	snap, p := policyLab(b, 1000)
+	hosts := map[string]*sim.Host{}
+	eps := map[string]*sim.Endpoint{}
+	for i, h := range snap.Hosts {
+		var err error
+		if hosts[h.Name], err = lab.AddHost(ctx, h.Name, netip.PrefixFrom(h.IP, 24)); err != nil {
+			b.Fatal(err)
+		}
+		ip, _ := p.Address(plan.Loc{Host: uint64(i + 1)}, 42, 0, 1) // t42: tenant mode
+		name := "e" + h.Name
+		if eps[h.Name], err = lab.AddEndpoint(ctx, hosts[h.Name], name, ip, "rv-"+name); err != nil {
+			b.Fatal(err)
+		}
+		snap.Addresses = append(snap.Addresses, api.Address{Name: name, IP: ip, Network: "net1", Host: h.Name, Tenant: "t42", Segment: "s0", Interface: "rv-" + name})
+	}
+	withPol := snap
+	withPol.Policies = benchPolicies(1000, 1000, "")
+	fws := map[string]*Firewall{}
+	rulesets := map[string]map[string]hoststate.Ruleset{"isolation": {}, "policies": {}}
+	policyRules := 0
+	for h, host := range hosts {
+		st := compute(b, snap, h)
+		rulesets["isolation"][h] = st.Firewall
+		pst := compute(b, withPol, h)
+		rulesets["policies"][h] = pst.Firewall
+		policyRules = pst.Firewall.RuleCount() - st.Firewall.RuleCount()
+		if err := host.Do(func() error {
+			m, err := route.New(nil)
+			if err != nil {
+				return err
+			}
+			if _, err := m.SetSysctls(ctx, st.Sysctls); err != nil {
+				return err
+			}
+			if err := m.EnsureGateway(ctx, st.Gateway); err != nil {
+				return err
+			}
+			if _, err := m.SyncRoutes(ctx, st.Routes); err != nil {
+				return err
+			}
+			fws[h], err = New(nil)
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	set := func(cond string) {
+		for h, host := range hosts {
+			if err := host.Do(func() error {
+				if cond == "none" {
+					return fws[h].Cleanup(ctx)
+				}
+				_, err := fws[h].Apply(ctx, rulesets[cond][h])
+				return err
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	dst := eps["h2"]
+	srv := dst.Command(context.Background(), "iperf3", "-s", "-B", dst.IP.String())
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	set("policies")
+	if out, err := eps["h1"].Command(ctx, "ping", "-c1", "-W1", dst.IP.String()).CombinedOutput(); err != nil {
+		b.Fatalf("same-tenant ping with policies: %v\n%s", err, out)
+	}
+	res := map[string][]float64{}
+	for b.Loop() {
+		for _, cond := range []string{"none", "isolation", "policies", "policies", "isolation", "none"} {
+			set(cond)
+			res[cond] = append(res[cond], iperf(b, ctx, eps["h1"], dst))
+		}
+	}
+	b.Logf("Gbit/s: %v", res)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(policyRules), "policy-rules")
+	b.ReportMetric(median(res["none"]), "Gbit/s-notable")
+	b.ReportMetric(median(res["isolation"]), "Gbit/s-nopolicies")
+	b.ReportMetric(median(res["policies"]), "Gbit/s-1000policies")
+	b.ReportMetric(median(res["policies"])/median(res["isolation"]), "ratio-to-nopolicies")
+	b.ReportMetric(median(res["policies"])/median(res["none"]), "ratio-to-notable")
+}
+
+// iperf runs a 3 s iperf3 client and returns Gbit/s received.
+func iperf(b *testing.B, ctx context.Context, from, to *sim.Endpoint) float64 {
+	var out []byte
+	var err error
+	for try := 0; try < 50; try++ { // the server may not listen yet
+		out, err = from.Command(ctx, "iperf3", "-c", to.IP.String(), "-t", "3", "-J").Output()
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		b.Fatalf("iperf3: %v\n%s", err, out)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
+		b.Fatalf("iperf3 output: %v\n%s", err, out)
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e9
+}
+
+// BenchmarkPolicyRewrite measures, against the kernel, one policy change
+// with N policies loaded: the policy chains are flushed and refilled in
+// one transaction (isolation for 1000 tenants stays), alternating between
+// two policy sets that differ in one policy.
+func BenchmarkPolicyRewrite(b *testing.B) {
+	simtest.Require(b, "nft")
+	ctx := context.Background()
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
+			h, err := simtest.New(b).AddHost(ctx, "h1", netip.MustParsePrefix("192.168.92.1/24"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			snap, _ := policyLab(b, 1000)
+			snap.Policies = benchPolicies(n, 1000, "")
+			a := compute(b, snap, "h1").Firewall
+			snap.Policies[n/2].Rules[1].Ports = []uint16{81}
+			c := compute(b, snap, "h1").Firewall
+			var fw *Firewall
+			if err := h.Do(func() (err error) {
+				if fw, err = New(nil); err != nil {
+					return err
+				}
+				_, err = fw.Apply(ctx, a)
+				return err
+			}); err != nil {
+				b.Fatal(err)
+			}
+			next := c
+			for b.Loop() {
+				if err := h.Do(func() error {
+					changed, err := fw.Apply(ctx, next)
+					if err == nil && !changed {
+						err = fmt.Errorf("not applied")
+					}
+					return err
+				}); err != nil {
+					b.Fatal(err)
+				}
+				if next.String() == c.String() {
+					next = a
+				} else {
+					next = c
+				}
+			}
+			b.ReportMetric(float64(a.RuleCount()), "nft-rules")
+		})
+	}
+}
