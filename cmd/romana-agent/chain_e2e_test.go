@@ -269,6 +269,34 @@ func TestChainsEndToEnd(t *testing.T) {
 	})
 	c.t = t
 
+	t.Run("drift repair", func(t *testing.T) {
+		c.t = t
+		ch := c.addChain(api.Chain{Name: "drift", Tenant: "acme", Segment: "default", ToTenant: "open", Via: []netip.Addr{f1.IP}})
+		c.waitSteering("drift", true, "h1", "h2", "h3")
+		h1 := c.hosts["h1"]
+		table := strconv.Itoa(20000 + 16*int(ch.ID) + 1)
+		for _, cmd := range [][]string{
+			{"nft", "flush", "table", "inet", "romana-chain"},
+			{"ip", "rule", "del", "priority", "1000", "lookup", table},
+			{"ip", "route", "flush", "table", table},
+		} {
+			if _, err := h1.Exec(c.ctx, cmd...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, "h1's steering restored", func() (bool, string) {
+			rules, _ := h1.Exec(c.ctx, "ip", "rule")
+			routes, _ := h1.Exec(c.ctx, "ip", "route", "show", "table", table)
+			nft := c.steeringTable("h1")
+			return strings.Contains(rules, "lookup "+table) && strings.Contains(routes, "default via "+f1.IP.String()) &&
+				strings.Contains(nft, "chain drift:"), rules + routes + nft
+		})
+		c.through("a1", "o3", []string{"f1"}, without("f1")...)
+		c.removeChain("drift")
+		c.waitSteering("drift", false, "h1", "h2", "h3")
+	})
+	c.t = t
+
 	t.Run("two hops", func(t *testing.T) {
 		c.t = t
 		c.addChain(api.Chain{Name: "two", Tenant: "acme", Segment: "default", ToTenant: "open", Via: []netip.Addr{f1.IP, f3.IP}})
