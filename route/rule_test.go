@@ -1,0 +1,120 @@
+package route_test
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/route"
+	"github.com/romana/romana/sim/simtest"
+)
+
+// Policy in a simulated host: chain rules and routes converge (also after
+// damage), foreign rules and routes in other tables survive, Cleanup
+// removes only ours; the pinger tells a live endpoint from a dead one.
+func TestPolicyInNamespace(t *testing.T) {
+	simtest.Require(t, "ping")
+	ctx := context.Background()
+	lab := simtest.New(t)
+	h, err := lab.AddHost(ctx, "h1", netip.MustParsePrefix("192.168.51.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := netip.MustParseAddr("10.1.48.1")
+	ep, err := lab.AddEndpoint(ctx, h, "fw", fw, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{
+		{"ip", "rule", "add", "priority", "500", "fwmark", "0x4000", "lookup", "100"},
+		{"ip", "route", "add", "default", "via", "192.168.51.254", "table", "100"},
+		{"ip", "route", "add", fw.String() + "/32", "dev", ep.HostIface, "proto", "190"},
+	} {
+		if _, err := h.Exec(ctx, cmd...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var p *route.Policy
+	do := func(f func() error) {
+		t.Helper()
+		if err := h.Do(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	do(func() (err error) { p, err = route.NewPolicy(nil); return err })
+	rules := []hoststate.IPRule{{Mark: hoststate.Mark(1, 1), Table: hoststate.RouteTable(1, 1)}, {Mark: hoststate.Mark(1, 2), Table: hoststate.RouteTable(1, 2)}, {Mark: hoststate.Mark(2, 1), Table: hoststate.RouteTable(2, 1)}}
+	routes := []hoststate.TableRoute{
+		{Table: hoststate.RouteTable(1, 1), Via: fw, Dev: ep.HostIface},
+		{Table: hoststate.RouteTable(1, 2), Via: netip.MustParseAddr("192.168.51.2")},
+		{Table: hoststate.RouteTable(2, 1), Blackhole: true},
+	}
+	want := func(what string) {
+		t.Helper()
+		r, _ := h.Exec(ctx, "ip", "rule")
+		rt, _ := h.Exec(ctx, "ip", "route", "show", "table", "all", "proto", "190")
+		for _, s := range []string{"1000:\tfrom all fwmark 0x10000011/0x1000ffff lookup 20017", "fwmark 0x10000012/0x1000ffff lookup 20018", "fwmark 0x10000021/0x1000ffff lookup 20033", "500:\tfrom all fwmark 0x4000 lookup 100"} {
+			if !strings.Contains(r, s) {
+				t.Errorf("%s: ip rule lacks %q:\n%s", what, s, r)
+			}
+		}
+		for _, s := range []string{"default via " + fw.String() + " dev " + ep.HostIface + " table 20017 onlink", "default via 192.168.51.2 dev eth0 table 20018", "blackhole default table 20033"} {
+			if !strings.Contains(rt, s) {
+				t.Errorf("%s: routes lack %q:\n%s", what, s, rt)
+			}
+		}
+		if strings.Count(r, "lookup 2003") != 1 || strings.Count(r, "lookup 2001") != 2 {
+			t.Errorf("%s: duplicate rules:\n%s", what, r)
+		}
+	}
+	do(func() error { return p.Sync(ctx, rules, routes) })
+	want("first sync")
+	do(func() error { return p.Sync(ctx, rules, routes) })
+	want("second sync")
+	for _, cmd := range [][]string{
+		{"ip", "rule", "del", "priority", "1000", "lookup", "20018"},
+		{"ip", "route", "flush", "table", "20017"},
+		{"ip", "route", "replace", "default", "via", "192.168.51.9", "table", "20018", "proto", "190"},
+		{"ip", "rule", "add", "priority", "1000", "fwmark", "0x10000031/0x1000ffff", "lookup", "20049"},
+	} {
+		if _, err := h.Exec(ctx, cmd...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	do(func() error { return p.Sync(ctx, rules, routes) })
+	want("after damage")
+	if r, _ := h.Exec(ctx, "ip", "rule"); strings.Contains(r, "20049") {
+		t.Errorf("stale rule survived:\n%s", r)
+	}
+	if rt, _ := h.Exec(ctx, "ip", "route", "show", "table", "20018"); strings.Contains(rt, "192.168.51.9") {
+		t.Errorf("wrong route survived:\n%s", rt)
+	}
+
+	// Health: the endpoint answers (once the host holds its gateway); an
+	// address nobody holds does not.
+	do(func() error {
+		m, err := route.New(nil)
+		if err != nil {
+			return err
+		}
+		return m.EnsureGateway(ctx, hoststate.DefaultGateway())
+	})
+	do(func() error { return route.Pinger{}.Probe(ctx, fw) })
+	do(func() error {
+		if err := (route.Pinger{}).Probe(ctx, netip.MustParseAddr("10.1.48.99")); err == nil {
+			t.Error("probe of an address nobody holds succeeded")
+		}
+		return nil
+	})
+
+	do(func() error { return p.Cleanup(ctx) })
+	r, _ := h.Exec(ctx, "ip", "rule")
+	rt, _ := h.Exec(ctx, "ip", "route", "show", "table", "all")
+	if strings.Contains(r, "0x1000") || strings.Contains(rt, "table 200") {
+		t.Errorf("after Cleanup:\n%s\n%s", r, rt)
+	}
+	if !strings.Contains(r, "fwmark 0x4000 lookup 100") || !strings.Contains(rt, "default via 192.168.51.254 dev eth0 table 100") || !strings.Contains(rt, fw.String()+" dev "+ep.HostIface) {
+		t.Errorf("foreign rule or routes gone after Cleanup:\n%s\n%s", r, rt)
+	}
+}
