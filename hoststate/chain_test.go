@@ -10,7 +10,7 @@ import (
 
 // chainLab: demoLab plus tenant infra (id 4) with service functions fw1 on
 // h1, fw2 on h2, fw3 on h1 and three chains from acme/default.
-func chainLab(t *testing.T) (*lab, map[string]netip.Addr) {
+func chainLab(t testing.TB) (*lab, map[string]netip.Addr) {
 	l := demoLab(t)
 	l.tenant("infra", 4, api.IsolationNone, "fw")
 	sf := map[string]netip.Addr{
