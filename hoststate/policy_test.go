@@ -24,6 +24,7 @@ func demoPolicies() []api.Policy {
 				{Peers: []api.Peer{{Tenant: "acme"}}, Protocol: "tcp", Ports: []uint16{80, 443}, PortRanges: []string{"8000-8080", "8080-8090"}},
 				{Peers: []api.Peer{{Tenant: "acme"}}, Protocol: "udp", Ports: []uint16{53}},
 				{Peers: []api.Peer{{Tenant: "open", Segment: "default"}}, Protocol: "icmp", ICMPType: u8(8), ICMPCode: u8(0)},
+				{Peers: []api.Peer{{Tenant: "acme"}}, Protocol: "sctp", Ports: []uint16{10, 20, 30, 40}, PortRanges: []string{"50-60"}}, // a set
 			}},
 		{Name: "deny-egress-mgmt", Priority: 50, Direction: []string{"egress"}, Log: true,
 			AppliedTo: []api.Selector{{All: true}},

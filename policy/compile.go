@@ -131,6 +131,10 @@ func (m AddrMatch) String() string {
 	return s
 }
 
+// maxSplitPorts is the longest port list compiled to one rule per port
+// (or range) instead of one rule with an anonymous set.
+const maxSplitPorts = 4
+
 // PortRange is an inclusive port range.
 type PortRange struct{ Lo, Hi uint16 }
 
@@ -571,6 +575,17 @@ func (ix *snapIndex) compilePolicy(p api.Policy, stage, host string, local []Loc
 				ports = append(ports, PortRange{uint16(lo), uint16(hi)})
 			}
 			base.Ports = mergeRanges(ports)
+			// A few ports become one rule each: nft loads thousands of
+			// anonymous sets very slowly (about 1.5 ms each at 10,000, see
+			// docs/benchmarks.md), plain port matches cost nothing extra.
+			// Longer lists keep one rule with a set.
+			portSets := [][]PortRange{base.Ports}
+			if n := len(base.Ports); n > 1 && n <= maxSplitPorts {
+				portSets = portSets[:0]
+				for _, pr := range base.Ports {
+					portSets = append(portSets, []PortRange{pr})
+				}
+			}
 			if r.ICMPType != nil {
 				v := *r.ICMPType
 				base.ICMPType = &v
@@ -579,22 +594,24 @@ func (ix *snapIndex) compilePolicy(p api.Policy, stage, host string, local []Loc
 				v := *r.ICMPCode
 				base.ICMPCode = &v
 			}
+			var peers []*AddrMatch
 			if len(r.Peers) == 0 || slices.ContainsFunc(r.Peers, func(p api.Peer) bool { return p.Any }) {
-				out = append(out, base)
-				continue
-			}
-			var peers []AddrMatch
-			for _, pe := range r.Peers {
-				for _, m := range ix.peerMatches(pe, t.is4) {
-					if !slices.ContainsFunc(peers, func(x AddrMatch) bool { return x.String() == m.String() }) {
-						peers = append(peers, m)
+				peers = []*AddrMatch{nil}
+			} else {
+				for _, pe := range r.Peers {
+					for _, m := range ix.peerMatches(pe, t.is4) {
+						if !slices.ContainsFunc(peers, func(x *AddrMatch) bool { return x.String() == m.String() }) {
+							peers = append(peers, &m)
+						}
 					}
 				}
 			}
 			for _, m := range peers {
-				r := base
-				r.Peer = &m
-				out = append(out, r)
+				for _, ps := range portSets {
+					r := base
+					r.Peer, r.Ports = m, ps
+					out = append(out, r)
+				}
 			}
 		}
 	}
