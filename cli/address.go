@@ -2,6 +2,7 @@ package cli
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/client"
 )
 
 func newAddressCmd(g *Globals) *cobra.Command {
@@ -124,20 +126,14 @@ func newAddressListCmd(g *Globals) *cobra.Command {
 		Example: `  romana address list
   romana address list --host h1 --tenant acme`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			as, err := c.ListAddresses(ctx, f)
 			if err != nil {
 				return err
 			}
 			as = sortAddresses(as)
 			return g.Emit(cmd, as, func(w io.Writer) { writeAddresses(w, as) })
-		},
+		}),
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.Network, "network", "", "only this network")
@@ -153,19 +149,13 @@ func newAddressShowCmd(g *Globals) *cobra.Command {
 		Short:   "Show an allocated address",
 		Example: `  romana address show web-1`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			a, err := c.GetAddress(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			return g.Emit(cmd, a, func(w io.Writer) { writeAddresses(w, []api.Address{a}) })
-		},
+		}),
 	}
 }
 

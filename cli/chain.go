@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/client"
 )
 
 func init() { register(newChainCmd) }
@@ -92,20 +94,14 @@ func newChainListCmd(g *Globals) *cobra.Command {
 		Short:   "List chains",
 		Example: `  romana chain list -o yaml`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			cs, err := c.ListChains(ctx)
 			if err != nil {
 				return err
 			}
 			slices.SortFunc(cs, func(a, b api.Chain) int { return strings.Compare(a.Name, b.Name) })
 			return g.Emit(cmd, cs, func(w io.Writer) { writeChains(w, cs) })
-		},
+		}),
 	}
 }
 
@@ -115,19 +111,13 @@ func newChainShowCmd(g *Globals) *cobra.Command {
 		Short:   "Show a chain",
 		Example: `  romana chain show inspect`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			ch, err := c.GetChain(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			return g.Emit(cmd, ch, func(w io.Writer) { writeChain(w, ch) })
-		},
+		}),
 	}
 }
 
@@ -138,19 +128,13 @@ func newChainRemoveCmd(g *Globals) *cobra.Command {
 		Short:   "Remove a chain (established connections keep flowing, directly)",
 		Example: `  romana chain remove inspect`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			if err := c.RemoveChain(ctx, args[0]); err != nil {
 				return err
 			}
 			g.Say(cmd, "chain %s removed", args[0])
 			return nil
-		},
+		}),
 	}
 }
 

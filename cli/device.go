@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/client"
 	"github.com/romana/romana/fabric"
 )
 
@@ -160,20 +162,14 @@ func newDeviceListCmd(g *Globals) *cobra.Command {
 		Short:   "List devices",
 		Example: `  romana device list`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			ds, err := c.ListDevices(ctx)
 			if err != nil {
 				return err
 			}
 			slices.SortFunc(ds, func(a, b api.Device) int { return strings.Compare(a.Name, b.Name) })
 			return g.Emit(cmd, ds, func(w io.Writer) { writeDevices(w, ds) })
-		},
+		}),
 	}
 }
 
@@ -183,19 +179,13 @@ func newDeviceShowCmd(g *Globals) *cobra.Command {
 		Short:   "Show a device and its links",
 		Example: `  romana device show tor1 -o yaml`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			d, err := c.GetDevice(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			return g.Emit(cmd, d, func(w io.Writer) { writeDevice(w, d) })
-		},
+		}),
 	}
 }
 
@@ -206,19 +196,13 @@ func newDeviceRemoveCmd(g *Globals) *cobra.Command {
 		Short:   "Remove a device",
 		Example: `  romana device remove tor1`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			if err := c.RemoveDevice(ctx, args[0]); err != nil {
 				return err
 			}
 			g.Say(cmd, "device %s removed", args[0])
 			return nil
-		},
+		}),
 	}
 }
 

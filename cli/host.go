@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/client"
 )
 
 func newHostCmd(g *Globals) *cobra.Command {
@@ -70,20 +72,14 @@ func newHostListCmd(g *Globals) *cobra.Command {
 		Short:   "List hosts with their blocks",
 		Example: `  romana host list`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			hs, err := c.ListHosts(ctx)
 			if err != nil {
 				return err
 			}
 			hs = sortHosts(hs)
 			return g.Emit(cmd, hs, func(w io.Writer) { writeHosts(w, hs) })
-		},
+		}),
 	}
 }
 
@@ -93,19 +89,13 @@ func newHostShowCmd(g *Globals) *cobra.Command {
 		Short:   "Show a host, its labels and its block in each network",
 		Example: `  romana host show h1 -o yaml`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			h, err := c.GetHost(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			return g.Emit(cmd, h, func(w io.Writer) { writeHost(w, h) })
-		},
+		}),
 	}
 }
 
@@ -116,19 +106,13 @@ func newHostRemoveCmd(g *Globals) *cobra.Command {
 		Short:   "Remove a host",
 		Example: `  romana host remove h1`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			if err := c.RemoveHost(ctx, args[0]); err != nil {
 				return err
 			}
 			g.Say(cmd, "host %s removed", args[0])
 			return nil
-		},
+		}),
 	}
 }
 

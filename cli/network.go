@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/client"
 	"github.com/romana/romana/plan"
 )
 
@@ -106,20 +108,14 @@ func newNetworkListCmd(g *Globals) *cobra.Command {
 		Example: `  romana network list
   romana network list -o yaml`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			ns, err := c.ListNetworks(ctx)
 			if err != nil {
 				return err
 			}
 			ns = sortNetworks(ns)
 			return g.Emit(cmd, ns, func(w io.Writer) { writeNetworks(w, ns) })
-		},
+		}),
 	}
 }
 
@@ -130,19 +126,13 @@ func newNetworkShowCmd(g *Globals) *cobra.Command {
 		Example: `  romana network show main
   romana network show main -o json`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			n, err := c.GetNetwork(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			return g.Emit(cmd, n, func(w io.Writer) { writeNetwork(w, n) })
-		},
+		}),
 	}
 }
 
@@ -153,19 +143,13 @@ func newNetworkRemoveCmd(g *Globals) *cobra.Command {
 		Short:   "Remove a network that has no addresses allocated",
 		Example: `  romana network remove main`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			if err := c.RemoveNetwork(ctx, args[0]); err != nil {
 				return err
 			}
 			g.Say(cmd, "network %s removed", args[0])
 			return nil
-		},
+		}),
 	}
 }
 

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/client"
 )
 
 func newPolicyCmd(g *Globals) *cobra.Command {
@@ -123,20 +125,14 @@ func newPolicyListCmd(g *Globals) *cobra.Command {
 		Example: `  romana policy list
   romana policy list -o yaml`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			ps, err := c.ListPolicies(ctx)
 			if err != nil {
 				return err
 			}
 			ps = sortPolicies(ps)
 			return g.Emit(cmd, ps, func(w io.Writer) { writePolicies(w, ps) })
-		},
+		}),
 	}
 }
 
@@ -146,13 +142,7 @@ func newPolicyShowCmd(g *Globals) *cobra.Command {
 		Short:   "Show a policy (as YAML in table mode)",
 		Example: `  romana policy show web-from-lb`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			p, err := c.GetPolicy(ctx, args[0])
 			if err != nil {
 				return err
@@ -161,7 +151,7 @@ func newPolicyShowCmd(g *Globals) *cobra.Command {
 				b, _ := yaml.Marshal(p)
 				w.Write(b)
 			})
-		},
+		}),
 	}
 }
 
@@ -172,19 +162,13 @@ func newPolicyRemoveCmd(g *Globals) *cobra.Command {
 		Short:   "Remove a policy",
 		Example: `  romana policy remove web-from-lb`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			if err := c.RemovePolicy(ctx, args[0]); err != nil {
 				return err
 			}
 			g.Say(cmd, "policy %s removed", args[0])
 			return nil
-		},
+		}),
 	}
 }
 

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/client"
 )
 
 func newPolicyTraceCmd(g *Globals) *cobra.Command {
@@ -112,13 +114,7 @@ packets.`,
 		Example: `  romana policy stats
   romana policy stats --policy web-from-lb -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			st, err := c.PolicyStats(ctx)
 			if err != nil {
 				return err
@@ -129,7 +125,7 @@ packets.`,
 				}
 			}
 			return g.Emit(cmd, st, func(w io.Writer) { writeStats(w, st) })
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&only, "policy", "", "show only this policy")
 	return cmd

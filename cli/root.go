@@ -273,3 +273,17 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 	return ExitUsage
 }
+
+// call adapts the body of a command that talks to romanad: it builds the
+// client (--server) and the request context (--timeout) before running fn.
+func (g *Globals) call(fn func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, err := g.Client()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := g.Context(cmd)
+		defer cancel()
+		return fn(ctx, c, cmd, args)
+	}
+}

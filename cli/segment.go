@@ -2,12 +2,14 @@ package cli
 
 import (
 	"cmp"
+	"context"
 	"io"
 	"slices"
 
 	"github.com/spf13/cobra"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/client"
 )
 
 func newSegmentCmd(g *Globals) *cobra.Command {
@@ -28,19 +30,13 @@ func newSegmentAddCmd(g *Globals) *cobra.Command {
 		Short:   "Add a segment to a tenant",
 		Example: `  romana segment add acme web`,
 		Args:    cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			s, err := c.AddSegment(ctx, api.Segment{Tenant: args[0], Name: args[1]})
 			if err != nil {
 				return err
 			}
 			return g.Emit(cmd, s, func(w io.Writer) { writeSegments(w, []api.Segment{s}) })
-		},
+		}),
 	}
 }
 
@@ -52,13 +48,7 @@ func newSegmentListCmd(g *Globals) *cobra.Command {
 		Example: `  romana segment list
   romana segment list acme`,
 		Args: cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			tenant := ""
 			if len(args) == 1 {
 				tenant = args[0]
@@ -72,7 +62,7 @@ func newSegmentListCmd(g *Globals) *cobra.Command {
 				return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.Name, b.Name))
 			})
 			return g.Emit(cmd, ss, func(w io.Writer) { writeSegments(w, ss) })
-		},
+		}),
 	}
 }
 
@@ -82,13 +72,7 @@ func newSegmentShowCmd(g *Globals) *cobra.Command {
 		Short:   "Show a segment",
 		Example: `  romana segment show acme web`,
 		Args:    cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			s, err := c.GetSegment(ctx, args[0], args[1])
 			if err != nil {
 				return err
@@ -98,7 +82,7 @@ func newSegmentShowCmd(g *Globals) *cobra.Command {
 				row(w, "Name:", s.Name)
 				row(w, "ID:", s.ID)
 			})
-		},
+		}),
 	}
 }
 
@@ -109,19 +93,13 @@ func newSegmentRemoveCmd(g *Globals) *cobra.Command {
 		Short:   "Remove a segment",
 		Example: `  romana segment remove acme web`,
 		Args:    cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			if err := c.RemoveSegment(ctx, args[0], args[1]); err != nil {
 				return err
 			}
 			g.Say(cmd, "segment %s/%s removed", args[0], args[1])
 			return nil
-		},
+		}),
 	}
 }
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"io"
 	"slices"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/client"
 )
 
 func newTenantCmd(g *Globals) *cobra.Command {
@@ -64,13 +66,7 @@ func newTenantListCmd(g *Globals) *cobra.Command {
 		Short:   "List tenants",
 		Example: `  romana tenant list`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			ts, err := c.ListTenants(ctx)
 			if err != nil {
 				return err
@@ -78,7 +74,7 @@ func newTenantListCmd(g *Globals) *cobra.Command {
 			ts = append([]api.Tenant{}, ts...)
 			slices.SortFunc(ts, func(a, b api.Tenant) int { return strings.Compare(a.Name, b.Name) })
 			return g.Emit(cmd, ts, func(w io.Writer) { writeTenants(w, ts) })
-		},
+		}),
 	}
 }
 
@@ -88,13 +84,7 @@ func newTenantShowCmd(g *Globals) *cobra.Command {
 		Short:   "Show a tenant",
 		Example: `  romana tenant show acme -o json`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			t, err := c.GetTenant(ctx, args[0])
 			if err != nil {
 				return err
@@ -104,7 +94,7 @@ func newTenantShowCmd(g *Globals) *cobra.Command {
 				row(w, "ID:", t.ID)
 				row(w, "Isolation:", isolationOf(t))
 			})
-		},
+		}),
 	}
 }
 
@@ -115,19 +105,13 @@ func newTenantRemoveCmd(g *Globals) *cobra.Command {
 		Short:   "Remove a tenant",
 		Example: `  romana tenant remove acme`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			if err := c.RemoveTenant(ctx, args[0]); err != nil {
 				return err
 			}
 			g.Say(cmd, "tenant %s removed", args[0])
 			return nil
-		},
+		}),
 	}
 }
 
