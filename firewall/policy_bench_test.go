@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -147,14 +148,54 @@ func BenchmarkPolicyThroughput(b *testing.B) {
 	if out, err := eps["h1"].Command(ctx, "ping", "-c1", "-W1", dst.IP.String()).CombinedOutput(); err != nil {
 		b.Fatalf("same-tenant ping with policies: %v\n%s", err, out)
 	}
+	// A TCP listener for the connection rate: every connect's SYN meets
+	// the policy rules on both hosts.
+	var ln net.Listener
+	if err := dst.Do(func() (err error) { ln, err = net.Listen("tcp", dst.IP.String()+":7070"); return err }); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	connects := func() float64 {
+		n := 0
+		start := time.Now()
+		if err := eps["h1"].Do(func() error {
+			for time.Since(start) < time.Second {
+				c, err := net.DialTimeout("tcp", dst.IP.String()+":7070", time.Second)
+				if err != nil {
+					return err
+				}
+				c.Close()
+				n++
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		return float64(n) / time.Since(start).Seconds()
+	}
 	res := map[string][]float64{}
+	cps := map[string][]float64{}
 	for b.Loop() {
 		for _, cond := range []string{"none", "isolation", "policies", "policies", "isolation", "none"} {
 			set(cond)
 			res[cond] = append(res[cond], iperf(b, ctx, eps["h1"], dst))
+			cps[cond] = append(cps[cond], connects())
 		}
 	}
 	b.Logf("Gbit/s: %v", res)
+	b.Logf("connects/s: %v", cps)
+	b.ReportMetric(median(cps["isolation"]), "conn/s-nopolicies")
+	b.ReportMetric(median(cps["policies"]), "conn/s-1000policies")
+	b.ReportMetric(median(cps["policies"])/median(cps["isolation"]), "conn-ratio")
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(float64(policyRules), "policy-rules")
 	b.ReportMetric(median(res["none"]), "Gbit/s-notable")
