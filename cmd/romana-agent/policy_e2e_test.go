@@ -307,12 +307,16 @@ func TestPolicyEndToEnd(t *testing.T) {
 	})
 
 	step("egress deny, and deny precedence over a lower-priority allow", func(t *testing.T) {
-		c.putPolicy(api.Policy{Name: "acme-no-open-tcp", Priority: 10, Direction: []string{"egress"}, AppliedTo: []api.Selector{{Tenant: "acme"}},
+		c.putPolicy(api.Policy{Name: "acme-no-open-tcp", Priority: 10, Direction: []string{"egress"}, AppliedTo: []api.Selector{{Tenant: "acme"}}, Log: true,
 			Rules: []api.Rule{{Action: "deny", Peers: []api.Peer{{Tenant: "open"}}, Protocol: "tcp"}}})
 		c.putPolicy(api.Policy{Name: "no-ssh-like", Priority: 20, Direction: []string{"ingress"}, AppliedTo: []api.Selector{{Tenant: "beta", Segment: "web"}},
 			Rules: []api.Rule{{Action: "deny", Peers: []api.Peer{{Tenant: "acme"}}, Protocol: "tcp", Ports: []uint16{8081}}}})
 		c.expect("deny", []pprobe{tcp("a1", "o3", echoPort, false), tcp("a1", "o1", echoPort, false), ping("a1", "o3", true),
 			tcp("w1", "o3", echoPort, true), tcp("a1", "w2", 8081, false), tcp("a3", "w1", 8081, false), tcp("a1", "w2", echoPort, true)})
+		if out, err := c.hosts["h1"].Exec(c.ctx, "nft", "list", "chain", "inet", "romana", "policy-egress"); err != nil ||
+			!strings.Contains(out, `log prefix "romana:acme-no-open-tcp:"`) {
+			t.Fatalf("h1's egress chain has no log rule for acme-no-open-tcp: %v\n%s", err, out)
+		}
 		tr, err := c.trace(tcp("a1", "w2", 8081, false))
 		if err != nil || tr.Decision.Policy != "no-ssh-like" || tr.Decision.Rule == nil || *tr.Decision.Rule != 0 || tr.Decision.Host != "h2" {
 			t.Fatalf("trace names %+v, %v; want policy no-ssh-like rule 0 on h2", tr.Decision, err)
