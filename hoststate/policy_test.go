@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/plan"
 )
 
 func u8(v uint8) *uint8 { return &v }
@@ -51,16 +52,44 @@ func TestPolicyGolden(t *testing.T) {
 	if !strings.Contains(strings.Join(st.Problems, "\n"), "broken") {
 		t.Errorf("broken policy not reported: %q", st.Problems)
 	}
-	// The ruleset is valid nft (checked, not applied, in a throwaway
-	// network namespace).
-	if os.Geteuid() == 0 {
-		if _, err := exec.LookPath("nft"); err == nil {
-			f := filepath.Join(t.TempDir(), "rs.nft")
-			os.WriteFile(f, []byte(st.Firewall.String()), 0o644)
-			if out, err := exec.Command("unshare", "-n", "nft", "-c", "-f", f).CombinedOutput(); err != nil {
-				t.Fatalf("nft -c: %v\n%s\n%s", err, out, st.Firewall.String())
-			}
-		}
+	nftCheck(t, st.Firewall)
+
+	// With an IPv6 network too (beta only): ip6 matches and icmpv6.
+	l.snap.Networks = append(l.snap.Networks, api.Network{Name: "v6", CIDR: "fd00::/48",
+		Fields:  []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 8}, {Name: "segment", Bits: 8}},
+		Tenants: []string{"beta"}})
+	p6, err := plan.Parse(l.snap.Networks[1].Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range l.snap.Hosts {
+		loc := plan.Loc{Host: uint64(i + 1)}
+		c, _ := p6.HostCIDR(loc)
+		l.snap.Hosts[i].Slots = append(l.snap.Hosts[i].Slots, api.HostSlot{Network: "v6", Loc: loc, CIDR: c})
+	}
+	l.snap.Policies = append(l.snap.Policies, api.Policy{Name: "v6-peers", Direction: []string{"ingress", "egress"},
+		AppliedTo: []api.Selector{{Tenant: "beta"}},
+		Rules: []api.Rule{{Peers: []api.Peer{{CIDR: "fd00:1::/32", Except: []string{"fd00:1:2::/48", "fd00:1:3::/48"}}}, Protocol: "icmp", ICMPType: u8(128)},
+			{Action: "deny", Peers: []api.Peer{{Tenant: "beta", Segment: "db"}, {Host: "h2"}}, Protocol: "udp", PortRanges: []string{"1000-2000"}}}})
+	st = l.compute("h1", ModeFlat)
+	golden(t, "policies-v6-h1.txt", st.String())
+	nftCheck(t, st.Firewall)
+}
+
+// nftCheck checks the ruleset with the kernel (nft -c: not applied) in a
+// throwaway network namespace, when root.
+func nftCheck(t *testing.T, rs Ruleset) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		return
+	}
+	f := filepath.Join(t.TempDir(), "rs.nft")
+	os.WriteFile(f, []byte(rs.String()), 0o644)
+	if out, err := exec.Command("unshare", "-n", "nft", "-c", "-f", f).CombinedOutput(); err != nil {
+		t.Fatalf("nft -c: %v\n%s\n%s", err, out, rs.String())
 	}
 }
 
