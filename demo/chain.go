@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,8 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"time"
-
-	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/romana/romana/api"
 )
@@ -55,87 +52,20 @@ var (
 // (--from acme/web --to public --via fw: the counter rises), then, with the
 // chain removed, directly again (the counter stops, traffic still flows).
 func RunChain(ctx context.Context, o Options) (res ChainResult, retErr error) {
-	if o.Hosts == 0 {
-		o.Hosts = 3
-	}
-	if o.Hosts < 2 || o.Hosts > 50 {
-		return res, fmt.Errorf("--hosts %d: use 2 to 50", o.Hosts)
-	}
-	if o.Prefix == "" {
-		o.Prefix = "romd"
-	}
-	if o.Out == nil {
-		o.Out = os.Stdout
-	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
-	}
-	if os.Geteuid() != 0 {
-		return res, errors.New("the demo creates network namespaces: run it as root")
-	}
-	if o.BinDir == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return res, fmt.Errorf("find binaries: %w", err)
-		}
-		o.BinDir = filepath.Dir(exe)
-	}
-	for _, b := range []string{"romanad", "romana-agent", "romana-cni"} {
-		if _, err := os.Stat(filepath.Join(o.BinDir, b)); err != nil {
-			return res, fmt.Errorf("binary %s not found in %s (run `make build`): %w", b, o.BinDir, err)
-		}
-	}
-	say := func(format string, args ...any) {
-		if !o.JSON {
-			fmt.Fprintf(o.Out, format+"\n", args...)
-		}
-	}
-	if err := Down(o.Prefix); err != nil {
+	d, err := startFlat(ctx, o)
+	if err != nil {
 		return res, err
 	}
-	d := &run{o: o, say: say}
-	defer func() {
-		if o.Keep && retErr == nil {
-			say("\n--keep: everything stays up; state in %s. Tear down with: romana demo --down", d.dir)
-			return
-		}
-		if err := d.teardown(); err != nil && retErr == nil {
-			retErr = err
-		}
-	}()
-	if err := d.setup(ctx); err != nil {
-		return res, err
-	}
-	res, err := d.chainScenario(ctx)
-	if o.JSON {
-		enc := json.NewEncoder(o.Out)
+	defer d.finish(&retErr)
+	res, err = d.chainScenario(ctx)
+	if d.o.JSON {
+		enc := json.NewEncoder(d.o.Out)
 		enc.SetIndent("", "  ")
 		if jerr := enc.Encode(res); jerr != nil && err == nil {
 			err = jerr
 		}
 	}
 	return res, err
-}
-
-// attachExtra attaches one more endpoint through the CNI plugin.
-func (d *run) attachExtra(ctx context.Context, name, host, tenant, segment string) (Endpoint, error) {
-	e := Endpoint{Name: name, Host: host, Tenant: tenant, Segment: segment}
-	ns, err := d.lab.AddNamespace(ctx, e.Name)
-	if err != nil {
-		return e, err
-	}
-	e.NS = ns.Path
-	r, err := d.attach[host].Add(ctx, e.Name, e.NS, "eth0", [][2]string{{"ROMANA_TENANT", tenant}, {"ROMANA_SEGMENT", segment}})
-	if err != nil {
-		return e, err
-	}
-	cr, err := current.NewResultFromResult(r)
-	if err != nil || len(cr.IPs) == 0 {
-		return e, fmt.Errorf("endpoint %s: CNI result has no address: %v", name, err)
-	}
-	e.IP, _ = netip.AddrFromSlice(cr.IPs[0].Address.IP.To4())
-	d.eps = append(d.eps, e) // detached by teardown
-	return e, nil
 }
 
 // inNS runs a command in the endpoint's namespace.
@@ -163,11 +93,11 @@ func (d *run) chainScenario(ctx context.Context) (ChainResult, error) {
 	}
 	last := fmt.Sprintf("h%d", d.o.Hosts)
 	d.say("== service chain scenario: a firewall endpoint on h1, tenant %s (isolation none) on %s", chainTarget.Name, last)
-	pub, err := d.attachExtra(ctx, "pub1", last, chainTarget.Name, "web")
+	pub, err := d.attachEndpoint(ctx, "pub1", last, chainTarget.Name, "web")
 	if err != nil {
 		return res, err
 	}
-	fw, err := d.attachExtra(ctx, "fw", "h1", chainInfra.Name, "fw")
+	fw, err := d.attachEndpoint(ctx, "fw", "h1", chainInfra.Name, "fw")
 	if err != nil {
 		return res, err
 	}

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
-
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
 	"github.com/romana/romana/cnirun"
@@ -108,12 +107,61 @@ func placement(hosts int) []Endpoint {
 // Run runs the demo. It returns an error when the demo could not be built or
 // when observed connectivity differs from the expected one.
 func Run(ctx context.Context, o Options) (res Result, retErr error) {
+	d, err := startFlat(ctx, o)
+	if err != nil {
+		return res, err
+	}
+	defer d.finish(&retErr)
+	return d.prove(ctx)
+}
+
+// startFlat checks the options and builds the flat datacenter: romanad,
+// hosts with agents, and the endpoints of placement(). The caller defers
+// finish. On error everything built so far is already torn down.
+func startFlat(ctx context.Context, o Options) (*run, error) {
 	if o.Hosts == 0 {
 		o.Hosts = 3
 	}
 	if o.Hosts < 2 || o.Hosts > 50 {
-		return res, fmt.Errorf("--hosts %d: use 2 to 50", o.Hosts)
+		return nil, fmt.Errorf("--hosts %d: use 2 to 50", o.Hosts)
 	}
+	if err := prepare(&o); err != nil {
+		return nil, err
+	}
+	// A previous run killed hard may have left namespaces and processes.
+	if err := Down(o.Prefix); err != nil {
+		return nil, err
+	}
+	d := &run{o: o, say: sayer(o)}
+	if err := d.setup(ctx); err != nil {
+		return nil, errors.Join(err, d.teardown())
+	}
+	return d, nil
+}
+
+// finish leaves the datacenter up (--keep, after success) or tears it down,
+// reporting a teardown failure through retErr when nothing failed before.
+func (d *run) finish(retErr *error) {
+	if d.o.Keep && *retErr == nil {
+		d.say("\n--keep: everything stays up; state in %s. Tear down with: romana demo --down", d.dir)
+		return
+	}
+	if err := d.teardown(); err != nil && *retErr == nil {
+		*retErr = err
+	}
+}
+
+// sayer prints progress lines unless the output is JSON.
+func sayer(o Options) func(string, ...any) {
+	return func(format string, args ...any) {
+		if !o.JSON {
+			fmt.Fprintf(o.Out, format+"\n", args...)
+		}
+	}
+}
+
+// prepare fills in Options defaults and checks root and the binaries.
+func prepare(o *Options) error {
 	if o.Prefix == "" {
 		o.Prefix = "romd"
 	}
@@ -124,44 +172,21 @@ func Run(ctx context.Context, o Options) (res Result, retErr error) {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if os.Geteuid() != 0 {
-		return res, errors.New("the demo creates network namespaces: run it as root")
+		return errors.New("the demo creates network namespaces: run it as root")
 	}
 	if o.BinDir == "" {
 		exe, err := os.Executable()
 		if err != nil {
-			return res, fmt.Errorf("find binaries: %w", err)
+			return fmt.Errorf("find binaries: %w", err)
 		}
 		o.BinDir = filepath.Dir(exe)
 	}
 	for _, b := range []string{"romanad", "romana-agent", "romana-cni"} {
 		if _, err := os.Stat(filepath.Join(o.BinDir, b)); err != nil {
-			return res, fmt.Errorf("binary %s not found in %s (run `make build`): %w", b, o.BinDir, err)
+			return fmt.Errorf("binary %s not found in %s (run `make build`): %w", b, o.BinDir, err)
 		}
 	}
-	say := func(format string, args ...any) {
-		if !o.JSON {
-			fmt.Fprintf(o.Out, format+"\n", args...)
-		}
-	}
-
-	// A previous run killed hard may have left namespaces and processes.
-	if err := Down(o.Prefix); err != nil {
-		return res, err
-	}
-	d := &run{o: o, say: say}
-	defer func() {
-		if o.Keep && retErr == nil {
-			say("\n--keep: everything stays up; state in %s. Tear down with: romana demo --down", d.dir)
-			return
-		}
-		if err := d.teardown(); err != nil && retErr == nil {
-			retErr = err
-		}
-	}()
-	if err := d.setup(ctx); err != nil {
-		return res, err
-	}
-	return d.prove(ctx)
+	return nil
 }
 
 // run is one demo's live state.
@@ -251,24 +276,33 @@ func (d *run) setup(ctx context.Context) error {
 
 	d.say("== endpoints attached through romana-cni (libcni, as a container runtime does)")
 	for _, e := range placement(d.o.Hosts) {
-		ns, err := d.lab.AddNamespace(ctx, e.Name)
-		if err != nil {
+		if _, err := d.attachEndpoint(ctx, e.Name, e.Host, e.Tenant, e.Segment); err != nil {
 			return err
 		}
-		e.NS = ns.Path
-		args := [][2]string{{"ROMANA_TENANT", e.Tenant}, {"ROMANA_SEGMENT", e.Segment}}
-		r, err := d.attach[e.Host].Add(ctx, e.Name, e.NS, "eth0", args)
-		if err != nil {
-			return err
-		}
-		res, err := current.NewResultFromResult(r)
-		if err != nil || len(res.IPs) == 0 {
-			return fmt.Errorf("endpoint %s: CNI result has no address: %v", e.Name, err)
-		}
-		e.IP, _ = netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
-		d.eps = append(d.eps, e)
 	}
 	return nil
+}
+
+// attachEndpoint attaches one endpoint through the CNI plugin, as a
+// container runtime does, and records it for teardown.
+func (d *run) attachEndpoint(ctx context.Context, name, host, tenant, segment string) (Endpoint, error) {
+	e := Endpoint{Name: name, Host: host, Tenant: tenant, Segment: segment}
+	ns, err := d.lab.AddNamespace(ctx, e.Name)
+	if err != nil {
+		return e, err
+	}
+	e.NS = ns.Path
+	r, err := d.attach[host].Add(ctx, e.Name, e.NS, "eth0", [][2]string{{"ROMANA_TENANT", tenant}, {"ROMANA_SEGMENT", segment}})
+	if err != nil {
+		return e, err
+	}
+	cr, err := current.NewResultFromResult(r)
+	if err != nil || len(cr.IPs) == 0 {
+		return e, fmt.Errorf("endpoint %s: CNI result has no address: %v", name, err)
+	}
+	e.IP, _ = netip.AddrFromSlice(cr.IPs[0].Address.IP.To4())
+	d.eps = append(d.eps, e) // detached by teardown
+	return e, nil
 }
 
 func (d *run) prove(ctx context.Context) (Result, error) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -191,41 +190,7 @@ func newLeafSpine(o Options, f FabricOptions) (*leafSpine, error) {
 	if err != nil {
 		return nil, err
 	}
-	say := func(format string, args ...any) {
-		if !o.JSON {
-			fmt.Fprintf(o.Out, format+"\n", args...)
-		}
-	}
-	return &leafSpine{run: &run{o: o, say: say}, f: f, plan: p, hostNS: map[string]*sim.Namespace{}}, nil
-}
-
-// prepare fills in Options defaults and checks root and the binaries.
-func prepare(o *Options) error {
-	if o.Prefix == "" {
-		o.Prefix = "romd"
-	}
-	if o.Out == nil {
-		o.Out = os.Stdout
-	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
-	}
-	if os.Geteuid() != 0 {
-		return errors.New("the demo creates network namespaces: run it as root")
-	}
-	if o.BinDir == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("find binaries: %w", err)
-		}
-		o.BinDir = filepath.Dir(exe)
-	}
-	for _, b := range []string{"romanad", "romana-agent", "romana-cni"} {
-		if _, err := os.Stat(filepath.Join(o.BinDir, b)); err != nil {
-			return fmt.Errorf("binary %s not found in %s (run `make build`): %w", b, o.BinDir, err)
-		}
-	}
-	return nil
+	return &leafSpine{run: &run{o: o, say: sayer(o)}, f: f, plan: p, hostNS: map[string]*sim.Namespace{}}, nil
 }
 
 func (ls *leafSpine) bin(b string) string { return filepath.Join(ls.o.BinDir, b) }
