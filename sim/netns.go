@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -140,6 +141,39 @@ func CleanupStale(prefix string) error {
 		if strings.HasPrefix(e.Name(), prefix+"-") {
 			errs = append(errs, deleteNamespace(e.Name()))
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// CleanupAbandoned deletes named namespaces starting with prefix + "-" that
+// were created more than olderThan ago and have no process left in them:
+// what a test run killed before its cleanup (a timeout, SIGKILL) leaves
+// behind. Namespaces of runs still going are younger or hold processes.
+func CleanupAbandoned(prefix string, olderThan time.Duration) error {
+	if err := checkPrefix(prefix); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(netnsDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list namespaces: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), prefix+"-") {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || time.Since(info.ModTime()) < olderThan {
+			continue
+		}
+		out, err := exec.Command("ip", "netns", "pids", e.Name()).Output()
+		if err != nil || strings.TrimSpace(string(out)) != "" {
+			continue
+		}
+		errs = append(errs, deleteNamespace(e.Name()))
 	}
 	return errors.Join(errs...)
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/romana/romana/sim"
 	"github.com/romana/romana/sim/simtest"
@@ -97,5 +99,59 @@ func TestCleanupStale(t *testing.T) {
 	}
 	if err := sim.CleanupStale("bad/prefix"); err == nil {
 		t.Error("CleanupStale with a bad prefix: no error")
+	}
+}
+
+// TestCleanupAbandoned: young namespaces are kept; once old enough, idle
+// ones are swept and one with a process running in it is kept.
+func TestCleanupAbandoned(t *testing.T) {
+	simtest.Require(t, "sleep")
+	ctx := context.Background()
+	prefix := fmt.Sprintf("romt-ab%d", os.Getpid())
+	lab, err := sim.New(ctx, prefix, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	idle, err := lab.AddNamespace(ctx, "idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := lab.AddNamespace(ctx, "busy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sleeper := busy.Command(ctx, "sleep", "60")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	// `ip netns exec` may not have entered the namespace yet.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _ := exec.Command("ip", "netns", "pids", busy.Name).Output()
+		if len(strings.TrimSpace(string(out))) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	exists := func(n *sim.Namespace) bool { _, err := os.Stat(n.Path); return err == nil }
+
+	if err := sim.CleanupAbandoned(prefix, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*sim.Namespace{idle, busy, lab.Fabric} {
+		if !exists(n) {
+			t.Errorf("namespace %s younger than an hour was deleted", n.Name)
+		}
+	}
+	if err := sim.CleanupAbandoned(prefix, 0); err != nil {
+		t.Fatal(err)
+	}
+	if exists(idle) || exists(lab.Fabric) {
+		t.Errorf("idle namespaces survived: %s %v, %s %v", idle.Name, exists(idle), lab.Fabric.Name, exists(lab.Fabric))
+	}
+	if !exists(busy) {
+		t.Errorf("namespace %s with a running process was deleted", busy.Name)
 	}
 }

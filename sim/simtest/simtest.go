@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/romana/romana/sim"
 )
@@ -38,11 +39,20 @@ func Require(t testing.TB, tools ...string) {
 	}
 }
 
+// abandonedAfter is how old a test namespace with no process in it must be
+// before New deletes it as the leftover of a killed run: longer than the
+// Makefile's go test -timeout.
+const abandonedAfter = 30 * time.Minute
+
 // New returns a lab with a unique prefix "romt-XXXXXX", closed (all its
 // namespaces deleted) when the test and its subtests end, also on failure.
+// It first sweeps namespaces abandoned by killed test runs.
 func New(t testing.TB) *sim.Lab {
 	t.Helper()
 	Require(t)
+	if err := sim.CleanupAbandoned(Prefix, abandonedAfter); err != nil {
+		t.Logf("sweep abandoned test namespaces: %v", err)
+	}
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
