@@ -501,24 +501,6 @@ func nonEmpty(ss ...string) []string {
 	return out
 }
 
-// antiSpoof is how the isolation ruleset's anti-spoofing rules end.
-const antiSpoof = " fib saddr . iif oif missing counter drop"
-
-// allowSteered lets packets carrying MarkBit past the anti-spoofing rules:
-// a packet coming back from a service function arrives on the function's
-// interface, not its source's, and steering marks only verified packets.
-func allowSteered(rs *Ruleset) {
-	fwd := rs.Chain(ChainForward)
-	if fwd == nil {
-		return
-	}
-	for i, r := range fwd.Rules {
-		if strings.HasSuffix(r.Expr, antiSpoof) {
-			fwd.Rules[i].Expr = strings.TrimSuffix(r.Expr, antiSpoof) + fmt.Sprintf(" meta mark & %#x == 0", MarkBit) + antiSpoof
-		}
-	}
-}
-
 // revisits reports a host whose functions are not consecutive in the
 // chain (ok false): its agent could not tell a packet's first arrival from
 // its return.

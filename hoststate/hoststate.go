@@ -201,10 +201,7 @@ func Compute(snap api.Snapshot, host string, opts Options) (State, error) {
 		st.Routes = append(st.Routes, hostRoutes(snap, in)...)
 	}
 	st.Routes = dedupRoutes(st.Routes, in)
-	st.Firewall = isolation(in)
-	if len(snap.Chains) > 0 {
-		allowSteered(&st.Firewall) // chain.go
-	}
+	st.Firewall = isolation(in, len(snap.Chains) > 0)
 	addPolicies(&st.Firewall, snap, in)
 	for p := range in.problems {
 		st.Problems = append(st.Problems, p)

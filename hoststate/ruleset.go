@@ -177,17 +177,24 @@ func family(n *network) (proto, keyType string) {
 // segment (mode segment, via per-segment chains) or anyone (mode none), and
 // drops the rest. Rules: a few per network, one or two per tenant and
 // network, per segment in segment mode; never per endpoint or per host.
-func isolation(in *inputs) Ruleset {
+func isolation(in *inputs, steering bool) Ruleset {
 	// Anti-spoofing first, before conntrack: a packet claiming a source in
 	// a Romana pool must arrive on the interface its source routes back
 	// through (an endpoint's own veth, or the uplink for a remote one), or
 	// an endpoint could borrow another tenant's address, also to inject
-	// into a tracked connection.
+	// into a tracked connection. With service chains, packets carrying the
+	// steering mark are exempt: one coming back from a service function
+	// arrives on the function's interface, not its source's, and steering
+	// marks only packets it has verified (chain.go).
+	exempt := ""
+	if steering {
+		exempt = fmt.Sprintf(" meta mark & %#x == 0", MarkBit)
+	}
 	fwd := Chain{Name: ChainForward, Hook: "forward"}
 	for _, n := range in.networks {
 		proto, _ := family(n)
 		fwd.Rules = append(fwd.Rules, Rule{
-			Expr:    fmt.Sprintf("%s saddr %s fib saddr . iif oif missing counter drop", proto, n.plan.Prefix()),
+			Expr:    fmt.Sprintf("%s saddr %s%s fib saddr . iif oif missing counter drop", proto, n.plan.Prefix(), exempt),
 			Comment: "network " + n.Name + ": spoofed source",
 		})
 	}
