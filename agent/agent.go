@@ -38,6 +38,9 @@ type Routes interface {
 // Firewall applies the nftables ruleset; *firewall.Firewall implements it.
 type Firewall interface {
 	Apply(ctx context.Context, rs hoststate.Ruleset) (changed bool, err error)
+	// Check reports whether nft would accept rs, committing nothing; the
+	// agent uses it to find policies nft rejects (reject.go).
+	Check(ctx context.Context, rs hoststate.Ruleset) error
 	Cleanup(ctx context.Context) error
 }
 
@@ -51,6 +54,9 @@ type Config struct {
 	Firewall Firewall
 	Log      *slog.Logger // default: discard
 	Metrics  *Metrics     // optional
+	// Steering, optional, implements service chains (chain.go) from the
+	// same snapshot and watch stream as the main loop.
+	Steering *Steerer
 	// BGP, optional, announces the host's blocks to the top-of-rack
 	// routers serving it (fabric mode; see bgp.go).
 	BGP BGP
@@ -92,8 +98,7 @@ type agent struct {
 	log  *slog.Logger
 	kick chan struct{} // capacity 1: "the inputs changed"
 
-	mu    sync.Mutex
-	cache *cache // nil until the first snapshot
+	feed *follower
 
 	// Owned by the reconciler goroutine.
 	lastProblems []string
@@ -102,6 +107,10 @@ type agent struct {
 	// last attempt failed): a change that leaves it equal skips the nft
 	// listing; resyncs always check.
 	applied string
+	// rejected are the policies nft rejected in the ruleset rejectedFor,
+	// left out of it (reject.go).
+	rejected    map[string]error
+	rejectedFor string
 }
 
 // Run follows romanad and reconciles the host until ctx ends, then returns
@@ -112,8 +121,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a := &agent{cfg: cfg, log: cfg.Log.With("host", cfg.Host), kick: make(chan struct{}, 1)}
+	a.feed = &follower{src: cfg.Source, log: a.log, minBackoff: cfg.MinBackoff, maxBackoff: cfg.MaxBackoff,
+		notify: []func(){a.poke}}
 	var wg sync.WaitGroup
-	wg.Go(func() { a.follow(ctx) })
+	if cfg.Steering != nil {
+		// Chains are applied by their own loop, fed by the same follower.
+		a.feed.notify = append(a.feed.notify, cfg.Steering.poke)
+		wg.Go(func() { cfg.Steering.run(ctx, a.feed) })
+	}
+	wg.Go(func() { a.feed.run(ctx) })
 	a.reconcileLoop(ctx)
 	wg.Wait()
 	return nil
@@ -138,67 +154,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// follow keeps the cache current: snapshot, then watch from its revision+1;
-// when the watch ends (revision compacted, romanad restarted, a bad event)
-// it reads a new snapshot. It only updates the cache and kicks.
-func (a *agent) follow(ctx context.Context) {
-	backoff := a.cfg.MinBackoff
-	grow := func() { backoff = min(2*backoff, a.cfg.MaxBackoff) }
-	for ctx.Err() == nil {
-		snap, err := a.cfg.Source.Snapshot(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			a.log.Warn("read snapshot from romanad", "err", err, "retryIn", backoff)
-			sleep(ctx, backoff)
-			grow()
-			continue
-		}
-		a.mu.Lock()
-		first := a.cache == nil
-		a.cache = newCache(snap)
-		a.mu.Unlock()
-		a.poke()
-		a.log.Info("snapshot read", "revision", snap.Revision, "first", first, "addresses", len(snap.Addresses))
-
-		started := time.Now()
-		err = a.cfg.Source.Watch(ctx, snap.Revision+1, func(ev api.Event) error {
-			a.mu.Lock()
-			err := a.cache.apply(ev)
-			a.mu.Unlock()
-			if err != nil {
-				return err
-			}
-			a.poke()
-			return nil
-		})
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(started) > a.cfg.MaxBackoff {
-			backoff = a.cfg.MinBackoff // the stream was healthy for a while
-		}
-		if api.ReasonOf(err) == api.ReasonGone {
-			a.log.Info("watch revision compacted; reading a new snapshot", "err", err)
-		} else {
-			a.log.Warn("watch ended; reading a new snapshot", "err", err, "retryIn", backoff)
-		}
-		sleep(ctx, backoff)
-		grow()
-	}
-}
-
-// current returns the cached state, or false before the first snapshot.
-func (a *agent) current() (api.Snapshot, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cache == nil {
-		return api.Snapshot{}, false
-	}
-	return a.cache.snapshot(), true
-}
-
 // reconcileLoop is the only goroutine that touches the kernel.
 func (a *agent) reconcileLoop(ctx context.Context) {
 	ticker := time.NewTicker(a.cfg.Resync)
@@ -215,7 +170,7 @@ func (a *agent) reconcileLoop(ctx context.Context) {
 		case <-ticker.C:
 		case <-retry:
 		}
-		snap, ok := a.current()
+		snap, ok := a.feed.current()
 		if !ok {
 			continue // apply nothing before the first snapshot
 		}
@@ -262,12 +217,6 @@ func (a *agent) reconcile(ctx context.Context, snap api.Snapshot, full bool) (ag
 	if err != nil {
 		return false, fmt.Errorf("compute desired state at revision %d: %w", snap.Revision, err)
 	}
-	if !slices.Equal(st.Problems, a.lastProblems) {
-		for _, p := range st.Problems {
-			a.log.Warn("skipped", "problem", p)
-		}
-		a.lastProblems = st.Problems
-	}
 	var errs []error
 	if _, err := a.cfg.Routes.SetSysctls(ctx, st.Sysctls); err != nil {
 		errs = append(errs, err)
@@ -275,13 +224,29 @@ func (a *agent) reconcile(ctx context.Context, snap api.Snapshot, full bool) (ag
 	if err := a.cfg.Routes.EnsureGateway(ctx, st.Gateway); err != nil {
 		errs = append(errs, err)
 	}
-	if rs := st.Firewall.String(); full || rs != a.applied {
+	rs := st.Firewall.String()
+	if full || rs != a.applied {
 		a.applied = ""
-		if _, err := a.cfg.Firewall.Apply(ctx, st.Firewall); err != nil {
+		if rs != a.rejectedFor {
+			a.rejected = nil // the ruleset changed: retry every policy
+		}
+		rejected, err := applyFirewall(ctx, a.cfg.Firewall, st.Firewall, a.rejected)
+		a.rejected, a.rejectedFor = rejected, rs
+		if err != nil {
 			errs = append(errs, err)
 		} else {
 			a.applied = rs
 		}
+	}
+	if len(a.rejected) > 0 {
+		st.Problems = append(slices.Clone(st.Problems), rejectedProblems(a.rejected)...)
+		slices.Sort(st.Problems)
+	}
+	if !slices.Equal(st.Problems, a.lastProblems) {
+		for _, p := range st.Problems {
+			a.log.Warn("skipped", "problem", p)
+		}
+		a.lastProblems = st.Problems
 	}
 	ch, err := a.cfg.Routes.SyncRoutes(ctx, st.Routes)
 	if err != nil {

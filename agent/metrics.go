@@ -38,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		pending:     g("routes_pending", "Desired endpoint routes whose device does not exist yet."),
 		rules:       g("nft_rules", "Rules in table inet romana."),
 		elements:    g("nft_map_elements", "Map elements in table inet romana."),
-		problems:    g("problems", "Objects skipped because they are malformed or inconsistent."),
+		problems:    g("problems", "Objects skipped because they are malformed or inconsistent, or policies nftables rejected."),
 		revision:    g("revision", "Store revision of the state last reconciled."),
 		health:      errNotSynced,
 	}

@@ -173,6 +173,18 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 		}
 		return true, nil
 	}
+	tx := f.replaceTx(want)
+	if err := f.nft.Run(ctx, tx); err != nil {
+		return false, fmt.Errorf("replace table %s %s (%d operations): %w", Family, hoststate.Table, tx.NumOperations(), err)
+	}
+	f.log.Info("nftables table replaced", "table", string(Family)+" "+hoststate.Table, "reason", why,
+		"rules", want.RuleCount(), "elements", want.ElementCount(), "stamp", strings.TrimPrefix(Stamp(rs), stampPrefix))
+	return true, nil
+}
+
+// replaceTx is the transaction replacing the whole table with want: add,
+// delete, add the table, then every chain, map, rule and element.
+func (f *Firewall) replaceTx(want hoststate.Ruleset) *knftables.Transaction {
 	tx := f.nft.NewTransaction()
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
@@ -195,12 +207,23 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 			tx.Add(&knftables.Element{Map: m.Name, Key: []string{e.Key}, Value: []string{e.Verdict}})
 		}
 	}
-	if err := f.nft.Run(ctx, tx); err != nil {
-		return false, fmt.Errorf("replace table %s %s (%d operations): %w", Family, hoststate.Table, tx.NumOperations(), err)
+	return tx
+}
+
+// Check reports whether nft accepts the transaction replacing the table
+// with rs (nft --check), without committing anything: the live table, its
+// counters and the adapter's memory of the last applied ruleset are left
+// as they are. The agent uses it to find which policies nft rejects.
+func (f *Firewall) Check(ctx context.Context, rs hoststate.Ruleset) error {
+	want, err := stamped(rs)
+	if err != nil {
+		return err
 	}
-	f.log.Info("nftables table replaced", "table", string(Family)+" "+hoststate.Table, "reason", why,
-		"rules", want.RuleCount(), "elements", want.ElementCount(), "stamp", strings.TrimPrefix(Stamp(rs), stampPrefix))
-	return true, nil
+	tx := f.replaceTx(want)
+	if err := f.nft.Check(ctx, tx); err != nil {
+		return fmt.Errorf("check table %s %s (%d operations): %w", Family, hoststate.Table, tx.NumOperations(), err)
+	}
+	return nil
 }
 
 // applyPolicies rewrites only the policy chains, in one transaction: the

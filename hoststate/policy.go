@@ -70,9 +70,9 @@ func policyRules(rules []policy.Rule) []Rule {
 	for _, r := range rules {
 		if r.Log {
 			out = append(out, Rule{Expr: fmt.Sprintf("%s %s log prefix %q", r.Match(), logRate, r.LogPrefix()),
-				Comment: clip(r.Comment() + " log")})
+				Comment: clip(r.Comment() + " log"), Policy: r.Policy})
 		}
-		out = append(out, Rule{Expr: r.Expr(), Comment: clip(r.Comment())})
+		out = append(out, Rule{Expr: r.Expr(), Comment: clip(r.Comment()), Policy: r.Policy})
 	}
 	return out
 }

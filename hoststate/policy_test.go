@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -135,5 +136,47 @@ func TestPolicyChangeOnlyPolicyChains(t *testing.T) {
 	}
 	if strip(before) != strip(after) {
 		t.Fatalf("non-policy chains changed:\n%s\n---\n%s", strip(before), strip(after))
+	}
+}
+
+// Every policy rule names its policy; WithoutPolicies drops exactly those
+// rules, leaving the chains, the other rules and the input alone.
+func TestWithoutPolicies(t *testing.T) {
+	l := demoLab(t)
+	l.snap.Policies = demoPolicies()
+	rs := l.compute("h1", ModeFlat).Firewall
+	names := rs.Policies()
+	if len(names) < 2 {
+		t.Fatalf("policies %v: the demo needs two", names)
+	}
+	for _, c := range rs.Chains {
+		for _, r := range c.Rules {
+			if IsPolicyChain(c.Name) && c.Name != ChainPolicies && (r.Policy == "" || !strings.Contains(r.Comment, "policy "+r.Policy+" ")) {
+				t.Errorf("chain %s rule %q (comment %q) names policy %q", c.Name, r.Expr, r.Comment, r.Policy)
+			}
+		}
+	}
+	before := rs.String()
+	drop := names[0]
+	out := rs.WithoutPolicies(func(p string) bool { return p == drop })
+	if rs.String() != before {
+		t.Fatal("WithoutPolicies modified its input")
+	}
+	if got := out.Policies(); len(got) != len(names)-1 || slices.Contains(got, drop) {
+		t.Fatalf("policies after dropping %s: %v", drop, got)
+	}
+	dropped := 0
+	for _, c := range rs.Chains {
+		for _, r := range c.Rules {
+			if r.Policy == drop {
+				dropped++
+			}
+		}
+	}
+	if len(out.Chains) != len(rs.Chains) || out.RuleCount() != rs.RuleCount()-dropped {
+		t.Fatalf("chains %d->%d, rules %d->%d, dropped %d", len(rs.Chains), len(out.Chains), rs.RuleCount(), out.RuleCount(), dropped)
+	}
+	if all := rs.WithoutPolicies(func(string) bool { return true }); len(all.Policies()) != 0 {
+		t.Fatalf("policies left: %v", all.Policies())
 	}
 }

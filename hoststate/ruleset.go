@@ -2,6 +2,7 @@ package hoststate
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -60,6 +61,9 @@ type Chain struct {
 type Rule struct {
 	Expr    string
 	Comment string
+	// Policy names the policy a rule of a policy chain was compiled from
+	// ("" for every other rule); see Ruleset.Policies and WithoutPolicies.
+	Policy string
 }
 
 // Map is a verdict map keyed by an address (KeyType "ipv4_addr" or "ipv6_addr").
@@ -318,4 +322,40 @@ func tenantChains(in *inputs, t api.Tenant) []Chain {
 	}
 	c.Rules = append(c.Rules, Rule{Expr: "counter drop", Comment: "tenant " + t.Name + ": isolation (unknown segment)"})
 	return append([]Chain{c}, segChains...)
+}
+
+// Policies returns the names of the policies with rules in rs, in order
+// of first appearance.
+func (rs Ruleset) Policies() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, c := range rs.Chains {
+		for _, r := range c.Rules {
+			if r.Policy != "" && !seen[r.Policy] {
+				seen[r.Policy] = true
+				out = append(out, r.Policy)
+			}
+		}
+	}
+	return out
+}
+
+// WithoutPolicies returns a copy of rs without the rules of the policies
+// drop reports true for: they compile to nothing, as a policy naming an
+// absent tenant does. Chains and every other rule stay; rs is not modified.
+func (rs Ruleset) WithoutPolicies(drop func(policy string) bool) Ruleset {
+	out := Ruleset{Maps: rs.Maps, Chains: make([]Chain, len(rs.Chains))}
+	for i, c := range rs.Chains {
+		out.Chains[i] = c
+		if !slices.ContainsFunc(c.Rules, func(r Rule) bool { return r.Policy != "" && drop(r.Policy) }) {
+			continue
+		}
+		out.Chains[i].Rules = nil
+		for _, r := range c.Rules {
+			if r.Policy == "" || !drop(r.Policy) {
+				out.Chains[i].Rules = append(out.Chains[i].Rules, r)
+			}
+		}
+	}
+	return out
 }
