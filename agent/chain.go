@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/romana/romana/api"
 	"github.com/romana/romana/hoststate"
 )
 
@@ -32,10 +31,9 @@ type Prober interface {
 	Probe(ctx context.Context, ip netip.Addr) error
 }
 
-// SteerConfig configures RunSteering.
+// SteerConfig configures a Steerer.
 type SteerConfig struct {
 	Host     string
-	Source   Source
 	Firewall SteerFirewall
 	Routes   SteerRoutes
 	Prober   Prober        // nil: every function is taken as healthy
@@ -48,27 +46,25 @@ type SteerConfig struct {
 	Log           *slog.Logger
 }
 
-// steerer is the chain steering loop's state: like the agent's, inputs
-// are updated by the follower and the prober, and one goroutine applies.
-type steerer struct {
+// Steerer implements service chains on this host (see package hoststate,
+// chain.go): its own loop applies the steering table, ip rules and route
+// tables, and health-checks local service functions, reading the agent's
+// cached snapshot (Config.Steering). It leaves its state in place when it
+// stops, like the main loop. Nothing is applied before the first snapshot.
+type Steerer struct {
 	cfg  SteerConfig
 	log  *slog.Logger
 	kick chan struct{}
 
 	mu     sync.Mutex
-	cache  *cache
 	probes []netip.Addr       // local functions, from the last computation
 	fails  map[netip.Addr]int // consecutive failed probes
 }
 
-// RunSteering implements service chains on this host (see package
-// hoststate, chain.go) until ctx ends; it leaves the state in place, like
-// Run. It follows romanad on its own watch stream, so that chains stay
-// independent of the main reconcile loop. Nothing is applied before the
-// first snapshot.
-func RunSteering(ctx context.Context, cfg SteerConfig) error {
-	if cfg.Host == "" || cfg.Source == nil || cfg.Firewall == nil || cfg.Routes == nil {
-		return errors.New("steering: Host, Source, Firewall and Routes are required")
+// NewSteerer checks cfg and fills in its defaults.
+func NewSteerer(cfg SteerConfig) (*Steerer, error) {
+	if cfg.Host == "" || cfg.Firewall == nil || cfg.Routes == nil {
+		return nil, errors.New("steering: Host, Firewall and Routes are required")
 	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = 10 * time.Second
@@ -82,65 +78,30 @@ func RunSteering(ctx context.Context, cfg SteerConfig) error {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &steerer{cfg: cfg, log: cfg.Log.With("host", cfg.Host, "part", "chains"), kick: make(chan struct{}, 1),
-		fails: map[netip.Addr]int{}}
-	var wg sync.WaitGroup
-	wg.Go(func() { s.follow(ctx) })
-	if cfg.Prober != nil {
-		wg.Go(func() { s.probeLoop(ctx) })
-	}
-	s.loop(ctx)
-	wg.Wait()
-	return nil
+	return &Steerer{cfg: cfg, log: cfg.Log.With("host", cfg.Host, "part", "chains"), kick: make(chan struct{}, 1),
+		fails: map[netip.Addr]int{}}, nil
 }
 
-func (s *steerer) poke() {
+// run applies steering until ctx ends, reading feed's snapshots.
+func (s *Steerer) run(ctx context.Context, feed *follower) {
+	var wg sync.WaitGroup
+	if s.cfg.Prober != nil {
+		wg.Go(func() { s.probeLoop(ctx) })
+	}
+	s.loop(ctx, feed)
+	wg.Wait()
+}
+
+func (s *Steerer) poke() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
 	}
 }
 
-// follow keeps the cache current.
-func (s *steerer) follow(ctx context.Context) {
-	backoff := 200 * time.Millisecond
-	for ctx.Err() == nil {
-		snap, err := s.cfg.Source.Snapshot(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.log.Warn("read snapshot from romanad", "err", err)
-			sleep(ctx, backoff)
-			backoff = min(2*backoff, 10*time.Second)
-			continue
-		}
-		backoff = 200 * time.Millisecond
-		s.mu.Lock()
-		s.cache = newCache(snap)
-		s.mu.Unlock()
-		s.poke()
-		err = s.cfg.Source.Watch(ctx, snap.Revision+1, func(ev api.Event) error {
-			s.mu.Lock()
-			err := s.cache.apply(ev)
-			s.mu.Unlock()
-			if err != nil {
-				return err
-			}
-			s.poke()
-			return nil
-		})
-		if ctx.Err() != nil {
-			return
-		}
-		s.log.Info("watch ended; reading a new snapshot", "err", err)
-		sleep(ctx, backoff)
-	}
-}
-
 // probeLoop probes the local functions every interval, all in parallel,
 // and kicks the loop when one changes state.
-func (s *steerer) probeLoop(ctx context.Context) {
+func (s *Steerer) probeLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.ProbeInterval)
 	defer t.Stop()
 	for {
@@ -183,11 +144,11 @@ func (s *steerer) probeLoop(ctx context.Context) {
 	}
 }
 
-func (s *steerer) alive(ip netip.Addr) bool {
+func (s *Steerer) alive(ip netip.Addr) bool {
 	return s.fails[ip] < s.cfg.FailAfter // called with s.mu held
 }
 
-func (s *steerer) loop(ctx context.Context) {
+func (s *Steerer) loop(ctx context.Context, feed *follower) {
 	t := time.NewTicker(s.cfg.Resync)
 	defer t.Stop()
 	var retry <-chan time.Time
@@ -200,12 +161,11 @@ func (s *steerer) loop(ctx context.Context) {
 		case <-t.C:
 		case <-retry:
 		}
-		s.mu.Lock()
-		if s.cache == nil {
-			s.mu.Unlock()
+		snap, ok := feed.current()
+		if !ok {
 			continue
 		}
-		snap := s.cache.snapshot()
+		s.mu.Lock()
 		st, err := hoststate.ComputeSteering(snap, s.cfg.Host, s.alive)
 		if err == nil {
 			s.probes = st.Probes
@@ -238,7 +198,7 @@ func (s *steerer) loop(ctx context.Context) {
 
 // apply sets routes and rules first (a marked packet always finds its
 // table), then the marking table.
-func (s *steerer) apply(ctx context.Context, st hoststate.Steering) error {
+func (s *Steerer) apply(ctx context.Context, st hoststate.Steering) error {
 	var errs []error
 	if err := s.cfg.Routes.Sync(ctx, st.IPRules, st.Routes); err != nil {
 		errs = append(errs, err)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
@@ -93,14 +94,18 @@ func chainWorld(t *testing.T) (*world, netip.Addr) {
 }
 
 func startSteering(t *testing.T, src *fakeSource, fake *fakeSteer, prober Prober) {
+	s, err := NewSteerer(SteerConfig{Host: "h1", Firewall: fake, Routes: fake, Prober: prober,
+		Resync: time.Hour, ProbeInterval: 20 * time.Millisecond, FailAfter: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed := &follower{src: src, log: slog.New(slog.DiscardHandler), minBackoff: 10 * time.Millisecond,
+		maxBackoff: 100 * time.Millisecond, notify: []func(){s.poke}}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		RunSteering(ctx, SteerConfig{Host: "h1", Source: src, Firewall: fake, Routes: fake, Prober: prober,
-			Resync: time.Hour, ProbeInterval: 20 * time.Millisecond, FailAfter: 2})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	var wg sync.WaitGroup
+	wg.Go(func() { feed.run(ctx) })
+	wg.Go(func() { s.run(ctx, feed) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
 }
 
 func TestSteeringFollowsChains(t *testing.T) {

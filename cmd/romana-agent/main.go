@@ -128,17 +128,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		go agent.ReportPolicyStats(ctx, *host, *statsEvery, fw, cl, log)
 	}
 	log.Info("romana-agent starting", "host", *host, "server", *srv, "mode", m, "resync", *resync, "bgp", *bf.enabled)
-	// Service chains run beside the main loop (agent/chain.go).
-	steerDone := make(chan struct{})
-	sctx, stopSteer := context.WithCancel(ctx)
-	go func() {
-		defer close(steerDone)
-		agent.RunSteering(sctx, agent.SteerConfig{Host: *host, Source: cl, Firewall: steerFW, Routes: steerRoutes,
-			Prober: route.Pinger{}, Resync: *resync, ProbeInterval: *chainProbe, Log: log})
-	}()
-	defer func() { stopSteer(); <-steerDone }()
+	// Service chains: a loop of their own, fed by the agent's watch stream.
+	steerer, err := agent.NewSteerer(agent.SteerConfig{Host: *host, Firewall: steerFW, Routes: steerRoutes,
+		Prober: route.Pinger{}, Resync: *resync, ProbeInterval: *chainProbe, Log: log})
+	if err != nil {
+		return err
+	}
 	err = agent.Run(ctx, agent.Config{Host: *host, Mode: m, Resync: *resync, Source: cl, Routes: routes, Firewall: fw,
-		Log: log, Metrics: metrics, BGP: speaker})
+		Log: log, Metrics: metrics, BGP: speaker, Steering: steerer})
 	stopBGP()
 	log.Info("romana-agent stopped; host state left in place")
 	return err
