@@ -38,6 +38,9 @@ type Routes interface {
 // Firewall applies the nftables ruleset; *firewall.Firewall implements it.
 type Firewall interface {
 	Apply(ctx context.Context, rs hoststate.Ruleset) (changed bool, err error)
+	// Check reports whether nft would accept rs, committing nothing; the
+	// agent uses it to find policies nft rejects (reject.go).
+	Check(ctx context.Context, rs hoststate.Ruleset) error
 	Cleanup(ctx context.Context) error
 }
 
@@ -104,6 +107,10 @@ type agent struct {
 	// last attempt failed): a change that leaves it equal skips the nft
 	// listing; resyncs always check.
 	applied string
+	// rejected are the policies nft rejected in the ruleset rejectedFor,
+	// left out of it (reject.go).
+	rejected    map[string]error
+	rejectedFor string
 }
 
 // Run follows romanad and reconciles the host until ctx ends, then returns
@@ -210,12 +217,6 @@ func (a *agent) reconcile(ctx context.Context, snap api.Snapshot, full bool) (ag
 	if err != nil {
 		return false, fmt.Errorf("compute desired state at revision %d: %w", snap.Revision, err)
 	}
-	if !slices.Equal(st.Problems, a.lastProblems) {
-		for _, p := range st.Problems {
-			a.log.Warn("skipped", "problem", p)
-		}
-		a.lastProblems = st.Problems
-	}
 	var errs []error
 	if _, err := a.cfg.Routes.SetSysctls(ctx, st.Sysctls); err != nil {
 		errs = append(errs, err)
@@ -223,13 +224,29 @@ func (a *agent) reconcile(ctx context.Context, snap api.Snapshot, full bool) (ag
 	if err := a.cfg.Routes.EnsureGateway(ctx, st.Gateway); err != nil {
 		errs = append(errs, err)
 	}
-	if rs := st.Firewall.String(); full || rs != a.applied {
+	rs := st.Firewall.String()
+	if full || rs != a.applied {
 		a.applied = ""
-		if _, err := a.cfg.Firewall.Apply(ctx, st.Firewall); err != nil {
+		if rs != a.rejectedFor {
+			a.rejected = nil // the ruleset changed: retry every policy
+		}
+		rejected, err := applyFirewall(ctx, a.cfg.Firewall, st.Firewall, a.rejected)
+		a.rejected, a.rejectedFor = rejected, rs
+		if err != nil {
 			errs = append(errs, err)
 		} else {
 			a.applied = rs
 		}
+	}
+	if len(a.rejected) > 0 {
+		st.Problems = append(slices.Clone(st.Problems), rejectedProblems(a.rejected)...)
+		slices.Sort(st.Problems)
+	}
+	if !slices.Equal(st.Problems, a.lastProblems) {
+		for _, p := range st.Problems {
+			a.log.Warn("skipped", "problem", p)
+		}
+		a.lastProblems = st.Problems
 	}
 	ch, err := a.cfg.Routes.SyncRoutes(ctx, st.Routes)
 	if err != nil {
