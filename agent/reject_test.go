@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -18,6 +19,8 @@ import (
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/firewall"
 	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/plan"
+	"github.com/romana/romana/route"
 	"github.com/romana/romana/sim/simtest"
 )
 
@@ -259,30 +262,104 @@ func TestBaseFailureIsNotBlamedOnPolicies(t *testing.T) {
 }
 
 // Against the kernel: real nft rejects the corrupted policy; the others
-// are applied in one transaction; the same ruleset is then applied
+// are applied in one transaction and enforced (real connections between
+// two endpoints of the simulated host); the same ruleset is then applied
 // without checks, and the fixed policy is enforced.
 func TestRejectedPolicyInNamespace(t *testing.T) {
 	simtest.Require(t, "nft")
 	ctx := context.Background()
-	h, err := simtest.New(t).AddHost(ctx, "h1", netip.MustParsePrefix("192.168.62.1/24"))
+	lab := simtest.New(t)
+	h, err := lab.AddHost(ctx, "h1", netip.MustParsePrefix("192.168.62.1/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fw *firewall.Firewall
-	if err := h.Do(func() (err error) { fw, err = firewall.New(nil); return err }); err != nil {
+	w := newWorld()
+	acmeIP, _ := w.plan.Address(plan.Loc{Host: 1}, 1, 0, 1)
+	betaIP, _ := w.plan.Address(plan.Loc{Host: 1}, 2, 0, 1)
+	w.snap.Addresses = []api.Address{
+		{Name: "a1", IP: acmeIP, Network: "net1", Host: "h1", Tenant: "acme", Segment: "default", Interface: "rv-a1"},
+		{Name: "b1", IP: betaIP, Network: "net1", Host: "h1", Tenant: "beta", Segment: "web", Interface: "rv-b1"},
+	}
+	a1, err := lab.AddEndpoint(ctx, h, "a1", acmeIP, "rv-a1")
+	if err != nil {
 		t.Fatal(err)
 	}
-	cf := &corruptingFirewall{Firewall: fw, marker: "dport 6666"}
-	w := newWorld()
-	ruleset := func(ps ...api.Policy) hoststate.Ruleset {
+	b1, err := lab.AddEndpoint(ctx, h, "b1", betaIP, "rv-b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	compute := func(ps ...api.Policy) hoststate.State {
 		s := w.snap
 		s.Policies = ps
 		st, err := hoststate.Compute(s, "h1", hoststate.Options{})
 		if err != nil || len(st.Problems) > 0 {
 			t.Fatal(err, st.Problems)
 		}
-		return st.Firewall
+		return st
 	}
+	var fw *firewall.Firewall
+	if err := h.Do(func() error {
+		st := compute()
+		m, err := route.New(nil)
+		if err != nil {
+			return err
+		}
+		if _, err := m.SetSysctls(ctx, st.Sysctls); err != nil {
+			return err
+		}
+		if err := m.EnsureGateway(ctx, st.Gateway); err != nil {
+			return err
+		}
+		var local []hoststate.Route // endpoint routes: h2 is not simulated
+		for _, r := range st.Routes {
+			if r.Dev != "" {
+				local = append(local, r)
+			}
+		}
+		if _, err := m.SyncRoutes(ctx, local); err != nil {
+			return err
+		}
+		fw, err = firewall.New(nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []int{80, 6666, 8080} {
+		var ln net.Listener
+		if err := a1.Do(func() (err error) { ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", acmeIP, port)); return err }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	// connects reports whether beta's endpoint reaches acme's on port.
+	connects := func(port int) bool {
+		return b1.Do(func() error {
+			c, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", acmeIP, port), time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}) == nil
+	}
+	traffic := func(what string, want map[int]bool) {
+		t.Helper()
+		for port, ok := range want {
+			if got := connects(port); got != ok {
+				out, _ := h.Exec(ctx, "nft", "list", "table", "inet", "romana")
+				t.Fatalf("%s: beta -> acme:%d connects = %v, want %v; live table:\n%s", what, port, got, ok, out)
+			}
+		}
+	}
+	cf := &corruptingFirewall{Firewall: fw, marker: "dport 6666"}
 	apply := func(rs hoststate.Ruleset, known map[string]error) (rejected map[string]error) {
 		t.Helper()
 		if err := h.Do(func() (err error) { rejected, err = applyFirewall(ctx, cf, rs, known); return err }); err != nil {
@@ -297,8 +374,11 @@ func TestRejectedPolicyInNamespace(t *testing.T) {
 		}
 		return out
 	}
-	// Direct: nft itself rejects the corrupted rule.
-	bad := ruleset(ingressPolicy("good", 80), ingressPolicy("bad", 6666), ingressPolicy("other", 443))
+	apply(compute().Firewall, nil)
+	traffic("isolation only", map[int]bool{80: false})
+
+	// nft itself rejects the corrupted rule.
+	bad := compute(ingressPolicy("good", 80), ingressPolicy("bad", 6666), ingressPolicy("other", 443)).Firewall
 	if err := h.Do(func() error { return cf.Check(ctx, bad) }); err == nil {
 		t.Fatal("nft --check accepted the corrupted ruleset")
 	}
@@ -306,11 +386,13 @@ func TestRejectedPolicyInNamespace(t *testing.T) {
 	if len(rejected) != 1 || rejected["bad"] == nil {
 		t.Fatalf("rejected %v, want bad", rejected)
 	}
-	t.Logf("nft said: %s", rejectedProblems(rejected)[0])
+	t.Logf("problem: %s", rejectedProblems(rejected)[0])
 	out := live()
 	if !strings.Contains(out, `"policy good rule 0"`) || !strings.Contains(out, `"policy other rule 0"`) || strings.Contains(out, "policy bad") {
 		t.Fatalf("live table:\n%s", out)
 	}
+	traffic("bad rejected", map[int]bool{80: true, 6666: false, 8080: false})
+
 	a0, c0 := cf.counts()
 	if again := apply(bad, rejected); len(again) != 1 {
 		t.Fatalf("known rejection dropped: %v", again)
@@ -318,10 +400,12 @@ func TestRejectedPolicyInNamespace(t *testing.T) {
 	if a1, c1 := cf.counts(); a1-a0 != 1 || c1 != c0 {
 		t.Fatalf("re-applying with the known rejection cost %d applies, %d checks", a1-a0, c1-c0)
 	}
-	if rejected := apply(ruleset(ingressPolicy("good", 80), ingressPolicy("bad", 8080), ingressPolicy("other", 443)), nil); len(rejected) != 0 {
+
+	if rejected := apply(compute(ingressPolicy("good", 80), ingressPolicy("bad", 8080), ingressPolicy("other", 443)).Firewall, nil); len(rejected) != 0 {
 		t.Fatalf("fixed policy rejected: %v", rejected)
 	}
 	if out := live(); !strings.Contains(out, `"policy bad rule 0"`) || !strings.Contains(out, "dport 8080") || !strings.Contains(out, `"policy good rule 0"`) {
 		t.Fatalf("live table after the fix:\n%s", out)
 	}
+	traffic("bad fixed", map[int]bool{80: true, 6666: false, 8080: true})
 }
