@@ -3,6 +3,8 @@ package agent
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/romana/romana/api"
 )
@@ -107,30 +109,15 @@ func applyTo[T any](m map[string]T, ev api.Event) error {
 // snapshot returns the cached state as a snapshot (in map order: the
 // computation sorts what it needs).
 func (c *cache) snapshot() api.Snapshot {
-	s := api.Snapshot{Revision: c.rev}
-	for _, x := range c.networks {
-		s.Networks = append(s.Networks, x)
+	return api.Snapshot{
+		Revision:  c.rev,
+		Networks:  slices.Collect(maps.Values(c.networks)),
+		Hosts:     slices.Collect(maps.Values(c.hosts)),
+		Tenants:   slices.Collect(maps.Values(c.tenants)),
+		Segments:  slices.Collect(maps.Values(c.segments)),
+		Addresses: slices.Collect(maps.Values(c.addresses)),
+		Policies:  slices.Collect(maps.Values(c.policies)),
+		Chains:    slices.Collect(maps.Values(c.chains)),
+		Devices:   slices.Collect(maps.Values(c.devices)),
 	}
-	for _, x := range c.hosts {
-		s.Hosts = append(s.Hosts, x)
-	}
-	for _, x := range c.tenants {
-		s.Tenants = append(s.Tenants, x)
-	}
-	for _, x := range c.segments {
-		s.Segments = append(s.Segments, x)
-	}
-	for _, x := range c.addresses {
-		s.Addresses = append(s.Addresses, x)
-	}
-	for _, x := range c.policies {
-		s.Policies = append(s.Policies, x)
-	}
-	for _, x := range c.chains {
-		s.Chains = append(s.Chains, x)
-	}
-	for _, x := range c.devices {
-		s.Devices = append(s.Devices, x)
-	}
-	return s
 }

@@ -122,20 +122,7 @@ func newChainShowCmd(g *Globals) *cobra.Command {
 }
 
 func newChainRemoveCmd(g *Globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "remove NAME",
-		Aliases: []string{"rm", "delete"},
-		Short:   "Remove a chain (established connections keep flowing, directly)",
-		Example: `  romana chain remove inspect`,
-		Args:    cobra.ExactArgs(1),
-		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			if err := c.RemoveChain(ctx, args[0]); err != nil {
-				return err
-			}
-			g.Say(cmd, "chain %s removed", args[0])
-			return nil
-		}),
-	}
+	return removeCmd(g, "chain", "Remove a chain (established connections keep flowing, directly)", `  romana chain remove inspect`, (*client.Client).RemoveChain)
 }
 
 func chainMatch(c api.Chain) string {

@@ -190,20 +190,7 @@ func newDeviceShowCmd(g *Globals) *cobra.Command {
 }
 
 func newDeviceRemoveCmd(g *Globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "remove NAME",
-		Aliases: []string{"rm", "delete"},
-		Short:   "Remove a device",
-		Example: `  romana device remove tor1`,
-		Args:    cobra.ExactArgs(1),
-		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			if err := c.RemoveDevice(ctx, args[0]); err != nil {
-				return err
-			}
-			g.Say(cmd, "device %s removed", args[0])
-			return nil
-		}),
-	}
+	return removeCmd(g, "device", "Remove a device", `  romana device remove tor1`, (*client.Client).RemoveDevice)
 }
 
 func asnString(n uint32) string {

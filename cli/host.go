@@ -100,20 +100,7 @@ func newHostShowCmd(g *Globals) *cobra.Command {
 }
 
 func newHostRemoveCmd(g *Globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "remove NAME",
-		Aliases: []string{"rm", "delete"},
-		Short:   "Remove a host",
-		Example: `  romana host remove h1`,
-		Args:    cobra.ExactArgs(1),
-		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			if err := c.RemoveHost(ctx, args[0]); err != nil {
-				return err
-			}
-			g.Say(cmd, "host %s removed", args[0])
-			return nil
-		}),
-	}
+	return removeCmd(g, "host", "Remove a host", `  romana host remove h1`, (*client.Client).RemoveHost)
 }
 
 func sortHosts(hs []api.Host) []api.Host {

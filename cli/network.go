@@ -137,20 +137,7 @@ func newNetworkShowCmd(g *Globals) *cobra.Command {
 }
 
 func newNetworkRemoveCmd(g *Globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "remove NAME",
-		Aliases: []string{"rm", "delete"},
-		Short:   "Remove a network that has no addresses allocated",
-		Example: `  romana network remove main`,
-		Args:    cobra.ExactArgs(1),
-		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			if err := c.RemoveNetwork(ctx, args[0]); err != nil {
-				return err
-			}
-			g.Say(cmd, "network %s removed", args[0])
-			return nil
-		}),
-	}
+	return removeCmd(g, "network", "Remove a network that has no addresses allocated", `  romana network remove main`, (*client.Client).RemoveNetwork)
 }
 
 func sortNetworks(ns []api.Network) []api.Network {

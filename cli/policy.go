@@ -156,20 +156,7 @@ func newPolicyShowCmd(g *Globals) *cobra.Command {
 }
 
 func newPolicyRemoveCmd(g *Globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "remove NAME",
-		Aliases: []string{"rm", "delete"},
-		Short:   "Remove a policy",
-		Example: `  romana policy remove web-from-lb`,
-		Args:    cobra.ExactArgs(1),
-		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			if err := c.RemovePolicy(ctx, args[0]); err != nil {
-				return err
-			}
-			g.Say(cmd, "policy %s removed", args[0])
-			return nil
-		}),
-	}
+	return removeCmd(g, "policy", "Remove a policy", `  romana policy remove web-from-lb`, (*client.Client).RemovePolicy)
 }
 
 func priority(p api.Policy) int {

@@ -287,3 +287,22 @@ func (g *Globals) call(fn func(ctx context.Context, c *client.Client, cmd *cobra
 		return fn(ctx, c, cmd, args)
 	}
 }
+
+// removeCmd builds the "remove NAME" command of an object kind; remove is
+// the client method that deletes one by name.
+func removeCmd(g *Globals, noun, short, example string, remove func(*client.Client, context.Context, string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:     "remove NAME",
+		Aliases: []string{"rm", "delete"},
+		Short:   short,
+		Example: example,
+		Args:    cobra.ExactArgs(1),
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			if err := remove(c, ctx, args[0]); err != nil {
+				return err
+			}
+			g.Say(cmd, "%s %s removed", noun, args[0])
+			return nil
+		}),
+	}
+}

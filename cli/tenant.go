@@ -99,20 +99,7 @@ func newTenantShowCmd(g *Globals) *cobra.Command {
 }
 
 func newTenantRemoveCmd(g *Globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "remove NAME",
-		Aliases: []string{"rm", "delete"},
-		Short:   "Remove a tenant",
-		Example: `  romana tenant remove acme`,
-		Args:    cobra.ExactArgs(1),
-		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			if err := c.RemoveTenant(ctx, args[0]); err != nil {
-				return err
-			}
-			g.Say(cmd, "tenant %s removed", args[0])
-			return nil
-		}),
-	}
+	return removeCmd(g, "tenant", "Remove a tenant", `  romana tenant remove acme`, (*client.Client).RemoveTenant)
 }
 
 func isolationOf(t api.Tenant) string {
