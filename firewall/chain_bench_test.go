@@ -2,7 +2,6 @@ package firewall
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/hoststate"
@@ -138,36 +136,8 @@ func BenchmarkChainThroughput(b *testing.B) {
 	}
 
 	dst := eps["dst"]
-	srv := dst.Command(context.Background(), "iperf3", "-s", "-B", dst.IP.String())
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	run := func() float64 {
-		var out []byte
-		var err error
-		for try := 0; try < 50; try++ { // the server may not listen yet
-			out, err = eps["src"].Command(ctx, "iperf3", "-c", dst.IP.String(), "-t", "3", "-J").Output()
-			if err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			b.Fatalf("iperf3: %v\n%s", err, out)
-		}
-		var res struct {
-			End struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-		}
-		if err := json.Unmarshal(out, &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
-			b.Fatalf("iperf3 output: %v\n%s", err, out)
-		}
-		return res.End.SumReceived.BitsPerSecond / 1e9
-	}
+	iperfServer(b, dst)
+	run := func() float64 { return iperf(b, ctx, eps["src"], dst) }
 
 	var with, without []float64
 	for b.Loop() {

@@ -2,7 +2,6 @@ package firewall
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -139,11 +138,7 @@ func BenchmarkPolicyThroughput(b *testing.B) {
 		}
 	}
 	dst := eps["h2"]
-	srv := dst.Command(context.Background(), "iperf3", "-s", "-B", dst.IP.String())
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	iperfServer(b, dst)
 	set("policies")
 	if out, err := eps["h1"].Command(ctx, "ping", "-c1", "-W1", dst.IP.String()).CombinedOutput(); err != nil {
 		b.Fatalf("same-tenant ping with policies: %v\n%s", err, out)
@@ -203,33 +198,6 @@ func BenchmarkPolicyThroughput(b *testing.B) {
 	b.ReportMetric(median(res["policies"]), "Gbit/s-1000policies")
 	b.ReportMetric(median(res["policies"])/median(res["isolation"]), "ratio-to-nopolicies")
 	b.ReportMetric(median(res["policies"])/median(res["none"]), "ratio-to-notable")
-}
-
-// iperf runs a 3 s iperf3 client and returns Gbit/s received.
-func iperf(b *testing.B, ctx context.Context, from, to *sim.Endpoint) float64 {
-	var out []byte
-	var err error
-	for try := 0; try < 50; try++ { // the server may not listen yet
-		out, err = from.Command(ctx, "iperf3", "-c", to.IP.String(), "-t", "3", "-J").Output()
-		if err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		b.Fatalf("iperf3: %v\n%s", err, out)
-	}
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
-		b.Fatalf("iperf3 output: %v\n%s", err, out)
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e9
 }
 
 // BenchmarkPolicyRewrite measures, against the kernel, one policy change

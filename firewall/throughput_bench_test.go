@@ -2,12 +2,10 @@ package firewall
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/hoststate"
@@ -102,36 +100,8 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 
 	dst := eps["h2"]
-	srv := dst.Command(context.Background(), "iperf3", "-s", "-B", dst.IP.String())
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	run := func() float64 {
-		var out []byte
-		var err error
-		for try := 0; try < 50; try++ { // the server may not listen yet
-			out, err = eps["h1"].Command(ctx, "iperf3", "-c", dst.IP.String(), "-t", "3", "-J").Output()
-			if err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			b.Fatalf("iperf3: %v\n%s", err, out)
-		}
-		var res struct {
-			End struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-		}
-		if err := json.Unmarshal(out, &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
-			b.Fatalf("iperf3 output: %v\n%s", err, out)
-		}
-		return res.End.SumReceived.BitsPerSecond / 1e9
-	}
+	iperfServer(b, dst)
+	run := func() float64 { return iperf(b, ctx, eps["h1"], dst) }
 	// The ruleset must really be in the path: a cross-tenant connect fails.
 	setRules(true)
 	if out, err := eps["h1"].Command(ctx, "ping", "-c1", "-W1", dst.IP.String()).CombinedOutput(); err != nil {
