@@ -84,31 +84,6 @@ func (c *cluster) tcpPort(from, to string, port int) error {
 	})
 }
 
-// serveEchoOn runs an echo server on the endpoint's port.
-func (c *cluster) serveEchoOn(name string, port int) {
-	ep := c.eps[name]
-	var ln net.Listener
-	if err := ep.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", ep.IP, port))
-		return err
-	}); err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				io.Copy(conn, conn)
-			}()
-		}
-	}()
-}
-
 // stream is a long-lived TCP connection to an echo server.
 type stream struct {
 	conn net.Conn
@@ -231,7 +206,7 @@ func TestChainsEndToEnd(t *testing.T) {
 	f1 := c.addServiceFunction("f1", "h1")
 	f2 := c.addServiceFunction("f2", "h1")
 	f3 := c.addServiceFunction("f3", "h2")
-	c.serveEchoOn("o3", 80)
+	c.serveEcho(c.eps["o3"], 80)
 	for _, h := range []string{"h1", "h2", "h3"} {
 		c.startAgent(h, "--chain-probe-interval", "200ms")
 	}

@@ -141,16 +141,17 @@ func newCluster(t *testing.T) *cluster {
 			t.Fatal(err)
 		}
 		c.eps[e.name] = ep
-		c.serveEcho(ep)
+		c.serveEcho(ep, echoPort)
 	}
 	return c
 }
 
-// serveEcho runs a TCP echo server on the endpoint's port echoPort.
-func (c *cluster) serveEcho(ep *sim.Endpoint) {
+// serveEcho runs a TCP echo server on the endpoint's address and port
+// until the test ends.
+func (c *cluster) serveEcho(ep *sim.Endpoint, port int) {
 	var ln net.Listener
 	if err := ep.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", ep.IP, echoPort))
+		ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", ep.IP, port))
 		return err
 	}); err != nil {
 		c.t.Fatal(err)
@@ -440,7 +441,7 @@ func TestAgentEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.eps["a2b"] = ep
-		c.serveEcho(ep)
+		c.serveEcho(ep, echoPort)
 		eventually(t, "a1 reaches the new endpoint a2b", func() (bool, string) {
 			err := c.tcp("a1", "a2b")
 			return err == nil, fmt.Sprint(err)

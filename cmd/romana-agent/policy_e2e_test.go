@@ -46,31 +46,6 @@ func (p pprobe) String() string {
 	return s
 }
 
-func (c *cluster) serveTCP(ep *sim.Endpoint, port uint16) {
-	var ln net.Listener
-	if err := ep.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", ep.IP, port))
-		return err
-	}); err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				buf := make([]byte, 64)
-				n, _ := conn.Read(buf)
-				conn.Write(buf[:n])
-			}()
-		}
-	}()
-}
-
 func (c *cluster) serveUDP(ep *sim.Endpoint) {
 	var pc net.PacketConn
 	if err := ep.Do(func() (err error) {
@@ -226,7 +201,7 @@ func newPolicyCluster(t *testing.T) *cluster {
 	c.resync = time.Hour // changes must come from the watch stream
 	for _, ep := range c.eps {
 		for _, port := range extraTCP {
-			c.serveTCP(ep, port)
+			c.serveEcho(ep, int(port))
 		}
 		c.serveUDP(ep)
 	}
