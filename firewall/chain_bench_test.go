@@ -2,7 +2,6 @@ package firewall
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -36,16 +35,7 @@ func BenchmarkChainThroughput(b *testing.B) {
 	snap := api.Snapshot{Networks: []api.Network{n},
 		Tenants:  []api.Tenant{{Name: "acme", ID: 1, Isolation: api.IsolationTenant}, {Name: "infra", ID: 2, Isolation: api.IsolationNone}},
 		Segments: []api.Segment{{Tenant: "acme", Name: "web", ID: 0}, {Tenant: "infra", Name: "fw", ID: 0}}}
-	hosts := map[string]*sim.Host{}
-	for i := uint64(1); i <= 2; i++ {
-		name := fmt.Sprintf("h%d", i)
-		ip := netip.AddrFrom4([4]byte{192, 168, 91, byte(i)})
-		if hosts[name], err = lab.AddHost(ctx, name, netip.PrefixFrom(ip, 24)); err != nil {
-			b.Fatal(err)
-		}
-		c, _ := p.HostCIDR(plan.Loc{Host: i})
-		snap.Hosts = append(snap.Hosts, api.Host{Name: name, IP: ip, Slots: []api.HostSlot{{Network: "net1", Loc: plan.Loc{Host: i}, CIDR: c}}})
-	}
+	hosts := addHosts(b, ctx, lab, p, 2, 91, &snap)
 	eps := map[string]*sim.Endpoint{}
 	add := func(name, host string, hostID, tenant uint64, tn, seg string) {
 		ip, _ := p.Address(plan.Loc{Host: hostID}, tenant, 0, 1)
@@ -83,20 +73,7 @@ func BenchmarkChainThroughput(b *testing.B) {
 				b.Fatal(err, steer.Problems)
 			}
 			if err := host.Do(func() error {
-				m, err := route.New(nil)
-				if err != nil {
-					return err
-				}
-				if _, err := m.SetSysctls(ctx, st.Sysctls); err != nil {
-					return err
-				}
-				if err := m.EnsureGateway(ctx, st.Gateway); err != nil {
-					return err
-				}
-				if _, err := m.SyncRoutes(ctx, st.Routes); err != nil {
-					return err
-				}
-				fw, err := New(nil)
+				fw, err := programHost(ctx, st)
 				if err != nil {
 					return err
 				}

@@ -11,7 +11,6 @@ import (
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/plan"
-	"github.com/romana/romana/route"
 	"github.com/romana/romana/sim"
 	"github.com/romana/romana/sim/simtest"
 )
@@ -104,21 +103,8 @@ func BenchmarkPolicyThroughput(b *testing.B) {
 		pst := compute(b, withPol, h)
 		rulesets["policies"][h] = pst.Firewall
 		policyRules = pst.Firewall.RuleCount() - st.Firewall.RuleCount()
-		if err := host.Do(func() error {
-			m, err := route.New(nil)
-			if err != nil {
-				return err
-			}
-			if _, err := m.SetSysctls(ctx, st.Sysctls); err != nil {
-				return err
-			}
-			if err := m.EnsureGateway(ctx, st.Gateway); err != nil {
-				return err
-			}
-			if _, err := m.SyncRoutes(ctx, st.Routes); err != nil {
-				return err
-			}
-			fws[h], err = New(nil)
+		if err := host.Do(func() (err error) {
+			fws[h], err = programHost(ctx, st)
 			return err
 		}); err != nil {
 			b.Fatal(err)

@@ -3,14 +3,12 @@ package firewall
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"slices"
 	"testing"
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/plan"
-	"github.com/romana/romana/route"
 	"github.com/romana/romana/sim"
 	"github.com/romana/romana/sim/simtest"
 )
@@ -32,16 +30,7 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	snap := api.Snapshot{Networks: []api.Network{n}}
-	hosts := map[string]*sim.Host{}
-	for i := uint64(1); i <= 2; i++ {
-		name := fmt.Sprintf("h%d", i)
-		ip := netip.AddrFrom4([4]byte{192, 168, 90, byte(i)})
-		if hosts[name], err = lab.AddHost(ctx, name, netip.PrefixFrom(ip, 24)); err != nil {
-			b.Fatal(err)
-		}
-		c, _ := p.HostCIDR(plan.Loc{Host: i})
-		snap.Hosts = append(snap.Hosts, api.Host{Name: name, IP: ip, Slots: []api.HostSlot{{Network: "net1", Loc: plan.Loc{Host: i}, CIDR: c}}})
-	}
+	hosts := addHosts(b, ctx, lab, p, 2, 90, &snap)
 	for t := uint64(0); t < 100; t++ {
 		iso := []string{api.IsolationTenant, api.IsolationSegment, api.IsolationNone}[t%3]
 		name := fmt.Sprintf("t%d", t)
@@ -65,21 +54,8 @@ func BenchmarkThroughput(b *testing.B) {
 			b.Fatal(err, st.Problems)
 		}
 		rulesets[h] = st.Firewall
-		if err := host.Do(func() error {
-			m, err := route.New(nil)
-			if err != nil {
-				return err
-			}
-			if _, err := m.SetSysctls(ctx, st.Sysctls); err != nil {
-				return err
-			}
-			if err := m.EnsureGateway(ctx, st.Gateway); err != nil {
-				return err
-			}
-			if _, err := m.SyncRoutes(ctx, st.Routes); err != nil {
-				return err
-			}
-			fws[h], err = New(nil)
+		if err := host.Do(func() (err error) {
+			fws[h], err = programHost(ctx, st)
 			return err
 		}); err != nil {
 			b.Fatal(err)

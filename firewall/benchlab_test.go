@@ -1,0 +1,91 @@
+package firewall
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/plan"
+	"github.com/romana/romana/route"
+	"github.com/romana/romana/sim"
+)
+
+// addHosts adds simulated hosts h1..hN on 192.168.<subnet>.0/24 to the lab
+// and to snap, each with its block of plan p in network "net1".
+func addHosts(b *testing.B, ctx context.Context, lab *sim.Lab, p *plan.Plan, n int, subnet byte, snap *api.Snapshot) map[string]*sim.Host {
+	hosts := map[string]*sim.Host{}
+	for i := uint64(1); i <= uint64(n); i++ {
+		name := fmt.Sprintf("h%d", i)
+		ip := netip.AddrFrom4([4]byte{192, 168, subnet, byte(i)})
+		h, err := lab.AddHost(ctx, name, netip.PrefixFrom(ip, 24))
+		if err != nil {
+			b.Fatal(err)
+		}
+		hosts[name] = h
+		c, _ := p.HostCIDR(plan.Loc{Host: i})
+		snap.Hosts = append(snap.Hosts, api.Host{Name: name, IP: ip, Slots: []api.HostSlot{{Network: "net1", Loc: plan.Loc{Host: i}, CIDR: c}}})
+	}
+	return hosts
+}
+
+// programHost does the agent's route part of st in the current namespace
+// (sysctls, gateway, routes) and returns a firewall adapter for it. Call it
+// inside the host's Do.
+func programHost(ctx context.Context, st hoststate.State) (*Firewall, error) {
+	m, err := route.New(nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.SetSysctls(ctx, st.Sysctls); err != nil {
+		return nil, err
+	}
+	if err := m.EnsureGateway(ctx, st.Gateway); err != nil {
+		return nil, err
+	}
+	if _, err := m.SyncRoutes(ctx, st.Routes); err != nil {
+		return nil, err
+	}
+	return New(nil)
+}
+
+// iperfServer starts an iperf3 server on dst's address, stopped when the
+// benchmark ends.
+func iperfServer(b *testing.B, dst *sim.Endpoint) {
+	srv := dst.Command(context.Background(), "iperf3", "-s", "-B", dst.IP.String())
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+}
+
+// iperf runs a 3 s iperf3 client and returns Gbit/s received.
+func iperf(b *testing.B, ctx context.Context, from, to *sim.Endpoint) float64 {
+	var out []byte
+	var err error
+	for try := 0; try < 50; try++ { // the server may not listen yet
+		out, err = from.Command(ctx, "iperf3", "-c", to.IP.String(), "-t", "3", "-J").Output()
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		b.Fatalf("iperf3: %v\n%s", err, out)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
+		b.Fatalf("iperf3 output: %v\n%s", err, out)
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e9
+}
