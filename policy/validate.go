@@ -98,51 +98,40 @@ func (v *validator) name(field, kind, name string) {
 	}
 }
 
-func (v *validator) selector(f string, s api.Selector) {
+// endpoints checks the fields selectors and peers share (all/any, tenant
+// with an optional segment, host) and returns how many of the alternatives
+// all/any, tenant and host are set.
+func (v *validator) endpoints(f string, all bool, tenant, segment, host string) int {
 	n := 0
-	if s.All {
+	if all {
 		n++
 	}
-	if s.Tenant != "" {
+	if tenant != "" {
 		n++
-		v.name(f+".tenant", "tenant", s.Tenant)
+		v.name(f+".tenant", "tenant", tenant)
 	}
-	if s.Host != "" {
+	if host != "" {
 		n++
-		v.name(f+".host", "host", s.Host)
+		v.name(f+".host", "host", host)
 	}
-	if s.Segment != "" {
-		if s.Tenant == "" {
+	if segment != "" {
+		if tenant == "" {
 			v.add(f+".segment", "needs tenant: a segment is named within its tenant")
 		} else {
-			v.name(f+".segment", "segment", s.Segment)
+			v.name(f+".segment", "segment", segment)
 		}
 	}
-	if n != 1 {
+	return n
+}
+
+func (v *validator) selector(f string, s api.Selector) {
+	if v.endpoints(f, s.All, s.Tenant, s.Segment, s.Host) != 1 {
 		v.add(f, "set exactly one of all, tenant (optionally with segment) or host")
 	}
 }
 
 func (v *validator) peer(f string, p api.Peer) {
-	n := 0
-	if p.Any {
-		n++
-	}
-	if p.Tenant != "" {
-		n++
-		v.name(f+".tenant", "tenant", p.Tenant)
-	}
-	if p.Host != "" {
-		n++
-		v.name(f+".host", "host", p.Host)
-	}
-	if p.Segment != "" {
-		if p.Tenant == "" {
-			v.add(f+".segment", "needs tenant: a segment is named within its tenant")
-		} else {
-			v.name(f+".segment", "segment", p.Segment)
-		}
-	}
+	n := v.endpoints(f, p.Any, p.Tenant, p.Segment, p.Host)
 	var cidr netip.Prefix
 	if p.CIDR != "" {
 		n++
