@@ -10,6 +10,8 @@ import (
 // Error reasons, each with its HTTP status.
 const (
 	ReasonInvalid       = "Invalid"       // 400: the request is malformed or fails validation
+	ReasonUnauthorized  = "Unauthorized"  // 401: no identity (no or an unusable client certificate, a bad join token)
+	ReasonForbidden     = "Forbidden"     // 403: the identity may not do this
 	ReasonNotFound      = "NotFound"      // 404
 	ReasonAlreadyExists = "AlreadyExists" // 409: a different object has that name
 	ReasonConflict      = "Conflict"      // 409: the object is in use, overlaps, or changed under us
@@ -22,6 +24,8 @@ const (
 
 var reasonStatus = map[string]int{
 	ReasonInvalid:       http.StatusBadRequest,
+	ReasonUnauthorized:  http.StatusUnauthorized,
+	ReasonForbidden:     http.StatusForbidden,
 	ReasonNotFound:      http.StatusNotFound,
 	ReasonAlreadyExists: http.StatusConflict,
 	ReasonConflict:      http.StatusConflict,

@@ -1,5 +1,7 @@
-// Package client is the Go client of romanad's /v1 REST API, over TCP
-// ("http://127.0.0.1:9600") or a unix socket ("unix:///run/romana/romanad.sock").
+// Package client is the Go client of romanad's /v1 REST API, over HTTPS
+// with a client certificate ("https://romanad.example:9600", see
+// FromCredential) or, for root on romanad's machine, its unix socket
+// ("unix:///run/romana/romanad.sock"). Plaintext http:// is refused.
 //
 // Routes (all JSON; errors are api.ErrorBody with a 4xx/5xx status):
 //
@@ -25,6 +27,12 @@
 //	GET|POST /v1/devices, GET|DEL /v1/devices/{name}   api.Device (POST creates or replaces)
 //	GET  /v1/fabric/routes?device=NAME[&format=ip|bird|frr]   api.FabricRoutes, or text in a format
 //	GET|POST /v1/chains, GET|DEL /v1/chains/{name}     api.Chain (POST creates; 200 if identical exists)
+//	POST /v1/join                          api.JoinRequest -> api.CertResponse (no certificate: the token authenticates)
+//	POST /v1/hosts/{name}/token            api.TokenRequest -> api.TokenResponse (201)
+//	POST /v1/certificates                  api.CertRequest -> api.CertResponse (renewal, CNI credential, admin issue)
+//	GET  /v1/certificates                  []api.CertRecord
+//	POST /v1/certificates/revoke           api.RevokeRequest -> []api.CertRecord
+//	GET  /v1/whoami                        api.WhoAmI
 //	GET  /v1/snapshot                      api.Snapshot
 //	GET  /v1/watch?revision=N              NDJSON stream of api.Event from revision N (410 if compacted)
 package client
@@ -33,6 +41,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,37 +55,129 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/pki"
 )
 
-// DefaultServer is used when neither --server nor ROMANA_SERVER is set.
-const DefaultServer = "http://127.0.0.1:9600"
+// DefaultServer is romanad's unix socket, used when nothing else names a server.
+const DefaultServer = "unix:///run/romana/romanad.sock"
 
 // Client talks to one romanad.
 type Client struct {
-	base string // "http://host:port" or "http://unix"
+	base string // "https://host:port" or "http://unix"
 	hc   *http.Client
+	tr   *http.Transport
 }
 
-// New returns a client for server, an http(s):// URL or unix:///path.
-func New(server string) (*Client, error) {
+// Option configures New.
+type Option func(*http.Transport)
+
+// WithTLS sets the TLS configuration of an https:// server: the CA to trust
+// and the client certificate to present (see pki.ClientTLS).
+func WithTLS(cfg *tls.Config) Option {
+	return func(t *http.Transport) { t.TLSClientConfig = cfg }
+}
+
+// New returns a client for server, an https:// URL or unix:///path.
+func New(server string, opts ...Option) (*Client, error) {
 	if server == "" {
 		server = DefaultServer
+	}
+	tr := &http.Transport{
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   16,
+		ForceAttemptHTTP2:     true,
+	}
+	for _, o := range opts {
+		o(tr)
 	}
 	if path, ok := strings.CutPrefix(server, "unix://"); ok {
 		if path == "" {
 			return nil, fmt.Errorf("server %q: empty socket path", server)
 		}
-		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
-		}}
-		return &Client{base: "http://unix", hc: &http.Client{Transport: tr}}, nil
+		}
+		return &Client{base: "http://unix", hc: &http.Client{Transport: tr}, tr: tr}, nil
 	}
 	u, err := url.Parse(server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("server %q: want http://HOST:PORT, https://HOST:PORT or unix:///PATH", server)
+	if err == nil && u.Scheme == "http" {
+		return nil, fmt.Errorf("server %q: romanad serves TCP over TLS only: use https://%s with a credential (--config), or unix:///run/romana/romanad.sock as root on romanad's machine", server, u.Host)
 	}
-	return &Client{base: strings.TrimRight(server, "/"), hc: &http.Client{}}, nil
+	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("server %q: want https://HOST:PORT or unix:///PATH", server)
+	}
+	return &Client{base: strings.TrimRight(server, "/"), hc: &http.Client{Transport: tr}, tr: tr}, nil
+}
+
+// FromCredential returns a client for server (default: the credential's)
+// that trusts the credential's CA and presents its certificate. The
+// returned Keypair may be replaced (renewal) while the client is in use;
+// call CloseIdleConnections after replacing it.
+func FromCredential(c *pki.Credential, server string) (*Client, *pki.Keypair, error) {
+	cfg, kp, err := c.TLS()
+	if err != nil {
+		return nil, nil, err
+	}
+	if server == "" {
+		server = c.Server
+	}
+	cl, err := New(server, WithTLS(cfg))
+	return cl, kp, err
+}
+
+// CloseIdleConnections closes idle connections, so that the next requests
+// handshake again (with a renewed certificate).
+func (c *Client) CloseIdleConnections() { c.tr.CloseIdleConnections() }
+
+// Join exchanges a join token for a host certificate: server must present a
+// certificate signed by the CA the token pins. csrPEM is signed by the new
+// key the agent keeps.
+func Join(ctx context.Context, server string, tok pki.Token, csrPEM []byte) (api.CertResponse, error) {
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return api.CertResponse{}, fmt.Errorf("join: server %q: want https://HOST:PORT", server)
+	}
+	c, err := New(server, WithTLS(pki.PinnedTLS(tok.CAPin, u.Hostname())))
+	if err != nil {
+		return api.CertResponse{}, err
+	}
+	defer c.CloseIdleConnections()
+	var out api.CertResponse
+	return out, c.do(ctx, "POST", "/v1/join", nil, api.JoinRequest{Token: tok.String(), CSR: string(csrPEM)}, &out)
+}
+
+// CreateToken asks for a single-use join token for host (ttl "" = default).
+func (c *Client) CreateToken(ctx context.Context, host, ttl string) (api.TokenResponse, error) {
+	var out api.TokenResponse
+	return out, c.do(ctx, "POST", "/v1/hosts/"+esc(host)+"/token", nil, api.TokenRequest{TTL: ttl}, &out)
+}
+
+// RequestCert asks for a certificate (renewal, a CNI credential, or any
+// identity for admin).
+func (c *Client) RequestCert(ctx context.Context, r api.CertRequest) (api.CertResponse, error) {
+	var out api.CertResponse
+	return out, c.do(ctx, "POST", "/v1/certificates", nil, r, &out)
+}
+
+// ListCerts lists the certificates romanad issued and the revoked ones.
+func (c *Client) ListCerts(ctx context.Context) ([]api.CertRecord, error) {
+	var out []api.CertRecord
+	return out, c.do(ctx, "GET", "/v1/certificates", nil, nil, &out)
+}
+
+// Revoke revokes certificates by serial and/or identity.
+func (c *Client) Revoke(ctx context.Context, r api.RevokeRequest) ([]api.CertRecord, error) {
+	var out []api.CertRecord
+	return out, c.do(ctx, "POST", "/v1/certificates/revoke", nil, r, &out)
+}
+
+// WhoAmI returns the caller's identity as romanad sees it.
+func (c *Client) WhoAmI(ctx context.Context) (api.WhoAmI, error) {
+	var out api.WhoAmI
+	return out, c.do(ctx, "GET", "/v1/whoami", nil, nil, &out)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, out any) error {

@@ -265,6 +265,13 @@ func (r *Registry) ListAddresses(ctx context.Context, f api.AddressFilter) ([]ap
 
 // Release frees the address allocated under name. An unknown name is not an error.
 func (r *Registry) Release(ctx context.Context, name string) error {
+	return r.ReleaseOwned(ctx, name, "")
+}
+
+// ReleaseOwned is Release confined to host's addresses (host "": any):
+// an address of another host is Forbidden, decided in the same transaction
+// that deletes it.
+func (r *Registry) ReleaseOwned(ctx context.Context, name, host string) error {
 	if err := api.ValidateAddressName(name); err != nil {
 		return err
 	}
@@ -277,16 +284,19 @@ func (r *Registry) Release(ctx context.Context, name string) error {
 		if len(resp.Kvs) == 0 {
 			return nil
 		}
-		return r.releaseKV(ctx, op, resp.Kvs[0], nil)
+		return r.releaseKV(ctx, op, resp.Kvs[0], nil, host)
 	})
 }
 
 // releaseKV deletes the address in kv and its ip claim; ipKV, when set, is
-// the claim as read.
-func (r *Registry) releaseKV(ctx context.Context, op string, kv, ipKV *mvccpb.KeyValue) error {
+// the claim as read; host, when set, must be the address's host.
+func (r *Registry) releaseKV(ctx context.Context, op string, kv, ipKV *mvccpb.KeyValue, host string) error {
 	a, err := decode[api.Address](kv)
 	if err != nil {
 		return err
+	}
+	if host != "" && a.Host != host {
+		return api.Errorf(api.ReasonForbidden, "%s: address %s (%s) belongs to host %s, not %s", op, a.Name, a.IP, a.Host, host)
 	}
 	ipKey := r.k.ip(a.Network, a.IP)
 	cmps := []clientv3.Cmp{unchanged(string(kv.Key), kv), clientv3.Compare(clientv3.Value(ipKey), "=", a.Name)}
@@ -302,6 +312,11 @@ func (r *Registry) releaseKV(ctx context.Context, op string, kv, ipKV *mvccpb.Ke
 
 // ReleaseIP frees an address by IP. A free or unknown address is not an error.
 func (r *Registry) ReleaseIP(ctx context.Context, ip netip.Addr) error {
+	return r.ReleaseIPOwned(ctx, ip, "")
+}
+
+// ReleaseIPOwned is ReleaseIP confined to host's addresses (host "": any).
+func (r *Registry) ReleaseIPOwned(ctx context.Context, ip netip.Addr, host string) error {
 	ip = ip.Unmap()
 	op := "release " + ip.String()
 	return r.retry(ctx, op, func() error {
@@ -329,7 +344,7 @@ func (r *Registry) ReleaseIP(ctx context.Context, ip netip.Addr) error {
 		if len(ar.Kvs) == 0 {
 			return errRetry // released and claimed again in between
 		}
-		return r.releaseKV(ctx, op, ar.Kvs[0], ipKV)
+		return r.releaseKV(ctx, op, ar.Kvs[0], ipKV, host)
 	})
 }
 

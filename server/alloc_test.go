@@ -6,6 +6,7 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/pki"
 	"github.com/romana/romana/server/servertest"
 )
 
@@ -22,10 +23,7 @@ func TestConcurrentAllocationEmbedded(t *testing.T) {
 	w := populate(t, in.Client)
 	clients := make([]*client.Client, workers)
 	for i := range clients {
-		var err error
-		if clients[i], err = client.New(in.URL); err != nil {
-			t.Fatal(err)
-		}
+		clients[i] = in.ClientAs(t, pki.Admin)
 	}
 	got := allocateConcurrently(t, clients, w, allocations, workers)
 	checkAllocations(t, in.Client, w, allocations, got)
@@ -74,14 +72,11 @@ func TestConcurrentAllocationExternalEtcd(t *testing.T) {
 	w := populate(t, a.Client)
 	clients := make([]*client.Client, workers)
 	for i := range clients {
-		url := a.URL
+		in := a
 		if i%2 == 1 {
-			url = b.URL
+			in = b
 		}
-		var err error
-		if clients[i], err = client.New(url); err != nil {
-			t.Fatal(err)
-		}
+		clients[i] = in.ClientAs(t, pki.Admin)
 	}
 	got := allocateConcurrently(t, clients, w, allocations, workers)
 	checkAllocations(t, a.Client, w, allocations, got)

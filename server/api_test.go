@@ -26,15 +26,15 @@ func TestCreateStatusAndIdempotency(t *testing.T) {
 		// A policy may name a tenant that does not exist (yet).
 		{"PUT", "/v1/policies/future", `{"direction":["ingress"],"appliedTo":[{"tenant":"not-yet"}],"rules":[{"peers":[{"tenant":"nor-this","segment":"x"}]}]}`},
 	} {
-		first, _, b1 := rawString(t, tc.method, in.URL+tc.path, tc.body)
-		second, _, b2 := rawString(t, tc.method, in.URL+tc.path, tc.body)
+		first, _, b1 := rawString(t, in, tc.method, tc.path, tc.body)
+		second, _, b2 := rawString(t, in, tc.method, tc.path, tc.body)
 		if first != http.StatusCreated || second != http.StatusOK || b1 != b2 {
 			t.Errorf("%s %s: statuses %d then %d (want 201, 200), bodies\n%s%s", tc.method, tc.path, first, second, b1, b2)
 		}
 	}
 	before := readStore(t, in)
-	rawString(t, "POST", in.URL+"/v1/networks", `{"name":"v6","cidr":"fd00::/48","fields":[{"name":"rack","bits":2},{"name":"host","bits":6},{"name":"tenant","bits":8},{"name":"segment","bits":8}]}`)
-	rawString(t, "POST", in.URL+"/v1/addresses", `{"name":"p1","host":"h9","tenant":"initech","segment":"api","network":"blue"}`)
+	rawString(t, in, "POST", "/v1/networks", `{"name":"v6","cidr":"fd00::/48","fields":[{"name":"rack","bits":2},{"name":"host","bits":6},{"name":"tenant","bits":8},{"name":"segment","bits":8}]}`)
+	rawString(t, in, "POST", "/v1/addresses", `{"name":"p1","host":"h9","tenant":"initech","segment":"api","network":"blue"}`)
 	if !readStore(t, in).equal(before) {
 		t.Error("an idempotent repeat wrote to the store")
 	}
@@ -182,7 +182,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 	c.Allocate(ctx, w.request(0))
 	c.GetTenant(ctx, "nope")
-	resp, err := http.Get(in.URL + "/healthz")
+	resp, err := in.HTTP.Get(in.URL + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	if resp.StatusCode != 200 || string(b) != "ok\n" {
 		t.Fatalf("healthz: %d %q", resp.StatusCode, b)
 	}
-	resp, err = http.Get(in.URL + "/metrics")
+	resp, err = in.HTTP.Get(in.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 	// With the store gone, health says so.
 	in.Etcd().Close()
-	resp, err = http.Get(in.URL + "/healthz")
+	resp, err = in.HTTP.Get(in.URL + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}

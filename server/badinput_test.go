@@ -186,7 +186,7 @@ func TestBadInput(t *testing.T) {
 			if tc.chunked {
 				cl = -1
 			}
-			status, e, raw := raw(t, tc.method, in.URL+tc.path, body, cl)
+			status, e, raw := raw(t, in, tc.method, tc.path, body, cl)
 			if status != tc.status {
 				t.Fatalf("status %d, want %d; body %.300s", status, tc.status, raw)
 			}
@@ -198,7 +198,7 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
-	if status, _, _ := raw(t, "GET", in.URL+"/healthz", nil, 0); status != http.StatusOK {
+	if status, _, _ := raw(t, in, "GET", "/healthz", nil, 0); status != http.StatusOK {
 		t.Fatalf("healthz after bad input: %d", status)
 	}
 }

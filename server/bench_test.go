@@ -10,6 +10,7 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/pki"
 	"github.com/romana/romana/plan"
 	"github.com/romana/romana/server/servertest"
 )
@@ -55,10 +56,7 @@ func benchAllocate(b *testing.B, oneBlock bool) {
 	}
 	cs := make([]*client.Client, clients)
 	for i := range cs {
-		var err error
-		if cs[i], err = client.New(in.URL); err != nil {
-			b.Fatal(err)
-		}
+		cs[i] = in.ClientAs(b, pki.Admin)
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup

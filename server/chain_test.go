@@ -69,8 +69,8 @@ func TestChainsCRUDAndWatch(t *testing.T) {
 	go c.Watch(wctx, snap.Revision+1, func(ev api.Event) error { events <- ev; return nil })
 
 	body := `{"name":"inspect","tenant":"acme","segment":"web","toTenant":"infra","proto":"tcp","port":80,"via":["` + ips["fw1"].String() + `","` + ips["fw2"].String() + `"]}`
-	first, _, b1 := rawString(t, "POST", in.URL+"/v1/chains", body)
-	second, _, b2 := rawString(t, "POST", in.URL+"/v1/chains", body)
+	first, _, b1 := rawString(t, in, "POST", "/v1/chains", body)
+	second, _, b2 := rawString(t, in, "POST", "/v1/chains", body)
 	if first != http.StatusCreated || second != http.StatusOK || b1 != b2 {
 		t.Errorf("POST chain twice: %d then %d (want 201, 200)\n%s%s", first, second, b1, b2)
 	}
@@ -157,7 +157,7 @@ func TestChainValidation(t *testing.T) {
 	before := readStore(t, in)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			st, e, body := rawString(t, "POST", in.URL+"/v1/chains", tc.body)
+			st, e, body := rawString(t, in, "POST", "/v1/chains", tc.body)
 			if st != tc.status || e == nil || !strings.Contains(e.Message, tc.msg) {
 				t.Errorf("status %d body %s; want %d with %q", st, body, tc.status, tc.msg)
 			}

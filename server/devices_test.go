@@ -49,8 +49,8 @@ func TestDevicesCRUDAndWatch(t *testing.T) {
 	devs := fabricDevices()
 	body := `{"name":"tor1","kind":"tor","group":{"rack":"r1"},"asn":65101,"routerId":"172.31.255.1",` +
 		`"links":[{"local":"192.0.2.1/24"},{"peer":"spine1","local":"172.16.0.1/31","remote":"172.16.0.0"}]}`
-	first, _, b1 := rawString(t, "POST", in.URL+"/v1/devices", body)
-	second, _, b2 := rawString(t, "POST", in.URL+"/v1/devices", body)
+	first, _, b1 := rawString(t, in, "POST", "/v1/devices", body)
+	second, _, b2 := rawString(t, in, "POST", "/v1/devices", body)
 	if first != http.StatusCreated || second != http.StatusOK || b1 != b2 {
 		t.Errorf("POST device twice: %d then %d (want 201, 200)\n%s%s", first, second, b1, b2)
 	}
@@ -111,7 +111,7 @@ func TestDeviceValidation(t *testing.T) {
 		{`{"name":"T1","kind":"spine"}`, `invalid device name "T1"`},
 		{`{"name":"t1","kind":"spine","color":"red"}`, `unknown field "color"`},
 	} {
-		st, ae, body := rawString(t, "POST", in.URL+"/v1/devices", tc.body)
+		st, ae, body := rawString(t, in, "POST", "/v1/devices", tc.body)
 		if st != http.StatusBadRequest || ae == nil || !strings.Contains(ae.Message, tc.want) {
 			t.Errorf("POST %s: %d %s; want 400 mentioning %q", tc.body, st, body, tc.want)
 		}
@@ -143,7 +143,7 @@ func TestFabricRoutesEndpoint(t *testing.T) {
 	if !reflect.DeepEqual(lines, want) || len(tor.Problems) > 0 || !reflect.DeepEqual(tor.Announce, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/9")}) {
 		t.Errorf("tor1 routes:\n%q\nwant\n%q\nannounce %v problems %q", lines, want, tor.Announce, tor.Problems)
 	}
-	resp, err := http.Get(in.URL + "/v1/fabric/routes?device=spine1&format=bird")
+	resp, err := in.HTTP.Get(in.URL + "/v1/fabric/routes?device=spine1&format=bird")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestFabricRoutesEndpoint(t *testing.T) {
 		{"?device=nope", http.StatusNotFound, "device nope not found"},
 		{"?device=tor1&format=cisco", http.StatusBadRequest, `format "cisco"`},
 	} {
-		st, ae, body := rawString(t, "GET", in.URL+"/v1/fabric/routes"+tc.query, "")
+		st, ae, body := rawString(t, in, "GET", "/v1/fabric/routes"+tc.query, "")
 		if st != tc.code || ae == nil || !strings.Contains(ae.Message, tc.want) {
 			t.Errorf("GET %s: %d %s; want %d mentioning %q", tc.query, st, body, tc.code, tc.want)
 		}

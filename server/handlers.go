@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/pki"
 )
 
 func created(ok bool) int {
@@ -91,9 +92,17 @@ func (s *Server) getHost(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// removeHost removes a host and revokes its agent's and CNI plugin's
+// certificates: the identity is useless at once.
 func (s *Server) removeHost(w http.ResponseWriter, r *http.Request) error {
-	if err := s.reg.RemoveHost(r.Context(), r.PathValue("name")); err != nil {
+	name := r.PathValue("name")
+	if err := s.reg.RemoveHost(r.Context(), name); err != nil {
 		return err
+	}
+	if err := api.ValidateName("host", name); err == nil {
+		if _, err := s.revoke(r, nil, []string{pki.Host(name).String(), pki.CNI(name).String()}, "host "+name+" removed"); err != nil {
+			return err
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -206,6 +215,9 @@ func (s *Server) allocate(w http.ResponseWriter, r *http.Request) error {
 	if err := s.decodeBody(w, r, &in); err != nil {
 		return err
 	}
+	if err := own(r, in.Host); err != nil {
+		return err
+	}
 	out, c, err := s.reg.Allocate(r.Context(), in)
 	if err != nil {
 		return err
@@ -223,6 +235,9 @@ func (s *Server) listAddresses(w http.ResponseWriter, r *http.Request) error {
 			return api.Errorf(api.ReasonInvalid, "unknown query parameter %q (filters: network, host, tenant, segment)", k)
 		}
 	}
+	if err := own(r, q.Get("host")); err != nil {
+		return err
+	}
 	out, err := s.reg.ListAddresses(r.Context(), api.AddressFilter{
 		Network: q.Get("network"), Host: q.Get("host"), Tenant: q.Get("tenant"), Segment: q.Get("segment")})
 	if err != nil {
@@ -237,12 +252,15 @@ func (s *Server) getAddress(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := own(r, out.Host); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
 func (s *Server) release(w http.ResponseWriter, r *http.Request) error {
-	if err := s.reg.Release(r.Context(), r.PathValue("name")); err != nil {
+	if err := s.reg.ReleaseOwned(r.Context(), r.PathValue("name"), ownHost(r)); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -266,7 +284,7 @@ func (s *Server) releaseIP(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.reg.ReleaseIP(r.Context(), ip); err != nil {
+	if err := s.reg.ReleaseIPOwned(r.Context(), ip, ownHost(r)); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -388,11 +406,30 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	}
 	tick := time.NewTicker(s.keepalive)
 	defer tick.Stop()
+	// A stream lives no longer than its client certificate: it ends when the
+	// certificate is revoked or expires, and the client reconnects with its
+	// renewed one.
+	var revoked <-chan struct{}
+	var expired <-chan time.Time
+	if c := callerOf(r); c.cert != nil {
+		ch, unregister := s.revoked.stream(pki.Serial(c.cert))
+		defer unregister()
+		revoked = ch
+		t := time.NewTimer(time.Until(c.cert.NotAfter))
+		defer t.Stop()
+		expired = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.stopping:
+			return
+		case <-revoked:
+			s.log.Info("watch stream ended: client certificate revoked", "identity", callerOf(r).id.String())
+			return
+		case <-expired:
+			s.log.Info("watch stream ended: client certificate expired", "identity", callerOf(r).id.String())
 			return
 		case <-tick.C:
 			if _, err := w.Write([]byte("\n")); err != nil {

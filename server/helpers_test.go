@@ -242,8 +242,9 @@ func countPrefix(t testing.TB, in *servertest.Instance, sub string) int64 {
 
 // raw sends a request with a literal body and returns the status, the
 // decoded error (if any) and the body.
-func raw(t testing.TB, method, url string, body io.Reader, contentLength int64) (int, *api.Error, string) {
+func raw(t testing.TB, in *servertest.Instance, method, path string, body io.Reader, contentLength int64) (int, *api.Error, string) {
 	t.Helper()
+	url := in.URL + path
 	req, err := http.NewRequest(method, url, body)
 	if err != nil {
 		t.Fatal(err)
@@ -252,7 +253,7 @@ func raw(t testing.TB, method, url string, body io.Reader, contentLength int64) 
 		req.ContentLength = contentLength
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := in.HTTP.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
@@ -270,11 +271,11 @@ func raw(t testing.TB, method, url string, body io.Reader, contentLength int64) 
 	return resp.StatusCode, eb.Error, string(b)
 }
 
-func rawString(t testing.TB, method, url, body string) (int, *api.Error, string) {
+func rawString(t testing.TB, in *servertest.Instance, method, path, body string) (int, *api.Error, string) {
 	t.Helper()
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
 	}
-	return raw(t, method, url, r, 0)
+	return raw(t, in, method, path, r, 0)
 }

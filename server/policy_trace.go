@@ -114,6 +114,9 @@ func (s *Server) putPolicyStats(w http.ResponseWriter, r *http.Request) error {
 	if err := api.ValidateName("host", host); err != nil {
 		return api.Errorf(api.ReasonInvalid, "%v", err)
 	}
+	if err := own(r, host); err != nil {
+		return err
+	}
 	var in api.HostPolicyStats
 	if err := s.decodeBody(w, r, &in); err != nil {
 		return err

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,11 @@ type Config struct {
 	// Keepalive is the interval of empty lines on an idle watch stream
 	// (default DefaultKeepalive).
 	Keepalive time.Duration
+	// TLS is required to serve on TCP listeners (Serve refuses plaintext
+	// TCP); unix socket listeners serve without it, to root only.
+	TLS *TLSConfig
+	// Now is the clock for certificates and tokens (default time.Now).
+	Now func() time.Time
 }
 
 // Server serves the API. Create it with New.
@@ -50,6 +56,9 @@ type Server struct {
 	metrics   *metrics
 	prom      *prometheus.Registry
 	stats     statsStore // policy counters reported by agents (policy_trace.go)
+	tls       *TLSConfig
+	revoked   *revocations
+	now       func() time.Time
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed when Serve shuts down: ends watch streams
@@ -65,6 +74,12 @@ func New(cfg Config) *Server {
 		mux:       http.NewServeMux(),
 		prom:      prometheus.NewRegistry(),
 		stopping:  make(chan struct{}),
+		tls:       cfg.TLS,
+		revoked:   newRevocations(),
+		now:       cfg.Now,
+	}
+	if s.now == nil {
+		s.now = time.Now
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -122,6 +137,7 @@ func (s *Server) routes() {
 	s.deviceRoutes() // devices.go
 	s.chainRoutes()  // chain.go
 	s.policyRoutes() // policy_trace.go
+	s.pkiRoutes()    // pki.go
 
 	s.handle("GET /v1/snapshot", s.snapshot)
 	s.mux.HandleFunc("GET /v1/watch", s.watch)
@@ -159,7 +175,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(rec, r, err)
 		pattern = "unmatched"
 	} else {
-		s.mux.ServeHTTP(rec, r)
+		ar, c, err := s.authorize(r, pattern)
+		if err != nil {
+			s.writeError(rec, r, err)
+		} else {
+			s.mux.ServeHTTP(rec, ar)
+		}
+		s.audit(r, c, pattern, rec.status, err)
 	}
 	d := time.Since(start)
 	s.metrics.observe(pattern, rec.status, d)
@@ -215,13 +237,34 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 }
 
 // Serve serves on each listener until ctx ends, then shuts down gracefully:
-// watch streams end at once, other requests get up to 5 seconds.
+// watch streams end at once, other requests get up to 5 seconds. Unix
+// socket listeners serve HTTP (their peers are root, see ListenUnix); every
+// other listener serves HTTPS with Config.TLS, and Serve refuses to start
+// without it: romanad never serves plaintext TCP.
 func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
+	for i, ln := range lns {
+		if ln.Addr().Network() == "unix" {
+			continue
+		}
+		if s.tls == nil || s.tls.Serving == nil {
+			return fmt.Errorf("serve on %s: refusing plaintext TCP: configure TLS (a serving certificate)", ln.Addr())
+		}
+		lns[i] = tls.NewListener(ln, s.serverTLS())
+	}
 	hs := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ConnContext:       connContext,
+	}
+	fctx, fcancel := context.WithCancel(ctx)
+	defer fcancel()
+	go s.followRevocations(fctx)
+	select { // serve nothing before revocations are known
+	case <-s.revoked.ready:
+	case <-ctx.Done():
+		return nil
 	}
 	hs.RegisterOnShutdown(func() { s.stopOnce.Do(func() { close(s.stopping) }) })
 	errc := make(chan error, len(lns))
@@ -248,11 +291,21 @@ func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	return serr
 }
 
-// ListenUnix listens on a unix socket at path, creating its directory and
-// removing a stale socket left by a previous run. It refuses to replace a
-// socket another process still serves, or a file that is not a socket.
-func ListenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+// ListenUnix listens on a unix socket at path for root only (mode 0600),
+// creating its directory and removing a stale socket left by a previous
+// run. It refuses to replace a socket another process still serves, or a
+// file that is not a socket. Whoever can connect is admin.
+func ListenUnix(path string) (net.Listener, error) { return ListenUnixGroup(path, -1) }
+
+// ListenUnixGroup is ListenUnix with mode 0660 and group gid when gid >= 0:
+// members of that group are admin too (like the docker group).
+//
+// The socket is bound inside a fresh 0700 directory next to path, given its
+// mode and group there, and renamed into place: it is never reachable with
+// a wider mode, whatever the umask.
+func ListenUnixGroup(path string, gid int) (_ net.Listener, retErr error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	if fi, err := os.Lstat(path); err == nil {
@@ -267,13 +320,50 @@ func ListenUnix(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("listen on %s: remove stale socket: %w", path, err)
 		}
 	}
-	ln, err := net.Listen("unix", path)
+	tmp, err := os.MkdirTemp(dir, ".romanad-sock-")
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		ln.Close()
+	defer os.RemoveAll(tmp)
+	tmpSock := filepath.Join(tmp, "s")
+	ln, err := net.Listen("unix", tmpSock)
+	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	return ln, nil
+	defer func() {
+		if retErr != nil {
+			ln.Close()
+		}
+	}()
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	mode := os.FileMode(0o600)
+	if gid >= 0 {
+		if err := os.Lchown(tmpSock, -1, gid); err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", path, err)
+		}
+		mode = 0o660
+	}
+	if err := os.Chmod(tmpSock, mode); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Rename(tmpSock, path); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	return &unixListener{Listener: ln, path: path}, nil
 }
+
+// unixListener removes its socket file on Close.
+type unixListener struct {
+	net.Listener
+	path string
+	once sync.Once
+}
+
+func (l *unixListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { os.Remove(l.path) })
+	return err
+}
+
+// Addr reports the final path, not the temporary one it was bound at.
+func (l *unixListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }

@@ -129,7 +129,7 @@ func TestWatch(t *testing.T) {
 	}
 
 	// An idle stream sends keepalive newlines, and events are flushed one by one.
-	resp, err := http.Get(in.URL + fmt.Sprintf("/v1/watch?revision=%d", hev.Revision))
+	resp, err := in.HTTP.Get(in.URL + fmt.Sprintf("/v1/watch?revision=%d", hev.Revision))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,22 +1,28 @@
 // Package servertest starts a real romanad (an embedded or external etcd
-// store, the IPAM registry and the HTTP API on TCP and a unix socket) inside
-// a test, for tests of any package that talks to romanad.
+// store, the IPAM registry and the API on mutual-TLS TCP and a unix socket)
+// inside a test, for tests of any package that talks to romanad. It holds
+// the instance's CA, so tests can make a credential for any identity.
 package servertest
 
 import (
 	"context"
+	"crypto/x509"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
 	"github.com/romana/romana/ipam"
+	"github.com/romana/romana/pki"
 	"github.com/romana/romana/server"
 	"github.com/romana/romana/store"
 )
@@ -30,6 +36,21 @@ type config struct {
 	logger    *slog.Logger
 	keepalive time.Duration
 	fsync     bool
+	hostValid time.Duration
+	listener  func() (net.Listener, error)
+	names     []string
+}
+
+// WithHostCertValidity sets the lifetime of host and CNI certificates that
+// the instance issues (join, renewal).
+func WithHostCertValidity(d time.Duration) Option { return func(c *config) { c.hostValid = d } }
+
+// WithListener makes the instance serve TLS on listeners from listen (for
+// example one created inside a lab namespace) instead of 127.0.0.1:0; names
+// are the serving certificate's names and addresses. listen is called again
+// on Restart.
+func WithListener(listen func() (net.Listener, error), names ...string) Option {
+	return func(c *config) { c.listener, c.names = listen, names }
 }
 
 // WithEtcdEndpoints uses an external etcd instead of an embedded one.
@@ -54,12 +75,17 @@ func WithFsync() Option { return func(c *config) { c.fsync = true } }
 // Instance is a running romanad. Stop and Restart are safe to call more than
 // once; Restart keeps the data directory, the URL and the socket path.
 type Instance struct {
-	// URL is the TCP endpoint, "http://127.0.0.1:PORT".
+	// URL is the TLS endpoint, "https://127.0.0.1:PORT".
 	URL string
-	// Socket is the unix socket path; client.New("unix://" + Socket) reaches it.
+	// Socket is the unix socket path; client.New("unix://" + Socket) reaches it (as admin).
 	Socket string
-	// Client talks to URL.
+	// Client talks to URL as admin.
 	Client *client.Client
+	// CA is the instance's certificate authority.
+	CA *pki.CA
+	// HTTP is a plain HTTP client of URL that presents the admin certificate,
+	// for tests that send raw requests.
+	HTTP *http.Client
 	// DataDir is the embedded etcd's data directory ("" with an external etcd).
 	DataDir string
 	// Prefix is the etcd key prefix of the instance's state.
@@ -109,15 +135,34 @@ func Start(t testing.TB, opts ...Option) *Instance {
 	if len(cfg.endpoints) == 0 {
 		in.DataDir = t.TempDir()
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	listen := cfg.listener
+	if listen == nil {
+		listen = func() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+		cfg.names = []string{"127.0.0.1", "localhost"}
+	}
+	ln, err := listen()
 	if err != nil {
 		t.Fatalf("servertest: %v", err)
 	}
 	addr := ln.Addr().String()
-	in.URL = "http://" + addr
-	if in.Client, err = client.New(in.URL); err != nil {
+	in.URL = "https://" + addr
+	ca, _, err := pki.LoadOrCreateCA(t.TempDir(), time.Now())
+	if err != nil {
 		t.Fatalf("servertest: %v", err)
 	}
+	in.CA = ca
+	serving, err := pki.ServerSetup{Names: cfg.names}.IssueServing(ca, time.Now())
+	if err != nil {
+		t.Fatalf("servertest: %v", err)
+	}
+	clientCAs := x509.NewCertPool()
+	clientCAs.AddCert(ca.Cert)
+	srvTLS := &server.TLSConfig{Serving: serving, ClientCAs: clientCAs, CA: ca, HostValidity: cfg.hostValid}
+	admin := in.newCredential(t, pki.Admin, time.Hour)
+	if in.Client, _, err = client.FromCredential(admin, in.URL); err != nil {
+		t.Fatalf("servertest: %v", err)
+	}
+	in.HTTP = in.HTTPClient(t, admin)
 
 	var (
 		stopMu sync.Mutex
@@ -147,7 +192,7 @@ func Start(t testing.TB, opts ...Option) *Instance {
 			st.Close()
 			t.Fatalf("servertest: %v", err)
 		}
-		srv := server.New(server.Config{Registry: reg, Logger: cfg.logger, Keepalive: cfg.keepalive})
+		srv := server.New(server.Config{Registry: reg, Logger: cfg.logger, Keepalive: cfg.keepalive, TLS: srvTLS})
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -183,8 +228,12 @@ func Start(t testing.TB, opts ...Option) *Instance {
 		in.Stop()
 		var ln net.Listener
 		var err error
+		relisten := func() (net.Listener, error) { return net.Listen("tcp", addr) }
+		if cfg.listener != nil {
+			relisten = cfg.listener
+		}
 		for i := 0; i < 50; i++ { // the old listener's port is free again once Stop returns
-			if ln, err = net.Listen("tcp", addr); err == nil {
+			if ln, err = relisten(); err == nil {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -197,4 +246,77 @@ func Start(t testing.TB, opts ...Option) *Instance {
 	t.Cleanup(in.Stop)
 	start(ln)
 	return in
+}
+
+func (in *Instance) newCredential(t testing.TB, id pki.Identity, validity time.Duration) *pki.Credential {
+	t.Helper()
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatalf("servertest: %v", err)
+	}
+	_, certPEM, err := in.CA.Issue(key.Public(), pki.Template{Identity: id.String(), Validity: validity}, time.Now())
+	if err != nil {
+		t.Fatalf("servertest: %v", err)
+	}
+	keyPEM, err := pki.EncodeKey(key)
+	if err != nil {
+		t.Fatalf("servertest: %v", err)
+	}
+	return &pki.Credential{Kind: pki.CredentialKind, Server: in.URL, Identity: id.String(),
+		CA: string(in.CA.PEM), Cert: string(certPEM), Key: string(keyPEM)}
+}
+
+// Credential issues a certificate for id signed by the instance's CA and
+// records it (so that revoking the identity revokes it).
+func (in *Instance) Credential(t testing.TB, id pki.Identity) *pki.Credential {
+	t.Helper()
+	c := in.newCredential(t, id, time.Hour)
+	leaf, err := c.Leaf()
+	if err != nil {
+		t.Fatalf("servertest: %v", err)
+	}
+	if err := in.Registry().RecordCert(context.Background(), api.CertRecord{Serial: pki.Serial(leaf), Identity: id.String(),
+		NotAfter: leaf.NotAfter, IssuedBy: "servertest"}); err != nil {
+		t.Fatalf("servertest: %v", err)
+	}
+	return c
+}
+
+// ClientAs returns a client of the TLS endpoint that presents a new
+// certificate for id.
+func (in *Instance) ClientAs(t testing.TB, id pki.Identity) *client.Client {
+	t.Helper()
+	c, _, err := client.FromCredential(in.Credential(t, id), in.URL)
+	if err != nil {
+		t.Fatalf("servertest: %v", err)
+	}
+	return c
+}
+
+// WriteCredential writes a credential for id into dir and returns its path.
+func (in *Instance) WriteCredential(t testing.TB, id pki.Identity, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, strings.ReplaceAll(id.String(), ":", "-")+".conf")
+	if err := in.Credential(t, id).Save(path); err != nil {
+		t.Fatalf("servertest: %v", err)
+	}
+	return path
+}
+
+// HTTPClient returns a plain HTTP client that trusts the instance's CA and
+// presents cred's certificate (nil: none).
+func (in *Instance) HTTPClient(t testing.TB, cred *pki.Credential) *http.Client {
+	t.Helper()
+	var kp *pki.Keypair
+	if cred != nil {
+		var err error
+		if kp, err = pki.NewKeypair([]byte(cred.Cert), []byte(cred.Key)); err != nil {
+			t.Fatalf("servertest: %v", err)
+		}
+	}
+	cfg, err := pki.ClientTLS(in.CA.PEM, kp)
+	if err != nil {
+		t.Fatalf("servertest: %v", err)
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
 }
