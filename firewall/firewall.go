@@ -8,9 +8,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"slices"
 	"strings"
 
@@ -29,13 +29,14 @@ const stampPrefix = "romana ruleset "
 
 // Firewall applies rulesets through knftables.
 type Firewall struct {
-	nft knftables.Interface
-	log *slog.Logger
+	nft    knftables.Interface
+	lister lister
+	log    *slog.Logger
 	// lastBase and lastPolicies are the stamps of the ruleset last applied
 	// or verified ("" when the last Apply failed). When only the policy
 	// stamp changed since, Apply rewrites the policy chains without first
-	// listing the table (the listing costs more than the rewrite); a
-	// resync, whose ruleset equals the last one, always checks.
+	// checking the table (it lists it once after, to store the listing's
+	// sums); a resync, whose ruleset equals the last one, always checks.
 	lastBase, lastPolicies string
 }
 
@@ -60,7 +61,7 @@ func NewWith(nft knftables.Interface, log *slog.Logger) *Firewall {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Firewall{nft: nft, log: log}
+	return &Firewall{nft: nft, lister: newLister(nft, Family, hoststate.Table), log: log}
 }
 
 // Stamp returns the comment that marks a ruleset's base: everything but
@@ -132,8 +133,8 @@ func stamped(rs hoststate.Ruleset) (hoststate.Ruleset, error) {
 }
 
 // Apply makes the table equal to rs. When the live table already is (same
-// stamps, same rules per chain, same map elements; see inSync) it does
-// nothing and returns false. When only the policy chains differ, it
+// stamps, same rules per chain, and a listing unchanged since our last
+// write; see inSync) it does nothing and returns false. When only the policy chains differ, it
 // rewrites just those in one transaction (flush and refill the policies
 // and policy-* chains, delete policy chains no longer wanted): the maps,
 // the forward chain and the isolation chains stay as they are. Otherwise
@@ -149,6 +150,10 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 	base, pol := Stamp(rs), PolicyStamp(rs)
 	if f.lastBase == base && f.lastPolicies != "" && f.lastPolicies != pol {
 		if err := f.applyPolicies(ctx, want, "policies changed"); err == nil {
+			if err := f.writeSums(ctx, want); err != nil {
+				f.lastBase, f.lastPolicies = "", ""
+				return true, err
+			}
 			f.lastPolicies = pol
 			return true, nil
 		}
@@ -171,11 +176,14 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 		if err := f.applyPolicies(ctx, want, why); err != nil {
 			return false, err
 		}
-		return true, nil
+		return true, f.writeSums(ctx, want)
 	}
 	tx := f.replaceTx(want)
 	if err := f.nft.Run(ctx, tx); err != nil {
 		return false, fmt.Errorf("replace table %s %s (%d operations): %w", Family, hoststate.Table, tx.NumOperations(), err)
+	}
+	if err := f.writeSums(ctx, want); err != nil {
+		return true, err
 	}
 	f.log.Info("nftables table replaced", "table", string(Family)+" "+hoststate.Table, "reason", why,
 		"rules", want.RuleCount(), "elements", want.ElementCount(), "stamp", strings.TrimPrefix(Stamp(rs), stampPrefix))
@@ -290,35 +298,39 @@ func addRules(tx *knftables.Transaction, c hoststate.Chain) {
 	}
 }
 
-// inSync compares the live table with want; why says what differs, and
-// baseOK that everything but the policy chains matches (so rewriting those
-// suffices). It costs two nft listings (all rules as JSON, then each map's
-// elements): rule counts and comments per chain (the stamps among them)
-// and exact map elements. An extra chain or set without rules is not
+// inSync compares the live table with want, from one nft listing; why
+// says what differs, and baseOK that everything but the policy chains
+// matches (so rewriting those suffices). The live table matches when each
+// wanted chain has the wanted number of rules with the wanted comments
+// (the stamps among them: the table holds the desired ruleset), every
+// wanted map exists, no other chain with rules exists, and the listing of
+// the base and of the policy chains hashes to what it did right after our
+// last write (listing.go: a rule edited in place, a chain's policy or a
+// map element changed). An extra chain or set without rules is not
 // detected: nothing can reach it, and the next replacement removes it.
 func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok, baseOK bool, why string, err error) {
-	rules, err := f.nft.ListRules(ctx, "")
-	if knftables.IsNotFound(err) {
+	live, err := f.lister.list(ctx)
+	if errors.Is(err, errTableMissing) {
 		return false, false, "table missing", nil
 	}
 	if err != nil {
 		return false, false, "", err
 	}
-	byChain := map[string][]*knftables.Rule{}
-	for _, r := range rules {
-		byChain[r.Chain] = append(byChain[r.Chain], r)
-	}
-	wantChains := map[string]bool{}
+	wantChains := map[string]bool{sumChain: true}
 	polWhy := ""
 	for _, c := range want.Chains {
 		wantChains[c.Name] = true
 		diff := ""
-		if len(byChain[c.Name]) != len(c.Rules) {
-			diff = fmt.Sprintf("chain %s has %d rules, want %d", c.Name, len(byChain[c.Name]), len(c.Rules))
-		} else {
+		lc := live.chains[c.Name]
+		switch {
+		case lc == nil:
+			diff = fmt.Sprintf("chain %s missing", c.Name)
+		case len(lc.rules) != len(c.Rules):
+			diff = fmt.Sprintf("chain %s has %d rules, want %d", c.Name, len(lc.rules), len(c.Rules))
+		default:
 			for i, r := range c.Rules {
-				live := byChain[c.Name][i].Comment
-				if (live == nil) != (r.Comment == "") || (live != nil && *live != r.Comment) {
+				l := lc.rules[i]
+				if l.hasComment != (r.Comment != "") || l.comment != r.Comment {
 					diff = fmt.Sprintf("chain %s rule %d differs", c.Name, i)
 					break
 				}
@@ -334,56 +346,63 @@ func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok, base
 			return false, false, diff, nil
 		}
 	}
-	for name, rs := range byChain {
-		if !wantChains[name] {
-			if !hoststate.IsPolicyChain(name) {
-				return false, false, fmt.Sprintf("unexpected chain %s", name), nil
-			}
-			if polWhy == "" {
-				polWhy = fmt.Sprintf("unexpected chain %s with %d rules", name, len(rs))
-			}
+	for name, lc := range live.chains {
+		if wantChains[name] || len(lc.rules) == 0 {
+			continue
+		}
+		if !hoststate.IsPolicyChain(name) {
+			return false, false, fmt.Sprintf("unexpected chain %s", name), nil
+		}
+		if polWhy == "" {
+			polWhy = fmt.Sprintf("unexpected chain %s with %d rules", name, len(lc.rules))
 		}
 	}
 	for _, m := range want.Maps {
-		els, err := f.nft.ListElements(ctx, "map", m.Name)
-		if knftables.IsNotFound(err) {
+		if _, ok := live.others["map "+m.Name]; !ok {
 			return false, false, "map " + m.Name + " missing", nil
 		}
-		if err != nil {
-			return false, false, "", err
-		}
-		if !sameElements(els, m.Elements) {
-			return false, false, "map " + m.Name + " elements differ", nil
-		}
+	}
+	base, pol := parts(want)
+	sums := live.sums()
+	if live.sum(base) != sums["base"] {
+		return false, false, "base chains or maps edited since written (listing differs)", nil
+	}
+	if polWhy == "" && live.sum(pol) != sums["policies"] {
+		polWhy = "policy chains edited since written (listing differs)"
 	}
 	return polWhy == "", true, polWhy, nil
 }
 
-// sameElements compares map elements, keys as addresses (nft may print
-// them differently from netip) and verdicts as text.
-func sameElements(live []*knftables.Element, want []hoststate.Element) bool {
-	if len(live) != len(want) {
-		return false
+// parts returns the blocks of the listing whose hash is stored as "base"
+// (maps and chains other than the policy chains) and as "policies".
+func parts(want hoststate.Ruleset) (base, pol []string) {
+	for _, m := range want.Maps {
+		base = append(base, "map "+m.Name)
 	}
-	w := map[netip.Addr]string{}
-	for _, e := range want {
-		a, err := netip.ParseAddr(e.Key)
-		if err != nil {
-			return false
+	for _, c := range want.Chains {
+		if hoststate.IsPolicyChain(c.Name) {
+			pol = append(pol, "chain "+c.Name)
+		} else {
+			base = append(base, "chain "+c.Name)
 		}
-		w[a] = e.Verdict
 	}
-	for _, e := range live {
-		if len(e.Key) != 1 || len(e.Value) != 1 {
-			return false
-		}
-		a, err := netip.ParseAddr(e.Key[0])
-		if err != nil || w[a] != e.Value[0] {
-			return false
-		}
-		delete(w, a)
+	return base, pol
+}
+
+// writeSums lists the table we just wrote and stores the hashes of its
+// base and policy parts in it (listing.go).
+func (f *Firewall) writeSums(ctx context.Context, want hoststate.Ruleset) error {
+	live, err := f.lister.list(ctx)
+	if err != nil {
+		return fmt.Errorf("list table %s %s after writing it: %w", Family, hoststate.Table, err)
 	}
-	return len(w) == 0
+	base, pol := parts(want)
+	tx := f.nft.NewTransaction()
+	sumsTx(tx, map[string]string{"base": live.sum(base), "policies": live.sum(pol)})
+	if err := f.nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("store listing sums in table %s %s: %w", Family, hoststate.Table, err)
+	}
+	return nil
 }
 
 // Cleanup deletes the table; a missing table is not an error.

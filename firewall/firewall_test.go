@@ -64,6 +64,14 @@ func TestApplyOnFake(t *testing.T) {
 		},
 		"deleted table": func(tx *knftables.Transaction) { tx.Delete(&knftables.Table{}) },
 		"extra rule":    func(tx *knftables.Transaction) { tx.Add(&knftables.Rule{Chain: "forward", Rule: "accept"}) },
+		"drop edited into accept, comment kept": func(tx *knftables.Transaction) {
+			c := fake.Table.Chains["tenant-1"]
+			last := c.Rules[len(c.Rules)-1]
+			if last.Rule != "counter drop" || last.Comment == nil {
+				t.Fatalf("tenant-1 ends with %q", last.Rule)
+			}
+			tx.Replace(&knftables.Rule{Chain: "tenant-1", Handle: last.Handle, Rule: "counter accept", Comment: last.Comment})
+		},
 	}
 	for what, f := range damage {
 		tx := fake.NewTransaction()

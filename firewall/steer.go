@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -17,8 +18,9 @@ import (
 // equal to a desired hoststate.Steering, replacing it atomically when it
 // differs and deleting it when no chain concerns the host.
 type Steer struct {
-	nft knftables.Interface
-	log *slog.Logger
+	nft    knftables.Interface
+	lister lister
+	log    *slog.Logger
 }
 
 // NewSteer returns a Steer using the nft binary in the calling process's
@@ -37,7 +39,7 @@ func NewSteerWith(nft knftables.Interface, log *slog.Logger) *Steer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Steer{nft: nft, log: log}
+	return &Steer{nft: nft, lister: newLister(nft, Family, hoststate.SteerTable), log: log}
 }
 
 // steerStamp is the comment of the base chain: a hash of the rules.
@@ -47,10 +49,14 @@ func steerStamp(st hoststate.Steering) string {
 }
 
 // Apply makes the table equal to st's rules (or absent when st has none).
-// It reports whether it changed anything.
+// It reports whether it changed anything. The live table is taken as in
+// sync, from one nft listing, when its chains have the wanted rule counts
+// and comments (the last rule's comment is a hash of the whole script) and
+// its listing hashes to what it did right after our last write (a rule
+// edited in place, comment kept, is found: listing.go).
 func (s *Steer) Apply(ctx context.Context, st hoststate.Steering) (bool, error) {
-	chains, err := s.nft.List(ctx, "chain")
-	missing := knftables.IsNotFound(err)
+	live, err := s.lister.list(ctx)
+	missing := errors.Is(err, errTableMissing)
 	if err != nil && !missing {
 		return false, fmt.Errorf("list table %s %s: %w", Family, hoststate.SteerTable, err)
 	}
@@ -60,35 +66,14 @@ func (s *Steer) Apply(ctx context.Context, st hoststate.Steering) (bool, error) 
 		}
 		return true, s.Cleanup(ctx)
 	}
-	// The last rule's comment carries a hash of the whole script: equal
-	// rule counts and comments mean the live table is the one we wrote.
 	want := slices.Clone(st.Rules)
 	want[len(want)-1].Comment = steerStamp(st)
-	wantChains := []string{hoststate.SteerChain}
+	wantChains := map[string][]hoststate.Rule{hoststate.SteerChain: want}
 	if len(st.Raw) > 0 {
-		wantChains = append(wantChains, hoststate.SteerRawChain)
+		wantChains[hoststate.SteerRawChain] = st.Raw
 	}
-	if !missing && len(chains) == len(wantChains) {
-		same := true
-		for _, name := range wantChains {
-			rs := want
-			if name == hoststate.SteerRawChain {
-				rs = st.Raw
-			}
-			rules, err := s.nft.ListRules(ctx, name)
-			if err != nil || len(rules) != len(rs) {
-				same = false
-				break
-			}
-			for i, r := range rules {
-				if c := rs[i].Comment; (r.Comment == nil) != (c == "") || (r.Comment != nil && *r.Comment != c) {
-					same = false
-				}
-			}
-		}
-		if same {
-			return false, nil
-		}
+	if !missing && s.inSync(live, wantChains) {
+		return false, nil
 	}
 	tx := s.nft.NewTransaction()
 	tx.Add(&knftables.Table{})
@@ -116,8 +101,52 @@ func (s *Steer) Apply(ctx context.Context, st hoststate.Steering) (bool, error) 
 	if err := s.nft.Run(ctx, tx); err != nil {
 		return false, fmt.Errorf("replace table %s %s (%d rules): %w", Family, hoststate.SteerTable, len(st.Rules), err)
 	}
+	// Store the hash of the listing, to find later edits.
+	live, err = s.lister.list(ctx)
+	if err != nil {
+		return true, fmt.Errorf("list table %s %s after writing it: %w", Family, hoststate.SteerTable, err)
+	}
+	tx = s.nft.NewTransaction()
+	sumsTx(tx, map[string]string{"steering": live.sum(steerBlocks(wantChains))})
+	if err := s.nft.Run(ctx, tx); err != nil {
+		return true, fmt.Errorf("store listing sums in table %s %s: %w", Family, hoststate.SteerTable, err)
+	}
 	s.log.Info("steering table replaced", "table", string(Family)+" "+hoststate.SteerTable, "rules", len(st.Rules)+len(st.Raw))
 	return true, nil
+}
+
+// inSync reports whether live has exactly the wanted chains (and the sums
+// chain), each with the wanted rule count and comments, and whether its
+// listing hashes to what it did after our last write.
+func (s *Steer) inSync(live *listing, want map[string][]hoststate.Rule) bool {
+	for name, lc := range live.chains {
+		if _, ok := want[name]; !ok && name != sumChain {
+			return false
+		}
+		if len(lc.rules) != len(want[name]) && name != sumChain {
+			return false
+		}
+		for i, r := range want[name] {
+			if l := lc.rules[i]; l.hasComment != (r.Comment != "") || l.comment != r.Comment {
+				return false
+			}
+		}
+	}
+	for name := range want {
+		if live.chains[name] == nil {
+			return false
+		}
+	}
+	return live.sum(steerBlocks(want)) == live.sums()["steering"]
+}
+
+// steerBlocks names the listing's blocks of the wanted chains, sorted.
+func steerBlocks(want map[string][]hoststate.Rule) []string {
+	var out []string
+	for _, name := range sortedKeys(want) {
+		out = append(out, "chain "+name)
+	}
+	return out
 }
 
 // Cleanup deletes the table; a missing table is not an error.

@@ -113,6 +113,11 @@ func TestSteerInNamespace(t *testing.T) {
 		apply(st, true, "repair after nft "+strings.Join(damage, " "))
 		apply(st, false, "in sync after repairing "+strings.Join(damage, " "))
 	}
+	// A rule edited in place, its comment kept: the mark it sets changed.
+	editRule(t, h, hoststate.SteerTable, hoststate.SteerChain, "meta mark set 0x1",
+		func(r string) string { return strings.Replace(r, "meta mark set 0x1", "meta mark set 0x7", 1) })
+	apply(st, true, "repair an edited rule")
+	apply(st, false, "in sync after repairing an edited rule")
 	apply(steering(t, false), true, "no chains")
 	apply(steering(t, false), false, "still no chains")
 	out := nft("list", "tables")
