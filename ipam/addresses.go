@@ -106,7 +106,7 @@ func (r *Registry) allocateAttempt(ctx context.Context, req api.AddressRequest) 
 	if err != nil {
 		return api.Address{}, false, err
 	}
-	nkv, n, err := chooseNetwork(rangeKVs(resp, 4), req)
+	nkv, n, err := r.chooseNetwork(rangeKVs(resp, 4), req)
 	if err != nil {
 		return api.Address{}, false, err
 	}
@@ -196,12 +196,17 @@ func (r *Registry) allocateAttempt(ctx context.Context, req api.AddressRequest) 
 }
 
 // chooseNetwork picks the network of a request: the one named, or the only
-// one that accepts the tenant.
-func chooseNetwork(kvs []*mvccpb.KeyValue, req api.AddressRequest) (*mvccpb.KeyValue, api.Network, error) {
+// one that accepts the tenant. A request that names its network reads only
+// that network's value, so another network's undecodable value does not
+// stop it; choosing among all networks needs every one to decode.
+func (r *Registry) chooseNetwork(kvs []*mvccpb.KeyValue, req api.AddressRequest) (*mvccpb.KeyValue, api.Network, error) {
 	var names []string
 	var pick *mvccpb.KeyValue
 	var pickN api.Network
 	for _, kv := range kvs {
+		if req.Network != "" && string(kv.Key) != r.k.network(req.Network) {
+			continue
+		}
 		n, err := decode[api.Network](kv)
 		if err != nil {
 			return nil, api.Network{}, err
@@ -243,16 +248,14 @@ func (r *Registry) GetAddress(ctx context.Context, name string) (api.Address, er
 	return decode[api.Address](resp.Kvs[0])
 }
 
-// ListAddresses returns the addresses that match f, by name.
+// ListAddresses returns the addresses that match f, by name, leaving out
+// any that does not decode.
 func (r *Registry) ListAddresses(ctx context.Context, f api.AddressFilter) ([]api.Address, error) {
 	resp, err := r.cli.Get(ctx, r.k.addresses(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, storeErr("list addresses", err)
 	}
-	all, err := decodeAll[api.Address](resp.Kvs)
-	if err != nil {
-		return nil, err
-	}
+	all := decodeList[api.Address](r, resp.Kvs)
 	out := all[:0]
 	for _, a := range all {
 		if (f.Network == "" || f.Network == a.Network) && (f.Host == "" || f.Host == a.Host) &&
@@ -320,7 +323,7 @@ func (r *Registry) ReleaseIPOwned(ctx context.Context, ip netip.Addr, host strin
 	ip = ip.Unmap()
 	op := "release " + ip.String()
 	return r.retry(ctx, op, func() error {
-		nets, err := r.ListNetworks(ctx)
+		nets, err := r.allNetworks(ctx, op)
 		if err != nil {
 			return err
 		}
@@ -360,7 +363,7 @@ func networkOf(nets []api.Network, ip netip.Addr) (api.Network, bool) {
 // Decode takes an address apart and names the objects its fields refer to.
 func (r *Registry) Decode(ctx context.Context, ip netip.Addr) (api.DecodedAddress, error) {
 	ip = ip.Unmap()
-	nets, err := r.ListNetworks(ctx)
+	nets, err := r.allNetworks(ctx, "decode "+ip.String())
 	if err != nil {
 		return api.DecodedAddress{}, err
 	}

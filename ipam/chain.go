@@ -36,7 +36,7 @@ func (r *Registry) AddChain(ctx context.Context, c api.Chain) (_ api.Chain, crea
 	op := "add chain " + c.Name
 	var out api.Chain
 	err = r.retry(ctx, op, func() error {
-		nets, err := r.ListNetworks(ctx)
+		nets, err := r.allNetworks(ctx, op)
 		if err != nil {
 			return err
 		}
@@ -185,13 +185,13 @@ func (r *Registry) GetChain(ctx context.Context, name string) (api.Chain, error)
 	return decode[api.Chain](resp.Kvs[0])
 }
 
-// ListChains returns every chain, by name.
+// ListChains returns every chain, by name, leaving out any that does not decode.
 func (r *Registry) ListChains(ctx context.Context) ([]api.Chain, error) {
 	resp, err := r.cli.Get(ctx, r.k.chains(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, storeErr("list chains", err)
 	}
-	return decodeAll[api.Chain](resp.Kvs)
+	return decodeList[api.Chain](r, resp.Kvs), nil
 }
 
 // RemoveChain deletes a chain and its id claim.

@@ -43,13 +43,13 @@ func (r *Registry) GetDevice(ctx context.Context, name string) (api.Device, erro
 	return decode[api.Device](resp.Kvs[0])
 }
 
-// ListDevices returns every device, by name.
+// ListDevices returns every device, by name, leaving out any that does not decode.
 func (r *Registry) ListDevices(ctx context.Context) ([]api.Device, error) {
 	resp, err := r.cli.Get(ctx, r.k.devices(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, storeErr("list devices", err)
 	}
-	return decodeAll[api.Device](resp.Kvs)
+	return decodeList[api.Device](r, resp.Kvs), nil
 }
 
 // RemoveDevice deletes a device. Links other devices have to it stay (and

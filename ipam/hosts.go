@@ -44,8 +44,6 @@ func validateHost(h api.Host) (api.Host, error) {
 	return out, nil
 }
 
-func decodeHosts(kvs []*mvccpb.KeyValue) ([]api.Host, error) { return decodeAll[api.Host](kvs) }
-
 // placeInput is what placeAttempt places, as read at revision rev.
 type placeInput struct {
 	rev     int64
@@ -59,6 +57,8 @@ type placeInput struct {
 
 // placeAttempt gives each host a slot in each network where it has no valid
 // one, in one transaction. It returns the host records it wrote, or errRetry.
+// A host whose value does not decode is skipped: it cannot be placed, and
+// must not keep every other host out of a network.
 func (r *Registry) placeAttempt(ctx context.Context, in placeInput) (map[string]api.Host, error) {
 	var reads []clientv3.Op
 	var nets []api.Network
@@ -95,7 +95,8 @@ func (r *Registry) placeAttempt(ctx context.Context, in placeInput) (map[string]
 	for _, kv := range in.hosts {
 		h, err := decode[api.Host](kv)
 		if err != nil {
-			return nil, err
+			r.skipUndecodable(kv, err)
+			continue
 		}
 		recs = append(recs, &rec{h: h, kv: kv})
 	}
@@ -222,13 +223,13 @@ func (r *Registry) GetHost(ctx context.Context, name string) (api.Host, error) {
 	return decode[api.Host](resp.Kvs[0])
 }
 
-// ListHosts returns every host, by name.
+// ListHosts returns every host, by name, leaving out any that does not decode.
 func (r *Registry) ListHosts(ctx context.Context) ([]api.Host, error) {
 	resp, err := r.cli.Get(ctx, r.k.hosts(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, storeErr("list hosts", err)
 	}
-	return decodeHosts(resp.Kvs)
+	return decodeList[api.Host](r, resp.Kvs), nil
 }
 
 // RemoveHost deletes a host that has no addresses and frees its slots.
@@ -314,7 +315,8 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return a
 }
 
-// dropStaleSlots removes, from every host, slots of networks that no longer exist.
+// dropStaleSlots removes, from every host, slots of networks that no longer
+// exist. Hosts that do not decode are skipped.
 func (r *Registry) dropStaleSlots(ctx context.Context) error {
 	return r.retry(ctx, "drop stale host slots", func() error {
 		resp, err := r.read(ctx, "drop stale host slots",
@@ -330,7 +332,8 @@ func (r *Registry) dropStaleSlots(ctx context.Context) error {
 		for _, kv := range rangeKVs(resp, 1) {
 			h, err := decode[api.Host](kv)
 			if err != nil {
-				return err
+				r.skipUndecodable(kv, err)
+				continue
 			}
 			n := len(h.Slots)
 			h.Slots = slices.DeleteFunc(h.Slots, func(s api.HostSlot) bool { return !live[s.Network] })
@@ -352,6 +355,8 @@ func (r *Registry) dropStaleSlots(ctx context.Context) error {
 
 // Repair finishes work an interrupted romanad may have left: slots of
 // removed networks are dropped and every host is placed in every network.
+// Networks and hosts that do not decode are skipped, so that one bad value
+// does not keep romanad from starting.
 func (r *Registry) Repair(ctx context.Context) error {
 	if err := r.dropStaleSlots(ctx); err != nil {
 		return err

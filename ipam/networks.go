@@ -91,12 +91,9 @@ func (r *Registry) AddNetwork(ctx context.Context, n api.Network) (_ api.Network
 			}
 		}
 		// Dry run: every existing host must fit before anything is written.
-		hosts, err := decodeHosts(rangeKVs(resp, 1))
-		if err != nil {
-			return err
-		}
+		// A host that does not decode cannot be placed (placeAttempt skips it too).
 		t := newTopo(norm.Name, p)
-		for _, h := range hosts {
+		for _, h := range decodeList[api.Host](r, rangeKVs(resp, 1)) {
 			if _, err := t.place(h.Name, h.Labels); err != nil {
 				return err
 			}
@@ -186,11 +183,22 @@ func (r *Registry) GetNetwork(ctx context.Context, name string) (api.Network, er
 	return decode[api.Network](resp.Kvs[0])
 }
 
-// ListNetworks returns every network, by name.
+// ListNetworks returns every network, by name, leaving out any that does
+// not decode.
 func (r *Registry) ListNetworks(ctx context.Context) ([]api.Network, error) {
 	resp, err := r.cli.Get(ctx, r.k.networks(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, storeErr("list networks", err)
+	}
+	return decodeList[api.Network](r, resp.Kvs), nil
+}
+
+// allNetworks returns every network, failing if one does not decode: for
+// deciding which network an address is in.
+func (r *Registry) allNetworks(ctx context.Context, op string) ([]api.Network, error) {
+	resp, err := r.cli.Get(ctx, r.k.networks(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, storeErr(op, err)
 	}
 	return decodeAll[api.Network](resp.Kvs)
 }
@@ -227,16 +235,4 @@ func (r *Registry) RemoveNetwork(ctx context.Context, name string) error {
 		return err
 	}
 	return r.dropStaleSlots(ctx)
-}
-
-func decodeAll[T any](kvs []*mvccpb.KeyValue) ([]T, error) {
-	out := make([]T, 0, len(kvs))
-	for _, kv := range kvs {
-		v, err := decode[T](kv)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, nil
 }

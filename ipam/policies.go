@@ -34,13 +34,13 @@ func (r *Registry) GetPolicy(ctx context.Context, name string) (api.Policy, erro
 	return decode[api.Policy](resp.Kvs[0])
 }
 
-// ListPolicies returns every policy, by name.
+// ListPolicies returns every policy, by name, leaving out any that does not decode.
 func (r *Registry) ListPolicies(ctx context.Context) ([]api.Policy, error) {
 	resp, err := r.cli.Get(ctx, r.k.policies(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, storeErr("list policies", err)
 	}
-	return decodeAll[api.Policy](resp.Kvs)
+	return decodeList[api.Policy](r, resp.Kvs), nil
 }
 
 // RemovePolicy deletes a policy.

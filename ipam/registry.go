@@ -54,6 +54,7 @@ type Registry struct {
 	conflicts   atomic.Uint64
 	allocations atomic.Uint64
 	releases    atomic.Uint64
+	undecodable atomic.Uint64
 }
 
 // New returns a Registry over cli.
@@ -76,11 +77,16 @@ type Stats struct {
 	Conflicts   uint64
 	Allocations uint64
 	Releases    uint64
+	// Undecodable counts stored values that a listing, the snapshot or
+	// host placement skipped because they do not decode (each skip counts,
+	// so one bad value counts once per listing).
+	Undecodable uint64
 }
 
 // Stats returns the registry's counters.
 func (r *Registry) Stats() Stats {
-	return Stats{Conflicts: r.conflicts.Load(), Allocations: r.allocations.Load(), Releases: r.releases.Load()}
+	return Stats{Conflicts: r.conflicts.Load(), Allocations: r.allocations.Load(), Releases: r.releases.Load(),
+		Undecodable: r.undecodable.Load()}
 }
 
 // Ping checks that the store answers.
@@ -174,12 +180,50 @@ func oneKV(resp *clientv3.TxnResponse, i int) *mvccpb.KeyValue {
 	return kvs[0]
 }
 
+// decode decodes one stored object. A value that does not decode is an
+// Internal error naming its key.
 func decode[T any](kv *mvccpb.KeyValue) (T, error) {
 	var v T
 	if err := json.Unmarshal(kv.Value, &v); err != nil {
-		return v, api.Errorf(api.ReasonInternal, "decode %s: %v", kv.Key, err)
+		return v, api.Errorf(api.ReasonInternal, "the store's value at %s does not decode: %v", kv.Key, err)
 	}
 	return v, nil
+}
+
+// decodeAll decodes every object in kvs, failing on the first that does
+// not decode: for decisions that must see every object.
+func decodeAll[T any](kvs []*mvccpb.KeyValue) ([]T, error) {
+	out := make([]T, 0, len(kvs))
+	for _, kv := range kvs {
+		v, err := decode[T](kv)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// decodeList decodes the objects in kvs for a listing, leaving out each
+// value that does not decode (see skipUndecodable): one bad value must not
+// hide every other object.
+func decodeList[T any](r *Registry, kvs []*mvccpb.KeyValue) []T {
+	out := make([]T, 0, len(kvs))
+	for _, kv := range kvs {
+		v, err := decode[T](kv)
+		if err != nil {
+			r.skipUndecodable(kv, err)
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// skipUndecodable counts and logs a value left out because it does not decode.
+func (r *Registry) skipUndecodable(kv *mvccpb.KeyValue, err error) {
+	r.undecodable.Add(1)
+	r.log.Warn("skipping an undecodable value in the store", "key", string(kv.Key), "err", err)
 }
 
 func mustJSON(v any) string {

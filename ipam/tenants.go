@@ -111,13 +111,13 @@ func (r *Registry) GetTenant(ctx context.Context, name string) (api.Tenant, erro
 	return decode[api.Tenant](resp.Kvs[0])
 }
 
-// ListTenants returns every tenant, by name.
+// ListTenants returns every tenant, by name, leaving out any that does not decode.
 func (r *Registry) ListTenants(ctx context.Context) ([]api.Tenant, error) {
 	resp, err := r.cli.Get(ctx, r.k.tenants(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, storeErr("list tenants", err)
 	}
-	return decodeAll[api.Tenant](resp.Kvs)
+	return decodeList[api.Tenant](r, resp.Kvs), nil
 }
 
 // RemoveTenant deletes a tenant that has no segments.
@@ -219,14 +219,15 @@ func (r *Registry) GetSegment(ctx context.Context, tenant, name string) (api.Seg
 	return decode[api.Segment](kv)
 }
 
-// ListSegments returns one tenant's segments, or every tenant's if tenant is "".
+// ListSegments returns one tenant's segments, or every tenant's if tenant is
+// "", leaving out any that does not decode.
 func (r *Registry) ListSegments(ctx context.Context, tenant string) ([]api.Segment, error) {
 	if tenant == "" {
 		resp, err := r.cli.Get(ctx, r.k.segments(), clientv3.WithPrefix())
 		if err != nil {
 			return nil, storeErr("list segments", err)
 		}
-		return decodeAll[api.Segment](resp.Kvs)
+		return decodeList[api.Segment](r, resp.Kvs), nil
 	}
 	resp, err := r.read(ctx, "list segments of "+tenant, clientv3.OpGet(r.k.tenantSegments(tenant), clientv3.WithPrefix()), clientv3.OpGet(r.k.tenant(tenant), clientv3.WithCountOnly()))
 	if err != nil {
@@ -235,7 +236,7 @@ func (r *Registry) ListSegments(ctx context.Context, tenant string) ([]api.Segme
 	if resp.Responses[1].GetResponseRange().Count == 0 {
 		return nil, api.Errorf(api.ReasonNotFound, "tenant %s not found", tenant)
 	}
-	return decodeAll[api.Segment](rangeKVs(resp, 0))
+	return decodeList[api.Segment](r, rangeKVs(resp, 0)), nil
 }
 
 // RemoveSegment deletes a segment that has no addresses.

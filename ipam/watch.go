@@ -13,8 +13,8 @@ import (
 )
 
 // Snapshot returns every object at one store revision, read in one request
-// (a read-only transaction of one range per kind). An agent applies it, then
-// watches from Revision+1.
+// (a read-only transaction of one range per kind), leaving out any that does
+// not decode. An agent applies it, then watches from Revision+1.
 func (r *Registry) Snapshot(ctx context.Context) (api.Snapshot, error) {
 	resp, err := r.read(ctx, "read snapshot",
 		clientv3.OpGet(r.k.networks(), clientv3.WithPrefix()),
@@ -28,30 +28,16 @@ func (r *Registry) Snapshot(ctx context.Context) (api.Snapshot, error) {
 	if err != nil {
 		return api.Snapshot{}, err
 	}
-	s := api.Snapshot{Revision: resp.Header.Revision}
-	if s.Networks, err = decodeAll[api.Network](rangeKVs(resp, 0)); err != nil {
-		return api.Snapshot{}, err
-	}
-	if s.Hosts, err = decodeAll[api.Host](rangeKVs(resp, 1)); err != nil {
-		return api.Snapshot{}, err
-	}
-	if s.Tenants, err = decodeAll[api.Tenant](rangeKVs(resp, 2)); err != nil {
-		return api.Snapshot{}, err
-	}
-	if s.Segments, err = decodeAll[api.Segment](rangeKVs(resp, 3)); err != nil {
-		return api.Snapshot{}, err
-	}
-	if s.Addresses, err = decodeAll[api.Address](rangeKVs(resp, 4)); err != nil {
-		return api.Snapshot{}, err
-	}
-	if s.Policies, err = decodeAll[api.Policy](rangeKVs(resp, 5)); err != nil {
-		return api.Snapshot{}, err
-	}
-	if s.Devices, err = decodeAll[api.Device](rangeKVs(resp, 6)); err != nil {
-		return api.Snapshot{}, err
-	}
-	if s.Chains, err = decodeAll[api.Chain](rangeKVs(resp, 7)); err != nil {
-		return api.Snapshot{}, err
+	s := api.Snapshot{
+		Revision:  resp.Header.Revision,
+		Networks:  decodeList[api.Network](r, rangeKVs(resp, 0)),
+		Hosts:     decodeList[api.Host](r, rangeKVs(resp, 1)),
+		Tenants:   decodeList[api.Tenant](r, rangeKVs(resp, 2)),
+		Segments:  decodeList[api.Segment](r, rangeKVs(resp, 3)),
+		Addresses: decodeList[api.Address](r, rangeKVs(resp, 4)),
+		Policies:  decodeList[api.Policy](r, rangeKVs(resp, 5)),
+		Devices:   decodeList[api.Device](r, rangeKVs(resp, 6)),
+		Chains:    decodeList[api.Chain](r, rangeKVs(resp, 7)),
 	}
 	// Drop slots of networks an interrupted removal left behind.
 	live := map[string]bool{}
