@@ -102,7 +102,10 @@ type agent struct {
 
 	// Owned by the reconciler goroutine.
 	lastProblems []string
-	bgp          bgpState
+	// conflicts are the route conflicts of the last reconciliation (a
+	// foreign route holds the destination), by their String.
+	conflicts map[string]route.Conflict
+	bgp       bgpState
 	// applied is the ruleset last applied or verified in sync ("" if the
 	// last attempt failed): a change that leaves it equal skips the nft
 	// listing; resyncs always check.
@@ -255,7 +258,17 @@ func (a *agent) reconcile(ctx context.Context, snap api.Snapshot, full bool) (ag
 	if err := a.applyBGP(ctx, snap); err != nil {
 		errs = append(errs, err)
 	}
+	a.reportConflicts(ch.Conflicts)
 	if m != nil {
+		status := Status{Revision: snap.Revision, Problems: st.Problems}
+		for _, c := range ch.Conflicts {
+			status.RouteConflicts = append(status.RouteConflicts, c.String())
+		}
+		for _, r := range ch.Pending {
+			status.RoutesPending = append(status.RoutesPending, r.String())
+		}
+		m.setStatus(status)
+		m.conflicts.Set(float64(len(ch.Conflicts)))
 		m.routes.Set(float64(len(st.Routes)))
 		m.pending.Set(float64(len(ch.Pending)))
 		m.rules.Set(float64(st.Firewall.RuleCount()))
@@ -267,6 +280,25 @@ func (a *agent) reconcile(ctx context.Context, snap api.Snapshot, full bool) (ag
 		a.log.Info("routes waiting for their device", "count", len(ch.Pending), "first", ch.Pending[0].String())
 	}
 	return len(ch.Pending) > 0, errors.Join(errs...)
+}
+
+// reportConflicts logs route conflicts that appeared (a warning naming the
+// prefix and the foreign route) and those resolved since the last call.
+func (a *agent) reportConflicts(cs []route.Conflict) {
+	now := make(map[string]route.Conflict, len(cs))
+	for _, c := range cs {
+		now[c.String()] = c
+		if _, known := a.conflicts[c.String()]; !known {
+			a.log.Warn("route not installed: a foreign route holds its destination; left alone, retried at every resync",
+				"prefix", c.Route.Dst.String(), "route", c.Route.String(), "foreign", c.Foreign)
+		}
+	}
+	for k, c := range a.conflicts {
+		if _, still := now[k]; !still {
+			a.log.Info("route conflict resolved", "prefix", c.Route.Dst.String(), "foreign", c.Foreign)
+		}
+	}
+	a.conflicts = now
 }
 
 // Cleanup removes everything the agent owns on this host: table inet

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -440,5 +443,73 @@ func TestEndpointChangesSkipFirewall(t *testing.T) {
 	eventually(t, "tenant applied", r.converged)
 	if cf.n() == before {
 		t.Fatal("a tenant change did not apply the firewall")
+	}
+}
+
+// A foreign route holding the destination of a desired route survives:
+// the agent reports the conflict (gauge, warning, /status) at every
+// reconciliation and installs its route once the foreign one is gone.
+func TestForeignRouteConflictReported(t *testing.T) {
+	w := newWorld()
+	r := newRig(t, w.snap)
+	h2 := w.snap.Hosts[1].Slots[0].CIDR
+	admin := hoststate.Route{Dst: h2, Via: netip.MustParseAddr("192.168.0.254")}
+	r.kernel.AddRoute(admin, 4) // proto static
+	var logs lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, Config{Host: "h1", Resync: 20 * time.Millisecond, Source: r.src, Routes: r.routes, Firewall: r.fw, Metrics: r.metrics,
+			Log: slog.New(slog.NewTextHandler(&logs, nil)), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	}()
+	defer func() { cancel(); <-done }()
+	eventually(t, "conflict reported", func() (bool, string) {
+		g := gauge(t, r.reg, "romana_agent_route_conflicts")
+		return g == 1 && r.metrics.Health() == nil, fmt.Sprintf("gauge %v, health %v", g, r.metrics.Health())
+	})
+	st := r.metrics.Status()
+	if len(st.RouteConflicts) != 1 || !strings.Contains(st.RouteConflicts[0], h2.String()+" via 192.168.0.2: destination held by foreign route "+h2.String()+" via 192.168.0.254") {
+		t.Fatalf("status: %+v", st)
+	}
+	srv := httptest.NewServer(r.metrics.Handler(r.reg))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"routeConflicts": [`) || !strings.Contains(string(body), "via 192.168.0.254") {
+		t.Fatalf("/status: %s", body)
+	}
+	// Several resyncs later the foreign route is still there, warned about once.
+	reconciles := func() float64 {
+		mfs, _ := r.reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "romana_agent_reconciles_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return -1
+	}
+	n := reconciles()
+	eventually(t, "three more reconciliations", func() (bool, string) { return reconciles() >= n+3, "" })
+	if rs := r.kernel.Routes(); !slices.ContainsFunc(rs, func(fr route.FakeRoute) bool { return fr.Route == admin && fr.Protocol == 4 }) {
+		t.Fatalf("the foreign route was overwritten: %v", rs)
+	}
+	if l := logs.String(); strings.Count(l, "route not installed") != 1 || !strings.Contains(l, "prefix="+h2.String()) || !strings.Contains(l, "via 192.168.0.254 proto 4") {
+		t.Fatalf("want one warning naming the prefix and the foreign route:\n%s", l)
+	}
+	// The administrator removes it: the next resync installs ours.
+	r.kernel.DeleteRoute(h2)
+	eventually(t, "converged after the foreign route went", func() (bool, string) {
+		if g := gauge(t, r.reg, "romana_agent_route_conflicts"); g != 0 {
+			return false, fmt.Sprintf("gauge %v", g)
+		}
+		return r.converged()
+	})
+	if l := logs.String(); !strings.Contains(l, "route conflict resolved") {
+		t.Fatalf("resolution not logged:\n%s", l)
 	}
 }

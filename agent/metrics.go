@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"sync"
@@ -19,10 +20,28 @@ type Metrics struct {
 	rules       prometheus.Gauge
 	elements    prometheus.Gauge
 	problems    prometheus.Gauge
+	conflicts   prometheus.Gauge
 	revision    prometheus.Gauge
 
 	mu     sync.Mutex
 	health error // nil when the last reconcile succeeded
+	status Status
+}
+
+// Status is what the agent could not apply at its last reconciliation,
+// served as JSON at /status.
+type Status struct {
+	Revision int64 `json:"revision"`
+	// Problems are the objects skipped (hoststate.State.Problems) and the
+	// policies nftables rejected.
+	Problems []string `json:"problems"`
+	// RouteConflicts are desired routes left out because a foreign route
+	// (another protocol: the kernel's, an administrator's, a routing
+	// daemon's) holds their destination in the main table; each is
+	// retried at every reconciliation.
+	RouteConflicts []string `json:"routeConflicts"`
+	// RoutesPending are endpoint routes whose device does not exist yet.
+	RoutesPending []string `json:"routesPending"`
 }
 
 // NewMetrics registers the agent's metrics with reg.
@@ -39,10 +58,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		rules:       g("nft_rules", "Rules in table inet romana."),
 		elements:    g("nft_map_elements", "Map elements in table inet romana."),
 		problems:    g("problems", "Objects skipped because they are malformed or inconsistent, or policies nftables rejected."),
+		conflicts:   g("route_conflicts", "Desired routes not installed because a foreign route (another protocol) holds their destination."),
 		revision:    g("revision", "Store revision of the state last reconciled."),
 		health:      errNotSynced,
 	}
-	reg.MustRegister(m.reconciles, m.errors, m.lastSuccess, m.routes, m.pending, m.rules, m.elements, m.problems, m.revision)
+	reg.MustRegister(m.reconciles, m.errors, m.lastSuccess, m.routes, m.pending, m.rules, m.elements, m.problems, m.conflicts, m.revision)
 	return m
 }
 
@@ -61,11 +81,32 @@ func (m *Metrics) Health() error {
 	return m.health
 }
 
-// Handler serves /metrics from g and /healthz: 200 "ok" when the last
-// reconciliation succeeded, 503 with the reason otherwise.
+func (m *Metrics) setStatus(s Status) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.status = s
+}
+
+// Status returns what the last reconciliation could not apply.
+func (m *Metrics) Status() Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.status
+}
+
+// Handler serves /metrics from g, /status (Status as JSON) and /healthz:
+// 200 "ok" when the last reconciliation succeeded, 503 with the reason
+// otherwise. Route conflicts and problems do not make it fail: the rest
+// of the host's state is applied.
 func (m *Metrics) Handler(g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(m.Status())
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := m.Health(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)

@@ -121,21 +121,40 @@ func (f *Fake) SetFail(err error) {
 	f.fail = err
 }
 
-func (f *Fake) listRoutes() ([]hoststate.Route, error) {
+func (f *Fake) listRoutes(dsts map[netip.Prefix]bool) ([]hoststate.Route, map[netip.Prefix]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []hoststate.Route
+	foreign := map[netip.Prefix]string{}
 	for _, r := range f.routes {
-		if r.Protocol == Protocol {
+		switch {
+		case r.Protocol == Protocol:
 			out = append(out, r.Route)
+		case dsts[r.Dst]:
+			foreign[r.Dst] = fmt.Sprintf("%s proto %d", r.Route, r.Protocol)
 		}
 	}
-	return out, nil
+	return out, foreign, nil
+}
+
+// addRoute fails, like the kernel's exclusive create, when any route to
+// the destination exists (the fake has no metrics).
+func (f *Fake) addRoute(r hoststate.Route) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.routes[r.Dst]; ok && f.fail == nil {
+		return fmt.Errorf("%w: %s", ErrExists, r.Dst)
+	}
+	return f.installLocked(r)
 }
 
 func (f *Fake) replaceRoute(r hoststate.Route) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.installLocked(r)
+}
+
+func (f *Fake) installLocked(r hoststate.Route) error {
 	if f.fail != nil {
 		return f.fail
 	}

@@ -50,17 +50,17 @@ func retry[T any](f func() (T, error)) (T, error) {
 	return v, err
 }
 
-func (k *netlinkKernel) listRoutes() ([]hoststate.Route, error) {
-	filter := &netlink.Route{Protocol: Protocol, Table: unix.RT_TABLE_MAIN}
+func (k *netlinkKernel) listRoutes(dsts map[netip.Prefix]bool) ([]hoststate.Route, map[netip.Prefix]string, error) {
+	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
 	raw, err := retry(func() ([]netlink.Route, error) {
-		return k.h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		return k.h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	links, err := retry(k.h.LinkList)
 	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
+		return nil, nil, fmt.Errorf("list links: %w", err)
 	}
 	names := map[int]string{}
 	for _, l := range links {
@@ -68,6 +68,7 @@ func (k *netlinkKernel) listRoutes() ([]hoststate.Route, error) {
 	}
 	k.last = map[netip.Prefix]netlink.Route{}
 	out := make([]hoststate.Route, 0, len(raw))
+	foreign := map[netip.Prefix]string{}
 	for _, r := range raw {
 		var dst netip.Prefix
 		if r.Dst == nil {
@@ -84,6 +85,14 @@ func (k *netlinkKernel) listRoutes() ([]hoststate.Route, error) {
 			}
 			dst = netip.PrefixFrom(a.Unmap(), ones)
 		}
+		if r.Protocol != Protocol {
+			if dsts[dst] {
+				if _, seen := foreign[dst]; !seen {
+					foreign[dst] = describe(dst, r, names)
+				}
+			}
+			continue
+		}
 		hr := hoststate.Route{Dst: dst}
 		switch {
 		case len(r.MultiPath) > 0:
@@ -99,28 +108,85 @@ func (k *netlinkKernel) listRoutes() ([]hoststate.Route, error) {
 		k.last[dst] = r
 		out = append(out, hr)
 	}
-	return out, nil
+	return out, foreign, nil
+}
+
+// protoNames are the rtnetlink protocol numbers of /etc/iproute2/rt_protos
+// a foreign route most likely has.
+var protoNames = map[netlink.RouteProtocol]string{unix.RTPROT_REDIRECT: "redirect", unix.RTPROT_KERNEL: "kernel",
+	unix.RTPROT_BOOT: "boot", unix.RTPROT_STATIC: "static", unix.RTPROT_RA: "ra", unix.RTPROT_DHCP: "dhcp",
+	unix.RTPROT_ZEBRA: "zebra", unix.RTPROT_BIRD: "bird", unix.RTPROT_KEEPALIVED: "keepalived", unix.RTPROT_BGP: "bgp",
+	unix.RTPROT_OSPF: "ospf"}
+
+// describe renders a route as `ip route` would, enough to find it.
+func describe(dst netip.Prefix, r netlink.Route, names map[int]string) string {
+	var b strings.Builder
+	if r.Type != unix.RTN_UNICAST && r.Type != 0 {
+		b.WriteString(map[int]string{unix.RTN_BLACKHOLE: "blackhole ", unix.RTN_UNREACHABLE: "unreachable ",
+			unix.RTN_PROHIBIT: "prohibit ", unix.RTN_THROW: "throw ", unix.RTN_LOCAL: "local "}[r.Type])
+	}
+	b.WriteString(dst.String())
+	if len(r.MultiPath) > 0 {
+		b.WriteString(" (multipath)")
+	}
+	if gw, ok := netip.AddrFromSlice(r.Gw); ok {
+		b.WriteString(" via " + gw.Unmap().String())
+	}
+	if n := names[r.LinkIndex]; n != "" {
+		b.WriteString(" dev " + n)
+	}
+	if p, ok := protoNames[r.Protocol]; ok {
+		b.WriteString(" proto " + p)
+	} else {
+		fmt.Fprintf(&b, " proto %d", int(r.Protocol))
+	}
+	if r.Priority != 0 {
+		fmt.Fprintf(&b, " metric %d", r.Priority)
+	}
+	return b.String()
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-func (k *netlinkKernel) replaceRoute(r hoststate.Route) error {
+// route returns r as a netlink route in the main table tagged with Protocol.
+func (k *netlinkKernel) route(r hoststate.Route) (*netlink.Route, error) {
 	nr := &netlink.Route{Dst: ipNet(r.Dst), Protocol: Protocol, Table: unix.RT_TABLE_MAIN}
 	if r.Dev != "" {
 		l, err := k.h.LinkByName(r.Dev)
 		if err != nil {
 			var nf netlink.LinkNotFoundError
 			if errors.As(err, &nf) {
-				return fmt.Errorf("%w: %s", ErrLinkNotFound, r.Dev)
+				return nil, fmt.Errorf("%w: %s", ErrLinkNotFound, r.Dev)
 			}
-			return fmt.Errorf("find link %s: %w", r.Dev, err)
+			return nil, fmt.Errorf("find link %s: %w", r.Dev, err)
 		}
 		nr.LinkIndex = l.Attrs().Index
 		nr.Scope = netlink.SCOPE_LINK
 	} else {
 		nr.Gw = net.IP(r.Via.AsSlice())
+	}
+	return nr, nil
+}
+
+func (k *netlinkKernel) addRoute(r hoststate.Route) error {
+	nr, err := k.route(r)
+	if err != nil {
+		return err
+	}
+	if err := k.h.RouteAdd(nr); errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("%w: %s", ErrExists, r.Dst)
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+func (k *netlinkKernel) replaceRoute(r hoststate.Route) error {
+	nr, err := k.route(r)
+	if err != nil {
+		return err
 	}
 	return k.h.RouteReplace(nr)
 }

@@ -26,8 +26,16 @@ func TestNetlinkInNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.Exec(ctx, "ip", "route", "add", "10.99.0.0/16", "via", "192.168.50.254", "proto", "static"); err != nil {
-		t.Fatal(err)
+	// Foreign routes: one elsewhere, two holding destinations we want (an
+	// administrator's at metric 0, another daemon's at metric 100).
+	for _, cmd := range [][]string{
+		{"ip", "route", "add", "10.99.0.0/16", "via", "192.168.50.254", "proto", "static"},
+		{"ip", "route", "add", "10.4.0.0/16", "via", "192.168.50.254", "proto", "static"},
+		{"ip", "route", "add", "10.5.0.0/16", "via", "192.168.50.253", "proto", "bird", "metric", "100"},
+	} {
+		if _, err := h.Exec(ctx, cmd...); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := h.Exec(ctx, "ip", "link", "add", "foreign0", "type", "bridge"); err != nil {
 		t.Fatal(err)
@@ -47,6 +55,37 @@ func TestNetlinkInNamespace(t *testing.T) {
 		{Dst: netip.MustParsePrefix("10.1.0.6/32"), Dev: "romanagone"},
 		{Dst: netip.MustParsePrefix("10.2.0.0/16"), Via: netip.MustParseAddr("192.168.50.2")},
 		{Dst: netip.MustParsePrefix("10.3.0.0/16"), Via: netip.MustParseAddr("192.168.50.3")},
+		// Held by foreign routes: the kernel's connected subnet, and the two above.
+		{Dst: netip.MustParsePrefix("192.168.50.0/24"), Via: netip.MustParseAddr("192.168.50.7")},
+		{Dst: netip.MustParsePrefix("10.4.0.0/16"), Via: netip.MustParseAddr("192.168.50.4")},
+		{Dst: netip.MustParsePrefix("10.5.0.0/16"), Via: netip.MustParseAddr("192.168.50.5")},
+	}
+	foreign := func(what string) {
+		t.Helper()
+		for dst, want := range map[string]string{
+			"192.168.50.0/24": "192.168.50.0/24 dev eth0 proto kernel scope link src 192.168.50.1 \n",
+			"10.4.0.0/16":     "10.4.0.0/16 via 192.168.50.254 dev eth0 proto static \n",
+			"10.5.0.0/16":     "10.5.0.0/16 via 192.168.50.253 dev eth0 proto bird metric 100 \n",
+		} {
+			if out, err := h.Exec(ctx, "ip", "route", "show", "exact", dst); err != nil || out != want {
+				t.Errorf("%s: routes to %s: %q (%v), want only the foreign %q", what, dst, out, err, want)
+			}
+		}
+	}
+	conflicts := func(what string, ch route.Changes) {
+		t.Helper()
+		var got []string
+		for _, c := range ch.Conflicts {
+			got = append(got, c.String())
+		}
+		want := []string{
+			"10.4.0.0/16 via 192.168.50.4: destination held by foreign route 10.4.0.0/16 via 192.168.50.254 dev eth0 proto static",
+			"10.5.0.0/16 via 192.168.50.5: destination held by foreign route 10.5.0.0/16 via 192.168.50.253 dev eth0 proto bird metric 100",
+			"192.168.50.0/24 via 192.168.50.7: destination held by foreign route 192.168.50.0/24 dev eth0 proto kernel",
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("%s: conflicts\n%s\nwant\n%s", what, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
 	}
 	do(func() error {
 		if err := m.EnsureGateway(ctx, gw); err != nil {
@@ -59,8 +98,10 @@ func TestNetlinkInNamespace(t *testing.T) {
 		if err == nil && (len(ch.Added) != 3 || len(ch.Pending) != 1) {
 			t.Errorf("first sync: %+v", ch)
 		}
+		conflicts("first sync", ch)
 		return err
 	})
+	foreign("first sync")
 	want := "10.1.0.5 dev rv-ep1 scope link \n10.2.0.0/16 via 192.168.50.2 dev eth0 \n10.3.0.0/16 via 192.168.50.3 dev eth0 \n"
 	if got := routes(t, h.Exec); got != want {
 		t.Fatalf("routes with proto 190:\n%s\nwant:\n%s", got, want)
@@ -84,8 +125,10 @@ func TestNetlinkInNamespace(t *testing.T) {
 		if err == nil && (len(ch.Added) != 1 || len(ch.Replaced) != 1) {
 			t.Errorf("drift repair: %+v", ch)
 		}
+		conflicts("drift repair", ch)
 		return err
 	})
+	foreign("drift repair")
 	if got := routes(t, h.Exec); got != want {
 		t.Fatalf("after drift repair:\n%s\nwant:\n%s", got, want)
 	}
@@ -101,7 +144,9 @@ func TestNetlinkInNamespace(t *testing.T) {
 		t.Fatalf("after removal: %q", got)
 	}
 
+	foreign("removal")
 	do(func() error { return m.Cleanup(ctx, gw) })
+	foreign("Cleanup")
 	if got := routes(t, h.Exec); got != "" {
 		t.Errorf("after Cleanup our routes are %q", got)
 	}

@@ -17,8 +17,10 @@ import (
 	"github.com/romana/romana/hoststate"
 )
 
-// Protocol tags every route Romana owns ("proto 190" in `ip route`). The
-// CNI plugin tags the endpoint routes it installs with the same number.
+// Protocol tags every route and ip rule Romana owns ("proto 190" in `ip
+// route` and `ip rule`; unused in iproute2's rt_protos). The CNI plugin
+// tags the endpoint routes it installs with the same number. Nothing
+// without it is ever replaced or deleted.
 const Protocol = 190
 
 // ErrLinkNotFound is wrapped when a route's device does not exist (yet).
@@ -27,10 +29,17 @@ var ErrLinkNotFound = errors.New("link not found")
 // kernel is what Manager needs from the kernel; netlinkKernel is the real
 // one and Fake the in-memory one.
 type kernel interface {
-	// listRoutes returns the routes tagged with Protocol in the main table.
-	listRoutes() ([]hoststate.Route, error)
-	// replaceRoute installs r tagged with Protocol, replacing a route to
-	// the same destination. It wraps ErrLinkNotFound when r.Dev is missing.
+	// listRoutes returns the routes tagged with Protocol in the main
+	// table, and the other routes (foreign: the kernel's, an
+	// administrator's, another daemon's) in the main table whose
+	// destination is in dsts, described as `ip route` would.
+	listRoutes(dsts map[netip.Prefix]bool) (ours []hoststate.Route, foreign map[netip.Prefix]string, err error)
+	// addRoute installs r tagged with Protocol if no route to r.Dst with
+	// the same metric exists; otherwise it wraps ErrExists. It wraps
+	// ErrLinkNotFound when r.Dev is missing.
+	addRoute(r hoststate.Route) error
+	// replaceRoute replaces our route to r.Dst with r, tagged with
+	// Protocol. It wraps ErrLinkNotFound when r.Dev is missing.
 	replaceRoute(r hoststate.Route) error
 	// deleteRoute removes our route to r.Dst (as last listed).
 	deleteRoute(r hoststate.Route) error
@@ -40,6 +49,22 @@ type kernel interface {
 	deleteDummy(name string) error
 	readSysctl(key string) (string, error)
 	writeSysctl(key, value string) error
+}
+
+// ErrExists is wrapped when a route to the same destination (and metric)
+// already exists.
+var ErrExists = errors.New("route exists")
+
+// Conflict is a desired route whose destination a foreign route holds in
+// the main table: Romana leaves the foreign route alone and installs
+// nothing there until it is gone.
+type Conflict struct {
+	Route   hoststate.Route
+	Foreign string // the foreign route, as `ip route` shows it
+}
+
+func (c Conflict) String() string {
+	return c.Route.String() + ": destination held by foreign route " + c.Foreign
 }
 
 // Manager applies desired routes, gateway and sysctls.
@@ -54,6 +79,10 @@ type Changes struct {
 	// Pending are desired routes whose device does not exist yet (the CNI
 	// plugin creates it); they are retried at the next sync.
 	Pending []hoststate.Route
+	// Conflicts are desired routes whose destination a foreign route
+	// holds; they are left out and retried at every sync. A route of ours
+	// to the same destination, if any, is left as it is.
+	Conflicts []Conflict
 }
 
 // Empty reports whether nothing changed and nothing is pending.
@@ -92,22 +121,39 @@ func Diff(live, desired []hoststate.Route) (add, replace, del []hoststate.Route)
 }
 
 // SyncRoutes makes our routes equal to desired: it adds and replaces
-// routes first, then deletes stale ones. It goes on after a failed route
-// and returns all failures joined; routes waiting for their device are
-// reported in Changes.Pending, not as errors.
+// routes first, then deletes stale ones. Only routes tagged with Protocol
+// are ever replaced or deleted: a desired route whose destination a
+// foreign route holds in the main table is reported in Changes.Conflicts
+// and left out, whatever that route's metric (ours, at metric 0, would
+// take its traffic). It goes on after a failed route and returns all
+// failures joined; routes waiting for their device are reported in
+// Changes.Pending, not as errors.
 func (m *Manager) SyncRoutes(ctx context.Context, desired []hoststate.Route) (Changes, error) {
 	var ch Changes
 	if err := ctx.Err(); err != nil {
 		return ch, err
 	}
-	live, err := m.k.listRoutes()
+	dsts := make(map[netip.Prefix]bool, len(desired))
+	for _, r := range desired {
+		dsts[r.Dst] = true
+	}
+	live, foreign, err := m.k.listRoutes(dsts)
 	if err != nil {
-		return ch, fmt.Errorf("list routes with protocol %d: %w", Protocol, err)
+		return ch, fmt.Errorf("list routes in the main table: %w", err)
 	}
 	add, replace, del := Diff(live, desired)
 	var errs []error
 	apply := func(r hoststate.Route, verb string, done *[]hoststate.Route) {
-		err := m.k.replaceRoute(r)
+		if f, ok := foreign[r.Dst]; ok {
+			ch.Conflicts = append(ch.Conflicts, Conflict{Route: r, Foreign: f})
+			return
+		}
+		var err error
+		if verb == "add" {
+			err = m.k.addRoute(r)
+		} else {
+			err = m.k.replaceRoute(r)
+		}
 		switch {
 		case err == nil:
 			*done = append(*done, r)
@@ -115,6 +161,9 @@ func (m *Manager) SyncRoutes(ctx context.Context, desired []hoststate.Route) (Ch
 		case errors.Is(err, ErrLinkNotFound):
 			ch.Pending = append(ch.Pending, r)
 			m.log.Debug("route pending: device missing", "route", r.String())
+		case errors.Is(err, ErrExists):
+			// A foreign route appeared since the listing.
+			ch.Conflicts = append(ch.Conflicts, Conflict{Route: r, Foreign: r.Dst.String() + " (appeared during the sync)"})
 		default:
 			errs = append(errs, fmt.Errorf("%s route %s: %w", verb, r, err))
 		}
@@ -133,6 +182,14 @@ func (m *Manager) SyncRoutes(ctx context.Context, desired []hoststate.Route) (Ch
 		ch.Deleted = append(ch.Deleted, r)
 		m.log.Info("route deleted", "route", r.String())
 	}
+	// Destinations held by both a foreign route and ours (at another
+	// metric) are conflicts too, though nothing was to be done.
+	for _, r := range desired {
+		if f, ok := foreign[r.Dst]; ok && !slices.ContainsFunc(ch.Conflicts, func(c Conflict) bool { return c.Route.Dst == r.Dst }) {
+			ch.Conflicts = append(ch.Conflicts, Conflict{Route: r, Foreign: f})
+		}
+	}
+	slices.SortFunc(ch.Conflicts, func(a, b Conflict) int { return hoststate.CompareRoutes(a.Route, b.Route) })
 	return ch, errors.Join(errs...)
 }
 
@@ -141,7 +198,7 @@ func (m *Manager) Routes(ctx context.Context) ([]hoststate.Route, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	rs, err := m.k.listRoutes()
+	rs, _, err := m.k.listRoutes(nil)
 	if err != nil {
 		return nil, fmt.Errorf("list routes with protocol %d: %w", Protocol, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/romana/romana/hoststate"
@@ -110,5 +111,41 @@ func TestManagerOnFake(t *testing.T) {
 	}
 	if rs := f.Routes(); len(rs) != 1 || rs[0].Route != foreign {
 		t.Errorf("after Cleanup the table is %v, want only the foreign route", rs)
+	}
+}
+
+// A foreign route (another protocol) holding a desired destination is
+// never replaced or deleted: the conflict is reported at every sync, and
+// our route is installed once the foreign one is gone.
+func TestForeignRouteNotOverwrittenOnFake(t *testing.T) {
+	ctx := context.Background()
+	m, f := NewFake(nil)
+	admin := hoststate.Route{Dst: pfx("10.2.0.0/16"), Via: addr("192.168.0.254")}
+	f.AddRoute(admin, 4) // proto static
+	desired := []hoststate.Route{{Dst: pfx("10.2.0.0/16"), Via: addr("192.168.0.2")}, {Dst: pfx("10.3.0.0/16"), Via: addr("192.168.0.3")}}
+	for i := range 2 {
+		ch, err := m.SyncRoutes(ctx, desired)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ch.Conflicts) != 1 || ch.Conflicts[0].Route != desired[0] || !strings.Contains(ch.Conflicts[0].Foreign, "via 192.168.0.254 proto 4") {
+			t.Fatalf("sync %d: conflicts %v", i, ch.Conflicts)
+		}
+		if rs := f.Routes(); len(rs) != 2 || rs[0].Route != admin || rs[0].Protocol != 4 {
+			t.Fatalf("sync %d: table %v, want the administrator's route kept", i, rs)
+		}
+	}
+	// Removal of every route of ours leaves the foreign one.
+	if _, err := m.SyncRoutes(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if rs := f.Routes(); len(rs) != 1 || rs[0].Route != admin {
+		t.Fatalf("after removal: %v", rs)
+	}
+	// The administrator removes theirs: ours goes in, no conflict left.
+	f.DeleteRoute(admin.Dst)
+	ch, err := m.SyncRoutes(ctx, desired)
+	if err != nil || len(ch.Conflicts) != 0 || len(ch.Added) != 2 {
+		t.Fatalf("after the foreign route went: %+v %v", ch, err)
 	}
 }
