@@ -17,9 +17,11 @@ import (
 )
 
 // Policy keeps the host's service chain policy routing equal to the
-// desired one: the ip rules at priority hoststate.RulePriority whose
-// table is a chain table, and the routes tagged with Protocol in chain
-// tables. Other rules and routes are never touched.
+// desired one: the ip rules tagged with Protocol (FRA_PROTOCOL, "proto
+// 190" in `ip rule`) at priority hoststate.RulePriority whose table is a
+// chain table, and the routes tagged with Protocol in chain tables. Other
+// rules and routes are never touched, even at our priority and in our
+// tables (ours is added beside a foreign rule with the same selector).
 type Policy struct {
 	h   *netlink.Handle
 	log *slog.Logger
@@ -95,6 +97,9 @@ func (p *Policy) Sync(ctx context.Context, rules []hoststate.IPRule, routes []ho
 			continue
 		}
 		k := ruleKey{r.Family, r.Mark, r.Table}
+		if r.Protocol != Protocol {
+			continue // not ours, whoever made it: never deleted
+		}
 		if want[k] && r.Mask != nil && *r.Mask == hoststate.MarkMask && !have[k] {
 			have[k] = true
 			continue
@@ -117,6 +122,7 @@ func (p *Policy) Sync(ctx context.Context, rules []hoststate.IPRule, routes []ho
 		}
 		r := netlink.NewRule()
 		r.Family, r.Priority, r.Mark, r.Table = k.family, hoststate.RulePriority, k.mark, k.table
+		r.Protocol = Protocol
 		r.Mask = new(uint32)
 		*r.Mask = hoststate.MarkMask
 		if err := p.h.RuleAdd(r); err != nil {

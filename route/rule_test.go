@@ -29,6 +29,10 @@ func TestPolicyInNamespace(t *testing.T) {
 	}
 	for _, cmd := range [][]string{
 		{"ip", "rule", "add", "priority", "500", "fwmark", "0x4000", "lookup", "100"},
+		// Foreign rules at our priority, pointing into our table range:
+		// one of its own, one the same as a rule we want.
+		{"ip", "rule", "add", "priority", "1000", "fwmark", "0x10000041/0x1000ffff", "lookup", "20065"},
+		{"ip", "rule", "add", "priority", "1000", "fwmark", "0x10000012/0x1000ffff", "lookup", "20018"},
 		{"ip", "route", "add", "default", "via", "192.168.51.254", "table", "100"},
 		{"ip", "route", "add", fw.String() + "/32", "dev", ep.HostIface, "proto", "190"},
 	} {
@@ -50,6 +54,14 @@ func TestPolicyInNamespace(t *testing.T) {
 		{Table: hoststate.RouteTable(1, 2), Via: netip.MustParseAddr("192.168.51.2")},
 		{Table: hoststate.RouteTable(2, 1), Blackhole: true},
 	}
+	foreignRules := func(what, r string) {
+		t.Helper()
+		for _, s := range []string{"1000:\tfrom all fwmark 0x10000041/0x1000ffff lookup 20065\n", "1000:\tfrom all fwmark 0x10000012/0x1000ffff lookup 20018\n"} {
+			if !strings.Contains(r, s) {
+				t.Errorf("%s: foreign rule %q gone:\n%s", what, s, r)
+			}
+		}
+	}
 	want := func(what string) {
 		t.Helper()
 		r, _ := h.Exec(ctx, "ip", "rule")
@@ -64,19 +76,25 @@ func TestPolicyInNamespace(t *testing.T) {
 				t.Errorf("%s: routes lack %q:\n%s", what, s, rt)
 			}
 		}
-		if strings.Count(r, "lookup 2003") != 1 || strings.Count(r, "lookup 2001") != 2 {
-			t.Errorf("%s: duplicate rules:\n%s", what, r)
+		if strings.Count(r, "lookup 2003") != 1 || strings.Count(r, "lookup 2001") != 3 || strings.Count(r, "proto 190") != 3 {
+			t.Errorf("%s: duplicate or missing rules:\n%s", what, r)
 		}
+		for _, s := range []string{"lookup 20017 proto 190", "lookup 20018 proto 190", "lookup 20033 proto 190"} {
+			if !strings.Contains(r, s) {
+				t.Errorf("%s: our rules are not tagged with our protocol (%q):\n%s", what, s, r)
+			}
+		}
+		foreignRules(what, r)
 	}
 	do(func() error { return p.Sync(ctx, rules, routes) })
 	want("first sync")
 	do(func() error { return p.Sync(ctx, rules, routes) })
 	want("second sync")
 	for _, cmd := range [][]string{
-		{"ip", "rule", "del", "priority", "1000", "lookup", "20018"},
+		{"ip", "rule", "del", "priority", "1000", "lookup", "20018", "protocol", "190"},
 		{"ip", "route", "flush", "table", "20017"},
 		{"ip", "route", "replace", "default", "via", "192.168.51.9", "table", "20018", "proto", "190"},
-		{"ip", "rule", "add", "priority", "1000", "fwmark", "0x10000031/0x1000ffff", "lookup", "20049"},
+		{"ip", "rule", "add", "priority", "1000", "fwmark", "0x10000031/0x1000ffff", "lookup", "20049", "proto", "190"},
 	} {
 		if _, err := h.Exec(ctx, cmd...); err != nil {
 			t.Fatal(err)
@@ -111,9 +129,10 @@ func TestPolicyInNamespace(t *testing.T) {
 	do(func() error { return p.Cleanup(ctx) })
 	r, _ := h.Exec(ctx, "ip", "rule")
 	rt, _ := h.Exec(ctx, "ip", "route", "show", "table", "all")
-	if strings.Contains(r, "0x1000") || strings.Contains(rt, "table 200") {
+	if strings.Contains(r, "proto 190") || strings.Contains(rt, "table 200") {
 		t.Errorf("after Cleanup:\n%s\n%s", r, rt)
 	}
+	foreignRules("after Cleanup", r)
 	if !strings.Contains(r, "fwmark 0x4000 lookup 100") || !strings.Contains(rt, "default via 192.168.51.254 dev eth0 table 100") || !strings.Contains(rt, fw.String()+" dev "+ep.HostIface) {
 		t.Errorf("foreign rule or routes gone after Cleanup:\n%s\n%s", r, rt)
 	}
