@@ -55,15 +55,24 @@ const (
 	Owner = "romana-cni"
 )
 
+// DefaultCredential is where romana-agent keeps the CNI plugin's credential.
+const DefaultCredential = "/etc/romana/cni.conf"
+
 // DefaultSegment is used when nothing names a segment.
 const DefaultSegment = "default"
 
 // NetConf is the plugin's network configuration (stdin).
 type NetConf struct {
 	types.PluginConf
-	// Server is romanad's URL: http://HOST:PORT or unix:///PATH.
+	// Server is romanad's URL: https://HOST:PORT (default: the
+	// credential's) or, as root on romanad's machine, unix:///PATH.
 	Server string `json:"server,omitempty"`
-	// Host is this host's name at romanad (default: the hostname).
+	// Credential is the plugin's credential file (identity cni:HOST), which
+	// the host's agent writes and renews (default DefaultCredential). Unused
+	// with a unix:// server.
+	Credential string `json:"credential,omitempty"`
+	// Host is this host's name at romanad (default: the credential's host;
+	// with a unix:// server, the hostname).
 	Host string `json:"host,omitempty"`
 	// Network is the romanad network to allocate from ("" lets romanad pick).
 	Network string `json:"network,omitempty"`
@@ -96,15 +105,21 @@ func LoadConf(stdin []byte, getenv func(string) string, hostname func() (string,
 	if c.Server == "" {
 		c.Server = getenv(ServerEnv)
 	}
-	if c.Server == "" {
+	unix := strings.HasPrefix(c.Server, "unix://")
+	switch {
+	case strings.HasPrefix(c.Server, "http://"):
 		return nil, types.NewError(types.ErrInvalidNetworkConfig,
-			`invalid network config: no romanad server: set "server" (e.g. "unix:///run/romana/romanad.sock") or `+ServerEnv, "")
-	}
-	if !strings.HasPrefix(c.Server, "unix://") && !strings.HasPrefix(c.Server, "http://") && !strings.HasPrefix(c.Server, "https://") {
+			fmt.Sprintf("invalid network config: server %q: romanad serves TCP over TLS only: use https://HOST:PORT with a \"credential\", or unix:///PATH", c.Server), "")
+	case c.Server != "" && !unix && !strings.HasPrefix(c.Server, "https://"):
 		return nil, types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("invalid network config: server %q: want unix:///PATH, http://HOST:PORT or https://HOST:PORT", c.Server), "")
+			fmt.Sprintf("invalid network config: server %q: want https://HOST:PORT or unix:///PATH", c.Server), "")
+	case unix && c.Credential != "":
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			`invalid network config: "credential" is for https:// servers; a unix:// server needs none`, "")
+	case !unix && c.Credential == "":
+		c.Credential = DefaultCredential
 	}
-	if c.Host == "" {
+	if c.Host == "" && unix {
 		h, err := hostname()
 		if err != nil {
 			return nil, types.NewError(types.ErrInvalidNetworkConfig, `invalid network config: no "host" and the hostname is unknown`, err.Error())
@@ -112,7 +127,7 @@ func LoadConf(stdin []byte, getenv func(string) string, hostname func() (string,
 		c.Host = h
 	}
 	for _, f := range []struct{ kind, v string }{{"host", c.Host}, {"network", c.Network}, {"tenant", c.Tenant}, {"segment", c.Segment}} {
-		if f.v == "" && f.kind != "host" {
+		if f.v == "" { // host: filled in from the credential
 			continue
 		}
 		if err := api.ValidateName(f.kind, f.v); err != nil {

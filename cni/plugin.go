@@ -20,6 +20,7 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/pki"
 )
 
 // Versions are the CNI spec versions the plugin answers.
@@ -41,8 +42,9 @@ type Plugin struct {
 	Log      *slog.Logger
 	Getenv   func(string) string
 	Hostname func() (string, error)
-	// Connect returns a romanad client for a server URL.
-	Connect func(server string) (Romanad, error)
+	// Connect returns a romanad client for a configuration; it may fill in
+	// conf.Server and conf.Host from the credential.
+	Connect func(conf *NetConf) (Romanad, error)
 	// FailAt, when not empty, is a FailPoints step at which ADD fails on
 	// purpose (test hook; see FailAtEnv).
 	FailAt string
@@ -57,10 +59,44 @@ func New(log *slog.Logger) *Plugin {
 		Log:      log,
 		Getenv:   os.Getenv,
 		Hostname: os.Hostname,
-		Connect:  func(server string) (Romanad, error) { return client.New(server) },
+		Connect:  Connect,
 		FailAt:   os.Getenv(FailAtEnv),
 		Timeout:  30 * time.Second,
 	}
+}
+
+// Connect is the real Plugin.Connect: the unix socket, or TLS with the
+// credential file, whose identity must be cni:HOST.
+func Connect(conf *NetConf) (Romanad, error) {
+	if strings.HasPrefix(conf.Server, "unix://") {
+		return client.New(conf.Server)
+	}
+	cred, err := pki.LoadCredential(conf.Credential)
+	if err != nil {
+		return nil, fmt.Errorf("%w (romana-agent writes it once the host has joined)", err)
+	}
+	leaf, err := cred.Leaf()
+	if err != nil {
+		return nil, fmt.Errorf("credential %s: %w", conf.Credential, err)
+	}
+	id, err := pki.ParseIdentity(leaf.Subject.CommonName)
+	if err != nil || id.Role != pki.RoleCNI {
+		return nil, fmt.Errorf("credential %s: identity %q is not a CNI plugin's (cni:HOST)", conf.Credential, leaf.Subject.CommonName)
+	}
+	if conf.Host == "" {
+		conf.Host = id.Host
+	}
+	if conf.Host != id.Host {
+		return nil, fmt.Errorf("credential %s is for host %s, not %s", conf.Credential, id.Host, conf.Host)
+	}
+	cl, _, err := client.FromCredential(cred, conf.Server)
+	if err != nil {
+		return nil, err
+	}
+	if conf.Server == "" {
+		conf.Server = cred.Server
+	}
+	return cl, nil
 }
 
 // Funcs returns the skel callbacks, each bound to ctx.
@@ -79,7 +115,7 @@ func (p *Plugin) setup(ctx context.Context, args *skel.CmdArgs) (*NetConf, Roman
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	rd, err := p.Connect(conf.Server)
+	rd, err := p.Connect(conf)
 	if err != nil {
 		return nil, nil, nil, nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid network config: "+err.Error(), "")
 	}

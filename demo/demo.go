@@ -79,6 +79,9 @@ var demoTenants = []api.Tenant{
 var demoSegments = []string{"web", "db"}
 
 // Underlay: hosts sit on one L2 segment, 192.168.77.0/24, inside the lab.
+// controllerAddr is where romanad listens, on the hosts' L2 segment.
+var controllerAddr = netip.MustParsePrefix("192.168.77.250/24")
+
 func hostAddr(i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, 77, byte(10 + i)}), 24)
 }
@@ -199,6 +202,7 @@ type run struct {
 	agents  []*proc
 	cli     *client.Client
 	sock    string
+	cp      *controlPlane
 	eps     []Endpoint
 	attach  map[string]*cnirun.Runtime // by host
 	mu      sync.Mutex
@@ -214,27 +218,25 @@ func (d *run) setup(ctx context.Context) error {
 	if err := writeState(d.o.Prefix, d.dir); err != nil {
 		return err
 	}
-	d.sock = filepath.Join(d.dir, "romanad.sock")
 	bin := func(b string) string { return filepath.Join(d.o.BinDir, b) }
-
-	d.say("== romanad on an embedded etcd (%s)", d.dir)
-	d.romanad, err = startProc("romanad", d.dir, "", bin("romanad"),
-		"--listen", "", "--socket", d.sock, "--data-dir", filepath.Join(d.dir, "etcd"))
-	if err != nil {
-		return err
-	}
-	d.recordPID(d.romanad)
-	if d.cli, err = client.New("unix://" + d.sock); err != nil {
-		return err
-	}
-	if err := d.cli.WaitHealthy(ctx, 30*time.Second); err != nil {
-		return fmt.Errorf("%w\nromanad log:\n%s", err, d.romanad.tail(20))
-	}
-
 	d.lab, err = sim.New(ctx, d.o.Prefix, d.o.Log)
 	if err != nil {
 		return err
 	}
+	ctl, err := d.lab.AddController(ctx, "ctl", controllerAddr)
+	if err != nil {
+		return err
+	}
+	d.say("== romanad on an embedded etcd (%s), in controller namespace %s at %s (mutual TLS)", d.dir, ctl.Namespace.Name, controllerAddr.Addr())
+	d.cp, err = startControlPlane(ctx, d.dir, d.o.BinDir, ctl, controllerAddr.Addr())
+	if d.cp != nil && d.cp.proc != nil {
+		d.romanad = d.cp.proc
+		d.recordPID(d.romanad)
+	}
+	if err != nil {
+		return err
+	}
+	d.cli, d.sock = d.cp.cli, d.cp.sock
 	if _, err := d.cli.AddNetwork(ctx, demoNetwork); err != nil {
 		return err
 	}
@@ -248,10 +250,12 @@ func (d *run) setup(ctx context.Context) error {
 			}
 		}
 	}
-	d.say("== %d hosts on one L2 segment, one romana-agent each", d.o.Hosts)
+	d.say("== %d hosts on one L2 segment, one romana-agent each, joined with a single-use token", d.o.Hosts)
 	d.attach = map[string]*cnirun.Runtime{}
+	var names []string
 	for i := 1; i <= d.o.Hosts; i++ {
 		name := fmt.Sprintf("h%d", i)
+		names = append(names, name)
 		h, err := d.lab.AddHost(ctx, name, hostAddr(i))
 		if err != nil {
 			return err
@@ -259,20 +263,31 @@ func (d *run) setup(ctx context.Context) error {
 		if _, err := d.cli.AddHost(ctx, api.Host{Name: name, IP: h.Addr.Addr()}); err != nil {
 			return err
 		}
-		a, err := startProc("agent-"+name, d.dir, h.Namespace.Name, bin("romana-agent"),
-			"--host", name, "--server", "unix://"+d.sock, "--resync", "2s", "--mode", "flat")
+		args, env, tok, err := d.cp.joinArgs(ctx, name)
+		if err != nil {
+			return err
+		}
+		if i == 1 {
+			d.say("   $ romana host add %s --ip %s       # prints a join token, valid once, for 10 minutes here", name, h.Addr.Addr())
+			d.say("   $ romana-agent --join %s... --server %s --host %s", tok[:14], d.cp.URL, name)
+		}
+		a, err := startProcEnv("agent-"+name, d.dir, h.Namespace.Name, env, bin("romana-agent"),
+			append(args, "--resync", "2s", "--mode", "flat")...)
 		if err != nil {
 			return err
 		}
 		d.recordPID(a)
 		d.agents = append(d.agents, a)
-		conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"romana-demo","type":"romana-cni","server":"unix://%s","host":"%s"}`, d.sock, name)
-		rt, err := cnirun.New(h.Path, []string{d.o.BinDir}, filepath.Join(d.dir, "cni-cache"), []byte(conf))
+		rt, err := cnirun.New(h.Path, []string{d.o.BinDir}, filepath.Join(d.dir, "cni-cache"), d.cp.cniConf(name))
 		if err != nil {
 			return err
 		}
 		d.attach[name] = rt
 	}
+	if err := d.cp.waitJoined(ctx, names, d.agents); err != nil {
+		return err
+	}
+	d.say("   every agent joined as host:NAME over TLS and wrote its CNI plugin's credential (cni:NAME)")
 
 	d.say("== endpoints attached through romana-cni (libcni, as a container runtime does)")
 	for _, e := range placement(d.o.Hosts) {

@@ -24,6 +24,11 @@ type proc struct {
 // startProc starts bin with args, its output going to logDir/name.log.
 // nsName, when set, runs it inside that named network namespace.
 func startProc(name, logDir, nsName, bin string, args ...string) (*proc, error) {
+	return startProcEnv(name, logDir, nsName, nil, bin, args...)
+}
+
+// startProcEnv is startProc with extra environment variables.
+func startProcEnv(name, logDir, nsName string, env []string, bin string, args ...string) (*proc, error) {
 	logPath := filepath.Join(logDir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
@@ -35,6 +40,9 @@ func startProc(name, logDir, nsName, bin string, args ...string) (*proc, error) 
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// Own process group, so a Ctrl-C in the terminal reaches only the demo,
 	// which then stops its children in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,6 +112,20 @@ func (n *Namespace) Do(fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// Listen opens a listener inside the namespace (it stays there whatever
+// thread later accepts on it), e.g. romanad's TLS listener on a controller.
+func (n *Namespace) Listen(network, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := n.Do(func() (err error) {
+		ln, err = net.Listen(network, addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s in namespace %s: %w", addr, n.Name, err)
+	}
+	return ln, nil
 }
 
 // open opens the namespace, for netlink calls that move links into it.

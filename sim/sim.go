@@ -160,6 +160,18 @@ func cmpString(a, b string) int {
 // AddHost creates host namespace <prefix>-<name> with lo up and eth0
 // holding addr, a veth whose peer ("f-<name>") is on the fabric bridge.
 func (l *Lab) AddHost(ctx context.Context, name string, addr netip.Prefix) (*Host, error) {
+	return l.addMachine(ctx, name, addr, true)
+}
+
+// AddController creates a machine on the fabric like AddHost that is not
+// one of the lab's hosts (Hosts leaves it out): where romanad runs, so that
+// agents reach it over the simulated underlay, as they would in a real
+// datacenter. Listen inside it with its Namespace.Listen.
+func (l *Lab) AddController(ctx context.Context, name string, addr netip.Prefix) (*Host, error) {
+	return l.addMachine(ctx, name, addr, false)
+}
+
+func (l *Lab) addMachine(ctx context.Context, name string, addr netip.Prefix, register bool) (*Host, error) {
 	if !nameRE.MatchString(name) {
 		return nil, fmt.Errorf("add host %q: use 1-12 lowercase letters, digits or '-'", name)
 	}
@@ -186,9 +198,11 @@ func (l *Lab) AddHost(ctx context.Context, name string, addr netip.Prefix) (*Hos
 	}); err != nil {
 		return nil, fmt.Errorf("add host %q: %w", name, err)
 	}
-	l.mu.Lock()
-	l.hosts[name] = host
-	l.mu.Unlock()
+	if register {
+		l.mu.Lock()
+		l.hosts[name] = host
+		l.mu.Unlock()
+	}
 	l.log.Debug("host added", "host", name, "namespace", ns.Name, "addr", addr)
 	return host, nil
 }

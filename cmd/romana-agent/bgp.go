@@ -109,7 +109,7 @@ func (f *bgpFlags) speaker(log *slog.Logger) (agent.BGP, func(), error) {
 // withdraws what a previous run left at the peers under graceful restart:
 // it connects with nothing to announce, so each peer flushes the stale
 // routes at the End-of-RIB, then closes the sessions.
-func (f *bgpFlags) cleanup(ctx context.Context, log *slog.Logger, server, host string) error {
+func (f *bgpFlags) cleanup(ctx context.Context, log *slog.Logger, connect func(context.Context) (*client.Client, string, error)) error {
 	k, err := bgp.NewKernel()
 	if err != nil {
 		return err
@@ -122,7 +122,7 @@ func (f *bgpFlags) cleanup(ctx context.Context, log *slog.Logger, server, host s
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	cl, err := client.New(server)
+	cl, host, err := connect(ctx)
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}

@@ -1,6 +1,7 @@
 // Command romana-agent is Romana's host agent: it follows romanad and keeps
 // this host's routes and tenant isolation (nftables) equal to the desired
-// state. It acts in its own network namespace. The logic is in package agent.
+// state. It acts in its own network namespace. The logic is in package agent;
+// its identity (join, certificate renewal, CNI credential) in package enroll.
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 
 	"github.com/romana/romana/agent"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/enroll"
 	"github.com/romana/romana/firewall"
 	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/route"
@@ -37,16 +40,46 @@ func main() {
 	}
 }
 
+const usage = `romana-agent - Romana's host agent
+
+Usage: romana-agent [flags]
+
+The agent follows romanad (a snapshot, then a watch stream) and keeps this
+host's routes, tenant isolation and policies (nftables), service-chain
+steering and optional BGP sessions equal to the desired state.
+
+It talks to romanad over mutual TLS as identity host:NAME. The first start
+joins with a single-use token that "romana host add NAME --ip IP" (or
+"romana host token NAME") prints; the agent then keeps its credential in
+--config and renews it before it expires, and keeps the CNI plugin's
+credential (identity cni:NAME) in --cni-config. As root on romanad's own
+machine it may instead use romanad's unix socket (--server unix:///PATH).
+
+Examples:
+  # first start on host h3: join, then run
+  romana-agent --join rmn1.0123abcd.... --server https://romanad.example:9600 --host h3
+
+  # later starts: the credential in --config says who and where
+  romana-agent
+
+  # the token from the environment, not the command line
+  ROMANA_JOIN_TOKEN=rmn1.... romana-agent --server https://10.0.0.5:9600
+
+Flags:
+`
+
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("romana-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	hostname, _ := os.Hostname()
-	server := os.Getenv("ROMANA_SERVER")
-	if server == "" {
-		server = client.DefaultServer
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
 	}
-	host := fs.String("host", hostname, "this host's name at romanad")
-	srv := fs.String("server", server, "romanad: http://HOST:PORT or unix:///PATH (env ROMANA_SERVER)")
+	host := fs.String("host", "", "this host's name at romanad (default: the credential's, else the hostname)")
+	srv := fs.String("server", os.Getenv("ROMANA_SERVER"), "romanad: https://HOST:PORT, or unix:///PATH as root on romanad's machine (env ROMANA_SERVER; default: the credential's)")
+	credPath := fs.String("config", "/var/lib/romana/agent/host.conf", "the agent's credential `file` (written by --join, renewed in place)")
+	token := fs.String("join", os.Getenv("ROMANA_JOIN_TOKEN"), "single-use join `token` for the first start (env ROMANA_JOIN_TOKEN); ignored once --config exists")
+	cniPath := fs.String("cni-config", "/etc/romana/cni.conf", "`file` to keep the CNI plugin's credential (cni:HOST) in (\"\" disables)")
 	mode := fs.String("mode", string(hoststate.ModeFlat), "flat: route other hosts' CIDRs via their IPs (one L2 segment); fabric: the fabric routes them")
 	resync := fs.Duration("resync", 10*time.Second, "full reconciliation interval (repairs drift)")
 	listen := fs.String("metrics-listen", "127.0.0.1:9601", `address for /metrics and /healthz ("" disables)`)
@@ -87,21 +120,22 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	connect := func(ctx context.Context) (*client.Client, string, error) {
+		return connectRomanad(ctx, log, *srv, *credPath, *token, *host, *cniPath)
+	}
 	if *cleanup {
-		if err := errors.Join(agent.Cleanup(ctx, routes, fw), bf.cleanup(ctx, log, *srv, *host),
+		if err := errors.Join(agent.Cleanup(ctx, routes, fw), bf.cleanup(ctx, log, connect),
 			agent.CleanupSteering(ctx, steerFW, steerRoutes)); err != nil {
 			return err
 		}
 		log.Info("cleaned up")
 		return nil
 	}
-	if *host == "" {
-		return errors.New("--host: unknown hostname; set --host")
-	}
-	cl, err := client.New(*srv)
+	cl, hostName, err := connect(ctx)
 	if err != nil {
-		return fmt.Errorf("--server: %w", err)
+		return err
 	}
+	*host = hostName
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -139,4 +173,32 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	stopBGP()
 	log.Info("romana-agent stopped; host state left in place")
 	return err
+}
+
+// connectRomanad returns a client of romanad and this host's name: over the
+// unix socket as root, or over TLS as host:NAME with the enrollment in
+// credPath (joining with token first if needed), renewed in the background
+// until ctx ends.
+func connectRomanad(ctx context.Context, log *slog.Logger, server, credPath, token, host, cniPath string) (*client.Client, string, error) {
+	if strings.HasPrefix(server, "unix://") {
+		if host == "" {
+			host, _ = os.Hostname()
+		}
+		if host == "" {
+			return nil, "", errors.New("--host: unknown hostname; set --host")
+		}
+		cl, err := client.New(server)
+		if err != nil {
+			return nil, "", fmt.Errorf("--server: %w", err)
+		}
+		return cl, host, nil
+	}
+	e, err := enroll.Load(ctx, enroll.Config{Server: server, Path: credPath, Token: token, Host: host, CNIPath: cniPath, Log: log})
+	if err != nil {
+		return nil, "", err
+	}
+	e.Prepare(ctx)
+	go e.Run(ctx)
+	log.Info("authenticated", "identity", e.Identity.String(), "server", e.Server, "notAfter", e.Leaf().NotAfter)
+	return e.Client, e.Identity.Host, nil
 }
