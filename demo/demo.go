@@ -228,7 +228,7 @@ func (d *run) setup(ctx context.Context) error {
 		return err
 	}
 	d.say("== romanad on an embedded etcd (%s), in controller namespace %s at %s (mutual TLS)", d.dir, ctl.Namespace.Name, controllerAddr.Addr())
-	d.cp, err = startControlPlane(ctx, d.dir, d.o.BinDir, ctl, controllerAddr.Addr())
+	d.cp, err = startControlPlane(ctx, d.dir, d.o.BinDir, ctl.Namespace, controllerAddr.Addr())
 	if d.cp != nil && d.cp.proc != nil {
 		d.romanad = d.cp.proc
 		d.recordPID(d.romanad)

@@ -17,7 +17,6 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/bird"
-	"github.com/romana/romana/client"
 	"github.com/romana/romana/cnirun"
 	"github.com/romana/romana/fabric"
 	"github.com/romana/romana/plan"
@@ -101,6 +100,13 @@ var lsRacks = []lsRack{
 	{name: "r1", tor: "tor1", subnet: netip.MustParsePrefix("192.168.1.1/24"), uplink: netip.MustParsePrefix("172.16.0.1/31"), hosts: []string{"h1", "h2"}},
 	{name: "r2", tor: "tor2", subnet: netip.MustParsePrefix("192.168.2.1/24"), uplink: netip.MustParsePrefix("172.16.0.3/31"), hosts: []string{"h3", "h4"}},
 }
+
+// underlay covers the racks' host subnets; lsControllerAddr is romanad's
+// machine in rack 1.
+var (
+	underlay         = netip.MustParsePrefix("192.168.0.0/16")
+	lsControllerAddr = netip.MustParsePrefix("192.168.1.250/24")
+)
 
 func hostIP(r lsRack, i int) netip.Prefix {
 	a := r.subnet.Addr().As4()
@@ -213,22 +219,69 @@ func (ls *leafSpine) setup(ctx context.Context) error {
 	if err := writeState(ls.o.Prefix, ls.dir); err != nil {
 		return err
 	}
-	ls.sock = filepath.Join(ls.dir, "romanad.sock")
-	ls.say("== romanad on an embedded etcd (%s)", ls.dir)
-	if ls.romanad, err = startProc("romanad", ls.dir, "", ls.bin("romanad"),
-		"--listen", "", "--socket", ls.sock, "--data-dir", filepath.Join(ls.dir, "etcd")); err != nil {
-		return err
-	}
-	ls.recordPID(ls.romanad)
-	if ls.cli, err = client.New("unix://" + ls.sock); err != nil {
-		return err
-	}
-	if err := ls.cli.WaitHealthy(ctx, 30*time.Second); err != nil {
-		return fmt.Errorf("%w\nromanad log:\n%s", err, ls.romanad.tail(20))
-	}
 	if ls.lab, err = sim.New(ctx, ls.o.Prefix, ls.o.Log); err != nil {
 		return err
 	}
+	ls.say("== leaf-spine fabric: %d racks x 2 hosts, a top-of-rack router per rack and a spine, all BIRD 2; routes by %s", len(lsRacks), ls.f.Routes)
+	for _, d := range lsDevices() {
+		ns, err := ls.lab.AddNamespace(ctx, d.Name)
+		if err != nil {
+			return err
+		}
+		if err := sh(ctx, ns, "ip link set lo up", "sysctl -q -w net.ipv4.ip_forward=1"); err != nil {
+			return err
+		}
+		ls.routers = append(ls.routers, &router{dev: d, ns: ns})
+	}
+	spine := ls.routers[0]
+	for i, r := range lsRacks {
+		tor := ls.routers[i+1]
+		if err := sh(ctx, tor.ns,
+			"ip link add hosts0 type bridge",
+			"ip link set hosts0 up",
+			"ip addr add "+r.subnet.String()+" dev hosts0",
+			"ip link add up0 type veth peer name "+r.tor+" netns "+spine.ns.Name,
+			"ip addr add "+r.uplink.String()+" dev up0",
+			"ip link set up0 up",
+			// The underlay (hosts' and the controller's subnets) is routed
+			// statically; BIRD only carries Romana's blocks.
+			"ip route add "+underlay.String()+" via "+spineEnd(r).String()); err != nil {
+			return err
+		}
+		if err := sh(ctx, spine.ns,
+			"ip addr add "+netip.PrefixFrom(spineEnd(r), 31).String()+" dev "+r.tor,
+			"ip link set "+r.tor+" up",
+			"ip route add "+r.subnet.Masked().String()+" via "+r.uplink.Addr().String()); err != nil {
+			return err
+		}
+	}
+	// romanad runs on a machine in rack 1, reached over the routed underlay.
+	ctl, err := ls.lab.AddNamespace(ctx, "ctl")
+	if err != nil {
+		return err
+	}
+	r1, tor1 := lsRacks[0], ls.routers[1]
+	if err := sh(ctx, ctl,
+		"ip link set lo up",
+		"ip link add eth0 type veth peer name h-ctl netns "+tor1.ns.Name,
+		"ip addr add "+lsControllerAddr.String()+" dev eth0",
+		"ip link set eth0 up",
+		"ip route add default via "+r1.subnet.Addr().String()); err != nil {
+		return err
+	}
+	if err := sh(ctx, tor1.ns, "ip link set h-ctl master hosts0", "ip link set h-ctl up"); err != nil {
+		return err
+	}
+	ls.say("== romanad on an embedded etcd (%s), on controller %s at %s in rack %s (mutual TLS)", ls.dir, ctl.Name, lsControllerAddr.Addr(), r1.name)
+	ls.cp, err = startControlPlane(ctx, ls.dir, ls.o.BinDir, ctl, lsControllerAddr.Addr())
+	if ls.cp != nil && ls.cp.proc != nil {
+		ls.romanad = ls.cp.proc
+		ls.recordPID(ls.romanad)
+	}
+	if err != nil {
+		return err
+	}
+	ls.cli, ls.sock = ls.cp.cli, ls.cp.sock
 	if _, err := ls.cli.AddNetwork(ctx, fabricNetwork); err != nil {
 		return err
 	}
@@ -242,38 +295,13 @@ func (ls *leafSpine) setup(ctx context.Context) error {
 			}
 		}
 	}
-
-	ls.say("== leaf-spine fabric: %d racks x 2 hosts, a top-of-rack router per rack and a spine, all BIRD 2; routes by %s", len(lsRacks), ls.f.Routes)
-	for _, d := range lsDevices() {
-		ns, err := ls.lab.AddNamespace(ctx, d.Name)
-		if err != nil {
-			return err
-		}
-		if err := sh(ctx, ns, "ip link set lo up", "sysctl -q -w net.ipv4.ip_forward=1"); err != nil {
-			return err
-		}
-		ls.routers = append(ls.routers, &router{dev: d, ns: ns})
-		if _, err := ls.cli.PutDevice(ctx, d); err != nil {
+	for _, rt := range ls.routers {
+		if _, err := ls.cli.PutDevice(ctx, rt.dev); err != nil {
 			return err
 		}
 	}
-	spine := ls.routers[0]
 	for i, r := range lsRacks {
 		tor := ls.routers[i+1]
-		if err := sh(ctx, tor.ns,
-			"ip link add hosts0 type bridge",
-			"ip link set hosts0 up",
-			"ip addr add "+r.subnet.String()+" dev hosts0",
-			"ip link add up0 type veth peer name "+r.tor+" netns "+spine.ns.Name,
-			"ip addr add "+r.uplink.String()+" dev up0",
-			"ip link set up0 up"); err != nil {
-			return err
-		}
-		if err := sh(ctx, spine.ns,
-			"ip addr add "+netip.PrefixFrom(spineEnd(r), 31).String()+" dev "+r.tor,
-			"ip link set "+r.tor+" up"); err != nil {
-			return err
-		}
 		for j, h := range r.hosts {
 			ns, err := ls.lab.AddNamespace(ctx, h)
 			if err != nil {
@@ -298,27 +326,35 @@ func (ls *leafSpine) setup(ctx context.Context) error {
 		}
 	}
 
-	ls.say("== one romana-agent per host, in fabric mode%s", map[bool]string{true: ", announcing its host's block over BGP", false: ""}[ls.f.Routes == RoutesBGP])
+	ls.say("== one romana-agent per host, in fabric mode%s, joined with a single-use token over TLS", map[bool]string{true: ", announcing its host's block over BGP", false: ""}[ls.f.Routes == RoutesBGP])
 	ls.attach = map[string]*cnirun.Runtime{}
+	var names []string
 	for _, r := range lsRacks {
 		for _, h := range r.hosts {
-			args := []string{"--host", h, "--server", "unix://" + ls.sock, "--resync", "2s", "--mode", "fabric", "--metrics-listen", ""}
+			names = append(names, h)
+			args, env, _, err := ls.cp.joinArgs(ctx, h)
+			if err != nil {
+				return err
+			}
+			args = append(args, "--resync", "2s", "--mode", "fabric", "--metrics-listen", "")
 			if ls.f.Routes == RoutesBGP {
 				args = append(args, "--bgp", "--bgp-hold-time", "9s", "--bgp-connect-retry", "1s")
 			}
-			a, err := startProc("agent-"+h, ls.dir, ls.hostNS[h].Name, ls.bin("romana-agent"), args...)
+			a, err := startProcEnv("agent-"+h, ls.dir, ls.hostNS[h].Name, env, ls.bin("romana-agent"), args...)
 			if err != nil {
 				return err
 			}
 			ls.recordPID(a)
 			ls.agents = append(ls.agents, a)
-			conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"romana-demo","type":"romana-cni","server":"unix://%s","host":"%s"}`, ls.sock, h)
-			rt, err := cnirun.New(ls.hostNS[h].Path, []string{ls.o.BinDir}, filepath.Join(ls.dir, "cni-cache"), []byte(conf))
+			rt, err := cnirun.New(ls.hostNS[h].Path, []string{ls.o.BinDir}, filepath.Join(ls.dir, "cni-cache"), ls.cp.cniConf(h))
 			if err != nil {
 				return err
 			}
 			ls.attach[h] = rt
 		}
+	}
+	if err := ls.cp.waitJoined(ctx, names, ls.agents); err != nil {
+		return err
 	}
 
 	if err := ls.startRouters(ctx); err != nil {

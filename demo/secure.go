@@ -26,11 +26,11 @@ type controlPlane struct {
 
 // startControlPlane starts romanad inside ctl, listening on addr:9600, with
 // its CA, admin credential and embedded etcd under dir.
-func startControlPlane(ctx context.Context, dir, binDir string, ctl *sim.Host, addr netip.Addr) (*controlPlane, error) {
+func startControlPlane(ctx context.Context, dir, binDir string, ctl *sim.Namespace, addr netip.Addr) (*controlPlane, error) {
 	cp := &controlPlane{sock: filepath.Join(dir, "romanad.sock"), dir: dir,
 		URL: "https://" + netip.AddrPortFrom(addr, 9600).String()}
 	var err error
-	cp.proc, err = startProc("romanad", dir, ctl.Namespace.Name, filepath.Join(binDir, "romanad"),
+	cp.proc, err = startProc("romanad", dir, ctl.Name, filepath.Join(binDir, "romanad"),
 		"--listen", netip.AddrPortFrom(addr, 9600).String(), "--advertise", addr.String(),
 		"--socket", cp.sock, "--data-dir", filepath.Join(dir, "etcd"), "--pki-dir", filepath.Join(dir, "pki"),
 		"--admin-config", filepath.Join(dir, "admin.conf"))
