@@ -70,7 +70,10 @@ type State struct {
 	Problems []string
 }
 
-// Sysctl is one /proc/sys setting, Key in dotted form ("net.ipv4.ip_forward").
+// Sysctl is one /proc/sys setting, Key in dotted form
+// ("net.ipv4.ip_forward"), or, when it names an interface (whose name may
+// hold a dot), in slash form ("net/ipv6/conf/rv-a1/force_forwarding"), the
+// path below /proc/sys.
 type Sysctl struct {
 	Key   string
 	Value string
@@ -190,13 +193,8 @@ func Compute(snap api.Snapshot, host string, opts Options) (State, error) {
 		Gateway: DefaultGateway(),
 		Sysctls: []Sysctl{{"net.ipv4.ip_forward", "1"}},
 	}
-	for _, n := range in.networks {
-		if !n.plan.Is4() {
-			st.Sysctls = append(st.Sysctls, Sysctl{"net.ipv6.conf.all.forwarding", "1"})
-			break
-		}
-	}
 	st.Routes = endpointRoutes(snap, in)
+	st.Sysctls = append(st.Sysctls, forwardIPv6(st.Routes)...)
 	if mode == ModeFlat {
 		st.Routes = append(st.Routes, hostRoutes(snap, in)...)
 	}
@@ -351,6 +349,29 @@ func endpointRoutes(snap api.Snapshot, in *inputs) []Route {
 		out = append(out, Route{Dst: netip.PrefixFrom(ip, ip.BitLen()), Dev: a.Interface})
 	}
 	return out
+}
+
+// forwardIPv6 returns, for each local IPv6 endpoint's veth (an endpoint
+// route's device), the setting that makes the kernel forward IPv6 packets
+// arriving on it: force_forwarding (Linux 6.17 and later). Linux forwards
+// IPv6 when net.ipv6.conf.all.forwarding is on or the *incoming*
+// interface's force_forwarding is; the per-interface "forwarding" only
+// switches the interface between host and router behaviour (and with it,
+// accept_ra=1 stops accepting router advertisements). Setting
+// all.forwarding would turn every interface into a router and stop RAs on
+// the uplink, so Romana sets only its veths' force_forwarding: endpoint
+// egress, and endpoint to endpoint on the host. Forwarding what arrives on
+// the uplink toward endpoints is the administrator's to enable (see
+// docs/agent.md). Keys name an interface, so they are in slash form.
+func forwardIPv6(routes []Route) []Sysctl {
+	var out []Sysctl
+	for _, r := range routes {
+		if r.Dev != "" && r.Dst.Addr().Is6() {
+			out = append(out, Sysctl{"net/ipv6/conf/" + r.Dev + "/force_forwarding", "1"})
+		}
+	}
+	slices.SortFunc(out, func(a, b Sysctl) int { return strings.Compare(a.Key, b.Key) })
+	return slices.CompactFunc(out, func(a, b Sysctl) bool { return a == b })
 }
 
 // hostRoutes returns, for flat L2 mode, one route per remote host per

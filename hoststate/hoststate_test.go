@@ -154,6 +154,17 @@ func TestGolden(t *testing.T) {
 		}
 		l.snap.Hosts[i].Slots = append(l.snap.Hosts[i].Slots, api.HostSlot{Network: "v6", Loc: loc, CIDR: c})
 	}
+	// An IPv6 endpoint on h1 (its veth forwards IPv6: force_forwarding)
+	// and one on h2.
+	for h := uint64(1); h <= 2; h++ {
+		ip, err := p6.Address(plan.Loc{Groups: []uint64{1}, Host: h}, 2, 0, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("v6ep%d", h)
+		l.snap.Addresses = append(l.snap.Addresses, api.Address{Name: name, IP: ip, Network: "v6", Host: fmt.Sprintf("h%d", h),
+			Tenant: "beta", Segment: "web", Interface: "rv-" + name})
+	}
 	golden(t, "two-networks-h1.txt", l.compute("h1", ModeFlat).String())
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/romana/romana/hoststate"
@@ -64,6 +65,11 @@ func (f *Fake) DeleteLink(name string) {
 	for dst, r := range f.routes {
 		if r.Dev == name {
 			delete(f.routes, dst)
+		}
+	}
+	for key := range f.sysctls {
+		if link, ok := ifaceSysctl(key); ok && link == name {
+			delete(f.sysctls, key)
 		}
 	}
 }
@@ -215,9 +221,29 @@ func (f *Fake) deleteDummy(name string) error {
 	return nil
 }
 
+// ifaceSysctl returns the link a per-interface key ("net/ipv6/conf/<link>/<name>") names.
+func ifaceSysctl(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, "net/ipv6/conf/")
+	if !ok {
+		return "", false
+	}
+	link, _, ok := strings.Cut(rest, "/")
+	return link, ok
+}
+
+// readSysctl knows the global settings NewFake creates and, for each link,
+// net/ipv6/conf/<link>/force_forwarding (default "0").
 func (f *Fake) readSysctl(key string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if link, ok := ifaceSysctl(key); ok {
+		if f.links[link] == nil {
+			return "", fmt.Errorf("%w: %s", ErrLinkNotFound, link)
+		}
+		if _, ok := f.sysctls[key]; !ok {
+			return "0\n", nil
+		}
+	}
 	v, ok := f.sysctls[key]
 	if !ok {
 		return "", fmt.Errorf("no sysctl %s", key)
@@ -231,7 +257,8 @@ func (f *Fake) writeSysctl(key, value string) error {
 	if f.fail != nil {
 		return f.fail
 	}
-	if _, ok := f.sysctls[key]; !ok {
+	link, perLink := ifaceSysctl(key)
+	if _, ok := f.sysctls[key]; !ok && !(perLink && f.links[link] != nil) {
 		return fmt.Errorf("no sysctl %s", key)
 	}
 	f.sysctls[key] = value

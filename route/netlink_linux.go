@@ -3,6 +3,7 @@ package route
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -265,19 +266,38 @@ func (k *netlinkKernel) deleteDummy(name string) error {
 	return k.h.LinkDel(l)
 }
 
+// sysctlPath maps a key to its file: dotted keys have their dots turned
+// into slashes; keys in slash form (they name an interface, whose name may
+// hold a dot) are taken as they are.
 func (k *netlinkKernel) sysctlPath(key string) (string, error) {
-	if key == "" || strings.Contains(key, "/") || strings.Contains(key, "..") {
-		return "", fmt.Errorf("invalid sysctl key %q", key)
+	rel := key
+	if !strings.Contains(key, "/") {
+		rel = strings.ReplaceAll(key, ".", "/")
 	}
-	return filepath.Join(k.sysctlDir, strings.ReplaceAll(key, ".", "/")), nil
+	for _, seg := range strings.Split(rel, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return "", fmt.Errorf("invalid sysctl key %q", key)
+		}
+	}
+	return filepath.Join(k.sysctlDir, rel), nil
 }
 
+// readSysctl wraps ErrLinkNotFound when the key's directory is missing
+// (net/ipv6/conf/<link>/... of a link not created yet) and
+// errors.ErrUnsupported when the directory exists but the key does not
+// (a setting this kernel lacks).
 func (k *netlinkKernel) readSysctl(key string) (string, error) {
 	p, err := k.sysctlPath(key)
 	if err != nil {
 		return "", err
 	}
 	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, derr := os.Stat(filepath.Dir(p)); errors.Is(derr, fs.ErrNotExist) {
+			return "", fmt.Errorf("%w: %s", ErrLinkNotFound, filepath.Base(filepath.Dir(p)))
+		}
+		return "", fmt.Errorf("%w: this kernel has no %s", errors.ErrUnsupported, key)
+	}
 	return string(b), err
 }
 

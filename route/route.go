@@ -219,7 +219,8 @@ func (m *Manager) EnsureGateway(ctx context.Context, gw hoststate.Gateway) error
 }
 
 // SetSysctls writes the settings that differ from the desired values and
-// returns how many it changed.
+// returns how many it changed. A setting of an interface that does not
+// exist yet is skipped (set at a later call, once the interface exists).
 func (m *Manager) SetSysctls(ctx context.Context, ss []hoststate.Sysctl) (int, error) {
 	changed := 0
 	var errs []error
@@ -228,7 +229,19 @@ func (m *Manager) SetSysctls(ctx context.Context, ss []hoststate.Sysctl) (int, e
 			return changed, err
 		}
 		cur, err := m.k.readSysctl(s.Key)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrLinkNotFound):
+			// The interface (an endpoint's veth) does not exist yet: set
+			// when it does, like its route.
+			m.log.Debug("sysctl pending: interface missing", "key", s.Key)
+			continue
+		case errors.Is(err, errors.ErrUnsupported) && strings.HasSuffix(s.Key, "/force_forwarding"):
+			if all, err := m.k.readSysctl("net.ipv6.conf.all.forwarding"); err == nil && strings.TrimSpace(all) == "1" {
+				continue // the administrator forwards IPv6 on every interface
+			}
+			errs = append(errs, fmt.Errorf("set sysctl %s: %w (Linux 6.17 or later has it; on older kernels IPv6 endpoints are forwarded only if you set net.ipv6.conf.all.forwarding=1, see docs/agent.md)", s, err))
+			continue
+		case err != nil:
 			errs = append(errs, fmt.Errorf("read sysctl %s: %w", s.Key, err))
 			continue
 		}
