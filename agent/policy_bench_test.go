@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
-	"github.com/romana/romana/client"
 	"github.com/romana/romana/firewall"
+	"github.com/romana/romana/pki"
 	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/plan"
 	"github.com/romana/romana/route"
@@ -91,10 +91,7 @@ func BenchmarkPolicyEnforcement(b *testing.B) {
 		if _, err := c.AddHost(ctx, api.Host{Name: name, IP: netip.AddrFrom4([4]byte{192, 168, 0, byte(i + 1)})}); err != nil {
 			b.Fatal(err)
 		}
-		cl, err := client.New("unix://" + srv.Socket)
-		if err != nil {
-			b.Fatal(err)
-		}
+		cl := srv.ClientAs(b, pki.Host(name)) // each agent as its own host, over TLS
 		routes, _ := route.NewFake(nil)
 		fw, _ := firewall.NewFake(nil)
 		mf := &markFirewall{Firewall: fw, host: name, seen: seen}
