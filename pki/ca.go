@@ -269,10 +269,12 @@ func (ca *CA) Issue(pub crypto.PublicKey, t Template, now time.Time) (*x509.Cert
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: t.Identity, Organization: []string{"Romana"}},
-		NotBefore:    now.Add(-backdate),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		// Backdated for clock skew, by at most a tenth of the lifetime so that
+		// "renew at two thirds" stays in the future for short-lived ones.
+		NotBefore:   now.Add(-min(backdate, t.Validity/10)),
+		NotAfter:    notAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	if t.Server {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
