@@ -21,12 +21,19 @@ type result struct {
 }
 
 // romana runs the command line in-process with an empty environment (plus
-// env) and the given stdin.
+// env), the given stdin, and no default admin credential (the machine's
+// /etc/romana/admin.conf is never read).
 func romana(t *testing.T, env map[string]string, stdin string, args ...string) result {
+	t.Helper()
+	return romanaWith(t, env, filepath.Join(t.TempDir(), "no-admin.conf"), stdin, args...)
+}
+
+// romanaWith is romana with adminConfig as the default credential path.
+func romanaWith(t *testing.T, env map[string]string, adminConfig, stdin string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	getenv := func(k string) string { return env[k] }
-	code := Main(context.Background(), args, strings.NewReader(stdin), &out, &errb, WithGetenv(getenv))
+	code := Main(context.Background(), args, strings.NewReader(stdin), &out, &errb, WithGetenv(getenv), WithAdminConfig(adminConfig))
 	return result{out.String(), errb.String(), code}
 }
 
@@ -154,9 +161,28 @@ func TestExitCodesAndMessages(t *testing.T) {
 			ExitError, `Error: host location "3": network "n" has 1 topology level(s) (rack), so give 1 group id(s) then the host id, separated by dots`},
 		{"plan file missing", nil, []string{"plan", "-f", "/nonexistent/plan.yaml"}, ExitError, `Error: read /nonexistent/plan.yaml: open /nonexistent/plan.yaml: no such file or directory`},
 		{"bad server", map[string]string{EnvServer: "ftp://x"}, []string{"tenant", "list"}, ExitUsage,
-			`Error: server "ftp://x": want http://HOST:PORT, https://HOST:PORT or unix:///PATH`},
+			`Error: server "ftp://x": want https://HOST:PORT or unix:///PATH`},
 		{"flag beats env", map[string]string{EnvServer: "ftp://x"}, []string{"tenant", "list", "--server", "gopher://y"}, ExitUsage,
-			`Error: server "gopher://y": want http://HOST:PORT, https://HOST:PORT or unix:///PATH`},
+			`Error: server "gopher://y": want https://HOST:PORT or unix:///PATH`},
+		{"http refused", nil, []string{"tenant", "list", "--server", "http://10.0.0.1:9600"}, ExitUsage,
+			`Error: server "http://10.0.0.1:9600": romanad serves TCP over TLS only: use https://10.0.0.1:9600 with a credential (--config), or unix:///run/romana/romanad.sock as root on romanad's machine`},
+		{"http refused before the credential is read", map[string]string{EnvServer: "http://h:9600", EnvConfig: "/nonexistent/c.conf"}, []string{"tenant", "list"}, ExitUsage,
+			`Error: server "http://h:9600": romanad serves TCP over TLS only: use https://h:9600 with a credential (--config), or unix:///run/romana/romanad.sock as root on romanad's machine`},
+		{"missing credential", map[string]string{EnvConfig: "/nonexistent/c.conf"}, []string{"tenant", "list"}, ExitError,
+			`Error: no credential: /nonexistent/c.conf (from ROMANA_CONFIG) does not exist (romanad writes /etc/romana/admin.conf on first start; or set --config)`},
+		{"unix socket needs no credential", map[string]string{EnvServer: "unix:///nonexistent/romanad.sock", EnvConfig: "/nonexistent/c.conf"}, []string{"tenant", "list"}, ExitError,
+			`Error: cannot reach romanad at unix:///nonexistent/romanad.sock (set --server or ROMANA_SERVER): GET /v1/tenants: Get "http://unix/v1/tenants": dial unix /nonexistent/romanad.sock: connect: no such file or directory`},
+		{"revoke nothing named", noServer, []string{"cert", "revoke"}, ExitUsage, `Error: name what to revoke: --serial S or --identity ID (repeatable)`},
+		{"revoke bad identity", noServer, []string{"cert", "revoke", "--identity", "root"}, ExitUsage,
+			`Error: --identity: identity "root": want admin, viewer, host:NAME or cni:NAME`},
+		{"issue without out", noServer, []string{"cert", "issue", "--identity", "viewer"}, ExitUsage, `Error: need --identity and --out`},
+		{"issue bad validity", noServer, []string{"cert", "issue", "--identity", "viewer", "--out", "/tmp/x", "--validity", "month"}, ExitUsage,
+			`Error: --validity "month": want a positive duration, e.g. 15m or 1h`},
+		{"issue over the socket needs a server", noServer, []string{"cert", "issue", "--identity", "viewer", "--out", "/tmp/romana-cli-test-never-written.conf"}, ExitUsage,
+			`Error: this command uses the unix socket: give romanad's address for the credential with --credential-server https://HOST:PORT`},
+		{"host token bad ttl", noServer, []string{"host", "token", "h1", "--ttl", "-5m"}, ExitUsage, `Error: --ttl "-5m": want a positive duration, e.g. 15m or 1h`},
+		{"host add bad token ttl", noServer, []string{"host", "add", "h1", "--ip", "192.0.2.1", "--token-ttl", "soon"}, ExitUsage,
+			`Error: --token-ttl "soon": want a positive duration, e.g. 15m or 1h`},
 		{"unreachable", noServer, []string{"tenant", "list"}, ExitError,
 			`Error: cannot reach romanad at unix:///nonexistent/romanad.sock (set --server or ROMANA_SERVER): GET /v1/tenants: Get "http://unix/v1/tenants": dial unix /nonexistent/romanad.sock: connect: no such file or directory`},
 		{"release both", noServer, []string{"address", "release", "x", "--ip", "10.0.0.1"}, ExitUsage, `Error: give either NAME or --ip IP`},
@@ -222,27 +248,9 @@ func TestHelp(t *testing.T) {
 		t.Errorf("romana network: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	r = romana(t, nil, "", "--help")
-	if r.code != 0 || !strings.Contains(r.stdout, "ROMANA_SERVER") {
-		t.Errorf("romana --help does not mention ROMANA_SERVER: exit %d\n%s", r.code, r.stdout)
-	}
-}
-
-func TestServerSelection(t *testing.T) {
-	g := &Globals{getenv: func(string) string { return "" }}
-	if got := g.ServerURL(); got != "http://127.0.0.1:9600" {
-		t.Errorf("default server %q", got)
-	}
-	g.getenv = func(k string) string {
-		if k == EnvServer {
-			return "unix:///run/romana/romanad.sock"
+	for _, want := range []string{"ROMANA_SERVER", "ROMANA_CONFIG", "/etc/romana/admin.conf", "unix:///run/romana/romanad.sock", "--config"} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("romana --help does not mention %s: exit %d\n%s", want, r.code, r.stdout)
 		}
-		return ""
-	}
-	if got := g.ServerURL(); got != "unix:///run/romana/romanad.sock" {
-		t.Errorf("server from env %q", got)
-	}
-	g.Server = "http://10.0.0.1:9600"
-	if got := g.ServerURL(); got != "http://10.0.0.1:9600" {
-		t.Errorf("server from flag %q", got)
 	}
 }

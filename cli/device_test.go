@@ -19,7 +19,7 @@ func TestDeviceAndFabricRoutes(t *testing.T) {
 	srv := servertest.Start(t)
 	c := srv.Client
 	ctx := context.Background()
-	s := cliSession{t: t, env: map[string]string{EnvServer: srv.URL}}
+	s := adminSession(t, srv)
 
 	s.ok("network", "add", "pods", "--cidr", "10.0.0.0/8", "--field", "rack=4", "--field", "host=4", "--field", "tenant=4", "--field", "segment=4")
 	s.ok("host", "add", "h1", "--ip", "192.168.1.11", "--label", "rack=r1")

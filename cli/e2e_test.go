@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/pki"
 	"github.com/romana/romana/plan"
 	"github.com/romana/romana/server/servertest"
 )
@@ -17,6 +18,13 @@ import (
 type cliSession struct {
 	t   *testing.T
 	env map[string]string
+}
+
+// adminSession is a session that connects to srv over mutual TLS with an
+// admin credential file named by ROMANA_CONFIG (its server is srv.URL).
+func adminSession(t *testing.T, srv *servertest.Instance) cliSession {
+	t.Helper()
+	return cliSession{t: t, env: map[string]string{EnvConfig: srv.WriteCredential(t, pki.Admin, t.TempDir())}}
 }
 
 func (s cliSession) run(stdin string, args ...string) result {
@@ -63,7 +71,7 @@ func TestEndToEnd(t *testing.T) {
 	srv := servertest.Start(t)
 	c := srv.Client
 	ctx := context.Background()
-	s := cliSession{t: t, env: map[string]string{EnvServer: srv.URL}}
+	s := adminSession(t, srv)
 
 	// Networks: one flat, one with a rack level from a YAML file on stdin.
 	out := s.ok("network", "add", "main", "--cidr", "10.0.0.0/8", "--field", "host=8", "--field", "tenant=8", "--field", "segment=4")
@@ -301,7 +309,7 @@ func TestEndToEnd(t *testing.T) {
 	for _, cmd := range [][]string{{"segment", "remove", "acme", "web"}, {"segment", "remove", "acme", "db"}, {"segment", "remove", "globex", "api"},
 		{"tenant", "remove", "acme"}, {"tenant", "remove", "globex"}, {"host", "remove", "h1"}, {"host", "remove", "h2"},
 		{"network", "remove", "main"}, {"network", "remove", "dc1"}, {"policy", "remove", "web-from-lb"}} {
-		if out := s.ok(cmd...); !strings.HasSuffix(out, " removed\n") {
+		if out := s.ok(cmd...); !strings.HasSuffix(out, " removed\n") && !strings.HasSuffix(out, " revoked\n") {
 			t.Errorf("romana %s: %q", strings.Join(cmd, " "), out)
 		}
 	}

@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/pki"
 )
 
 func newHostCmd(g *Globals) *cobra.Command {
@@ -22,22 +25,37 @@ func newHostCmd(g *Globals) *cobra.Command {
 		Long: `A host has an underlay IP (the next hop other hosts use for its CIDRs) and
 labels. In a network with topology levels, a host is placed by the label named
 like each level (e.g. rack=r1 for a "rack" level). romanad gives every host a
-block (CIDR) in every network.`,
+block (CIDR) in every network. A host's agent joins romanad with a single-use
+token that "host add" and "host token" print.`,
 	}
-	cmd.AddCommand(newHostAddCmd(g), newHostListCmd(g), newHostShowCmd(g), newHostRemoveCmd(g))
+	cmd.AddCommand(newHostAddCmd(g), newHostTokenCmd(g), newHostListCmd(g), newHostShowCmd(g), newHostRemoveCmd(g))
 	return cmd
 }
 
 func newHostAddCmd(g *Globals) *cobra.Command {
 	var (
-		ip     string
-		labels map[string]string
+		ip       string
+		labels   map[string]string
+		noToken  bool
+		tokenTTL string
 	)
 	cmd := &cobra.Command{
-		Use:   "add NAME --ip IP [--label KEY=VALUE]...",
-		Short: "Add a host",
+		Use:   "add NAME --ip IP [--label KEY=VALUE]... [--no-token | --token-ttl D]",
+		Short: "Add a host, and print the command that joins its agent",
+		Long: `Adds a host. Then, when romanad holds its CA key, it prints a single-use join
+token and the command that starts the host's agent with it:
+  romana-agent --join TOKEN --server https://ROMANAD:9600 --host NAME
+The agent exchanges the token for its certificate (identity host:NAME). The
+server is the https:// address this command used; over the unix socket it is
+the placeholder https://ROMANAD:9600, to replace with romanad's address as
+the host reaches it. "romana host token NAME" makes another token.
+
+With -o json or -o yaml the output is the host plus, when a token was made,
+"join": {host, token, expires, server, command, note}.`,
 		Example: `  romana host add h1 --ip 192.168.1.11
-  romana host add h2 --ip 192.168.2.12 --label rack=r2 --label zone=a`,
+  romana host add h2 --ip 192.168.2.12 --label rack=r2 --label zone=a --token-ttl 15m
+  romana host add h3 --ip 192.168.2.13 --no-token
+  romana host add h4 --ip 192.168.2.14 -o json | jq -r .join.command`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ip == "" {
@@ -46,6 +64,11 @@ func newHostAddCmd(g *Globals) *cobra.Command {
 			addr, err := netip.ParseAddr(ip)
 			if err != nil {
 				return usagef("--ip %q: %v", ip, err)
+			}
+			if !noToken {
+				if err := checkTTL("--token-ttl", tokenTTL); err != nil {
+					return err
+				}
 			}
 			c, err := g.Client()
 			if err != nil {
@@ -57,11 +80,138 @@ func newHostAddCmd(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.Emit(cmd, h, func(w io.Writer) { writeHosts(w, []api.Host{h}) })
+			out := hostAdded{Host: h}
+			var tokenErr error
+			noCA := false
+			if !noToken {
+				t, err := c.CreateToken(ctx, h.Name, tokenTTL)
+				switch {
+				case err == nil:
+					j := g.join(t)
+					out.Join = &j
+				case isNoCAKey(err):
+					noCA = true
+				default:
+					tokenErr = fmt.Errorf("host %s was added, but no join token was made: %w (romana host token %s makes one)", h.Name, err, h.Name)
+				}
+			}
+			if err := g.Emit(cmd, out, func(w io.Writer) { writeHosts(w, []api.Host{h}) }); err != nil {
+				return err
+			}
+			switch {
+			case out.Join != nil:
+				g.Say(cmd, "")
+				if g.Output == OutputTable {
+					writeJoin(cmd.OutOrStdout(), *out.Join)
+				}
+			case noCA:
+				g.Say(cmd, "\nNo join token: romanad has no CA key (an external CA); issue %s's certificate with that CA.", pki.Host(h.Name))
+			}
+			return tokenErr
 		},
 	}
 	cmd.Flags().StringVar(&ip, "ip", "", "the host's underlay IP address")
 	cmd.Flags().StringToStringVar(&labels, "label", nil, "label KEY=VALUE (repeatable); a topology level matches the label of its name")
+	cmd.Flags().BoolVar(&noToken, "no-token", false, "do not make a join token")
+	cmd.Flags().StringVar(&tokenTTL, "token-ttl", "1h", "how long the join token may be used (at most 24h)")
+	return cmd
+}
+
+// hostAdded is what host add prints with -o json|yaml: the host's fields,
+// and the join token when one was made.
+type hostAdded struct {
+	api.Host
+	Join *joinInfo `json:"join,omitempty"`
+}
+
+// joinInfo is a join token and the agent command line that uses it.
+type joinInfo struct {
+	Host    string    `json:"host"`
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+	// Server is romanad's https:// address for the agent, or
+	// agentServerPlaceholder when romana used the unix socket.
+	Server  string `json:"server"`
+	Command string `json:"command"`
+	// Note says what to check or replace in Command, if anything.
+	Note string `json:"note,omitempty"`
+}
+
+// agentServerPlaceholder stands for romanad's TLS address in the agent's
+// command line when romana itself used the unix socket.
+const agentServerPlaceholder = "https://ROMANAD:9600"
+
+// join describes a token with the agent command line that uses it, for
+// the server this command used.
+func (g *Globals) join(t api.TokenResponse) joinInfo {
+	j := joinInfo{Host: t.Host, Token: t.Token, Expires: t.Expires, Server: g.conn.Server}
+	if !strings.HasPrefix(j.Server, "https://") {
+		j.Server = agentServerPlaceholder
+		j.Note = fmt.Sprintf("this command used the unix socket: replace %s with romanad's TLS address as %s reaches it", agentServerPlaceholder, t.Host)
+	} else if u, err := url.Parse(j.Server); err == nil {
+		if a, err := netip.ParseAddr(u.Hostname()); (err == nil && a.IsLoopback()) || u.Hostname() == "localhost" {
+			j.Note = fmt.Sprintf("%s is a loopback address: replace it with romanad's address as %s reaches it", u.Hostname(), t.Host)
+		}
+	}
+	j.Command = fmt.Sprintf("romana-agent --join %s --server %s --host %s", j.Token, j.Server, j.Host)
+	return j
+}
+
+func writeJoin(w io.Writer, j joinInfo) {
+	fmt.Fprintf(w, "Join token for host %s (single use, expires %s):\n  %s\n", j.Host, j.Expires.UTC().Format(time.RFC3339), j.Token)
+	fmt.Fprintf(w, "Start its agent as root on %s with:\n  %s\n", j.Host, j.Command)
+	if j.Note != "" {
+		fmt.Fprintf(w, "(%s)\n", j.Note)
+	}
+}
+
+// isNoCAKey reports whether romanad refused to sign because it has no CA
+// key (an external CA): there are no join tokens to print then.
+func isNoCAKey(err error) bool {
+	return api.ReasonOf(err) == api.ReasonInvalid && strings.Contains(err.Error(), "no CA key")
+}
+
+// checkTTL checks a duration flag's syntax; romanad checks its range.
+func checkTTL(flag, v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return usagef("%s %q: want a positive duration, e.g. 15m or 1h", flag, v)
+	}
+	return nil
+}
+
+func newHostTokenCmd(g *Globals) *cobra.Command {
+	var ttl string
+	cmd := &cobra.Command{
+		Use:   "token NAME [--ttl D]",
+		Short: "Make a new single-use join token for a host's agent",
+		Long: `Prints a new single-use join token for an existing host and the command that
+starts the host's agent with it (see "romana host add --help"). Earlier
+tokens stay valid until used or expired.
+
+With -o json or -o yaml: {host, token, expires, server, command, note}.`,
+		Example: `  romana host token h1
+  romana host token h1 --ttl 15m -o json | jq -r .token`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkTTL("--ttl", ttl); err != nil {
+				return err
+			}
+			c, err := g.Client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.Context(cmd)
+			defer cancel()
+			t, err := c.CreateToken(ctx, args[0], ttl)
+			if err != nil {
+				return err
+			}
+			j := g.join(t)
+			return g.Emit(cmd, j, func(w io.Writer) { writeJoin(w, j) })
+		},
+	}
+	cmd.Flags().StringVar(&ttl, "ttl", "1h", "how long the token may be used (at most 24h)")
 	return cmd
 }
 
@@ -100,7 +250,23 @@ func newHostShowCmd(g *Globals) *cobra.Command {
 }
 
 func newHostRemoveCmd(g *Globals) *cobra.Command {
-	return removeCmd(g, "host", "Remove a host", `  romana host remove h1`, (*client.Client).RemoveHost)
+	return &cobra.Command{
+		Use:     "remove NAME",
+		Aliases: []string{"rm", "delete"},
+		Short:   "Remove a host and revoke its agent's and CNI plugin's certificates",
+		Long: `Removes a host. romanad revokes the certificates of identities host:NAME and
+cni:NAME at once, so the host's agent and CNI plugin can no longer talk to it;
+to bring the host back, add it again and join its agent with a new token.`,
+		Example: `  romana host remove h1`,
+		Args:    cobra.ExactArgs(1),
+		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			if err := c.RemoveHost(ctx, args[0]); err != nil {
+				return err
+			}
+			g.Say(cmd, "host %s removed; certificates of %s and %s revoked", args[0], pki.Host(args[0]), pki.CNI(args[0]))
+			return nil
+		}),
+	}
 }
 
 func sortHosts(hs []api.Host) []api.Host {

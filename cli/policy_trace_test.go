@@ -15,7 +15,7 @@ func TestPolicyTraceAndStatsCommands(t *testing.T) {
 	srv := servertest.Start(t)
 	c := srv.Client
 	ctx := context.Background()
-	s := cliSession{t: t, env: map[string]string{EnvServer: srv.URL}}
+	s := adminSession(t, srv)
 	if _, err := c.AddNetwork(ctx, api.Network{Name: "net1", CIDR: "10.0.0.0/8",
 		Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,8 @@
 //
 // or a caller adds to a root it built: root := cli.NewRoot(); root.AddCommand(c).
 // Commands use g.Client(), g.Context(cmd) and g.Emit so that --server,
-// --timeout and -o behave alike everywhere; an error they return is printed
+// --config, --timeout and -o behave alike everywhere (connect.go resolves
+// the server and the credential); an error they return is printed
 // as "Error: <message>" and exits 1, a *UsageError exits 2.
 package cli
 
@@ -20,16 +21,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/pki"
 )
 
 // Exit codes of Main.
@@ -38,9 +37,6 @@ const (
 	ExitError = 1 // the command ran and failed (API error, unreachable server, invalid plan)
 	ExitUsage = 2 // the command line is wrong (unknown command or flag, wrong arguments)
 )
-
-// EnvServer names the environment variable that sets the default --server.
-const EnvServer = "ROMANA_SERVER"
 
 // Output formats of -o.
 const (
@@ -55,30 +51,13 @@ const DefaultTimeout = 30 * time.Second
 // Globals are the persistent flags every command sees.
 type Globals struct {
 	Server  string
+	Config  string
 	Output  string
 	Timeout time.Duration
 
-	getenv func(string) string
-}
-
-// ServerURL returns --server, else $ROMANA_SERVER, else client.DefaultServer.
-func (g *Globals) ServerURL() string {
-	if g.Server != "" {
-		return g.Server
-	}
-	if s := g.getenv(EnvServer); s != "" {
-		return s
-	}
-	return client.DefaultServer
-}
-
-// Client returns a client of the selected romanad.
-func (g *Globals) Client() (*client.Client, error) {
-	c, err := client.New(g.ServerURL())
-	if err != nil {
-		return nil, &UsageError{Err: err}
-	}
-	return c, nil
+	getenv      func(string) string
+	adminConfig string     // pki.DefaultAdminConfig, or a test's
+	conn        Connection // what Client connected to, for explain
 }
 
 // Context returns the command's context bounded by --timeout.
@@ -91,28 +70,6 @@ func (g *Globals) Context(cmd *cobra.Command) (context.Context, context.CancelFu
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, g.Timeout)
-}
-
-// explain turns transport failures into a message that says which server
-// was tried; API errors pass through with their own message.
-func (g *Globals) explain(err error) error {
-	var ae *api.Error
-	if err == nil || errors.As(err, &ae) {
-		return err
-	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("no answer from romanad at %s within %s (--timeout): %w", g.ServerURL(), g.Timeout, err)
-	case isConnError(err):
-		return fmt.Errorf("cannot reach romanad at %s (set --server or %s): %w", g.ServerURL(), EnvServer, err)
-	}
-	return err
-}
-
-func isConnError(err error) bool {
-	var ue *url.Error
-	var oe *net.OpError
-	return errors.As(err, &oe) || (errors.As(err, &ue) && !ue.Timeout())
 }
 
 // UsageError is a wrong command line; Main exits with ExitUsage.
@@ -138,6 +95,10 @@ type Option func(*Globals)
 // WithGetenv replaces os.Getenv (for tests).
 func WithGetenv(f func(string) string) Option { return func(g *Globals) { g.getenv = f } }
 
+// WithAdminConfig replaces the default credential path
+// pki.DefaultAdminConfig (for tests, which must not find the machine's).
+func WithAdminConfig(path string) Option { return func(g *Globals) { g.adminConfig = path } }
+
 // registered holds constructors of commands that files of this package add
 // to every root (see the package comment).
 var registered []func(*Globals) *cobra.Command
@@ -153,7 +114,7 @@ func NewRoot(opts ...Option) *cobra.Command {
 }
 
 func newRoot(opts ...Option) (*Globals, *cobra.Command) {
-	g := &Globals{Output: OutputTable, Timeout: DefaultTimeout, getenv: os.Getenv}
+	g := &Globals{Output: OutputTable, Timeout: DefaultTimeout, getenv: os.Getenv, adminConfig: pki.DefaultAdminConfig}
 	for _, o := range opts {
 		o(g)
 	}
@@ -165,18 +126,34 @@ func newRoot(opts ...Option) (*Globals, *cobra.Command) {
 An endpoint address is built from bit fields of a network's pool:
   pool prefix | topology levels (e.g. rack) | host | tenant | segment | endpoint
 so each host, each tenant on a host and each segment of a tenant owns a CIDR.
-Every command except "romana plan" talks to romanad (--server).`,
+Every command except "romana plan" talks to romanad.
+
+Connecting to romanad: romanad serves TCP over mutual TLS only, so romana
+presents a client certificate from a credential file:
+  --config FILE, else $ROMANA_CONFIG, else /etc/romana/admin.conf
+  (admin; romanad writes it on first start; "romana cert issue" writes others).
+The credential names romanad's https:// address; --server https://HOST:PORT
+(or $ROMANA_SERVER) overrides it. As root on romanad's machine,
+--server unix:///run/romana/romanad.sock uses romanad's unix socket as admin
+with no credential; with neither a credential nor a server, romana tries
+that socket.`,
 		Example: `  # What does a layout give? (offline)
   romana plan --cidr 10.0.0.0/8 --field host=8 --field tenant=8 --field segment=4
 
-  # Set up and allocate
-  export ROMANA_SERVER=unix:///run/romana/romanad.sock
+  # As root on romanad's machine: /etc/romana/admin.conf is found by itself
   romana network add main --cidr 10.0.0.0/8 --field host=8 --field tenant=8 --field segment=4
-  romana host add h1 --ip 192.168.1.11
+  romana host add h1 --ip 192.168.1.11      # prints the agent's join command
   romana tenant add acme
   romana segment add acme web
   romana address allocate web-1 --host h1 --tenant acme --segment web
-  romana address list -o json`,
+
+  # Elsewhere: a credential of your own, issued by an admin
+  romana cert issue --identity viewer --out viewer.conf
+  export ROMANA_CONFIG=$PWD/viewer.conf
+  romana address list -o json
+
+  # Root on romanad's machine, over the unix socket
+  romana --server unix:///run/romana/romanad.sock whoami`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -189,7 +166,8 @@ Every command except "romana plan" talks to romanad (--server).`,
 		},
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.Server, "server", "", fmt.Sprintf("romanad address: http://HOST:PORT or unix:///PATH (env %s; default %s)", EnvServer, client.DefaultServer))
+	pf.StringVar(&g.Server, "server", "", fmt.Sprintf("romanad `URL`: https://HOST:PORT (default: the credential's), or unix:///PATH as root on romanad's machine (no credential) (env %s)", EnvServer))
+	pf.StringVar(&g.Config, "config", "", fmt.Sprintf("credential `FILE`: romanad's address, its CA and a client certificate (env %s; default %s if it exists, else the socket %s)", EnvConfig, pki.DefaultAdminConfig, client.DefaultServer))
 	pf.StringVarP(&g.Output, "output", "o", OutputTable, "output format: table, json or yaml")
 	pf.DurationVar(&g.Timeout, "timeout", DefaultTimeout, "time limit for the command's requests to romanad (0: none)")
 
@@ -201,6 +179,8 @@ Every command except "romana plan" talks to romanad (--server).`,
 		newAddressCmd(g),
 		newPolicyCmd(g),
 		newPlanCmd(g),
+		newCertCmd(g),
+		newWhoAmICmd(g),
 	)
 	for _, f := range registered {
 		root.AddCommand(f(g))
