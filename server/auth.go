@@ -40,6 +40,9 @@ type caller struct {
 	cert     *x509.Certificate
 	peer     string // unix: "uid=N"; tls: remote address
 	decision access.Decision
+	// refusal is why a handler refused a request that the table allowed
+	// (the own-host scope), for the audit line.
+	refusal error
 }
 
 type callerKey struct{}
@@ -147,9 +150,15 @@ func (s *Server) authorize(r *http.Request, route string) (*http.Request, *calle
 func own(r *http.Request, host string) error {
 	c := callerOf(r)
 	if err := access.Own(c.id, c.decision, host); err != nil {
-		return api.Errorf(api.ReasonForbidden, "%v", err)
+		return refuse(r, api.Errorf(api.ReasonForbidden, "%v", err))
 	}
 	return nil
+}
+
+// refuse records a handler's refusal of r for the audit line and returns it.
+func refuse(r *http.Request, err *api.Error) error {
+	callerOf(r).refusal = err
+	return err
 }
 
 // ownHost returns the host r's caller is confined to, "" when unconfined.
@@ -209,6 +218,20 @@ func (v *revocations) set(serial string, c api.CertRecord, revoked bool) {
 	delete(v.streams, serial)
 }
 
+// replace makes m the revoked set in one step, ending the open streams of
+// its serials: a reload never lets a revoked certificate through.
+func (v *revocations) replace(m map[string]api.CertRecord) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.m = m
+	for serial := range m {
+		for ch := range v.streams[serial] {
+			close(ch)
+		}
+		delete(v.streams, serial)
+	}
+}
+
 // stream registers an open stream of serial; its channel closes on
 // revocation. The returned func unregisters it.
 func (v *revocations) stream(serial string) (<-chan struct{}, func()) {
@@ -244,12 +267,7 @@ func (s *Server) followRevocations(ctx context.Context) {
 	for ctx.Err() == nil {
 		m, rev, err := s.reg.Revoked(ctx)
 		if err == nil {
-			s.revoked.mu.Lock()
-			s.revoked.m = map[string]api.CertRecord{}
-			s.revoked.mu.Unlock()
-			for serial, c := range m {
-				s.revoked.set(serial, c, true)
-			}
+			s.revoked.replace(m)
 			if first {
 				close(s.revoked.ready)
 				first = false
@@ -279,6 +297,9 @@ func (s *Server) audit(r *http.Request, c *caller, route string, status int, err
 	attrs := []any{"identity", who, "via", c.via, "peer", c.peer, "method", r.Method, "path", r.URL.RequestURI(), "route", route, "status", status}
 	if c.cert != nil {
 		attrs = append(attrs, "serial", pki.Serial(c.cert))
+	}
+	if err == nil {
+		err = c.refusal
 	}
 	var ae *api.Error
 	if errors.As(err, &ae) && status >= 400 {

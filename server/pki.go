@@ -144,10 +144,10 @@ func (s *Server) issueCert(w http.ResponseWriter, r *http.Request) error {
 		return api.Errorf(api.ReasonInvalid, "%v", err)
 	}
 	c := callerOf(r)
-	if err := own(r, want.Host); err != nil {
+	if err := mayRequest(r, want); err != nil {
 		return err
 	}
-	if err := mayRequest(c.id, want); err != nil {
+	if err := own(r, want.Host); err != nil {
 		return err
 	}
 	csr, err := pki.ParseCSR([]byte(in.CSR))
@@ -167,7 +167,7 @@ func (s *Server) issueCert(w http.ResponseWriter, r *http.Request) error {
 			return api.Errorf(api.ReasonInvalid, "validity %q: want a duration such as 720h", in.Validity)
 		}
 		if c.id.Role != pki.RoleAdmin && d > validity {
-			return api.Errorf(api.ReasonForbidden, "identity %s may ask for at most %s of validity", c.id, validity)
+			return refuse(r, api.Errorf(api.ReasonForbidden, "identity %s may ask for at most %s of validity", c.id, validity))
 		}
 		validity = d
 	}
@@ -269,9 +269,10 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func mayRequest(id, want pki.Identity) error {
-	if err := access.MayRequest(id, want); err != nil {
-		return api.Errorf(api.ReasonForbidden, "%v", err)
+// mayRequest checks that r's caller may obtain a certificate for want.
+func mayRequest(r *http.Request, want pki.Identity) error {
+	if err := access.MayRequest(callerOf(r).id, want); err != nil {
+		return refuse(r, api.Errorf(api.ReasonForbidden, "%v", err))
 	}
 	return nil
 }
