@@ -91,16 +91,21 @@ func Decide(id pki.Identity, route string) Decision {
 		return Decision{Message: fmt.Sprintf("%s needs a client certificate signed by Romana's CA", route)}
 	}
 	method, _, _ := strings.Cut(route, " ")
-	var why []string
 	for _, r := range Rules {
 		if !slices.Contains(r.Roles, id.Role) {
 			continue
 		}
-		why = append(why, fmt.Sprintf("rule %q: %s", r.Name, r.Why))
 		for _, p := range r.Routes {
 			if p == "*" || p == route || (p == method+" *" && method != "") {
 				return Decision{Allowed: true, Rule: r.Name, Scope: r.Scope}
 			}
+		}
+	}
+	// Refused: name every rule of the role, so the caller sees what it may do.
+	var why []string
+	for _, r := range Rules {
+		if slices.Contains(r.Roles, id.Role) {
+			why = append(why, fmt.Sprintf("rule %q: %s", r.Name, r.Why))
 		}
 	}
 	if len(why) == 0 {

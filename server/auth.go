@@ -61,6 +61,29 @@ type connKey struct{}
 type connInfo struct {
 	unix bool
 	uid  int // unix peer's uid (-1 unknown)
+
+	// verified is the client certificate whose chain verified on this TLS
+	// connection (TLS 1.3 has no renegotiation: it cannot change), so that
+	// later requests only check its validity window and revocation.
+	mu       sync.Mutex
+	verified *x509.Certificate
+}
+
+func (ci *connInfo) chainVerified(leaf *x509.Certificate) bool {
+	if ci == nil {
+		return false
+	}
+	ci.mu.Lock()
+	defer ci.mu.Unlock()
+	return ci.verified == leaf
+}
+
+func (ci *connInfo) setVerified(leaf *x509.Certificate) {
+	if ci != nil {
+		ci.mu.Lock()
+		ci.verified = leaf
+		ci.mu.Unlock()
+	}
 }
 
 // connContext records a unix socket peer's credentials.
@@ -99,13 +122,22 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	if s.tls == nil || s.tls.ClientCAs == nil {
 		return nil, api.Errorf(api.ReasonUnauthorized, "client certificate %q refused: romanad trusts no client CA", leaf.Subject.CommonName)
 	}
-	inter := x509.NewCertPool()
-	for _, ic := range r.TLS.PeerCertificates[1:] {
-		inter.AddCert(ic)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: s.tls.ClientCAs, Intermediates: inter,
-		CurrentTime: s.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return nil, api.Errorf(api.ReasonUnauthorized, "client certificate %q (serial %s) refused: %v", leaf.Subject.CommonName, pki.Serial(leaf), err)
+	now := s.now()
+	if ci.chainVerified(leaf) {
+		if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+			return nil, api.Errorf(api.ReasonUnauthorized, "client certificate %q (serial %s) refused: x509: certificate has expired or is not yet valid: current time %s is outside %s..%s",
+				leaf.Subject.CommonName, pki.Serial(leaf), now.UTC().Format(time.RFC3339), leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+	} else {
+		inter := x509.NewCertPool()
+		for _, ic := range r.TLS.PeerCertificates[1:] {
+			inter.AddCert(ic)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: s.tls.ClientCAs, Intermediates: inter,
+			CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			return nil, api.Errorf(api.ReasonUnauthorized, "client certificate %q (serial %s) refused: %v", leaf.Subject.CommonName, pki.Serial(leaf), err)
+		}
+		ci.setVerified(leaf)
 	}
 	if rec, ok := s.revoked.get(pki.Serial(leaf)); ok {
 		return nil, api.Errorf(api.ReasonUnauthorized, "client certificate %q (serial %s) was revoked%s", leaf.Subject.CommonName, pki.Serial(leaf), revokedWhy(rec))

@@ -32,6 +32,14 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	} else if ae.Status >= 500 {
 		s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "reason", ae.Reason, "err", ae.Message)
 	}
+	if c := callerOf(r); ae.Status == http.StatusForbidden && c.refusal == nil {
+		// A refusal found below the handler (the store's own-host check):
+		// name the identity and the rule, and keep it for the audit line.
+		if !c.id.IsZero() && c.decision.Rule != "" {
+			ae = api.Errorf(api.ReasonForbidden, "identity %s (rule %q): %s", c.id, c.decision.Rule, ae.Message)
+		}
+		c.refusal = ae
+	}
 	writeJSON(w, ae.Status, api.ErrorBody{Error: ae})
 }
 
