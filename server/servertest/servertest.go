@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +40,7 @@ type config struct {
 	hostValid time.Duration
 	listener  func() (net.Listener, error)
 	names     []string
+	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // WithHostCertValidity sets the lifetime of host and CNI certificates that
@@ -48,9 +50,18 @@ func WithHostCertValidity(d time.Duration) Option { return func(c *config) { c.h
 // WithListener makes the instance serve TLS on listeners from listen (for
 // example one created inside a lab namespace) instead of 127.0.0.1:0; names
 // are the serving certificate's names and addresses. listen is called again
-// on Restart.
+// on Restart. A listener inside a namespace needs WithDialer too.
 func WithListener(listen func() (net.Listener, error), names ...string) Option {
 	return func(c *config) { c.listener, c.names = listen, names }
+}
+
+// WithDialer makes the instance's own clients (Client, HTTP, ClientAs,
+// HTTPClient and Start's health check) connect with dial. A listener
+// inside a namespace (WithListener) needs it: the test's own namespace has
+// no route to that address, and must not send packets off the machine
+// looking for one. Start refuses a listener off loopback without it.
+func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
+	return func(c *config) { c.dial = dial }
 }
 
 // WithEtcdEndpoints uses an external etcd instead of an embedded one.
@@ -98,6 +109,7 @@ type Instance struct {
 	mu   sync.Mutex
 	etcd *clientv3.Client
 	reg  *ipam.Registry
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Etcd returns the running instance's etcd client, for tests that inspect
@@ -131,7 +143,7 @@ func Start(t testing.TB, opts ...Option) *Instance {
 		t.Fatalf("servertest: %v", err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	in := &Instance{Socket: filepath.Join(sockDir, "romanad.sock"), Prefix: cfg.prefix}
+	in := &Instance{Socket: filepath.Join(sockDir, "romanad.sock"), Prefix: cfg.prefix, dial: cfg.dial}
 	if len(cfg.endpoints) == 0 {
 		in.DataDir = t.TempDir()
 	}
@@ -146,6 +158,10 @@ func Start(t testing.TB, opts ...Option) *Instance {
 	}
 	addr := ln.Addr().String()
 	in.URL = "https://" + addr
+	if ap, err := netip.ParseAddrPort(addr); cfg.dial == nil && (err != nil || !ap.Addr().IsLoopback()) {
+		ln.Close()
+		t.Fatalf("servertest: the listener is at %s, off loopback: give WithDialer so that the harness's clients dial where it listens", addr)
+	}
 	ca, _, err := pki.LoadOrCreateCA(t.TempDir(), time.Now())
 	if err != nil {
 		t.Fatalf("servertest: %v", err)
@@ -159,9 +175,7 @@ func Start(t testing.TB, opts ...Option) *Instance {
 	clientCAs.AddCert(ca.Cert)
 	srvTLS := &server.TLSConfig{Serving: serving, ClientCAs: clientCAs, CA: ca, HostValidity: cfg.hostValid}
 	admin := in.newCredential(t, pki.Admin, time.Hour)
-	if in.Client, _, err = client.FromCredential(admin, in.URL); err != nil {
-		t.Fatalf("servertest: %v", err)
-	}
+	in.Client = in.clientFor(t, admin)
 	in.HTTP = in.HTTPClient(t, admin)
 
 	var (
@@ -286,7 +300,22 @@ func (in *Instance) Credential(t testing.TB, id pki.Identity) *pki.Credential {
 // certificate for id.
 func (in *Instance) ClientAs(t testing.TB, id pki.Identity) *client.Client {
 	t.Helper()
-	c, _, err := client.FromCredential(in.Credential(t, id), in.URL)
+	return in.clientFor(t, in.Credential(t, id))
+}
+
+// clientFor returns a client of URL that presents cred's certificate and
+// dials with the instance's dialer.
+func (in *Instance) clientFor(t testing.TB, cred *pki.Credential) *client.Client {
+	t.Helper()
+	cfg, _, err := cred.TLS()
+	if err != nil {
+		t.Fatalf("servertest: %v", err)
+	}
+	opts := []client.Option{client.WithTLS(cfg)}
+	if in.dial != nil {
+		opts = append(opts, func(tr *http.Transport) { tr.DialContext = in.dial })
+	}
+	c, err := client.New(in.URL, opts...)
 	if err != nil {
 		t.Fatalf("servertest: %v", err)
 	}
@@ -318,5 +347,5 @@ func (in *Instance) HTTPClient(t testing.TB, cred *pki.Credential) *http.Client 
 	if err != nil {
 		t.Fatalf("servertest: %v", err)
 	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, DialContext: in.dial}}
 }
