@@ -12,9 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/romana/romana/api"
@@ -40,7 +43,8 @@ type Config struct {
 }
 
 // Enrollment is an agent's live credential. Client presents the current
-// certificate; Run renews it.
+// certificate; Run renews it, and each renewal closes Client's connections
+// (streams too), so that none goes on with the old certificate.
 type Enrollment struct {
 	Client   *client.Client
 	Identity pki.Identity
@@ -49,6 +53,7 @@ type Enrollment struct {
 	cfg     Config
 	kp      *pki.Keypair
 	cred    *pki.Credential
+	conns   *conns // Client's connections
 	renewed chan struct{}
 }
 
@@ -91,11 +96,16 @@ func Load(ctx context.Context, cfg Config) (*Enrollment, error) {
 	if cfg.Server == "" {
 		cfg.Server = cred.Server
 	}
-	cl, kp, err := client.FromCredential(cred, cfg.Server)
+	tlsCfg, kp, err := cred.TLS()
+	if err != nil {
+		return nil, fmt.Errorf("credential %s: %w", cfg.Path, err)
+	}
+	cs := &conns{m: map[*trackedConn]struct{}{}}
+	cl, err := client.New(cfg.Server, client.WithTLS(tlsCfg), func(tr *http.Transport) { tr.DialContext = cs.dial })
 	if err != nil {
 		return nil, err
 	}
-	return &Enrollment{Client: cl, Identity: id, Server: cfg.Server, cfg: cfg, kp: kp, cred: cred, renewed: make(chan struct{}, 1)}, nil
+	return &Enrollment{Client: cl, Identity: id, Server: cfg.Server, cfg: cfg, kp: kp, cred: cred, conns: cs, renewed: make(chan struct{}, 1)}, nil
 }
 
 func join(ctx context.Context, cfg Config) (*pki.Credential, error) {
@@ -236,9 +246,12 @@ func (e *Enrollment) renewHost(ctx context.Context) error {
 		return err
 	}
 	e.cred = &cred
-	// Connections made with the old certificate are closed when idle; open
-	// streams end at its expiry (romanad cuts them) and reconnect.
-	e.Client.CloseIdleConnections()
+	// Close every connection made with the old certificate, busy ones (the
+	// watch stream) too: the HTTP transport would otherwise go on using
+	// them, and once the old certificate expires romanad refuses every
+	// request on them, the renewals too, for good. The agent re-reads a
+	// snapshot and watches again with the new one.
+	e.conns.closeAll()
 	e.cfg.Log.Info("renewed host certificate", "identity", resp.Identity, "serial", resp.Serial, "notAfter", resp.NotAfter)
 	select {
 	case e.renewed <- struct{}{}:
@@ -274,4 +287,48 @@ func (e *Enrollment) ensureCNI(ctx context.Context, now time.Time) (time.Time, e
 		return time.Time{}, err
 	}
 	return renewAt(leaf), nil
+}
+
+// conns tracks the connections of an enrollment's client, so that a
+// renewal can close them all, as kubelet does when it rotates its client
+// certificate (client-go's connrotation). Safe for concurrent use.
+type conns struct {
+	mu sync.Mutex
+	m  map[*trackedConn]struct{}
+}
+
+func (cs *conns) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{Timeout: 30 * time.Second}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, cs: cs}
+	cs.mu.Lock()
+	cs.m[tc] = struct{}{}
+	cs.mu.Unlock()
+	return tc, nil
+}
+
+// closeAll closes every open connection; requests and streams on them fail.
+func (cs *conns) closeAll() {
+	cs.mu.Lock()
+	old := cs.m
+	cs.m = map[*trackedConn]struct{}{}
+	cs.mu.Unlock()
+	for c := range old {
+		c.Conn.Close()
+	}
+}
+
+// trackedConn is a connection that leaves its conns when closed.
+type trackedConn struct {
+	net.Conn
+	cs *conns
+}
+
+func (c *trackedConn) Close() error {
+	c.cs.mu.Lock()
+	delete(c.cs.m, c)
+	c.cs.mu.Unlock()
+	return c.Conn.Close()
 }
