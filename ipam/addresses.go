@@ -31,8 +31,10 @@ func validateRequest(req api.AddressRequest) error {
 			return err
 		}
 	}
-	if i := req.Interface; i != "" && (len(i) > 15 || i == "." || i == ".." || strings.ContainsAny(i, "/: \t\n")) {
-		return api.Errorf(api.ReasonInvalid, "address %s: interface %q is not a valid Linux interface name (1-15 characters, no '/', ':' or whitespace)", req.Name, i)
+	if req.Interface != "" {
+		if err := api.CheckEndpointInterface(req.Interface); err != nil {
+			return api.Errorf(api.ReasonInvalid, "address %s: %v", req.Name, err)
+		}
 	}
 	for k := range req.Attrs {
 		if k == "" || len(k) > 253 {

@@ -26,8 +26,8 @@ func validateHost(h api.Host) (api.Host, error) {
 		return api.Host{}, err
 	}
 	ip := h.IP.Unmap()
-	if !ip.IsValid() || ip.IsUnspecified() || ip.Zone() != "" {
-		return api.Host{}, api.Errorf(api.ReasonInvalid, "host %s: ip %q is not a usable underlay address", h.Name, h.IP)
+	if err := api.CheckHostIP(ip); err != nil {
+		return api.Host{}, api.Errorf(api.ReasonInvalid, "host %s: %v", h.Name, err)
 	}
 	for k, v := range h.Labels {
 		if len(k) > 253 || !labelKeyRE.MatchString(k) {
@@ -200,6 +200,9 @@ func (r *Registry) AddHost(ctx context.Context, h api.Host) (_ api.Host, created
 		if kv := oneKV(resp, 1); kv != nil {
 			return api.Errorf(api.ReasonConflict, "ip %s is already the address of host %s", h.IP, kv.Value)
 		}
+		if err := outsidePools(h, rangeKVs(resp, 2)); err != nil {
+			return err
+		}
 		nh := h
 		done, err := r.placeAttempt(ctx, placeInput{rev: resp.Header.Revision, nets: rangeKVs(resp, 2), newHost: &nh, guardNetworks: true})
 		if err != nil {
@@ -210,6 +213,25 @@ func (r *Registry) AddHost(ctx context.Context, h api.Host) (_ api.Host, created
 	})
 	return out, created, err
 }
+
+// outsidePools fails when h's underlay address is in one of the networks
+// (read with h's placement, whose transaction fails if a network is added
+// after that read). Other hosts would route h's blocks into a pool.
+func outsidePools(h api.Host, nets []*mvccpb.KeyValue) error {
+	for _, kv := range nets {
+		n, err := decode[api.Network](kv)
+		if err != nil {
+			return err
+		}
+		if pfx, err := netip.ParsePrefix(n.CIDR); err == nil && pfx.Contains(h.IP) {
+			return api.Errorf(api.ReasonConflict, "host %s: ip %s is in network %s (%s); a host's underlay address may not be in a pool", h.Name, h.IP, n.Name, n.CIDR)
+		}
+	}
+	return nil
+}
+
+// hostIPs is the prefix of the hostips/ claims (keys.go lists the layout).
+func (k keys) hostIPs() string { return k.p + "hostips/" }
 
 // GetHost returns one host with its slots.
 func (r *Registry) GetHost(ctx context.Context, name string) (api.Host, error) {

@@ -27,6 +27,9 @@ func normalizeNetwork(n api.Network) (api.Network, *plan.Plan, error) {
 	if err != nil {
 		return api.Network{}, nil, api.Errorf(api.ReasonInvalid, "%v", err)
 	}
+	if err := api.CheckPool(p.Prefix()); err != nil {
+		return api.Network{}, nil, api.Errorf(api.ReasonInvalid, "network %s: %v", n.Name, err)
+	}
 	out := api.Network{Name: n.Name, CIDR: p.Prefix().String(), Fields: p.Spec().Fields, EndpointBits: p.EndpointBits()}
 	for i, t := range n.Tenants {
 		if err := api.ValidateName("tenant", t); err != nil {
@@ -90,16 +93,25 @@ func (r *Registry) AddNetwork(ctx context.Context, n api.Network) (_ api.Network
 				return api.Errorf(api.ReasonConflict, "network %s (%s) overlaps network %s (%s)", norm.Name, norm.CIDR, other.Name, other.CIDR)
 			}
 		}
-		// Dry run: every existing host must fit before anything is written.
-		// A host that does not decode cannot be placed (placeAttempt skips it too).
+		// Dry run: every existing host must fit before anything is written,
+		// and none may have its underlay address in the pool (its blocks'
+		// routes would lead into the pool). A host that does not decode
+		// cannot be placed (placeAttempt skips it too).
 		t := newTopo(norm.Name, p)
 		for _, h := range decodeList[api.Host](r, rangeKVs(resp, 1)) {
+			if p.Prefix().Contains(h.IP) {
+				return api.Errorf(api.ReasonConflict, "network %s (%s) holds the underlay ip %s of host %s; a pool may not contain a host's address", norm.Name, norm.CIDR, h.IP, h.Name)
+			}
 			if _, err := t.place(h.Name, h.Labels); err != nil {
 				return err
 			}
 		}
+		// A host added after the read could have its address in the pool:
+		// the host ip claims must be unchanged too (AddHost, for its part,
+		// fails when a network was added after its read).
 		_, err = r.commit(ctx, "add network "+norm.Name,
-			[]clientv3.Cmp{absent(r.k.network(norm.Name)), quietSince(r.k.networks(), resp.Header.Revision)},
+			[]clientv3.Cmp{absent(r.k.network(norm.Name)), quietSince(r.k.networks(), resp.Header.Revision),
+				quietSince(r.k.hostIPs(), resp.Header.Revision)},
 			[]clientv3.Op{clientv3.OpPut(r.k.network(norm.Name), mustJSON(norm))})
 		created = err == nil
 		return err

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -44,13 +45,16 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // decodeBody reads one JSON object into v: at most s.maxBody bytes, no
-// unknown fields, nothing after it.
+// unknown fields, no key twice in an object, not null, nothing after it.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	if r.ContentLength > s.maxBody {
 		return api.Errorf(api.ReasonTooLarge, "request body is %d bytes; the limit is %d", r.ContentLength, s.maxBody)
 	}
-	body := http.MaxBytesReader(w, r.Body, s.maxBody)
-	dec := json.NewDecoder(body)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		return s.bodyError(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return s.bodyError(err)
@@ -61,6 +65,67 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error
 			return s.bodyError(err)
 		}
 		return api.Errorf(api.ReasonInvalid, "request body has data after the JSON object")
+	}
+	if string(bytes.TrimSpace(body)) == "null" {
+		// Decoding null into a struct leaves it zero, without an error.
+		return api.Errorf(api.ReasonInvalid, "request body is null: expected a JSON object")
+	}
+	return duplicateKeys(body)
+}
+
+// duplicateKeys fails when an object in body, which is one valid JSON
+// value, has a key twice. encoding/json keeps the last value of a repeated
+// key and matches keys to struct fields without regard to case, so keys
+// are compared that way: {"ip":"192.0.2.1","IP":"127.0.0.1"} is refused
+// rather than read differently by romanad and by whatever checked the
+// request on its way.
+func duplicateKeys(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var value func() error
+	value = func() error {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'):
+			seen := map[string]bool{}
+			for dec.More() {
+				off := dec.InputOffset()
+				k, err := dec.Token()
+				if err != nil {
+					return err
+				}
+				key, _ := k.(string)
+				folded := strings.ToLower(strings.ToUpper(key))
+				if seen[folded] {
+					return api.Errorf(api.ReasonInvalid, "request body: duplicate key %q in an object at byte %d (keys are compared without regard to case)", key, off)
+				}
+				seen[folded] = true
+				if err := value(); err != nil {
+					return err
+				}
+			}
+			_, err = dec.Token() // '}'
+			return err
+		case json.Delim('['):
+			for dec.More() {
+				if err := value(); err != nil {
+					return err
+				}
+			}
+			_, err = dec.Token() // ']'
+			return err
+		}
+		return nil
+	}
+	if err := value(); err != nil {
+		var ae *api.Error
+		if errors.As(err, &ae) {
+			return ae
+		}
+		return api.Errorf(api.ReasonInvalid, "invalid request body: %v", err)
 	}
 	return nil
 }
