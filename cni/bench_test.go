@@ -14,6 +14,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/romana/romana/cnirun"
+	"github.com/romana/romana/pki"
+	"github.com/romana/romana/sim/simtest"
 )
 
 const benchAttachments = 50
@@ -27,7 +29,8 @@ type benchPlugin struct {
 }
 
 // BenchmarkCNIAddDel measures CNI ADD and DEL latency over 50 attachments
-// for romana-cni (with a real romanad) and, in the same run, Debian's
+// for romana-cni (with a real romanad on a controller of a lab, reached
+// over mutual TLS with a cni:h1 credential) and, in the same run, Debian's
 // reference plugins ptp + host-local and bridge + host-local. Each plugin
 // runs in its own host namespace, entered on a locked thread before the
 // fork (no `ip netns exec` in the measured path); the three are interleaved
@@ -42,16 +45,21 @@ func BenchmarkCNIAddDel(b *testing.B) {
 			b.Fatalf("reference plugin missing (apt-get install containernetworking-plugins): %v", err)
 		}
 	}
-	server := "unix://" + startRomanad(b).Socket
+	lab := simtest.New(b)
+	in, _ := startRomanad(b, lab)
+	romanaHost, err := lab.AddHost(context.Background(), testHost, hostAddr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hostGateway(b, romanaHost.Namespace.Name)
+	cred := in.WriteCredential(b, pki.CNI(testHost), b.TempDir())
 	dir := pluginDir(b)
 	id := uniq()
 	paths := []string{dir, "/usr/lib/cni"}
 
-	hostNS := func(name string, gateway bool) ns.NetNS {
-		var path string
-		if gateway {
-			_, path = simHost(b, "cnib-"+id+"-"+name)
-		} else {
+	hostNS := func(name string, romana bool) ns.NetNS {
+		path := romanaHost.Path
+		if !romana {
 			_, path = netnsAdd(b, "cnib-"+id+"-"+name)
 		}
 		h, err := ns.GetNS(path)
@@ -70,8 +78,8 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	}
 	plugins := []*benchPlugin{
 		mk("romana-cni", hostNS("romana", true), fmt.Sprintf(
-			`{"cniVersion":"1.0.0","name":"bench-romana","plugins":[{"type":"romana-cni","server":%q,"host":%q,"tenant":"default-tenant","mtu":1500}]}`,
-			server, testHost)),
+			`{"cniVersion":"1.0.0","name":"bench-romana","plugins":[{"type":"romana-cni","server":%q,"credential":%q,"host":%q,"tenant":"default-tenant","mtu":1500}]}`,
+			in.URL, cred, testHost)),
 		mk("ptp + host-local", hostNS("ptp", false), fmt.Sprintf(
 			`{"cniVersion":"1.0.0","name":"bench-ptp","plugins":[{"type":"ptp","ipMasq":false,"mtu":1500,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.201.0.0/16"}]],"dataDir":%q}}]}`,
 			b.TempDir())),

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -19,20 +21,36 @@ import (
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
 	"github.com/romana/romana/cnirun"
+	"github.com/romana/romana/pki"
 	"github.com/romana/romana/plan"
 	"github.com/romana/romana/server/servertest"
+	"github.com/romana/romana/sim"
+	"github.com/romana/romana/sim/simtest"
 )
 
 const testHost = "h1"
 
-// confList is the network config a runtime would load, for romanad at server.
-func confList(tb testing.TB, cniVersion, server string, extra string) *libcni.NetworkConfigList {
+// The tests' underlay: the host and, on a controller machine, romanad, on
+// one L2 segment of a lab. The plugin reaches romanad over it with TLS.
+var (
+	hostAddr       = netip.MustParsePrefix("192.168.77.1/24")
+	controllerAddr = netip.MustParsePrefix("192.168.77.250/24")
+)
+
+const romanadPort = 9600
+
+// confList is the network config a runtime would load, for romanad at
+// server with the plugin's credential file cred (each left out when "").
+func confList(tb testing.TB, cniVersion, server, cred string, extra string) *libcni.NetworkConfigList {
 	tb.Helper()
 	if server != "" {
 		server = fmt.Sprintf(`"server":%q,`, server)
 	}
-	b := fmt.Sprintf(`{"cniVersion":%q,"name":"romana","plugins":[{"type":"romana-cni",%s"host":%q,"tenant":"default-tenant","segment":"default","mtu":1500%s}]}`,
-		cniVersion, server, testHost, extra)
+	if cred != "" {
+		cred = fmt.Sprintf(`"credential":%q,`, cred)
+	}
+	b := fmt.Sprintf(`{"cniVersion":%q,"name":"romana","plugins":[{"type":"romana-cni",%s%s"host":%q,"tenant":"default-tenant","segment":"default","mtu":1500%s}]}`,
+		cniVersion, server, cred, testHost, extra)
 	l, err := libcni.ConfListFromBytes([]byte(b))
 	if err != nil {
 		tb.Fatalf("parse conf list %s: %v", b, err)
@@ -60,12 +78,16 @@ func ping(nsName, dst string) error {
 	return nil
 }
 
-// env1 is one simulated host with romanad and a runtime's libcni.
+// env1 is one simulated host with a runtime's libcni, and romanad on a
+// controller of the same lab.
 type env1 struct {
-	host, hostPath string
+	host, hostPath string // the host's namespace
+	lab            *sim.Lab
+	ctl            *sim.Host
 	romanad        *servertest.Instance
-	server         string
-	rd             *client.Client
+	server         string         // https://192.168.77.250:9600
+	cred           string         // the plugin's credential file, cni:h1
+	rd             *client.Client // admin
 	dir            string
 	cfg            *libcni.CNIConfig
 	list           *libcni.NetworkConfigList
@@ -75,12 +97,18 @@ func newEnv(t *testing.T) *env1 {
 	requireRoot(t)
 	t.Setenv(ServerEnv, "")
 	t.Setenv(FailAtEnv, "")
-	e := &env1{dir: pluginDir(t)}
-	e.romanad = startRomanad(t)
-	e.server, e.rd = "unix://"+e.romanad.Socket, e.romanad.Client
-	e.host, e.hostPath = simHost(t, "cni-"+uniq()+"-h1")
+	e := &env1{dir: pluginDir(t), lab: simtest.New(t)}
+	e.romanad, e.ctl = startRomanad(t, e.lab)
+	e.server, e.rd = e.romanad.URL, e.romanad.Client
+	h, err := e.lab.AddHost(context.Background(), testHost, hostAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostGateway(t, h.Namespace.Name)
+	e.host, e.hostPath = h.Namespace.Name, h.Path
+	e.cred = e.romanad.WriteCredential(t, pki.CNI(testHost), t.TempDir())
 	e.cfg = libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(), &cnirun.NSExec{HostNS: e.hostPath})
-	e.list = confList(t, "1.1.0", e.server, "")
+	e.list = confList(t, "1.1.0", e.server, e.cred, "")
 	return e
 }
 
@@ -224,8 +252,11 @@ func TestLibcni(t *testing.T) {
 	if err := e.cfg.GetStatusNetworkList(ctx, e.list); err != nil {
 		t.Errorf("STATUS: %v", err)
 	}
-	cniError(t, e.cfg.GetStatusNetworkList(ctx, confList(t, "1.1.0", "unix:///nonexistent/romanad.sock", "")),
+	cniError(t, e.cfg.GetStatusNetworkList(ctx, confList(t, "1.1.0", "unix:///nonexistent/romanad.sock", "", "")),
 		types.ErrPluginNotAvailable, "romanad at unix:///nonexistent/romanad.sock does not answer /healthz")
+	nothing := "https://" + netip.AddrPortFrom(controllerAddr.Addr(), 9).String() // the controller, a port where nothing listens
+	cniError(t, e.cfg.GetStatusNetworkList(ctx, confList(t, "1.1.0", nothing, e.cred, "")),
+		types.ErrPluginNotAvailable, "romanad at "+nothing+" does not answer /healthz")
 
 	// romanad down: STATUS says so, ADD is "try again later" and leaves
 	// nothing, DEL is "try again later" rather than forgetting the address;
@@ -281,7 +312,7 @@ func TestLibcniVersions(t *testing.T) {
 	ctx := context.Background()
 	for _, v := range Versions.SupportedVersions() {
 		t.Run(v, func(t *testing.T) {
-			list := confList(t, v, e.server, "")
+			list := confList(t, v, e.server, e.cred, "")
 			c, cPath := e.container(t, "v"+strings.ReplaceAll(v, ".", ""))
 			rt := &libcni.RuntimeConf{ContainerID: "ver-" + strings.ReplaceAll(v, ".", "-"), NetNS: cPath, IfName: "eth0"}
 			r, err := e.cfg.AddNetworkList(ctx, list, rt)
@@ -326,16 +357,24 @@ func TestLibcniBadConfig(t *testing.T) {
 		code uint
 		msg  string
 	}{
-		{"no server", confList(t, "1.1.0", "", ""), nil, types.ErrInvalidNetworkConfig, `no romanad server: set "server"`},
-		{"bad mtu", confList(t, "1.1.0", e.server, `,"mtu":20`), nil, types.ErrInvalidNetworkConfig, "mtu 20 out of range"},
-		{"bad tenant name", confList(t, "1.1.0", e.server, ""), [][2]string{{"ROMANA_TENANT", "Not_A_Name"}}, types.ErrInvalidNetworkConfig,
+		// No server and no credential: the default credential, which the
+		// agent writes once the host has joined, names romanad.
+		{"no server", confList(t, "1.1.0", "", "", ""), nil, types.ErrInvalidNetworkConfig,
+			"credential " + DefaultCredential + ": stat " + DefaultCredential + ": no such file or directory (romana-agent writes it once the host has joined)"},
+		{"plaintext server", confList(t, "1.1.0", "http://"+netip.AddrPortFrom(controllerAddr.Addr(), romanadPort).String(), "", ""), nil, types.ErrInvalidNetworkConfig,
+			`romanad serves TCP over TLS only: use https://HOST:PORT with a "credential", or unix:///PATH`},
+		{"bad mtu", confList(t, "1.1.0", e.server, e.cred, `,"mtu":20`), nil, types.ErrInvalidNetworkConfig, "mtu 20 out of range"},
+		{"bad tenant name", confList(t, "1.1.0", e.server, e.cred, ""), [][2]string{{"ROMANA_TENANT", "Not_A_Name"}}, types.ErrInvalidNetworkConfig,
 			`tenant from CNI_ARGS ROMANA_TENANT: invalid tenant name "Not_A_Name"`},
-		{"no tenant", confListNoTenant(t, e.server), nil, types.ErrInvalidNetworkConfig, "no tenant for this endpoint"},
-		{"unknown tenant", confList(t, "1.1.0", e.server, ""), [][2]string{{"ROMANA_TENANT", "nosuch"}}, types.ErrInvalidNetworkConfig,
+		{"no tenant", confListNoTenant(t, e.server, e.cred), nil, types.ErrInvalidNetworkConfig, "no tenant for this endpoint"},
+		{"unknown tenant", confList(t, "1.1.0", e.server, e.cred, ""), [][2]string{{"ROMANA_TENANT", "nosuch"}}, types.ErrInvalidNetworkConfig,
 			`(tenant nosuch from CNI_ARGS ROMANA_TENANT, segment default from config "segment", host h1): tenant nosuch not found`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if _, err := os.Stat(DefaultCredential); tt.name == "no server" && err == nil {
+				t.Skipf("this machine has a CNI credential at %s", DefaultCredential)
+			}
 			rt := *rt
 			rt.Args = tt.args
 			_, err := e.cfg.AddNetworkList(context.Background(), tt.list, &rt)
@@ -350,8 +389,8 @@ func TestLibcniBadConfig(t *testing.T) {
 	e.assertGone(t, "bad2", "eth0", "")
 }
 
-func confListNoTenant(tb testing.TB, server string) *libcni.NetworkConfigList {
-	b := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"romana","plugins":[{"type":"romana-cni","server":%q,"host":%q}]}`, server, testHost)
+func confListNoTenant(tb testing.TB, server, cred string) *libcni.NetworkConfigList {
+	b := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"romana","plugins":[{"type":"romana-cni","server":%q,"credential":%q,"host":%q}]}`, server, cred, testHost)
 	l, err := libcni.ConfListFromBytes([]byte(b))
 	if err != nil {
 		tb.Fatal(err)
@@ -470,8 +509,8 @@ func TestCnitool(t *testing.T) {
 		t.Skip("cnitool not installed; run scripts/install-deps.sh")
 	}
 	confDir := t.TempDir()
-	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"romana-cnitool-%s","plugins":[{"type":"romana-cni","server":%q,"host":%q,"tenant":"default-tenant"}]}`,
-		strings.TrimPrefix(e.host, "romt-"), e.server, testHost)
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"romana-cnitool-%s","plugins":[{"type":"romana-cni","server":%q,"credential":%q,"host":%q,"tenant":"default-tenant"}]}`,
+		strings.TrimPrefix(e.host, "romt-"), e.server, e.cred, testHost)
 	writeFile(t, confDir+"/10-romana.conflist", conf)
 	netName := "romana-cnitool-" + strings.TrimPrefix(e.host, "romt-")
 	c, cPath := e.container(t, "tool")
@@ -511,12 +550,21 @@ func TestCnitool(t *testing.T) {
 	e.assertGone(t, containerID, "eth0", c)
 }
 
-// startRomanad starts a real romanad for a test and seeds it with a network,
-// the test host, and the tenants and segments the tests use. The plugin
-// reaches it on its unix socket.
-func startRomanad(tb testing.TB) *servertest.Instance {
+// startRomanad starts a real romanad for a test on a controller machine of
+// lab, serving TLS at controllerAddr:romanadPort (its harness clients dial
+// from inside the controller), and seeds it with a network, the test host,
+// and the tenants and segments the tests use. The plugin reaches it over
+// the lab's underlay with its cni:h1 credential.
+func startRomanad(tb testing.TB, lab *sim.Lab) (*servertest.Instance, *sim.Host) {
 	tb.Helper()
-	in := servertest.Start(tb)
+	ctl, err := lab.AddController(context.Background(), "ctl", controllerAddr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := netip.AddrPortFrom(controllerAddr.Addr(), romanadPort).String()
+	in := servertest.Start(tb,
+		servertest.WithListener(func() (net.Listener, error) { return ctl.Listen("tcp", addr) }, controllerAddr.Addr().String()),
+		servertest.WithDialer(dialIn(ctl.Namespace)))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := in.Client
@@ -524,7 +572,7 @@ func startRomanad(tb testing.TB) *servertest.Instance {
 		Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}); err != nil {
 		tb.Fatalf("seed romanad: %v", err)
 	}
-	if _, err := c.AddHost(ctx, api.Host{Name: testHost, IP: netip.MustParseAddr("192.0.2.1")}); err != nil {
+	if _, err := c.AddHost(ctx, api.Host{Name: testHost, IP: hostAddr.Addr()}); err != nil {
 		tb.Fatalf("seed romanad: %v", err)
 	}
 	for _, ts := range [][2]string{{"default-tenant", "default"}, {"default-tenant", "tools"}, {"acme", "default"}, {"acme", "web"}} {
@@ -537,7 +585,7 @@ func startRomanad(tb testing.TB) *servertest.Instance {
 			tb.Fatalf("seed romanad: %v", err)
 		}
 	}
-	return in
+	return in, ctl
 }
 
 // TestLibcniParallel runs ADDs and then DELs concurrently, as a kubelet

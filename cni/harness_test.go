@@ -1,17 +1,22 @@
 package cni
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/romana/romana/sim"
 )
 
 // requireRoot skips when not root, except under CI=true where it fails.
@@ -93,11 +98,10 @@ func netnsAdd(tb testing.TB, name string) (string, string) {
 	return name, "/var/run/netns/" + name
 }
 
-// simHost creates a namespace playing a host the way the agent sets it up
-// for endpoints: romana-gw holding the gateway address, and forwarding on.
-func simHost(tb testing.TB, name string) (string, string) {
+// hostGateway sets a host namespace up the way the agent does for
+// endpoints: romana-gw holding the gateway address, and forwarding on.
+func hostGateway(tb testing.TB, h string) {
 	tb.Helper()
-	h, path := netnsAdd(tb, name)
 	// This kernel may lack dummy links; an empty bridge holds an address as well.
 	if err := exec.Command("ip", "-n", h, "link", "add", "romana-gw", "type", "dummy").Run(); err != nil {
 		run(tb, "ip", "-n", h, "link", "add", "romana-gw", "type", "bridge")
@@ -105,7 +109,18 @@ func simHost(tb testing.TB, name string) (string, string) {
 	run(tb, "ip", "-n", h, "addr", "add", Gateway.String()+"/32", "dev", "romana-gw")
 	run(tb, "ip", "-n", h, "link", "set", "romana-gw", "up")
 	run(tb, "ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	return h, path
+}
+
+// dialIn returns a dial function that connects from inside ns.
+func dialIn(ns *sim.Namespace) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var conn net.Conn
+		err := ns.Do(func() (err error) {
+			conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return conn, err
+	}
 }
 
 // links lists the link names in a namespace.
@@ -122,6 +137,19 @@ func links(tb testing.TB, nsName string) []string {
 		names = append(names, l.Name)
 	}
 	return names
+}
+
+// waitFor polls cond until it holds, or fails the test after a generous
+// deadline.
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: not reached", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func isCI() bool { return os.Getenv("CI") == "true" }
