@@ -385,7 +385,10 @@ func TestChainsEndToEnd(t *testing.T) {
 
 	t.Run("cleanup", func(t *testing.T) {
 		c.t = t
-		// Chain "open" is still in place: h2 steers to h1.
+		// A chain in place, so that h2 has steering to clean up: chain
+		// "open" of the previous step was removed when that step ended (its
+		// t.Cleanup), so add it again, through f3 (f1 is dead).
+		c.addChain(api.Chain{Name: "open", Tenant: "acme", Segment: "default", ToTenant: "open", Via: []netip.Addr{f3.IP}, Failure: api.FailOpen})
 		c.waitSteering("open", true, "h2")
 		c.stopAgent("h2")
 		h2 := c.hosts["h2"]

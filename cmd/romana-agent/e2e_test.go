@@ -1,9 +1,11 @@
 package main
 
-// End-to-end tests: a real romanad (servertest), three simulated hosts on
-// one L2 bridge, endpoints in their own namespaces, and this very binary
-// running as romana-agent inside each host namespace. They assert packets
-// (TCP connects, pings), not rule text.
+// End-to-end tests: a real romanad (servertest) on a controller machine of
+// the lab, three simulated hosts on one L2 bridge with it, endpoints in
+// their own namespaces, and this very binary running as romana-agent inside
+// each host namespace, talking to romanad over the simulated underlay with
+// mutual TLS as host:NAME. They assert packets (TCP connects, pings), not
+// rule text.
 
 import (
 	"bufio"
@@ -25,6 +27,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/pki"
 	"github.com/romana/romana/plan"
 	"github.com/romana/romana/server/servertest"
 	"github.com/romana/romana/sim"
@@ -35,6 +38,9 @@ import (
 const asAgent = "ROMANA_AGENT_TEST_AS_MAIN"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(asJoinProbe) == "1" {
+		os.Exit(joinProbe(os.Args[1:], os.Getenv("ROMANA_JOIN_TOKEN")))
+	}
 	if os.Getenv(asAgent) == "1" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		err := run(ctx, os.Args[1:], os.Stderr)
@@ -50,11 +56,47 @@ func TestMain(m *testing.M) {
 
 const echoPort = 7777
 
+// controllerAddr is where romanad listens, on the hosts' L2 segment
+// (192.168.77.0/24; the hosts are .1 to .3).
+var controllerAddr = netip.MustParsePrefix("192.168.77.250/24")
+
+const romanadPort = 9600
+
+// startRomanad starts romanad on a controller machine of lab, serving TLS
+// at controllerAddr:romanadPort inside it; its harness clients (admin)
+// dial from inside the controller too, never from the test's own namespace.
+func startRomanad(t *testing.T, lab *sim.Lab, opts ...servertest.Option) (*servertest.Instance, *sim.Host) {
+	t.Helper()
+	ctl, err := lab.AddController(context.Background(), "ctl", controllerAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.AddrPortFrom(controllerAddr.Addr(), romanadPort).String()
+	opts = append([]servertest.Option{
+		servertest.WithListener(func() (net.Listener, error) { return ctl.Listen("tcp", addr) }, controllerAddr.Addr().String()),
+		servertest.WithDialer(dialIn(ctl.Namespace)),
+	}, opts...)
+	return servertest.Start(t, opts...), ctl
+}
+
+// dialIn returns a dial function that connects from inside ns.
+func dialIn(ns *sim.Namespace) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var conn net.Conn
+		err := ns.Do(func() (err error) {
+			conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return conn, err
+	}
+}
+
 // cluster is romanad, a lab of hosts and endpoints, and one agent per host.
 type cluster struct {
 	t      *testing.T
 	ctx    context.Context
 	srv    *servertest.Instance
+	ctl    *sim.Host // where romanad runs
 	lab    *sim.Lab
 	hosts  map[string]*sim.Host
 	cidrs  map[string]netip.Prefix // host -> its block in net1
@@ -62,7 +104,11 @@ type cluster struct {
 	agents map[string]*agentProc
 	exe    string
 	logDir string
-	resync time.Duration
+	// credDir holds the agents' credentials: host-NAME.conf (host:NAME,
+	// written by the test or by a join) and cni-NAME.conf (cni:NAME, kept
+	// by the agent).
+	credDir string
+	resync  time.Duration
 }
 
 type agentProc struct {
@@ -78,14 +124,18 @@ var layout = []struct{ name, host, tenant, segment string }{
 	{"a3", "h3", "acme", "default"}, {"d3", "h3", "beta", "db"}, {"o3", "h3", "open", "default"},
 }
 
-func newCluster(t *testing.T) *cluster {
+// newCluster builds the lab and romanad (started with opts); it starts no
+// agent.
+func newCluster(t *testing.T, opts ...servertest.Option) *cluster {
 	simtest.Require(t, "nft", "ping")
 	ctx := context.Background()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, ctx: ctx, srv: servertest.Start(t), lab: simtest.New(t), exe: exe, logDir: t.TempDir(),
+	lab := simtest.New(t)
+	srv, ctl := startRomanad(t, lab, opts...)
+	c := &cluster{t: t, ctx: ctx, srv: srv, ctl: ctl, lab: lab, exe: exe, logDir: t.TempDir(), credDir: t.TempDir(),
 		hosts: map[string]*sim.Host{}, cidrs: map[string]netip.Prefix{}, eps: map[string]*sim.Endpoint{},
 		agents: map[string]*agentProc{}, resync: 300 * time.Millisecond}
 	t.Cleanup(func() {
@@ -171,13 +221,40 @@ func (c *cluster) serveEcho(ep *sim.Endpoint, port int) {
 	}()
 }
 
-// startAgent runs this test binary as romana-agent in the host's namespace.
+// url is romanad's address as the agents reach it, over the underlay.
+func (c *cluster) url() string {
+	return "https://" + netip.AddrPortFrom(controllerAddr.Addr(), romanadPort).String()
+}
+
+// credPath is the host's agent credential (host:NAME); cniPath the CNI
+// plugin's credential (cni:NAME) that the agent keeps.
+func (c *cluster) credPath(host string) string {
+	return filepath.Join(c.credDir, "host-"+host+".conf")
+}
+
+func (c *cluster) cniPath(host string) string { return filepath.Join(c.credDir, "cni-"+host+".conf") }
+
+// startAgent runs this test binary as romana-agent in the host's namespace,
+// talking to romanad over TLS as host:NAME with a credential the test
+// issues (once; a restarted agent keeps it).
 func (c *cluster) startAgent(host string, extra ...string) {
 	c.t.Helper()
-	args := append([]string{c.exe, "--host", host, "--server", "unix://" + c.srv.Socket,
+	if _, err := os.Stat(c.credPath(host)); os.IsNotExist(err) {
+		if p := c.srv.WriteCredential(c.t, pki.Host(host), c.credDir); p != c.credPath(host) {
+			c.t.Fatalf("credential written to %s, want %s", p, c.credPath(host))
+		}
+	}
+	c.startAgentEnv(host, nil, extra...)
+}
+
+// startAgentEnv runs the agent with env added to the test's environment
+// (e.g. a join token).
+func (c *cluster) startAgentEnv(host string, env []string, extra ...string) {
+	c.t.Helper()
+	args := append([]string{c.exe, "--host", host, "--server", c.url(), "--config", c.credPath(host), "--cni-config", c.cniPath(host),
 		"--resync", c.resync.String(), "--log-level", "debug"}, extra...)
 	cmd := c.hosts[host].Command(context.Background(), args...)
-	cmd.Env = append(os.Environ(), asAgent+"=1")
+	cmd.Env = append(append(os.Environ(), asAgent+"=1"), env...)
 	logPath := filepath.Join(c.logDir, host+".log")
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -218,7 +295,12 @@ func (c *cluster) stopAgent(host string) {
 // eventually polls cond until it holds or a generous deadline passes.
 func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	waitUntil(t, what, time.Now().Add(30*time.Second), cond)
+}
+
+// waitUntil polls cond until it holds, failing the test at deadline.
+func waitUntil(t *testing.T, what string, deadline time.Time, cond func() (bool, string)) {
+	t.Helper()
 	for {
 		ok, why := cond()
 		if ok {
@@ -525,27 +607,66 @@ func TestAgentEndToEnd(t *testing.T) {
 // exchanging lines while h2's and then h1's agent stop and start again.
 func (c *cluster) restartKeepsStream() {
 	t := c.t
+	tr := c.startTraffic("a1", "a2")
+	tr.progress(t, "stream running")
+	for _, h := range []string{"h2", "h1"} {
+		logBefore, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
+		c.stopAgent(h)
+		tr.progress(t, "stream while "+h+"'s agent is down")
+		c.startAgent(h)
+		c.waitHealthy(h)
+		tr.progress(t, "stream after "+h+"'s agent restarted")
+		logAfter, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
+		if bytes.Contains(logAfter[len(logBefore):], []byte("nftables table replaced")) {
+			t.Errorf("restarted agent on %s rewrote an in-sync nft table:\n%s", h, logAfter[len(logBefore):])
+		}
+	}
+	lines, _, err := tr.stop()
+	if err != nil {
+		t.Fatalf("the stream broke: %v", err)
+	}
+	t.Logf("%d lines exchanged across two agent restarts", lines)
+}
+
+// traffic is packets that must keep flowing while something changes: one
+// TCP connection exchanging lines every 10ms and, optionally, a new TCP
+// connection every 100ms. The first failure stops it.
+type traffic struct {
+	mu       sync.Mutex
+	loops    int // connection loops
+	lines    int
+	connects int
+	fail     error
+	stopping chan struct{}
+	wg       sync.WaitGroup
+}
+
+// startTraffic opens a stream from one endpoint to another's echo server
+// and, for each pair in connects, connects again and again.
+func (c *cluster) startTraffic(from, to string, connects ...[2]string) *traffic {
+	c.t.Helper()
 	var conn net.Conn
-	if err := c.eps["a1"].Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp", fmt.Sprintf("%s:%d", c.eps["a2"].IP, echoPort), time.Second)
+	if err := c.eps[from].Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp", fmt.Sprintf("%s:%d", c.eps[to].IP, echoPort), time.Second)
 		return err
 	}); err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
-	defer conn.Close()
-	var (
-		mu       sync.Mutex
-		count    int
-		fail     error
-		stopping = make(chan struct{})
-		stopped  = make(chan struct{})
-	)
-	go func() {
-		defer close(stopped)
+	tr := &traffic{stopping: make(chan struct{}), loops: len(connects)}
+	failed := func(err error) bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		if err != nil && tr.fail == nil {
+			tr.fail = err
+		}
+		return tr.fail != nil
+	}
+	tr.wg.Go(func() {
+		defer conn.Close()
 		r := bufio.NewReader(conn)
 		for i := 0; ; i++ {
 			select {
-			case <-stopping:
+			case <-tr.stopping:
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
@@ -559,51 +680,77 @@ func (c *cluster) restartKeepsStream() {
 			if err == nil && got != msg {
 				err = fmt.Errorf("echo %q, want %q", got, msg)
 			}
-			mu.Lock()
 			if err != nil {
-				fail = err
-				mu.Unlock()
+				err = fmt.Errorf("stream %s -> %s, line %d: %w", from, to, i, err)
+			}
+			if failed(err) {
 				return
 			}
-			count++
-			mu.Unlock()
+			tr.mu.Lock()
+			tr.lines++
+			tr.mu.Unlock()
 		}
-	}()
-	progress := func(what string) {
-		t.Helper()
-		mu.Lock()
-		start := count
-		mu.Unlock()
-		eventually(t, what, func() (bool, string) {
-			mu.Lock()
-			defer mu.Unlock()
-			if fail != nil {
-				t.Fatalf("%s: the stream broke: %v", what, fail)
+	})
+	for _, p := range connects {
+		tr.wg.Go(func() {
+			for {
+				select {
+				case <-tr.stopping:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				err := c.tcp(p[0], p[1])
+				if err != nil {
+					err = fmt.Errorf("new connection %s -> %s: %w", p[0], p[1], err)
+				}
+				if failed(err) {
+					return
+				}
+				tr.mu.Lock()
+				tr.connects++
+				tr.mu.Unlock()
 			}
-			return count >= start+20, fmt.Sprintf("%d lines", count-start)
 		})
 	}
-	progress("stream running")
-	for _, h := range []string{"h2", "h1"} {
-		logBefore, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
-		c.stopAgent(h)
-		progress("stream while " + h + "'s agent is down")
-		c.startAgent(h)
-		c.waitHealthy(h)
-		progress("stream after " + h + "'s agent restarted")
-		logAfter, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
-		if bytes.Contains(logAfter[len(logBefore):], []byte("nftables table replaced")) {
-			t.Errorf("restarted agent on %s rewrote an in-sync nft table:\n%s", h, logAfter[len(logBefore):])
+	c.t.Cleanup(func() { tr.stop() })
+	return tr
+}
+
+// progress waits until 20 more lines (and 3 more connections, if any run)
+// went through, failing the test if the traffic broke.
+func (tr *traffic) progress(t *testing.T, what string) {
+	t.Helper()
+	tr.mu.Lock()
+	lines, connects, wantConnects := tr.lines, tr.connects, 0
+	if tr.loops > 0 {
+		wantConnects = 3
+	}
+	tr.mu.Unlock()
+	eventually(t, what, func() (bool, string) {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		if tr.fail != nil {
+			t.Fatalf("%s: the traffic broke: %v", what, tr.fail)
 		}
+		return tr.lines >= lines+20 && tr.connects >= connects+wantConnects,
+			fmt.Sprintf("%d lines, %d connections", tr.lines-lines, tr.connects-connects)
+	})
+}
+
+// stop stops the traffic (once; later calls return the same) and returns
+// what went through and the first failure.
+func (tr *traffic) stop() (lines, connects int, err error) {
+	tr.mu.Lock()
+	select {
+	case <-tr.stopping:
+	default:
+		close(tr.stopping)
 	}
-	close(stopping)
-	<-stopped
-	mu.Lock()
-	defer mu.Unlock()
-	if fail != nil {
-		t.Fatalf("the stream broke: %v", fail)
-	}
-	t.Logf("%d lines exchanged across two agent restarts", count)
+	tr.mu.Unlock()
+	tr.wg.Wait()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.lines, tr.connects, tr.fail
 }
 
 // spoofing: w1 (beta, on h1) borrows the addresses of a1 (acme, same host)
