@@ -17,7 +17,8 @@ func TestDemoChain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	res, err := RunChain(ctx, Options{Hosts: 3, Prefix: "romt-dchain", BinDir: binDir(t), Out: &out})
+	prefix := labPrefix(t, "romt-dc")
+	res, err := RunChain(ctx, Options{Hosts: 3, Prefix: prefix, BinDir: binDir(t), Out: &out})
 	if err != nil {
 		t.Fatalf("chain demo: %v\n%s", err, out.String())
 	}
@@ -34,7 +35,8 @@ func TestDemoChain(t *testing.T) {
 	if !res.OK || phases["direct"] == 0 || phases["chained"] == 0 || phases["removed"] == 0 {
 		t.Fatalf("chain demo result: %+v\n%s", res, out.String())
 	}
-	if b, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(b), "romt-dchain") {
+	noSecrets(t, out.String())
+	if b, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(b), prefix+"-") {
 		t.Errorf("namespaces left behind:\n%s", b)
 	}
 }

@@ -3,9 +3,12 @@ package demo
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +29,19 @@ func binDir(t *testing.T) string {
 	return d
 }
 
+// labPrefix returns a namespace prefix for one test run: base and random
+// hex digits, so that runs on one machine at the same time (other
+// packages' tests, other checkouts) never share namespaces, and a demo's
+// clean-up of a previous run with its prefix never reaches another's.
+func labPrefix(t *testing.T, base string) string {
+	t.Helper()
+	b := make([]byte, 2)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return base + hex.EncodeToString(b)
+}
+
 func requireRoot(t *testing.T) {
 	if os.Geteuid() == 0 {
 		return
@@ -44,7 +60,8 @@ func TestDemoFlat(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	res, err := Run(ctx, Options{Hosts: 3, Prefix: "romt-demo", BinDir: binDir(t), Out: &out})
+	prefix := labPrefix(t, "romt-df")
+	res, err := Run(ctx, Options{Hosts: 3, Prefix: prefix, BinDir: binDir(t), Out: &out})
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
@@ -75,9 +92,29 @@ func TestDemoFlat(t *testing.T) {
 	if !strings.Contains(out.String(), "PASS") {
 		t.Errorf("no PASS line in output:\n%s", out.String())
 	}
-	left, _ := filepath.Glob("/run/netns/romt-demo-*")
+	// The join step is shown, agents joined over TLS, and no join secret
+	// is printed.
+	for _, want := range []string{"(mutual TLS)", "$ romana host add h1 --ip ", "$ romana-agent --join rmn1.",
+		"--server https://" + controllerAddr.Addr().String() + ":9600", "every agent joined as host:NAME over TLS"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	noSecrets(t, out.String())
+	left, _ := filepath.Glob("/run/netns/" + prefix + "-*")
 	if len(left) > 0 {
 		t.Errorf("namespaces left behind: %v", left)
+	}
+}
+
+// joinTokenRE matches a join token with its secret.
+var joinTokenRE = regexp.MustCompile(`rmn1\.[0-9a-f]{8}\.[0-9a-f]{32}`)
+
+// noSecrets fails the test if the demo's output shows a join token's secret.
+func noSecrets(t *testing.T, out string) {
+	t.Helper()
+	if m := joinTokenRE.FindString(out); m != "" {
+		t.Errorf("the output shows a join token with its secret: %s", m)
 	}
 }
 

@@ -36,7 +36,8 @@ func TestFabricBGP(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	ls, err := newLeafSpine(Options{Prefix: "romt-fab", BinDir: binDir(t), Out: &out}, FabricOptions{Topology: TopologyLeafSpine, Routes: RoutesBGP})
+	prefix := labPrefix(t, "romt-fb")
+	ls, err := newLeafSpine(Options{Prefix: prefix, BinDir: binDir(t), Out: &out}, FabricOptions{Topology: TopologyLeafSpine, Routes: RoutesBGP})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func TestFabricBGP(t *testing.T) {
 		if err := ls.teardown(); err != nil {
 			t.Errorf("teardown: %v", err)
 		}
-		if left, _ := filepath.Glob("/run/netns/romt-fab-*"); len(left) > 0 {
+		if left, _ := filepath.Glob("/run/netns/" + prefix + "-*"); len(left) > 0 {
 			t.Errorf("namespaces left behind: %v", left)
 		}
 	}()
@@ -141,6 +142,7 @@ func TestFabricBGP(t *testing.T) {
 	if !strings.Contains(out.String(), "PASS") {
 		t.Errorf("no PASS line:\n%s", out.String())
 	}
+	noSecrets(t, out.String())
 }
 
 // TestFabricStatic runs the demo with romanad's static routes loaded into BIRD.
@@ -149,7 +151,8 @@ func TestFabricStatic(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	res, err := RunFabric(ctx, Options{Prefix: "romt-fas", BinDir: binDir(t), Out: &out},
+	prefix := labPrefix(t, "romt-fs")
+	res, err := RunFabric(ctx, Options{Prefix: prefix, BinDir: binDir(t), Out: &out},
 		FabricOptions{Topology: TopologyLeafSpine, Routes: RoutesStatic, Scale: 20})
 	if err != nil || !res.OK {
 		t.Fatalf("demo: %v\n%s", err, out.String())
@@ -162,7 +165,8 @@ func TestFabricStatic(t *testing.T) {
 	if want := map[string]int{"spine1": 2, "tor1": 3, "tor2": 3}; !reflect.DeepEqual(counts, want) {
 		t.Errorf("route counts with %d endpoints: %v, want %v", res.Scaled[0].Endpoints, counts, want)
 	}
-	if left, _ := filepath.Glob("/run/netns/romt-fas-*"); len(left) > 0 {
+	noSecrets(t, out.String())
+	if left, _ := filepath.Glob("/run/netns/" + prefix + "-*"); len(left) > 0 {
 		t.Errorf("namespaces left behind: %v", left)
 	}
 }
