@@ -292,10 +292,16 @@ func (c *cluster) stopAgent(host string) {
 	}
 }
 
-// eventually polls cond until it holds or a generous deadline passes.
+// eventually polls cond until it holds or a generous deadline passes. A
+// long wait is logged: a deadline too close to what the machine needs
+// shows before it flakes.
 func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	waitUntil(t, what, time.Now().Add(30*time.Second), cond)
+	start := time.Now()
+	waitUntil(t, what, start.Add(30*time.Second), cond)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Logf("%s: took %v", what, took.Round(time.Millisecond))
+	}
 }
 
 // waitUntil polls cond until it holds, failing the test at deadline.
@@ -393,16 +399,22 @@ func (c *cluster) waitRoutes(hosts ...string) {
 	}
 }
 
-// tcp connects from one endpoint to another's echo server and exchanges a line.
-func (c *cluster) tcp(from, to string) error {
+// tcp connects from one endpoint to another's echo server and exchanges a
+// line: an expected failure (isolation) times out within a second or two.
+func (c *cluster) tcp(from, to string) error { return c.connect(from, to, time.Second) }
+
+// connect is tcp with a connect timeout (the exchange gets twice that):
+// traffic that must never fail, on a loaded machine, gets more than a
+// probe that may.
+func (c *cluster) connect(from, to string, timeout time.Duration) error {
 	dst := c.eps[to].IP
 	return c.eps[from].Do(func() error {
-		conn, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", dst, echoPort), time.Second)
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", dst, echoPort), timeout)
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		conn.SetDeadline(time.Now().Add(2 * timeout))
 		if _, err := fmt.Fprintf(conn, "hello %s\n", to); err != nil {
 			return err
 		}
@@ -681,7 +693,7 @@ func (c *cluster) startTraffic(from, to string, connects ...[2]string) *traffic 
 				err = fmt.Errorf("echo %q, want %q", got, msg)
 			}
 			if err != nil {
-				err = fmt.Errorf("stream %s -> %s, line %d: %w", from, to, i, err)
+				err = fmt.Errorf("stream %s -> %s, line %d at %s: %w", from, to, i, time.Now().Format("15:04:05.000"), err)
 			}
 			if failed(err) {
 				return
@@ -699,9 +711,11 @@ func (c *cluster) startTraffic(from, to string, connects ...[2]string) *traffic 
 					return
 				case <-time.After(100 * time.Millisecond):
 				}
-				err := c.tcp(p[0], p[1])
+				start := time.Now()
+				err := c.connect(p[0], p[1], 5*time.Second)
 				if err != nil {
-					err = fmt.Errorf("new connection %s -> %s: %w", p[0], p[1], err)
+					err = fmt.Errorf("new connection %s -> %s at %s (after %v): %w", p[0], p[1],
+						start.Format("15:04:05.000"), time.Since(start).Round(time.Millisecond), err)
 				}
 				if failed(err) {
 					return

@@ -250,6 +250,13 @@ func TestHostLifecycleEndToEnd(t *testing.T) {
 			return time.Now().After(joined.NotAfter.Add(500 * time.Millisecond)), ""
 		})
 		tr.progress(t, "traffic after the old certificate expired")
+		// Renewing touched nothing in h1's kernel: the agent re-read a
+		// snapshot equal to what it had.
+		for _, changed := range []string{`msg="nftables `, `msg="route `, `msg="sysctl set"`} {
+			if log := c.agentLog("h1", logAt); strings.Contains(log, changed) {
+				t.Errorf("h1's agent changed its host's state across the renewal (%s):\n%s", changed, log)
+			}
+		}
 
 		// A change made after the renewal converges: a new endpoint on h1.
 		a, err := admin.Allocate(ctx, api.AddressRequest{Name: "a1c", Host: "h1", Tenant: "acme", Segment: "default", Interface: "rv-a1c"})
