@@ -133,12 +133,20 @@ const (
 // Event is one change in the watch stream. Object is the new value for a put
 // and the last value for a delete. Name is the object's key within its kind
 // ("tenant/segment" for segments).
+//
+// One store revision can change several objects (adding a network rewrites
+// the hosts it places, several in one transaction): its events come in a
+// row, and the last of them has RevisionEnd set. After an event with
+// RevisionEnd the watcher has seen the store's state at Revision; before
+// it, only part of a change. A watch resumed after an error starts from the
+// revision after the last RevisionEnd received.
 type Event struct {
-	Revision int64           `json:"revision"`
-	Type     string          `json:"type"`
-	Kind     string          `json:"kind"`
-	Name     string          `json:"name"`
-	Object   json.RawMessage `json:"object,omitempty"`
+	Revision    int64           `json:"revision"`
+	Type        string          `json:"type"`
+	Kind        string          `json:"kind"`
+	Name        string          `json:"name"`
+	Object      json.RawMessage `json:"object,omitempty"`
+	RevisionEnd bool            `json:"revisionEnd,omitempty"`
 }
 
 // DecodedAddress is an address taken apart, with ids resolved to names where

@@ -34,7 +34,30 @@
 //	POST /v1/certificates/revoke           api.RevokeRequest -> []api.CertRecord
 //	GET  /v1/whoami                        api.WhoAmI
 //	GET  /v1/snapshot                      api.Snapshot
-//	GET  /v1/watch?revision=N              NDJSON stream of api.Event from revision N (410 if compacted)
+//	GET  /v1/watch?revision=N              NDJSON stream of api.Event from revision N (410 if compacted, 400 if ahead of the store)
+//
+// # Watch stream
+//
+// Each line of a watch stream is an api.Event, an empty keepalive line (the
+// response header Romana-Watch-Keepalive gives their interval), or, as the
+// last line, an error {"error":{...}} saying why romanad ended the stream:
+// the watcher fell behind and was cut off (503, Unavailable), romanad is
+// shutting down (503), the client certificate was revoked or expired (401),
+// the revision was compacted meanwhile (410). The events of one store
+// revision come in a row and the last one has RevisionEnd set: only there is
+// the watcher's copy of the state whole. After any error but Gone, a watcher
+// may watch again from the revision after its last RevisionEnd; after Gone
+// (or to be simple) it reads a new snapshot and watches from its
+// revision+1. Watch returns these errors as *api.Error.
+//
+// # Timeouts
+//
+// A Client gives up on connecting after DialTimeout, on the TLS handshake
+// after 10 s and on a response's headers after 60 s; requests have no
+// other deadline than their context. Watch ends a stream that has sent no
+// line (event or keepalive) for three keepalive intervals (at least
+// MinWatchIdle), so that a watcher behind a dead connection or a hung
+// romanad notices and reconnects.
 package client
 
 import (
@@ -43,7 +66,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -52,6 +74,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/romana/romana/api"
@@ -60,6 +83,19 @@ import (
 
 // DefaultServer is romanad's unix socket, used when nothing else names a server.
 const DefaultServer = "unix:///run/romana/romanad.sock"
+
+// Timeouts (see the package comment).
+const (
+	DialTimeout           = 10 * time.Second
+	TLSHandshakeTimeout   = 10 * time.Second
+	ResponseHeaderTimeout = 60 * time.Second
+	// MinWatchIdle is the shortest idle deadline of a watch stream.
+	MinWatchIdle = time.Second
+	// defaultKeepalive is assumed when a stream does not announce its
+	// keepalive interval (romanad's default).
+	defaultKeepalive = 15 * time.Second
+	keepaliveHeader  = "Romana-Watch-Keepalive"
+)
 
 // Client talks to one romanad.
 type Client struct {
@@ -82,9 +118,11 @@ func New(server string, opts ...Option) (*Client, error) {
 	if server == "" {
 		server = DefaultServer
 	}
+	dialer := &net.Dialer{Timeout: DialTimeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 60 * time.Second,
+		DialContext:           dialer.DialContext,
+		TLSHandshakeTimeout:   TLSHandshakeTimeout,
+		ResponseHeaderTimeout: ResponseHeaderTimeout,
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   16,
 		ForceAttemptHTTP2:     true,
@@ -97,8 +135,7 @@ func New(server string, opts ...Option) (*Client, error) {
 			return nil, fmt.Errorf("server %q: empty socket path", server)
 		}
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
+			return dialer.DialContext(ctx, "unix", path)
 		}
 		return &Client{base: "http://unix", hc: &http.Client{Transport: tr}, tr: tr}, nil
 	}
@@ -371,9 +408,14 @@ func (c *Client) Snapshot(ctx context.Context) (api.Snapshot, error) {
 	return out, c.do(ctx, "GET", "/v1/snapshot", nil, nil, &out)
 }
 
-// Watch streams events from revision on, calling fn for each, until ctx ends,
-// the stream breaks, or fn returns an error. It returns an *api.Error with
-// reason Gone when the revision was compacted: take a new Snapshot then.
+// Watch streams events from revision on, calling fn for each, until ctx
+// ends, the stream breaks, or fn returns an error (returned as is). It
+// returns the error line that ended the stream as an *api.Error (see the
+// package comment): reason Gone when the revision was compacted (take a
+// new Snapshot then), Invalid when it is ahead of the store, Unavailable
+// when romanad cut the watcher off or shut down. A stream that sends no
+// line for three keepalive intervals, or ends without an error line, is an
+// error too. When ctx ends, Watch returns ctx.Err().
 func (c *Client) Watch(ctx context.Context, revision int64, fn func(api.Event) error) error {
 	req, err := http.NewRequestWithContext(ctx, "GET", c.base+"/v1/watch?revision="+strconv.FormatInt(revision, 10), nil)
 	if err != nil {
@@ -381,31 +423,60 @@ func (c *Client) Watch(ctx context.Context, revision int64, fn func(api.Event) e
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return fmt.Errorf("watch from revision %d: %w", revision, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return decodeError(resp)
 	}
+	keepalive := defaultKeepalive
+	if d, err := time.ParseDuration(resp.Header.Get(keepaliveHeader)); err == nil && d > 0 {
+		keepalive = d
+	}
+	idle := max(3*keepalive, MinWatchIdle)
+	var idled atomic.Bool
+	timer := time.AfterFunc(idle, func() { idled.Store(true); resp.Body.Close() })
+	defer timer.Stop()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
+	for {
+		// The idle deadline runs while waiting for a line, not while fn works.
+		timer.Reset(idle)
+		more := sc.Scan()
+		timer.Stop()
+		if !more {
+			break
+		}
 		line := bytes.TrimSpace(sc.Bytes())
 		if len(line) == 0 {
 			continue // keepalive
 		}
-		var ev api.Event
-		if err := json.Unmarshal(line, &ev); err != nil {
+		var l struct {
+			api.Event
+			Error *api.Error `json:"error"`
+		}
+		if err := json.Unmarshal(line, &l); err != nil {
 			return fmt.Errorf("watch: decode event: %w", err)
 		}
-		if err := fn(ev); err != nil {
+		if l.Error != nil {
+			return l.Error
+		}
+		if err := fn(l.Event); err != nil {
 			return err
 		}
 	}
-	if err := sc.Err(); err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("watch: %w", err)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case idled.Load():
+		return fmt.Errorf("watch: no event or keepalive line from romanad for %s (it sends one every %s): the stream is taken for dead", idle, keepalive)
+	case sc.Err() != nil:
+		return fmt.Errorf("watch: %w", sc.Err())
 	}
-	return ctx.Err()
+	return fmt.Errorf("watch: %w: the stream ended without an error line", io.ErrUnexpectedEOF)
 }
 
 // WaitHealthy polls /healthz until it answers or timeout passes.

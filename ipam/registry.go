@@ -34,27 +34,36 @@ const DefaultPrefix = "/romana/v1/"
 // reached only under pathological contention.
 const maxAttempts = 200
 
+// DefaultWatchBacklog is the default of Options.WatchBacklog.
+const DefaultWatchBacklog = 4 << 20
+
 // Options configures a Registry.
 type Options struct {
 	// Prefix of every key (default DefaultPrefix). Registries sharing an etcd
 	// and a prefix share state.
 	Prefix string
 	Logger *slog.Logger
+	// WatchBacklog bounds, in bytes of events, what one Watch holds for a
+	// consumer that has not taken it yet (default DefaultWatchBacklog). A
+	// consumer that falls further behind is cut off with a resumable error.
+	WatchBacklog int
 }
 
 // Registry is the IPAM state in etcd. It holds no state of its own besides
 // in-process lock stripes that cut contention between its own allocations;
 // correctness rests on etcd transactions only. Safe for concurrent use.
 type Registry struct {
-	cli    *clientv3.Client
-	k      keys
-	log    *slog.Logger
-	stripe [64]sync.Mutex
+	cli     *clientv3.Client
+	k       keys
+	log     *slog.Logger
+	stripe  [64]sync.Mutex
+	backlog int // Options.WatchBacklog
 
-	conflicts   atomic.Uint64
-	allocations atomic.Uint64
-	releases    atomic.Uint64
-	undecodable atomic.Uint64
+	conflicts    atomic.Uint64
+	allocations  atomic.Uint64
+	releases     atomic.Uint64
+	undecodable  atomic.Uint64
+	watchCutoffs atomic.Uint64
 }
 
 // New returns a Registry over cli.
@@ -65,7 +74,10 @@ func New(cli *clientv3.Client, o Options) *Registry {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{cli: cli, k: keys{o.Prefix}, log: o.Logger}
+	if o.WatchBacklog <= 0 {
+		o.WatchBacklog = DefaultWatchBacklog
+	}
+	return &Registry{cli: cli, k: keys{o.Prefix}, log: o.Logger, backlog: o.WatchBacklog}
 }
 
 // Prefix returns the key prefix the registry writes under.
@@ -81,12 +93,15 @@ type Stats struct {
 	// host placement skipped because they do not decode (each skip counts,
 	// so one bad value counts once per listing).
 	Undecodable uint64
+	// WatchCutoffs counts watches ended because their consumer fell more
+	// than Options.WatchBacklog behind.
+	WatchCutoffs uint64
 }
 
 // Stats returns the registry's counters.
 func (r *Registry) Stats() Stats {
 	return Stats{Conflicts: r.conflicts.Load(), Allocations: r.allocations.Load(), Releases: r.releases.Load(),
-		Undecodable: r.undecodable.Load()}
+		Undecodable: r.undecodable.Load(), WatchCutoffs: r.watchCutoffs.Load()}
 }
 
 // Ping checks that the store answers.

@@ -50,69 +50,155 @@ func (r *Registry) Snapshot(ctx context.Context) (api.Snapshot, error) {
 	return s, nil
 }
 
-// WatchBatch is the events of one store revision, or the error that ended
-// the watch (then the channel closes).
+// WatchBatch is the events of one or more whole store revisions, or the
+// error that ended the watch (then the channel closes).
 type WatchBatch struct {
 	Events []api.Event
 	Err    error
 }
 
+// size is what a batch costs the backlog: its events' bytes plus a fixed
+// overhead per event.
+func (b WatchBatch) size() int {
+	n := 0
+	for _, e := range b.Events {
+		n += 64 + len(e.Kind) + len(e.Name) + len(e.Object)
+	}
+	return n
+}
+
 // Watch streams object changes from revision from (0: from now on) until
-// ctx ends. A compacted revision is an *api.Error with reason Gone, returned
-// directly when detected up front, else as the last batch.
+// ctx ends. The last event of each revision has RevisionEnd set. A
+// compacted revision is an *api.Error with reason Gone, and a revision
+// after the store's next one is Invalid, both returned directly; a
+// compaction found later is the last batch.
+//
+// The etcd stream is read as fast as it delivers, whatever the consumer
+// does: what the consumer has not taken yet waits in a backlog of at most
+// Options.WatchBacklog bytes. A consumer that falls further behind gets,
+// as the last batch, an Unavailable error naming the revision to watch
+// again from (every event up to the one before it was handed over), and
+// the events not yet taken are dropped. So a watcher that stops reading
+// costs a bounded amount of memory, never the whole change stream.
 func (r *Registry) Watch(ctx context.Context, from int64) (<-chan WatchBatch, error) {
 	if from < 0 {
 		return nil, api.Errorf(api.ReasonInvalid, "watch revision %d is negative", from)
 	}
 	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV()}
 	if from > 0 {
-		_, err := r.cli.Get(ctx, r.k.p+"ping", clientv3.WithRev(from), clientv3.WithCountOnly())
-		switch {
-		case errors.Is(err, rpctypes.ErrCompacted):
-			return nil, gone(from)
-		case err != nil && !errors.Is(err, rpctypes.ErrFutureRev):
+		resp, err := r.cli.Get(ctx, r.k.p+"ping", clientv3.WithCountOnly())
+		if err != nil {
 			return nil, storeErr("watch", err)
+		}
+		if cur := resp.Header.Revision; from > cur+1 {
+			return nil, api.Errorf(api.ReasonInvalid,
+				"watch revision %d is ahead of the store, which is at revision %d (a snapshot of another store?): read a snapshot and watch from its revision+1", from, cur)
+		} else if from <= cur {
+			_, err := r.cli.Get(ctx, r.k.p+"ping", clientv3.WithRev(from), clientv3.WithCountOnly())
+			switch {
+			case errors.Is(err, rpctypes.ErrCompacted):
+				return nil, gone(from)
+			case err != nil:
+				return nil, storeErr("watch", err)
+			}
 		}
 		opts = append(opts, clientv3.WithRev(from))
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	wch := r.cli.Watch(wctx, r.k.p, opts...)
-	out := make(chan WatchBatch, 16)
+	out := make(chan WatchBatch)
 	go func() {
 		defer close(out)
 		defer cancel()
-		send := func(b WatchBatch) bool {
-			select {
-			case out <- b:
-				return true
-			case <-ctx.Done():
-				return false
+		var (
+			queue  []WatchBatch // taken from etcd, not yet by the consumer
+			queued int          // bytes in queue
+			next   = from       // the consumer has every event before this revision
+		)
+		taken := func() {
+			head := queue[0]
+			queue[0] = WatchBatch{}
+			queue = queue[1:]
+			queued -= head.size()
+			if n := len(head.Events); n > 0 {
+				next = head.Events[n-1].Revision + 1
 			}
 		}
-		for wr := range wch {
-			if wr.CompactRevision != 0 {
-				send(WatchBatch{Err: gone(from)})
-				return
-			}
-			if err := wr.Err(); err != nil {
-				send(WatchBatch{Err: storeErr("watch", err)})
-				return
-			}
-			var b WatchBatch
-			for _, ev := range wr.Events {
-				if e, ok := r.event(ev); ok {
-					b.Events = append(b.Events, e)
+		for wch != nil || len(queue) > 0 {
+			var sendc chan<- WatchBatch
+			var head WatchBatch
+			if len(queue) > 0 {
+				sendc, head = out, queue[0]
+				select { // a consumer that is ready goes first
+				case sendc <- head:
+					taken()
+					continue
+				default:
 				}
 			}
-			if len(b.Events) > 0 && !send(b) {
+			select {
+			case <-ctx.Done():
 				return
+			case sendc <- head:
+				taken()
+			case wr, ok := <-wch:
+				var b WatchBatch
+				switch {
+				case !ok:
+					if ctx.Err() != nil {
+						return
+					}
+					b.Err = api.Errorf(api.ReasonUnavailable, "watch: the store closed the stream")
+				case wr.CompactRevision != 0:
+					b.Err = gone(from)
+				case wr.Err() != nil:
+					b.Err = storeErr("watch", wr.Err())
+				default:
+					b.Events = r.events(wr.Events)
+				}
+				if b.Err != nil {
+					queue, wch = append(queue, b), nil
+					cancel()
+					continue
+				}
+				if len(b.Events) == 0 {
+					continue
+				}
+				queue = append(queue, b)
+				queued += b.size()
+				// One batch, however large (etcd sends up to a thousand
+				// revisions in one response), is always offered: only a
+				// consumer that has not taken the batches before it is
+				// behind.
+				if len(queue) > 1 && queued > r.backlog {
+					r.watchCutoffs.Add(1)
+					r.log.Warn("watch cut off: the watcher fell behind", "from", from, "backlog", queued, "limit", r.backlog, "resumeFrom", next)
+					queue, queued, wch = []WatchBatch{{Err: api.Errorf(api.ReasonUnavailable,
+						"watch cut off: the watcher fell more than %d bytes of events behind; it was sent every event before revision %d: watch again from there", r.backlog, next)}}, 0, nil
+					cancel()
+				}
 			}
-		}
-		if ctx.Err() == nil {
-			send(WatchBatch{Err: api.Errorf(api.ReasonUnavailable, "watch: the store closed the stream")})
 		}
 	}()
 	return out, nil
+}
+
+// events turns one etcd watch response (whole revisions, in order) into
+// object events, marking the last event of each revision.
+func (r *Registry) events(evs []*clientv3.Event) []api.Event {
+	var out []api.Event
+	for _, ev := range evs {
+		if e, ok := r.event(ev); ok {
+			if n := len(out); n > 0 && out[n-1].Revision != e.Revision {
+				out[n-1].RevisionEnd = true
+			}
+			out = append(out, e)
+		}
+	}
+	if n := len(out); n > 0 {
+		out[n-1].RevisionEnd = true
+	}
+	return out
 }
 
 func gone(rev int64) error {

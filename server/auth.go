@@ -89,6 +89,9 @@ func (ci *connInfo) setVerified(leaf *x509.Certificate) {
 // connContext records a unix socket peer's credentials.
 func connContext(ctx context.Context, c net.Conn) context.Context {
 	ci := &connInfo{uid: -1}
+	if lc, ok := c.(*limitedConn); ok {
+		c = lc.NetConn()
+	}
 	if uc, ok := c.(*net.UnixConn); ok {
 		ci.unix = true
 		if raw, err := uc.SyscallConn(); err == nil {

@@ -1,11 +1,8 @@
 package server
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/netip"
-	"strconv"
-	"time"
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/pki"
@@ -373,93 +370,4 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
-}
-
-// watch streams events as NDJSON, one flushed line per event, with an
-// empty line every keepalive interval while idle. Errors found before the
-// stream starts (bad or compacted revision) are JSON errors with a status;
-// a failure later ends the stream, and the client resumes from the last
-// revision it processed.
-func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
-	var rev int64
-	if v := r.URL.Query().Get("revision"); v != "" {
-		var err error
-		if rev, err = strconv.ParseInt(v, 10, 64); err != nil || rev < 0 {
-			s.writeError(w, r, api.Errorf(api.ReasonInvalid, "query parameter revision: %q is not a revision number", v))
-			return
-		}
-	}
-	ctx := r.Context()
-	ch, err := s.reg.Watch(ctx, rev)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	s.metrics.watches.Inc()
-	defer s.metrics.watches.Dec()
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	if err := rc.Flush(); err != nil {
-		return
-	}
-	tick := time.NewTicker(s.keepalive)
-	defer tick.Stop()
-	// A stream lives no longer than its client certificate: it ends when the
-	// certificate is revoked or expires, and the client reconnects with its
-	// renewed one.
-	var revoked <-chan struct{}
-	var expired <-chan time.Time
-	if c := callerOf(r); c.cert != nil {
-		ch, unregister := s.revoked.stream(pki.Serial(c.cert))
-		defer unregister()
-		revoked = ch
-		t := time.NewTimer(time.Until(c.cert.NotAfter))
-		defer t.Stop()
-		expired = t.C
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.stopping:
-			return
-		case <-revoked:
-			s.log.Info("watch stream ended: client certificate revoked", "identity", callerOf(r).id.String())
-			return
-		case <-expired:
-			s.log.Info("watch stream ended: client certificate expired", "identity", callerOf(r).id.String())
-			return
-		case <-tick.C:
-			if _, err := w.Write([]byte("\n")); err != nil {
-				return
-			}
-			if rc.Flush() != nil {
-				return
-			}
-		case b, ok := <-ch:
-			if !ok {
-				return
-			}
-			if b.Err != nil {
-				s.log.Info("watch stream ended", "from", rev, "err", b.Err)
-				return
-			}
-			for _, ev := range b.Events {
-				line, err := json.Marshal(ev)
-				if err != nil {
-					s.log.Error("encode watch event", "kind", ev.Kind, "name", ev.Name, "err", err)
-					return
-				}
-				if _, err := w.Write(append(line, '\n')); err != nil {
-					return
-				}
-				if rc.Flush() != nil {
-					return
-				}
-			}
-			tick.Reset(s.keepalive)
-		}
-	}
 }

@@ -45,6 +45,10 @@ func newMetrics(reg prometheus.Registerer, r *ipam.Registry) *metrics {
 			Help: "Store transactions that lost a race with a concurrent writer and were retried.",
 		}, func() float64 { return float64(r.Stats().Conflicts) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "romanad_watch_cutoffs_total",
+			Help: "Watch streams ended because their client fell more than the watch backlog behind.",
+		}, func() float64 { return float64(r.Stats().WatchCutoffs) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "romana_store_undecodable_values_total",
 			Help: "Stored values that a listing, the snapshot or host placement skipped because they do not decode (once per skip).",
 		}, func() float64 { return float64(r.Stats().Undecodable) }),

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,6 +29,16 @@ import (
 const (
 	DefaultMaxBodyBytes = 64 << 10
 	DefaultKeepalive    = 15 * time.Second
+	DefaultWriteTimeout = 60 * time.Second
+	DefaultBodyTimeout  = 30 * time.Second
+	DefaultMaxConns     = 4096
+)
+
+// Fixed bounds of every connection (see docs/reliability.md).
+const (
+	readHeaderTimeout = 10 * time.Second // also bounds the TLS handshake
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 64 << 10
 )
 
 // Config configures a Server.
@@ -39,6 +50,18 @@ type Config struct {
 	// Keepalive is the interval of empty lines on an idle watch stream
 	// (default DefaultKeepalive).
 	Keepalive time.Duration
+	// WriteTimeout bounds writing a response, from the end of its request's
+	// headers to its last byte; on a watch stream, writing each line
+	// (default DefaultWriteTimeout). A client that stops reading is
+	// disconnected after it.
+	WriteTimeout time.Duration
+	// BodyTimeout bounds reading a request body, from the end of its
+	// headers (default DefaultBodyTimeout).
+	BodyTimeout time.Duration
+	// MaxConns limits the open connections of each listener (default
+	// DefaultMaxConns): further clients wait in the listen backlog until
+	// one closes.
+	MaxConns int
 	// TLS is required to serve on TCP listeners (Serve refuses plaintext
 	// TCP); unix socket listeners serve without it, to root only.
 	TLS *TLSConfig
@@ -52,6 +75,9 @@ type Server struct {
 	log       *slog.Logger
 	maxBody   int64
 	keepalive time.Duration
+	writeTO   time.Duration
+	bodyTO    time.Duration
+	maxConns  int
 	mux       *http.ServeMux
 	metrics   *metrics
 	prom      *prometheus.Registry
@@ -71,6 +97,9 @@ func New(cfg Config) *Server {
 		log:       cfg.Logger,
 		maxBody:   cfg.MaxBodyBytes,
 		keepalive: cfg.Keepalive,
+		writeTO:   cfg.WriteTimeout,
+		bodyTO:    cfg.BodyTimeout,
+		maxConns:  cfg.MaxConns,
 		mux:       http.NewServeMux(),
 		prom:      prometheus.NewRegistry(),
 		stopping:  make(chan struct{}),
@@ -89,6 +118,15 @@ func New(cfg Config) *Server {
 	}
 	if s.keepalive <= 0 {
 		s.keepalive = DefaultKeepalive
+	}
+	if s.writeTO <= 0 {
+		s.writeTO = DefaultWriteTimeout
+	}
+	if s.bodyTO <= 0 {
+		s.bodyTO = DefaultBodyTimeout
+	}
+	if s.maxConns <= 0 {
+		s.maxConns = DefaultMaxConns
 	}
 	s.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.prom, s.reg)
@@ -140,8 +178,13 @@ func (s *Server) routes() {
 	s.pkiRoutes()    // pki.go
 
 	s.handle("GET /v1/snapshot", s.snapshot)
-	s.mux.HandleFunc("GET /v1/watch", s.watch)
+	s.mux.HandleFunc("GET /v1/watch", s.watch) // watchPattern
 }
+
+// watchPattern is the route of the watch stream (registered by routes, as a
+// literal that the authorization test reads), which bounds its own writes
+// line by line.
+const watchPattern = "GET /v1/watch"
 
 // handle registers an API handler that returns its error.
 func (s *Server) handle(pattern string, h func(http.ResponseWriter, *http.Request) error) {
@@ -152,10 +195,23 @@ func (s *Server) handle(pattern string, h func(http.ResponseWriter, *http.Reques
 	})
 }
 
-// ServeHTTP routes a request, records its metrics and logs it at debug level.
+// ServeHTTP routes a request, records its metrics and logs it at debug
+// level. It bounds the request's time on the connection first: its body
+// must arrive within the body timeout, and its response (but for a watch
+// stream, which bounds each line) be written within the write timeout.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	_, pattern := s.mux.Handler(r)
+	rc := http.NewResponseController(w)
+	if pattern != watchPattern {
+		_ = rc.SetWriteDeadline(start.Add(s.writeTO))
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		if rc.SetReadDeadline(start.Add(s.bodyTO)) == nil {
+			r = r.WithContext(r.Context()) // a copy: the server keeps its own Body
+			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+		}
+	}
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	if pattern == "" {
 		// No route: let the mux decide between 404 and 405 (and set Allow),
@@ -186,6 +242,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := time.Since(start)
 	s.metrics.observe(pattern, rec.status, d)
 	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "route", pattern, "status", rec.status, "duration", d)
+}
+
+// deadlineBody clears the connection's read deadline (set by ServeHTTP for
+// the body) once the body has been read to its end, so that the deadline
+// does not cut the connection under a handler that takes longer than the
+// body timeout after reading the body (net/http keeps reading the
+// connection in the background then, to notice the client going away). A
+// body not read to its end keeps the deadline, which also bounds what
+// net/http discards of it after the handler.
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) && !b.done {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }
 
 // recorder remembers the status of a response; it passes Flush through.
@@ -240,21 +318,29 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 // watch streams end at once, other requests get up to 5 seconds. Unix
 // socket listeners serve HTTP (their peers are root, see ListenUnix); every
 // other listener serves HTTPS with Config.TLS, and Serve refuses to start
-// without it: romanad never serves plaintext TCP.
+// without it: romanad never serves plaintext TCP. Each listener holds at
+// most Config.MaxConns connections at once.
+//
+// No server-wide read or write timeout: it would end watch streams. The
+// headers (and the TLS handshake) must arrive within readHeaderTimeout, an
+// idle connection closes after idleTimeout, and ServeHTTP bounds each
+// request's body and response.
 func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	for i, ln := range lns {
 		if ln.Addr().Network() == "unix" {
+			lns[i] = limitListener(ln, s.maxConns)
 			continue
 		}
 		if s.tls == nil || s.tls.Serving == nil {
 			return fmt.Errorf("serve on %s: refusing plaintext TCP: configure TLS (a serving certificate)", ln.Addr())
 		}
-		lns[i] = tls.NewListener(ln, s.serverTLS())
+		lns[i] = tls.NewListener(limitListener(ln, s.maxConns), s.serverTLS())
 	}
 	hs := &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		ConnContext:       connContext,
 	}

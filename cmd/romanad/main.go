@@ -97,6 +97,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		ca        = fs.String("etcd-ca", "", "CA certificate `file` that signed the external etcd's certificates")
 		prefix    = fs.String("etcd-prefix", ipam.DefaultPrefix, "etcd key `prefix` of Romana's state")
 		logLevel  = fs.String("log-level", "info", "log `level`: debug (logs every request), info, warn or error")
+		maxConns  = fs.Int("max-connections", server.DefaultMaxConns, "open connections each listener holds at most (`n`); further clients wait until one closes")
+		backlog   = fs.Int("watch-backlog", ipam.DefaultWatchBacklog, "`bytes` of events a watch stream may fall behind before it is cut off (the client resumes)")
 	)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
@@ -117,6 +119,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return errors.New("--listen and --socket are both empty: nothing to serve on")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	if *maxConns < 1 || *backlog < 64<<10 {
+		return fmt.Errorf("--max-connections %d, --watch-backlog %d: at least 1 and 65536", *maxConns, *backlog)
+	}
 	if *hostValid < time.Minute {
 		return fmt.Errorf("--host-cert-validity %s: at least 1m", *hostValid)
 	}
@@ -160,7 +165,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	} else {
 		log.Info("connected to etcd", "endpoints", cfg.Endpoints)
 	}
-	reg := ipam.New(st.Client, ipam.Options{Prefix: *prefix, Logger: log})
+	reg := ipam.New(st.Client, ipam.Options{Prefix: *prefix, Logger: log, WatchBacklog: *backlog})
 	if err := reg.Repair(ctx); err != nil {
 		return fmt.Errorf("repair store: %w", err)
 	}
@@ -198,7 +203,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		lns = append(lns, ln)
 	}
-	srv := server.New(server.Config{Registry: reg, Logger: log, TLS: srvTLS})
+	srv := server.New(server.Config{Registry: reg, Logger: log, TLS: srvTLS, MaxConns: *maxConns})
 	err = srv.Serve(ctx, lns...)
 	log.Info("romanad stopped")
 	return err

@@ -41,6 +41,20 @@ type config struct {
 	listener  func() (net.Listener, error)
 	names     []string
 	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
+	server    func(*server.Config)
+	registry  func(*ipam.Options)
+}
+
+// WithServerConfig lets edit change romanad's server configuration (its
+// timeouts and limits) after the harness has filled it in.
+func WithServerConfig(edit func(*server.Config)) Option {
+	return func(c *config) { c.server = edit }
+}
+
+// WithRegistryOptions lets edit change the registry's options (its watch
+// backlog) after the harness has filled them in.
+func WithRegistryOptions(edit func(*ipam.Options)) Option {
+	return func(c *config) { c.registry = edit }
 }
 
 // WithHostCertValidity sets the lifetime of host and CNI certificates that
@@ -192,7 +206,11 @@ func Start(t testing.TB, opts ...Option) *Instance {
 			tcp.Close()
 			t.Fatalf("servertest: %v", err)
 		}
-		reg := ipam.New(st.Client, ipam.Options{Prefix: cfg.prefix, Logger: cfg.logger})
+		ropts := ipam.Options{Prefix: cfg.prefix, Logger: cfg.logger}
+		if cfg.registry != nil {
+			cfg.registry(&ropts)
+		}
+		reg := ipam.New(st.Client, ropts)
 		if err := reg.Repair(ctx); err != nil {
 			cancel()
 			tcp.Close()
@@ -206,7 +224,11 @@ func Start(t testing.TB, opts ...Option) *Instance {
 			st.Close()
 			t.Fatalf("servertest: %v", err)
 		}
-		srv := server.New(server.Config{Registry: reg, Logger: cfg.logger, Keepalive: cfg.keepalive, TLS: srvTLS})
+		scfg := server.Config{Registry: reg, Logger: cfg.logger, Keepalive: cfg.keepalive, TLS: srvTLS}
+		if cfg.server != nil {
+			cfg.server(&scfg)
+		}
+		srv := server.New(scfg)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
