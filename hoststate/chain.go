@@ -222,7 +222,7 @@ func ComputeSteering(snap api.Snapshot, host string, alive func(netip.Addr) bool
 		hops := make([]hop, len(c.Via))
 		for i, v := range c.Via {
 			h := hop{ip: v.Unmap()}
-			if a, ok := byIP[h.ip]; ok && a.Interface != "" && linkNameRE.MatchString(a.Interface) {
+			if a, ok := byIP[h.ip]; ok && a.Interface != "" && api.CheckEndpointInterface(a.Interface) == nil {
 				h.host, h.iface, h.hostIP = a.Host, a.Interface, hostIP[a.Host]
 			} else {
 				in.problem("chain %q: via %s is not an attached endpoint; treated as down", c.Name, h.ip)

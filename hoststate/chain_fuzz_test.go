@@ -65,7 +65,7 @@ func FuzzComputeSteering(f *testing.F) {
 			}
 			if i := strings.Index(r.Expr, `iifname "`); i >= 0 {
 				name, _, _ := strings.Cut(r.Expr[i+len(`iifname "`):], `"`)
-				if !linkNameRE.MatchString(name) {
+				if !api.IsLinkName(name) {
 					t.Fatalf("rule %q: interface %q", r.Expr, name)
 				}
 			}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,17 +16,36 @@ import (
 // evaluate runs a new connection's first packet (saddr -> daddr) through the
 // ruleset's forward chain the way nftables would, for the small subset of
 // nft syntax Compute emits. It returns "accept" or "drop". It lets the tests
-// check what the rules mean, not only how they read.
+// check what the rules mean, not only how they read. The packet is honest:
+// it arrives where its source lives, so it passes anti-spoofing.
 func evaluate(t *testing.T, rs Ruleset, saddr, daddr netip.Addr) string {
 	t.Helper()
-	v, final := evalChain(t, rs, ChainForward, saddr, daddr, 0)
+	return evaluatePacket(t, rs, packet{saddr: saddr, daddr: daddr})
+}
+
+// packet is what the evaluator knows of a packet.
+type packet struct {
+	saddr, daddr netip.Addr
+	// iif is the interface it arrived on and mac its frame's source MAC;
+	// "" for both means honest: it passes every rule about where it came
+	// from (iifname, ether saddr).
+	iif, mac string
+	// rpfFails: the route to saddr does not leave through iif (fib saddr
+	// . iif oif missing).
+	rpfFails bool
+	mark     uint32
+}
+
+func evaluatePacket(t *testing.T, rs Ruleset, p packet) string {
+	t.Helper()
+	v, final := evalChain(t, rs, ChainForward, p, 0)
 	if !final {
 		return "accept" // the base chain's policy
 	}
 	return v
 }
 
-func evalChain(t *testing.T, rs Ruleset, name string, saddr, daddr netip.Addr, depth int) (string, bool) {
+func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (string, bool) {
 	t.Helper()
 	if depth > 16 {
 		t.Fatalf("chain %s: jump loop", name)
@@ -42,15 +63,16 @@ func evalChain(t *testing.T, rs Ruleset, name string, saddr, daddr netip.Addr, d
 		for len(toks) > 0 && matched {
 			switch toks[0] {
 			case "ip", "ip6":
-				a := saddr
+				a := p.saddr
 				if toks[1] == "daddr" {
-					a = daddr
+					a = p.daddr
 				}
 				if (toks[0] == "ip") != a.Is4() {
 					matched = false
 					break
 				}
-				if toks[2] == "&" {
+				switch toks[2] {
+				case "&":
 					mask := netip.MustParseAddr(toks[3])
 					masked := and(a, mask)
 					if toks[4] == "vmap" {
@@ -73,19 +95,54 @@ func evalChain(t *testing.T, rs Ruleset, name string, saddr, daddr netip.Addr, d
 					}
 					matched = masked == netip.MustParseAddr(toks[5])
 					toks = toks[6:]
-					continue
+				case "!=":
+					matched = !netip.MustParsePrefix(toks[3]).Contains(a)
+					toks = toks[4:]
+				case ".":
+					// ip saddr . ether saddr != @set
+					if toks[3] != "ether" || toks[4] != "saddr" || toks[5] != "!=" {
+						t.Fatalf("rule %q: unknown concatenation", r.Expr)
+					}
+					matched = p.mac != "" && !inSourceSet(t, rs, strings.TrimPrefix(toks[6], "@"), a, p.mac)
+					toks = toks[7:]
+				default:
+					matched = netip.MustParsePrefix(toks[2]).Contains(a)
+					toks = toks[3:]
 				}
-				matched = netip.MustParsePrefix(toks[2]).Contains(a)
-				toks = toks[3:]
-				if matched && len(toks) > 0 && toks[0] == "fib" {
-					matched = false // anti-spoofing: the random sources here are honest
+			case "fib":
+				if strings.Join(toks[:6], " ") != "fib saddr . iif oif missing" {
+					t.Fatalf("rule %q: unknown fib expression", r.Expr)
 				}
+				matched = p.rpfFails
+				toks = toks[6:]
+			case "meta":
+				// meta mark & MASK == VALUE
+				if toks[1] != "mark" || toks[2] != "&" || toks[4] != "==" {
+					t.Fatalf("rule %q: unknown meta expression", r.Expr)
+				}
+				mask, _ := strconv.ParseUint(toks[3], 0, 32)
+				value, _ := strconv.ParseUint(toks[5], 0, 32)
+				matched = uint64(p.mark)&mask == value
+				toks = toks[6:]
+			case "iifname":
+				// iifname != { "a*", "b*" }
+				if toks[1] != "!=" || toks[2] != "{" {
+					t.Fatalf("rule %q: unknown iifname match", r.Expr)
+				}
+				i := slices.Index(toks, "}")
+				in := false
+				for _, w := range toks[3:i] {
+					w = strings.Trim(w, `",`)
+					in = in || strings.HasPrefix(p.iif, strings.TrimSuffix(w, "*")) && (strings.HasSuffix(w, "*") || p.iif == w)
+				}
+				matched = p.iif != "" && !in
+				toks = toks[i+1:]
 			case "counter":
 				toks = toks[1:]
 			case "accept", "drop":
 				return toks[0], true
 			case "jump", "goto":
-				v, final := evalChain(t, rs, toks[1], saddr, daddr, depth+1)
+				v, final := evalChain(t, rs, toks[1], p, depth+1)
 				if final {
 					return v, true
 				}
@@ -99,6 +156,27 @@ func evalChain(t *testing.T, rs Ruleset, name string, saddr, daddr netip.Addr, d
 		}
 	}
 	return "", false
+}
+
+// inSourceSet reports whether (a, mac) is in the named set of "prefix . mac" elements.
+func inSourceSet(t *testing.T, rs Ruleset, name string, a netip.Addr, mac string) bool {
+	for _, s := range rs.Sets {
+		if s.Name != name {
+			continue
+		}
+		for _, e := range s.Elements {
+			pfx, m, ok := strings.Cut(e, " . ")
+			if !ok {
+				t.Fatalf("set %s: element %q", name, e)
+			}
+			if netip.MustParsePrefix(pfx).Contains(a) && m == mac {
+				return true
+			}
+		}
+		return false
+	}
+	t.Fatalf("no set %q", name)
+	return false
 }
 
 func findMap(t *testing.T, rs Ruleset, name string) Map {

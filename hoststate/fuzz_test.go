@@ -12,8 +12,10 @@ import (
 
 // FuzzCompute feeds arbitrary snapshots (as JSON) to Compute: it must
 // never panic, and whatever it returns must be well formed: routes sorted
-// with unique destinations and a device or a next hop, every jump/goto and
-// vmap naming an existing chain or map.
+// with unique destinations and a device or a next hop, never into a
+// special range, via an address that is no underlay address or to a
+// device that is no endpoint interface; every jump/goto and vmap naming an
+// existing chain or map.
 func FuzzCompute(f *testing.F) {
 	l := demoLab(f)
 	seed, _ := json.Marshal(l.snap)
@@ -48,6 +50,15 @@ func FuzzCompute(f *testing.F) {
 			}
 			if !r.Dst.IsValid() || r.Dst != r.Dst.Masked() && r.Dev == "" {
 				t.Fatalf("route %s: bad destination", r)
+			}
+			if r.Dev != "" && api.CheckEndpointInterface(r.Dev) != nil {
+				t.Fatalf("route %s: not an endpoint interface", r)
+			}
+			if r.Dev == "" && api.CheckHostIP(r.Via) != nil {
+				t.Fatalf("route %s: next hop is no underlay address", r)
+			}
+			if _, special := api.SpecialRange(r.Dst); special {
+				t.Fatalf("route %s: destination in a special range", r)
 			}
 		}
 		if !slices.IsSorted(st.Problems) {

@@ -9,7 +9,6 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -54,6 +53,11 @@ func ParseMode(s string) (Mode, error) {
 // Options tune Compute.
 type Options struct {
 	Mode Mode // "" means ModeFlat
+	// Underlay is what the host has (links, addresses, neighbours); nil
+	// when unknown, as in tests of the snapshot alone: routes are then
+	// screened against the snapshot only, and flat mode ties no block to
+	// its host's link-layer address.
+	Underlay *Underlay
 }
 
 // State is the desired kernel state of one host. All slices are sorted; two
@@ -68,6 +72,14 @@ type State struct {
 	// Problems lists objects that were skipped (a malformed address, an
 	// unknown tenant, ...). They never stop the rest from being computed.
 	Problems []string
+	// Refused are routes the host must not install (screenRoutes): a next
+	// hop or device it may not use, a destination in its own underlay.
+	Refused []Refusal
+	// Resolve are remote hosts' addresses (flat mode, known underlay)
+	// whose link-layer address the host does not know yet: until it does,
+	// their blocks are dropped when they arrive from the underlay, and the
+	// agent asks the kernel to resolve them.
+	Resolve []netip.Addr
 }
 
 // Sysctl is one /proc/sys setting, Key in dotted form
@@ -142,13 +154,15 @@ func (s State) String() string {
 	for _, p := range s.Problems {
 		fmt.Fprintf(&b, "problem %s\n", p)
 	}
+	for _, r := range s.Refused {
+		fmt.Fprintf(&b, "refused %s\n", r)
+	}
+	for _, a := range s.Resolve {
+		fmt.Fprintf(&b, "resolve %s\n", a)
+	}
 	b.WriteString(s.Firewall.String())
 	return b.String()
 }
-
-// linkNameRE is what the kernel accepts as an interface name (IFNAMSIZ-1
-// bytes, no '/', ':' or whitespace), restricted to a safe alphabet.
-var linkNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
 
 // network is a parsed network with what this host needs of it.
 type network struct {
@@ -170,6 +184,11 @@ type inputs struct {
 	tenants  []api.Tenant // sorted by ID
 	segments map[string][]api.Segment
 	problems map[string]bool
+	// underlay is Options.Underlay indexed (nil when unknown).
+	underlay *underlay
+	// sources are the flat mode sets of remote blocks with their hosts'
+	// link-layer addresses (nil in fabric mode or without an underlay).
+	sources []Set
 }
 
 func (in *inputs) problem(format string, args ...any) {
@@ -188,17 +207,22 @@ func Compute(snap api.Snapshot, host string, opts Options) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
+	in.underlay = indexUnderlay(opts.Underlay)
 	st := State{
 		Host:    host,
 		Gateway: DefaultGateway(),
 		Sysctls: []Sysctl{{"net.ipv4.ip_forward", "1"}},
 	}
 	st.Routes = endpointRoutes(snap, in)
-	st.Sysctls = append(st.Sysctls, forwardIPv6(st.Routes)...)
 	if mode == ModeFlat {
 		st.Routes = append(st.Routes, hostRoutes(snap, in)...)
 	}
+	st.Routes, st.Refused = screenRoutes(st.Routes, in, in.underlay)
 	st.Routes = dedupRoutes(st.Routes, in)
+	st.Sysctls = append(st.Sysctls, forwardIPv6(st.Routes)...)
+	if mode == ModeFlat && in.underlay != nil {
+		in.sources, st.Resolve = underlaySources(snap, st.Routes, in, in.underlay)
+	}
 	st.Firewall = isolation(in, len(snap.Chains) > 0)
 	addPolicies(&st.Firewall, snap, in)
 	for p := range in.problems {
@@ -228,6 +252,10 @@ func index(snap api.Snapshot, host string) (*inputs, error) {
 		p, err := plan.Parse(n.Spec())
 		if err != nil {
 			in.problem("%v", err) // plan errors name the network
+			continue
+		}
+		if err := api.CheckPool(p.Prefix()); err != nil {
+			in.problem("network %q: %v; skipped", n.Name, err)
 			continue
 		}
 		if _, dup := in.byName[n.Name]; dup {
@@ -330,7 +358,7 @@ func endpointRoutes(snap api.Snapshot, in *inputs) []Route {
 			in.problem("address %q: invalid ip %q; skipped", a.Name, a.IP)
 			continue
 		}
-		if !linkNameRE.MatchString(a.Interface) {
+		if !api.IsLinkName(a.Interface) {
 			in.problem("address %q: invalid interface name %q; skipped", a.Name, a.Interface)
 			continue
 		}

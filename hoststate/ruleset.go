@@ -40,13 +40,24 @@ func SegmentChain(tenantID, segmentID uint64) string {
 // TenantMap names a network's verdict map from destination tenant to chain.
 func TenantMap(network string) string { return "tenants-" + network }
 
-// Ruleset is the desired content of table inet romana, as plain data. Maps
-// come first, sorted by name; chains are in a fixed order (forward, policies,
-// then tenants by id, each followed by its segments). Every verdict map maps
-// an address to a verdict.
+// Ruleset is the desired content of table inet romana, as plain data. Sets
+// come first, then maps, each sorted by name; chains are in a fixed order
+// (forward, policies, then tenants by id, each followed by its segments).
+// Every verdict map maps an address to a verdict.
 type Ruleset struct {
+	Sets   []Set
 	Maps   []Map
 	Chains []Chain
+}
+
+// Set is a named set of keys (KeyType may be a concatenation, as
+// "ipv4_addr . ether_addr"); Interval allows prefixes in keys.
+type Set struct {
+	Name     string
+	KeyType  string
+	Interval bool
+	Comment  string
+	Elements []string
 }
 
 // Chain is one nftables chain. Hook is set ("forward") only for the base chain.
@@ -99,9 +110,12 @@ func (rs Ruleset) RuleCount() int {
 	return n
 }
 
-// ElementCount is the number of elements in all maps.
+// ElementCount is the number of elements in all sets and maps.
 func (rs Ruleset) ElementCount() int {
 	n := 0
+	for _, s := range rs.Sets {
+		n += len(s.Elements)
+	}
 	for _, m := range rs.Maps {
 		n += len(m.Elements)
 	}
@@ -114,6 +128,27 @@ func (rs Ruleset) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", Table)
 	sep := ""
+	for _, st := range rs.Sets {
+		fmt.Fprintf(&b, "%s\tset %s {\n\t\ttype %s\n", sep, st.Name, st.KeyType)
+		if st.Interval {
+			b.WriteString("\t\tflags interval\n")
+		}
+		if st.Comment != "" {
+			fmt.Fprintf(&b, "\t\tcomment %q\n", st.Comment)
+		}
+		if len(st.Elements) > 0 {
+			b.WriteString("\t\telements = {")
+			for i, e := range st.Elements {
+				if i > 0 {
+					b.WriteString(",")
+				}
+				fmt.Fprintf(&b, "\n\t\t\t%s", e)
+			}
+			b.WriteString(" }\n")
+		}
+		b.WriteString("\t}\n")
+		sep = "\n"
+	}
 	for _, m := range rs.Maps {
 		fmt.Fprintf(&b, "%s\tmap %s {\n\t\ttype %s : verdict\n", sep, m.Name, m.KeyType)
 		if m.Comment != "" {
@@ -202,6 +237,7 @@ func isolation(in *inputs, steering bool) Ruleset {
 			Comment: "network " + n.Name + ": spoofed source",
 		})
 	}
+	fwd.Rules = append(fwd.Rules, underlayRules(in, exempt)...)
 	fwd.Rules = append(fwd.Rules,
 		Rule{Expr: "ct state established,related accept"},
 		Rule{Expr: "ct state invalid drop"},
@@ -233,7 +269,7 @@ func isolation(in *inputs, steering bool) Ruleset {
 			Rule{Expr: fmt.Sprintf("%s daddr %s %s daddr & %s vmap @%s", proto, n.mine, proto, n.plan.TenantMask(), m.Name)},
 			Rule{Expr: fmt.Sprintf("%s daddr %s counter drop", proto, n.mine), Comment: "network " + n.Name + ": unknown tenant"})
 	}
-	rs := Ruleset{Maps: maps, Chains: []Chain{fwd, policies}}
+	rs := Ruleset{Sets: in.sources, Maps: maps, Chains: []Chain{fwd, policies}}
 	for _, t := range in.tenants {
 		if used[t.ID] {
 			rs.Chains = append(rs.Chains, tenantChains(in, t)...)
@@ -250,6 +286,64 @@ func isolation(in *inputs, steering bool) Ruleset {
 		}
 	}
 	return rs
+}
+
+// underlayRules check where packets with a pool source come from, beyond
+// the reverse-path rule (which only proves that a packet arrived on the
+// interface its source routes back through: the uplink, for every remote
+// block, whoever on the underlay sent it).
+//
+// In every mode, this host's own blocks come only from endpoint links
+// (named as api.EndpointInterfacePrefixes): an address of the block that
+// no endpoint holds, arriving from the uplink, passes the reverse-path
+// rule through the default route, and is dropped here.
+//
+// In flat mode with a known underlay, a packet from another host's block
+// must come from that host: its source and its frame's source MAC must be
+// one of the pairs (block, host's link-layer address) of the underlay
+// set. A pool source that no host's block holds, or whose host's address
+// is not resolved yet, is dropped. In fabric mode every remote block
+// arrives from a router, so the host cannot tell which host sent it: that
+// is the fabric's to check (docs/agent.md).
+//
+// Packets carrying the steering mark are exempt, as from the reverse-path
+// rule: a chain's packets come back from a service function, local or on
+// another host.
+func underlayRules(in *inputs, exempt string) []Rule {
+	var out []Rule
+	var endpointLinks []string
+	for _, p := range api.EndpointInterfacePrefixes {
+		endpointLinks = append(endpointLinks, fmt.Sprintf("%q", p+"*"))
+	}
+	for _, n := range in.networks {
+		if !n.mine.IsValid() {
+			continue
+		}
+		proto, _ := family(n)
+		out = append(out, Rule{
+			Expr:    fmt.Sprintf("%s saddr %s%s iifname != { %s } counter drop", proto, n.mine, exempt, strings.Join(endpointLinks, ", ")),
+			Comment: "network " + n.Name + ": this host's block from a link that is no endpoint's",
+		})
+	}
+	if in.sources == nil {
+		return out
+	}
+	for _, n := range in.networks {
+		proto, _ := family(n)
+		set := UnderlaySet4
+		if !n.plan.Is4() {
+			set = UnderlaySet6
+		}
+		notMine := ""
+		if n.mine.IsValid() {
+			notMine = fmt.Sprintf(" %s saddr != %s", proto, n.mine)
+		}
+		out = append(out, Rule{
+			Expr:    fmt.Sprintf("%s saddr %s%s%s %s saddr . ether saddr != @%s counter drop", proto, n.plan.Prefix(), notMine, exempt, proto, set),
+			Comment: "network " + n.Name + ": source not from its block's host",
+		})
+	}
+	return out
 }
 
 // tenantChains returns a tenant's chain and, in segment mode, its segments' chains.
@@ -344,7 +438,7 @@ func (rs Ruleset) Policies() []string {
 // drop reports true for: they compile to nothing, as a policy naming an
 // absent tenant does. Chains and every other rule stay; rs is not modified.
 func (rs Ruleset) WithoutPolicies(drop func(policy string) bool) Ruleset {
-	out := Ruleset{Maps: rs.Maps, Chains: make([]Chain, len(rs.Chains))}
+	out := Ruleset{Sets: rs.Sets, Maps: rs.Maps, Chains: make([]Chain, len(rs.Chains))}
 	for i, c := range rs.Chains {
 		out.Chains[i] = c
 		if !slices.ContainsFunc(c.Rules, func(r Rule) bool { return r.Policy != "" && drop(r.Policy) }) {
