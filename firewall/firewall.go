@@ -94,7 +94,7 @@ const policyStampPrefix = "romana policies "
 // split returns the ruleset without the policy chains' rules (and without
 // the policy-* chains), and the policy chains.
 func split(rs hoststate.Ruleset) (base hoststate.Ruleset, pol []hoststate.Chain) {
-	base.Maps = rs.Maps
+	base.Sets, base.Maps = rs.Sets, rs.Maps
 	for _, c := range rs.Chains {
 		if !hoststate.IsPolicyChain(c.Name) {
 			base.Chains = append(base.Chains, c)
@@ -114,7 +114,7 @@ func split(rs hoststate.Ruleset) (base hoststate.Ruleset, pol []hoststate.Chain)
 // when it is hoststate.PoliciesEnd, carries PolicyStamp(rs).
 func stamped(rs hoststate.Ruleset) (hoststate.Ruleset, error) {
 	stamp := Stamp(rs)
-	out := hoststate.Ruleset{Maps: rs.Maps, Chains: slices.Clone(rs.Chains)}
+	out := hoststate.Ruleset{Sets: rs.Sets, Maps: rs.Maps, Chains: slices.Clone(rs.Chains)}
 	fwd := out.Chain(hoststate.ChainForward)
 	if fwd == nil || fwd.Hook == "" {
 		return out, fmt.Errorf("ruleset has no base chain %q", hoststate.ChainForward)
@@ -191,7 +191,7 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 }
 
 // replaceTx is the transaction replacing the whole table with want: add,
-// delete, add the table, then every chain, map, rule and element.
+// delete, add the table, then every chain, set, map, rule and element.
 func (f *Firewall) replaceTx(want hoststate.Ruleset) *knftables.Transaction {
 	tx := f.nft.NewTransaction()
 	tx.Add(&knftables.Table{})
@@ -199,6 +199,16 @@ func (f *Firewall) replaceTx(want hoststate.Ruleset) *knftables.Transaction {
 	tx.Add(&knftables.Table{})
 	for _, c := range want.Chains {
 		tx.Add(chainOf(c))
+	}
+	for _, st := range want.Sets {
+		ks := &knftables.Set{Name: st.Name, Type: st.KeyType}
+		if st.Interval {
+			ks.Flags = []knftables.SetFlag{knftables.IntervalFlag}
+		}
+		if st.Comment != "" {
+			ks.Comment = knftables.PtrTo(st.Comment)
+		}
+		tx.Add(ks)
 	}
 	for _, m := range want.Maps {
 		km := &knftables.Map{Name: m.Name, Type: m.KeyType + " : verdict"}
@@ -209,6 +219,11 @@ func (f *Firewall) replaceTx(want hoststate.Ruleset) *knftables.Transaction {
 	}
 	for _, c := range want.Chains {
 		addRules(tx, c)
+	}
+	for _, st := range want.Sets {
+		for _, e := range st.Elements {
+			tx.Add(&knftables.Element{Set: st.Name, Key: strings.Split(e, " . ")})
+		}
 	}
 	for _, m := range want.Maps {
 		for _, e := range m.Elements {
@@ -357,6 +372,11 @@ func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok, base
 			polWhy = fmt.Sprintf("unexpected chain %s with %d rules", name, len(lc.rules))
 		}
 	}
+	for _, st := range want.Sets {
+		if _, ok := live.others["set "+st.Name]; !ok {
+			return false, false, "set " + st.Name + " missing", nil
+		}
+	}
 	for _, m := range want.Maps {
 		if _, ok := live.others["map "+m.Name]; !ok {
 			return false, false, "map " + m.Name + " missing", nil
@@ -374,8 +394,11 @@ func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok, base
 }
 
 // parts returns the blocks of the listing whose hash is stored as "base"
-// (maps and chains other than the policy chains) and as "policies".
+// (sets, maps and chains other than the policy chains) and as "policies".
 func parts(want hoststate.Ruleset) (base, pol []string) {
+	for _, st := range want.Sets {
+		base = append(base, "set "+st.Name)
+	}
 	for _, m := range want.Maps {
 		base = append(base, "map "+m.Name)
 	}
