@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/romana/romana/api"
@@ -63,6 +65,10 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the delay before retrying a failed
 	// snapshot, watch or reconciliation (defaults 200ms and 10s).
 	MinBackoff, MaxBackoff time.Duration
+	// Underlay is what routes are screened against (links, addresses,
+	// neighbours; see hoststate.Underlay). Nil: a NetlinkUnderlay in the
+	// network namespace of the goroutine calling Run.
+	Underlay Underlay
 }
 
 func (c *Config) defaults() error {
@@ -114,6 +120,22 @@ type agent struct {
 	// left out of it (reject.go).
 	rejected    map[string]error
 	rejectedFor string
+	// neighbors remembers remote hosts' link-layer addresses; refused
+	// are the routes refused at the last reconciliation, by their String.
+	neighbors neighborMemory
+	refused   map[string]bool
+	// hostIPs are the hosts' underlay addresses as last reconciled, for
+	// the neighbour watch (read by its goroutine).
+	hostIPs atomic.Pointer[map[netip.Addr]bool]
+}
+
+// neighborChanged kicks a reconciliation when a host's link-layer address
+// appears or changes; other neighbours (endpoints on their veths, the
+// default gateway) do not matter.
+func (a *agent) neighborChanged(ip netip.Addr) {
+	if m := a.hostIPs.Load(); m != nil && (*m)[ip] {
+		a.poke()
+	}
 }
 
 // Run follows romanad and reconciles the host until ctx ends, then returns
@@ -123,7 +145,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.defaults(); err != nil {
 		return err
 	}
-	a := &agent{cfg: cfg, log: cfg.Log.With("host", cfg.Host), kick: make(chan struct{}, 1)}
+	if cfg.Underlay == nil {
+		u, err := NewNetlinkUnderlay()
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		defer u.Close()
+		cfg.Underlay = u
+	}
+	a := &agent{cfg: cfg, log: cfg.Log.With("host", cfg.Host), kick: make(chan struct{}, 1), neighbors: neighborMemory{}}
 	a.feed = &follower{src: cfg.Source, log: a.log, minBackoff: cfg.MinBackoff, maxBackoff: cfg.MaxBackoff,
 		notify: []func(){a.poke}}
 	var wg sync.WaitGroup
@@ -133,6 +163,18 @@ func Run(ctx context.Context, cfg Config) error {
 		wg.Go(func() { cfg.Steering.run(ctx, a.feed) })
 	}
 	wg.Go(func() { a.feed.run(ctx) })
+	if cfg.Mode == hoststate.ModeFlat {
+		// A neighbour that answers (a new host, a changed MAC) changes
+		// the anti-spoofing set: reconcile then, not at the next resync.
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if err := cfg.Underlay.Watch(ctx, a.neighborChanged); err != nil && ctx.Err() == nil {
+					a.log.Warn("watch neighbours", "err", err, "retryIn", cfg.MaxBackoff)
+					sleep(ctx, cfg.MaxBackoff)
+				}
+			}
+		})
+	}
 	a.reconcileLoop(ctx)
 	wg.Wait()
 	return nil
@@ -216,10 +258,21 @@ func (a *agent) reconcile(ctx context.Context, snap api.Snapshot, full bool) (ag
 			}
 		}()
 	}
-	st, err := hoststate.Compute(snap, a.cfg.Host, hoststate.Options{Mode: a.cfg.Mode})
+	under, err := a.cfg.Underlay.Read(ctx)
+	if err != nil {
+		return false, fmt.Errorf("read this host's links and neighbours: %w", err)
+	}
+	hostIPs := map[netip.Addr]bool{}
+	for _, h := range snap.Hosts {
+		hostIPs[h.IP.Unmap()] = true
+	}
+	a.hostIPs.Store(&hostIPs)
+	under = a.neighbors.merge(under, hostIPs)
+	st, err := hoststate.Compute(snap, a.cfg.Host, hoststate.Options{Mode: a.cfg.Mode, Underlay: &under})
 	if err != nil {
 		return false, fmt.Errorf("compute desired state at revision %d: %w", snap.Revision, err)
 	}
+	a.reportRefused(st.Refused)
 	var errs []error
 	if _, err := a.cfg.Routes.SetSysctls(ctx, st.Sysctls); err != nil {
 		errs = append(errs, err)
@@ -255,6 +308,13 @@ func (a *agent) reconcile(ctx context.Context, snap api.Snapshot, full bool) (ag
 	if err != nil {
 		errs = append(errs, err)
 	}
+	if len(st.Resolve) > 0 {
+		// Their routes exist now: ask for their link-layer addresses; the
+		// neighbour watch kicks a reconciliation when they answer.
+		if err := a.cfg.Underlay.Resolve(ctx, st.Resolve); err != nil {
+			a.log.Warn("resolve remote hosts' link-layer addresses", "err", err)
+		}
+	}
 	if err := a.applyBGP(ctx, snap); err != nil {
 		errs = append(errs, err)
 	}
@@ -267,10 +327,18 @@ func (a *agent) reconcile(ctx context.Context, snap api.Snapshot, full bool) (ag
 		for _, r := range ch.Pending {
 			status.RoutesPending = append(status.RoutesPending, r.String())
 		}
+		for _, r := range st.Refused {
+			status.RoutesRefused = append(status.RoutesRefused, r.String())
+		}
+		for _, ip := range st.Resolve {
+			status.NeighborsUnresolved = append(status.NeighborsUnresolved, ip.String())
+		}
 		m.setStatus(status)
 		m.conflicts.Set(float64(len(ch.Conflicts)))
 		m.routes.Set(float64(len(st.Routes)))
 		m.pending.Set(float64(len(ch.Pending)))
+		m.refused.Set(float64(len(st.Refused)))
+		m.unresolved.Set(float64(len(st.Resolve)))
 		m.rules.Set(float64(st.Firewall.RuleCount()))
 		m.elements.Set(float64(st.Firewall.ElementCount()))
 		m.problems.Set(float64(len(st.Problems)))
@@ -299,6 +367,26 @@ func (a *agent) reportConflicts(cs []route.Conflict) {
 		}
 	}
 	a.conflicts = now
+}
+
+// reportRefused logs routes refused that were not refused at the last
+// reconciliation (a warning naming the route and the reason), and those no
+// longer refused.
+func (a *agent) reportRefused(rs []hoststate.Refusal) {
+	now := make(map[string]bool, len(rs))
+	for _, r := range rs {
+		now[r.Route.String()] = true
+		if !a.refused[r.Route.String()] {
+			a.log.Warn("route refused: this host may not install it; fix the object in romanad",
+				"route", r.Route.String(), "reason", r.Reason)
+		}
+	}
+	for k := range a.refused {
+		if !now[k] {
+			a.log.Info("route no longer refused", "route", k)
+		}
+	}
+	a.refused = now
 }
 
 // Cleanup removes everything the agent owns on this host: table inet

@@ -54,7 +54,7 @@ func (r *rig) run(resync time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Config{Host: "h1", Resync: resync, Source: r.src, Routes: r.routes, Firewall: r.fw,
+		done <- Run(ctx, Config{Underlay: newFakeUnderlay(), Host: "h1", Resync: resync, Source: r.src, Routes: r.routes, Firewall: r.fw,
 			Metrics: r.metrics, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	}()
 	r.t.Cleanup(func() {
@@ -70,7 +70,8 @@ func (r *rig) desired() hoststate.State {
 	r.src.mu.Lock()
 	snap := r.src.state.snapshot()
 	r.src.mu.Unlock()
-	st, err := hoststate.Compute(snap, "h1", hoststate.Options{})
+	u, _ := newFakeUnderlay().Read(context.Background())
+	st, err := hoststate.Compute(snap, "h1", hoststate.Options{Underlay: &u})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -343,7 +344,7 @@ func TestCleanupRemovesOnlyOurs(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Run(ctx, Config{Host: "h1", Source: r.src, Routes: r.routes, Firewall: r.fw})
+		Run(ctx, Config{Underlay: newFakeUnderlay(), Host: "h1", Source: r.src, Routes: r.routes, Firewall: r.fw})
 	}()
 	eventually(t, "converged", r.converged)
 	cancel()
@@ -427,7 +428,7 @@ func TestEndpointChangesSkipFirewall(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Run(ctx, Config{Host: "h1", Resync: time.Hour, Source: r.src, Routes: r.routes, Firewall: cf})
+		Run(ctx, Config{Underlay: newFakeUnderlay(), Host: "h1", Resync: time.Hour, Source: r.src, Routes: r.routes, Firewall: cf})
 	}()
 	defer func() { cancel(); <-done }()
 	eventually(t, "initial", r.converged)
@@ -460,7 +461,7 @@ func TestForeignRouteConflictReported(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Run(ctx, Config{Host: "h1", Resync: 20 * time.Millisecond, Source: r.src, Routes: r.routes, Firewall: r.fw, Metrics: r.metrics,
+		Run(ctx, Config{Underlay: newFakeUnderlay(), Host: "h1", Resync: 20 * time.Millisecond, Source: r.src, Routes: r.routes, Firewall: r.fw, Metrics: r.metrics,
 			Log: slog.New(slog.NewTextHandler(&logs, nil)), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	}()
 	defer func() { cancel(); <-done }()

@@ -53,7 +53,7 @@ func TestAgentDrivesBGP(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Config{Host: "h1", Mode: "fabric", Resync: time.Hour, Source: r.src, Routes: r.routes, Firewall: r.fw,
+		done <- Run(ctx, Config{Underlay: newFakeUnderlay(), Host: "h1", Mode: "fabric", Resync: time.Hour, Source: r.src, Routes: r.routes, Firewall: r.fw,
 			BGP: b, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	}()
 	defer func() {

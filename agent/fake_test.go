@@ -3,10 +3,13 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/plan"
 )
 
@@ -163,4 +166,46 @@ func (w *world) address(name string, host uint64, tenant string, tid, ep uint64,
 		panic(err)
 	}
 	return api.Address{Name: name, IP: ip, Network: "net1", Host: "h" + string(rune('0'+host)), Tenant: tenant, Segment: "default", Interface: iface}
+}
+
+// fakeUnderlay is h1's links and neighbour table, in memory: eth0 on
+// 192.168.0.0/24, and the MACs of 192.168.0.2-9 (the other hosts a world
+// has). Resolve records what it was asked; Watch reports nothing.
+type fakeUnderlay struct {
+	mu       sync.Mutex
+	u        hoststate.Underlay
+	resolved []netip.Addr
+}
+
+func newFakeUnderlay() *fakeUnderlay {
+	f := &fakeUnderlay{u: hoststate.Underlay{Links: []hoststate.Link{
+		{Name: "lo", Kind: "device", Addrs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8")}},
+		{Name: "eth0", Kind: "device", Addrs: []netip.Prefix{netip.MustParsePrefix("192.168.0.1/24")}},
+	}}}
+	for i := 2; i <= 9; i++ {
+		f.u.Neighbors = append(f.u.Neighbors, hoststate.Neighbor{IP: netip.AddrFrom4([4]byte{192, 168, 0, byte(i)}), Link: "eth0",
+			MAC: fmt.Sprintf("02:00:c0:a8:00:%02x", i)})
+	}
+	return f
+}
+
+func (f *fakeUnderlay) Read(ctx context.Context) (hoststate.Underlay, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	u := f.u
+	u.Links = slices.Clone(u.Links)
+	u.Neighbors = slices.Clone(u.Neighbors)
+	return u, ctx.Err()
+}
+
+func (f *fakeUnderlay) Resolve(ctx context.Context, ips []netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resolved = append(f.resolved, ips...)
+	return nil
+}
+
+func (f *fakeUnderlay) Watch(ctx context.Context, changed func(netip.Addr)) error {
+	<-ctx.Done()
+	return nil
 }

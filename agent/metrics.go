@@ -21,6 +21,8 @@ type Metrics struct {
 	elements    prometheus.Gauge
 	problems    prometheus.Gauge
 	conflicts   prometheus.Gauge
+	refused     prometheus.Gauge
+	unresolved  prometheus.Gauge
 	revision    prometheus.Gauge
 
 	mu     sync.Mutex
@@ -42,6 +44,14 @@ type Status struct {
 	RouteConflicts []string `json:"routeConflicts"`
 	// RoutesPending are endpoint routes whose device does not exist yet.
 	RoutesPending []string `json:"routesPending"`
+	// RoutesRefused are routes the agent will not install, with the
+	// reason: a next hop or device it may not use, a destination in its
+	// own underlay (docs/agent.md, "What the agent refuses to install").
+	RoutesRefused []string `json:"routesRefused"`
+	// NeighborsUnresolved are remote hosts (flat mode) whose link-layer
+	// address is not known yet: packets from their blocks are dropped
+	// when they arrive from the underlay until it is.
+	NeighborsUnresolved []string `json:"neighborsUnresolved"`
 }
 
 // NewMetrics registers the agent's metrics with reg.
@@ -59,10 +69,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		elements:    g("nft_map_elements", "Map elements in table inet romana."),
 		problems:    g("problems", "Objects skipped because they are malformed or inconsistent, or policies nftables rejected."),
 		conflicts:   g("route_conflicts", "Desired routes not installed because a foreign route (another protocol) holds their destination."),
+		refused:     g("routes_refused", "Routes not installed because their next hop or device is not one this host may use, or their destination is in its underlay."),
+		unresolved:  g("neighbors_unresolved", "Remote hosts (flat mode) whose link-layer address is not known yet; their blocks are dropped from the underlay until it is."),
 		revision:    g("revision", "Store revision of the state last reconciled."),
 		health:      errNotSynced,
 	}
-	reg.MustRegister(m.reconciles, m.errors, m.lastSuccess, m.routes, m.pending, m.rules, m.elements, m.problems, m.conflicts, m.revision)
+	reg.MustRegister(m.reconciles, m.errors, m.lastSuccess, m.routes, m.pending, m.rules, m.elements, m.problems, m.conflicts,
+		m.refused, m.unresolved, m.revision)
 	return m
 }
 

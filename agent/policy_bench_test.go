@@ -12,8 +12,8 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/firewall"
-	"github.com/romana/romana/pki"
 	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/pki"
 	"github.com/romana/romana/plan"
 	"github.com/romana/romana/route"
 	"github.com/romana/romana/server/servertest"
@@ -97,7 +97,7 @@ func BenchmarkPolicyEnforcement(b *testing.B) {
 		mf := &markFirewall{Firewall: fw, host: name, seen: seen}
 		fws = append(fws, mf)
 		wg.Go(func() {
-			Run(ctx, Config{Host: name, Resync: time.Hour, Source: cl, Routes: routes, Firewall: mf})
+			Run(ctx, Config{Underlay: newFakeUnderlay(), Host: name, Resync: time.Hour, Source: cl, Routes: routes, Firewall: mf})
 		})
 	}
 	defer wg.Wait()

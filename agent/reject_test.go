@@ -77,7 +77,8 @@ type corruptingFirewall struct {
 const invalidToken = " romana-invalid-token"
 
 func (c *corruptingFirewall) corrupt(rs hoststate.Ruleset) hoststate.Ruleset {
-	out := hoststate.Ruleset{Maps: rs.Maps, Chains: slices.Clone(rs.Chains)}
+	out := rs
+	out.Chains = slices.Clone(rs.Chains)
 	for i := range out.Chains {
 		out.Chains[i].Rules = slices.Clone(out.Chains[i].Rules)
 		for j, r := range out.Chains[i].Rules {
@@ -171,7 +172,7 @@ func TestRejectedPolicyDoesNotStallOthers(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Run(ctx, Config{Host: "h1", Resync: time.Hour, Source: r.src, Routes: r.routes, Firewall: cf, Metrics: r.metrics,
+		Run(ctx, Config{Underlay: newFakeUnderlay(), Host: "h1", Resync: time.Hour, Source: r.src, Routes: r.routes, Firewall: cf, Metrics: r.metrics,
 			Log: slog.New(slog.NewTextHandler(&logs, nil)), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	}()
 	defer func() { cancel(); <-done }()
