@@ -20,7 +20,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -61,6 +64,8 @@ type Store struct {
 
 	stopRenew chan struct{} // closed by Close; nil for an external cluster
 	renewDone sync.WaitGroup
+	lock      *os.File // the data directory's lock (lockDataDir); nil for an external cluster
+	closeOnce sync.Once
 }
 
 // Open starts the embedded server (if configured) and connects to etcd. The
@@ -82,6 +87,16 @@ func Open(ctx context.Context, cfg Config) (_ *Store, retErr error) {
 		if cfg.CertFile != "" || cfg.KeyFile != "" || cfg.CAFile != "" {
 			return nil, errors.New("open store: --etcd-cert, --etcd-key and --etcd-ca apply to an external etcd (--etcd-endpoints) only")
 		}
+		lock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		s.lock = lock
+		defer func() {
+			if retErr != nil {
+				lock.Close()
+			}
+		}()
 		tdir := TLSDir(cfg.DataDir)
 		if err := ensureTLS(tdir, time.Now(), log); err != nil {
 			return nil, fmt.Errorf("embedded etcd: %w", err)
@@ -134,8 +149,15 @@ func Open(ctx context.Context, cfg Config) (_ *Store, retErr error) {
 	return s, nil
 }
 
-// Close closes the client and stops the embedded server, if any.
+// Close closes the client and stops the embedded server, if any. Calls
+// after the first do nothing.
 func (s *Store) Close() error {
+	err := errors.New("store already closed")
+	s.closeOnce.Do(func() { err = s.close() })
+	return err
+}
+
+func (s *Store) close() error {
 	if s.stopRenew != nil {
 		close(s.stopRenew)
 		s.renewDone.Wait()
@@ -144,7 +166,55 @@ func (s *Store) Close() error {
 	if s.embedded != nil {
 		s.embedded.Close()
 	}
+	if s.lock != nil {
+		s.lock.Close() // releases the flock
+	}
 	return err
+}
+
+// lockFile is the file in the data directory that a running store holds
+// an exclusive flock on, and whose content is the holder's PID.
+const lockFile = "romanad.lock"
+
+// lockDataDir takes the data directory for this process: an exclusive,
+// non-blocking flock on its lock file, which the kernel releases when the
+// holder exits however it exits. A directory already held is an error that
+// names the holder at once; without it a second romanad would wait forever
+// inside etcd for the database's own lock.
+func lockDataDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded etcd: create data dir: %w", err)
+	}
+	path := filepath.Join(dir, lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock data dir %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data dir %s is in use by %s, which holds %s: stop it first, or give this romanad another --data-dir", dir, holder(path), path)
+		}
+		return nil, fmt.Errorf("lock data dir %s: %w", dir, err)
+	}
+	// The PID only informs a second romanad's error message: the flock is the lock.
+	if f.Truncate(0) == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
+
+// holder describes the process whose PID the lock file holds.
+func holder(path string) string {
+	b, _ := os.ReadFile(path)
+	pid := strings.TrimSpace(string(b))
+	if _, err := strconv.Atoi(pid); err != nil {
+		return "another process"
+	}
+	if comm, err := os.ReadFile("/proc/" + pid + "/comm"); err == nil {
+		return fmt.Sprintf("pid %s (%s)", pid, strings.TrimSpace(string(comm)))
+	}
+	return "pid " + pid
 }
 
 // Embedded reports whether the store runs an embedded etcd.
@@ -210,9 +280,49 @@ func startEmbedded(ctx context.Context, cfg Config, tdir string, log *slog.Logge
 	ec.AutoCompactionRetention = "24h"
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(log.With("component", "etcd"), zap.ErrorLevel)))
-	e, err := embed.StartEtcd(ec)
-	if err != nil {
-		return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.DataDir, err)
+	// StartEtcd itself can block (on the database's file lock, say): wait
+	// for it in the background, so that ctx (SIGTERM) is obeyed; an etcd
+	// that starts after Open has given up is closed.
+	type started struct {
+		e   *embed.Etcd
+		err error
+	}
+	startc := make(chan started, 1)
+	var (
+		mu        sync.Mutex
+		abandoned bool
+	)
+	go func() {
+		e, err := embed.StartEtcd(ec)
+		mu.Lock()
+		defer mu.Unlock()
+		if abandoned {
+			if err == nil {
+				e.Close()
+			}
+			return
+		}
+		startc <- started{e, err}
+	}()
+	var e *embed.Etcd
+	select {
+	case st := <-startc:
+		if st.err != nil {
+			return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.DataDir, st.err)
+		}
+		e = st.e
+	case <-ctx.Done():
+		mu.Lock()
+		abandoned = true
+		mu.Unlock()
+		select { // it may have started just now
+		case st := <-startc:
+			if st.err == nil {
+				st.e.Close()
+			}
+		default:
+		}
+		return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.DataDir, ctx.Err())
 	}
 	select {
 	case <-e.Server.ReadyNotify():
