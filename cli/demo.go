@@ -23,8 +23,12 @@ func newDemoCmd(g *Globals) *cobra.Command {
 (nothing is configured in the machine's own namespace), runs it the way a real
 deployment runs, and proves routing and tenant isolation with real packets:
 
-  - romanad on an embedded etcd in a temporary directory (unix socket only);
-  - N hosts (default 3) on one L2 segment, each running romana-agent in flat mode;
+  - romanad on an embedded etcd in a temporary directory, on a controller
+    namespace of the simulated underlay, serving mutual TLS to the agents
+    (and its root-only unix socket to the demo itself);
+  - N hosts (default 3) on one L2 segment, each running romana-agent in flat
+    mode, joined with a single-use token as identity host:NAME; the CNI
+    plugin uses the cni:NAME credential its agent keeps;
   - 2 tenants x 2 segments, endpoints attached through romana-cni via libcni
     exactly as a container runtime calls it; tenant "globex" isolates its
     segments (isolation mode "segment"), "acme" isolates the tenant;
