@@ -71,7 +71,8 @@ func (r *Registry) allocateAttempt(ctx context.Context, req api.AddressRequest) 
 		clientv3.OpGet(r.k.host(req.Host)),
 		clientv3.OpGet(r.k.tenant(req.Tenant)),
 		clientv3.OpGet(r.k.segment(req.Tenant, req.Segment)),
-		clientv3.OpGet(r.k.networks(), clientv3.WithPrefix()))
+		clientv3.OpGet(r.k.networks(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.k.segmentRemoval(req.Tenant, req.Segment), clientv3.WithCountOnly()))
 	if err != nil {
 		return api.Address{}, false, err
 	}
@@ -95,6 +96,8 @@ func (r *Registry) allocateAttempt(ctx context.Context, req api.AddressRequest) 
 		return api.Address{}, false, api.Errorf(api.ReasonNotFound, "tenant %s not found", req.Tenant)
 	case skv == nil:
 		return api.Address{}, false, api.Errorf(api.ReasonNotFound, "segment %s/%s not found", req.Tenant, req.Segment)
+	case resp.Responses[5].GetResponseRange().Count > 0:
+		return api.Address{}, false, api.Errorf(api.ReasonConflict, "segment %s/%s is being removed", req.Tenant, req.Segment)
 	}
 	h, err := decode[api.Host](hkv)
 	if err != nil {
@@ -187,7 +190,7 @@ func (r *Registry) allocateAttempt(ctx context.Context, req api.AddressRequest) 
 		[]clientv3.Cmp{
 			absent(r.k.address(req.Name)), absent(ipKey),
 			unchanged(r.k.host(h.Name), hkv), unchanged(r.k.tenant(t.Name), tkv),
-			unchanged(r.k.segment(t.Name, s.Name), skv), unchanged(r.k.network(n.Name), nkv),
+			unchanged(r.k.segment(t.Name, s.Name), skv), absent(r.k.segmentRemoval(t.Name, s.Name)), unchanged(r.k.network(n.Name), nkv),
 			clientv3.Compare(clientv3.Value(slotKey), "=", h.Name),
 		},
 		[]clientv3.Op{clientv3.OpPut(r.k.address(req.Name), mustJSON(a)), clientv3.OpPut(ipKey, req.Name)})

@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 
@@ -239,38 +240,113 @@ func (r *Registry) ListSegments(ctx context.Context, tenant string) ([]api.Segme
 	return decodeList[api.Segment](r, rangeKVs(resp, 0)), nil
 }
 
-// RemoveSegment deletes a segment that has no addresses.
+// segmentRemoval is the key that marks a segment as being removed:
+// segmentremovals/TENANT/SEG, value empty. It is a claim, not an object
+// (no watch event). While it exists no allocation lands in the segment:
+// every allocation's transaction requires it absent.
+func (k keys) segmentRemoval(t, s string) string { return k.p + "segmentremovals/" + t + "/" + s }
+
+func (k keys) segmentRemovals() string { return k.p + "segmentremovals/" }
+
+// RemoveSegment deletes a segment that has no addresses, in steps none of
+// which conflicts with allocations in other segments:
+//
+//  1. read the segment and count its addresses: with any, answer Conflict
+//     (and write nothing);
+//  2. mark it as being removed (segmentRemoval), in a transaction guarded by
+//     the segment alone: from the mark on, no allocation can land in it, so
+//     its addresses can only go;
+//  3. count its addresses again, now that none can come: an allocation may
+//     have landed between 1 and 2;
+//  4. if there are none, delete the segment, its id claim and the mark, in a
+//     transaction guarded by the segment and that very mark; otherwise
+//     withdraw the mark and answer Conflict.
+//
+// (It used to require that no address at all changed between its count and
+// its commit: under allocations elsewhere it retried until it gave up.) A
+// mark that an interrupted removal left is adopted by the next removal of
+// the segment, or withdrawn by Repair.
 func (r *Registry) RemoveSegment(ctx context.Context, tenant, name string) error {
 	op := "remove segment " + tenant + "/" + name
+	segKey, markKey := r.k.segment(tenant, name), r.k.segmentRemoval(tenant, name)
+	conflict := func(n int) error {
+		return api.Errorf(api.ReasonConflict, "segment %s/%s still has %d allocated address(es); release them first", tenant, name, n)
+	}
 	return r.retry(ctx, op, func() error {
-		resp, err := r.read(ctx, op, clientv3.OpGet(r.k.segment(tenant, name)), clientv3.OpGet(r.k.addresses(), clientv3.WithPrefix()))
+		resp, err := r.read(ctx, op, clientv3.OpGet(segKey), clientv3.OpGet(markKey), clientv3.OpGet(r.k.addresses(), clientv3.WithPrefix()))
 		if err != nil {
 			return err
 		}
-		kv := oneKV(resp, 0)
+		kv, mark := oneKV(resp, 0), oneKV(resp, 1)
 		if kv == nil {
 			return api.Errorf(api.ReasonNotFound, "segment %s/%s not found", tenant, name)
-		}
-		n := 0
-		for _, akv := range rangeKVs(resp, 1) {
-			a, err := decode[api.Address](akv)
-			if err != nil {
-				return err
-			}
-			if a.Tenant == tenant && a.Segment == name {
-				n++
-			}
-		}
-		if n > 0 {
-			return api.Errorf(api.ReasonConflict, "segment %s/%s still has %d allocated address(es); release them first", tenant, name, n)
 		}
 		s, err := decode[api.Segment](kv)
 		if err != nil {
 			return err
 		}
+		n, err := countSegmentAddresses(rangeKVs(resp, 2), tenant, name)
+		if err != nil {
+			return err
+		}
+		if n > 0 && mark == nil {
+			return conflict(n)
+		}
+		if mark == nil {
+			cr, err := r.commit(ctx, op, []clientv3.Cmp{unchanged(segKey, kv), absent(markKey)},
+				[]clientv3.Op{clientv3.OpPut(markKey, ""), clientv3.OpGet(markKey)})
+			if err != nil {
+				return err
+			}
+			mark = cr.Responses[1].GetResponseRange().Kvs[0]
+			ar, err := r.cli.Get(ctx, r.k.addresses(), clientv3.WithPrefix())
+			if err != nil {
+				return storeErr(op, err)
+			}
+			if n, err = countSegmentAddresses(ar.Kvs, tenant, name); err != nil {
+				return err
+			}
+		}
+		if n > 0 {
+			if _, err := r.commit(ctx, op, []clientv3.Cmp{unchanged(markKey, mark)}, []clientv3.Op{clientv3.OpDelete(markKey)}); err != nil && !errors.Is(err, errRetry) {
+				return err
+			}
+			return conflict(n)
+		}
 		_, err = r.commit(ctx, op,
-			[]clientv3.Cmp{unchanged(r.k.segment(tenant, name), kv), quietSince(r.k.addresses(), resp.Header.Revision)},
-			[]clientv3.Op{clientv3.OpDelete(r.k.segment(tenant, name)), clientv3.OpDelete(r.k.segmentID(tenant, s.ID))})
+			[]clientv3.Cmp{unchanged(segKey, kv), unchanged(markKey, mark)},
+			[]clientv3.Op{clientv3.OpDelete(segKey), clientv3.OpDelete(r.k.segmentID(tenant, s.ID)), clientv3.OpDelete(markKey)})
 		return err
 	})
+}
+
+// countSegmentAddresses counts the addresses of one segment among kvs (all
+// addresses: they are keyed by name, not by segment).
+func countSegmentAddresses(kvs []*mvccpb.KeyValue, tenant, name string) (int, error) {
+	n := 0
+	for _, akv := range kvs {
+		a, err := decode[api.Address](akv)
+		if err != nil {
+			return 0, err
+		}
+		if a.Tenant == tenant && a.Segment == name {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// withdrawSegmentRemovals deletes every segment removal mark: a removal
+// interrupted between its mark and its end must not keep the segment from
+// allocating. A removal still running elsewhere finds its mark gone at its
+// commit and starts over.
+func (r *Registry) withdrawSegmentRemovals(ctx context.Context) error {
+	resp, err := r.cli.Delete(ctx, r.k.segmentRemovals(), clientv3.WithPrefix())
+	if err != nil {
+		return storeErr("withdraw segment removal marks", err)
+	}
+	if resp.Deleted > 0 {
+		r.log.Info("withdrew interrupted segment removals", "count", resp.Deleted)
+	}
+	return nil
 }
