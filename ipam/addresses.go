@@ -2,8 +2,11 @@ package ipam
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -152,32 +155,41 @@ func (r *Registry) allocateAttempt(ctx context.Context, req api.AddressRequest) 
 	mu.Lock()
 	defer mu.Unlock()
 	slotKey := r.k.slotID(n.Name, slot.Loc)
+	blk := block{net: n.Name, plan: p, loc: slot.Loc, tenant: t.ID, segment: s.ID, first: first, last: last, lo: lo, hi: hi}
 	br, err := r.read(ctx, op,
-		clientv3.OpGet(r.k.ip(n.Name, lo), clientv3.WithRange(r.k.ip(n.Name, hi)+"\x00"), clientv3.WithKeysOnly()),
-		clientv3.OpGet(slotKey))
+		clientv3.OpGet(slotKey),
+		clientv3.OpGet(r.k.ipNext(n.Name, lo)),
+		clientv3.OpGet(r.k.ipFree(n.Name, lo), clientv3.WithRange(r.k.ipFree(n.Name, hi)+"\x00"), clientv3.WithLimit(1), clientv3.WithKeysOnly()))
 	if err != nil {
 		return api.Address{}, false, err
 	}
-	if kv := oneKV(br, 1); kv == nil || string(kv.Value) != h.Name { // stale slot: re-place
+	skv0 := oneKV(br, 0)
+	if skv0 == nil || string(skv0.Value) != h.Name { // stale slot: re-place
 		if _, err := r.placeAttempt(ctx, placeInput{rev: br.Header.Revision, nets: []*mvccpb.KeyValue{nkv}, hosts: []*mvccpb.KeyValue{hkv}}); err != nil {
 			return api.Address{}, false, err
 		}
 		return api.Address{}, false, errRetry
 	}
-	used := map[uint64]bool{}
-	for _, kv := range rangeKVs(br, 0) {
-		a, ok := ipFromKey(string(kv.Key))
-		if !ok {
-			continue
-		}
-		if d, err := p.Decode(a); err == nil {
-			used[d.Endpoint] = true
+	blk.slotRev = skv0.CreateRevision
+	next := blk.cursor(oneKV(br, 1))
+	// The smallest free endpoint is the smaller of the first free hint and
+	// the cursor (every unclaimed endpoint below the cursor has a hint).
+	ep, fromCursor := next, true
+	if kv := oneKV(br, 2); kv != nil {
+		if e, ok := blk.endpointOf(ipFromKey(string(kv.Key))); ok && e < next {
+			ep, fromCursor = e, false
 		}
 	}
-	ep, ok := smallestFree(used, first, last)
-	if !ok {
-		return api.Address{}, false, api.Errorf(api.ReasonExhausted, "segment %s/%s on host %s is full: %d of %d addresses in use",
-			t.Name, s.Name, h.Name, len(used), p.EndpointsPerSegment())
+	if fromCursor && next > last { // no fresh space and no hint: look for a hole the hints missed
+		e, ok, used, err := r.findHole(ctx, op, blk, first, last)
+		if err != nil {
+			return api.Address{}, false, err
+		}
+		if !ok {
+			return api.Address{}, false, api.Errorf(api.ReasonExhausted, "segment %s/%s on host %s is full: %d of %d addresses in use",
+				t.Name, s.Name, h.Name, used, p.EndpointsPerSegment())
+		}
+		ep = e
 	}
 	ip, err := p.Address(slot.Loc, t.ID, s.ID, ep)
 	if err != nil {
@@ -186,18 +198,173 @@ func (r *Registry) allocateAttempt(ctx context.Context, req api.AddressRequest) 
 	a := api.Address{Name: req.Name, IP: ip, Network: n.Name, Host: h.Name, Tenant: t.Name, Segment: s.Name,
 		Interface: req.Interface, Attrs: req.Attrs}
 	ipKey := r.k.ip(n.Name, ip)
-	_, err = r.commit(ctx, op,
-		[]clientv3.Cmp{
-			absent(r.k.address(req.Name)), absent(ipKey),
-			unchanged(r.k.host(h.Name), hkv), unchanged(r.k.tenant(t.Name), tkv),
-			unchanged(r.k.segment(t.Name, s.Name), skv), absent(r.k.segmentRemoval(t.Name, s.Name)), unchanged(r.k.network(n.Name), nkv),
-			clientv3.Compare(clientv3.Value(slotKey), "=", h.Name),
-		},
-		[]clientv3.Op{clientv3.OpPut(r.k.address(req.Name), mustJSON(a)), clientv3.OpPut(ipKey, req.Name)})
+	ops := []clientv3.Op{clientv3.OpPut(r.k.address(req.Name), mustJSON(a)), clientv3.OpPut(ipKey, req.Name),
+		clientv3.OpDelete(r.k.ipFree(n.Name, ip))}
+	if ep >= next {
+		ops = append(ops, clientv3.OpPut(r.k.ipNext(n.Name, lo), blk.cursorValue(ep+1)))
+	}
+	resp, err = r.cli.Txn(ctx).If(
+		absent(r.k.address(req.Name)), absent(ipKey),
+		unchanged(r.k.host(h.Name), hkv), unchanged(r.k.tenant(t.Name), tkv),
+		unchanged(r.k.segment(t.Name, s.Name), skv), absent(r.k.segmentRemoval(t.Name, s.Name)), unchanged(r.k.network(n.Name), nkv),
+		clientv3.Compare(clientv3.Value(slotKey), "=", h.Name),
+	).Then(ops...).Else(clientv3.OpGet(ipKey, clientv3.WithCountOnly())).Commit()
 	if err != nil {
-		return api.Address{}, false, err
+		return api.Address{}, false, storeErr(op, err)
+	}
+	if !resp.Succeeded {
+		if resp.Responses[0].GetResponseRange().Count > 0 { // the hint named a claimed endpoint
+			if err := r.dropHint(ctx, op, blk, ep, next, fromCursor); err != nil {
+				return api.Address{}, false, err
+			}
+		}
+		return api.Address{}, false, errRetry
 	}
 	return a, true, nil
+}
+
+// Finding a free endpoint without reading the block. Each segment block
+// (network, host slot, tenant, segment) has two kinds of hint keys beside
+// its ips/ claims:
+//
+//	ipnext/NET/HEX(first address)  "SLOTREV NEXT": every endpoint from NEXT
+//	                               on is unclaimed as far as allocations
+//	                               know (SLOTREV: the slot claim's create
+//	                               revision, so that a re-created network
+//	                               or re-placed host starts afresh)
+//	ipfree/NET/HEX(address)        "": released, probably free
+//
+// Allocation takes the smaller of the first ipfree key in the block's range
+// and NEXT, which is the smallest free endpoint while the hints are right:
+// one bounded read, whatever the block holds. The claim (ips/, created with
+// CreateRevision == 0) stays the only truth: a hint that names a claimed
+// endpoint (written by an older romanad, or a release racing) fails the
+// claim's compare, and is dropped or moved past before the retry. Releases
+// by an older romanad write no ipfree key: such holes are found when the
+// block looks full (findHole), and by Repair.
+func (k keys) ipNext(net string, lo netip.Addr) string {
+	return k.p + "ipnext/" + net + "/" + hex.EncodeToString(lo.AsSlice())
+}
+func (k keys) ipFrees(net string) string { return k.p + "ipfree/" + net + "/" }
+func (k keys) ipFree(net string, a netip.Addr) string {
+	return k.p + "ipfree/" + net + "/" + hex.EncodeToString(a.AsSlice())
+}
+
+// block is one segment block of one host slot.
+type block struct {
+	net             string
+	plan            *plan.Plan
+	loc             plan.Loc
+	tenant, segment uint64
+	first, last     uint64     // endpoint range
+	lo, hi          netip.Addr // its first and last address
+	slotRev         int64      // the slot claim's create revision
+}
+
+// cursor returns the block's NEXT from its ipnext key (first when absent
+// or written for an earlier slot).
+func (b block) cursor(kv *mvccpb.KeyValue) uint64 {
+	if kv == nil {
+		return b.first
+	}
+	rev, next, ok := strings.Cut(string(kv.Value), " ")
+	if !ok || rev != strconv.FormatInt(b.slotRev, 10) {
+		return b.first
+	}
+	n, err := strconv.ParseUint(next, 10, 64)
+	if err != nil || n < b.first {
+		return b.first
+	}
+	return n
+}
+
+func (b block) cursorValue(next uint64) string {
+	return strconv.FormatInt(b.slotRev, 10) + " " + strconv.FormatUint(next, 10)
+}
+
+// endpointOf returns the endpoint of a, if a is in the block.
+func (b block) endpointOf(a netip.Addr, ok bool) (uint64, bool) {
+	if !ok {
+		return 0, false
+	}
+	d, err := b.plan.Decode(a)
+	if err != nil || d.Tenant != b.tenant || d.Segment != b.segment || d.Loc.Host != b.loc.Host || !slices.Equal(d.Loc.Groups, b.loc.Groups) || d.Endpoint < b.first || d.Endpoint > b.last {
+		return 0, false
+	}
+	return d.Endpoint, true
+}
+
+// scanPage is how many claims one read of a block's key range returns.
+const scanPage = 256
+
+// firstUnclaimed returns the first endpoint in [from, to] without a claim,
+// reading the claims from from on a page at a time; it also counts the
+// claims it read.
+func (r *Registry) firstUnclaimed(ctx context.Context, op string, b block, from, to uint64) (ep uint64, found bool, claims int, _ error) {
+	hi, err := b.plan.Address(b.loc, b.tenant, b.segment, to)
+	if err != nil {
+		return 0, false, 0, api.Errorf(api.ReasonInternal, "%v", err)
+	}
+	end := r.k.ip(b.net, hi) + "\x00"
+	expect := from
+	for expect <= to {
+		a, err := b.plan.Address(b.loc, b.tenant, b.segment, expect)
+		if err != nil {
+			return 0, false, claims, api.Errorf(api.ReasonInternal, "%v", err)
+		}
+		resp, err := r.cli.Get(ctx, r.k.ip(b.net, a), clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(scanPage))
+		if err != nil {
+			return 0, false, claims, storeErr(op, err)
+		}
+		for _, kv := range resp.Kvs {
+			e, ok := b.endpointOf(ipFromKey(string(kv.Key)))
+			if !ok {
+				continue
+			}
+			claims++
+			if e > expect {
+				return expect, true, claims, nil
+			}
+			expect = e + 1
+		}
+		if !resp.More {
+			break
+		}
+	}
+	return expect, expect <= to, claims, nil
+}
+
+// findHole looks through the whole block for an unclaimed endpoint that no
+// hint names (released by an older romanad): only when the block looks
+// full, so the block's size is paid only then. It returns the claims it
+// counted for the exhaustion message.
+func (r *Registry) findHole(ctx context.Context, op string, b block, first, last uint64) (uint64, bool, int, error) {
+	return r.firstUnclaimed(ctx, op, b, first, last)
+}
+
+// dropHint corrects a hint that named the claimed endpoint ep: a stale
+// ipfree key is deleted; a cursor at ep is moved past the claimed run that
+// starts there. Either is a hint, written without a guard: a wrong one
+// costs a retry, never a duplicate.
+func (r *Registry) dropHint(ctx context.Context, op string, b block, ep, next uint64, fromCursor bool) error {
+	a, err := b.plan.Address(b.loc, b.tenant, b.segment, ep)
+	if err != nil {
+		return api.Errorf(api.ReasonInternal, "%v", err)
+	}
+	if !fromCursor {
+		_, err := r.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(r.k.ip(b.net, a)), ">", 0)).
+			Then(clientv3.OpDelete(r.k.ipFree(b.net, a))).Commit()
+		return storeErr(op, err)
+	}
+	e, found, _, err := r.firstUnclaimed(ctx, op, b, next, b.last)
+	if err != nil {
+		return err
+	}
+	if !found {
+		e = b.last + 1
+	}
+	_, err = r.cli.Put(ctx, r.k.ipNext(b.net, b.lo), b.cursorValue(e))
+	return storeErr(op, err)
 }
 
 // chooseNetwork picks the network of a request: the one named, or the only
@@ -311,7 +478,8 @@ func (r *Registry) releaseKV(ctx context.Context, op string, kv, ipKV *mvccpb.Ke
 	if ipKV != nil {
 		cmps = append(cmps, unchanged(ipKey, ipKV))
 	}
-	if _, err := r.commit(ctx, op, cmps, []clientv3.Op{clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(ipKey)}); err != nil {
+	ops := []clientv3.Op{clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(ipKey), clientv3.OpPut(r.k.ipFree(a.Network, a.IP), "")}
+	if _, err := r.commit(ctx, op, cmps, ops); err != nil {
 		return err
 	}
 	r.releases.Add(1)
