@@ -180,7 +180,14 @@ func ComputeSteering(snap api.Snapshot, host string, alive func(netip.Addr) bool
 	}
 	hostIP := map[string]netip.Addr{}
 	for _, h := range snap.Hosts {
-		hostIP[h.Name] = h.IP.Unmap()
+		ip := h.IP.Unmap()
+		if why := notUnderlay(ip, in); why != "" && h.Name != host {
+			// Steering would route a hop's traffic "via" it: the remote
+			// functions of this host are treated as down instead.
+			in.problem("host %q: %s; its service functions are treated as down", h.Name, why)
+			continue
+		}
+		hostIP[h.Name] = ip
 	}
 	tenants := map[string]api.Tenant{}
 	for _, t := range in.tenants {

@@ -87,3 +87,24 @@ func TestSteeringProblems(t *testing.T) {
 		t.Errorf("chain gone (fail-closed, via missing): want a blackhole in its table:\n%s", st)
 	}
 }
+
+// A host whose underlay address is no next hop (loopback, inside a pool)
+// never becomes a steering route's gateway: its functions count as down.
+func TestSteeringHostileHostIP(t *testing.T) {
+	for _, ip := range []string{"127.0.0.1", "10.1.16.1", "224.0.0.9"} {
+		l, _ := chainLab(t)
+		l.snap.Hosts[1].IP = netip.MustParseAddr(ip) // h2 runs fw2
+		st, err := ComputeSteering(l.snap, "h1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range st.Routes {
+			if r.Via.String() == ip {
+				t.Errorf("h2 at %s: steering route %s", ip, r)
+			}
+		}
+		if p := strings.Join(st.Problems, "\n"); !strings.Contains(p, `host "h2": next hop`) || !strings.Contains(p, "its service functions are treated as down") {
+			t.Errorf("h2 at %s: problems:\n%s", ip, p)
+		}
+	}
+}

@@ -191,13 +191,8 @@ func refuse(r Route, in *inputs, u *underlay) string {
 		return ""
 	}
 	via := r.Via
-	if err := api.CheckHostIP(via); err != nil {
-		return "next hop: " + err.Error()
-	}
-	for _, n := range in.networks {
-		if n.plan.Prefix().Contains(via) {
-			return fmt.Sprintf("next hop %s is in network %q (%s), not on the underlay", via, n.Name, n.plan.Prefix())
-		}
+	if why := notUnderlay(via, in); why != "" {
+		return why
 	}
 	if u == nil {
 		return ""
@@ -207,6 +202,21 @@ func refuse(r Route, in *inputs, u *underlay) string {
 	}
 	if _, ok := u.subnetOf(via); !ok {
 		return fmt.Sprintf("next hop %s is on no subnet this host is directly connected to", via)
+	}
+	return ""
+}
+
+// notUnderlay says why ip cannot be a next hop on the underlay, judged
+// from the snapshot alone: not a usable host address (api.CheckHostIP), or
+// inside a pool. "" if it can.
+func notUnderlay(ip netip.Addr, in *inputs) string {
+	if err := api.CheckHostIP(ip); err != nil {
+		return "next hop: " + err.Error()
+	}
+	for _, n := range in.networks {
+		if n.plan.Prefix().Contains(ip) {
+			return fmt.Sprintf("next hop %s is in network %q (%s), not on the underlay", ip, n.Name, n.plan.Prefix())
+		}
 	}
 	return ""
 }
@@ -312,8 +322,7 @@ func functionHosts(snap api.Snapshot, in *inputs) []netip.Addr {
 				continue
 			}
 			ip, ok := ipOf[h]
-			if !ok || api.CheckHostIP(ip) != nil || slices.Contains(out, ip) ||
-				slices.ContainsFunc(in.networks, func(n *network) bool { return n.plan.Prefix().Contains(ip) }) {
+			if !ok || notUnderlay(ip, in) != "" || slices.Contains(out, ip) {
 				continue
 			}
 			out = append(out, ip)
