@@ -245,7 +245,6 @@ func (r *Registry) allocateAttempt(ctx context.Context, req api.AddressRequest) 
 func (k keys) ipNext(net string, lo netip.Addr) string {
 	return k.p + "ipnext/" + net + "/" + hex.EncodeToString(lo.AsSlice())
 }
-func (k keys) ipFrees(net string) string { return k.p + "ipfree/" + net + "/" }
 func (k keys) ipFree(net string, a netip.Addr) string {
 	return k.p + "ipfree/" + net + "/" + hex.EncodeToString(a.AsSlice())
 }
@@ -517,11 +516,159 @@ func (r *Registry) ReleaseIPOwned(ctx context.Context, ip netip.Addr, host strin
 		if err != nil {
 			return storeErr(op, err)
 		}
-		if len(ar.Kvs) == 0 {
-			return errRetry // released and claimed again in between
+		var akv *mvccpb.KeyValue
+		if len(ar.Kvs) > 0 {
+			akv = ar.Kvs[0]
+			if a, err := decode[api.Address](akv); err != nil || (a.Network == n.Name && a.IP == ip) {
+				return r.releaseKV(ctx, op, akv, ipKV, host)
+			}
 		}
-		return r.releaseKV(ctx, op, ar.Kvs[0], ipKV, host)
+		// The claim names no address, or one with another IP: it is stray
+		// (written by hand, or a bug). Unless it changed since it was read
+		// (released and claimed again in between), drop it: the IP is free.
+		if host != "" {
+			h, err := r.GetHost(ctx, host)
+			if err != nil {
+				return err
+			}
+			if !slices.ContainsFunc(h.Slots, func(s api.HostSlot) bool { return s.CIDR.Contains(ip) }) {
+				return api.Errorf(api.ReasonForbidden, "%s: %s is not in a block of host %s", op, ip, host)
+			}
+		}
+		if _, err := r.commit(ctx, op, []clientv3.Cmp{unchanged(ipKey, ipKV), unchanged(r.k.address(string(ipKV.Value)), akv)},
+			[]clientv3.Op{clientv3.OpDelete(ipKey), clientv3.OpPut(r.k.ipFree(n.Name, ip), "")}); err != nil {
+			return err
+		}
+		r.log.Warn("dropped a stray address claim", "ip", ip, "network", n.Name, "claimedBy", string(ipKV.Value))
+		return nil
 	})
+}
+
+// reconcileClaims makes the ips/ claims and the addresses agree, and drops
+// hints that are wrong (Repair): a claim that names no address, or an
+// address with another IP, is deleted; an address whose claim is missing
+// gets it back (its IP would be handed out again otherwise); an ipfree hint
+// for a claimed address or a removed network is deleted. Each change is
+// guarded by what it was decided on. Two addresses with one IP are
+// reported, not touched. Undecodable addresses keep their claims.
+func (r *Registry) reconcileClaims(ctx context.Context) error {
+	const op = "reconcile address claims"
+	resp, err := r.read(ctx, op,
+		clientv3.OpGet(r.k.addresses(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.k.p+"ips/", clientv3.WithPrefix()),
+		clientv3.OpGet(r.k.networks(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(r.k.p+"ipfree/", clientv3.WithPrefix(), clientv3.WithKeysOnly()))
+	if err != nil {
+		return err
+	}
+	type addr struct {
+		a  api.Address
+		kv *mvccpb.KeyValue
+		ok bool // decoded
+	}
+	addrs := map[string]addr{}
+	for _, kv := range rangeKVs(resp, 0) {
+		a, err := decode[api.Address](kv)
+		addrs[string(kv.Key[len(r.k.addresses()):])] = addr{a, kv, err == nil}
+	}
+	claims := map[string]*mvccpb.KeyValue{}
+	for _, kv := range rangeKVs(resp, 1) {
+		claims[string(kv.Key)] = kv
+	}
+	nets := map[string]bool{}
+	for _, kv := range rangeKVs(resp, 2) {
+		nets[string(kv.Key[len(r.k.networks()):])] = true
+	}
+	var stray, restored, hints int
+	fix := func(cmps []clientv3.Cmp, ops ...clientv3.Op) (bool, error) {
+		tr, err := r.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return false, storeErr(op, err)
+		}
+		return tr.Succeeded, nil
+	}
+	for key, kv := range claims {
+		net, ip, ok := r.k.parseIPKey(key, "ips/")
+		name := string(kv.Value)
+		ad, exists := addrs[name]
+		if exists && (!ad.ok || (ok && ad.a.Network == net && ad.a.IP == ip)) {
+			continue
+		}
+		var akv *mvccpb.KeyValue
+		if exists {
+			akv = ad.kv
+		}
+		done, err := fix([]clientv3.Cmp{unchanged(key, kv), unchanged(r.k.address(name), akv)}, clientv3.OpDelete(key))
+		if err != nil {
+			return err
+		}
+		if done {
+			stray++
+			r.log.Warn("repair: dropped a stray address claim", "key", key, "claimedBy", name)
+		}
+	}
+	for name, ad := range addrs {
+		if !ad.ok {
+			continue
+		}
+		key := r.k.ip(ad.a.Network, ad.a.IP)
+		switch kv := claims[key]; {
+		case kv == nil:
+			done, err := fix([]clientv3.Cmp{absent(key), unchanged(r.k.address(name), ad.kv)},
+				clientv3.OpPut(key, name), clientv3.OpDelete(r.k.ipFree(ad.a.Network, ad.a.IP)))
+			if err != nil {
+				return err
+			}
+			if done {
+				restored++
+				r.log.Warn("repair: restored the missing claim of an address", "address", name, "ip", ad.a.IP)
+			}
+		case string(kv.Value) != name:
+			r.log.Error("repair: two addresses hold one IP; release one of them", "ip", ad.a.IP, "addresses", []string{name, string(kv.Value)})
+		}
+	}
+	for _, kv := range rangeKVs(resp, 3) {
+		key := string(kv.Key)
+		net, ip, ok := r.k.parseIPKey(key, "ipfree/")
+		var cmp clientv3.Cmp
+		switch {
+		case !ok || !nets[net]:
+			cmp = absent(r.k.network(net))
+		case claims[r.k.ip(net, ip)] != nil:
+			cmp = clientv3.Compare(clientv3.CreateRevision(r.k.ip(net, ip)), ">", 0)
+		default:
+			continue
+		}
+		done, err := fix([]clientv3.Cmp{cmp}, clientv3.OpDelete(key))
+		if err != nil {
+			return err
+		}
+		if done {
+			hints++
+		}
+	}
+	if stray+restored+hints > 0 {
+		r.log.Info("repair: reconciled address claims", "strayClaimsDropped", stray, "claimsRestored", restored, "hintsDropped", hints)
+	}
+	return nil
+}
+
+// parseIPKey splits an ips/ or ipfree/ key (dir) into network and address.
+func (k keys) parseIPKey(key, dir string) (net string, ip netip.Addr, ok bool) {
+	rest, found := strings.CutPrefix(key, k.p+dir)
+	if !found {
+		return "", netip.Addr{}, false
+	}
+	net, hx, found := strings.Cut(rest, "/")
+	if !found {
+		return net, netip.Addr{}, false
+	}
+	b, err := hex.DecodeString(hx)
+	if err != nil {
+		return net, netip.Addr{}, false
+	}
+	ip, ok = netip.AddrFromSlice(b)
+	return net, ip, ok
 }
 
 func networkOf(nets []api.Network, ip netip.Addr) (api.Network, bool) {

@@ -376,16 +376,20 @@ func (r *Registry) dropStaleSlots(ctx context.Context) error {
 }
 
 // Repair finishes work an interrupted romanad may have left: slots of
-// removed networks are dropped, every host is placed in every network, and
-// segment removals left half-done are withdrawn. Networks and hosts that do
-// not decode are skipped, so that one bad value does not keep romanad from
-// starting.
+// removed networks are dropped, every host is placed in every network,
+// segment removals left half-done are withdrawn, and address claims are
+// reconciled with the addresses (reconcileClaims). Networks and hosts that
+// do not decode are skipped, so that one bad value does not keep romanad
+// from starting.
 func (r *Registry) Repair(ctx context.Context) error {
 	if err := r.dropStaleSlots(ctx); err != nil {
 		return err
 	}
 	if err := r.withdrawSegmentRemovals(ctx); err != nil {
 		return err
+	}
+	if err := r.reconcileClaims(ctx); err != nil {
+		return fmt.Errorf("repair: %w", err)
 	}
 	nets, err := r.ListNetworks(ctx)
 	if err != nil {
