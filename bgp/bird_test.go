@@ -377,8 +377,17 @@ func TestBIRDGracefulRestartAndMD5(t *testing.T) {
 		return helperConfig{Password: pw, GracefulRestart: time.Minute, Host: hostBGP(announce, peer)}
 	}
 
+	// The wrong password: the speaker's connection attempts reach tora,
+	// whose kernel drops them for their signature (tora's TCPMD5Failure).
+	netstat := func() (string, error) { return nsA.Exec(ctx, "cat", "/proc/net/netstat") }
+	refused := md5Refused(t, netstat)
 	wrong := startSpeaker(t, h1, cfg("wrong", "10.1.0.0/16"))
-	time.Sleep(3 * time.Second) // several connection attempts
+	eventually(t, "connection attempts with the wrong password refused", func() string {
+		if n := md5Refused(t, netstat) - refused; n < 2 {
+			return fmt.Sprintf("tora refused %d segments for their MD5 signature, want 2 or more", n)
+		}
+		return ""
+	})
 	if msg := established(t, a, false)(); msg != "" {
 		t.Fatal(msg)
 	}

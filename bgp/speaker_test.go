@@ -250,16 +250,26 @@ func TestAnnounceLearnECMPReconnectWithdraw(t *testing.T) {
 	}
 }
 
-// TestMD5: a session comes up only with the peer's password.
+// TestMD5: a session comes up only with the peer's password. With the
+// wrong one, the speaker's connection attempts reach the top-of-rack and
+// its kernel drops them for their signature (TcpExt TCPMD5Failure counts
+// them; the count is of this namespace, where nothing else signs).
 func TestMD5(t *testing.T) {
 	ctx := context.Background()
 	port := freePort(t)
 	r := startToR(t, "127.0.0.2", port, 65101, "s3cret")
+	netstat := func() (string, error) { b, err := os.ReadFile("/proc/net/netstat"); return string(b), err }
+	refused := md5Refused(t, netstat)
 	wrong := newSpeaker(t, port, nil, "wrong")
 	if err := wrong.Apply(ctx, hostBGP([]string{"10.1.0.0/16"}, r.peer())); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second) // a few connection attempts
+	eventually(t, "connection attempts with the wrong password refused", func() string {
+		if n := md5Refused(t, netstat) - refused; n < 2 {
+			return fmt.Sprintf("%d segments refused for their MD5 signature, want 2 or more", n)
+		}
+		return ""
+	})
 	if st, _ := wrong.Status(ctx); len(st.Peers) != 1 || st.Peers[0].Established {
 		t.Fatalf("session with the wrong password: %+v", st)
 	}
