@@ -155,7 +155,7 @@ func (r *Registry) allocateAttempt(ctx context.Context, req api.AddressRequest) 
 	mu.Lock()
 	defer mu.Unlock()
 	slotKey := r.k.slotID(n.Name, slot.Loc)
-	blk := block{net: n.Name, plan: p, loc: slot.Loc, tenant: t.ID, segment: s.ID, first: first, last: last, lo: lo, hi: hi}
+	blk := block{net: n.Name, plan: p, loc: slot.Loc, tenant: t.ID, segment: s.ID, first: first, last: last, lo: lo}
 	br, err := r.read(ctx, op,
 		clientv3.OpGet(slotKey),
 		clientv3.OpGet(r.k.ipNext(n.Name, lo)),
@@ -256,7 +256,7 @@ type block struct {
 	loc             plan.Loc
 	tenant, segment uint64
 	first, last     uint64     // endpoint range
-	lo, hi          netip.Addr // its first and last address
+	lo              netip.Addr // its first address (its cursor's key)
 	slotRev         int64      // the slot claim's create revision
 }
 
@@ -630,16 +630,17 @@ func (r *Registry) reconcileClaims(ctx context.Context) error {
 	for _, kv := range rangeKVs(resp, 3) {
 		key := string(kv.Key)
 		net, ip, ok := r.k.parseIPKey(key, "ipfree/")
-		var cmp clientv3.Cmp
+		var cmps []clientv3.Cmp
 		switch {
-		case !ok || !nets[net]:
-			cmp = absent(r.k.network(net))
+		case !ok: // not a key this code writes
+		case !nets[net]:
+			cmps = []clientv3.Cmp{absent(r.k.network(net))}
 		case claims[r.k.ip(net, ip)] != nil:
-			cmp = clientv3.Compare(clientv3.CreateRevision(r.k.ip(net, ip)), ">", 0)
+			cmps = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(r.k.ip(net, ip)), ">", 0)}
 		default:
 			continue
 		}
-		done, err := fix([]clientv3.Cmp{cmp}, clientv3.OpDelete(key))
+		done, err := fix(cmps, clientv3.OpDelete(key))
 		if err != nil {
 			return err
 		}
