@@ -67,6 +67,7 @@ func TestRepairClaims(t *testing.T) {
 		clientv3.OpPut(free("tiny/"+hexOf(3)), ""),  // a3 is claimed
 		clientv3.OpPut(free("gone/"+hexOf(4)), ""),  // no network gone
 		clientv3.OpPut(free("tiny/"+hexOf(5)), ""),  // a true hint: kept
+		clientv3.OpPut(free("tiny/zz"), ""),         // not a hint at all
 	).Commit(); err != nil {
 		t.Fatal(err)
 	}
