@@ -80,8 +80,20 @@ func TestFaultsAllocations(t *testing.T) {
 				return err
 			}
 			t.Logf("killing etcd leader %s (pid %d)", leader.Name, leader.PID())
+			killed := time.Now()
 			leader.Kill()
-			return nil
+			// How long etcd itself takes to elect another leader (the
+			// pause romanad's clients see includes it).
+			for {
+				if l, err := cluster.Leader(ctx); err == nil && l != leader {
+					t.Logf("etcd elected %s %v after the kill", l.Name, time.Since(killed).Round(time.Millisecond))
+					return nil
+				}
+				if time.Since(killed) > time.Minute {
+					return fmt.Errorf("no new etcd leader a minute after killing %s", leader.Name)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 		}},
 		{at: 0.35, what: "restart that etcd member", do: func() error {
 			rctx, cancel := context.WithTimeout(ctx, 60*time.Second)

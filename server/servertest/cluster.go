@@ -36,6 +36,7 @@ type EtcdMember struct {
 
 	dataDir string
 	initial string // --initial-cluster
+	id      uint64 // raft member id, read once the cluster is up
 
 	mu     sync.Mutex
 	pid    int
@@ -105,6 +106,14 @@ func startEtcdCluster(t testing.TB, n int) (*EtcdCluster, error) {
 		stopAll()
 		return nil, fmt.Errorf("etcd cluster on %v: %w\n%s", c.Endpoints(), err, c.logTails(1500))
 	}
+	for _, m := range c.Members {
+		st, err := m.status(ctx)
+		if err != nil {
+			stopAll()
+			return nil, fmt.Errorf("etcd member %s: %w", m.Name, err)
+		}
+		m.id = st.Header.MemberId
+	}
 	t.Cleanup(func() {
 		stopAll()
 		if t.Failed() {
@@ -138,7 +147,7 @@ func (c *EtcdCluster) WaitHealthy(ctx context.Context) error {
 }
 
 // Leader returns the member that is the cluster's raft leader, as the
-// running members report it.
+// first running member that names one reports it.
 func (c *EtcdCluster) Leader(ctx context.Context) (*EtcdMember, error) {
 	var errs []error
 	for _, m := range c.Members {
@@ -151,12 +160,13 @@ func (c *EtcdCluster) Leader(ctx context.Context) (*EtcdMember, error) {
 			continue
 		}
 		for _, l := range c.Members {
-			if id, err := l.id(ctx); err == nil && id == st.Leader {
+			if l.id == st.Leader && st.Leader != 0 {
 				return l, nil
 			}
 		}
+		errs = append(errs, fmt.Errorf("member %s names leader %x", m.Name, st.Leader))
 	}
-	return nil, fmt.Errorf("no member names a running leader: %w", errors.Join(errs...))
+	return nil, fmt.Errorf("no member names a leader: %w", errors.Join(errs...))
 }
 
 func (c *EtcdCluster) logTails(n int) string {
@@ -280,13 +290,4 @@ func (m *EtcdMember) status(ctx context.Context) (*clientv3.StatusResponse, erro
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	return cl.Status(ctx, m.ClientURL)
-}
-
-// id returns the member's raft id (from its own status).
-func (m *EtcdMember) id(ctx context.Context) (uint64, error) {
-	st, err := m.status(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return st.Header.MemberId, nil
 }
