@@ -74,12 +74,17 @@ func (b WatchBatch) size() int {
 // compaction found later is the last batch.
 //
 // The etcd stream is read as fast as it delivers, whatever the consumer
-// does: what the consumer has not taken yet waits in a backlog of at most
-// Options.WatchBacklog bytes. A consumer that falls further behind gets,
-// as the last batch, an Unavailable error naming the revision to watch
-// again from (every event up to the one before it was handed over), and
-// the events not yet taken are dropped. So a watcher that stops reading
-// costs a bounded amount of memory, never the whole change stream.
+// does (the etcd client would otherwise buffer it all): what the consumer
+// has not taken yet waits in a backlog. When a new etcd response arrives
+// while earlier ones are still waiting and together they pass
+// Options.WatchBacklog bytes, the watch is cut off: the events not yet
+// taken are dropped and the last batch is an Unavailable error naming the
+// revision to watch again from (every event before it was handed over).
+// One response is always offered whole, however large (etcd packs up to
+// 1,000 revisions in one when a watch catches up on old revisions), so
+// that a watch resumed far back is not cut off again at once. So a watcher
+// that stops reading costs at most the backlog and two etcd responses of
+// memory, never the whole change stream.
 func (r *Registry) Watch(ctx context.Context, from int64) (<-chan WatchBatch, error) {
 	if from < 0 {
 		return nil, api.Errorf(api.ReasonInvalid, "watch revision %d is negative", from)

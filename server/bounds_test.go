@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
 	"github.com/romana/romana/ipam"
@@ -33,6 +35,21 @@ func smallWindowDialer() *net.Dialer {
 		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 8<<10) })
 		return errors.Join(err, serr)
 	}}
+}
+
+// smallBufferListener listens on loopback with an 8 KiB send buffer (no
+// autotuning) on every accepted connection, so that romanad's writes to a
+// client that does not read block after kilobytes, not the megabytes that
+// loopback buffers by default.
+func smallBufferListener() servertest.Option {
+	return servertest.WithListener(func() (net.Listener, error) {
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 8<<10) })
+			return errors.Join(err, serr)
+		}}
+		return lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	}, "127.0.0.1", "localhost")
 }
 
 // tlsAs returns a client TLS configuration for the instance that presents
@@ -157,16 +174,21 @@ func TestConnectionLimit(t *testing.T) {
 }
 
 // putPolicies writes n policy objects of about size bytes each straight
-// into the store (bypassing the API), so that watch streams carry n events
-// fast.
-func putPolicies(t *testing.T, in *servertest.Instance, prefix string, n, size int) {
+// into the store (bypassing the API), perTxn of them in each transaction
+// (one store revision), so that watch streams carry n events fast.
+func putPolicies(t *testing.T, in *servertest.Instance, prefix string, n, size, perTxn int) {
 	t.Helper()
 	desc := strings.Repeat("x", size)
+	var ops []clientv3.Op
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("%s-%04d", prefix, i)
 		v := fmt.Sprintf(`{"name":%q,"description":%q,"direction":["ingress"],"appliedTo":[{"tenant":"t"}],"rules":[]}`, name, desc)
-		if _, err := in.Etcd().Put(context.Background(), in.Prefix+"policies/"+name, v); err != nil {
-			t.Fatal(err)
+		ops = append(ops, clientv3.OpPut(in.Prefix+"policies/"+name, v))
+		if len(ops) == perTxn || i == n-1 {
+			if _, err := in.Etcd().Txn(context.Background()).Then(ops...).Commit(); err != nil {
+				t.Fatal(err)
+			}
+			ops = nil
 		}
 	}
 }
@@ -193,7 +215,7 @@ func TestStalledWatcherIsBounded(t *testing.T) {
 		writeTO   = 2 * time.Second
 	)
 	e := servertest.StartEtcd(t, nil)
-	in := servertest.Start(t, servertest.WithEtcdEndpoints(e.Endpoint),
+	in := servertest.Start(t, servertest.WithEtcdEndpoints(e.Endpoint), smallBufferListener(),
 		servertest.WithRegistryOptions(func(o *ipam.Options) { o.WatchBacklog = backlog }),
 		servertest.WithServerConfig(func(c *server.Config) { c.WriteTimeout = writeTO }))
 	ctx := context.Background()
@@ -214,7 +236,7 @@ func TestStalledWatcherIsBounded(t *testing.T) {
 	}
 	// From here on the watcher reads nothing.
 	before := heapInUse()
-	putPolicies(t, in, "stall", events, eventSize)
+	putPolicies(t, in, "stall", events, eventSize, 1)
 	time.Sleep(time.Second) // let the store deliver the last events
 	grew := int64(heapInUse()) - int64(before)
 	t.Logf("heap grew by %.1f MiB while %.1f MiB of events were written to a stalled watcher (backlog %d KiB)",
@@ -240,13 +262,15 @@ func TestStalledWatcherIsBounded(t *testing.T) {
 
 // TestSlowWatcherResumes: a watcher that reads, but slower than events
 // come, is cut off with a resumable error; watching again from the
-// revision after its last whole one, it gets every event exactly once.
+// revision after its last whole one, it gets every event exactly once (it
+// takes a revision's events when the revision is whole, as a watcher that
+// keeps a consistent copy does).
 func TestSlowWatcherResumes(t *testing.T) {
 	const (
 		events    = 200
 		eventSize = 16 << 10
 	)
-	in := servertest.Start(t, servertest.WithRegistryOptions(func(o *ipam.Options) { o.WatchBacklog = 256 << 10 }))
+	in := servertest.Start(t, smallBufferListener(), servertest.WithRegistryOptions(func(o *ipam.Options) { o.WatchBacklog = 256 << 10 }))
 	ctx := context.Background()
 	snap, err := in.Client.Snapshot(ctx)
 	if err != nil {
@@ -262,23 +286,47 @@ func TestSlowWatcherResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[string]int{}
+	var pending []string
 	var lastEnd int64 = snap.Revision
+	take := func(ev api.Event) {
+		pending = append(pending, ev.Name)
+		if ev.RevisionEnd {
+			for _, n := range pending {
+				seen[n]++
+			}
+			pending, lastEnd = nil, ev.Revision
+		}
+	}
 	errc := make(chan error, 1)
+	synced := make(chan struct{})
 	go func() {
 		errc <- c.Watch(ctx, snap.Revision+1, func(ev api.Event) error {
-			seen[ev.Name]++
-			if ev.RevisionEnd {
+			if ev.Name == "slow-first-0000" {
 				lastEnd = ev.Revision
+				close(synced)
+				return nil
 			}
+			take(ev)
 			time.Sleep(20 * time.Millisecond)
 			return nil
 		})
 	}()
-	putPolicies(t, in, "slow", events, eventSize)
+	// Once the watch is live (etcd sends a watch that catches up on old
+	// revisions up to 1,000 of them in one response, which is delivered
+	// whole), 10 revisions of 20 events: far faster than the watcher reads.
+	putPolicies(t, in, "slow-first", 1, 10, 1)
+	select {
+	case <-synced:
+	case err := <-errc:
+		t.Fatalf("watch: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("watch: the first event did not come in 30s")
+	}
+	putPolicies(t, in, "slow", events, eventSize, 20)
 	select {
 	case err = <-errc:
 	case <-time.After(60 * time.Second):
-		t.Fatalf("the slow watcher is still watching 60s after the last event was written (%d events seen)", len(seen))
+		t.Fatal("the slow watcher is still watching 60s after the last event was written")
 	}
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Reason != api.ReasonUnavailable || !strings.Contains(ae.Message, "cut off") {
@@ -290,11 +338,12 @@ func TestSlowWatcherResumes(t *testing.T) {
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	pending = nil
 	done := make(chan error, 1)
 	go func() {
 		done <- in.Client.Watch(wctx, lastEnd+1, func(ev api.Event) error {
-			seen[ev.Name]++
-			if len(seen) == events && ev.RevisionEnd {
+			take(ev)
+			if len(seen) == events {
 				cancel()
 			}
 			return nil
@@ -319,8 +368,8 @@ func TestSlowWatcherResumes(t *testing.T) {
 // reads none of it is disconnected once the write timeout has passed.
 func TestUnreadResponseIsCut(t *testing.T) {
 	const writeTO = 2 * time.Second
-	in := servertest.Start(t, servertest.WithServerConfig(func(c *server.Config) { c.WriteTimeout = writeTO }))
-	putPolicies(t, in, "big", 100, 32<<10) // a 3 MiB snapshot
+	in := servertest.Start(t, smallBufferListener(), servertest.WithServerConfig(func(c *server.Config) { c.WriteTimeout = writeTO }))
+	putPolicies(t, in, "big", 100, 32<<10, 20) // a 3 MiB snapshot
 	raw, err := tls.DialWithDialer(smallWindowDialer(), "tcp", strings.TrimPrefix(in.URL, "https://"), tlsAs(t, in, pki.Admin))
 	if err != nil {
 		t.Fatal(err)
