@@ -149,10 +149,22 @@ func storeErr(op string, err error) error {
 		return fmt.Errorf("%s: %w", op, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, rpctypes.ErrTimeout),
 		errors.Is(err, rpctypes.ErrNoLeader), status.Code(err) == codes.Unavailable,
-		status.Code(err) == codes.DeadlineExceeded:
+		status.Code(err) == codes.DeadlineExceeded, etcdCode(err) == codes.Unavailable:
 		return api.Errorf(api.ReasonUnavailable, "%s: store unavailable: %v", op, err)
 	}
 	return api.Errorf(api.ReasonInternal, "%s: store: %v", op, err)
+}
+
+// etcdCode is the gRPC code of an etcd server error as the etcd client
+// returns it (an rpctypes.EtcdError, which status.Code does not see): a
+// leader change, or a request timed out because the leader failed, is
+// Unavailable, and nothing was written.
+func etcdCode(err error) codes.Code {
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code()
+	}
+	return codes.OK
 }
 
 // stripeFor returns the in-process lock of an allocation block.
