@@ -3,11 +3,13 @@ package ipam
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -56,9 +58,17 @@ func (r *Registry) Allocate(ctx context.Context, req api.AddressRequest) (_ api.
 		return api.Address{}, false, err
 	}
 	var out api.Address
+	timeouts := 0
 	err := r.retry(ctx, "allocate "+req.Name, func() error {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		defer cancel()
 		var err error
-		out, created, err = r.allocateAttempt(ctx, req)
+		out, created, err = r.allocateAttempt(actx, req)
+		if err != nil && ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) && timeouts < maxAttemptTimeouts {
+			timeouts++
+			r.log.Warn("allocation attempt timed out; retrying", "name", req.Name, "after", attemptTimeout, "err", err)
+			return errAttemptTimeout
+		}
 		return err
 	})
 	if err == nil && created {
@@ -66,6 +76,20 @@ func (r *Registry) Allocate(ctx context.Context, req api.AddressRequest) (_ api.
 	}
 	return out, created, err
 }
+
+// An allocation attempt holds its block's in-process lock across its store
+// calls. A transaction that an etcd follower forwarded to a leader that has
+// just died is failed by etcd only after its request timeout (7 s by
+// default), and every allocation in that block waits behind it meanwhile
+// (TestFaultsAllocations saw acknowledgements pause 4 to 6 s after a leader
+// kill, with the new leader elected in 1 to 2.5 s). So each attempt gets
+// attemptTimeout, and one that runs out is retried, up to
+// maxAttemptTimeouts times: allocation by name is idempotent, and a
+// transaction that did commit is found by name on the retry.
+const (
+	attemptTimeout     = 2 * time.Second
+	maxAttemptTimeouts = 3
+)
 
 func (r *Registry) allocateAttempt(ctx context.Context, req api.AddressRequest) (api.Address, bool, error) {
 	op := "allocate " + req.Name

@@ -113,10 +113,18 @@ func (r *Registry) Ping(ctx context.Context) error {
 // errRetry is returned by an attempt whose transaction lost a race.
 var errRetry = errors.New("transaction conflict")
 
-// retry runs attempt until it returns something other than errRetry.
+// errAttemptTimeout is returned by an attempt that ran out of its own time
+// (see attemptTimeout): it is retried like a conflict, not counted as one.
+var errAttemptTimeout = errors.New("attempt timed out")
+
+// retry runs attempt until it returns something other than errRetry or
+// errAttemptTimeout.
 func (r *Registry) retry(ctx context.Context, op string, attempt func() error) error {
 	for i := 0; ; i++ {
 		err := attempt()
+		if errors.Is(err, errAttemptTimeout) {
+			continue
+		}
 		if !errors.Is(err, errRetry) {
 			return err
 		}
@@ -149,7 +157,11 @@ func storeErr(op string, err error) error {
 		return fmt.Errorf("%s: %w", op, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, rpctypes.ErrTimeout),
 		errors.Is(err, rpctypes.ErrNoLeader), status.Code(err) == codes.Unavailable,
-		status.Code(err) == codes.DeadlineExceeded, etcdCode(err) == codes.Unavailable:
+		status.Code(err) == codes.DeadlineExceeded, etcdCode(err) == codes.Unavailable,
+		// etcd answers a read that ran out of its server-side time (a
+		// linearizable read while the cluster elects a leader) with its
+		// context's error as Unknown; nothing was written.
+		status.Code(err) == codes.Unknown && status.Convert(err).Message() == context.DeadlineExceeded.Error():
 		return api.Errorf(api.ReasonUnavailable, "%s: store unavailable: %v", op, err)
 	}
 	return api.Errorf(api.ReasonInternal, "%s: store: %v", op, err)

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/romana/romana/api"
 )
@@ -26,6 +28,8 @@ func TestStoreErr(t *testing.T) {
 		{rpctypes.ErrNoLeader, api.ReasonUnavailable},
 		{fmt.Errorf("wrapped: %w", rpctypes.ErrLeaderChanged), api.ReasonUnavailable},
 		{context.DeadlineExceeded, api.ReasonUnavailable},
+		{status.Error(codes.Unknown, "context deadline exceeded"), api.ReasonUnavailable}, // a server-side read timeout
+		{status.Error(codes.Unknown, "something else"), api.ReasonInternal},
 		{rpctypes.ErrCompacted, api.ReasonInternal},
 		{errors.New("boom"), api.ReasonInternal},
 	} {
