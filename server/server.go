@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,8 +54,12 @@ type Config struct {
 	// (default DefaultWriteTimeout). A client that stops reading is
 	// disconnected after it.
 	WriteTimeout time.Duration
-	// BodyTimeout bounds reading a request body, from the end of its
-	// headers (default DefaultBodyTimeout).
+	// BodyTimeout bounds reading a request, headers and body, from its
+	// first byte (default DefaultBodyTimeout; the headers alone have 10 s):
+	// http.Server.ReadTimeout. net/http lifts the connection's read
+	// deadline once the body has been read (or at once for a request
+	// without one), so neither a handler that then works longer nor a
+	// watch stream is cut by it.
 	BodyTimeout time.Duration
 	// MaxConns limits the open connections of each listener (default
 	// DefaultMaxConns): further clients wait in the listen backlog until
@@ -196,21 +199,13 @@ func (s *Server) handle(pattern string, h func(http.ResponseWriter, *http.Reques
 }
 
 // ServeHTTP routes a request, records its metrics and logs it at debug
-// level. It bounds the request's time on the connection first: its body
-// must arrive within the body timeout, and its response (but for a watch
-// stream, which bounds each line) be written within the write timeout.
+// level. It first bounds the time its response may take to write: the
+// write timeout from now (a watch stream bounds each line instead).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	_, pattern := s.mux.Handler(r)
-	rc := http.NewResponseController(w)
 	if pattern != watchPattern {
-		_ = rc.SetWriteDeadline(start.Add(s.writeTO))
-	}
-	if r.Body != nil && r.Body != http.NoBody {
-		if rc.SetReadDeadline(start.Add(s.bodyTO)) == nil {
-			r = r.WithContext(r.Context()) // a copy: the server keeps its own Body
-			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
-		}
+		_ = http.NewResponseController(w).SetWriteDeadline(start.Add(s.writeTO))
 	}
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	if pattern == "" {
@@ -242,28 +237,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := time.Since(start)
 	s.metrics.observe(pattern, rec.status, d)
 	s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "route", pattern, "status", rec.status, "duration", d)
-}
-
-// deadlineBody clears the connection's read deadline (set by ServeHTTP for
-// the body) once the body has been read to its end, so that the deadline
-// does not cut the connection under a handler that takes longer than the
-// body timeout after reading the body (net/http keeps reading the
-// connection in the background then, to notice the client going away). A
-// body not read to its end keeps the deadline, which also bounds what
-// net/http discards of it after the handler.
-type deadlineBody struct {
-	io.ReadCloser
-	rc   *http.ResponseController
-	done bool
-}
-
-func (b *deadlineBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if errors.Is(err, io.EOF) && !b.done {
-		b.done = true
-		_ = b.rc.SetReadDeadline(time.Time{})
-	}
-	return n, err
 }
 
 // recorder remembers the status of a response; it passes Flush through.
@@ -321,10 +294,11 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 // without it: romanad never serves plaintext TCP. Each listener holds at
 // most Config.MaxConns connections at once.
 //
-// No server-wide read or write timeout: it would end watch streams. The
-// headers (and the TLS handshake) must arrive within readHeaderTimeout, an
-// idle connection closes after idleTimeout, and ServeHTTP bounds each
-// request's body and response.
+// No server-wide write timeout: it would end watch streams; ServeHTTP
+// sets one per response, the watch handler one per line. The headers (and
+// the TLS handshake) must arrive within readHeaderTimeout, the whole
+// request within the body timeout, and an idle connection closes after
+// idleTimeout.
 func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	for i, ln := range lns {
 		if ln.Addr().Network() == "unix" {
@@ -339,6 +313,7 @@ func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	hs := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       s.bodyTO,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
