@@ -224,7 +224,7 @@ func outsidePools(h api.Host, nets []*mvccpb.KeyValue) error {
 			return err
 		}
 		if pfx, err := netip.ParsePrefix(n.CIDR); err == nil && pfx.Contains(h.IP) {
-			return api.Errorf(api.ReasonConflict, "host %s: ip %s is in network %s (%s); a host's underlay address may not be in a pool", h.Name, h.IP, n.Name, n.CIDR)
+			return api.Errorf(api.ReasonInvalid, "host %s: ip %s is in network %s (%s); a host's underlay address may not be in a pool", h.Name, h.IP, n.Name, n.CIDR)
 		}
 	}
 	return nil

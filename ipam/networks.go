@@ -100,7 +100,7 @@ func (r *Registry) AddNetwork(ctx context.Context, n api.Network) (_ api.Network
 		t := newTopo(norm.Name, p)
 		for _, h := range decodeList[api.Host](r, rangeKVs(resp, 1)) {
 			if p.Prefix().Contains(h.IP) {
-				return api.Errorf(api.ReasonConflict, "network %s (%s) holds the underlay ip %s of host %s; a pool may not contain a host's address", norm.Name, norm.CIDR, h.IP, h.Name)
+				return api.Errorf(api.ReasonInvalid, "network %s (%s) holds the underlay ip %s of host %s; a pool may not contain a host's address", norm.Name, norm.CIDR, h.IP, h.Name)
 			}
 			if _, err := t.place(h.Name, h.Labels); err != nil {
 				return err

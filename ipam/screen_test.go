@@ -30,13 +30,13 @@ func TestPoolHostRace(t *testing.T) {
 			wg.Go(func() {
 				ip := netip.AddrFrom4([4]byte{172, byte(16 + round), 0, byte(1 + i)})
 				_, _, err := r.AddHost(ctx, api.Host{Name: fmt.Sprintf("r%dh%d", round, i), IP: ip})
-				if err != nil && api.ReasonOf(err) != api.ReasonConflict {
+				if err != nil && api.ReasonOf(err) != api.ReasonInvalid {
 					t.Errorf("add host %s: %v", ip, err)
 				}
 			})
 		}
 		wg.Wait()
-		if netErr != nil && api.ReasonOf(netErr) != api.ReasonConflict {
+		if netErr != nil && api.ReasonOf(netErr) != api.ReasonInvalid {
 			t.Fatalf("add network %s: %v", pool, netErr)
 		}
 		hosts, err := r.ListHosts(ctx)

@@ -56,7 +56,7 @@ func TestScreening(t *testing.T) {
 		{"pool v6 loopback", "POST", "/v1/networks", `{"name":"n","cidr":"::/64",` + std + `}`,
 			400, api.ReasonInvalid, "overlaps the unspecified address ::"},
 		{"pool holds a host's underlay ip", "POST", "/v1/networks", `{"name":"n","cidr":"192.0.0.0/16",` + std + `}`,
-			409, api.ReasonConflict, "network n (192.0.0.0/16) holds the underlay ip 192.0.2.10 of host h0"},
+			400, api.ReasonInvalid, "network n (192.0.0.0/16) holds the underlay ip 192.0.2.10 of host h0"},
 
 		{"host loopback", "POST", "/v1/hosts", `{"name":"h9","ip":"127.0.0.1","labels":{"rack":"r1"}}`,
 			400, api.ReasonInvalid, "host h9: ip 127.0.0.1 is not a usable underlay address: it is in loopback 127.0.0.0/8"},
@@ -75,7 +75,7 @@ func TestScreening(t *testing.T) {
 		{"host v6 multicast", "POST", "/v1/hosts", `{"name":"h9","ip":"ff02::1","labels":{"rack":"r1"}}`,
 			400, api.ReasonInvalid, "it is in multicast ff00::/8"},
 		{"host inside a pool", "POST", "/v1/hosts", `{"name":"h9","ip":"10.1.2.3","labels":{"rack":"r1"}}`,
-			409, api.ReasonConflict, "host h9: ip 10.1.2.3 is in network blue (10.0.0.0/8)"},
+			400, api.ReasonInvalid, "host h9: ip 10.1.2.3 is in network blue (10.0.0.0/8)"},
 
 		{"interface eth0", "POST", "/v1/addresses", addr("eth0"), 400, api.ReasonInvalid, `interface "eth0" is not an endpoint interface`},
 		{"interface lo", "POST", "/v1/addresses", addr("lo"), 400, api.ReasonInvalid, `interface "lo" is not an endpoint interface`},
