@@ -18,7 +18,7 @@
 //	POST /v1/addresses                     api.AddressRequest -> api.Address (201; 200 when the name already has one)
 //	GET  /v1/addresses?network=&host=&tenant=&segment=   []api.Address
 //	GET  /v1/addresses/{name}              api.Address
-//	DEL  /v1/addresses/{name}              204 (also when already released)
+//	DEL  /v1/addresses/{name}              204 (also when already released; 409 while a chain uses it as a service function)
 //	DEL  /v1/addresses?ip=ADDR             204 (also when already released)
 //	GET  /v1/decode?ip=ADDR                api.DecodedAddress
 //	GET|POST /v1/policies, GET|PUT|DEL /v1/policies/{name}  api.Policy (POST/PUT create or update)

@@ -496,8 +496,31 @@ func (r *Registry) releaseKV(ctx context.Context, op string, kv, ipKV *mvccpb.Ke
 	if host != "" && a.Host != host {
 		return api.Errorf(api.ReasonForbidden, "%s: address %s (%s) belongs to host %s, not %s", op, a.Name, a.IP, a.Host, host)
 	}
+	// A service function's address stays while a chain steers through it:
+	// released, the next allocation would get the same IP at once and the
+	// chain would steer a segment's traffic to an unrelated endpoint.
+	chains, err := r.cli.Get(ctx, r.k.chains(), clientv3.WithPrefix())
+	if err != nil {
+		return storeErr(op, err)
+	}
+	var users []string
+	for _, ckv := range chains.Kvs {
+		c, err := decode[api.Chain](ckv)
+		if err != nil {
+			continue // an undecodable chain steers nothing
+		}
+		if slices.Contains(c.Via, a.IP.Unmap()) {
+			users = append(users, c.Name)
+		}
+	}
+	if len(users) > 0 {
+		return api.Errorf(api.ReasonConflict, "%s: address %s (%s) is a service function of chain %s; remove the chain first", op, a.Name, a.IP, strings.Join(users, ", "))
+	}
 	ipKey := r.k.ip(a.Network, a.IP)
-	cmps := []clientv3.Cmp{unchanged(string(kv.Key), kv), clientv3.Compare(clientv3.Value(ipKey), "=", a.Name)}
+	cmps := []clientv3.Cmp{unchanged(string(kv.Key), kv), clientv3.Compare(clientv3.Value(ipKey), "=", a.Name),
+		// no chain was added or changed since they were read (AddChain in
+		// turn compares the via addresses unchanged): no window between them
+		clientv3.Compare(clientv3.ModRevision(r.k.chains()).WithPrefix(), "<", chains.Header.Revision+1)}
 	if ipKV != nil {
 		cmps = append(cmps, unchanged(ipKey, ipKV))
 	}
