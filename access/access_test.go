@@ -1,17 +1,13 @@
 package access_test
 
 import (
-	"go/ast"
-	"go/parser"
-	"go/token"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/romana/romana/access"
 	"github.com/romana/romana/pki"
+	"github.com/romana/romana/server"
 )
 
 var (
@@ -184,54 +180,11 @@ func TestAccessMayRequest(t *testing.T) {
 	}
 }
 
-// serverRoutes returns the mux patterns package server registers: the
-// string literals passed to s.handle, s.mux.Handle and s.mux.HandleFunc.
-func serverRoutes(t *testing.T, dir string) []string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	fset := token.NewFileSet()
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		af, err := parser.ParseFile(fset, f, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ast.Inspect(af, func(n ast.Node) bool {
-			call, ok := n.(*ast.CallExpr)
-			if !ok || len(call.Args) < 2 {
-				return true
-			}
-			sel, ok := call.Fun.(*ast.SelectorExpr)
-			if !ok || !slices.Contains([]string{"handle", "Handle", "HandleFunc"}, sel.Sel.Name) {
-				return true
-			}
-			lit, ok := call.Args[0].(*ast.BasicLit)
-			if !ok || lit.Kind != token.STRING {
-				return true
-			}
-			p, err := strconv.Unquote(lit.Value)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, p)
-			return true
-		})
-	}
-	slices.Sort(out)
-	return out
-}
-
 // TestAccessEveryServerRoute checks the table against every route package
 // server registers: admin reaches each, viewer exactly the GET routes, and
 // no route is open without a certificate except the join.
 func TestAccessEveryServerRoute(t *testing.T) {
-	routes := serverRoutes(t, filepath.Join("..", "server"))
+	routes := server.New(server.Config{}).Routes()
 	if len(routes) < 40 || !slices.Contains(routes, "GET /v1/snapshot") || !slices.Contains(routes, "POST /v1/join") {
 		t.Fatalf("found %d server routes, fewer than expected: %q", len(routes), routes)
 	}

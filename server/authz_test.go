@@ -5,16 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +19,7 @@ import (
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/pki"
 	"github.com/romana/romana/plan"
+	"github.com/romana/romana/server"
 	"github.com/romana/romana/server/servertest"
 )
 
@@ -52,7 +48,7 @@ func TestAuthz(t *testing.T) {
 		}
 	}
 	slices.Sort(covered)
-	if registered := serverRoutes(t, "."); !slices.Equal(covered, registered) {
+	if registered := server.New(server.Config{}).Routes(); !slices.Equal(covered, registered) {
 		t.Fatalf("the table's routes differ from the server's:\nnot in the table: %q\nnot registered:   %q",
 			minus(registered, covered), minus(covered, registered))
 	}
@@ -591,47 +587,6 @@ func checkAudit(t *testing.T, logs *logBuffer, from int, tc authzCase, method st
 			t.Errorf("audit line of a bad certificate does not name it: %v", rec)
 		}
 	}
-}
-
-// serverRoutes returns the mux patterns package server registers in dir:
-// the string literals passed to s.handle, s.mux.Handle and s.mux.HandleFunc.
-func serverRoutes(t *testing.T, dir string) []string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	fset := token.NewFileSet()
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		af, err := parser.ParseFile(fset, f, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ast.Inspect(af, func(n ast.Node) bool {
-			call, ok := n.(*ast.CallExpr)
-			if !ok || len(call.Args) != 2 {
-				return true
-			}
-			sel, ok := call.Fun.(*ast.SelectorExpr)
-			if !ok || !slices.Contains([]string{"handle", "Handle", "HandleFunc"}, sel.Sel.Name) {
-				return true
-			}
-			if lit, ok := call.Args[0].(*ast.BasicLit); ok && lit.Kind == token.STRING {
-				p, err := strconv.Unquote(lit.Value)
-				if err != nil {
-					t.Fatal(err)
-				}
-				out = append(out, p)
-			}
-			return true
-		})
-	}
-	slices.Sort(out)
-	return out
 }
 
 // minus returns the elements of a not in b.

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -74,6 +75,7 @@ type Config struct {
 
 // Server serves the API. Create it with New.
 type Server struct {
+	patterns  []string // every registered route, in registration order (Routes)
 	reg       *ipam.Registry
 	log       *slog.Logger
 	maxBody   int64
@@ -138,8 +140,8 @@ func New(cfg Config) *Server {
 }
 
 func (s *Server) routes() {
-	s.mux.HandleFunc("GET /healthz", s.health)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.prom, promhttp.HandlerOpts{}))
+	s.register("GET /healthz", http.HandlerFunc(s.health))
+	s.register("GET /metrics", promhttp.HandlerFor(s.prom, promhttp.HandlerOpts{}))
 
 	s.handle("GET /v1/networks", s.listNetworks)
 	s.handle("POST /v1/networks", s.addNetwork)
@@ -181,21 +183,32 @@ func (s *Server) routes() {
 	s.pkiRoutes()    // pki.go
 
 	s.handle("GET /v1/snapshot", s.snapshot)
-	s.mux.HandleFunc("GET /v1/watch", s.watch) // watchPattern
+	s.register(watchPattern, http.HandlerFunc(s.watch))
 }
 
-// watchPattern is the route of the watch stream (registered by routes, as a
-// literal that the authorization test reads), which bounds its own writes
-// line by line.
+// watchPattern is the route of the watch stream, which bounds its own
+// writes line by line.
 const watchPattern = "GET /v1/watch"
 
 // handle registers an API handler that returns its error.
 func (s *Server) handle(pattern string, h func(http.ResponseWriter, *http.Request) error) {
-	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+	s.register(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, err)
 		}
-	})
+	}))
+}
+
+// register adds a route to the mux and to Routes.
+func (s *Server) register(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
+	s.patterns = append(s.patterns, pattern)
+}
+
+// Routes returns every route the server serves ("METHOD /path"), sorted:
+// what the authorization table must cover.
+func (s *Server) Routes() []string {
+	return slices.Sorted(slices.Values(s.patterns))
 }
 
 // ServeHTTP routes a request, records its metrics and logs it at debug
