@@ -49,22 +49,7 @@ type EtcdMember struct {
 // the binary the test fails when CI=true and is skipped otherwise.
 func StartEtcdCluster(t testing.TB, n int) *EtcdCluster {
 	t.Helper()
-	if _, err := os.Stat(EtcdBinary); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("servertest: external etcd %s is missing (install etcd-server): %v", EtcdBinary, err)
-		}
-		t.Skipf("servertest: external etcd %s is missing (install etcd-server)", EtcdBinary)
-	}
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ { // a free port may be taken before etcd binds it
-		c, err := startEtcdCluster(t, n)
-		if err == nil {
-			return c
-		}
-		lastErr = err
-	}
-	t.Fatalf("servertest: %v", lastErr)
-	return nil
+	return withEtcd(t, func() (*EtcdCluster, error) { return startEtcdCluster(t, n) })
 }
 
 func startEtcdCluster(t testing.TB, n int) (*EtcdCluster, error) {

@@ -38,6 +38,13 @@ type Etcd struct {
 // binary the test fails when CI=true and is skipped otherwise.
 func StartEtcd(t testing.TB, tlsCfg *EtcdTLS) *Etcd {
 	t.Helper()
+	return withEtcd(t, func() (*Etcd, error) { return startEtcd(t, tlsCfg) })
+}
+
+// withEtcd fails (CI=true) or skips the test without EtcdBinary, then runs
+// start up to 3 times: a free port may be taken before etcd binds it.
+func withEtcd[T any](t testing.TB, start func() (T, error)) T {
+	t.Helper()
 	if _, err := os.Stat(EtcdBinary); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("servertest: external etcd %s is missing (install etcd-server): %v", EtcdBinary, err)
@@ -45,15 +52,16 @@ func StartEtcd(t testing.TB, tlsCfg *EtcdTLS) *Etcd {
 		t.Skipf("servertest: external etcd %s is missing (install etcd-server)", EtcdBinary)
 	}
 	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ { // the free ports may be taken before etcd binds them
-		e, err := startEtcd(t, tlsCfg)
+	for attempt := 0; attempt < 3; attempt++ {
+		v, err := start()
 		if err == nil {
-			return e
+			return v
 		}
 		lastErr = err
 	}
 	t.Fatalf("servertest: %v", lastErr)
-	return nil
+	var zero T
+	return zero
 }
 
 func freePort() (int, error) {
