@@ -28,20 +28,9 @@ import (
 	"github.com/romana/romana/pki"
 	"github.com/romana/romana/plan"
 	"github.com/romana/romana/server/servertest"
+	"github.com/romana/romana/sim/simtest"
 	"github.com/romana/romana/store"
 )
-
-// need fails the test when CI=true and skips it otherwise unless ok.
-func need(t *testing.T, ok bool, why string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: %s", why)
-	}
-	t.Skip(why)
-}
 
 const nobodyEnv = "ROMANA_TEST_NOBODY"
 
@@ -69,7 +58,7 @@ type nobodyAttack struct{ Method, Path, Body string }
 // tries etcdctl as nobody against the embedded etcd, with and without
 // stolen certificates.)
 func TestNobodyCannotChangeAnything(t *testing.T) {
-	need(t, os.Geteuid() == 0, "needs root to run a process as uid nobody")
+	simtest.Need(t, os.Geteuid() == 0, "needs root to run a process as uid nobody")
 	ctx := context.Background()
 	in := servertest.Start(t)
 	c := in.Client

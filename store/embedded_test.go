@@ -23,19 +23,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
-)
 
-// need fails the test when CI=true and skips it otherwise unless ok.
-func need(t *testing.T, ok bool, why string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: %s", why)
-	}
-	t.Skip(why)
-}
+	"github.com/romana/romana/sim/simtest"
+)
 
 func openEmbedded(t *testing.T, dir string) *Store {
 	t.Helper()
@@ -353,9 +343,9 @@ func TestEnsureTLSRenews(t *testing.T) {
 // use) so that only the TLS directory's own permissions and mutual TLS are
 // tested.
 func TestEmbeddedRefusesUnprivilegedUser(t *testing.T) {
-	need(t, os.Geteuid() == 0, "needs root to run commands as nobody")
+	simtest.Need(t, os.Geteuid() == 0, "needs root to run commands as nobody")
 	etcdctl, err := exec.LookPath("etcdctl")
-	need(t, err == nil, "needs etcdctl (Debian package etcd-client)")
+	simtest.Need(t, err == nil, "needs etcdctl (Debian package etcd-client)")
 	base := t.TempDir()
 	for _, d := range []string{filepath.Dir(base), base} {
 		if err := os.Chmod(d, 0o755); err != nil {

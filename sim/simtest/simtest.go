@@ -18,6 +18,19 @@ import (
 // Prefix starts every namespace a test creates.
 const Prefix = "romt"
 
+// Need stops the test unless ok: under CI=true it fails, otherwise it is
+// skipped, with why as the reason.
+func Need(t testing.TB, ok bool, why string) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true: %s", why)
+	}
+	t.Skip(why)
+}
+
 // Require stops the test unless it runs as root with the given tools on
 // PATH ("ip" is always required). Under CI=true a missing requirement fails
 // the test; otherwise it skips it.
