@@ -321,6 +321,12 @@ func waitUntil(t *testing.T, what string, deadline time.Time, cond func() (bool,
 
 // healthz asks the agent in the host's namespace for /healthz.
 func (c *cluster) healthz(host string) (string, error) {
+	return c.agentGet(host, "/healthz", 2*time.Second)
+}
+
+// agentGet sends GET path to the agent's metrics listener in the host's
+// namespace and returns the whole response, headers included.
+func (c *cluster) agentGet(host, path string, timeout time.Duration) (string, error) {
 	var out string
 	err := c.hosts[host].Do(func() error {
 		conn, err := net.DialTimeout("tcp", "127.0.0.1:9601", time.Second)
@@ -328,8 +334,8 @@ func (c *cluster) healthz(host string) (string, error) {
 			return err
 		}
 		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(2 * time.Second))
-		fmt.Fprint(conn, "GET /healthz HTTP/1.0\r\n\r\n")
+		conn.SetDeadline(time.Now().Add(timeout))
+		fmt.Fprintf(conn, "GET %s HTTP/1.0\r\n\r\n", path)
 		b, err := io.ReadAll(conn)
 		out = string(b)
 		return err

@@ -9,8 +9,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -54,19 +52,7 @@ func (c *cluster) killAgent(host string) {
 
 // agentMetric reads one unlabelled metric of the host's agent.
 func (c *cluster) agentMetric(host, name string) (float64, error) {
-	var body string
-	err := c.hosts[host].Do(func() error {
-		conn, err := net.DialTimeout("tcp", "127.0.0.1:9601", time.Second)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprint(conn, "GET /metrics HTTP/1.0\r\n\r\n")
-		b, err := io.ReadAll(conn)
-		body = string(b)
-		return err
-	})
+	body, err := c.agentGet(host, "/metrics", 5*time.Second)
 	if err != nil {
 		return 0, err
 	}
