@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/model"
 )
 
 // Service chains (api.Chain) are implemented with policy routing:
@@ -167,19 +168,20 @@ type hop struct {
 // bypasses or blocks them when they die, see docs/chains.md). Problems with
 // one chain never stop the others.
 func ComputeSteering(snap api.Snapshot, host string, alive func(netip.Addr) bool) (Steering, error) {
-	in, err := index(snap, host)
+	return ComputeSteeringModel(model.New(snap), host, alive)
+}
+
+// ComputeSteeringModel is ComputeSteering on an indexed model.
+func ComputeSteeringModel(m *model.Model, host string, alive func(netip.Addr) bool) (Steering, error) {
+	in, err := index(m, host)
 	if err != nil {
 		return Steering{}, err
 	}
 	if alive == nil {
 		alive = func(netip.Addr) bool { return true }
 	}
-	byIP := map[netip.Addr]api.Address{}
-	for _, a := range snap.Addresses {
-		byIP[a.IP.Unmap()] = a
-	}
 	hostIP := map[string]netip.Addr{}
-	for _, h := range snap.Hosts {
+	for _, h := range m.Hosts() {
 		ip := h.IP.Unmap()
 		if why := notUnderlay(ip, in); why != "" && h.Name != host {
 			// Steering would route a hop's traffic "via" it: the remote
@@ -189,11 +191,7 @@ func ComputeSteering(snap api.Snapshot, host string, alive func(netip.Addr) bool
 		}
 		hostIP[h.Name] = ip
 	}
-	tenants := map[string]api.Tenant{}
-	for _, t := range in.tenants {
-		tenants[t.Name] = t
-	}
-	chains := slices.Clone(snap.Chains)
+	chains := slices.Clone(m.Chains())
 	slices.SortFunc(chains, func(a, b api.Chain) int { return cmp.Or(cmp.Compare(a.ID, b.ID), strings.Compare(a.Name, b.Name)) })
 
 	var st Steering
@@ -216,7 +214,7 @@ func ComputeSteering(snap api.Snapshot, host string, alive func(netip.Addr) bool
 			in.problem("chain %q: %d service functions; skipped", c.Name, len(c.Via))
 			continue
 		}
-		t, ok := tenants[c.Tenant]
+		t, ok := m.Tenant(c.Tenant)
 		if !ok {
 			in.problem("chain %q: unknown tenant %q; skipped", c.Name, c.Tenant)
 			continue
@@ -229,7 +227,7 @@ func ComputeSteering(snap api.Snapshot, host string, alive func(netip.Addr) bool
 		hops := make([]hop, len(c.Via))
 		for i, v := range c.Via {
 			h := hop{ip: v.Unmap()}
-			if a, ok := byIP[h.ip]; ok && a.Interface != "" && api.CheckEndpointInterface(a.Interface) == nil {
+			if a, ok := m.AddressAt(h.ip); ok && a.Interface != "" && api.CheckEndpointInterface(a.Interface) == nil {
 				h.host, h.iface, h.hostIP = a.Host, a.Interface, hostIP[a.Host]
 			} else {
 				in.problem("chain %q: via %s is not an attached endpoint; treated as down", c.Name, h.ip)
@@ -285,11 +283,11 @@ func ComputeSteering(snap api.Snapshot, host string, alive func(netip.Addr) bool
 			}
 		}
 		for _, n := range in.networks {
-			if !n.admits(c.Tenant) {
+			if !n.Admits(c.Tenant) {
 				continue
 			}
 			proto, _ := family(n)
-			m, err := n.plan.SegmentMatch(t.ID, segID)
+			m, err := n.Plan.SegmentMatch(t.ID, segID)
 			if err != nil {
 				in.problem("chain %q: segment %q does not fit network %q: %v", c.Name, c.Segment, n.Name, err)
 				continue
@@ -418,12 +416,8 @@ func ComputeSteering(snap api.Snapshot, host string, alive func(netip.Addr) bool
 }
 
 func segmentID(in *inputs, tenant, segment string) (uint64, bool) {
-	for _, s := range in.segments[tenant] {
-		if s.Name == segment {
-			return s.ID, true
-		}
-	}
-	return 0, false
+	s, ok := in.m.Segment(tenant, segment)
+	return s.ID, ok
 }
 
 // chainDsts returns the destination matches of chain c for packets of
@@ -433,18 +427,13 @@ func chainDsts(in *inputs, c api.Chain, n *network) ([]string, error) {
 	proto, _ := family(n)
 	switch {
 	case c.ToCIDR.IsValid():
-		if c.ToCIDR.Addr().Is4() != n.plan.Is4() {
+		if c.ToCIDR.Addr().Is4() != n.Plan.Is4() {
 			return nil, nil
 		}
 		return []string{fmt.Sprintf("%s daddr %s", proto, c.ToCIDR.Masked())}, nil
 	case c.ToTenant != "":
-		var t *api.Tenant
-		for i := range in.tenants {
-			if in.tenants[i].Name == c.ToTenant {
-				t = &in.tenants[i]
-			}
-		}
-		if t == nil {
+		t, ok := in.m.Tenant(c.ToTenant)
+		if !ok {
 			return nil, fmt.Errorf("unknown destination tenant %q", c.ToTenant)
 		}
 		var segID uint64
@@ -457,18 +446,18 @@ func chainDsts(in *inputs, c api.Chain, n *network) ([]string, error) {
 		}
 		var out []string
 		for _, n2 := range in.networks {
-			if n2.plan.Is4() != n.plan.Is4() || !n2.admits(c.ToTenant) {
+			if n2.Plan.Is4() != n.Plan.Is4() || !n2.Admits(c.ToTenant) {
 				continue
 			}
 			var m string
 			if c.ToSegment != "" {
-				sm, err := n2.plan.SegmentMatch(t.ID, segID)
+				sm, err := n2.Plan.SegmentMatch(t.ID, segID)
 				if err != nil {
 					continue
 				}
 				m = fmt.Sprintf("%s daddr & %s == %s", proto, sm.Mask, sm.Value)
 			} else {
-				tm, err := n2.plan.TenantMatch(t.ID)
+				tm, err := n2.Plan.TenantMatch(t.ID)
 				if err != nil {
 					continue
 				}
@@ -487,7 +476,7 @@ func chainL4(c api.Chain, n *network) string {
 	case "":
 		return ""
 	case "icmp":
-		if n.plan.Is4() {
+		if n.Plan.Is4() {
 			return "meta l4proto icmp"
 		}
 		return "meta l4proto icmpv6"

@@ -13,18 +13,15 @@ import (
 	"strings"
 
 	"github.com/romana/romana/api"
-	"github.com/romana/romana/plan"
+	"github.com/romana/romana/model"
 )
 
-// The endpoint scheme shared with the CNI plugin: an endpoint has <ip>/32 on
-// its eth0 and "default via GatewayAddr dev eth0 onlink"; the host holds
-// GatewayAddr/32 on the dummy link GatewayLink (a port-less bridge on
-// kernels without the dummy driver) and answers ARP for it on every endpoint
-// veth (arp_ignore 0, the default); the host-side veth gets "<ip>/32 dev <veth> scope link".
-const GatewayLink = "romana-gw"
+// GatewayLink and GatewayAddr are the endpoints' gateway scheme, defined
+// once in package model (shared with the CNI plugin).
+const GatewayLink = model.GatewayLink
 
 // GatewayAddr is the endpoints' default gateway, held by every host.
-var GatewayAddr = netip.MustParseAddr("169.254.1.1")
+var GatewayAddr = model.Gateway
 
 // Mode is how packets reach other hosts' endpoints.
 type Mode string
@@ -164,25 +161,21 @@ func (s State) String() string {
 	return b.String()
 }
 
-// network is a parsed network with what this host needs of it.
+// network is a usable network with this host's block in it.
 type network struct {
-	api.Network
-	plan *plan.Plan
+	*model.Network
 	// mine is this host's block in the network (invalid when it has none).
 	mine netip.Prefix
-	// allowed restricts the tenants (nil: every tenant).
-	allowed map[string]bool
 }
 
-func (n *network) admits(tenant string) bool { return n.allowed == nil || n.allowed[tenant] }
-
-// inputs is the snapshot indexed for computation, with problems collected.
+// inputs is what one computation reads: the model, this host's view of
+// its networks, and the problems found.
 type inputs struct {
+	m        *model.Model
 	host     api.Host
-	networks []*network // sorted by name; only those whose plan parsed
+	networks []*network // sorted by name
 	byName   map[string]*network
 	tenants  []api.Tenant // sorted by ID
-	segments map[string][]api.Segment
 	problems map[string]bool
 	// underlay is Options.Underlay indexed (nil when unknown).
 	underlay *underlay
@@ -195,17 +188,72 @@ func (in *inputs) problem(format string, args ...any) {
 	in.problems[fmt.Sprintf(format, args...)] = true
 }
 
-// Compute returns the desired state of host. It fails only when the host
-// itself is unknown or opts are invalid; problems with individual objects
-// are skipped and listed in State.Problems.
+// takeProblems returns the problems found so far, sorted, and starts a
+// new list holding the model's own.
+func (in *inputs) takeProblems() []string {
+	var out []string
+	for p := range in.problems {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	in.problems = map[string]bool{}
+	for _, p := range in.m.Problems() {
+		in.problems[p] = true
+	}
+	return out
+}
+
+// Compute returns the desired state of host in snap; see ComputeModel.
 func Compute(snap api.Snapshot, host string, opts Options) (State, error) {
-	mode, err := ParseMode(string(opts.Mode))
+	return ComputeModel(model.New(snap), host, opts)
+}
+
+// ComputeModel returns the desired state of host. It fails only when the
+// host itself is unknown or opts are invalid; problems with individual
+// objects are skipped and listed in State.Problems.
+func ComputeModel(m *model.Model, host string, opts Options) (State, error) {
+	st, in, err := routing(m, host, opts)
 	if err != nil {
 		return State{}, err
 	}
-	in, err := index(snap, host)
+	fw, problems := firewall(in)
+	st.Firewall = fw
+	st.Problems = append(st.Problems, problems...)
+	slices.Sort(st.Problems)
+	st.Problems = slices.Compact(st.Problems)
+	return st, nil
+}
+
+// ComputeRouting returns the desired state of host without its firewall
+// (Firewall is empty, Problems are those of the routing part and of the
+// model): what the agent's route manager applies. It reads no policy.
+func ComputeRouting(m *model.Model, host string, opts Options) (State, error) {
+	st, _, err := routing(m, host, opts)
+	return st, err
+}
+
+// ComputeFirewall returns the ruleset of host and the problems found
+// computing it (with the model's own).
+func ComputeFirewall(m *model.Model, host string, opts Options) (Ruleset, []string, error) {
+	_, in, err := routing(m, host, opts)
 	if err != nil {
-		return State{}, err
+		return Ruleset{}, nil, err
+	}
+	fw, problems := firewall(in)
+	return fw, problems, nil
+}
+
+// routing computes sysctls, the gateway, routes and (flat mode, known
+// underlay) the anti-spoofing sources; the inputs it returns hold the
+// sources and a fresh problem list for the firewall part.
+func routing(m *model.Model, host string, opts Options) (State, *inputs, error) {
+	mode, err := ParseMode(string(opts.Mode))
+	if err != nil {
+		return State{}, nil, err
+	}
+	in, err := index(m, host)
+	if err != nil {
+		return State{}, nil, err
 	}
 	in.underlay = indexUnderlay(opts.Underlay)
 	st := State{
@@ -213,67 +261,44 @@ func Compute(snap api.Snapshot, host string, opts Options) (State, error) {
 		Gateway: DefaultGateway(),
 		Sysctls: []Sysctl{{"net.ipv4.ip_forward", "1"}},
 	}
-	st.Routes = endpointRoutes(snap, in)
+	st.Routes = endpointRoutes(in)
 	if mode == ModeFlat {
-		st.Routes = append(st.Routes, hostRoutes(snap, in)...)
+		st.Routes = append(st.Routes, hostRoutes(in)...)
 	}
 	st.Routes, st.Refused = screenRoutes(st.Routes, in, in.underlay)
 	st.Routes = dedupRoutes(st.Routes, in)
 	st.Sysctls = append(st.Sysctls, forwardIPv6(st.Routes)...)
 	if mode == ModeFlat && in.underlay != nil {
-		in.sources, st.Resolve = underlaySources(snap, st.Routes, in, in.underlay)
+		in.sources, st.Resolve = underlaySources(st.Routes, in, in.underlay)
 	}
-	st.Firewall = isolation(in, len(snap.Chains) > 0)
-	addPolicies(&st.Firewall, snap, in)
-	for p := range in.problems {
-		st.Problems = append(st.Problems, p)
-	}
-	slices.Sort(st.Problems)
-	return st, nil
+	st.Problems = in.takeProblems()
+	return st, in, nil
 }
 
-func index(snap api.Snapshot, host string) (*inputs, error) {
-	in := &inputs{byName: map[string]*network{}, segments: map[string][]api.Segment{}, problems: map[string]bool{}}
-	found := false
-	for _, h := range snap.Hosts {
-		if h.Name == host {
-			in.host, found = h, true
-			break
-		}
-	}
-	if !found {
+// firewall computes the ruleset from inputs that went through routing.
+func firewall(in *inputs) (Ruleset, []string) {
+	rs := isolation(in, in.m.HasChains())
+	addPolicies(&rs, in)
+	return rs, in.takeProblems()
+}
+
+// index takes this host's view of the model.
+func index(m *model.Model, host string) (*inputs, error) {
+	h, ok := m.Host(host)
+	if !ok {
 		return nil, fmt.Errorf("host %q is not registered with romanad", host)
 	}
-	for _, n := range snap.Networks {
-		if err := api.ValidateName("network", n.Name); err != nil {
-			in.problem("%v; skipped", err) // the name goes into nft identifiers
-			continue
-		}
-		p, err := plan.Parse(n.Spec())
-		if err != nil {
-			in.problem("%v", err) // plan errors name the network
-			continue
-		}
-		if err := api.CheckPool(p.Prefix()); err != nil {
-			in.problem("network %q: %v; skipped", n.Name, err)
-			continue
-		}
-		if _, dup := in.byName[n.Name]; dup {
-			in.problem("network %q: listed twice; using the first", n.Name)
-			continue
-		}
-		nw := &network{Network: n, plan: p}
-		if len(n.Tenants) > 0 {
-			nw.allowed = map[string]bool{}
-			for _, t := range n.Tenants {
-				nw.allowed[t] = true
-			}
-		}
-		for _, s := range in.host.Slots {
+	in := &inputs{m: m, host: h, byName: map[string]*network{}, tenants: m.Tenants(), problems: map[string]bool{}}
+	for _, p := range m.Problems() {
+		in.problems[p] = true
+	}
+	for _, n := range m.Networks() {
+		nw := &network{Network: n}
+		for _, s := range h.Slots {
 			if s.Network != n.Name {
 				continue
 			}
-			if c, err := p.HostCIDR(s.Loc); err != nil || c != s.CIDR {
+			if c, err := n.Plan.HostCIDR(s.Loc); err != nil || c != s.CIDR {
 				in.problem("host %q: slot in network %q: cidr %s does not match location %s", host, n.Name, s.CIDR, s.Loc)
 				continue
 			}
@@ -282,75 +307,16 @@ func index(snap api.Snapshot, host string) (*inputs, error) {
 		in.networks = append(in.networks, nw)
 		in.byName[n.Name] = nw
 	}
-	slices.SortFunc(in.networks, func(a, b *network) int { return strings.Compare(a.Name, b.Name) })
-
-	tenants := slices.Clone(snap.Tenants)
-	slices.SortFunc(tenants, func(a, b api.Tenant) int {
-		return cmp.Or(cmp.Compare(a.ID, b.ID), strings.Compare(a.Name, b.Name))
-	})
-	seenID := map[uint64]string{}
-	for _, t := range tenants {
-		if err := api.ValidateName("tenant", t.Name); err != nil {
-			in.problem("%v; skipped", err) // the name goes into nft comments
-			continue
-		}
-		if other, dup := seenID[t.ID]; dup {
-			in.problem("tenant %q: id %d is also tenant %q's; skipped", t.Name, t.ID, other)
-			continue
-		}
-		switch t.Isolation {
-		case "", api.IsolationTenant, api.IsolationSegment, api.IsolationNone:
-		default:
-			in.problem("tenant %q: unknown isolation %q; enforcing %q", t.Name, t.Isolation, api.IsolationTenant)
-			t.Isolation = api.IsolationTenant
-		}
-		seenID[t.ID] = t.Name
-		in.tenants = append(in.tenants, t)
-	}
-	known := map[string]bool{}
-	for _, t := range in.tenants {
-		known[t.Name] = true
-	}
-	for _, s := range snap.Segments {
-		if err := api.ValidateName("segment", s.Name); err != nil {
-			in.problem("tenant %q: %v; skipped", s.Tenant, err)
-			continue
-		}
-		if !known[s.Tenant] {
-			in.problem("segment %q of tenant %q: unknown tenant; skipped", s.Name, s.Tenant)
-			continue
-		}
-		in.segments[s.Tenant] = append(in.segments[s.Tenant], s)
-	}
-	for t, ss := range in.segments {
-		slices.SortFunc(ss, func(a, b api.Segment) int { return cmp.Or(cmp.Compare(a.ID, b.ID), strings.Compare(a.Name, b.Name)) })
-		out := ss[:0]
-		names := map[string]bool{}
-		for i, s := range ss {
-			switch {
-			case i > 0 && ss[i-1].ID == s.ID:
-				in.problem("segment %q of tenant %q: id %d is also segment %q's; skipped", s.Name, t, s.ID, ss[i-1].Name)
-			case names[s.Name]:
-				in.problem("segment %q of tenant %q: listed twice; skipped", s.Name, t)
-			default:
-				names[s.Name] = true
-				out = append(out, s)
-			}
-		}
-		in.segments[t] = out
-	}
 	return in, nil
 }
 
 // endpointRoutes returns "<ip>/32 dev <veth>" for this host's addresses
 // that have an interface.
-func endpointRoutes(snap api.Snapshot, in *inputs) []Route {
+func endpointRoutes(in *inputs) []Route {
 	var out []Route
-	addrs := slices.Clone(snap.Addresses)
-	slices.SortFunc(addrs, func(a, b api.Address) int { return strings.Compare(a.Name, b.Name) })
 	seen := map[netip.Addr]string{}
-	for _, a := range addrs {
-		if a.Host != in.host.Name || a.Interface == "" {
+	for _, a := range in.m.AddressesOn(in.host.Name) {
+		if a.Interface == "" {
 			continue
 		}
 		ip := a.IP.Unmap()
@@ -365,8 +331,8 @@ func endpointRoutes(snap api.Snapshot, in *inputs) []Route {
 		if n := in.byName[a.Network]; n == nil {
 			in.problem("address %q: unknown network %q; skipped", a.Name, a.Network)
 			continue
-		} else if !n.plan.Prefix().Contains(ip) {
-			in.problem("address %q: %s is not in network %q (%s); skipped", a.Name, ip, a.Network, n.plan.Prefix())
+		} else if !n.Plan.Prefix().Contains(ip) {
+			in.problem("address %q: %s is not in network %q (%s); skipped", a.Name, ip, a.Network, n.Plan.Prefix())
 			continue
 		}
 		if other, dup := seen[ip]; dup {
@@ -404,9 +370,9 @@ func forwardIPv6(routes []Route) []Sysctl {
 
 // hostRoutes returns, for flat L2 mode, one route per remote host per
 // network: "<remote host CIDR> via <remote host IP>".
-func hostRoutes(snap api.Snapshot, in *inputs) []Route {
+func hostRoutes(in *inputs) []Route {
 	var out []Route
-	for _, h := range snap.Hosts {
+	for _, h := range in.m.Hosts() {
 		if h.Name == in.host.Name {
 			continue
 		}
@@ -420,14 +386,14 @@ func hostRoutes(snap api.Snapshot, in *inputs) []Route {
 			case !ip.IsValid():
 				in.problem("host %q: no ip; no route to its block %s", h.Name, s.CIDR)
 				continue
-			case ip.Is4() != n.plan.Is4():
+			case ip.Is4() != n.Plan.Is4():
 				in.problem("host %q: ip %s and network %q are of different families; no route to its block %s", h.Name, ip, n.Name, s.CIDR)
 				continue
 			case ip == in.host.IP.Unmap():
 				in.problem("host %q: has this host's ip %s; no route to its block %s", h.Name, ip, s.CIDR)
 				continue
 			}
-			if c, err := n.plan.HostCIDR(s.Loc); err != nil || c != s.CIDR {
+			if c, err := n.Plan.HostCIDR(s.Loc); err != nil || c != s.CIDR {
 				in.problem("host %q: slot in network %q: cidr %s does not match location %s", h.Name, n.Name, s.CIDR, s.Loc)
 				continue
 			}

@@ -3,7 +3,6 @@ package hoststate
 import (
 	"fmt"
 
-	"github.com/romana/romana/api"
 	"github.com/romana/romana/policy"
 )
 
@@ -29,13 +28,13 @@ func IsPolicyChain(name string) bool {
 // logRate limits logged drops per rule.
 const logRate = "limit rate 10/second burst 20 packets"
 
-// addPolicies compiles snap's policies for this host into the ruleset's
+// addPolicies compiles the model's policies for this host into the ruleset's
 // policy chains and reports the compiler's problems.
-func addPolicies(rs *Ruleset, snap api.Snapshot, in *inputs) {
-	if len(snap.Policies) == 0 {
+func addPolicies(rs *Ruleset, in *inputs) {
+	if len(in.m.Policies()) == 0 {
 		return
 	}
-	c := policy.Compile(snap, in.host.Name)
+	c := policy.CompileModel(in.m, in.host.Name)
 	for _, p := range c.Problems {
 		in.problem("%s", p)
 	}

@@ -202,7 +202,7 @@ func clip(s string) string {
 
 // selectors for one address family.
 func family(n *network) (proto, keyType string) {
-	if n.plan.Is4() {
+	if n.Plan.Is4() {
 		return "ip", "ipv4_addr"
 	}
 	return "ip6", "ipv6_addr"
@@ -233,7 +233,7 @@ func isolation(in *inputs, steering bool) Ruleset {
 	for _, n := range in.networks {
 		proto, _ := family(n)
 		fwd.Rules = append(fwd.Rules, Rule{
-			Expr:    fmt.Sprintf("%s saddr %s%s fib saddr . iif oif missing counter drop", proto, n.plan.Prefix(), exempt),
+			Expr:    fmt.Sprintf("%s saddr %s%s fib saddr . iif oif missing counter drop", proto, n.Plan.Prefix(), exempt),
 			Comment: "network " + n.Name + ": spoofed source",
 		})
 	}
@@ -253,10 +253,10 @@ func isolation(in *inputs, steering bool) Ruleset {
 		proto, keyType := family(n)
 		m := Map{Name: TenantMap(n.Name), KeyType: keyType, Comment: "network " + n.Name + ": destination tenant to its chain"}
 		for _, t := range in.tenants {
-			if !n.admits(t.Name) {
+			if !n.Admits(t.Name) {
 				continue
 			}
-			match, err := n.plan.TenantMatch(t.ID)
+			match, err := n.Plan.TenantMatch(t.ID)
 			if err != nil {
 				in.problem("tenant %q: id %d does not fit network %q: %v", t.Name, t.ID, n.Name, err)
 				continue
@@ -266,7 +266,7 @@ func isolation(in *inputs, steering bool) Ruleset {
 		}
 		maps = append(maps, m)
 		fwd.Rules = append(fwd.Rules,
-			Rule{Expr: fmt.Sprintf("%s daddr %s %s daddr & %s vmap @%s", proto, n.mine, proto, n.plan.TenantMask(), m.Name)},
+			Rule{Expr: fmt.Sprintf("%s daddr %s %s daddr & %s vmap @%s", proto, n.mine, proto, n.Plan.TenantMask(), m.Name)},
 			Rule{Expr: fmt.Sprintf("%s daddr %s counter drop", proto, n.mine), Comment: "network " + n.Name + ": unknown tenant"})
 	}
 	rs := Ruleset{Sets: in.sources, Maps: maps, Chains: []Chain{fwd, policies}}
@@ -331,7 +331,7 @@ func underlayRules(in *inputs, exempt string) []Rule {
 	for _, n := range in.networks {
 		proto, _ := family(n)
 		set := UnderlaySet4
-		if !n.plan.Is4() {
+		if !n.Plan.Is4() {
 			set = UnderlaySet6
 		}
 		notMine := ""
@@ -339,7 +339,7 @@ func underlayRules(in *inputs, exempt string) []Rule {
 			notMine = fmt.Sprintf(" %s saddr != %s", proto, n.mine)
 		}
 		out = append(out, Rule{
-			Expr:    fmt.Sprintf("%s saddr %s%s%s %s saddr . ether saddr != @%s counter drop", proto, n.plan.Prefix(), notMine, exempt, proto, set),
+			Expr:    fmt.Sprintf("%s saddr %s%s%s %s saddr . ether saddr != @%s counter drop", proto, n.Plan.Prefix(), notMine, exempt, proto, set),
 			Comment: "network " + n.Name + ": source not from its block's host",
 		})
 	}
@@ -359,11 +359,11 @@ func tenantChains(in *inputs, t api.Tenant) []Chain {
 		return []Chain{c}
 	case api.IsolationTenant:
 		for _, n := range in.networks {
-			if !n.admits(t.Name) {
+			if !n.Admits(t.Name) {
 				continue
 			}
 			proto, _ := family(n)
-			m, err := n.plan.TenantMatch(t.ID)
+			m, err := n.Plan.TenantMatch(t.ID)
 			if err != nil {
 				continue // reported by isolation
 			}
@@ -378,14 +378,14 @@ func tenantChains(in *inputs, t api.Tenant) []Chain {
 	// Segment mode: dispatch on the destination's segment, then accept
 	// sources of that same segment.
 	var segChains []Chain
-	for _, s := range in.segments[t.Name] {
+	for _, s := range in.m.Segments(t.Name) {
 		var dispatch []Rule
 		for _, n := range in.networks {
-			if !n.mine.IsValid() || !n.admits(t.Name) {
+			if !n.mine.IsValid() || !n.Admits(t.Name) {
 				continue
 			}
 			proto, _ := family(n)
-			m, err := n.plan.SegmentMatch(t.ID, s.ID)
+			m, err := n.Plan.SegmentMatch(t.ID, s.ID)
 			if err != nil {
 				in.problem("segment %q of tenant %q: id %d does not fit network %q: %v", s.Name, t.Name, s.ID, n.Name, err)
 				continue
@@ -398,11 +398,11 @@ func tenantChains(in *inputs, t api.Tenant) []Chain {
 		c.Rules = append(c.Rules, dispatch...)
 		sc := Chain{Name: SegmentChain(t.ID, s.ID), Comment: fmt.Sprintf("tenant %s segment %s", t.Name, s.Name)}
 		for _, n := range in.networks {
-			if !n.admits(t.Name) {
+			if !n.Admits(t.Name) {
 				continue
 			}
 			proto, _ := family(n)
-			m, err := n.plan.SegmentMatch(t.ID, s.ID)
+			m, err := n.Plan.SegmentMatch(t.ID, s.ID)
 			if err != nil {
 				continue
 			}

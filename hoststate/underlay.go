@@ -214,8 +214,8 @@ func notUnderlay(ip netip.Addr, in *inputs) string {
 		return "next hop: " + err.Error()
 	}
 	for _, n := range in.networks {
-		if n.plan.Prefix().Contains(ip) {
-			return fmt.Sprintf("next hop %s is in network %q (%s), not on the underlay", ip, n.Name, n.plan.Prefix())
+		if n.Plan.Prefix().Contains(ip) {
+			return fmt.Sprintf("next hop %s is in network %q (%s), not on the underlay", ip, n.Name, n.Plan.Prefix())
 		}
 	}
 	return ""
@@ -238,7 +238,7 @@ const (
 // packets (the chain's sources, from any block) to their destination's
 // host, without steering's mark there: it is paired with the whole pool.
 // A third machine on the fabric is no such host.
-func underlaySources(snap api.Snapshot, routes []Route, in *inputs, u *underlay) (sets []Set, resolve []netip.Addr) {
+func underlaySources(routes []Route, in *inputs, u *underlay) (sets []Set, resolve []netip.Addr) {
 	byMAC := map[string][]netip.Prefix{}
 	unresolved := map[netip.Addr]bool{}
 	pair := func(ip netip.Addr, p netip.Prefix) {
@@ -255,13 +255,13 @@ func underlaySources(snap api.Snapshot, routes []Route, in *inputs, u *underlay)
 			pair(r.Via, r.Dst)
 		}
 	}
-	for _, ip := range functionHosts(snap, in) {
+	for _, ip := range functionHosts(in) {
 		if _, ok := u.subnetOf(ip); !ok || u.local[ip] {
 			continue // this host, or one it has no route to
 		}
 		for _, n := range in.networks {
-			if n.plan.Is4() == ip.Is4() {
-				pair(ip, n.plan.Prefix())
+			if n.Plan.Is4() == ip.Is4() {
+				pair(ip, n.Plan.Prefix())
 			}
 		}
 	}
@@ -283,7 +283,7 @@ func underlaySources(snap api.Snapshot, routes []Route, in *inputs, u *underlay)
 	slices.Sort(v6)
 	has4, has6 := false, false
 	for _, n := range in.networks {
-		has4, has6 = has4 || n.plan.Is4(), has6 || !n.plan.Is4()
+		has4, has6 = has4 || n.Plan.Is4(), has6 || !n.Plan.Is4()
 	}
 	if has4 {
 		sets = append(sets, Set{Name: UnderlaySet4, KeyType: "ipv4_addr . ether_addr", Interval: true,
@@ -302,27 +302,20 @@ func underlaySources(snap api.Snapshot, routes []Route, in *inputs, u *underlay)
 
 // functionHosts returns the underlay addresses of the hosts running a
 // service function of some chain (other than this host), sorted.
-func functionHosts(snap api.Snapshot, in *inputs) []netip.Addr {
-	if len(snap.Chains) == 0 {
-		return nil
-	}
-	hostOf := map[netip.Addr]string{}
-	for _, a := range snap.Addresses {
-		hostOf[a.IP.Unmap()] = a.Host
-	}
-	ipOf := map[string]netip.Addr{}
-	for _, h := range snap.Hosts {
-		ipOf[h.Name] = h.IP.Unmap()
-	}
+func functionHosts(in *inputs) []netip.Addr {
 	var out []netip.Addr
-	for _, c := range snap.Chains {
+	for _, c := range in.m.Chains() {
 		for _, v := range c.Via {
-			h, ok := hostOf[v.Unmap()]
-			if !ok || h == in.host.Name {
+			a, ok := in.m.AddressAt(v)
+			if !ok || a.Host == in.host.Name {
 				continue
 			}
-			ip, ok := ipOf[h]
-			if !ok || notUnderlay(ip, in) != "" || slices.Contains(out, ip) {
+			h, ok := in.m.Host(a.Host)
+			if !ok {
+				continue
+			}
+			ip := h.IP.Unmap()
+			if notUnderlay(ip, in) != "" || slices.Contains(out, ip) {
 				continue
 			}
 			out = append(out, ip)

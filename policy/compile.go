@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/model"
 	"github.com/romana/romana/plan"
 )
 
@@ -281,77 +282,25 @@ func (r Rule) Matches(p Packet) bool {
 	return false
 }
 
-// snapIndex is the snapshot parsed for compilation.
+// snapIndex is the model a compilation reads.
 type snapIndex struct {
-	networks []*netw // sorted by name
-	hosts    map[string]api.Host
-	tenants  map[string]api.Tenant
-	segments map[[2]string]api.Segment
+	m *model.Model
 }
 
-type netw struct {
-	api.Network
-	plan    *plan.Plan
-	allowed map[string]bool
-}
+type netw = model.Network
 
-func (n *netw) admits(tenant string) bool { return n.allowed == nil || n.allowed[tenant] }
-
-func indexSnapshot(snap api.Snapshot) *snapIndex {
-	ix := &snapIndex{hosts: map[string]api.Host{}, tenants: map[string]api.Tenant{}, segments: map[[2]string]api.Segment{}}
-	seen := map[string]bool{}
-	for _, n := range snap.Networks {
-		p, err := plan.Parse(n.Spec())
-		if err != nil || seen[n.Name] {
-			continue // hoststate reports broken networks
-		}
-		seen[n.Name] = true
-		nw := &netw{Network: n, plan: p}
-		if len(n.Tenants) > 0 {
-			nw.allowed = map[string]bool{}
-			for _, t := range n.Tenants {
-				nw.allowed[t] = true
-			}
-		}
-		ix.networks = append(ix.networks, nw)
-	}
-	slices.SortFunc(ix.networks, func(a, b *netw) int { return strings.Compare(a.Name, b.Name) })
-	for _, h := range snap.Hosts {
-		if _, dup := ix.hosts[h.Name]; !dup {
-			ix.hosts[h.Name] = h
-		}
-	}
-	for _, t := range snap.Tenants {
-		if _, dup := ix.tenants[t.Name]; !dup {
-			ix.tenants[t.Name] = t
-		}
-	}
-	for _, s := range snap.Segments {
-		k := [2]string{s.Tenant, s.Name}
-		if _, dup := ix.segments[k]; !dup {
-			ix.segments[k] = s
-		}
-	}
-	return ix
-}
+func indexSnapshot(snap api.Snapshot) *snapIndex { return &snapIndex{m: model.New(snap)} }
 
 // local returns host's blocks, by network name.
 func (ix *snapIndex) local(host string) []Local {
-	h, ok := ix.hosts[host]
+	h, ok := ix.m.Host(host)
 	if !ok {
 		return nil
 	}
 	var out []Local
-	for _, n := range ix.networks {
-		for _, s := range h.Slots {
-			if s.Network != n.Name {
-				continue
-			}
-			if c, err := n.plan.HostCIDR(s.Loc); err != nil || c != s.CIDR {
-				continue
-			}
-			out = append(out, Local{Network: n.Name, Prefix: s.CIDR})
-			break
+	for _, n := range ix.m.Networks() {
+		if c, ok := n.HostCIDR(h); ok {
+			out = append(out, Local{Network: n.Name, Prefix: c})
 		}
 	}
 	return out
@@ -361,26 +310,8 @@ func (ix *snapIndex) local(host string) []Local {
 // tenant's segment in network n; ok is false when they do not exist, are
 // not admitted to n or do not fit it.
 func (ix *snapIndex) groupMatch(n *netw, tenant, segment string) (AddrMatch, bool) {
-	t, ok := ix.tenants[tenant]
-	if !ok || !n.admits(tenant) {
-		return AddrMatch{}, false
-	}
-	if segment == "" {
-		m, err := n.plan.TenantMatch(t.ID)
-		if err != nil {
-			return AddrMatch{}, false
-		}
-		return AddrMatch{Value: m.Value, Mask: m.Mask}, true
-	}
-	s, ok := ix.segments[[2]string{tenant, segment}]
-	if !ok {
-		return AddrMatch{}, false
-	}
-	m, err := n.plan.SegmentMatch(t.ID, s.ID)
-	if err != nil {
-		return AddrMatch{}, false
-	}
-	return AddrMatch{Value: m.Value, Mask: m.Mask}, true
+	m, ok := ix.m.TenantMatch(n, tenant, segment)
+	return AddrMatch{Value: m.Value, Mask: m.Mask}, ok
 }
 
 // peerMatches compiles a peer to the address matches of one family; nil
@@ -406,8 +337,8 @@ func (ix *snapIndex) peerMatches(p api.Peer, is4 bool) []AddrMatch {
 		}
 		out = append(out, m)
 	case p.Tenant != "":
-		for _, n := range ix.networks {
-			if n.plan.Is4() != is4 {
+		for _, n := range ix.m.Networks() {
+			if n.Plan.Is4() != is4 {
 				continue
 			}
 			if m, ok := ix.groupMatch(n, p.Tenant, p.Segment); ok {
@@ -415,7 +346,7 @@ func (ix *snapIndex) peerMatches(p api.Peer, is4 bool) []AddrMatch {
 			}
 		}
 	case p.Host != "":
-		h, ok := ix.hosts[p.Host]
+		h, ok := ix.m.Host(p.Host)
 		if !ok {
 			return nil
 		}
@@ -483,7 +414,12 @@ func Sorted(ps []api.Policy) []api.Policy {
 // peers naming tenants, segments or hosts that do not exist compile to
 // nothing (and take effect when they appear, at the next compilation).
 func Compile(snap api.Snapshot, host string) Compiled {
-	return compileIndexed(indexSnapshot(snap), snap.Policies, host)
+	return CompileModel(model.New(snap), host)
+}
+
+// CompileModel is Compile on an indexed model.
+func CompileModel(m *model.Model, host string) Compiled {
+	return compileIndexed(&snapIndex{m: m}, m.Policies(), host)
 }
 
 func compileIndexed(ix *snapIndex, policies []api.Policy, host string) Compiled {
@@ -520,10 +456,6 @@ func compileIndexed(ix *snapIndex, policies []api.Policy, host string) Compiled 
 // compilePolicy expands one (validated, normalised) policy for one stage.
 func (ix *snapIndex) compilePolicy(p api.Policy, stage, host string, local []Local) []Rule {
 	var out []Rule
-	byName := map[string]*netw{}
-	for _, n := range ix.networks {
-		byName[n.Name] = n
-	}
 	// Targets: per local block, the applied-to selectors narrowed to it.
 	type target struct {
 		m   AddrMatch
@@ -531,7 +463,7 @@ func (ix *snapIndex) compilePolicy(p api.Policy, stage, host string, local []Loc
 	}
 	var targets []target
 	for _, l := range local {
-		n := byName[l.Network]
+		n := ix.m.Network(l.Network)
 		for _, s := range p.AppliedTo {
 			var m AddrMatch
 			switch {

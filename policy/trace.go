@@ -46,7 +46,7 @@ func Trace(snap api.Snapshot, p Packet) (api.Trace, error) {
 		return out, nil
 	}
 	if src := ix.hostOf(p.Src); src != "" {
-		c := compileIndexed(ix, snap.Policies, src)
+		c := compileIndexed(ix, ix.m.Policies(), src)
 		step := api.TraceStep{Host: src, Stage: StageEgress, Result: "pass", Reason: "no egress policy matched"}
 		if r, ok := first(c.Egress, p); ok {
 			step = ruleStep(src, r)
@@ -61,7 +61,7 @@ func Trace(snap api.Snapshot, p Packet) (api.Trace, error) {
 		return decide(api.TraceStep{Stage: StageIngress, Result: api.ActionAllow,
 			Reason: fmt.Sprintf("destination %s is in no host's block: no ingress enforcement", p.Dst)})
 	}
-	c := compileIndexed(ix, snap.Policies, dst)
+	c := compileIndexed(ix, ix.m.Policies(), dst)
 	if r, ok := first(c.Ingress, p); ok {
 		return decide(ruleStep(dst, r))
 	}
@@ -86,10 +86,10 @@ func ruleStep(host string, r Rule) api.TraceStep {
 
 // hostOf returns the host whose block holds a, or "".
 func (ix *snapIndex) hostOf(a netip.Addr) string {
-	for name := range ix.hosts {
-		for _, l := range ix.local(name) {
+	for _, h := range ix.m.Hosts() {
+		for _, l := range ix.local(h.Name) {
 			if l.Prefix.Contains(a) {
-				return name
+				return h.Name
 			}
 		}
 	}
@@ -109,8 +109,8 @@ func (ix *snapIndex) isolation(host string, p Packet) api.TraceStep {
 		return step
 	}
 	var n *netw
-	for _, x := range ix.networks {
-		if x.plan.Prefix().Contains(p.Dst) {
+	for _, x := range ix.m.Networks() {
+		if x.Plan.Prefix().Contains(p.Dst) {
 			n = x
 			break
 		}
@@ -118,15 +118,16 @@ func (ix *snapIndex) isolation(host string, p Packet) api.TraceStep {
 	if n == nil {
 		return deny("destination %s: in no network", p.Dst)
 	}
-	d, err := n.plan.Decode(p.Dst)
+	d, err := n.Plan.Decode(p.Dst)
 	if err != nil {
 		return deny("destination %s: %v", p.Dst, err)
 	}
 	var t api.Tenant
 	found := false
-	for _, x := range ix.tenants {
-		if x.ID == d.Tenant && n.admits(x.Name) && (!found || x.Name < t.Name) {
+	for _, x := range ix.m.Tenants() { // IDs are unique among them
+		if x.ID == d.Tenant && n.Admits(x.Name) {
 			t, found = x, true
+			break
 		}
 	}
 	if !found {
@@ -137,23 +138,23 @@ func (ix *snapIndex) isolation(host string, p Packet) api.TraceStep {
 		return allow("tenant isolation of %s: none (open to all)", t.Name)
 	case api.IsolationSegment:
 		var seg *api.Segment
-		for _, s := range ix.segments {
-			if s.Tenant == t.Name && s.ID == d.Segment {
-				s := s
+		for _, s := range ix.m.Segments(t.Name) {
+			if s.ID == d.Segment {
 				seg = &s
+				break
 			}
 		}
 		if seg == nil {
 			return deny("tenant isolation of %s: unknown segment id %d", t.Name, d.Segment)
 		}
-		for _, m := range ix.networks {
+		for _, m := range ix.m.Networks() {
 			if gm, ok := ix.groupMatch(m, t.Name, seg.Name); ok && gm.Contains(p.Src) {
 				return allow("segment isolation of %s/%s: same segment", t.Name, seg.Name)
 			}
 		}
 		return deny("segment isolation of %s/%s", t.Name, seg.Name)
 	}
-	for _, m := range ix.networks {
+	for _, m := range ix.m.Networks() {
 		if gm, ok := ix.groupMatch(m, t.Name, ""); ok && gm.Contains(p.Src) {
 			return allow("tenant isolation of %s: same tenant", t.Name)
 		}

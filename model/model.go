@@ -1,0 +1,502 @@
+// Package model is romanad's state as a host needs it: a snapshot indexed
+// once (networks with their parsed plans, hosts, tenants, segments,
+// addresses by host and by IP, policies, chains, devices) and then kept
+// current event by event. It owns the rules every consumer shares: which
+// networks and tenants are usable, whether a network admits a tenant, the
+// endpoints' gateway. Packages hoststate, policy and fabric compute from a
+// *Model instead of indexing the snapshot themselves.
+//
+// It is pure (no I/O, no clock) and not safe for concurrent use: the agent's
+// loop owns its model.
+package model
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/plan"
+)
+
+// The endpoint scheme shared by the CNI plugin and the agent: an endpoint
+// has <ip>/32 on its eth0 and "default via Gateway dev eth0 onlink"; the
+// host holds Gateway/32 on the link GatewayLink and answers ARP for it on
+// every endpoint veth.
+var Gateway = netip.MustParseAddr("169.254.1.1")
+
+// GatewayLink is the host link holding Gateway (a dummy link, or a
+// port-less bridge on kernels without the dummy driver).
+const GatewayLink = "romana-gw"
+
+// Network is a usable network: its name is valid, its plan parses and its
+// pool passes api.CheckPool.
+type Network struct {
+	api.Network
+	Plan    *plan.Plan
+	allowed map[string]bool // nil: every tenant
+}
+
+// Admits reports whether tenant may have addresses in n (Network.Tenants
+// empty: every tenant).
+func (n *Network) Admits(tenant string) bool { return n.allowed == nil || n.allowed[tenant] }
+
+// HostCIDR returns h's block in n, and false when h has no slot in n or
+// its slot's CIDR does not match its location in the plan.
+func (n *Network) HostCIDR(h api.Host) (netip.Prefix, bool) {
+	for _, s := range h.Slots {
+		if s.Network != n.Name {
+			continue
+		}
+		if c, err := n.Plan.HostCIDR(s.Loc); err == nil && c == s.CIDR {
+			return s.CIDR, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// Kinds of change, one per resource kind (api.Kind*). A Change says which
+// kind changed and, for addresses, on which hosts.
+type Change struct {
+	Kind string
+	// Hosts are the hosts of the address before and after the event (an
+	// address that moved has two); empty for other kinds.
+	Hosts []string
+}
+
+// Model is the indexed state. The zero value is not usable: use New.
+type Model struct {
+	rev int64
+
+	networks  map[string]api.Network
+	hosts     map[string]api.Host
+	tenants   map[string]api.Tenant
+	segments  map[string]api.Segment // "tenant/segment"
+	addresses map[string]api.Address
+	policies  map[string]api.Policy
+	chains    map[string]api.Chain
+	devices   map[string]api.Device
+
+	// Indexes kept current by Apply.
+	byHost map[string]map[string]api.Address // host → name → address
+	byIP   map[netip.Addr]map[string]bool     // ip → address names
+
+	// Derived views, rebuilt on first use after a change of their kind.
+	nets      *netIndex
+	tens      *tenantIndex
+	hostList  []api.Host
+	policyLst []api.Policy
+	chainLst  []api.Chain
+	deviceLst []api.Device
+}
+
+type netIndex struct {
+	list     []*Network
+	byName   map[string]*Network
+	problems []string
+}
+
+type tenantIndex struct {
+	list     []api.Tenant // usable, sorted by ID
+	byName   map[string]int
+	segments map[string][]api.Segment // usable, by tenant, sorted by ID
+	problems []string
+}
+
+// New indexes s.
+func New(s api.Snapshot) *Model {
+	m := &Model{rev: s.Revision,
+		networks: map[string]api.Network{}, hosts: map[string]api.Host{}, tenants: map[string]api.Tenant{},
+		segments: map[string]api.Segment{}, addresses: map[string]api.Address{}, policies: map[string]api.Policy{},
+		chains: map[string]api.Chain{}, devices: map[string]api.Device{},
+		byHost: map[string]map[string]api.Address{}, byIP: map[netip.Addr]map[string]bool{}}
+	for _, x := range s.Networks {
+		if _, dup := m.networks[x.Name]; !dup {
+			m.networks[x.Name] = x
+		}
+	}
+	for _, x := range s.Hosts {
+		m.hosts[x.Name] = x
+	}
+	for _, x := range s.Tenants {
+		m.tenants[x.Name] = x
+	}
+	for _, x := range s.Segments {
+		m.segments[x.Tenant+"/"+x.Name] = x
+	}
+	for _, x := range s.Addresses {
+		m.putAddress(x.Name, x)
+	}
+	for _, x := range s.Policies {
+		m.policies[x.Name] = x
+	}
+	for _, x := range s.Chains {
+		m.chains[x.Name] = x
+	}
+	for _, x := range s.Devices {
+		m.devices[x.Name] = x
+	}
+	return m
+}
+
+// Revision is the store revision the model reflects.
+func (m *Model) Revision() int64 { return m.rev }
+
+// Apply applies one watch event and reports what changed. Events of
+// unknown kinds are ignored (a newer romanad may send more; ok is false);
+// a put whose object does not decode is an error and leaves the model as
+// it was.
+func (m *Model) Apply(ev api.Event) (c Change, ok bool, err error) {
+	c.Kind = ev.Kind
+	switch ev.Kind {
+	case api.KindNetwork:
+		err = applyTo(m.networks, ev)
+		m.nets = nil
+	case api.KindHost:
+		err = applyTo(m.hosts, ev)
+		m.hostList = nil
+	case api.KindTenant:
+		err = applyTo(m.tenants, ev)
+		m.tens = nil
+	case api.KindSegment:
+		err = applyTo(m.segments, ev)
+		m.tens = nil
+	case api.KindAddress:
+		c.Hosts, err = m.applyAddress(ev)
+	case api.KindPolicy:
+		err = applyTo(m.policies, ev)
+		m.policyLst = nil
+	case api.KindChain:
+		err = applyTo(m.chains, ev)
+		m.chainLst = nil
+	case api.KindDevice:
+		err = applyTo(m.devices, ev)
+		m.deviceLst = nil
+	default:
+		return Change{}, false, nil
+	}
+	if err != nil {
+		return Change{}, false, err
+	}
+	m.rev = max(m.rev, ev.Revision)
+	return c, true, nil
+}
+
+func decodeEvent[T any](ev api.Event) (T, error) {
+	var v T
+	switch ev.Type {
+	case api.EventPut:
+		if err := json.Unmarshal(ev.Object, &v); err != nil {
+			return v, fmt.Errorf("decode %s %q at revision %d: %w", ev.Kind, ev.Name, ev.Revision, err)
+		}
+	case api.EventDelete:
+	default:
+		return v, fmt.Errorf("%s %q at revision %d: unknown event type %q", ev.Kind, ev.Name, ev.Revision, ev.Type)
+	}
+	return v, nil
+}
+
+func applyTo[T any](objs map[string]T, ev api.Event) error {
+	v, err := decodeEvent[T](ev)
+	if err != nil {
+		return err
+	}
+	if ev.Type == api.EventDelete {
+		delete(objs, ev.Name)
+	} else {
+		objs[ev.Name] = v
+	}
+	return nil
+}
+
+func (m *Model) applyAddress(ev api.Event) ([]string, error) {
+	v, err := decodeEvent[api.Address](ev)
+	if err != nil {
+		return nil, err
+	}
+	var hosts []string
+	if old, ok := m.addresses[ev.Name]; ok {
+		hosts = append(hosts, old.Host)
+		m.dropAddress(ev.Name, old)
+	}
+	if ev.Type == api.EventPut {
+		m.putAddress(ev.Name, v)
+		if !slices.Contains(hosts, v.Host) {
+			hosts = append(hosts, v.Host)
+		}
+	}
+	return hosts, nil
+}
+
+func (m *Model) putAddress(name string, a api.Address) {
+	m.addresses[name] = a
+	h := m.byHost[a.Host]
+	if h == nil {
+		h = map[string]api.Address{}
+		m.byHost[a.Host] = h
+	}
+	h[name] = a
+	ip := a.IP.Unmap()
+	if m.byIP[ip] == nil {
+		m.byIP[ip] = map[string]bool{}
+	}
+	m.byIP[ip][name] = true
+}
+
+func (m *Model) dropAddress(name string, a api.Address) {
+	delete(m.addresses, name)
+	if h := m.byHost[a.Host]; h != nil {
+		delete(h, name)
+		if len(h) == 0 {
+			delete(m.byHost, a.Host)
+		}
+	}
+	ip := a.IP.Unmap()
+	if s := m.byIP[ip]; s != nil {
+		delete(s, name)
+		if len(s) == 0 {
+			delete(m.byIP, ip)
+		}
+	}
+}
+
+// Snapshot returns the model as a snapshot, every list sorted by name.
+func (m *Model) Snapshot() api.Snapshot {
+	return api.Snapshot{
+		Revision:  m.rev,
+		Networks:  sortedValues(m.networks),
+		Hosts:     slices.Clone(m.Hosts()),
+		Tenants:   sortedValues(m.tenants),
+		Segments:  sortedValues(m.segments),
+		Addresses: sortedValues(m.addresses),
+		Policies:  slices.Clone(m.Policies()),
+		Chains:    slices.Clone(m.Chains()),
+		Devices:   slices.Clone(m.Devices()),
+	}
+}
+
+func sortedValues[T any](objs map[string]T) []T {
+	if len(objs) == 0 {
+		return nil
+	}
+	keys := slices.Sorted(maps.Keys(objs))
+	out := make([]T, len(keys))
+	for i, k := range keys {
+		out[i] = objs[k]
+	}
+	return out
+}
+
+// Problems are the objects the indexes skipped or corrected (an invalid
+// network, two tenants with one ID, ...), sorted. They never stop the rest
+// from being used.
+func (m *Model) Problems() []string {
+	out := slices.Concat(m.netIdx().problems, m.tenantIdx().problems)
+	slices.Sort(out)
+	return out
+}
+
+// Networks returns the usable networks, sorted by name.
+func (m *Model) Networks() []*Network { return m.netIdx().list }
+
+// Network returns the usable network called name, or nil.
+func (m *Model) Network(name string) *Network { return m.netIdx().byName[name] }
+
+func (m *Model) netIdx() *netIndex {
+	if m.nets != nil {
+		return m.nets
+	}
+	ix := &netIndex{byName: map[string]*Network{}}
+	for _, n := range sortedValues(m.networks) {
+		if err := api.ValidateName("network", n.Name); err != nil {
+			ix.problems = append(ix.problems, fmt.Sprintf("%v; skipped", err)) // the name goes into nft identifiers
+			continue
+		}
+		p, err := plan.Parse(n.Spec())
+		if err != nil {
+			ix.problems = append(ix.problems, err.Error()) // plan errors name the network
+			continue
+		}
+		if err := api.CheckPool(p.Prefix()); err != nil {
+			ix.problems = append(ix.problems, fmt.Sprintf("network %q: %v; skipped", n.Name, err))
+			continue
+		}
+		nw := &Network{Network: n, Plan: p}
+		if len(n.Tenants) > 0 {
+			nw.allowed = map[string]bool{}
+			for _, t := range n.Tenants {
+				nw.allowed[t] = true
+			}
+		}
+		ix.list = append(ix.list, nw)
+		ix.byName[n.Name] = nw
+	}
+	m.nets = ix
+	return ix
+}
+
+// The lists the model returns are shared: callers must not modify them.
+
+// Hosts returns every host, sorted by name.
+func (m *Model) Hosts() []api.Host {
+	if m.hostList == nil {
+		m.hostList = sortedValues(m.hosts)
+	}
+	return m.hostList
+}
+
+// Host returns the host called name.
+func (m *Model) Host(name string) (api.Host, bool) {
+	h, ok := m.hosts[name]
+	return h, ok
+}
+
+// Tenants returns the usable tenants sorted by ID: names valid, IDs
+// unique (the first by name keeps a shared ID), an unknown isolation
+// corrected to api.IsolationTenant.
+func (m *Model) Tenants() []api.Tenant { return m.tenantIdx().list }
+
+// Tenant returns the usable tenant called name.
+func (m *Model) Tenant(name string) (api.Tenant, bool) {
+	ix := m.tenantIdx()
+	i, ok := ix.byName[name]
+	if !ok {
+		return api.Tenant{}, false
+	}
+	return ix.list[i], true
+}
+
+// Segments returns tenant's usable segments sorted by ID.
+func (m *Model) Segments(tenant string) []api.Segment { return m.tenantIdx().segments[tenant] }
+
+// Segment returns tenant's usable segment called name.
+func (m *Model) Segment(tenant, name string) (api.Segment, bool) {
+	for _, s := range m.Segments(tenant) {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return api.Segment{}, false
+}
+
+func (m *Model) tenantIdx() *tenantIndex {
+	if m.tens != nil {
+		return m.tens
+	}
+	ix := &tenantIndex{byName: map[string]int{}, segments: map[string][]api.Segment{}}
+	problem := func(format string, args ...any) { ix.problems = append(ix.problems, fmt.Sprintf(format, args...)) }
+	tenants := sortedValues(m.tenants)
+	slices.SortStableFunc(tenants, func(a, b api.Tenant) int { return cmp.Compare(a.ID, b.ID) })
+	seenID := map[uint64]string{}
+	for _, t := range tenants {
+		if err := api.ValidateName("tenant", t.Name); err != nil {
+			problem("%v; skipped", err) // the name goes into nft comments
+			continue
+		}
+		if other, dup := seenID[t.ID]; dup {
+			problem("tenant %q: id %d is also tenant %q's; skipped", t.Name, t.ID, other)
+			continue
+		}
+		switch t.Isolation {
+		case "", api.IsolationTenant, api.IsolationSegment, api.IsolationNone:
+		default:
+			problem("tenant %q: unknown isolation %q; enforcing %q", t.Name, t.Isolation, api.IsolationTenant)
+			t.Isolation = api.IsolationTenant
+		}
+		seenID[t.ID] = t.Name
+		ix.byName[t.Name] = len(ix.list)
+		ix.list = append(ix.list, t)
+	}
+	for _, s := range sortedValues(m.segments) {
+		if err := api.ValidateName("segment", s.Name); err != nil {
+			problem("tenant %q: %v; skipped", s.Tenant, err)
+			continue
+		}
+		if _, known := ix.byName[s.Tenant]; !known {
+			problem("segment %q of tenant %q: unknown tenant; skipped", s.Name, s.Tenant)
+			continue
+		}
+		ix.segments[s.Tenant] = append(ix.segments[s.Tenant], s)
+	}
+	for t, ss := range ix.segments {
+		slices.SortStableFunc(ss, func(a, b api.Segment) int { return cmp.Compare(a.ID, b.ID) })
+		out := ss[:0]
+		for i, s := range ss {
+			if i > 0 && ss[i-1].ID == s.ID {
+				problem("segment %q of tenant %q: id %d is also segment %q's; skipped", s.Name, t, s.ID, ss[i-1].Name)
+				continue
+			}
+			out = append(out, s)
+		}
+		ix.segments[t] = out
+	}
+	m.tens = ix
+	return ix
+}
+
+// TenantMatch is the masked match of a tenant (segment "") or of a
+// tenant's segment in network n; ok is false when they do not exist, n
+// does not admit the tenant or the IDs do not fit n's plan.
+func (m *Model) TenantMatch(n *Network, tenant, segment string) (plan.Match, bool) {
+	t, ok := m.Tenant(tenant)
+	if !ok || !n.Admits(tenant) {
+		return plan.Match{}, false
+	}
+	if segment == "" {
+		x, err := n.Plan.TenantMatch(t.ID)
+		return x, err == nil
+	}
+	s, ok := m.Segment(tenant, segment)
+	if !ok {
+		return plan.Match{}, false
+	}
+	x, err := n.Plan.SegmentMatch(t.ID, s.ID)
+	return x, err == nil
+}
+
+// Addresses returns every address, sorted by name.
+func (m *Model) Addresses() []api.Address { return sortedValues(m.addresses) }
+
+// AddressesOn returns host's addresses, sorted by name.
+func (m *Model) AddressesOn(host string) []api.Address { return sortedValues(m.byHost[host]) }
+
+// AddressAt returns the address holding ip (the first by name if several
+// do).
+func (m *Model) AddressAt(ip netip.Addr) (api.Address, bool) {
+	names := m.byIP[ip.Unmap()]
+	if len(names) == 0 {
+		return api.Address{}, false
+	}
+	return m.addresses[slices.Min(slices.Collect(maps.Keys(names)))], true
+}
+
+// Policies returns every policy, sorted by name.
+func (m *Model) Policies() []api.Policy {
+	if m.policyLst == nil {
+		m.policyLst = sortedValues(m.policies)
+	}
+	return m.policyLst
+}
+
+// Chains returns every service chain, sorted by name.
+func (m *Model) Chains() []api.Chain {
+	if m.chainLst == nil {
+		m.chainLst = sortedValues(m.chains)
+	}
+	return m.chainLst
+}
+
+// Devices returns every fabric device, sorted by name.
+func (m *Model) Devices() []api.Device {
+	if m.deviceLst == nil {
+		m.deviceLst = sortedValues(m.devices)
+	}
+	return m.deviceLst
+}
+
+// HasChains reports whether any service chain exists (the firewall then
+// depends on where service functions run, so on addresses).
+func (m *Model) HasChains() bool { return len(m.chains) > 0 }
