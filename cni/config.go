@@ -24,11 +24,13 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/model"
 )
 
-// Gateway is the endpoint's default gateway. The agent owns a dummy
-// interface on every host holding Gateway/32; endpoints reach it on-link.
-var Gateway = netip.MustParseAddr("169.254.1.1")
+// Gateway is the endpoint's default gateway (package model defines the
+// scheme). The agent owns a dummy interface on every host holding
+// Gateway/32; endpoints reach it on-link.
+var Gateway = model.Gateway
 
 // Environment variables the plugin reads.
 const (

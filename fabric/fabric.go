@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/model"
 	"github.com/romana/romana/plan"
 )
 
@@ -68,7 +69,7 @@ func (t Table) ECMPRoutes() int {
 
 // world is the snapshot indexed for computation.
 type world struct {
-	nets     []*network // sorted by name; only those whose plan parses
+	nets     []*network // sorted by name; only usable ones (package model)
 	hosts    []api.Host // sorted by name
 	devices  map[string]api.Device
 	tors     []api.Device // sorted by name
@@ -76,10 +77,7 @@ type world struct {
 	problems map[string]bool
 }
 
-type network struct {
-	api.Network
-	plan *plan.Plan
-}
+type network = model.Network
 
 func (w *world) problem(format string, args ...any) {
 	w.problems[fmt.Sprintf(format, args...)] = true
@@ -91,26 +89,14 @@ func (w *world) sortedProblems() []string {
 	return out
 }
 
-func index(snap api.Snapshot) *world {
+func index(m *model.Model) *world {
 	w := &world{devices: map[string]api.Device{}, invalid: map[string]error{}, problems: map[string]bool{}}
-	seen := map[string]bool{}
-	for _, n := range snap.Networks {
-		p, err := plan.Parse(n.Spec())
-		if err != nil {
-			w.problem("%v", err)
-			continue
-		}
-		if seen[n.Name] {
-			w.problem("network %q: listed twice; using the first", n.Name)
-			continue
-		}
-		seen[n.Name] = true
-		w.nets = append(w.nets, &network{Network: n, plan: p})
+	for _, p := range slices.Concat(m.NetworkProblems(), m.DuplicateProblems(api.KindDevice)) {
+		w.problem("%s", p)
 	}
-	slices.SortFunc(w.nets, func(a, b *network) int { return strings.Compare(a.Name, b.Name) })
-	w.hosts = slices.Clone(snap.Hosts)
-	slices.SortFunc(w.hosts, func(a, b api.Host) int { return strings.Compare(a.Name, b.Name) })
-	for _, d := range snap.Devices {
+	w.nets = m.Networks()
+	w.hosts = m.Hosts()
+	for _, d := range m.Devices() {
 		v, err := d.Validate()
 		if err != nil {
 			w.problem("%v; skipped", err)
@@ -134,7 +120,7 @@ func index(snap api.Snapshot) *world {
 // is not in the snapshot (or is invalid); other problems are listed in
 // Table.Problems.
 func Compute(snap api.Snapshot, device string) (Table, error) {
-	w := index(snap)
+	w := index(model.New(snap))
 	d, ok := w.devices[device]
 	if !ok {
 		if err := w.invalid[device]; err != nil {
@@ -196,7 +182,7 @@ func (w *world) slot(h api.Host, n *network) (api.HostSlot, bool) {
 		if s.Network != n.Name {
 			continue
 		}
-		if c, err := n.plan.HostCIDR(s.Loc); err != nil || c != s.CIDR {
+		if c, err := n.Plan.HostCIDR(s.Loc); err != nil || c != s.CIDR {
 			w.problem("host %q: slot in network %q: cidr %s does not match location %s; skipped", h.Name, n.Name, s.CIDR, s.Loc)
 			return api.HostSlot{}, false
 		}
@@ -233,7 +219,7 @@ type aggregate struct {
 // group's CIDR when the group pins topology levels, else each served
 // host's CIDR.
 func (w *world) aggregates(d api.Device, n *network, members []api.Host) []aggregate {
-	depth := aggDepth(n.plan, d.Group)
+	depth := aggDepth(n.Plan, d.Group)
 	seen := map[netip.Prefix]bool{}
 	var out []aggregate
 	for _, h := range members {
@@ -243,7 +229,7 @@ func (w *world) aggregates(d api.Device, n *network, members []api.Host) []aggre
 		}
 		a := aggregate{prefix: s.CIDR, note: "host " + h.Name}
 		if depth > 0 {
-			g, err := n.plan.GroupCIDR(s.Loc.Groups[:depth])
+			g, err := n.Plan.GroupCIDR(s.Loc.Groups[:depth])
 			if err != nil {
 				w.problem("host %q: group of slot %s in network %q: %v; skipped", h.Name, s.Loc, n.Name, err)
 				continue
@@ -275,7 +261,7 @@ func (w *world) tor(d api.Device) ([]Route, []netip.Prefix) {
 				continue
 			}
 			ip := h.IP.Unmap()
-			if !ip.IsValid() || ip.Is4() != n.plan.Is4() {
+			if !ip.IsValid() || ip.Is4() != n.Plan.Is4() {
 				w.problem("host %q: ip %s cannot be the next hop of its block %s in network %q (another family); skipped", h.Name, h.IP, s.CIDR, n.Name)
 				continue
 			}
@@ -293,14 +279,14 @@ func (w *world) tor(d api.Device) ([]Route, []netip.Prefix) {
 			if p.Kind != api.DeviceSpine {
 				continue
 			}
-			nh := family(w.nextHops(d, p), n.plan.Is4())
+			nh := family(w.nextHops(d, p), n.Plan.Is4())
 			if len(nh) > 0 {
 				via = append(via, nh...)
 				spines = append(spines, p.Name)
 			}
 		}
 		if len(via) > 0 {
-			rs = append(rs, Route{Dst: n.plan.Prefix(), Via: via, Note: "pool " + n.Name + " via " + strings.Join(spines, ",")})
+			rs = append(rs, Route{Dst: n.Plan.Prefix(), Via: via, Note: "pool " + n.Name + " via " + strings.Join(spines, ",")})
 		}
 	}
 	slices.SortFunc(announce, comparePrefix)
@@ -324,10 +310,10 @@ func (w *world) spine(d api.Device) []Route {
 		}
 		members := w.members(tor)
 		for _, n := range w.nets {
-			via := family(nhs, n.plan.Is4())
+			via := family(nhs, n.Plan.Is4())
 			if len(via) == 0 {
 				if len(members) > 0 {
-					w.problem("device %q: no %s link to %q; network %q not routed through it", d.Name, familyName(n.plan.Is4()), tor.Name, n.Name)
+					w.problem("device %q: no %s link to %q; network %q not routed through it", d.Name, familyName(n.Plan.Is4()), tor.Name, n.Name)
 				}
 				continue
 			}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/model"
 )
 
 // HostBGP is what one host's BGP speaker should do: announce the host's
@@ -66,7 +67,12 @@ func (h HostBGP) String() string {
 // ForHost decides what host announces and to whom. It fails only when the
 // host is not in the snapshot.
 func ForHost(snap api.Snapshot, host string) (HostBGP, error) {
-	w := index(snap)
+	return ForHostModel(model.New(snap), host)
+}
+
+// ForHostModel is ForHost on an indexed model.
+func ForHostModel(m *model.Model, host string) (HostBGP, error) {
+	w := index(m)
 	i := slices.IndexFunc(w.hosts, func(h api.Host) bool { return h.Name == host })
 	if i < 0 {
 		return HostBGP{}, fmt.Errorf("host %q is not registered with romanad", host)
@@ -74,7 +80,7 @@ func ForHost(snap api.Snapshot, host string) (HostBGP, error) {
 	h := w.hosts[i]
 	out := HostBGP{Host: h.Name}
 	for _, n := range w.nets {
-		out.Accept = append(out.Accept, n.plan.Prefix())
+		out.Accept = append(out.Accept, n.Plan.Prefix())
 		if s, ok := w.slot(h, n); ok {
 			out.Announce = append(out.Announce, s.CIDR)
 		}

@@ -80,9 +80,12 @@ type Model struct {
 	chains    map[string]api.Chain
 	devices   map[string]api.Device
 
+	// dups are the objects a snapshot listed twice, by kind.
+	dups map[string][]string
+
 	// Indexes kept current by Apply.
 	byHost map[string]map[string]api.Address // host → name → address
-	byIP   map[netip.Addr]map[string]bool     // ip → address names
+	byIP   map[netip.Addr]map[string]bool    // ip → address names
 
 	// Derived views, rebuilt on first use after a change of their kind.
 	nets      *netIndex
@@ -112,34 +115,58 @@ func New(s api.Snapshot) *Model {
 		networks: map[string]api.Network{}, hosts: map[string]api.Host{}, tenants: map[string]api.Tenant{},
 		segments: map[string]api.Segment{}, addresses: map[string]api.Address{}, policies: map[string]api.Policy{},
 		chains: map[string]api.Chain{}, devices: map[string]api.Device{},
-		byHost: map[string]map[string]api.Address{}, byIP: map[netip.Addr]map[string]bool{}}
+		byHost: map[string]map[string]api.Address{}, byIP: map[netip.Addr]map[string]bool{}, dups: map[string][]string{}}
 	for _, x := range s.Networks {
-		if _, dup := m.networks[x.Name]; !dup {
-			m.networks[x.Name] = x
-		}
+		addFirst(m, api.KindNetwork, m.networks, x.Name, x)
 	}
 	for _, x := range s.Hosts {
-		m.hosts[x.Name] = x
+		addFirst(m, api.KindHost, m.hosts, x.Name, x)
 	}
 	for _, x := range s.Tenants {
-		m.tenants[x.Name] = x
+		addFirst(m, api.KindTenant, m.tenants, x.Name, x)
 	}
 	for _, x := range s.Segments {
-		m.segments[x.Tenant+"/"+x.Name] = x
+		addFirst(m, api.KindSegment, m.segments, x.Tenant+"/"+x.Name, x)
 	}
 	for _, x := range s.Addresses {
+		if _, dup := m.addresses[x.Name]; dup {
+			m.dups[api.KindAddress] = append(m.dups[api.KindAddress], fmt.Sprintf("address %q: listed twice; using the first", x.Name))
+			continue
+		}
 		m.putAddress(x.Name, x)
 	}
 	for _, x := range s.Policies {
-		m.policies[x.Name] = x
+		// Of a policy listed twice, the one first in precedence order
+		// (lower priority; 0 counts as the default) is the one enforced.
+		if old, dup := m.policies[x.Name]; dup && effectivePriority(x) < effectivePriority(old) {
+			delete(m.policies, x.Name)
+		}
+		addFirst(m, api.KindPolicy, m.policies, x.Name, x)
 	}
 	for _, x := range s.Chains {
-		m.chains[x.Name] = x
+		addFirst(m, api.KindChain, m.chains, x.Name, x)
 	}
 	for _, x := range s.Devices {
-		m.devices[x.Name] = x
+		addFirst(m, api.KindDevice, m.devices, x.Name, x)
 	}
 	return m
+}
+
+func effectivePriority(p api.Policy) int {
+	if p.Priority == 0 {
+		return api.DefaultPriority
+	}
+	return p.Priority
+}
+
+// addFirst adds v to objs unless its name is taken (a snapshot listing
+// one object twice, which is a problem of its kind).
+func addFirst[T any](m *Model, kind string, objs map[string]T, name string, v T) {
+	if _, dup := objs[name]; dup {
+		m.dups[kind] = append(m.dups[kind], fmt.Sprintf("%s %q: listed twice; using the first", kind, name))
+		return
+	}
+	objs[name] = v
 }
 
 // Revision is the store revision the model reflects.
@@ -295,8 +322,19 @@ func sortedValues[T any](objs map[string]T) []T {
 // from being used.
 func (m *Model) Problems() []string {
 	out := slices.Concat(m.netIdx().problems, m.tenantIdx().problems)
+	for _, d := range m.dups {
+		out = append(out, d...)
+	}
 	slices.Sort(out)
 	return out
+}
+
+// DuplicateProblems are the objects of kind the snapshot listed twice.
+func (m *Model) DuplicateProblems(kind string) []string { return m.dups[kind] }
+
+// NetworkProblems are the networks the index skipped, sorted.
+func (m *Model) NetworkProblems() []string {
+	return slices.Concat(m.dups[api.KindNetwork], m.netIdx().problems)
 }
 
 // Networks returns the usable networks, sorted by name.
