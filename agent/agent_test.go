@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -68,7 +69,7 @@ func (r *rig) run(resync time.Duration) {
 // desired is what the agent should converge to for the source's state.
 func (r *rig) desired() hoststate.State {
 	r.src.mu.Lock()
-	snap := r.src.state.snapshot()
+	snap := r.src.state.Snapshot()
 	r.src.mu.Unlock()
 	u, _ := newFakeUnderlay().Read(context.Background())
 	st, err := hoststate.Compute(snap, "h1", hoststate.Options{Underlay: &u})
@@ -211,8 +212,11 @@ func TestGoneMeansNewSnapshot(t *testing.T) {
 	// Changes the agent misses: they happen, then the log is compacted.
 	r.src.mu.Lock()
 	h3 := w.host("h3", 3)
-	r.src.state.hosts["h3"] = h3
-	r.src.state.rev += 5
+	b, _ := json.Marshal(h3)
+	if _, _, err := r.src.state.Apply(api.Event{Type: api.EventPut, Kind: api.KindHost, Name: "h3", Object: b}); err != nil {
+		t.Fatal(err)
+	}
+	r.src.rev += 5
 	r.src.mu.Unlock()
 	r.src.compact()
 	eventually(t, "new snapshot", func() (bool, string) { return r.src.snapshotCalls() > before, "none" })

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -36,8 +35,7 @@ type SteerConfig struct {
 	Host     string
 	Firewall SteerFirewall
 	Routes   SteerRoutes
-	Prober   Prober        // nil: every function is taken as healthy
-	Resync   time.Duration // default 10s
+	Prober   Prober // nil: every function is taken as healthy
 	// ProbeInterval is the period of health checks (default 1s); a
 	// function is down after FailAfter consecutive failed probes (default
 	// 2) and up again after one successful probe.
@@ -47,14 +45,13 @@ type SteerConfig struct {
 }
 
 // Steerer implements service chains on this host (see package hoststate,
-// chain.go): its own loop applies the steering table, ip rules and route
-// tables, and health-checks local service functions, reading the agent's
-// cached snapshot (Config.Steering). It leaves its state in place when it
-// stops, like the main loop. Nothing is applied before the first snapshot.
+// chain.go): a manager of the agent's loop (Config.Steering) that applies
+// the steering table, ip rules and route tables, and a prober goroutine
+// that health-checks local service functions and reports changes to the
+// loop. It leaves its state in place when the agent stops.
 type Steerer struct {
-	cfg  SteerConfig
-	log  *slog.Logger
-	kick chan struct{}
+	cfg SteerConfig
+	log *slog.Logger
 
 	mu     sync.Mutex
 	probes []netip.Addr       // local functions, from the last computation
@@ -66,9 +63,6 @@ func NewSteerer(cfg SteerConfig) (*Steerer, error) {
 	if cfg.Host == "" || cfg.Firewall == nil || cfg.Routes == nil {
 		return nil, errors.New("steering: Host, Firewall and Routes are required")
 	}
-	if cfg.Resync <= 0 {
-		cfg.Resync = 10 * time.Second
-	}
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = time.Second
 	}
@@ -78,30 +72,16 @@ func NewSteerer(cfg SteerConfig) (*Steerer, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Steerer{cfg: cfg, log: cfg.Log.With("host", cfg.Host, "part", "chains"), kick: make(chan struct{}, 1),
-		fails: map[netip.Addr]int{}}, nil
-}
-
-// run applies steering until ctx ends, reading feed's snapshots.
-func (s *Steerer) run(ctx context.Context, feed *follower) {
-	var wg sync.WaitGroup
-	if s.cfg.Prober != nil {
-		wg.Go(func() { s.probeLoop(ctx) })
-	}
-	s.loop(ctx, feed)
-	wg.Wait()
-}
-
-func (s *Steerer) poke() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
+	return &Steerer{cfg: cfg, log: cfg.Log.With("host", cfg.Host, "part", "chains"), fails: map[netip.Addr]int{}}, nil
 }
 
 // probeLoop probes the local functions every interval, all in parallel,
-// and kicks the loop when one changes state.
-func (s *Steerer) probeLoop(ctx context.Context) {
+// and calls changed when one changes state. It writes nothing to the
+// kernel.
+func (s *Steerer) probeLoop(ctx context.Context, changed func()) {
+	if s.cfg.Prober == nil {
+		return
+	}
 	t := time.NewTicker(s.cfg.ProbeInterval)
 	defer t.Stop()
 	for {
@@ -123,7 +103,7 @@ func (s *Steerer) probeLoop(ctx context.Context) {
 			})
 		}
 		wg.Wait()
-		changed := false
+		up := false
 		s.mu.Lock()
 		for i, ip := range ips {
 			before := s.fails[ip] < s.cfg.FailAfter
@@ -133,13 +113,13 @@ func (s *Steerer) probeLoop(ctx context.Context) {
 				s.fails[ip]++
 			}
 			if now := s.fails[ip] < s.cfg.FailAfter; now != before {
-				changed = true
+				up = true
 				s.log.Warn("service function health changed", "ip", ip, "up", now, "err", results[i])
 			}
 		}
 		s.mu.Unlock()
-		if changed {
-			s.poke()
+		if up {
+			changed()
 		}
 	}
 }
@@ -148,57 +128,38 @@ func (s *Steerer) alive(ip netip.Addr) bool {
 	return s.fails[ip] < s.cfg.FailAfter // called with s.mu held
 }
 
-func (s *Steerer) loop(ctx context.Context, feed *follower) {
-	t := time.NewTicker(s.cfg.Resync)
-	defer t.Stop()
-	var retry <-chan time.Time
-	var lastProblems []string
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.kick:
-		case <-t.C:
-		case <-retry:
-		}
-		snap, ok := feed.current()
-		if !ok {
-			continue
-		}
-		s.mu.Lock()
-		st, err := hoststate.ComputeSteering(snap, s.cfg.Host, s.alive)
-		if err == nil {
-			s.probes = st.Probes
-			for ip := range s.fails {
-				if !slices.Contains(st.Probes, ip) {
-					delete(s.fails, ip)
-				}
-			}
-		}
-		s.mu.Unlock()
-		if err == nil {
-			err = s.apply(ctx, st)
-			if !slices.Equal(st.Problems, lastProblems) {
-				for _, p := range st.Problems {
-					s.log.Warn("chain skipped", "problem", p)
-				}
-				lastProblems = st.Problems
-			}
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		retry = nil
-		if err != nil {
-			s.log.Error("apply chain steering", "err", err)
-			retry = time.After(time.Second)
-		}
-	}
+// steeringManager is the loop's side of a Steerer.
+type steeringManager struct {
+	s        *Steerer
+	host     string
+	problems []string
 }
 
-// apply sets routes and rules first (a marked packet always finds its
+func (*steeringManager) name() string { return "chains" }
+
+func (*steeringManager) deps() input {
+	return inNetwork | inHost | inTenant | inSegment | inChain | inFunction | inProbe | inResync | inRetry
+}
+
+// sync sets routes and rules first (a marked packet always finds its
 // table), then the marking table.
-func (s *Steerer) apply(ctx context.Context, st hoststate.Steering) error {
+func (m *steeringManager) sync(ctx context.Context, p *pass) (bool, error) {
+	s := m.s
+	s.mu.Lock()
+	st, err := hoststate.ComputeSteeringModel(p.m, m.host, s.alive)
+	if err == nil {
+		s.probes = st.Probes
+		for ip := range s.fails {
+			if !slices.Contains(st.Probes, ip) {
+				delete(s.fails, ip)
+			}
+		}
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return false, err
+	}
+	logProblems(s.log, "chain skipped", st.Problems, &m.problems)
 	var errs []error
 	if err := s.cfg.Routes.Sync(ctx, st.IPRules, st.Routes); err != nil {
 		errs = append(errs, err)
@@ -206,10 +167,7 @@ func (s *Steerer) apply(ctx context.Context, st hoststate.Steering) error {
 	if _, err := s.cfg.Firewall.Apply(ctx, st); err != nil {
 		errs = append(errs, err)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("steering: %w", err)
-	}
-	return nil
+	return false, errors.Join(errs...)
 }
 
 // CleanupSteering removes the steering table, ip rules and chain routes.

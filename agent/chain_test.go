@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
@@ -10,8 +9,10 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/firewall"
 	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/plan"
+	"github.com/romana/romana/route"
 )
 
 // fakeSteer is a stateful steering dataplane: the last applied table,
@@ -95,16 +96,18 @@ func chainWorld(t *testing.T) (*world, netip.Addr) {
 
 func startSteering(t *testing.T, src *fakeSource, fake *fakeSteer, prober Prober) {
 	s, err := NewSteerer(SteerConfig{Host: "h1", Firewall: fake, Routes: fake, Prober: prober,
-		Resync: time.Hour, ProbeInterval: 20 * time.Millisecond, FailAfter: 2})
+		ProbeInterval: 20 * time.Millisecond, FailAfter: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	feed := &follower{src: src, log: slog.New(slog.DiscardHandler), minBackoff: 10 * time.Millisecond,
-		maxBackoff: 100 * time.Millisecond, notify: []func(){s.poke}}
+	routes, _ := route.NewFake(nil)
+	fw, _ := firewall.NewFake(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { feed.run(ctx) })
-	wg.Go(func() { s.run(ctx, feed) })
+	wg.Go(func() {
+		Run(ctx, Config{Underlay: newFakeUnderlay(), Host: "h1", Resync: time.Hour, Source: src, Routes: routes, Firewall: fw,
+			Steering: s, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	})
 	t.Cleanup(func() { cancel(); wg.Wait() })
 }
 

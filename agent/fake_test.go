@@ -10,6 +10,7 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/model"
 	"github.com/romana/romana/plan"
 )
 
@@ -17,7 +18,8 @@ import (
 // log that can be compacted, Snapshot and Watch with romanad's semantics.
 type fakeSource struct {
 	mu            sync.Mutex
-	state         *cache
+	state         *model.Model
+	rev           int64
 	log           []api.Event
 	compacted     int64         // events at or below this revision are gone
 	changed       chan struct{} // closed and replaced at every change
@@ -26,7 +28,7 @@ type fakeSource struct {
 }
 
 func newFakeSource(s api.Snapshot) *fakeSource {
-	return &fakeSource{state: newCache(s), changed: make(chan struct{})}
+	return &fakeSource{state: model.New(s), rev: s.Revision, changed: make(chan struct{})}
 }
 
 func (s *fakeSource) broadcast() {
@@ -49,11 +51,11 @@ func (s *fakeSource) del(kind, name string) {
 func (s *fakeSource) event(ev api.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ev.Revision = s.state.rev + 1
-	if err := s.state.apply(ev); err != nil {
+	s.rev++
+	ev.Revision, ev.RevisionEnd = s.rev, true
+	if _, _, err := s.state.Apply(ev); err != nil {
 		panic(err)
 	}
-	s.state.rev = ev.Revision // also for kinds the cache ignores
 	s.log = append(s.log, ev)
 	s.broadcast()
 }
@@ -62,8 +64,8 @@ func (s *fakeSource) event(ev api.Event) {
 func (s *fakeSource) raw(ev api.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.state.rev++
-	ev.Revision = s.state.rev
+	s.rev++
+	ev.Revision, ev.RevisionEnd = s.rev, true
 	s.log = append(s.log, ev)
 	s.broadcast()
 }
@@ -72,7 +74,7 @@ func (s *fakeSource) raw(ev api.Event) {
 func (s *fakeSource) compact() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.compacted = s.state.rev
+	s.compacted = s.rev
 	s.log = nil
 	s.broadcast()
 }
@@ -97,7 +99,9 @@ func (s *fakeSource) Snapshot(ctx context.Context) (api.Snapshot, error) {
 		s.failSnapshots--
 		return api.Snapshot{}, api.Errorf(api.ReasonUnavailable, "fake romanad: store unavailable")
 	}
-	return s.state.snapshot(), nil
+	snap := s.state.Snapshot()
+	snap.Revision = s.rev
+	return snap, nil
 }
 
 func (s *fakeSource) Watch(ctx context.Context, from int64, fn func(api.Event) error) error {
@@ -209,3 +213,5 @@ func (f *fakeUnderlay) Watch(ctx context.Context, changed func(netip.Addr)) erro
 	<-ctx.Done()
 	return nil
 }
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

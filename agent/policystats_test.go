@@ -30,7 +30,12 @@ func TestReportPolicyStats(t *testing.T) {
 	sink := &sinkFake{}
 	src := countersFake{[]api.RuleCounter{{Policy: "web", Rule: 1, Stage: "ingress", Packets: 4, Bytes: 240}}}
 	done := make(chan struct{})
-	go func() { ReportPolicyStats(ctx, "h1", time.Millisecond, src, sink, nil); close(done) }()
+	r := newRig(t, newWorld().snap)
+	go func() {
+		Run(ctx, Config{Underlay: newFakeUnderlay(), Host: "h1", Resync: time.Hour, Source: r.src, Routes: r.routes, Firewall: r.fw,
+			PolicyStats: &PolicyStats{Counters: src, Sink: sink, Every: time.Millisecond}})
+		close(done)
+	}()
 	for {
 		sink.mu.Lock()
 		n := len(sink.got)

@@ -30,7 +30,6 @@ const (
 	DefaultASN          = 64512
 	DefaultHoldTime     = 90 * time.Second
 	DefaultConnectRetry = 5 * time.Second
-	DefaultResync       = 10 * time.Second
 )
 
 // Config configures a Speaker.
@@ -63,9 +62,6 @@ type Config struct {
 	// inside the host's own blocks) into Kernel.
 	Accept bool
 	Kernel Kernel
-	// Resync is the interval at which learned routes are re-applied to the
-	// kernel, repairing drift (default DefaultResync).
-	Resync time.Duration
 	Log    *slog.Logger
 }
 
@@ -84,9 +80,6 @@ func (c *Config) defaults() error {
 	}
 	if c.ConnectRetry <= 0 {
 		c.ConnectRetry = DefaultConnectRetry
-	}
-	if c.Resync <= 0 {
-		c.Resync = DefaultResync
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -114,9 +107,10 @@ type Speaker struct {
 	own     []netip.Prefix
 	stopped bool
 
-	kick   chan struct{}
+	kick   chan struct{} // capacity 1: sessions or learned routes changed
 	cancel context.CancelFunc
-	done   chan struct{}
+	// lastLearnErr is the last SyncLearned error logged.
+	lastLearnErr string
 }
 
 // New returns a speaker; it starts GoBGP at the first Apply, once the
@@ -162,8 +156,7 @@ func (s *Speaker) start(ctx context.Context, rid netip.Addr) error {
 		srv.Stop()
 		return fmt.Errorf("watch bgp events: %w", err)
 	}
-	s.srv, s.cancel, s.done = srv, cancel, make(chan struct{})
-	go s.learnLoop(lctx)
+	s.srv, s.cancel = srv, cancel
 	s.log.Info("bgp started", "as", s.cfg.ASN, "routerId", rid, "listenPort", listen, "accept", s.cfg.Accept,
 		"gracefulRestart", s.cfg.GracefulRestart)
 	return nil
@@ -347,40 +340,40 @@ func (s *Speaker) peerConf(p fabric.Peer) *api.Peer {
 	return peer
 }
 
-// learnLoop installs learned routes at every table or session change and
-// every Resync, until ctx ends.
-func (s *Speaker) learnLoop(ctx context.Context) {
-	defer close(s.done)
-	t := time.NewTicker(s.cfg.Resync)
-	defer t.Stop()
-	var last string
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.kick:
-		case <-t.C:
-		}
-		if !s.cfg.Accept {
-			continue
-		}
-		routes, err := s.learned(ctx)
-		if err == nil {
-			var n int
-			n, err = syncKernel(ctx, s.cfg.Kernel, routes)
-			if n > 0 {
-				s.log.Info("learned routes installed", "routes", len(routes), "changed", n)
-			}
-		}
-		if err != nil && ctx.Err() == nil && err.Error() != last {
-			s.log.Warn("install learned routes", "err", err)
-		}
-		if err != nil {
-			last = err.Error()
-		} else {
-			last = ""
+// Changed receives a value when a session changed state, a peer sent or
+// withdrew a route, or Apply changed what is accepted: the caller (the
+// agent's loop, which owns the kernel) then calls SyncLearned. The speaker
+// itself never writes to the kernel.
+func (s *Speaker) Changed() <-chan struct{} { return s.kick }
+
+// SyncLearned installs the routes the peers offer (within the accepted
+// prefixes, outside the host's own) into Config.Kernel and removes those
+// no longer offered. Without Config.Accept, or before the first Apply, it
+// does nothing. Call it at every Changed and periodically, to repair drift.
+func (s *Speaker) SyncLearned(ctx context.Context) error {
+	s.mu.Lock()
+	started := s.srv != nil && !s.stopped
+	s.mu.Unlock()
+	if !s.cfg.Accept || !started {
+		return nil
+	}
+	routes, err := s.learned(ctx)
+	if err == nil {
+		var n int
+		n, err = syncKernel(ctx, s.cfg.Kernel, routes)
+		if n > 0 {
+			s.log.Info("learned routes installed", "routes", len(routes), "changed", n)
 		}
 	}
+	if err != nil {
+		if msg := err.Error(); msg != s.lastLearnErr {
+			s.log.Warn("install learned routes", "err", err)
+			s.lastLearnErr = msg
+		}
+		return fmt.Errorf("install learned routes: %w", err)
+	}
+	s.lastLearnErr = ""
+	return nil
 }
 
 // learned computes the routes to install from what the peers sent.
@@ -551,7 +544,6 @@ func (s *Speaker) Stop(ctx context.Context) error {
 	s.mu.Unlock()
 	if srv != nil {
 		s.cancel()
-		<-s.done
 		if err := srv.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
 			errs = append(errs, fmt.Errorf("stop bgp: %w", err))
 		}

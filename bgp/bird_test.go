@@ -72,11 +72,12 @@ func runSpeaker(path string) error {
 		return err
 	}
 	s, err := New(Config{Password: c.Password, GracefulRestart: c.GracefulRestart, Accept: c.Accept, Kernel: k,
-		HoldTime: 9 * time.Second, ConnectRetry: time.Second, Resync: time.Second, Log: log})
+		HoldTime: 9 * time.Second, ConnectRetry: time.Second, Log: log})
 	if err != nil {
 		return err
 	}
 	ctx := context.Background()
+	go installLearned(ctx, s, time.Second)
 	if c.Withdraw {
 		d := c.Host
 		d.Announce = nil

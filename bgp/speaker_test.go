@@ -134,12 +134,32 @@ func eventually(t testing.TB, what string, cond func() string) {
 func newSpeaker(t testing.TB, port int, k Kernel, password string) *Speaker {
 	t.Helper()
 	s, err := New(Config{PeerPort: port, HoldTime: 9 * time.Second, ConnectRetry: time.Second, Accept: k != nil, Kernel: k,
-		Password: password, Resync: time.Second, Log: testLog(t)})
+		Password: password, Log: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Stop(context.Background()) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { installLearned(ctx, s, time.Second); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
 	return s
+}
+
+// installLearned does what the agent's loop does with a speaker: install
+// learned routes at every change and every interval, until ctx ends.
+func installLearned(ctx context.Context, s *Speaker, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.Changed():
+		case <-t.C:
+		}
+		s.SyncLearned(ctx)
+	}
 }
 
 func hostBGP(announce []string, peers ...fabric.Peer) fabric.HostBGP {

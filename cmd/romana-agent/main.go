@@ -82,6 +82,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cniPath := fs.String("cni-config", "/etc/romana/cni.conf", "`file` to keep the CNI plugin's credential (cni:HOST) in (\"\" disables)")
 	mode := fs.String("mode", string(hoststate.ModeFlat), "flat: route other hosts' CIDRs via their IPs (one L2 segment); fabric: the fabric routes them")
 	resync := fs.Duration("resync", 10*time.Second, "full reconciliation interval (repairs drift)")
+	minSync := fs.Duration("min-sync-interval", 100*time.Millisecond, "least time between two applications of changes after a burst of 3 (changes arriving meanwhile are applied together); negative: no limit")
 	listen := fs.String("metrics-listen", "127.0.0.1:9601", `address for /metrics and /healthz ("" disables)`)
 	cleanup := fs.Bool("cleanup", false, "remove everything the agent owns on this host (table inet romana, routes with protocol 190, BGP-learned routes with protocol 191, the gateway link, chain steering: table inet romana-chain, its ip rules and route tables; with --bgp also what the BGP peers still hold) and exit")
 	chainProbe := fs.Duration("chain-probe-interval", time.Second, "health-check period of local service functions (down after 2 failed probes)")
@@ -158,18 +159,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var stats *agent.PolicyStats
 	if *statsEvery > 0 {
-		go agent.ReportPolicyStats(ctx, *host, *statsEvery, fw, cl, log)
+		stats = &agent.PolicyStats{Counters: fw, Sink: cl, Every: *statsEvery}
 	}
 	log.Info("romana-agent starting", "host", *host, "server", *srv, "mode", m, "resync", *resync, "bgp", *bf.enabled)
-	// Service chains: a loop of their own, fed by the agent's watch stream.
+	// Service chains: a manager of the agent's loop, with its prober.
 	steerer, err := agent.NewSteerer(agent.SteerConfig{Host: *host, Firewall: steerFW, Routes: steerRoutes,
-		Prober: route.Pinger{}, Resync: *resync, ProbeInterval: *chainProbe, Log: log})
+		Prober: route.Pinger{}, ProbeInterval: *chainProbe, Log: log})
 	if err != nil {
 		return err
 	}
 	err = agent.Run(ctx, agent.Config{Host: *host, Mode: m, Resync: *resync, Source: cl, Routes: routes, Firewall: fw,
-		Log: log, Metrics: metrics, BGP: speaker, Steering: steerer})
+		Log: log, Metrics: metrics, BGP: speaker, Steering: steerer, PolicyStats: stats,
+		MinSyncInterval: *minSync})
 	stopBGP()
 	log.Info("romana-agent stopped; host state left in place")
 	return err
