@@ -55,6 +55,7 @@ func (f *follower) run(ctx context.Context) {
 	backoff := f.minBackoff
 	grow := func() { backoff = min(2*backoff, f.maxBackoff) }
 	var next int64 // the revision to watch from; 0: read a snapshot first
+	resumed := false // the stream broke: log when it delivers again
 	for ctx.Err() == nil {
 		f.mu.Lock()
 		if f.reset {
@@ -77,18 +78,23 @@ func (f *follower) run(ctx context.Context) {
 			f.mu.Unlock()
 			f.notify()
 			f.log.Info("snapshot read", "revision", snap.Revision, "addresses", len(snap.Addresses))
-			next = snap.Revision + 1
+			next, resumed = snap.Revision+1, false
 		}
 		wctx, stop := context.WithCancel(ctx)
 		f.mu.Lock()
 		f.stop = stop
 		f.mu.Unlock()
 		started := time.Now()
+		from := next
 		var partial []api.Event // of the revision not yet whole
 		err := f.src.Watch(wctx, next, func(ev api.Event) error {
 			partial = append(partial, ev)
 			if !ev.RevisionEnd {
 				return nil
+			}
+			if resumed {
+				f.log.Info("watch resumed", "from", from, "revision", ev.Revision)
+				resumed = false
 			}
 			f.mu.Lock()
 			f.events = append(f.events, partial...)
@@ -119,6 +125,7 @@ func (f *follower) run(ctx context.Context) {
 			next = 0
 		default:
 			f.log.Warn("watch ended; watching again", "from", next, "err", err, "retryIn", backoff)
+			resumed = true
 		}
 		sleep(ctx, backoff)
 		grow()

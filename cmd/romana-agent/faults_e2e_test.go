@@ -684,9 +684,9 @@ func TestFaultsRomanadDown(t *testing.T) {
 	c.srv.Restart()
 	back := time.Now()
 	for _, h := range []string{"h1", "h2", "h3"} {
-		eventually(t, h+"'s agent reads a snapshot again", func() (bool, string) {
+		eventually(t, h+"'s agent follows romanad again", func() (bool, string) {
 			log := c.agentLog(h, logAt[h])
-			return strings.Contains(log, `msg="snapshot read"`) && strings.Contains(log, "first=false"), log
+			return strings.Contains(log, `msg="watch resumed"`) || strings.Contains(log, `msg="snapshot read"`), log
 		})
 	}
 	reconnected := time.Since(back)

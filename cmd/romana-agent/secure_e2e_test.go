@@ -238,11 +238,17 @@ func TestHostLifecycleEndToEnd(t *testing.T) {
 		}
 		tr.progress(t, "traffic after the renewal")
 		// The renewal closed the agent's connections, its watch stream too:
-		// it follows romanad again with the new certificate.
+		// it follows romanad again with the new certificate, from where it
+		// was (a change made now reaches it; this one, an address on
+		// another host, changes nothing on h1).
+		if _, err := admin.Allocate(ctx, api.AddressRequest{Name: "after-renewal", Host: "h2", Tenant: "acme", Segment: "default"}); err != nil {
+			t.Fatal(err)
+		}
+		defer admin.Release(ctx, "after-renewal")
 		eventually(t, "h1's agent watches again after the renewal", func() (bool, string) {
 			log := c.agentLog("h1", logAt)
 			i := strings.Index(log, "watch ended")
-			return strings.Contains(log, "renewed host certificate") && i >= 0 && strings.Contains(log[i:], "snapshot read"), log
+			return strings.Contains(log, "renewed host certificate") && i >= 0 && strings.Contains(log[i:], `msg="watch resumed"`), log
 		})
 		// romanad ends what still uses the old certificate when it expires,
 		// and refuses it from then on.
