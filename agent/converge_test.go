@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -302,4 +303,29 @@ func TestLimiter(t *testing.T) {
 	if ok, _ := l.take(now.Add(time.Hour)); ok {
 		t.Fatal("more than the burst")
 	}
+}
+
+// A manager waiting for a retry (a route whose veth never appears, with a
+// backoff of an hour) does not hold back changes that arrive meanwhile.
+func TestFreshChangesDoNotWaitForRetry(t *testing.T) {
+	w := newWorld()
+	r := newRig(t, w.snap)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, Config{Underlay: newFakeUnderlay(), Host: "h1", Resync: time.Hour, Source: r.src, Routes: r.routes, Firewall: r.fw,
+			Metrics: r.metrics, MinBackoff: time.Hour, MaxBackoff: time.Hour})
+	}()
+	defer func() { cancel(); <-done }()
+	eventually(t, "initial", r.converged)
+	r.src.put(api.KindAddress, "stuck", w.address("stuck", 1, "acme", 1, 9, "romananever"))
+	eventually(t, "pending reported", func() (bool, string) {
+		return gauge(t, r.reg, "romana_agent_routes_pending") == 1, "not yet"
+	})
+	r.src.put(api.KindTenant, "gamma", api.Tenant{Name: "gamma", ID: 7})
+	r.kernel.AddLink("romana5", "veth")
+	a := w.address("a5", 1, "acme", 1, 5, "romana5")
+	r.src.put(api.KindAddress, "a5", a)
+	eventually(t, "the tenant and the endpoint applied", r.converged)
 }

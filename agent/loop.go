@@ -190,10 +190,6 @@ func (l *loop) inputOf(c model.Change) input {
 	return in
 }
 
-func (l *loop) dirty() bool {
-	return slices.ContainsFunc(l.slots, func(s *slot) bool { return s.dirty != 0 })
-}
-
 // run is the agent's one loop. Nothing is applied before the first
 // snapshot.
 func (l *loop) run(ctx context.Context) {
@@ -208,7 +204,7 @@ func (l *loop) run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
-	var retryAt time.Time
+	var retryAt time.Time // when managers that failed run again
 	for {
 		select {
 		case <-ctx.Done():
@@ -221,18 +217,21 @@ func (l *loop) run(ctx context.Context) {
 		case <-timer.C:
 		}
 		l.take()
-		if l.m == nil || !l.dirty() {
+		if l.m == nil {
+			continue // nothing before the first snapshot
+		}
+		// Changes run at once (within the limiter); managers that only
+		// wait for a retry run when it is due.
+		now := time.Now()
+		fresh, retrying := l.pending()
+		if !fresh && !retrying {
 			continue
 		}
-		now := time.Now()
-		wait := retryAt.Sub(now)
-		if wait <= 0 {
-			var ok bool
-			if ok, wait = l.limit.take(now); ok {
-				wait = 0
-			}
+		if !fresh && now.Before(retryAt) {
+			timer.Reset(retryAt.Sub(now))
+			continue
 		}
-		if wait > 0 {
+		if ok, wait := l.limit.take(now); !ok {
 			timer.Reset(wait)
 			continue
 		}
@@ -242,15 +241,24 @@ func (l *loop) run(ctx context.Context) {
 		}
 		if failed {
 			retryAt = time.Now().Add(l.retry.failed())
-			timer.Reset(time.Until(retryAt))
 		} else {
 			retryAt = time.Time{}
 			l.retry.reset()
-			if l.dirty() { // marked while passing: a report came in
-				l.poke()
-			}
+		}
+		if fresh, retrying := l.pending(); fresh || retrying {
+			l.poke() // reported while passing, or a retry to schedule
 		}
 	}
+}
+
+// pending reports whether some manager has changes to apply, and whether
+// some waits only for a retry.
+func (l *loop) pending() (fresh, retrying bool) {
+	for _, s := range l.slots {
+		fresh = fresh || s.dirty&^inRetry != 0
+		retrying = retrying || s.dirty == inRetry
+	}
+	return fresh, retrying
 }
 
 // pass runs the dirty managers in order. A manager that fails or asks
