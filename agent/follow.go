@@ -54,7 +54,7 @@ func (f *follower) restart() {
 func (f *follower) run(ctx context.Context) {
 	backoff := f.minBackoff
 	grow := func() { backoff = min(2*backoff, f.maxBackoff) }
-	var next int64 // the revision to watch from; 0: read a snapshot first
+	var next int64   // the revision to watch from; 0: read a snapshot first
 	resumed := false // the stream broke: log when it delivers again
 	for ctx.Err() == nil {
 		f.mu.Lock()
