@@ -318,20 +318,27 @@ func evbCPU(tb testing.TB) time.Duration {
 }
 
 // evbQuiesce waits until the process has been idle for a moment (less
-// than 1ms of CPU in 25ms), at most 20s: the agent may go on working after
-// the wrapper saw the effect it waited for (the old agent syncs routes
-// after the firewall), and that tail belongs to the event before.
+// than 1ms of CPU in each of four 25ms windows in a row), at most 30s: the
+// agent may go on working after the wrapper saw the effect it waited for
+// (the old agent syncs routes after the firewall), and that tail belongs
+// to the event before. Four windows, not one: on a loaded machine the
+// agent's thread can wait 25ms for a CPU.
 func evbQuiesce(tb testing.TB) {
-	prev := evbCPU(tb)
-	for range 800 {
+	prev, idle := evbCPU(tb), 0
+	for range 1200 {
 		time.Sleep(25 * time.Millisecond)
 		now := evbCPU(tb)
 		if now-prev < time.Millisecond {
+			idle++
+		} else {
+			idle = 0
+		}
+		if idle == 4 {
 			return
 		}
 		prev = now
 	}
-	tb.Logf("the process did not go idle within 20s")
+	tb.Logf("the process did not go idle within 30s")
 }
 
 // evbPercentile returns the p-quantile of sorted durations in ms.
