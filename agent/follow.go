@@ -74,7 +74,7 @@ func (f *follower) run(ctx context.Context) {
 				continue
 			}
 			f.mu.Lock()
-			f.snap, f.events = &snap, nil
+			f.snap, f.events, f.reset = &snap, nil, false // it replaces whatever was asked to be replaced
 			f.mu.Unlock()
 			f.notify()
 			f.log.Info("snapshot read", "revision", snap.Revision, "addresses", len(snap.Addresses))
