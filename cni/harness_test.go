@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/romana/romana/sim"
 )
@@ -137,19 +136,6 @@ func links(tb testing.TB, nsName string) []string {
 		names = append(names, l.Name)
 	}
 	return names
-}
-
-// waitFor polls cond until it holds, or fails the test after a generous
-// deadline.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: not reached", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func isCI() bool { return os.Getenv("CI") == "true" }
