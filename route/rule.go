@@ -14,6 +14,7 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/netlinksafe"
 )
 
 // Policy keeps the host's service chain policy routing equal to the
@@ -23,7 +24,7 @@ import (
 // rules and routes are never touched, even at our priority and in our
 // tables (ours is added beside a foreign rule with the same selector).
 type Policy struct {
-	h   *netlink.Handle
+	h   netlinksafe.Handle
 	log *slog.Logger
 }
 
@@ -32,7 +33,7 @@ func NewPolicy(log *slog.Logger) (*Policy, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h, err := netlink.NewHandle()
+	h, err := netlinksafe.NewHandle()
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
@@ -76,7 +77,7 @@ func (p *Policy) Sync(ctx context.Context, rules []hoststate.IPRule, routes []ho
 	// Routes: replace the desired, delete the rest.
 	live, err := p.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: Protocol, Table: unix.RT_TABLE_UNSPEC},
 		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+	if err != nil {
 		return fmt.Errorf("list chain routes: %w", err)
 	}
 	wantTable := map[int]bool{}
@@ -88,7 +89,7 @@ func (p *Policy) Sync(ctx context.Context, rules []hoststate.IPRule, routes []ho
 	}
 	// Rules.
 	liveRules, err := p.h.RuleList(netlink.FAMILY_ALL)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("list ip rules: %w", err))...)
 	}
 	have := map[ruleKey]bool{}
