@@ -36,8 +36,11 @@ func New(log *slog.Logger) (*Manager, error) {
 type netlinkKernel struct {
 	h         netlinksafe.Handle
 	sysctlDir string
-	// last holds the routes as last listed, to delete exactly what is there.
-	last map[netip.Prefix]netlink.Route
+	// last holds the routes as last listed, to delete exactly what is there;
+	// lastTable and lastRules, Policy's.
+	last      map[netip.Prefix]netlink.Route
+	lastTable map[KernelTableRoute][]netlink.Route
+	lastRules map[KernelRule][]netlink.Rule
 }
 
 func (k *netlinkKernel) listRoutes(dsts map[netip.Prefix]bool) ([]hoststate.Route, map[netip.Prefix]string, error) {
