@@ -409,7 +409,7 @@ func (f *Fake) PolicyString() string {
 func (f *Fake) listTableRoutes() ([]KernelTableRoute, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.tableRoutesLocked(func(r KernelTableRoute) bool { return r.Protocol == Protocol }), nil
+	return f.tableRoutesLocked(func(KernelTableRoute) bool { return true }), nil
 }
 
 // replaceTableRoute replaces whatever route has r's table and destination,

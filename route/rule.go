@@ -18,7 +18,10 @@ import (
 // 190" in `ip rule`) at priority hoststate.RulePriority whose table is a
 // chain table, and the routes tagged with Protocol in chain tables. Other
 // rules and routes are never touched, even at our priority and in our
-// tables (ours is added beside a foreign rule with the same selector).
+// tables: ours is added beside a foreign rule with the same selector, and
+// a desired route whose place (its table's default destination of its
+// family) a foreign route holds is left out and reported by every Sync
+// until that route is gone.
 type Policy struct {
 	k   policyKernel
 	log *slog.Logger
@@ -27,8 +30,8 @@ type Policy struct {
 // policyKernel is what Policy needs from the kernel; netlinkKernel is the
 // real one and Fake the in-memory one.
 type policyKernel interface {
-	// listTableRoutes returns the routes tagged with Protocol in every
-	// table but main.
+	// listTableRoutes returns the routes of every table but main, of any
+	// protocol.
 	listTableRoutes() ([]KernelTableRoute, error)
 	// replaceTableRoute makes r its table's default route of its family,
 	// tagged with Protocol. It wraps ErrLinkNotFound when r.Dev is missing.
@@ -140,10 +143,17 @@ func (p *Policy) Sync(ctx context.Context, rules []hoststate.IPRule, routes []ho
 	if err != nil {
 		return fmt.Errorf("list chain routes: %w", err)
 	}
-	wantTable := map[int]bool{}
+	places := map[KernelTableRoute]bool{} // the places of the desired routes
 	for _, r := range routes {
-		wantTable[r.Table] = true
-		if slices.ContainsFunc(live, func(l KernelTableRoute) bool { return installed(r, l) }) {
+		place := placeOf(r)
+		places[place] = true
+		if slices.ContainsFunc(live, func(l KernelTableRoute) bool { return l.Protocol == Protocol && installed(r, l) }) {
+			continue
+		}
+		if i := slices.IndexFunc(live, func(l KernelTableRoute) bool {
+			return l.Protocol != Protocol && at(l, place)
+		}); i >= 0 {
+			errs = append(errs, fmt.Errorf("chain route %s: its place is held by foreign route %s; left alone", r, live[i]))
 			continue
 		}
 		if err := p.k.replaceTableRoute(r); err != nil {
@@ -192,25 +202,41 @@ func (p *Policy) Sync(ctx context.Context, rules []hoststate.IPRule, routes []ho
 		}
 		p.log.Info("chain ip rule added", "mark", fmt.Sprintf("%#x", k.mark), "table", k.table)
 	}
+	// Ours in chain tables outside the desired places: stale tables, the
+	// other family, other destinations. (In a desired place, ours was
+	// either right or replaced above.)
 	for _, r := range live {
-		if !chainTable(r.Table) || wantTable[r.Table] {
+		if place := placeOf(r.TableRoute); r.Protocol != Protocol || !chainTable(r.Table) || places[place] && at(r, place) {
 			continue
 		}
 		if err := p.k.deleteTableRoute(r); err != nil {
-			errs = append(errs, fmt.Errorf("delete chain route in table %d: %w", r.Table, err))
+			errs = append(errs, fmt.Errorf("delete chain route %s: %w", r, err))
 			continue
 		}
-		p.log.Info("chain route deleted", "table", r.Table)
+		p.log.Info("chain route deleted", "route", r.String())
 	}
 	return errors.Join(errs...)
 }
 
-// installed reports whether the live route l does what r asks: a route of
-// r's table and family, a blackhole if r is one, else through r's next hop
-// and, when r names one, r's device (whatever its destination: only
-// default routes are ever installed).
+// placeOf is where r goes: its table's default destination of its family.
+func placeOf(r hoststate.TableRoute) KernelTableRoute {
+	dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	if r.V6 {
+		dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	}
+	return KernelTableRoute{TableRoute: hoststate.TableRoute{Table: r.Table, V6: r.V6}, Dst: dst}
+}
+
+// at reports whether the route l sits in place.
+func at(l, place KernelTableRoute) bool {
+	return l.Table == place.Table && l.V6 == place.V6 && l.Dst == place.Dst
+}
+
+// installed reports whether the live route l does what r asks: a route in
+// r's place, a blackhole if r is one, else through r's next hop and, when r
+// names one, r's device.
 func installed(r hoststate.TableRoute, l KernelTableRoute) bool {
-	if l.Table != r.Table || l.V6 != r.V6 || l.Blackhole != r.Blackhole {
+	if !at(l, placeOf(r)) || l.Blackhole != r.Blackhole {
 		return false
 	}
 	return r.Blackhole || l.Via == r.Via && (r.Dev == "" || l.Dev == r.Dev)

@@ -30,8 +30,7 @@ func (k *netlinkKernel) linkNames() (map[int]string, error) {
 }
 
 func (k *netlinkKernel) listTableRoutes() ([]KernelTableRoute, error) {
-	raw, err := k.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: Protocol, Table: unix.RT_TABLE_UNSPEC},
-		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	raw, err := k.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, err
 	}
