@@ -19,7 +19,6 @@ import (
 	"fmt"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // Attempts is how many times a dump is tried before its interruption is
@@ -34,15 +33,6 @@ type Handle struct {
 // NewHandle returns a Handle on the calling thread's network namespace.
 func NewHandle() (Handle, error) {
 	h, err := netlink.NewHandle()
-	if err != nil {
-		return Handle{}, err
-	}
-	return Handle{h}, nil
-}
-
-// NewHandleAt returns a Handle on the network namespace ns.
-func NewHandleAt(ns netns.NsHandle) (Handle, error) {
-	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		return Handle{}, err
 	}
