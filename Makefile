@@ -10,7 +10,7 @@ BIN := $(CURDIR)/bin
 FUZZTIME ?= 10000x
 BENCHTIME ?= 1x
 
-.PHONY: all deps build test unit fuzz demo bench faults clean
+.PHONY: all deps build test tidy unit fuzz demo bench faults clean
 
 all: build
 
@@ -21,10 +21,15 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-test: deps build
+test: deps build tidy
 	$(GO) vet ./...
 	ROMANA_BIN=$(BIN) $(GO) test -count=1 -timeout 20m ./...
 	@$(MAKE) --no-print-directory fuzz
+
+# go.mod and go.sum must be what `go mod tidy` makes of them: fails, printing
+# the difference, when they are not (run `go mod tidy` and commit the result).
+tidy:
+	$(GO) mod tidy -diff
 
 # Each fuzz target runs briefly; longer runs: make fuzz FUZZTIME=5m
 fuzz:

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/bird"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/fabric"
 	"github.com/romana/romana/sim"
 	"github.com/romana/romana/sim/simtest"
@@ -237,29 +238,29 @@ func networks(t *testing.T, r *bird.Router) []netip.Prefix {
 	return nets
 }
 
-func birdHas(t *testing.T, r *bird.Router, want ...string) func() string {
+func birdHas(t *testing.T, r *bird.Router, want ...string) func() error {
 	var w []netip.Prefix
 	for _, s := range want {
 		w = append(w, netip.MustParsePrefix(s))
 	}
-	return func() string {
+	return func() error {
 		if got := networks(t, r); !reflect.DeepEqual(got, w) {
-			return fmt.Sprintf("bird %s has %v from h1, want %v", r.Name, got, w)
+			return fmt.Errorf("bird %s has %v from h1, want %v", r.Name, got, w)
 		}
-		return ""
+		return nil
 	}
 }
 
-func established(t *testing.T, r *bird.Router, want bool) func() string {
-	return func() string {
+func established(t *testing.T, r *bird.Router, want bool) func() error {
+	return func() error {
 		up, err := r.Established(context.Background(), "h1")
 		if err != nil {
-			return err.Error()
+			return err
 		}
 		if up != want {
-			return fmt.Sprintf("bird %s: session with h1 established=%v, want %v", r.Name, up, want)
+			return fmt.Errorf("bird %s: session with h1 established=%v, want %v", r.Name, up, want)
 		}
-		return ""
+		return nil
 	}
 }
 
@@ -304,49 +305,49 @@ func TestBIRDSessionsAnnounceLearnRestartWithdraw(t *testing.T) {
 	sp := startSpeaker(t, h1, helperConfig{Accept: true, Host: hostBGPFor("10.1.0.0/16")})
 
 	for _, r := range []*bird.Router{a, b} {
-		eventually(t, "session", established(t, r, true))
-		eventually(t, "bird learns the host's block", birdHas(t, r, "10.1.0.0/16"))
+		expect.Eventually(t, "session", wait, established(t, r, true))
+		expect.Eventually(t, "bird learns the host's block", wait, birdHas(t, r, "10.1.0.0/16"))
 	}
 	if out := ipRoute(t, nsA, "10.1.0.0/16"); !strings.Contains(out, "via 192.168.1.11") || !strings.Contains(out, "proto bird") {
 		t.Errorf("tora's kernel lacks the host's block via the host: %q", out)
 	}
-	eventually(t, "ECMP route on the host", func() string {
+	expect.Eventually(t, "ECMP route on the host", wait, func() error {
 		out := ipRoute(t, h1, "proto", "191")
 		if !strings.Contains(out, "10.16.0.0/12") || !strings.Contains(out, "nexthop via 192.168.1.1 ") || !strings.Contains(out, "nexthop via 192.168.1.2 ") {
-			return fmt.Sprintf("host routes proto 191: %q", out)
+			return fmt.Errorf("host routes proto 191: %q", out)
 		}
-		return ""
+		return nil
 	})
 
 	// BIRD restarts: GoBGP reconnects, the route comes back.
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "host route shrinks to the remaining uplink", func() string {
+	expect.Eventually(t, "host route shrinks to the remaining uplink", wait, func() error {
 		out := ipRoute(t, h1, "proto", "191")
 		if !strings.Contains(out, "10.16.0.0/12 via 192.168.1.2") {
-			return fmt.Sprintf("host routes proto 191: %q", out)
+			return fmt.Errorf("host routes proto 191: %q", out)
 		}
-		return ""
+		return nil
 	})
 	if err := a.Start(ctx, confA); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "reconnected after BIRD restarted", established(t, a, true))
-	eventually(t, "restarted bird learns the block again", birdHas(t, a, "10.1.0.0/16"))
+	expect.Eventually(t, "reconnected after BIRD restarted", wait, established(t, a, true))
+	expect.Eventually(t, "restarted bird learns the block again", wait, birdHas(t, a, "10.1.0.0/16"))
 
 	// A new desired state: the old block is withdrawn, the new announced.
 	sp.write(t, helperConfig{Accept: true, Host: hostBGPFor("10.2.0.0/16")})
 	sp.signal(t, syscall.SIGHUP)
 	for _, r := range []*bird.Router{a, b} {
-		eventually(t, "re-announce", birdHas(t, r, "10.2.0.0/16"))
+		expect.Eventually(t, "re-announce", wait, birdHas(t, r, "10.2.0.0/16"))
 	}
 
 	// Stop: withdrawn everywhere, learned routes removed from the host.
 	sp.signal(t, syscall.SIGTERM)
 	sp.wait(t)
 	for _, r := range []*bird.Router{a, b} {
-		eventually(t, "withdrawn at stop", birdHas(t, r))
+		expect.Eventually(t, "withdrawn at stop", wait, birdHas(t, r))
 	}
 	if out := ipRoute(t, nsA, "10.2.0.0/16"); strings.Contains(out, "10.2.0.0/16") {
 		t.Errorf("tora's kernel still routes the withdrawn block: %q", out)
@@ -383,14 +384,14 @@ func TestBIRDGracefulRestartAndMD5(t *testing.T) {
 	netstat := func() (string, error) { return nsA.Exec(ctx, "cat", "/proc/net/netstat") }
 	refused := md5Refused(t, netstat)
 	wrong := startSpeaker(t, h1, cfg("wrong", "10.1.0.0/16"))
-	eventually(t, "connection attempts with the wrong password refused", func() string {
+	expect.Eventually(t, "connection attempts with the wrong password refused", wait, func() error {
 		if n := md5Refused(t, netstat) - refused; n < 2 {
-			return fmt.Sprintf("tora refused %d segments for their MD5 signature, want 2 or more", n)
+			return fmt.Errorf("tora refused %d segments for their MD5 signature, want 2 or more", n)
 		}
-		return ""
+		return nil
 	})
-	if msg := established(t, a, false)(); msg != "" {
-		t.Fatal(msg)
+	if err := established(t, a, false)(); err != nil {
+		t.Fatal(err)
 	}
 	if got := networks(t, a); len(got) != 0 {
 		t.Fatalf("BIRD learned %v over a session with the wrong password", got)
@@ -398,32 +399,32 @@ func TestBIRDGracefulRestartAndMD5(t *testing.T) {
 	wrong.kill()
 
 	sp := startSpeaker(t, h1, cfg("s3cret", "10.1.0.0/16"))
-	eventually(t, "session with the password", established(t, a, true))
-	eventually(t, "learned", birdHas(t, a, "10.1.0.0/16"))
+	expect.Eventually(t, "session with the password", wait, established(t, a, true))
+	expect.Eventually(t, "learned", wait, birdHas(t, a, "10.1.0.0/16"))
 
 	// A crash: the session drops without a notification; BIRD keeps the route.
 	sp.kill()
-	eventually(t, "session down", established(t, a, false))
-	if msg := birdHas(t, a, "10.1.0.0/16")(); msg != "" {
-		t.Fatalf("graceful restart: %s", msg)
+	expect.Eventually(t, "session down", wait, established(t, a, false))
+	if err := birdHas(t, a, "10.1.0.0/16")(); err != nil {
+		t.Fatalf("graceful restart: %v", err)
 	}
 	// The speaker comes back announcing another block: after its
 	// End-of-RIB the stale route is flushed and the new one stays.
 	sp = startSpeaker(t, h1, cfg("s3cret", "10.2.0.0/16"))
-	eventually(t, "session back", established(t, a, true))
-	eventually(t, "stale route replaced", birdHas(t, a, "10.2.0.0/16"))
+	expect.Eventually(t, "session back", wait, established(t, a, true))
+	expect.Eventually(t, "stale route replaced", wait, birdHas(t, a, "10.2.0.0/16"))
 
 	// A stop with graceful restart keeps the routes (an agent restart)...
 	sp.signal(t, syscall.SIGTERM)
 	sp.wait(t)
-	eventually(t, "session down", established(t, a, false))
-	if msg := birdHas(t, a, "10.2.0.0/16")(); msg != "" {
-		t.Fatalf("graceful stop: %s", msg)
+	expect.Eventually(t, "session down", wait, established(t, a, false))
+	if err := birdHas(t, a, "10.2.0.0/16")(); err != nil {
+		t.Fatalf("graceful stop: %v", err)
 	}
 	// ...and the cleanup flushes them.
 	c := cfg("s3cret", "10.2.0.0/16")
 	c.Withdraw = true
 	cl := startSpeaker(t, h1, c)
 	cl.wait(t)
-	eventually(t, "flushed by cleanup", birdHas(t, a))
+	expect.Eventually(t, "flushed by cleanup", wait, birdHas(t, a))
 }

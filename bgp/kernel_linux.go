@@ -10,15 +10,17 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/romana/romana/netlinksafe"
 )
 
 // netlinkKernel installs learned routes in the main table of the namespace
 // its netlink socket was opened in.
-type netlinkKernel struct{ h *netlink.Handle }
+type netlinkKernel struct{ h netlinksafe.Handle }
 
 // NewKernel returns the Kernel of the calling process's network namespace.
 func NewKernel() (Kernel, error) {
-	h, err := netlink.NewHandle()
+	h, err := netlinksafe.NewHandle()
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
@@ -34,14 +36,7 @@ func (k *netlinkKernel) Routes(ctx context.Context) ([]Route, error) {
 		return nil, err
 	}
 	filter := &netlink.Route{Protocol: Protocol, Table: unix.RT_TABLE_MAIN}
-	var raw []netlink.Route
-	var err error
-	for i := 0; i < 5; i++ {
-		raw, err = k.h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	raw, err := k.h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/server"
 
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/fabric"
 )
 
@@ -115,21 +116,8 @@ func (r *tor) peer() fabric.Peer {
 	return fabric.Peer{Device: "tor-" + r.addr, Addr: netip.MustParseAddr(r.addr), ASN: r.asn}
 }
 
-// eventually polls cond until it returns "" or 20 seconds pass.
-func eventually(t testing.TB, what string, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %s", what, msg)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// wait bounds every expect.Eventually of the BGP tests.
+const wait = 20 * time.Second
 
 func newSpeaker(t testing.TB, port int, k Kernel, password string) *Speaker {
 	t.Helper()
@@ -196,57 +184,57 @@ func TestAnnounceLearnECMPReconnectWithdraw(t *testing.T) {
 	}
 	own := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}
 	for _, r := range []*tor{a, b} {
-		eventually(t, "tor "+r.addr+" learns the host's block", func() string {
+		expect.Eventually(t, "tor "+r.addr+" learns the host's block", wait, func() error {
 			if got := r.received(); !reflect.DeepEqual(got, own) {
-				return fmt.Sprintf("received %v", got)
+				return fmt.Errorf("received %v", got)
 			}
-			return ""
+			return nil
 		})
 	}
 	ecmp := []Route{{Dst: netip.MustParsePrefix("10.16.0.0/12"), Via: []netip.Addr{addr("127.0.0.2"), addr("127.0.0.3")}}}
-	kernelIs := func(want []Route) func() string {
-		return func() string {
+	kernelIs := func(want []Route) func() error {
+		return func() error {
 			got, _ := k.Routes(ctx)
 			if !reflect.DeepEqual(got, want) {
-				return fmt.Sprintf("kernel has %v, want %v", got, want)
+				return fmt.Errorf("kernel has %v, want %v", got, want)
 			}
-			return ""
+			return nil
 		}
 	}
-	eventually(t, "ECMP route over both uplinks", kernelIs(ecmp))
+	expect.Eventually(t, "ECMP route over both uplinks", wait, kernelIs(ecmp))
 
 	// One top-of-rack goes away: its next hop leaves the route.
 	a.stop()
-	eventually(t, "route via the remaining uplink", kernelIs([]Route{{Dst: ecmp[0].Dst, Via: []netip.Addr{addr("127.0.0.3")}}}))
+	expect.Eventually(t, "route via the remaining uplink", wait, kernelIs([]Route{{Dst: ecmp[0].Dst, Via: []netip.Addr{addr("127.0.0.3")}}}))
 	// It comes back (a new process on the same address): reconnected, ECMP again.
 	a = startToR(t, "127.0.0.2", port, 65101, "", "10.16.0.0/12")
-	eventually(t, "reconnect after the peer restarted", func() string {
+	expect.Eventually(t, "reconnect after the peer restarted", wait, func() error {
 		if got := a.received(); !reflect.DeepEqual(got, own) {
-			return fmt.Sprintf("restarted tor received %v", got)
+			return fmt.Errorf("restarted tor received %v", got)
 		}
-		return ""
+		return nil
 	})
-	eventually(t, "ECMP again", kernelIs(ecmp))
+	expect.Eventually(t, "ECMP again", wait, kernelIs(ecmp))
 
 	// A new block is announced, the old one withdrawn.
 	if err := s.Apply(ctx, hostBGP([]string{"10.2.0.0/16"}, a.peer(), b.peer())); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "re-announce", func() string {
+	expect.Eventually(t, "re-announce", wait, func() error {
 		if got := b.received(); !reflect.DeepEqual(got, []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}) {
-			return fmt.Sprintf("received %v", got)
+			return fmt.Errorf("received %v", got)
 		}
-		return ""
+		return nil
 	})
 	// A peer removed from the desired state is dropped.
 	if err := s.Apply(ctx, hostBGP([]string{"10.2.0.0/16"}, b.peer())); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "peer removed", func() string {
+	expect.Eventually(t, "peer removed", wait, func() error {
 		if got := a.received(); len(got) != 0 {
-			return fmt.Sprintf("removed peer still has %v", got)
+			return fmt.Errorf("removed peer still has %v", got)
 		}
-		return ""
+		return nil
 	})
 	st, err := s.Status(ctx)
 	if err != nil || len(st.Peers) != 1 || st.Peers[0].Addr != addr("127.0.0.3") || !st.Peers[0].Established {
@@ -256,11 +244,11 @@ func TestAnnounceLearnECMPReconnectWithdraw(t *testing.T) {
 	if err := s.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "withdrawn at stop", func() string {
+	expect.Eventually(t, "withdrawn at stop", wait, func() error {
 		if got := b.received(); len(got) != 0 {
-			return fmt.Sprintf("still has %v", got)
+			return fmt.Errorf("still has %v", got)
 		}
-		return ""
+		return nil
 	})
 	if got, _ := k.Routes(ctx); len(got) != 0 {
 		t.Errorf("learned routes left after stop: %v", got)
@@ -284,11 +272,11 @@ func TestMD5(t *testing.T) {
 	if err := wrong.Apply(ctx, hostBGP([]string{"10.1.0.0/16"}, r.peer())); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "connection attempts with the wrong password refused", func() string {
+	expect.Eventually(t, "connection attempts with the wrong password refused", wait, func() error {
 		if n := md5Refused(t, netstat) - refused; n < 2 {
-			return fmt.Sprintf("%d segments refused for their MD5 signature, want 2 or more", n)
+			return fmt.Errorf("%d segments refused for their MD5 signature, want 2 or more", n)
 		}
-		return ""
+		return nil
 	})
 	if st, _ := wrong.Status(ctx); len(st.Peers) != 1 || st.Peers[0].Established {
 		t.Fatalf("session with the wrong password: %+v", st)
@@ -301,11 +289,11 @@ func TestMD5(t *testing.T) {
 	if err := right.Apply(ctx, hostBGP([]string{"10.1.0.0/16"}, r.peer())); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "session with the right password", func() string {
+	expect.Eventually(t, "session with the right password", wait, func() error {
 		if got := r.received(); len(got) != 1 {
-			return fmt.Sprintf("received %v", got)
+			return fmt.Errorf("received %v", got)
 		}
-		return ""
+		return nil
 	})
 }
 

@@ -200,24 +200,6 @@ func parseNetworks(out string) []netip.Prefix {
 	return slices.Compact(nets)
 }
 
-// Reconfigure writes conf and makes BIRD load it (`birdc configure`).
-func (r *Router) Reconfigure(ctx context.Context, conf string) error {
-	if err := Check(ctx, conf); err != nil {
-		return fmt.Errorf("bird %s: %w", r.Name, err)
-	}
-	if err := os.WriteFile(r.Conf, []byte(conf), 0o644); err != nil {
-		return fmt.Errorf("bird %s: write config: %w", r.Name, err)
-	}
-	out, err := r.Cmd(ctx, "configure")
-	if err != nil {
-		return err
-	}
-	if !strings.Contains(out, "Reconfigured") && !strings.Contains(out, "Reconfiguration in progress") {
-		return fmt.Errorf("bird %s: configure: %s", r.Name, strings.TrimSpace(out))
-	}
-	return nil
-}
-
 // Tail returns the last lines of the router's log.
 func (r *Router) Tail(n int) string {
 	b, err := os.ReadFile(r.Log)

@@ -2,34 +2,14 @@ package bird
 
 import (
 	"context"
-	"flag"
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/romana/romana/expect"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata golden files")
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test ./bird -update creates it)", err)
-	}
-	if string(want) != got {
-		t.Errorf("%s differs (go test ./bird -update rewrites it)\n--- want\n%s--- got\n%s", path, want, got)
-	}
-}
 
 func requireBird(t *testing.T) {
 	t.Helper()
@@ -59,7 +39,7 @@ func torConfig() Config {
 
 func TestConfigGoldenAndParses(t *testing.T) {
 	conf := torConfig().Render()
-	golden(t, "tor.conf", conf)
+	expect.Golden(t, "tor.conf", conf)
 	requireBird(t)
 	if err := Check(context.Background(), conf); err != nil {
 		t.Fatal(err)

@@ -3,16 +3,15 @@ package cli
 import (
 	"bytes"
 	"context"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+	"github.com/romana/romana/expect"
+)
 
 // result is one in-process run of the romana command line.
 type result struct {
@@ -35,28 +34,6 @@ func romanaWith(t *testing.T, env map[string]string, adminConfig, stdin string, 
 	getenv := func(k string) string { return env[k] }
 	code := Main(context.Background(), args, strings.NewReader(stdin), &out, &errb, WithGetenv(getenv), WithAdminConfig(adminConfig))
 	return result{out.String(), errb.String(), code}
-}
-
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test ./cli -update creates it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs (go test ./cli -update rewrites it)\n--- got\n%s--- want\n%s", path, got, want)
-	}
 }
 
 const rackPlan = `name: dc1
@@ -103,7 +80,7 @@ func TestPlanOffline(t *testing.T) {
 			if r.code != ExitOK || r.stderr != "" {
 				t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 			}
-			golden(t, tc.golden, r.stdout)
+			expect.Golden(t, tc.golden, r.stdout)
 		})
 	}
 }

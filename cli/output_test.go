@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/plan"
 )
 
@@ -85,7 +86,7 @@ func TestTables(t *testing.T) {
 	})
 	ps := sortPolicies(samplePolicies)
 	section("policy list", func(w io.Writer) { writePolicies(w, ps) })
-	golden(t, "tables.txt", b.String())
+	expect.Golden(t, "tables.txt", b.String())
 
 	// Sorting is by IP, and by evaluation order for policies.
 	if as[0].Name != "web-1" || as[1].Name != "web-2" || as[2].Name != "db-1" {
@@ -136,7 +137,7 @@ func TestJSONAndYAML(t *testing.T) {
 	if got := render(t, OutputYAML, sortNetworks(nil), nil); got != "[]\n" {
 		t.Errorf("empty list as YAML: %q", got)
 	}
-	golden(t, "address.yaml", render(t, OutputYAML, sampleAddresses[1], nil))
+	expect.Golden(t, "address.yaml", render(t, OutputYAML, sampleAddresses[1], nil))
 }
 
 func TestReadPolicies(t *testing.T) {

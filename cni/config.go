@@ -37,7 +37,8 @@ const (
 	// ServerEnv names romanad when the network config has no "server".
 	ServerEnv = "ROMANA_SERVER"
 	// FailAtEnv, when set, makes ADD fail on purpose at the named step
-	// (see FailPoints). Tests use it to prove that a failed ADD leaks nothing.
+	// (see FailPoints), in a plugin built with -tags romana_failpoints
+	// only. Tests use it to prove that a failed ADD leaks nothing.
 	FailAtEnv = "ROMANA_CNI_FAIL_AT"
 )
 

@@ -8,11 +8,13 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/pki"
 )
 
@@ -138,5 +140,10 @@ func TestLibcniCredential(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.Close()
-	waitFor(t, "the counting listener counts", func() bool { return accepted.Load() == 1 })
+	expect.Eventually(t, "the counting listener counts", 30*time.Second, func() error {
+		if n := accepted.Load(); n != 1 {
+			return fmt.Errorf("%d connections accepted", n)
+		}
+		return nil
+	})
 }

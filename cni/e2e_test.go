@@ -398,14 +398,16 @@ func confListNoTenant(tb testing.TB, server, cred string) *libcni.NetworkConfigL
 	return l
 }
 
-// TestLibcniFailMidAdd injects a failure after each ADD step: the ADD fails
-// with the injected error and nothing is left behind.
+// TestLibcniFailMidAdd injects a failure after each ADD step (with a
+// plugin built with failpoints): the ADD fails with the injected error and
+// nothing is left behind. The plugin as released ignores the variable.
 func TestLibcniFailMidAdd(t *testing.T) {
 	e := newEnv(t)
+	failDir := failpointPluginDir(t)
 	for i, step := range FailPoints {
 		t.Run(step, func(t *testing.T) {
 			c, cPath := e.container(t, fmt.Sprintf("f%d", i))
-			cfg := libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(),
+			cfg := libcni.NewCNIConfigWithCacheDir([]string{failDir}, t.TempDir(),
 				&cnirun.NSExec{HostNS: e.hostPath, Env: []string{FailAtEnv + "=" + step}})
 			rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("fail%d", i), NetNS: cPath, IfName: "eth0"}
 			_, err := cfg.AddNetworkList(context.Background(), e.list, rt)
@@ -421,10 +423,19 @@ func TestLibcniFailMidAdd(t *testing.T) {
 			e.assertGone(t, rt.ContainerID, "eth0", c)
 		})
 	}
-	cfg := libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(), &cnirun.NSExec{HostNS: e.hostPath, Env: []string{FailAtEnv + "=after-lunch"}})
+	cfg := libcni.NewCNIConfigWithCacheDir([]string{failDir}, t.TempDir(), &cnirun.NSExec{HostNS: e.hostPath, Env: []string{FailAtEnv + "=after-lunch"}})
 	_, cPath := e.container(t, "fx")
 	_, err := cfg.AddNetworkList(context.Background(), e.list, &libcni.RuntimeConf{ContainerID: "failx", NetNS: cPath, IfName: "eth0"})
 	cniError(t, err, types.ErrInvalidEnvironmentVariables, `ROMANA_CNI_FAIL_AT="after-lunch": want one of`)
+
+	released := libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(), &cnirun.NSExec{HostNS: e.hostPath, Env: []string{FailAtEnv + "=after-allocate"}})
+	rt := &libcni.RuntimeConf{ContainerID: "failr", NetNS: cPath, IfName: "eth0"}
+	if _, err := released.AddNetworkList(context.Background(), e.list, rt); err != nil {
+		t.Fatalf("the released plugin with %s=after-allocate: %v", FailAtEnv, err)
+	}
+	if err := released.DelNetworkList(context.Background(), e.list, rt); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestLibcniGC: GC releases the plugin's attachments that are not in the

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/romana/romana/sim"
 )
@@ -31,11 +30,44 @@ func requireRoot(tb testing.TB) {
 	tb.Skip("needs root for network namespaces")
 }
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
+// builds are the romana-cni binaries the tests built, by build tags.
+var builds = struct {
+	sync.Mutex
+	byTags map[string]*pluginBuild
+}{byTags: map[string]*pluginBuild{}}
+
+type pluginBuild struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// buildPlugin returns a directory holding romana-cni built (once per test
+// binary) with the given build tags.
+func buildPlugin(tb testing.TB, tags string) string {
+	tb.Helper()
+	builds.Lock()
+	b := builds.byTags[tags]
+	if b == nil {
+		b = &pluginBuild{}
+		builds.byTags[tags] = b
+	}
+	builds.Unlock()
+	b.once.Do(func() {
+		b.dir, b.err = os.MkdirTemp("", "romt-cni-bin-")
+		if b.err != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-tags", tags, "-o", filepath.Join(b.dir, "romana-cni"), "github.com/romana/romana/cmd/romana-cni").CombinedOutput()
+		if err != nil {
+			b.err = fmt.Errorf("go build -tags %q romana-cni: %v\n%s", tags, err, out)
+		}
+	})
+	if b.err != nil {
+		tb.Fatal(b.err)
+	}
+	return b.dir
+}
 
 // pluginDir returns a directory holding the romana-cni binary: $ROMANA_BIN
 // when it has one (make test), otherwise a fresh go build.
@@ -46,26 +78,22 @@ func pluginDir(tb testing.TB) string {
 			return d
 		}
 	}
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "romt-cni-bin-")
-		if buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(buildDir, "romana-cni"), "github.com/romana/romana/cmd/romana-cni").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build romana-cni: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
-	}
-	return buildDir
+	return buildPlugin(tb, "")
+}
+
+// failpointPluginDir returns a directory holding romana-cni built with
+// -tags romana_failpoints: FailAtEnv makes its ADD fail on purpose.
+func failpointPluginDir(tb testing.TB) string {
+	tb.Helper()
+	return buildPlugin(tb, "romana_failpoints")
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
+	for _, b := range builds.byTags {
+		if b.dir != "" {
+			os.RemoveAll(b.dir)
+		}
 	}
 	os.Exit(code)
 }
@@ -137,19 +165,6 @@ func links(tb testing.TB, nsName string) []string {
 		names = append(names, l.Name)
 	}
 	return names
-}
-
-// waitFor polls cond until it holds, or fails the test after a generous
-// deadline.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: not reached", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func isCI() bool { return os.Getenv("CI") == "true" }

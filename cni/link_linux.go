@@ -8,11 +8,11 @@ import (
 	"slices"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/romana/romana/netlinksafe"
 	"github.com/romana/romana/route"
 )
 

@@ -45,24 +45,27 @@ type Plugin struct {
 	// Connect returns a romanad client for a configuration; it may fill in
 	// conf.Server and conf.Host from the credential.
 	Connect func(conf *NetConf) (Romanad, error)
-	// FailAt, when not empty, is a FailPoints step at which ADD fails on
-	// purpose (test hook; see FailAtEnv).
-	FailAt string
 	// Timeout bounds each command's calls to romanad.
 	Timeout time.Duration
+	// failAt, when not empty, is a FailPoints step at which ADD fails on
+	// purpose; only a plugin built with failpoints sets it (see FailAtEnv).
+	failAt string
 }
 
 // New returns a Plugin wired to the process environment and the real
 // romanad client.
 func New(log *slog.Logger) *Plugin {
-	return &Plugin{
+	p := &Plugin{
 		Log:      log,
 		Getenv:   os.Getenv,
 		Hostname: os.Hostname,
 		Connect:  Connect,
-		FailAt:   os.Getenv(FailAtEnv),
 		Timeout:  30 * time.Second,
 	}
+	if failpoints {
+		p.failAt = os.Getenv(FailAtEnv)
+	}
+	return p
 }
 
 // Connect is the real Plugin.Connect: the unix socket, or TLS with the
@@ -123,9 +126,9 @@ func (p *Plugin) setup(ctx context.Context, args *skel.CmdArgs) (*NetConf, Roman
 	return conf, rd, ctx, cancel, nil
 }
 
-// fail returns the injected failure when step is p.FailAt.
+// fail returns the injected failure when step is p.failAt.
 func (p *Plugin) fail(step string) error {
-	if p.FailAt != step {
+	if !failpoints || p.failAt != step {
 		return nil
 	}
 	return types.NewError(types.ErrInternal, fmt.Sprintf("injected failure %s (%s)", step, FailAtEnv), "")
@@ -145,9 +148,9 @@ func attachment(args *skel.CmdArgs) (name, veth string, err error) {
 // Add allocates an address and wires the container. On any failure it
 // releases the address and deletes the veth before returning.
 func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (retErr error) {
-	if p.FailAt != "" && !slices.Contains(FailPoints, p.FailAt) {
+	if failpoints && p.failAt != "" && !slices.Contains(FailPoints, p.failAt) {
 		return types.NewError(types.ErrInvalidEnvironmentVariables,
-			fmt.Sprintf("%s=%q: want one of %s", FailAtEnv, p.FailAt, strings.Join(FailPoints, ", ")), "")
+			fmt.Sprintf("%s=%q: want one of %s", FailAtEnv, p.failAt, strings.Join(FailPoints, ", ")), "")
 	}
 	conf, rd, ctx, cancel, err := p.setup(ctx, args)
 	if err != nil {

@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/bird"
+	"github.com/romana/romana/expect"
 )
 
 func requireFabric(t *testing.T) {
@@ -116,13 +118,12 @@ func TestFabricBGP(t *testing.T) {
 	if err := h4.stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for len(learned("tor2", "h4")) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("tor2 still has h4's block after its agent stopped:\n%s", routers["tor2"].bird.Tail(20))
+	expect.Eventually(t, "tor2 forgets h4's block after its agent stopped", 30*time.Second, func() error {
+		if len(learned("tor2", "h4")) > 0 {
+			return fmt.Errorf("tor2 still has it:\n%s", routers["tor2"].bird.Tail(20))
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	tor2, err := ls.routerReport(ctx, routers["tor2"])
 	if err != nil {
 		t.Fatal(err)

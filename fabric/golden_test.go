@@ -2,7 +2,6 @@ package fabric
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,33 +11,10 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata")
-
 var formatExt = map[string]string{FormatIP: "sh", FormatBird: "bird.conf", FormatFRR: "frr.conf"}
-
-// golden compares got with testdata/name, or rewrites it under -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./fabric -update to create it)", err)
-	}
-	if string(want) != got {
-		t.Errorf("%s differs (go test ./fabric -update rewrites it)\n--- want\n%s\n--- got\n%s", path, want, got)
-	}
-}
 
 var scenarios = []struct {
 	name    string
@@ -68,20 +44,20 @@ func TestGolden(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				golden(t, fmt.Sprintf("%s/%s.%s", sc.name, dev, formatExt[f]), out)
+				expect.Golden(t, fmt.Sprintf("%s/%s.%s", sc.name, dev, formatExt[f]), out)
 			}
 			var ann strings.Builder
 			for _, a := range tab.Announce {
 				fmt.Fprintf(&ann, "announce %s\n", a)
 			}
-			golden(t, fmt.Sprintf("%s/%s.announce", sc.name, dev), ann.String())
+			expect.Golden(t, fmt.Sprintf("%s/%s.announce", sc.name, dev), ann.String())
 		}
 		for _, h := range sc.hosts {
 			hb, err := ForHost(snap, h)
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, fmt.Sprintf("%s/host-%s.bgp", sc.name, h), hb.String())
+			expect.Golden(t, fmt.Sprintf("%s/host-%s.bgp", sc.name, h), hb.String())
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/plan"
 	"github.com/romana/romana/route"
@@ -66,14 +67,10 @@ func iperfServer(b *testing.B, dst *sim.Endpoint) {
 // iperf runs a 3 s iperf3 client and returns Gbit/s received.
 func iperf(b *testing.B, ctx context.Context, from, to *sim.Endpoint) float64 {
 	var out []byte
-	var err error
-	for try := 0; try < 50; try++ { // the server may not listen yet
+	err := expect.Poll(5*time.Second, func() (err error) { // the server may not listen yet
 		out, err = from.Command(ctx, "iperf3", "-c", to.IP.String(), "-t", "3", "-J").Output()
-		if err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 	if err != nil {
 		b.Fatalf("iperf3: %v\n%s", err, out)
 	}

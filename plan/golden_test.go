@@ -1,16 +1,13 @@
 package plan
 
 import (
-	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"text/tabwriter"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+	"github.com/romana/romana/expect"
+)
 
 // goldenPlans are rendered to testdata/<name>.golden: fields with bit
 // positions, capacities, masks and the CIDRs of sample locations.
@@ -47,20 +44,7 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := render(t, p, g.samples)
-			path := filepath.Join("testdata", g.spec.Name+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test ./plan -run TestGolden -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("%s differs (rerun with -update if the change is intended)\n--- got\n%s\n--- want\n%s", path, got, want)
-			}
+			expect.Golden(t, g.spec.Name+".golden", got)
 		})
 	}
 }

@@ -2,7 +2,6 @@ package plan
 
 import (
 	"encoding/binary"
-	"math/bits"
 	"net/netip"
 )
 
@@ -76,5 +75,3 @@ func ones(n int) u128 {
 
 // field returns a mask of width bits whose lowest bit is at shift.
 func field(width, shift int) u128 { return ones(width).shl(shift) }
-
-func (u u128) onesCount() int { return bits.OnesCount64(u.hi) + bits.OnesCount64(u.lo) }

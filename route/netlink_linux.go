@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/netlinksafe"
 )
 
 // New returns a Manager acting on the calling process's network namespace.
@@ -22,7 +23,7 @@ func New(log *slog.Logger) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h, err := netlink.NewHandle()
+	h, err := netlinksafe.NewHandle()
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
@@ -33,33 +34,22 @@ func New(log *slog.Logger) (*Manager, error) {
 // namespace it was opened in; sysctls are written through /proc/sys, which
 // resolves in the namespace of the calling thread (for the agent, its own).
 type netlinkKernel struct {
-	h         *netlink.Handle
+	h         netlinksafe.Handle
 	sysctlDir string
-	// last holds the routes as last listed, to delete exactly what is there.
-	last map[netip.Prefix]netlink.Route
-}
-
-// retry repeats a dump interrupted by a concurrent change.
-func retry[T any](f func() (T, error)) (T, error) {
-	var v T
-	var err error
-	for i := 0; i < 5; i++ {
-		if v, err = f(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return v, err
-		}
-	}
-	return v, err
+	// last holds the routes as last listed, to delete exactly what is there;
+	// lastTable and lastRules, Policy's.
+	last      map[netip.Prefix]netlink.Route
+	lastTable map[KernelTableRoute][]netlink.Route
+	lastRules map[KernelRule][]netlink.Rule
 }
 
 func (k *netlinkKernel) listRoutes(dsts map[netip.Prefix]bool) ([]hoststate.Route, map[netip.Prefix]string, error) {
 	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
-	raw, err := retry(func() ([]netlink.Route, error) {
-		return k.h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE)
-	})
+	raw, err := k.h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, nil, err
 	}
-	links, err := retry(k.h.LinkList)
+	links, err := k.h.LinkList()
 	if err != nil {
 		return nil, nil, fmt.Errorf("list links: %w", err)
 	}
@@ -234,7 +224,7 @@ func (k *netlinkKernel) ensureDummy(name string, addr netip.Prefix) error {
 			return fmt.Errorf("set %s up: %w", name, err)
 		}
 	}
-	addrs, err := retry(func() ([]netlink.Addr, error) { return k.h.AddrList(l, netlink.FAMILY_ALL) })
+	addrs, err := k.h.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("list addresses of %s: %w", name, err)
 	}

@@ -193,19 +193,6 @@ func (m *Manager) SyncRoutes(ctx context.Context, desired []hoststate.Route) (Ch
 	return ch, errors.Join(errs...)
 }
 
-// Routes returns our live routes, sorted.
-func (m *Manager) Routes(ctx context.Context) ([]hoststate.Route, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	rs, _, err := m.k.listRoutes(nil)
-	if err != nil {
-		return nil, fmt.Errorf("list routes with protocol %d: %w", Protocol, err)
-	}
-	slices.SortFunc(rs, hoststate.CompareRoutes)
-	return rs, nil
-}
-
 // EnsureGateway creates the gateway's dummy link if needed, sets it up and
 // makes sure it holds the gateway address. Other addresses on it are left alone.
 func (m *Manager) EnsureGateway(ctx context.Context, gw hoststate.Gateway) error {

@@ -2,6 +2,7 @@ package route_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -135,5 +136,55 @@ func TestPolicyInNamespace(t *testing.T) {
 	foreignRules("after Cleanup", r)
 	if !strings.Contains(r, "fwmark 0x4000 lookup 100") || !strings.Contains(rt, "default via 192.168.51.254 dev eth0 table 100") || !strings.Contains(rt, fw.String()+" dev "+ep.HostIface) {
 		t.Errorf("foreign rule or routes gone after Cleanup:\n%s\n%s", r, rt)
+	}
+}
+
+// A foreign route holding a desired chain route's place (its table's
+// default route) in the kernel: Policy leaves it alone and says so, and
+// installs its own once the foreign route is gone. (RouteReplace would
+// replace it, whatever its protocol.)
+func TestPolicyLeavesForeignRouteInPlace(t *testing.T) {
+	simtest.Require(t)
+	ctx := context.Background()
+	lab := simtest.New(t)
+	h, err := lab.AddHost(ctx, "h1", netip.MustParsePrefix("192.168.52.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := hoststate.RouteTable(1, 1)
+	if _, err := h.Exec(ctx, "ip", "route", "add", "blackhole", "default", "table", fmt.Sprint(table)); err != nil {
+		t.Fatal(err)
+	}
+	var p *route.Policy
+	if err := h.Do(func() (err error) { p, err = route.NewPolicy(nil); return err }); err != nil {
+		t.Fatal(err)
+	}
+	rules := []hoststate.IPRule{{Mark: hoststate.Mark(1, 1), Table: table}}
+	routes := []hoststate.TableRoute{{Table: table, Via: netip.MustParseAddr("192.168.52.2")}}
+	show := func() string {
+		out, err := h.Exec(ctx, "ip", "route", "show", "table", fmt.Sprint(table))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	err = h.Do(func() error { return p.Sync(ctx, rules, routes) })
+	if err == nil || !strings.Contains(err.Error(), "held by foreign route table 20017 blackhole default proto 3") {
+		t.Fatalf("Sync with a foreign default route in table %d: %v, want an error naming it", table, err)
+	}
+	if out := show(); out != "blackhole default \n" {
+		t.Fatalf("the foreign route was touched: %q", out)
+	}
+	if _, err := h.Exec(ctx, "ip", "route", "del", "blackhole", "default", "table", fmt.Sprint(table)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Do(func() error { return p.Sync(ctx, rules, routes) }); err != nil {
+		t.Fatal(err)
+	}
+	if out := show(); out != "default via 192.168.52.2 dev eth0 proto 190 \n" {
+		t.Fatalf("after the foreign route went: %q", out)
+	}
+	if err := h.Do(func() error { return p.Cleanup(ctx) }); err != nil {
+		t.Fatal(err)
 	}
 }

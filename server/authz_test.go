@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/romana/romana/access"
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/pki"
 	"github.com/romana/romana/plan"
 	"github.com/romana/romana/server"
@@ -560,11 +562,12 @@ func checkAudit(t *testing.T, logs *logBuffer, from int, tc authzCase, method st
 	t.Helper()
 	route := tc.route
 	var recs []map[string]any
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if recs = logs.audits(from); len(recs) > 0 || time.Now().After(deadline) {
-			break
+	expect.Poll(5*time.Second, func() error { // if none comes, the count below fails
+		if recs = logs.audits(from); len(recs) == 0 {
+			return errors.New("no audit line")
 		}
-	}
+		return nil
+	})
 	if len(recs) != 1 {
 		t.Errorf("%d audit lines for %s as %s, want 1: %v", len(recs), route, c.name, recs)
 		return

@@ -21,6 +21,7 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/ipam"
 	"github.com/romana/romana/pki"
 	"github.com/romana/romana/server"
@@ -73,17 +74,12 @@ func tlsAs(t *testing.T, in *servertest.Instance, id pki.Identity) *tls.Config {
 // fails after limit.
 func goroutinesBelow(t *testing.T, n int, limit time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		g := runtime.NumGoroutine()
-		if g <= n {
-			return
+	expect.Eventually(t, fmt.Sprintf("at most %d goroutines", n), limit, func() error {
+		if g := runtime.NumGoroutine(); g > n {
+			return fmt.Errorf("%d goroutines", g)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines after %s, want at most %d", g, limit, n)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestStalledBodiesAreCut opens connections that send a request's headers

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/pki"
 	"github.com/romana/romana/server/servertest"
 )
@@ -153,11 +155,12 @@ func TestJoinExpiredToken(t *testing.T) {
 	if d := time.Until(tr.Expires); d > time.Second {
 		t.Fatalf("a 1s token expires in %s", d)
 	}
-	for deadline := time.Now().Add(5 * time.Second); !time.Now().After(tr.Expires); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("token still not expired at %s (expires %s)", time.Now(), tr.Expires)
+	expect.Eventually(t, "the token expires", 5*time.Second, func() error {
+		if now := time.Now(); !now.After(tr.Expires) {
+			return fmt.Errorf("token still not expired at %s (expires %s)", now, tr.Expires)
 		}
-	}
+		return nil
+	})
 	_, _, err := joinAs(ctx, in.URL, tok, "host:h1")
 	wantStatus(t, "expired token", err, http.StatusUnauthorized, "join token "+tok.ID+" expired at")
 	for _, ttl := range []string{"0s", "25h", "soon"} {

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
-	"slices"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -133,28 +132,6 @@ func (l *Lab) Host(name string) *Host {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.hosts[name]
-}
-
-// Hosts returns the hosts, sorted by name.
-func (l *Lab) Hosts() []*Host {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make([]*Host, 0, len(l.hosts))
-	for _, h := range l.hosts {
-		out = append(out, h)
-	}
-	slices.SortFunc(out, func(a, b *Host) int { return cmpString(a.Name, b.Name) })
-	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // AddHost creates host namespace <prefix>-<name> with lo up and eth0

@@ -2,6 +2,7 @@ package sim_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/sim"
 	"github.com/romana/romana/sim/simtest"
 )
@@ -127,14 +129,12 @@ func TestCleanupAbandoned(t *testing.T) {
 	}
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
 	// `ip netns exec` may not have entered the namespace yet.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		out, _ := exec.Command("ip", "netns", "pids", busy.Name).Output()
-		if len(strings.TrimSpace(string(out))) > 0 || time.Now().After(deadline) {
-			break
+	expect.Poll(5*time.Second, func() error {
+		if out, _ := exec.Command("ip", "netns", "pids", busy.Name).Output(); len(strings.TrimSpace(string(out))) == 0 {
+			return errors.New("no process in the namespace yet")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	exists := func(n *sim.Namespace) bool { _, err := os.Stat(n.Path); return err == nil }
 
 	if err := sim.CleanupAbandoned(prefix, time.Hour); err != nil {

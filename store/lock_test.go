@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/romana/romana/expect"
 )
 
 // TestDataDirInUse: a second store on a data directory that a running
@@ -74,16 +76,11 @@ func TestOpenHonoursContext(t *testing.T) {
 	// Unlocked, the start that was abandoned closes its etcd and the
 	// directory opens again.
 	syscall.Flock(int(db.Fd()), syscall.LOCK_UN)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	expect.Eventually(t, "reopen after the abandoned start", 20*time.Second, func() error {
 		s, err := Open(context.Background(), Config{DataDir: dir, UnsafeNoFsync: true})
 		if err == nil {
 			s.Close()
-			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("reopen after the abandoned start: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err
+	})
 }

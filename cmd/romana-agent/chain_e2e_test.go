@@ -7,6 +7,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/sim"
 )
 
@@ -153,9 +155,12 @@ func (c *cluster) removeChain(name string) {
 func (c *cluster) waitSteering(chain string, present bool, hosts ...string) {
 	c.t.Helper()
 	for _, h := range hosts {
-		eventually(c.t, fmt.Sprintf("chain %s present=%v on %s", chain, present, h), func() (bool, string) {
+		expect.Eventually(c.t, fmt.Sprintf("chain %s present=%v on %s", chain, present, h), wait, func() error {
 			out := c.steeringTable(h)
-			return strings.Contains(out, "chain "+chain+":") == present, out
+			if strings.Contains(out, "chain "+chain+":") != present {
+				return errors.New(out)
+			}
+			return nil
 		})
 	}
 }
@@ -212,9 +217,8 @@ func TestChainsEndToEnd(t *testing.T) {
 	}
 	c.waitHealthy("h1", "h2", "h3")
 	c.waitRoutes("h3")
-	eventually(t, "service functions routed", func() (bool, string) {
-		err := c.ping("a1", "f3")
-		return err == nil, fmt.Sprint(err)
+	expect.Eventually(t, "service functions routed", wait, func() error {
+		return c.ping("a1", "f3")
 	})
 	all := []string{"f1", "f2", "f3"}
 	without := func(xs ...string) []string {
@@ -259,12 +263,15 @@ func TestChainsEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		eventually(t, "h1's steering restored", func() (bool, string) {
+		expect.Eventually(t, "h1's steering restored", wait, func() error {
 			rules, _ := h1.Exec(c.ctx, "ip", "rule")
 			routes, _ := h1.Exec(c.ctx, "ip", "route", "show", "table", table)
 			nft := c.steeringTable("h1")
-			return strings.Contains(rules, "lookup "+table) && strings.Contains(routes, "default via "+f1.IP.String()) &&
-				strings.Contains(nft, "chain drift:"), rules + routes + nft
+			if !strings.Contains(rules, "lookup "+table) || !strings.Contains(routes, "default via "+f1.IP.String()) ||
+				!strings.Contains(nft, "chain drift:") {
+				return errors.New(rules + routes + nft)
+			}
+			return nil
 		})
 		c.through("a1", "o3", []string{"f1"}, without("f1")...)
 		c.removeChain("drift")
@@ -366,14 +373,16 @@ func TestChainsEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		eventually(t, "fail-open: a1 reaches o3 around the dead f1", func() (bool, string) {
-			err := c.tcp("a1", "o3")
-			return err == nil, fmt.Sprint(err)
+		expect.Eventually(t, "fail-open: a1 reaches o3 around the dead f1", wait, func() error {
+			return c.tcp("a1", "o3")
 		})
 		c.check([]probe{{"a1", "o3", true}, {"a2", "o1", true}})
-		eventually(t, "fail-closed: h1's table for chain closed is a blackhole", func() (bool, string) {
+		expect.Eventually(t, "fail-closed: h1's table for chain closed is a blackhole", wait, func() error {
 			out, _ := c.hosts["h1"].Exec(c.ctx, "ip", "route", "show", "table", "all", "type", "blackhole")
-			return strings.Contains(out, "blackhole default"), out
+			if !strings.Contains(out, "blackhole default") {
+				return errors.New(out)
+			}
+			return nil
 		})
 		c.check([]probe{{"a1", "a3", false}, {"a2", "a3", false}, {"a1", "a2", true}}) // every source of the segment
 		// Removing the fail-closed chain opens the path again.

@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/pki"
 	"github.com/romana/romana/plan"
 	"github.com/romana/romana/server/servertest"
@@ -292,32 +294,9 @@ func (c *cluster) stopAgent(host string) {
 	}
 }
 
-// eventually polls cond until it holds or a generous deadline passes. A
-// long wait is logged: a deadline too close to what the machine needs
-// shows before it flakes.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	start := time.Now()
-	waitUntil(t, what, start.Add(30*time.Second), cond)
-	if took := time.Since(start); took > 5*time.Second {
-		t.Logf("%s: took %v", what, took.Round(time.Millisecond))
-	}
-}
-
-// waitUntil polls cond until it holds, failing the test at deadline.
-func waitUntil(t *testing.T, what string, deadline time.Time, cond func() (bool, string)) {
-	t.Helper()
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached: %s", what, why)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// wait is how long an end-to-end test waits for its cluster to converge
+// (expect.Eventually logs a wait longer than a sixth of it).
+const wait = 30 * time.Second
 
 // healthz asks the agent in the host's namespace for /healthz.
 func (c *cluster) healthz(host string) (string, error) {
@@ -346,9 +325,12 @@ func (c *cluster) agentGet(host, path string, timeout time.Duration) (string, er
 func (c *cluster) waitHealthy(hosts ...string) {
 	c.t.Helper()
 	for _, h := range hosts {
-		eventually(c.t, "agent "+h+" healthy", func() (bool, string) {
+		expect.Eventually(c.t, "agent "+h+" healthy", wait, func() error {
 			out, err := c.healthz(h)
-			return err == nil && strings.HasPrefix(out, "HTTP/1.0 200"), fmt.Sprint(out, err)
+			if err != nil || !strings.HasPrefix(out, "HTTP/1.0 200") {
+				return errors.New(fmt.Sprint(out, err))
+			}
+			return nil
 		})
 	}
 }
@@ -398,9 +380,12 @@ func sortLines(lines []string) string {
 func (c *cluster) waitRoutes(hosts ...string) {
 	c.t.Helper()
 	for _, h := range hosts {
-		eventually(c.t, "routes of "+h, func() (bool, string) {
+		expect.Eventually(c.t, "routes of "+h, wait, func() error {
 			got, want := c.ourRoutes(h), c.wantRoutes(h)
-			return got == want, fmt.Sprintf("got\n%swant\n%s", got, want)
+			if got != want {
+				return fmt.Errorf("got\n%swant\n%s", got, want)
+			}
+			return nil
 		})
 	}
 }
@@ -542,9 +527,8 @@ func TestAgentEndToEnd(t *testing.T) {
 		}
 		c.eps["a2b"] = ep
 		c.serveEcho(ep, echoPort)
-		eventually(t, "a1 reaches the new endpoint a2b", func() (bool, string) {
-			err := c.tcp("a1", "a2b")
-			return err == nil, fmt.Sprint(err)
+		expect.Eventually(t, "a1 reaches the new endpoint a2b", wait, func() error {
+			return c.tcp("a1", "a2b")
 		})
 		c.check([]probe{{"a2b", "a3", true}, {"w1", "a2b", false}})
 		if b, _ := os.ReadFile(c.agents["h2"].log); !bytes.Contains(b, []byte(`msg="watch resumed"`)) {
@@ -571,16 +555,22 @@ func TestAgentEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.waitRoutes("h2")
-		eventually(t, "h2's nft table restored", func() (bool, string) {
+		expect.Eventually(t, "h2's nft table restored", wait, func() error {
 			out, err := h2.Exec(c.ctx, "nft", "list", "table", "inet", "romana")
-			return err == nil && strings.Contains(out, "vmap @tenants-net1") && strings.Contains(out, "goto segment-"), out
+			if err != nil || !strings.Contains(out, "vmap @tenants-net1") || !strings.Contains(out, "goto segment-") {
+				return errors.New(out)
+			}
+			return nil
 		})
 		if _, err := h3.Exec(c.ctx, "nft", "delete", "table", "inet", "romana"); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "h3's deleted nft table restored", func() (bool, string) {
+		expect.Eventually(t, "h3's deleted nft table restored", wait, func() error {
 			out, err := h3.Exec(c.ctx, "nft", "list", "table", "inet", "romana")
-			return err == nil && strings.Contains(out, "vmap @tenants-net1"), out
+			if err != nil || !strings.Contains(out, "vmap @tenants-net1") {
+				return errors.New(out)
+			}
+			return nil
 		})
 		c.check([]probe{{"a1", "a2", true}, {"a1", "w2", false}, {"w1", "d2", false}, {"a2", "a3", true}, {"a1", "d3", false}})
 		foreignSurvives("after reconciles")
@@ -746,14 +736,16 @@ func (tr *traffic) progress(t *testing.T, what string) {
 		wantConnects = 3
 	}
 	tr.mu.Unlock()
-	eventually(t, what, func() (bool, string) {
+	expect.Eventually(t, what, wait, func() error {
 		tr.mu.Lock()
 		defer tr.mu.Unlock()
 		if tr.fail != nil {
 			t.Fatalf("%s: the traffic broke: %v", what, tr.fail)
 		}
-		return tr.lines >= lines+20 && tr.connects >= connects+wantConnects,
-			fmt.Sprintf("%d lines, %d connections", tr.lines-lines, tr.connects-connects)
+		if tr.lines < lines+20 || tr.connects < connects+wantConnects {
+			return fmt.Errorf("%d lines, %d connections", tr.lines-lines, tr.connects-connects)
+		}
+		return nil
 	})
 }
 
@@ -848,8 +840,14 @@ func (c *cluster) spoofing() {
 	// Barriers: the real owners' datagrams, sent later on the same paths.
 	send(c.eps["a1"], c.eps["a1"].IP, c.eps["a2"], "real")
 	send(c.eps["a2"], c.eps["a2"].IP, c.eps["a1b"], "real")
-	eventually(t, "the real a1's datagrams reach a2", func() (bool, string) { return count(atA2, "a1", "real") == 5, "" })
-	eventually(t, "the real a2's datagrams reach a1b", func() (bool, string) { return count(atA1b, "a2", "real") == 5, "" })
+	all5 := func(n int) error {
+		if n != 5 {
+			return fmt.Errorf("%d of 5 arrived", n)
+		}
+		return nil
+	}
+	expect.Eventually(t, "the real a1's datagrams reach a2", wait, func() error { return all5(count(atA2, "a1", "real")) })
+	expect.Eventually(t, "the real a2's datagrams reach a1b", wait, func() error { return all5(count(atA1b, "a2", "real")) })
 	if n := count(atA2, "a1", "spoof"); n != 0 {
 		t.Errorf("a2 got %d datagrams from w1 posing as a1", n)
 	}

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/server/servertest"
 )
@@ -78,9 +80,12 @@ func (c *cluster) reconciles(host string) int {
 func (c *cluster) waitReconciles(host string, n int) {
 	c.t.Helper()
 	from := c.reconciles(host)
-	eventually(c.t, fmt.Sprintf("%d more reconciliations on %s", n, host), func() (bool, string) {
+	expect.Eventually(c.t, fmt.Sprintf("%d more reconciliations on %s", n, host), wait, func() error {
 		got := c.reconciles(host)
-		return got >= from+n, fmt.Sprintf("%d", got-from)
+		if got < from+n {
+			return fmt.Errorf("%d", got-from)
+		}
+		return nil
 	})
 }
 
@@ -124,14 +129,17 @@ func (c *cluster) monitorNft(host string) *nftMonitor {
 // deletion (the monitor subscribes some time after it starts).
 func (m *nftMonitor) mark(name string) {
 	m.c.t.Helper()
-	eventually(m.c.t, "nft monitor reports marker "+name, func() (bool, string) {
+	expect.Eventually(m.c.t, "nft monitor reports marker "+name, wait, func() error {
 		if _, err := m.c.hosts[m.host].Exec(m.c.ctx, "nft", "add", "table", "ip", name); err != nil {
-			return false, err.Error()
+			return err
 		}
 		if _, err := m.c.hosts[m.host].Exec(m.c.ctx, "nft", "delete", "table", "ip", name); err != nil {
-			return false, err.Error()
+			return err
 		}
-		return strings.Contains(m.out.String(), "delete table ip "+name), m.out.String()
+		if out := m.out.String(); !strings.Contains(out, "delete table ip "+name) {
+			return errors.New(out)
+		}
+		return nil
 	})
 }
 
@@ -219,13 +227,16 @@ func (f *pingFlood) progress(t *testing.T, what string) {
 	f.mu.Lock()
 	runs := f.runs
 	f.mu.Unlock()
-	eventually(t, what, func() (bool, string) {
+	expect.Eventually(t, what, wait, func() error {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		if len(f.failures) > 0 {
 			t.Fatalf("%s: ping flood %s -> %s: %s", what, f.from, f.to, strings.Join(f.failures, "; "))
 		}
-		return f.runs > runs, fmt.Sprintf("%d runs", f.runs-runs)
+		if f.runs <= runs {
+			return fmt.Errorf("%d runs", f.runs-runs)
+		}
+		return nil
 	})
 }
 
@@ -516,18 +527,18 @@ func TestFaultsDrift(t *testing.T) {
 		t.Helper()
 		do()
 		n0, began := c.reconciles(host), time.Now()
-		eventually(t, what+" repaired", func() (bool, string) {
+		expect.Eventually(t, what+" repaired", wait, func() error {
 			n := c.reconciles(host) // before the state: if n >= n0+2, reconciliation n0+1 has ended
 			got := c.hostState(host)
 			if got == before[host] {
 				figures = append(figures, fmt.Sprintf("%s on %s: repaired by reconciliation %d after it, %v", what, host, n-n0,
 					time.Since(began).Round(time.Millisecond)))
-				return true, ""
+				return nil
 			}
 			if n >= n0+2 {
 				t.Fatalf("%s on %s: not repaired by the first reconciliation after it (%d ran):\n%s\nwant\n%s", what, host, n-n0, got, before[host])
 			}
-			return false, got
+			return errors.New(got)
 		})
 	}
 	drift("h2", "route to h1's block deleted", func() {
@@ -550,9 +561,12 @@ func TestFaultsDrift(t *testing.T) {
 		if _, err := h2.Exec(c.ctx, "ip", "link", "del", a2.HostIface); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "the agent notices the missing veth", func() (bool, string) {
+		expect.Eventually(t, "the agent notices the missing veth", wait, func() error {
 			st := c.hostState("h2")
-			return !strings.Contains(st, a2.IP.String()+" dev "+a2.HostIface), st
+			if strings.Contains(st, a2.IP.String()+" dev "+a2.HostIface) {
+				return errors.New(st)
+			}
+			return nil
 		})
 		// The endpoint's owner (the CNI plugin) attaches it again: a new
 		// namespace with the same address behind the same host interface.
@@ -632,8 +646,11 @@ func TestFaultsRomanadDown(t *testing.T) {
 	c.srv.Stop()
 	stopped := time.Now()
 	for _, h := range []string{"h1", "h2", "h3"} {
-		eventually(t, h+"'s agent sees romanad gone", func() (bool, string) {
-			return strings.Contains(c.agentLog(h, logAt[h]), "watch ended"), c.agentLog(h, logAt[h])
+		expect.Eventually(t, h+"'s agent sees romanad gone", wait, func() error {
+			if log := c.agentLog(h, logAt[h]); !strings.Contains(log, "watch ended") {
+				return errors.New(log)
+			}
+			return nil
 		})
 	}
 	// The change, made while it is away.
@@ -663,14 +680,17 @@ func TestFaultsRomanadDown(t *testing.T) {
 	repaired := time.Since(routeGone)
 	// The rest of the minute: the traffic must keep flowing and the agents
 	// healthy; the changes must not arrive (nothing serves them).
-	waitUntil(t, "romanad down", stopped.Add(down+30*time.Second), func() (bool, string) {
+	expect.Eventually(t, "romanad down", time.Until(stopped.Add(down+30*time.Second)), func() error {
 		progress(fmt.Sprintf("traffic %v after romanad stopped", time.Since(stopped).Round(time.Second)))
 		for _, h := range []string{"h1", "h2", "h3"} {
 			if out, err := c.healthz(h); err != nil || !strings.HasPrefix(out, "HTTP/1.0 200") {
 				t.Fatalf("%s's agent unhealthy while romanad is down: %v %s", h, err, out)
 			}
 		}
-		return time.Since(stopped) >= down, ""
+		if d := time.Since(stopped); d < down {
+			return fmt.Errorf("down for %v of %v", d.Round(time.Second), down)
+		}
+		return nil
 	})
 	if err := c.tcp("a1", "a3"); err != nil {
 		t.Fatalf("the policy made while romanad was down took effect without it: %v", err)
@@ -684,18 +704,23 @@ func TestFaultsRomanadDown(t *testing.T) {
 	c.srv.Restart()
 	back := time.Now()
 	for _, h := range []string{"h1", "h2", "h3"} {
-		eventually(t, h+"'s agent follows romanad again", func() (bool, string) {
+		expect.Eventually(t, h+"'s agent follows romanad again", wait, func() error {
 			log := c.agentLog(h, logAt[h])
-			return strings.Contains(log, `msg="watch resumed"`) || strings.Contains(log, `msg="snapshot read"`), log
+			if !strings.Contains(log, `msg="watch resumed"`) && !strings.Contains(log, `msg="snapshot read"`) {
+				return errors.New(log)
+			}
+			return nil
 		})
 	}
 	reconnected := time.Since(back)
-	eventually(t, "a1 reaches a2b, allocated while romanad was down", func() (bool, string) {
-		err := c.tcp("a1", "a2b")
-		return err == nil, fmt.Sprint(err)
+	expect.Eventually(t, "a1 reaches a2b, allocated while romanad was down", wait, func() error {
+		return c.tcp("a1", "a2b")
 	})
-	eventually(t, "the policy made while romanad was down refuses a1 -> a3", func() (bool, string) {
-		return c.tcp("a1", "a3") != nil, "a1 still reaches a3"
+	expect.Eventually(t, "the policy made while romanad was down refuses a1 -> a3", wait, func() error {
+		if c.tcp("a1", "a3") == nil {
+			return errors.New("a1 still reaches a3")
+		}
+		return nil
 	})
 	converged := time.Since(back)
 	c.check([]probe{{"a1", "a2", true}, {"a3", "a1b", true}, {"w1", "a2b", false}, {"a2b", "a3", true}, {"a1", "w2", false}})

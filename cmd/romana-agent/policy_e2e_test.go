@@ -8,6 +8,7 @@ package main
 // is also traced (GET /v1/policy/trace) and the trace must agree.
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/sim"
 )
 
@@ -128,9 +130,8 @@ func (c *cluster) hostIP(h string) netip.Addr {
 func (c *cluster) expect(what string, probes []pprobe) time.Duration {
 	c.t.Helper()
 	start := time.Now()
-	deadline := start.Add(20 * time.Second)
 	pending := probes
-	for {
+	err := expect.Poll(20*time.Second, func() error {
 		var mu sync.Mutex
 		var failed []pprobe
 		var why []string
@@ -158,15 +159,16 @@ func (c *cluster) expect(what string, probes []pprobe) time.Duration {
 		}
 		wg.Wait()
 		if len(failed) == 0 {
-			return time.Since(start)
-		}
-		if time.Now().After(deadline) {
-			slices.Sort(why)
-			c.t.Fatalf("%s: after %v:\n%s", what, time.Since(start).Round(time.Millisecond), strings.Join(why, "\n"))
+			return nil
 		}
 		pending = failed
-		time.Sleep(100 * time.Millisecond)
+		slices.Sort(why)
+		return errors.New(strings.Join(why, "\n"))
+	})
+	if err != nil {
+		c.t.Fatalf("%s: after %v:\n%v", what, time.Since(start).Round(time.Millisecond), err)
 	}
+	return time.Since(start)
 }
 
 func (c *cluster) putPolicy(p api.Policy) {
@@ -330,14 +332,14 @@ func TestPolicyEndToEnd(t *testing.T) {
 		c.putPolicy(api.Policy{Name: "counted", Direction: []string{"ingress"}, AppliedTo: []api.Selector{{Tenant: "acme"}},
 			Rules: []api.Rule{{Action: "deny", Peers: []api.Peer{{Tenant: "beta"}}, Protocol: "udp"}, {Peers: []api.Peer{{Tenant: "open"}}, Protocol: "tcp"}}})
 		c.expect("counted", []pprobe{tcp("o1", "a2", echoPort, true), udp("w1", "a2", false)})
-		eventually(t, "h2 reports counters of policy counted", func() (bool, string) {
+		expect.Eventually(t, "h2 reports counters of policy counted", wait, func() error {
 			// (The first probes may have met isolation before the policy
 			// was applied; these meet the policy.)
 			c.run(udp("w1", "a2", false))
 			c.run(tcp("o1", "a2", echoPort, true))
 			st, err := c.srv.Client.PolicyStats(c.ctx)
 			if err != nil {
-				return false, err.Error()
+				return err
 			}
 			var deny, allow uint64
 			for _, h := range st {
@@ -351,7 +353,10 @@ func TestPolicyEndToEnd(t *testing.T) {
 					}
 				}
 			}
-			return deny > 0 && allow > 0, fmt.Sprintf("%+v", st)
+			if deny == 0 || allow == 0 {
+				return fmt.Errorf("%+v", st)
+			}
+			return nil
 		})
 		c.removeAllPolicies()
 	})

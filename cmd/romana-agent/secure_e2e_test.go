@@ -19,6 +19,7 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/pki"
 	"github.com/romana/romana/server/servertest"
 )
@@ -184,12 +185,14 @@ func TestHostLifecycleEndToEnd(t *testing.T) {
 	if log := c.agentLog("h1", 0); !strings.Contains(log, "joined romanad") || !strings.Contains(log, `identity=host:h1`) {
 		t.Fatalf("h1's agent log does not show the join:\n%s", log)
 	}
-	eventually(t, "h1's agent keeps the CNI plugin's credential", func() (bool, string) {
+	expect.Eventually(t, "h1's agent keeps the CNI plugin's credential", wait, func() error {
 		if _, err := os.Stat(c.cniPath("h1")); err != nil {
-			return false, err.Error()
+			return err
 		}
-		l := c.leaf(c.cniPath("h1"))
-		return l.Identity == "cni:h1", l.Identity
+		if l := c.leaf(c.cniPath("h1")); l.Identity != "cni:h1" {
+			return errors.New(l.Identity)
+		}
+		return nil
 	})
 	// Converged over TLS: isolation and routes, in packets.
 	c.check(matrix)
@@ -208,8 +211,11 @@ func TestHostLifecycleEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "the token expires", short.Expires.Add(10*time.Second), func() (bool, string) {
-			return time.Now().After(short.Expires.Add(100 * time.Millisecond)), ""
+		expect.Eventually(t, "the token expires", time.Until(short.Expires.Add(10*time.Second)), func() error {
+			if !time.Now().After(short.Expires.Add(100 * time.Millisecond)) {
+				return errors.New("not yet")
+			}
+			return nil
 		})
 		got := c.join("h2", short.Token)
 		if !strings.HasPrefix(got, "status 401 Unauthorized: ") || !strings.Contains(got, "expired") {
@@ -225,9 +231,11 @@ func TestHostLifecycleEndToEnd(t *testing.T) {
 		tr := c.startTraffic("a1", "a2", [2]string{"a3", "a1b"}, [2]string{"a1", "a3"})
 		tr.progress(t, "traffic running")
 		logAt := len(c.agentLog("h1", 0))
-		waitUntil(t, "h1's agent renews its certificate before it expires", joined.NotAfter, func() (bool, string) {
-			l := c.leaf(c.credPath("h1"))
-			return l.Serial != joined.Serial, "serial " + l.Serial
+		expect.Eventually(t, "h1's agent renews its certificate before it expires", time.Until(joined.NotAfter), func() error {
+			if l := c.leaf(c.credPath("h1")); l.Serial == joined.Serial {
+				return errors.New("serial " + l.Serial)
+			}
+			return nil
 		})
 		renewed := c.leaf(c.credPath("h1"))
 		if renewed.Identity != "host:h1" || !renewed.NotAfter.After(joined.NotAfter) {
@@ -245,15 +253,21 @@ func TestHostLifecycleEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer admin.Release(ctx, "after-renewal")
-		eventually(t, "h1's agent watches again after the renewal", func() (bool, string) {
+		expect.Eventually(t, "h1's agent watches again after the renewal", wait, func() error {
 			log := c.agentLog("h1", logAt)
 			i := strings.Index(log, "watch ended")
-			return strings.Contains(log, "renewed host certificate") && i >= 0 && strings.Contains(log[i:], `msg="watch resumed"`), log
+			if !strings.Contains(log, "renewed host certificate") || i < 0 || !strings.Contains(log[i:], `msg="watch resumed"`) {
+				return errors.New(log)
+			}
+			return nil
 		})
 		// romanad ends what still uses the old certificate when it expires,
 		// and refuses it from then on.
-		waitUntil(t, "h1's old certificate expires", joined.NotAfter.Add(10*time.Second), func() (bool, string) {
-			return time.Now().After(joined.NotAfter.Add(500 * time.Millisecond)), ""
+		expect.Eventually(t, "h1's old certificate expires", time.Until(joined.NotAfter.Add(10*time.Second)), func() error {
+			if !time.Now().After(joined.NotAfter.Add(500 * time.Millisecond)) {
+				return errors.New("not yet")
+			}
+			return nil
 		})
 		tr.progress(t, "traffic after the old certificate expired")
 		// Renewing touched nothing in h1's kernel: the agent re-read a
@@ -275,9 +289,8 @@ func TestHostLifecycleEndToEnd(t *testing.T) {
 		}
 		c.eps["a1c"] = ep
 		c.serveEcho(ep, echoPort)
-		eventually(t, "a3 reaches the new endpoint a1c on h1", func() (bool, string) {
-			err := c.tcp("a3", "a1c")
-			return err == nil, fmt.Sprint(err)
+		expect.Eventually(t, "a3 reaches the new endpoint a1c on h1", wait, func() error {
+			return c.tcp("a3", "a1c")
 		})
 		c.check([]probe{{"a1c", "a2", true}, {"a2", "a1c", true}, {"w2", "a1c", false}, {"w1", "a1c", false}})
 		// It never presented the expired certificate, and no stream of it
@@ -332,19 +345,25 @@ func TestHostLifecycleEndToEnd(t *testing.T) {
 		if api.ReasonOf(err) != api.ReasonUnauthorized {
 			t.Errorf("allocation with h1's CNI credential after the removal: %v, want 401", err)
 		}
-		eventually(t, "h1's agent is cut off: its watch stream ends and romanad refuses it", func() (bool, string) {
+		expect.Eventually(t, "h1's agent is cut off: its watch stream ends and romanad refuses it", wait, func() error {
 			log := c.agentLog("h1", logAt)
 			i := strings.Index(log, "watch ended")
-			return i >= 0 && strings.Contains(log[i:], "revoked"), log
+			if i < 0 || !strings.Contains(log[i:], "revoked") {
+				return errors.New(log)
+			}
+			return nil
 		})
 		if log := romanadLog.String(); !strings.Contains(log, `msg="watch stream ended: client certificate revoked" identity=host:h1`) {
 			t.Errorf("romanad's log does not say it ended h1's watch stream:\n%s", log)
 		}
 		// The other hosts forget h1.
 		for _, h := range []string{"h2", "h3"} {
-			eventually(t, h+" drops its route to h1", func() (bool, string) {
+			expect.Eventually(t, h+" drops its route to h1", wait, func() error {
 				out := c.ourRoutes(h)
-				return !strings.Contains(out, c.cidrs["h1"].String()+" "), out
+				if strings.Contains(out, c.cidrs["h1"].String()+" ") {
+					return errors.New(out)
+				}
+				return nil
 			})
 		}
 		c.check([]probe{{"a2", "a3", true}, {"w2", "a3", false}})
