@@ -232,10 +232,10 @@ func (h *Hub) append(b Batch) {
 			s.seq, s.off = h.first, h.ring[0].off
 		}
 		switch {
-		case s.seq < h.first:
-			h.cutLocked(s, h.history)
 		case s.behindLocked() > h.backlog && s.waitingLocked() > 1:
 			h.cutLocked(s, h.backlog)
+		case s.seq < h.first: // within its backlog, but the history is smaller
+			h.cutLocked(s, h.history)
 		default:
 			s.kick()
 		}
