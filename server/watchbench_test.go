@@ -29,8 +29,9 @@ const watchBenchEnv = "ROMANA_WATCH_BENCH_CLIENTS"
 // BenchmarkWatchStreams measures what romanad holds for open agent watch
 // streams: its heap in use and RSS, without streams and with 20 or 200
 // streams open (each its own TLS connection, all from the same revision,
-// as agents watch after their snapshot), and the etcd watchers etcd
-// itself counts. The store is an external etcd and the streams are read by
+// as agents watch after their snapshot), the etcd watchers etcd itself
+// counts, and the time from writing one event (the API call) until every
+// stream has read it. The store is an external etcd and the streams are read by
 // a child process, so that this process is romanad (and the harness) alone.
 // The file uses only what the harness had before the watch feed, so that
 // it can be run against older code for comparison.
@@ -51,6 +52,7 @@ func benchWatchStreams(b *testing.B, streams int) {
 	}
 	cred := in.WriteCredential(b, pki.Admin, b.TempDir())
 	var heap0, heapN, rss0, rssN, goroutines0, goroutinesN, watchers0, watchersN float64
+	var reached time.Duration // from writing one event to every stream having it
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -104,6 +106,7 @@ func benchWatchStreams(b *testing.B, streams int) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+		written := time.Now()
 		if _, err := in.Client.AddTenant(ctx, api.Tenant{Name: fmt.Sprintf("marker%d", i)}); err != nil {
 			stop()
 			b.Fatal(err)
@@ -119,6 +122,7 @@ func benchWatchStreams(b *testing.B, streams int) {
 			b.Fatal("watch clients not ready after 120s")
 		}
 		b.StopTimer()
+		reached = time.Since(written)
 		heapN, rssN, goroutinesN = benchMemory(b)
 		watchersN = benchEtcdWatchers(b, e.Endpoint)
 		stop()
@@ -133,6 +137,7 @@ func benchWatchStreams(b *testing.B, streams int) {
 	b.ReportMetric(goroutinesN-goroutines0, "goroutines-delta")
 	b.ReportMetric(watchersN, "etcd-watchers")
 	b.ReportMetric(watchers0, "etcd-watchers-idle")
+	b.ReportMetric(float64(reached.Microseconds())/1000, "event-to-all-ms")
 }
 
 // benchMemory returns this process's heap in use and RSS after a full
