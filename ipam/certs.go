@@ -169,6 +169,11 @@ func (r *Registry) Revoked(ctx context.Context) (map[string]api.CertRecord, int6
 // WatchRevoked calls fn for every certificate revoked (or un-revoked: a
 // deleted record) after revision rev, until ctx ends or the watch breaks.
 func (r *Registry) WatchRevoked(ctx context.Context, rev int64, fn func(serial string, c api.CertRecord, revoked bool)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // closes the etcd watch on any return
+	r.revocationWatches.Add(1)
+	r.revocationWatchesOpened.Add(1)
+	defer r.revocationWatches.Add(-1)
 	for wr := range r.cli.Watch(ctx, r.k.revoked(), clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
 		if err := wr.Err(); err != nil {
 			return storeErr("watch revoked certificates", err)

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/feed"
 )
 
 // DefaultPrefix is the etcd key prefix of all of Romana's keys.
@@ -43,27 +44,34 @@ type Options struct {
 	// and a prefix share state.
 	Prefix string
 	Logger *slog.Logger
-	// WatchBacklog bounds, in bytes of events, what one Watch holds for a
-	// consumer that has not taken it yet (default DefaultWatchBacklog). A
-	// consumer that falls further behind is cut off with a resumable error.
+	// WatchBacklog bounds, in bytes of events, how far one Watch may fall
+	// behind the store (default DefaultWatchBacklog). A consumer that falls
+	// further behind is cut off with a resumable error.
 	WatchBacklog int
+	// WatchHistory bounds, in bytes of events, the recent changes kept in
+	// memory for watches to start or resume from without an etcd watch of
+	// their own (default twice WatchBacklog).
+	WatchHistory int
 }
 
 // Registry is the IPAM state in etcd. It holds no state of its own besides
-// in-process lock stripes that cut contention between its own allocations;
-// correctness rests on etcd transactions only. Safe for concurrent use.
+// in-process lock stripes that cut contention between its own allocations,
+// and the recent changes its watch feed keeps for watchers; correctness
+// rests on etcd transactions only. Safe for concurrent use.
 type Registry struct {
-	cli     *clientv3.Client
-	k       keys
-	log     *slog.Logger
-	stripe  [64]sync.Mutex
-	backlog int // Options.WatchBacklog
+	cli    *clientv3.Client
+	k      keys
+	log    *slog.Logger
+	stripe [64]sync.Mutex
+	hub    *feed.Hub // serves Watch (RunFeed)
 
-	conflicts    atomic.Uint64
-	allocations  atomic.Uint64
-	releases     atomic.Uint64
-	undecodable  atomic.Uint64
-	watchCutoffs atomic.Uint64
+	conflicts   atomic.Uint64
+	allocations atomic.Uint64
+	releases    atomic.Uint64
+	undecodable atomic.Uint64
+
+	eventWatches, revocationWatches             atomic.Int64
+	eventWatchesOpened, revocationWatchesOpened atomic.Uint64
 }
 
 // New returns a Registry over cli.
@@ -77,7 +85,9 @@ func New(cli *clientv3.Client, o Options) *Registry {
 	if o.WatchBacklog <= 0 {
 		o.WatchBacklog = DefaultWatchBacklog
 	}
-	return &Registry{cli: cli, k: keys{o.Prefix}, log: o.Logger, backlog: o.WatchBacklog}
+	r := &Registry{cli: cli, k: keys{o.Prefix}, log: o.Logger}
+	r.hub = feed.New(source{r}, feed.Options{Backlog: o.WatchBacklog, History: o.WatchHistory, Logger: o.Logger})
+	return r
 }
 
 // Prefix returns the key prefix the registry writes under.
@@ -96,12 +106,31 @@ type Stats struct {
 	// WatchCutoffs counts watches ended because their consumer fell more
 	// than Options.WatchBacklog behind.
 	WatchCutoffs uint64
+	// WatchCatchUps counts watches from a revision older than the watch
+	// history, served by an etcd watch of their own until they reached it.
+	WatchCatchUps uint64
+	// EventWatches is the number of etcd watches of object changes open
+	// now: the feed's one, and one per watch catching up;
+	// EventWatchesOpened counts them since the start.
+	EventWatches       int64
+	EventWatchesOpened uint64
+	// RevocationWatches is the number of etcd watches of certificate
+	// revocations open now (WatchRevoked); RevocationWatchesOpened counts
+	// them since the start.
+	RevocationWatches       int64
+	RevocationWatchesOpened uint64
+	// Feed is the state of the watch feed.
+	Feed feed.Stats
 }
 
 // Stats returns the registry's counters.
 func (r *Registry) Stats() Stats {
+	fs := r.hub.Stats()
 	return Stats{Conflicts: r.conflicts.Load(), Allocations: r.allocations.Load(), Releases: r.releases.Load(),
-		Undecodable: r.undecodable.Load(), WatchCutoffs: r.watchCutoffs.Load()}
+		Undecodable: r.undecodable.Load(), WatchCutoffs: fs.Cutoffs, WatchCatchUps: fs.CatchUps,
+		EventWatches: r.eventWatches.Load(), EventWatchesOpened: r.eventWatchesOpened.Load(),
+		RevocationWatches: r.revocationWatches.Load(), RevocationWatchesOpened: r.revocationWatchesOpened.Load(),
+		Feed: fs}
 }
 
 // Ping checks that the store answers.

@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/feed"
 )
 
 // Snapshot returns every object at one store revision, read in one request
@@ -50,104 +51,100 @@ func (r *Registry) Snapshot(ctx context.Context) (api.Snapshot, error) {
 	return s, nil
 }
 
-// WatchBatch is the events of one or more whole store revisions, or the
-// error that ended the watch (then the channel closes).
-type WatchBatch struct {
-	Events []api.Event
-	Err    error
-}
-
-// size is what a batch costs the backlog: its events' bytes plus a fixed
-// overhead per event.
-func (b WatchBatch) size() int {
-	n := 0
-	for _, e := range b.Events {
-		n += 64 + len(e.Kind) + len(e.Name) + len(e.Object)
-	}
-	return n
-}
-
 // Watch streams object changes from revision from (0: from now on) until
-// ctx ends. The last event of each revision has RevisionEnd set. A
-// compacted revision is an *api.Error with reason Gone, and a revision
-// after the store's next one is Invalid, both returned directly; a
-// compaction found later is the last batch.
+// ctx ends or the returned Sub is closed; the last event of each revision
+// has RevisionEnd set. A negative revision, or one after the store's next
+// one, is an *api.Error with reason Invalid, and a compacted one Gone,
+// returned directly.
 //
-// The etcd stream is read as fast as it delivers, whatever the consumer
-// does (the etcd client would otherwise buffer it all): what the consumer
-// has not taken yet waits in a backlog. When a new etcd response arrives
-// while earlier ones are still waiting and together they pass
-// Options.WatchBacklog bytes, the watch is cut off: the events not yet
-// taken are dropped and the last batch is an Unavailable error naming the
-// revision to watch again from (every event before it was handed over).
-// One response is always offered whole, however large (etcd packs up to
-// 1,000 revisions in one when a watch catches up on old revisions), so
-// that a watch resumed far back is not cut off again at once. So a watcher
-// that stops reading costs at most the backlog and two etcd responses of
-// memory, never the whole change stream.
-func (r *Registry) Watch(ctx context.Context, from int64) (<-chan WatchBatch, error) {
-	if from < 0 {
-		return nil, api.Errorf(api.ReasonInvalid, "watch revision %d is negative", from)
+// Every watch is served by the registry's feed (RunFeed must be running):
+// one etcd watch for all of them, a bounded history of recent batches
+// (Options.WatchHistory) that a watch from a revision inside it is served
+// from, and for an older revision a temporary etcd watch that closes once
+// it reaches the history. A watcher that falls more than
+// Options.WatchBacklog bytes of events behind is cut off: its last batch
+// is an Unavailable error naming the revision to watch again from (every
+// event before it was handed over). What is there when it starts (the
+// history from its revision, or the first etcd response of a catch-up,
+// up to 1,000 revisions) is offered whole, however large, so that a watch
+// resumed far back is not cut off again at once.
+func (r *Registry) Watch(ctx context.Context, from int64) (*feed.Sub, error) {
+	return r.hub.Subscribe(ctx, from)
+}
+
+// RunFeed runs the one etcd watch that every Watch is served from until
+// ctx ends, opening it again after store errors. It returns an error at
+// once if it runs already.
+func (r *Registry) RunFeed(ctx context.Context) error { return r.hub.Run(ctx) }
+
+// source is the registry as the source of its feed: an etcd watch of the
+// whole registry prefix, claims included, so that every batch's Through
+// is a revision that changed the prefix.
+type source struct{ r *Registry }
+
+// Start is the revision after the last one that changed a key that still
+// exists under the prefix: the prefix changed there, so a catch-up watch
+// from before it sees that change (feed.Source). Deletes after it are
+// replayed into the history when the feed starts. With no key at all the
+// feed starts at revision 1, and etcd answers with its compaction
+// revision if that is gone.
+func (s source) Start(ctx context.Context) (int64, error) {
+	r := s.r
+	resp, err := r.cli.Get(ctx, r.k.p, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortDescend), clientv3.WithLimit(1))
+	if err != nil {
+		return 0, storeErr("start the watch feed", err)
 	}
-	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV()}
-	if from > 0 {
-		resp, err := r.cli.Get(ctx, r.k.p+"ping", clientv3.WithCountOnly())
-		if err != nil {
-			return nil, storeErr("watch", err)
-		}
-		if cur := resp.Header.Revision; from > cur+1 {
-			return nil, api.Errorf(api.ReasonInvalid,
-				"watch revision %d is ahead of the store, which is at revision %d (a snapshot of another store?): read a snapshot and watch from its revision+1", from, cur)
-		} else if from <= cur {
-			_, err := r.cli.Get(ctx, r.k.p+"ping", clientv3.WithRev(from), clientv3.WithCountOnly())
-			switch {
-			case errors.Is(err, rpctypes.ErrCompacted):
-				return nil, gone(from)
-			case err != nil:
-				return nil, storeErr("watch", err)
-			}
-		}
-		opts = append(opts, clientv3.WithRev(from))
+	if len(resp.Kvs) == 0 {
+		return 1, nil
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	wch := r.cli.Watch(wctx, r.k.p, opts...)
-	out := make(chan WatchBatch)
+	return resp.Kvs[0].ModRevision + 1, nil
+}
+
+// Check refuses a watch from a revision ahead of the store's next one
+// (Invalid) or compacted (Gone).
+func (s source) Check(ctx context.Context, from int64) error {
+	r := s.r
+	resp, err := r.cli.Get(ctx, r.k.p+"ping", clientv3.WithCountOnly())
+	if err != nil {
+		return storeErr("watch", err)
+	}
+	if cur := resp.Header.Revision; from > cur+1 {
+		return api.Errorf(api.ReasonInvalid,
+			"watch revision %d is ahead of the store, which is at revision %d (a snapshot of another store?): read a snapshot and watch from its revision+1", from, cur)
+	} else if from <= cur {
+		_, err := r.cli.Get(ctx, r.k.p+"ping", clientv3.WithRev(from), clientv3.WithCountOnly())
+		switch {
+		case errors.Is(err, rpctypes.ErrCompacted):
+			return feed.Gone(from)
+		case err != nil:
+			return storeErr("watch", err)
+		}
+	}
+	return nil
+}
+
+// Watch opens an etcd watch of the prefix from revision from and turns
+// each response into a batch, read as fast as etcd delivers (the etcd
+// client would otherwise buffer without bound): the feed never makes it
+// wait.
+func (s source) Watch(ctx context.Context, from int64) <-chan feed.Batch {
+	r := s.r
+	out := make(chan feed.Batch)
 	go func() {
 		defer close(out)
+		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		var (
-			queue  []WatchBatch // taken from etcd, not yet by the consumer
-			queued int          // bytes in queue
-			next   = from       // the consumer has every event before this revision
-		)
-		taken := func() {
-			head := queue[0]
-			queue[0] = WatchBatch{}
-			queue = queue[1:]
-			queued -= head.size()
-			if n := len(head.Events); n > 0 {
-				next = head.Events[n-1].Revision + 1
-			}
-		}
-		for wch != nil || len(queue) > 0 {
-			var sendc chan<- WatchBatch
-			var head WatchBatch
-			if len(queue) > 0 {
-				sendc, head = out, queue[0]
-				select { // a consumer that is ready goes first
-				case sendc <- head:
-					taken()
-					continue
-				default:
-				}
-			}
+		r.eventWatches.Add(1)
+		r.eventWatchesOpened.Add(1)
+		defer r.eventWatches.Add(-1)
+		wch := r.cli.Watch(wctx, r.k.p, clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(from))
+		for {
+			var b feed.Batch
 			select {
 			case <-ctx.Done():
 				return
-			case sendc <- head:
-				taken()
 			case wr, ok := <-wch:
-				var b WatchBatch
 				switch {
 				case !ok:
 					if ctx.Err() != nil {
@@ -155,37 +152,27 @@ func (r *Registry) Watch(ctx context.Context, from int64) (<-chan WatchBatch, er
 					}
 					b.Err = api.Errorf(api.ReasonUnavailable, "watch: the store closed the stream")
 				case wr.CompactRevision != 0:
-					b.Err = gone(from)
+					b.Err, b.Compacted = feed.Gone(from), wr.CompactRevision
 				case wr.Err() != nil:
 					b.Err = storeErr("watch", wr.Err())
+				case len(wr.Events) == 0:
+					continue // a progress or created notification
 				default:
 					b.Events = r.events(wr.Events)
+					b.Through = wr.Events[len(wr.Events)-1].Kv.ModRevision
 				}
-				if b.Err != nil {
-					queue, wch = append(queue, b), nil
-					cancel()
-					continue
-				}
-				if len(b.Events) == 0 {
-					continue
-				}
-				queue = append(queue, b)
-				queued += b.size()
-				// One batch, however large (etcd sends up to a thousand
-				// revisions in one response), is always offered: only a
-				// consumer that has not taken the batches before it is
-				// behind.
-				if len(queue) > 1 && queued > r.backlog {
-					r.watchCutoffs.Add(1)
-					r.log.Warn("watch cut off: the watcher fell behind", "from", from, "backlog", queued, "limit", r.backlog, "resumeFrom", next)
-					queue, queued, wch = []WatchBatch{{Err: api.Errorf(api.ReasonUnavailable,
-						"watch cut off: the watcher fell more than %d bytes of events behind; it was sent every event before revision %d: watch again from there", r.backlog, next)}}, 0, nil
-					cancel()
-				}
+			}
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				return
+			}
+			if b.Err != nil {
+				return
 			}
 		}
 	}()
-	return out, nil
+	return out
 }
 
 // events turns one etcd watch response (whole revisions, in order) into
@@ -204,10 +191,6 @@ func (r *Registry) events(evs []*clientv3.Event) []api.Event {
 		out[n-1].RevisionEnd = true
 	}
 	return out
-}
-
-func gone(rev int64) error {
-	return api.Errorf(api.ReasonGone, "revision %d has been compacted: read a new snapshot and watch from its revision+1", rev)
 }
 
 func (r *Registry) event(ev *clientv3.Event) (api.Event, bool) {

@@ -49,6 +49,34 @@ func newMetrics(reg prometheus.Registerer, r *ipam.Registry) *metrics {
 			Help: "Watch streams ended because their client fell more than the watch backlog behind.",
 		}, func() float64 { return float64(r.Stats().WatchCutoffs) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "romanad_watch_catchups_total",
+			Help: "Watch streams from a revision older than the in-memory watch history, served by an etcd watch of their own until they reached it.",
+		}, func() float64 { return float64(r.Stats().WatchCatchUps) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "romanad_watch_history_bytes",
+			Help: "Bytes of recent changes kept in memory for watch streams to start or resume from.",
+		}, func() float64 { return float64(r.Stats().Feed.HistoryBytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "romanad_etcd_watchers",
+			Help:        "etcd watches romanad has open, by what they follow: object changes (one for all watch streams, plus one per stream catching up from before the watch history) and certificate revocations.",
+			ConstLabels: prometheus.Labels{"follows": "events"},
+		}, func() float64 { return float64(r.Stats().EventWatches) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "romanad_etcd_watchers",
+			Help:        "etcd watches romanad has open, by what they follow: object changes (one for all watch streams, plus one per stream catching up from before the watch history) and certificate revocations.",
+			ConstLabels: prometheus.Labels{"follows": "revocations"},
+		}, func() float64 { return float64(r.Stats().RevocationWatches) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "romanad_etcd_watchers_opened_total",
+			Help:        "etcd watches romanad has opened, by what they follow (see romanad_etcd_watchers).",
+			ConstLabels: prometheus.Labels{"follows": "events"},
+		}, func() float64 { return float64(r.Stats().EventWatchesOpened) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "romanad_etcd_watchers_opened_total",
+			Help:        "etcd watches romanad has opened, by what they follow (see romanad_etcd_watchers).",
+			ConstLabels: prometheus.Labels{"follows": "revocations"},
+		}, func() float64 { return float64(r.Stats().RevocationWatchesOpened) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "romana_store_undecodable_values_total",
 			Help: "Stored values that a listing, the snapshot or host placement skipped because they do not decode (once per skip).",
 		}, func() float64 { return float64(r.Stats().Undecodable) }),

@@ -301,7 +301,9 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 }
 
 // Serve serves on each listener until ctx ends, then shuts down gracefully:
-// watch streams end at once, other requests get up to 5 seconds. Unix
+// watch streams end at once, other requests get up to 5 seconds. It runs
+// the registry's watch feed (ipam.Registry.RunFeed), the one etcd watch
+// every watch stream is served from, while it serves. Unix
 // socket listeners serve HTTP (their peers are root, see ListenUnix); every
 // other listener serves HTTPS with Config.TLS, and Serve refuses to start
 // without it: romanad never serves plaintext TCP. Each listener holds at
@@ -335,6 +337,14 @@ func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	fctx, fcancel := context.WithCancel(ctx)
 	defer fcancel()
 	go s.followRevocations(fctx)
+	feedDone := make(chan struct{})
+	defer func() { fcancel(); <-feedDone }()
+	go func() {
+		defer close(feedDone)
+		if err := s.reg.RunFeed(fctx); err != nil {
+			s.log.Error("watch feed", "err", err)
+		}
+	}()
 	select { // serve nothing before revocations are known
 	case <-s.revoked.ready:
 	case <-ctx.Done():

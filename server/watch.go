@@ -25,9 +25,11 @@ const KeepaliveHeader = "Romana-Watch-Keepalive"
 // failing, a revoked or expired certificate. The client then watches again
 // from the revision after the last one it has whole (api.Event.RevisionEnd).
 //
-// Every line must be written within the write timeout: a client that stops
-// reading holds romanad's socket buffers, and the registry's bounded
-// backlog (ipam.Options.WatchBacklog), for that long at most.
+// Every stream is served by the registry's one etcd watch (its feed, which
+// Serve runs), not one of its own. Every line must be written within the
+// write timeout: a client that stops reading holds romanad's socket
+// buffers for that long at most, and is cut off once it falls the
+// registry's bounded backlog (ipam.Options.WatchBacklog) behind.
 func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	var rev int64
 	if v := r.URL.Query().Get("revision"); v != "" {
@@ -38,11 +40,12 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ctx := r.Context()
-	ch, err := s.reg.Watch(ctx, rev)
+	sub, err := s.reg.Watch(ctx, rev)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	defer sub.Close()
 	s.metrics.watches.Inc()
 	defer s.metrics.watches.Dec()
 	rc := http.NewResponseController(w)
@@ -100,9 +103,10 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 			if !write([]byte("\n")) {
 				return
 			}
-		case b, ok := <-ch:
+		case <-sub.Ready(): // one batch at a time: Next rearms Ready if there is more
+			b, ok := sub.Next()
 			if !ok {
-				return
+				continue
 			}
 			if b.Err != nil {
 				s.log.Info("watch stream ended", "from", rev, "err", b.Err)

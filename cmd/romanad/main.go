@@ -99,6 +99,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		logLevel  = fs.String("log-level", "info", "log `level`: debug (logs every request), info, warn or error")
 		maxConns  = fs.Int("max-connections", server.DefaultMaxConns, "open connections each listener holds at most (`n`); further clients wait until one closes")
 		backlog   = fs.Int("watch-backlog", ipam.DefaultWatchBacklog, "`bytes` of events a watch stream may fall behind before it is cut off (the client resumes)")
+		history   = fs.Int("watch-history", 0, "`bytes` of recent events kept in memory for watch streams to start or resume from without an etcd watch of their own (0: twice --watch-backlog)")
 	)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
@@ -121,6 +122,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	if *maxConns < 1 || *backlog < 64<<10 {
 		return fmt.Errorf("--max-connections %d, --watch-backlog %d: at least 1 and 65536", *maxConns, *backlog)
+	}
+	if *history != 0 && *history < 64<<10 {
+		return fmt.Errorf("--watch-history %d: 0 or at least 65536", *history)
 	}
 	if *hostValid < time.Minute {
 		return fmt.Errorf("--host-cert-validity %s: at least 1m", *hostValid)
@@ -165,7 +169,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	} else {
 		log.Info("connected to etcd", "endpoints", cfg.Endpoints)
 	}
-	reg := ipam.New(st.Client, ipam.Options{Prefix: *prefix, Logger: log, WatchBacklog: *backlog})
+	reg := ipam.New(st.Client, ipam.Options{Prefix: *prefix, Logger: log, WatchBacklog: *backlog, WatchHistory: *history})
 	if err := reg.Repair(ctx); err != nil {
 		return fmt.Errorf("repair store: %w", err)
 	}
