@@ -70,7 +70,7 @@ type Config struct {
 	// MinSyncInterval and SyncBurst bound how often the loop applies
 	// changes: a burst of SyncBurst passes, then one per MinSyncInterval
 	// at most, changes arriving meanwhile folded into the next pass
-	// (defaults 50ms and 5). Resyncs and retries count too.
+	// (defaults 10ms and 10). Resyncs and retries count too.
 	MinSyncInterval time.Duration
 	SyncBurst       int
 	// Underlay is what routes are screened against (links, addresses,
@@ -104,10 +104,10 @@ func (c *Config) defaults() error {
 		c.MaxBackoff = max(10*time.Second, c.MinBackoff)
 	}
 	if c.MinSyncInterval == 0 {
-		c.MinSyncInterval = 50 * time.Millisecond
+		c.MinSyncInterval = 10 * time.Millisecond
 	}
 	if c.SyncBurst <= 0 {
-		c.SyncBurst = 5
+		c.SyncBurst = 10
 	}
 	if ps := c.PolicyStats; ps != nil {
 		if ps.Counters == nil || ps.Sink == nil {

@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cniPath := fs.String("cni-config", "/etc/romana/cni.conf", "`file` to keep the CNI plugin's credential (cni:HOST) in (\"\" disables)")
 	mode := fs.String("mode", string(hoststate.ModeFlat), "flat: route other hosts' CIDRs via their IPs (one L2 segment); fabric: the fabric routes them")
 	resync := fs.Duration("resync", 10*time.Second, "full reconciliation interval (repairs drift)")
-	minSync := fs.Duration("min-sync-interval", 50*time.Millisecond, "least time between two applications of changes after a burst of 5 (changes arriving meanwhile are applied together); negative: no limit")
+	minSync := fs.Duration("min-sync-interval", 10*time.Millisecond, "least time between two applications of changes after a burst of 10 (changes arriving meanwhile are applied together); negative: no limit")
 	listen := fs.String("metrics-listen", "127.0.0.1:9601", `address for /metrics and /healthz ("" disables)`)
 	cleanup := fs.Bool("cleanup", false, "remove everything the agent owns on this host (table inet romana, routes with protocol 190, BGP-learned routes with protocol 191, the gateway link, chain steering: table inet romana-chain, its ip rules and route tables; with --bgp also what the BGP peers still hold) and exit")
 	chainProbe := fs.Duration("chain-probe-interval", time.Second, "health-check period of local service functions (down after 2 failed probes)")
