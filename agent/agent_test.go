@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -119,7 +120,9 @@ func TestNothingAppliedBeforeFirstSnapshot(t *testing.T) {
 	w := newWorld()
 	w.snap.Addresses = []api.Address{w.address("a1", 1, "acme", 1, 1, "romana1")}
 	r := newRig(t, w.snap)
-	r.src.failNext(5)
+	// Every snapshot fails until the assertions below are done: a sixth
+	// that succeeded while they ran would make them race the agent.
+	r.src.failNext(math.MaxInt)
 	r.run(time.Millisecond) // resyncs tick all the time meanwhile
 	expect.Eventually(t, "five failed snapshots", within, func() error {
 		if n := r.src.snapshotCalls(); n < 5 {
@@ -139,6 +142,7 @@ func TestNothingAppliedBeforeFirstSnapshot(t *testing.T) {
 	if err := r.metrics.Health(); err == nil {
 		t.Fatal("healthy before the first snapshot")
 	}
+	r.src.failNext(0)
 	expect.Eventually(t, "converged after the snapshot", within, r.converged)
 	expect.Eventually(t, "healthy", within, r.metrics.Health)
 }
