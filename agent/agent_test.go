@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -20,6 +22,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/firewall"
 	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/route"
@@ -79,9 +82,9 @@ func (r *rig) desired() hoststate.State {
 	return st
 }
 
-// converged reports whether the fakes hold the desired state (endpoint
+// converged returns nil when the fakes hold the desired state (endpoint
 // routes whose veth is missing excepted), and if not, why.
-func (r *rig) converged() (bool, string) {
+func (r *rig) converged() error {
 	st := r.desired()
 	var want, got []hoststate.Route
 	for _, rt := range st.Routes {
@@ -95,44 +98,37 @@ func (r *rig) converged() (bool, string) {
 		}
 	}
 	if !reflect.DeepEqual(got, want) {
-		return false, fmt.Sprintf("routes %v, want %v", got, want)
+		return fmt.Errorf("routes %v, want %v", got, want)
 	}
 	if d := r.nft.Dump(); !strings.Contains(d, firewall.Stamp(st.Firewall)) {
-		return false, "nft table is not the desired one:\n" + d
+		return errors.New("nft table is not the desired one:\n" + d)
 	}
 	if l, ok := r.kernel.Link(hoststate.GatewayLink); !ok || !l.Up {
-		return false, "no gateway link"
+		return errors.New("no gateway link")
 	}
 	if r.kernel.Sysctl("net.ipv4.ip_forward") != "1" {
-		return false, "ip_forward is off"
+		return errors.New("ip_forward is off")
 	}
-	return true, ""
+	return nil
 }
 
-// eventually polls cond until it holds or a generous deadline passes.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached: %s", what, why)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// within is how long the tests wait for the agent to reach a state
+// (expect.Eventually).
+const within = 10 * time.Second
 
 func TestNothingAppliedBeforeFirstSnapshot(t *testing.T) {
 	w := newWorld()
 	w.snap.Addresses = []api.Address{w.address("a1", 1, "acme", 1, 1, "romana1")}
 	r := newRig(t, w.snap)
-	r.src.failNext(5)
+	// Every snapshot fails until the assertions below are done: a sixth
+	// that succeeded while they ran would make them race the agent.
+	r.src.failNext(math.MaxInt)
 	r.run(time.Millisecond) // resyncs tick all the time meanwhile
-	eventually(t, "five failed snapshots", func() (bool, string) {
-		return r.src.snapshotCalls() >= 5, fmt.Sprintf("%d calls", r.src.snapshotCalls())
+	expect.Eventually(t, "five failed snapshots", within, func() error {
+		if n := r.src.snapshotCalls(); n < 5 {
+			return fmt.Errorf("%d calls", n)
+		}
+		return nil
 	})
 	if d := r.nft.Dump(); d != "" {
 		t.Fatalf("nft table written before the first snapshot:\n%s", d)
@@ -146,8 +142,9 @@ func TestNothingAppliedBeforeFirstSnapshot(t *testing.T) {
 	if err := r.metrics.Health(); err == nil {
 		t.Fatal("healthy before the first snapshot")
 	}
-	eventually(t, "converged after the snapshot", r.converged)
-	eventually(t, "healthy", func() (bool, string) { err := r.metrics.Health(); return err == nil, fmt.Sprint(err) })
+	r.src.failNext(0)
+	expect.Eventually(t, "converged after the snapshot", within, r.converged)
+	expect.Eventually(t, "healthy", within, r.metrics.Health)
 }
 
 func TestFollowsEvents(t *testing.T) {
@@ -155,32 +152,32 @@ func TestFollowsEvents(t *testing.T) {
 	w.snap.Addresses = []api.Address{w.address("a1", 1, "acme", 1, 1, "romana1"), w.address("a2", 2, "acme", 1, 1, "romana2")}
 	r := newRig(t, w.snap)
 	r.run(time.Hour) // no resync: only events drive it
-	eventually(t, "initial", r.converged)
+	expect.Eventually(t, "initial", within, r.converged)
 
 	// A new endpoint on h1.
 	r.kernel.AddLink("romana3", "veth")
 	a3 := w.address("a3", 1, "beta", 2, 5, "romana3")
 	r.src.put(api.KindAddress, "a3", a3)
-	eventually(t, "endpoint added", r.converged)
+	expect.Eventually(t, "endpoint added", within, r.converged)
 	if !hasRoute(r, a3.IP.String()+"/32") {
 		t.Fatal("no route to a3")
 	}
 	// A new host: one more route.
 	r.src.put(api.KindHost, "h3", w.host("h3", 3))
-	eventually(t, "host added", r.converged)
+	expect.Eventually(t, "host added", within, r.converged)
 	if !hasRoute(r, "10.3.0.0/16") {
 		t.Fatal("no route to h3")
 	}
 	// A tenant in none mode: the ruleset changes.
 	r.src.put(api.KindTenant, "open", api.Tenant{Name: "open", ID: 3, Isolation: api.IsolationNone})
-	eventually(t, "tenant added", r.converged)
+	expect.Eventually(t, "tenant added", within, r.converged)
 	if !strings.Contains(r.nft.Dump(), "tenant-3") {
 		t.Fatal("no chain for the new tenant")
 	}
 	// Removals.
 	r.src.del(api.KindAddress, "a3")
 	r.src.del(api.KindHost, "h2")
-	eventually(t, "removals", r.converged)
+	expect.Eventually(t, "removals", within, r.converged)
 	if hasRoute(r, a3.IP.String()+"/32") || hasRoute(r, "10.2.0.0/16") {
 		t.Fatalf("stale routes: %v", r.kernel.Routes())
 	}
@@ -188,10 +185,13 @@ func TestFollowsEvents(t *testing.T) {
 	before := r.src.snapshotCalls()
 	r.src.event(api.Event{Type: api.EventPut, Kind: "gadget", Name: "x", Object: []byte(`{}`)})
 	r.src.raw(api.Event{Type: api.EventPut, Kind: api.KindTenant, Name: "bad", Object: []byte(`{"id": "nope"}`)})
-	eventually(t, "re-snapshot after a malformed event", func() (bool, string) {
-		return r.src.snapshotCalls() > before, "no new snapshot"
+	expect.Eventually(t, "re-snapshot after a malformed event", within, func() error {
+		if r.src.snapshotCalls() <= before {
+			return errors.New("no new snapshot")
+		}
+		return nil
 	})
-	eventually(t, "converged after re-snapshot", r.converged)
+	expect.Eventually(t, "converged after re-snapshot", within, r.converged)
 }
 
 func hasRoute(r *rig, dst string) bool {
@@ -207,7 +207,7 @@ func TestGoneMeansNewSnapshot(t *testing.T) {
 	w := newWorld()
 	r := newRig(t, w.snap)
 	r.run(time.Hour)
-	eventually(t, "initial", r.converged)
+	expect.Eventually(t, "initial", within, r.converged)
 	before := r.src.snapshotCalls()
 	// Changes the agent misses: they happen, then the log is compacted.
 	r.src.mu.Lock()
@@ -219,8 +219,13 @@ func TestGoneMeansNewSnapshot(t *testing.T) {
 	r.src.rev += 5
 	r.src.mu.Unlock()
 	r.src.compact()
-	eventually(t, "new snapshot", func() (bool, string) { return r.src.snapshotCalls() > before, "none" })
-	eventually(t, "converged with the missed host", r.converged)
+	expect.Eventually(t, "new snapshot", within, func() error {
+		if r.src.snapshotCalls() <= before {
+			return errors.New("none")
+		}
+		return nil
+	})
+	expect.Eventually(t, "converged with the missed host", within, r.converged)
 	if !hasRoute(r, "10.3.0.0/16") {
 		t.Fatal("no route to h3")
 	}
@@ -233,7 +238,7 @@ func TestDriftRepairedAtResync(t *testing.T) {
 	foreign := hoststate.Route{Dst: mustPrefix("172.16.0.0/12"), Via: w.snap.Hosts[1].IP}
 	r.kernel.AddRoute(foreign, 4)
 	r.run(20 * time.Millisecond)
-	eventually(t, "initial", r.converged)
+	expect.Eventually(t, "initial", within, r.converged)
 
 	r.kernel.DeleteRoute(mustPrefix("10.2.0.0/16"))
 	r.kernel.DeleteRoute(mustPrefix(w.snap.Addresses[0].IP.String() + "/32"))
@@ -243,17 +248,17 @@ func TestDriftRepairedAtResync(t *testing.T) {
 	if err := r.nft.Run(context.Background(), tx); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := r.converged(); ok {
+	if r.converged() == nil {
 		t.Fatal("drift did not register")
 	}
-	eventually(t, "drift repaired", r.converged)
+	expect.Eventually(t, "drift repaired", within, r.converged)
 
 	tx = r.nft.NewTransaction()
 	tx.Delete(&knftables.Table{})
 	if err := r.nft.Run(context.Background(), tx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "deleted table restored", r.converged)
+	expect.Eventually(t, "deleted table restored", within, r.converged)
 	if rs := r.kernel.Routes(); !containsRoute(rs, foreign, 4) {
 		t.Fatalf("foreign route lost: %v", rs)
 	}
@@ -274,15 +279,21 @@ func TestPendingRouteRetried(t *testing.T) {
 	w := newWorld()
 	r := newRig(t, w.snap)
 	r.run(time.Hour)
-	eventually(t, "initial", r.converged)
+	expect.Eventually(t, "initial", within, r.converged)
 	a := w.address("late", 1, "acme", 1, 9, "romanalate")
 	r.src.put(api.KindAddress, "late", a)
-	eventually(t, "pending reported", func() (bool, string) {
-		return gauge(t, r.reg, "romana_agent_routes_pending") == 1, "not yet"
+	expect.Eventually(t, "pending reported", within, func() error {
+		if g := gauge(t, r.reg, "romana_agent_routes_pending"); g != 1 {
+			return fmt.Errorf("gauge %v", g)
+		}
+		return nil
 	})
 	r.kernel.AddLink("romanalate", "veth")
-	eventually(t, "route installed once the veth exists", func() (bool, string) {
-		return hasRoute(r, a.IP.String()+"/32"), fmt.Sprint(r.kernel.Routes())
+	expect.Eventually(t, "route installed once the veth exists", within, func() error {
+		if !hasRoute(r, a.IP.String()+"/32") {
+			return fmt.Errorf("routes %v", r.kernel.Routes())
+		}
+		return nil
 	})
 }
 
@@ -292,16 +303,18 @@ func TestUnregisteredHostIsUnhealthyUntilRegistered(t *testing.T) {
 	w.snap.Hosts = w.snap.Hosts[1:]
 	r := newRig(t, w.snap)
 	r.run(time.Hour)
-	eventually(t, "unhealthy", func() (bool, string) {
-		err := r.metrics.Health()
-		return err != nil && strings.Contains(err.Error(), `"h1"`), fmt.Sprint(err)
+	expect.Eventually(t, "unhealthy", within, func() error {
+		if err := r.metrics.Health(); err == nil || !strings.Contains(err.Error(), `"h1"`) {
+			return fmt.Errorf("health %v", err)
+		}
+		return nil
 	})
 	if d := r.nft.Dump(); d != "" {
 		t.Fatalf("applied a ruleset for an unregistered host:\n%s", d)
 	}
 	r.src.put(api.KindHost, "h1", h1)
-	eventually(t, "converged once registered", r.converged)
-	eventually(t, "healthy", func() (bool, string) { err := r.metrics.Health(); return err == nil, fmt.Sprint(err) })
+	expect.Eventually(t, "converged once registered", within, r.converged)
+	expect.Eventually(t, "healthy", within, r.metrics.Health)
 }
 
 func TestMetricsAndHealthz(t *testing.T) {
@@ -323,7 +336,12 @@ func TestMetricsAndHealthz(t *testing.T) {
 		t.Fatalf("healthz before running: %d", code)
 	}
 	r.run(time.Hour)
-	eventually(t, "healthz ok", func() (bool, string) { code, body := get("/healthz"); return code == 200, body })
+	expect.Eventually(t, "healthz ok", within, func() error {
+		if code, body := get("/healthz"); code != 200 {
+			return fmt.Errorf("%d %s", code, body)
+		}
+		return nil
+	})
 	st := r.desired()
 	_, body := get("/metrics")
 	for _, want := range []string{
@@ -350,11 +368,11 @@ func TestCleanupRemovesOnlyOurs(t *testing.T) {
 		defer close(done)
 		Run(ctx, Config{Underlay: newFakeUnderlay(), Host: "h1", Source: r.src, Routes: r.routes, Firewall: r.fw})
 	}()
-	eventually(t, "converged", r.converged)
+	expect.Eventually(t, "converged", within, r.converged)
 	cancel()
 	<-done
-	if ok, why := r.converged(); !ok {
-		t.Fatalf("stopping the agent removed state: %s", why)
+	if err := r.converged(); err != nil {
+		t.Fatalf("stopping the agent removed state: %v", err)
 	}
 	if err := Cleanup(context.Background(), r.routes, r.fw); err != nil {
 		t.Fatal(err)
@@ -403,17 +421,37 @@ func gauge(t *testing.T, g prometheus.Gatherer, name string) float64 {
 	return -1
 }
 
-// countingFirewall counts Apply calls.
+func counter(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return -1
+}
+
+// countingFirewall counts Apply calls, and those that returned.
 type countingFirewall struct {
 	Firewall
-	mu    sync.Mutex
-	calls int
+	mu       sync.Mutex
+	calls    int
+	returned int
 }
 
 func (c *countingFirewall) Apply(ctx context.Context, rs hoststate.Ruleset) (bool, error) {
 	c.mu.Lock()
 	c.calls++
 	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.returned++
+		c.mu.Unlock()
+	}()
 	return c.Firewall.Apply(ctx, rs)
 }
 
@@ -421,6 +459,12 @@ func (c *countingFirewall) n() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.calls
+}
+
+func (c *countingFirewall) done() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.returned
 }
 
 // Endpoint changes do not touch nftables; tenant changes do.
@@ -435,17 +479,22 @@ func TestEndpointChangesSkipFirewall(t *testing.T) {
 		Run(ctx, Config{Underlay: newFakeUnderlay(), Host: "h1", Resync: time.Hour, Source: r.src, Routes: r.routes, Firewall: cf})
 	}()
 	defer func() { cancel(); <-done }()
-	eventually(t, "initial", r.converged)
+	expect.Eventually(t, "initial", within, r.converged)
 	before := cf.n()
 	r.kernel.AddLink("romana5", "veth")
 	a := w.address("a5", 1, "acme", 1, 5, "romana5")
 	r.src.put(api.KindAddress, "a5", a)
-	eventually(t, "endpoint routed", func() (bool, string) { return hasRoute(r, a.IP.String()+"/32"), "no route" })
+	expect.Eventually(t, "endpoint routed", within, func() error {
+		if !hasRoute(r, a.IP.String()+"/32") {
+			return errors.New("no route")
+		}
+		return nil
+	})
 	if cf.n() != before {
 		t.Fatalf("an endpoint change called Firewall.Apply %d times", cf.n()-before)
 	}
 	r.src.put(api.KindTenant, "gamma", api.Tenant{Name: "gamma", ID: 7})
-	eventually(t, "tenant applied", r.converged)
+	expect.Eventually(t, "tenant applied", within, r.converged)
 	if cf.n() == before {
 		t.Fatal("a tenant change did not apply the firewall")
 	}
@@ -469,9 +518,12 @@ func TestForeignRouteConflictReported(t *testing.T) {
 			Log: slog.New(slog.NewTextHandler(&logs, nil)), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	}()
 	defer func() { cancel(); <-done }()
-	eventually(t, "conflict reported", func() (bool, string) {
-		g := gauge(t, r.reg, "romana_agent_route_conflicts")
-		return g == 1 && r.metrics.Health() == nil, fmt.Sprintf("gauge %v, health %v", g, r.metrics.Health())
+	expect.Eventually(t, "conflict reported", within, func() error {
+		g, health := gauge(t, r.reg, "romana_agent_route_conflicts"), r.metrics.Health()
+		if g != 1 || health != nil {
+			return fmt.Errorf("gauge %v, health %v", g, health)
+		}
+		return nil
 	})
 	st := r.metrics.Status()
 	if len(st.RouteConflicts) != 1 || !strings.Contains(st.RouteConflicts[0], h2.String()+" via 192.168.0.2: destination held by foreign route "+h2.String()+" via 192.168.0.254") {
@@ -499,7 +551,12 @@ func TestForeignRouteConflictReported(t *testing.T) {
 		return -1
 	}
 	n := reconciles()
-	eventually(t, "three more reconciliations", func() (bool, string) { return reconciles() >= n+3, "" })
+	expect.Eventually(t, "three more reconciliations", within, func() error {
+		if got := reconciles(); got < n+3 {
+			return fmt.Errorf("%v reconciliations, want %v", got, n+3)
+		}
+		return nil
+	})
 	if rs := r.kernel.Routes(); !slices.ContainsFunc(rs, func(fr route.FakeRoute) bool { return fr.Route == admin && fr.Protocol == 4 }) {
 		t.Fatalf("the foreign route was overwritten: %v", rs)
 	}
@@ -508,9 +565,9 @@ func TestForeignRouteConflictReported(t *testing.T) {
 	}
 	// The administrator removes it: the next resync installs ours.
 	r.kernel.DeleteRoute(h2)
-	eventually(t, "converged after the foreign route went", func() (bool, string) {
+	expect.Eventually(t, "converged after the foreign route went", within, func() error {
 		if g := gauge(t, r.reg, "romana_agent_route_conflicts"); g != 0 {
-			return false, fmt.Sprintf("gauge %v", g)
+			return fmt.Errorf("gauge %v", g)
 		}
 		return r.converged()
 	})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/fabric"
 )
 
@@ -64,13 +65,12 @@ func TestAgentDrivesBGP(t *testing.T) {
 	}()
 	wait := func(want ...string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !slices.Equal(b.peers(), want) {
-			if time.Now().After(deadline) {
-				t.Fatalf("bgp peers = %q, want %q", b.peers(), want)
+		expect.Eventually(t, fmt.Sprintf("bgp peers %q", want), within, func() error {
+			if got := b.peers(); !slices.Equal(got, want) {
+				return fmt.Errorf("bgp peers = %q, want %q", got, want)
 			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	wait("tor1 192.168.0.254 as 65101")
 	b.mu.Lock()

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/firewall"
 	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/plan"
@@ -117,19 +120,22 @@ func TestSteeringFollowsChains(t *testing.T) {
 	src.failNext(2) // failed snapshots are retried
 	fake := &fakeSteer{}
 	startSteering(t, src, fake, nil)
-	eventually(t, "first snapshot applied", func() (bool, string) {
+	expect.Eventually(t, "first snapshot applied", within, func() error {
 		fake.mu.Lock()
 		defer fake.mu.Unlock()
-		return fake.applied, ""
+		if !fake.applied {
+			return errors.New("steering not applied yet")
+		}
+		return nil
 	})
 	if got := fake.state(); got != "" {
 		t.Fatalf("no chains: steering state %q", got)
 	}
 	src.put(api.KindChain, "c1", api.Chain{Name: "c1", ID: 1, Tenant: "acme", Segment: "default", Via: []netip.Addr{fw}, Failure: api.FailOpen})
 	want := "table 20017 default via " + fw.String() + " dev rv-fw onlink\nmarking\n"
-	eventually(t, "chain c1 steered", func() (bool, string) { got := fake.state(); return got == want, got })
+	expect.Eventually(t, "chain c1 steered", within, steeringIs(fake, want))
 	src.del(api.KindChain, "c1")
-	eventually(t, "chain c1 removed", func() (bool, string) { got := fake.state(); return got == "", got })
+	expect.Eventually(t, "chain c1 removed", within, steeringIs(fake, ""))
 }
 
 func TestSteeringHealth(t *testing.T) {
@@ -143,11 +149,21 @@ func TestSteeringHealth(t *testing.T) {
 	prober := &fakeProber{down: map[netip.Addr]bool{}}
 	startSteering(t, src, fake, prober)
 	up := "table 20017 default via " + fw.String() + " dev rv-fw onlink\ntable 20033 default via " + fw.String() + " dev rv-fw onlink\nmarking\n"
-	eventually(t, "both chains steered", func() (bool, string) { got := fake.state(); return got == up, got })
+	expect.Eventually(t, "both chains steered", within, steeringIs(fake, up))
 	prober.set(fw, true)
 	// fail-closed: blackhole; fail-open: empty table (normal routing).
 	down := "table 20017 blackhole default\nmarking\n"
-	eventually(t, "function down", func() (bool, string) { got := fake.state(); return got == down, got })
+	expect.Eventually(t, "function down", within, steeringIs(fake, down))
 	prober.set(fw, false)
-	eventually(t, "function back", func() (bool, string) { got := fake.state(); return got == up, got })
+	expect.Eventually(t, "function back", within, steeringIs(fake, up))
+}
+
+// steeringIs is a condition: fake's steering state is want.
+func steeringIs(fake *fakeSteer, want string) func() error {
+	return func() error {
+		if got := fake.state(); got != want {
+			return fmt.Errorf("steering state %q", got)
+		}
+		return nil
+	}
 }

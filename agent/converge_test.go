@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/model"
 )
 
@@ -201,7 +202,7 @@ func TestConvergesBetweenRandomStates(t *testing.T) {
 				r.kernel.AddLink(fmt.Sprintf("romana%d", i), "veth")
 			}
 			r.run(time.Hour) // no resync: only the changes drive it
-			eventually(t, "first state", r.converged)
+			expect.Eventually(t, "first state", within, r.converged)
 			for step := range 40 {
 				// Sometimes several states in a row before the agent has
 				// caught up with the first.
@@ -214,7 +215,7 @@ func TestConvergesBetweenRandomStates(t *testing.T) {
 					}
 					r.src.moveTo(rng, next, rng.IntN(5) == 0)
 				}
-				eventually(t, fmt.Sprintf("step %d", step), r.converged)
+				expect.Eventually(t, fmt.Sprintf("step %d", step), within, r.converged)
 			}
 		})
 	}
@@ -318,14 +319,17 @@ func TestFreshChangesDoNotWaitForRetry(t *testing.T) {
 			Metrics: r.metrics, MinBackoff: time.Hour, MaxBackoff: time.Hour})
 	}()
 	defer func() { cancel(); <-done }()
-	eventually(t, "initial", r.converged)
+	expect.Eventually(t, "initial", within, r.converged)
 	r.src.put(api.KindAddress, "stuck", w.address("stuck", 1, "acme", 1, 9, "romananever"))
-	eventually(t, "pending reported", func() (bool, string) {
-		return gauge(t, r.reg, "romana_agent_routes_pending") == 1, "not yet"
+	expect.Eventually(t, "pending reported", within, func() error {
+		if g := gauge(t, r.reg, "romana_agent_routes_pending"); g != 1 {
+			return fmt.Errorf("gauge %v", g)
+		}
+		return nil
 	})
 	r.src.put(api.KindTenant, "gamma", api.Tenant{Name: "gamma", ID: 7})
 	r.kernel.AddLink("romana5", "veth")
 	a := w.address("a5", 1, "acme", 1, 5, "romana5")
 	r.src.put(api.KindAddress, "a5", a)
-	eventually(t, "the tenant and the endpoint applied", r.converged)
+	expect.Eventually(t, "the tenant and the endpoint applied", within, r.converged)
 }

@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 )
 
 type countersFake struct{ cs []api.RuleCounter }
@@ -36,15 +38,15 @@ func TestReportPolicyStats(t *testing.T) {
 			PolicyStats: &PolicyStats{Counters: src, Sink: sink, Every: time.Millisecond}})
 		close(done)
 	}()
-	for {
+	expect.Eventually(t, "two reports", within, func() error {
 		sink.mu.Lock()
 		n := len(sink.got)
 		sink.mu.Unlock()
-		if n >= 2 {
-			break
+		if n < 2 {
+			return fmt.Errorf("%d reports", n)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	cancel()
 	<-done
 	if g := sink.got[0]; g.Host != "h1" || len(g.Counters) != 1 || g.Counters[0].Packets != 4 || g.Time.IsZero() {

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/firewall"
 	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/plan"
@@ -177,35 +178,35 @@ func TestRejectedPolicyDoesNotStallOthers(t *testing.T) {
 	}()
 	defer func() { cancel(); <-done }()
 	problems := func() float64 { return gauge(t, r.reg, "romana_agent_problems") }
-	state := func(want ...string) func() (bool, string) {
-		return func() (bool, string) {
+	state := func(want ...string) func() error {
+		return func() error {
 			d := r.nft.Dump()
 			for _, w := range want {
 				present := !strings.HasPrefix(w, "!")
 				if strings.Contains(d, strings.TrimPrefix(w, "!")) != present {
-					return false, fmt.Sprintf("want %q; table:\n%s", w, d)
+					return fmt.Errorf("want %q; table:\n%s", w, d)
 				}
 			}
-			return true, ""
+			return nil
 		}
 	}
 
 	// Nothing fails: one Apply per change, no check.
 	r.src.put(api.KindPolicy, "good", ingressPolicy("good", 80))
-	eventually(t, "good enforced", state("policy good rule 0"))
+	expect.Eventually(t, "good enforced", within, state("policy good rule 0"))
 	if _, checks := cf.counts(); checks != 0 {
 		t.Fatalf("the normal path ran %d checks", checks)
 	}
 
 	r.src.put(api.KindPolicy, "bad", ingressPolicy("bad", 6666))
-	eventually(t, "bad left out, good kept", func() (bool, string) {
-		if ok, why := state("policy good rule 0", "!policy bad", "!"+invalidToken)(); !ok {
-			return false, why
+	expect.Eventually(t, "bad left out, good kept", within, func() error {
+		if err := state("policy good rule 0", "!policy bad", "!"+invalidToken)(); err != nil {
+			return err
 		}
 		if p := problems(); p != 1 {
-			return false, fmt.Sprintf("problems = %v", p)
+			return fmt.Errorf("problems = %v", p)
 		}
-		return true, ""
+		return nil
 	})
 	if l := logs.String(); !strings.Contains(l, "policy bad: rejected by nftables") || !strings.Contains(l, "syntax error") {
 		t.Fatalf("rejection not logged with the policy and nft's error:\n%s", l)
@@ -213,33 +214,38 @@ func TestRejectedPolicyDoesNotStallOthers(t *testing.T) {
 
 	// Another change: every policy is retried; bad is still rejected.
 	r.src.put(api.KindPolicy, "other", ingressPolicy("other", 443))
-	eventually(t, "other enforced", state("policy good rule 0", "policy other rule 0", "!policy bad"))
+	expect.Eventually(t, "other enforced", within, state("policy good rule 0", "policy other rule 0", "!policy bad"))
 	if p := problems(); p != 1 {
 		t.Fatalf("problems = %v after another change", p)
 	}
 
 	// Fixed: enforced, no problem.
 	r.src.put(api.KindPolicy, "bad", ingressPolicy("bad", 8080))
-	eventually(t, "fixed policy enforced", func() (bool, string) {
-		if ok, why := state("policy bad rule 0", "dport 8080", "policy good rule 0", "policy other rule 0")(); !ok {
-			return false, why
+	expect.Eventually(t, "fixed policy enforced", within, func() error {
+		if err := state("policy bad rule 0", "dport 8080", "policy good rule 0", "policy other rule 0")(); err != nil {
+			return err
 		}
 		if p := problems(); p != 0 {
-			return false, fmt.Sprintf("problems = %v", p)
+			return fmt.Errorf("problems = %v", p)
 		}
-		return true, ""
+		return nil
 	})
 
 	// Broken again, then removed.
 	r.src.put(api.KindPolicy, "bad", ingressPolicy("bad", 6666))
-	eventually(t, "broken again", func() (bool, string) { return problems() == 1, "no problem" })
+	expect.Eventually(t, "broken again", within, func() error {
+		if p := problems(); p != 1 {
+			return fmt.Errorf("problems = %v", p)
+		}
+		return nil
+	})
 	r.src.del(api.KindPolicy, "bad")
-	eventually(t, "removed", func() (bool, string) {
-		if ok, why := r.converged(); !ok {
-			return false, why
+	expect.Eventually(t, "removed", within, func() error {
+		if err := r.converged(); err != nil {
+			return err
 		}
 		if p := problems(); p != 0 {
-			return false, fmt.Sprintf("problems = %v", p)
+			return fmt.Errorf("problems = %v", p)
 		}
 		st := r.desired()
 		return state(firewall.PolicyStamp(st.Firewall), "policy good rule 0", "policy other rule 0")()

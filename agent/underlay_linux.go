@@ -7,12 +7,12 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/netlinksafe"
 )
 
 // NetlinkUnderlay reads links, addresses and neighbours through netlink in
@@ -29,7 +29,7 @@ func NewNetlinkUnderlay() (*NetlinkUnderlay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open this network namespace: %w", err)
 	}
-	h, err := netlinksafe.NewHandleAt(ns)
+	h, err := netlinksafe.NewHandle()
 	if err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("netlink handle for the underlay: %w", err)
@@ -41,18 +41,6 @@ func NewNetlinkUnderlay() (*NetlinkUnderlay, error) {
 func (u *NetlinkUnderlay) Close() {
 	u.h.Close()
 	u.ns.Close()
-}
-
-// dump repeats a netlink dump interrupted by a concurrent change.
-func dump[T any](f func() (T, error)) (T, error) {
-	var v T
-	var err error
-	for range 5 {
-		if v, err = f(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return v, err
-		}
-	}
-	return v, err
 }
 
 func addrOf(ip net.IP) (netip.Addr, bool) {
@@ -76,7 +64,7 @@ func (u *NetlinkUnderlay) Read(ctx context.Context) (hoststate.Underlay, error) 
 	for _, l := range links {
 		names[l.Attrs().Index] = l.Attrs().Name
 	}
-	addrs, err := dump(func() ([]netlink.Addr, error) { return u.h.AddrList(nil, netlink.FAMILY_ALL) })
+	addrs, err := u.h.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return out, fmt.Errorf("list addresses: %w", err)
 	}
@@ -100,7 +88,7 @@ func (u *NetlinkUnderlay) Read(ctx context.Context) (hoststate.Underlay, error) 
 		}
 		out.Links = append(out.Links, hl)
 	}
-	neighs, err := dump(func() ([]netlink.Neigh, error) { return u.h.NeighList(0, netlink.FAMILY_ALL) })
+	neighs, err := u.h.NeighList(0, netlink.FAMILY_ALL)
 	if err != nil {
 		return out, fmt.Errorf("list neighbours: %w", err)
 	}

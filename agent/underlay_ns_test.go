@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/firewall"
 	"github.com/romana/romana/route"
 	"github.com/romana/romana/sim"
@@ -114,14 +116,17 @@ func TestHostileStoreInstallsNothing(t *testing.T) {
 	runIn(t, h1, "h1", src, m)
 
 	want := []string{good.IP.String() + " dev rv-e1 scope link", "10.2.0.0/16 via 192.168.82.2 dev eth0"}
-	eventually(t, "good routes installed", func() (bool, string) {
+	expect.Eventually(t, "good routes installed", within, func() error {
 		got := ourRoutes(t, h1)
 		for _, w := range want {
 			if !slices.ContainsFunc(got, func(r string) bool { return strings.HasPrefix(r, w) }) {
-				return false, fmt.Sprintf("routes %q", got)
+				return fmt.Errorf("routes %q", got)
 			}
 		}
-		return len(m.Status().RoutesRefused) == 7, fmt.Sprintf("refused %q", m.Status().RoutesRefused)
+		if refused := m.Status().RoutesRefused; len(refused) != 7 {
+			return fmt.Errorf("refused %q", refused)
+		}
+		return nil
 	})
 	if got := ourRoutes(t, h1); len(got) != len(want) {
 		t.Fatalf("routes with proto %d: %q; want only %q", route.Protocol, got, want)
@@ -228,9 +233,11 @@ func TestUnderlaySpoofingDropped(t *testing.T) {
 
 	// Before any packet between the hosts, each agent has had the kernel
 	// resolve the other's MAC (NTF_USE): nothing is left unresolved.
-	eventually(t, "h2's MAC resolved on h1 without traffic", func() (bool, string) {
-		st := m1.Status()
-		return st.Revision > 0 && len(st.NeighborsUnresolved) == 0 && len(st.RoutesRefused) == 0, fmt.Sprintf("status %+v", st)
+	expect.Eventually(t, "h2's MAC resolved on h1 without traffic", within, func() error {
+		if st := m1.Status(); st.Revision == 0 || len(st.NeighborsUnresolved) != 0 || len(st.RoutesRefused) != 0 {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
 	})
 	if out, err := h1.Exec(ctx, "nft", "list", "set", "inet", "romana", "underlay-v4"); err != nil || !strings.Contains(out, "10.2.0.0/16 . ") {
 		t.Fatalf("underlay set on h1: %v\n%s", err, out)
@@ -238,12 +245,14 @@ func TestUnderlaySpoofingDropped(t *testing.T) {
 	sink := listenUDP(t, e1.Namespace, netip.AddrPortFrom(a1.IP, 9999))
 	dst := netip.AddrPortFrom(a1.IP, 9999)
 	// Legitimate cross-host traffic: e2 -> e1 (h1 learns h2's MAC on its own).
-	eventually(t, "e2 reaches e1", func() (bool, string) {
-		if err := sendUDP(e2.Namespace, a2.IP, dst, "legit"); err != nil {
-			return false, err.Error()
+	expect.Eventually(t, "e2 reaches e1", within, func() error {
+		if sink.has("legit") {
+			return nil
 		}
-		time.Sleep(20 * time.Millisecond)
-		return sink.has("legit"), fmt.Sprintf("status %+v", m1.Status())
+		if err := sendUDP(e2.Namespace, a2.IP, dst, "legit"); err != nil {
+			return err
+		}
+		return fmt.Errorf("nothing arrived yet; status %+v", m1.Status())
 	})
 
 	// h1 has a default route on the underlay, as a real host does: an
@@ -263,12 +272,14 @@ func TestUnderlaySpoofingDropped(t *testing.T) {
 			t.Fatalf("%v: %v\n%s", args, err, out)
 		}
 	}
-	eventually(t, "the third machine reaches e1 from its own address", func() (bool, string) {
-		if err := sendUDP(x.Namespace, netip.MustParseAddr("192.168.83.66"), dst, "plain"); err != nil {
-			return false, err.Error()
+	expect.Eventually(t, "the third machine reaches e1 from its own address", within, func() error {
+		if sink.has("plain") {
+			return nil
 		}
-		time.Sleep(20 * time.Millisecond)
-		return sink.has("plain"), ""
+		if err := sendUDP(x.Namespace, netip.MustParseAddr("192.168.83.66"), dst, "plain"); err != nil {
+			return err
+		}
+		return errors.New("nothing arrived yet")
 	})
 	for i := 0; i < 20; i++ {
 		for _, s := range []struct {
@@ -282,12 +293,14 @@ func TestUnderlaySpoofingDropped(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// And legitimate traffic once more, after the forged packets.
-	eventually(t, "e2 still reaches e1", func() (bool, string) {
-		if err := sendUDP(e2.Namespace, a2.IP, dst, "again"); err != nil {
-			return false, err.Error()
+	expect.Eventually(t, "e2 still reaches e1", within, func() error {
+		if sink.has("again") {
+			return nil
 		}
-		time.Sleep(20 * time.Millisecond)
-		return sink.has("again"), ""
+		if err := sendUDP(e2.Namespace, a2.IP, dst, "again"); err != nil {
+			return err
+		}
+		return errors.New("nothing arrived yet")
 	})
 	for _, tag := range []string{"forged-h2", "forged-own"} {
 		if sink.has(tag) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/hoststate"
 )
 
@@ -39,10 +40,12 @@ func TestRefusedRoutesReported(t *testing.T) {
 			Metrics: r.metrics, Log: slog.New(slog.NewTextHandler(&logs, nil)), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	}()
 	defer func() { cancel(); <-done }()
-	eventually(t, "converged", r.converged)
-	eventually(t, "refusals counted", func() (bool, string) {
-		g := gauge(t, r.reg, "romana_agent_routes_refused")
-		return g == 3, fmt.Sprintf("gauge %v", g)
+	expect.Eventually(t, "converged", within, r.converged)
+	expect.Eventually(t, "refusals counted", within, func() error {
+		if g := gauge(t, r.reg, "romana_agent_routes_refused"); g != 3 {
+			return fmt.Errorf("gauge %v", g)
+		}
+		return nil
 	})
 	for _, fr := range r.kernel.Routes() {
 		if fr.Dev == "eth0" || fr.Via == evil.IP || fr.Via == far.IP {
@@ -67,16 +70,24 @@ func TestRefusedRoutesReported(t *testing.T) {
 		t.Errorf("health: %v (refusals do not make the agent unhealthy: the rest is applied)", err)
 	}
 	// Resyncs later, each refusal was warned about once.
-	time.Sleep(100 * time.Millisecond)
+	n := counter(t, r.reg, "romana_agent_reconciles_total")
+	expect.Eventually(t, "three more reconciliations", within, func() error {
+		if got := counter(t, r.reg, "romana_agent_reconciles_total"); got < n+3 {
+			return fmt.Errorf("%v reconciliations, want %v", got, n+3)
+		}
+		return nil
+	})
 	if l := logs.String(); strings.Count(l, "route refused") != 3 {
 		t.Fatalf("want three warnings:\n%s", l)
 	}
 	r.src.del(api.KindAddress, "bad")
 	r.src.del(api.KindHost, "evil")
 	r.src.del(api.KindHost, "far")
-	eventually(t, "refusals cleared", func() (bool, string) {
-		g := gauge(t, r.reg, "romana_agent_routes_refused")
-		return g == 0 && len(r.metrics.Status().RoutesRefused) == 0, fmt.Sprintf("gauge %v", g)
+	expect.Eventually(t, "refusals cleared", within, func() error {
+		if g := gauge(t, r.reg, "romana_agent_routes_refused"); g != 0 || len(r.metrics.Status().RoutesRefused) != 0 {
+			return fmt.Errorf("gauge %v", g)
+		}
+		return nil
 	})
 	if l := logs.String(); strings.Count(l, "route no longer refused") != 3 {
 		t.Fatalf("want three clearances logged:\n%s", l)
@@ -92,21 +103,24 @@ func TestUnresolvedNeighbors(t *testing.T) {
 	r := newRig(t, w.snap)
 	u := newFakeUnderlay()
 	u.u.Neighbors = slices.DeleteFunc(u.u.Neighbors, func(n hoststate.Neighbor) bool { return n.IP == netip.MustParseAddr("192.168.0.3") })
+	cf := &countingFirewall{Firewall: r.fw}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Run(ctx, Config{Underlay: u, Host: "h1", Resync: 20 * time.Millisecond, Source: r.src, Routes: r.routes, Firewall: r.fw,
+		Run(ctx, Config{Underlay: u, Host: "h1", Resync: 20 * time.Millisecond, Source: r.src, Routes: r.routes, Firewall: cf,
 			Metrics: r.metrics, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	}()
 	defer func() { cancel(); <-done }()
-	eventually(t, "h3 reported unresolved and resolved", func() (bool, string) {
+	expect.Eventually(t, "h3 reported unresolved and resolved", within, func() error {
 		u.mu.Lock()
 		asked := slices.Contains(u.resolved, netip.MustParseAddr("192.168.0.3"))
 		u.mu.Unlock()
 		st := r.metrics.Status()
-		return asked && slices.Equal(st.NeighborsUnresolved, []string{"192.168.0.3"}) && gauge(t, r.reg, "romana_agent_neighbors_unresolved") == 1,
-			fmt.Sprintf("asked %v, status %v", asked, st.NeighborsUnresolved)
+		if !asked || !slices.Equal(st.NeighborsUnresolved, []string{"192.168.0.3"}) || gauge(t, r.reg, "romana_agent_neighbors_unresolved") != 1 {
+			return fmt.Errorf("asked %v, status %v", asked, st.NeighborsUnresolved)
+		}
+		return nil
 	})
 	if !hasRoute(r, "10.3.0.0/16") {
 		t.Fatal("no route to h3: an unresolved neighbour still gets its route")
@@ -118,16 +132,27 @@ func TestUnresolvedNeighbors(t *testing.T) {
 	u.mu.Lock()
 	u.u.Neighbors = append(u.u.Neighbors, hoststate.Neighbor{IP: netip.MustParseAddr("192.168.0.3"), Link: "eth0", MAC: "02:00:c0:a8:00:03"})
 	u.mu.Unlock()
-	eventually(t, "h3 in the set", func() (bool, string) {
-		d := r.nft.Dump()
-		return strings.Contains(d, "10.3.0.0/16 . 02:00:c0:a8:00:03") && len(r.metrics.Status().NeighborsUnresolved) == 0, d
+	expect.Eventually(t, "h3 in the set", within, func() error {
+		if d := r.nft.Dump(); !strings.Contains(d, "10.3.0.0/16 . 02:00:c0:a8:00:03") || len(r.metrics.Status().NeighborsUnresolved) != 0 {
+			return fmt.Errorf("unresolved %v; table:\n%s", r.metrics.Status().NeighborsUnresolved, d)
+		}
+		return nil
 	})
 	// Its entry is garbage-collected: the MAC is remembered.
 	u.mu.Lock()
 	u.u.Neighbors = slices.DeleteFunc(u.u.Neighbors, func(n hoststate.Neighbor) bool { return n.IP == netip.MustParseAddr("192.168.0.3") })
 	u.resolved = nil
 	u.mu.Unlock()
-	time.Sleep(100 * time.Millisecond)
+	// Two more firewall applications end after this: the second was
+	// computed in a pass that read the underlay without the entry (each
+	// pass reads it once, before the firewall; resyncs apply every 20 ms).
+	applied := cf.done()
+	expect.Eventually(t, "two more firewall applications", within, func() error {
+		if got := cf.done(); got < applied+2 {
+			return fmt.Errorf("%d applications, want %d", got, applied+2)
+		}
+		return nil
+	})
 	if d := r.nft.Dump(); !strings.Contains(d, "10.3.0.0/16 . 02:00:c0:a8:00:03") {
 		t.Fatalf("a garbage-collected neighbour was forgotten:\n%s", d)
 	}

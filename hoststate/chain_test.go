@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 )
 
 // chainLab: demoLab plus tenant infra (id 4) with service functions fw1 on
@@ -32,7 +33,7 @@ func TestSteeringGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		golden(t, "chain-"+h+".txt", st.String())
+		expect.Golden(t, "chain-"+h+".txt", st.String())
 	}
 	// fw3 down: chain web is fail-closed (blackhole); fw1 down: two-hop
 	// bypasses it, straight to fw2 (via h2).
@@ -41,7 +42,7 @@ func TestSteeringGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "chain-h1-down.txt", st.String())
+	expect.Golden(t, "chain-h1-down.txt", st.String())
 }
 
 func TestSteeringNoChains(t *testing.T) {

@@ -1,21 +1,17 @@
 package hoststate
 
 import (
-	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/plan"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files under testdata")
 
 // lab builds snapshots: one network "net1" 10.0.0.0/8 with host 8 | tenant 4
 // | segment 4 | endpoint 8, hosts h1..hN at 192.168.0.i.
@@ -115,28 +111,10 @@ func demoLab(t testing.TB) *lab {
 	return l
 }
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./hoststate -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from the computed state (go test ./hoststate -update rewrites it):\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
-}
-
 func TestGolden(t *testing.T) {
 	l := demoLab(t)
-	golden(t, "flat-h1.txt", l.compute("h1", ModeFlat).String())
-	golden(t, "fabric-h2.txt", l.compute("h2", ModeFabric).String())
+	expect.Golden(t, "flat-h1.txt", l.compute("h1", ModeFlat).String())
+	expect.Golden(t, "fabric-h2.txt", l.compute("h2", ModeFabric).String())
 
 	// Two networks, one of them restricted to a tenant, and IPv6.
 	l.snap.Networks = append(l.snap.Networks, api.Network{Name: "v6", CIDR: "fd00::/48",
@@ -165,7 +143,7 @@ func TestGolden(t *testing.T) {
 		l.snap.Addresses = append(l.snap.Addresses, api.Address{Name: name, IP: ip, Network: "v6", Host: fmt.Sprintf("h%d", h),
 			Tenant: "beta", Segment: "web", Interface: "rv-" + name})
 	}
-	golden(t, "two-networks-h1.txt", l.compute("h1", ModeFlat).String())
+	expect.Golden(t, "two-networks-h1.txt", l.compute("h1", ModeFlat).String())
 }
 
 func TestUnknownHost(t *testing.T) {
@@ -282,7 +260,7 @@ func TestProblemsDoNotStopTheRest(t *testing.T) {
 		api.Host{Name: "liar", IP: netip.MustParseAddr("192.168.0.10"), Slots: []api.HostSlot{{Network: "net1", Loc: plan.Loc{Host: 10}, CIDR: netip.MustParsePrefix("10.11.0.0/16")}}})
 
 	st := l.compute("h1", ModeFlat)
-	golden(t, "problems-h1.txt", st.String())
+	expect.Golden(t, "problems-h1.txt", st.String())
 	// Everything that was fine before is still there.
 	for _, r := range good.Routes {
 		found := false

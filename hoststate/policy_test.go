@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/plan"
 )
 
@@ -48,7 +49,7 @@ func TestPolicyGolden(t *testing.T) {
 	l := demoLab(t)
 	l.snap.Policies = demoPolicies()
 	st := l.compute("h1", ModeFlat)
-	golden(t, "policies-h1.txt", st.String())
+	expect.Golden(t, "policies-h1.txt", st.String())
 	// Nothing from the broken policy, and it is reported.
 	if !strings.Contains(strings.Join(st.Problems, "\n"), "broken") {
 		t.Errorf("broken policy not reported: %q", st.Problems)
@@ -73,7 +74,7 @@ func TestPolicyGolden(t *testing.T) {
 		Rules: []api.Rule{{Peers: []api.Peer{{CIDR: "fd00:1::/32", Except: []string{"fd00:1:2::/48", "fd00:1:3::/48"}}}, Protocol: "icmp", ICMPType: u8(128)},
 			{Action: "deny", Peers: []api.Peer{{Tenant: "beta", Segment: "db"}, {Host: "h2"}}, Protocol: "udp", PortRanges: []string{"1000-2000"}}}})
 	st = l.compute("h1", ModeFlat)
-	golden(t, "policies-v6-h1.txt", st.String())
+	expect.Golden(t, "policies-v6-h1.txt", st.String())
 	nftCheck(t, st.Firewall)
 }
 

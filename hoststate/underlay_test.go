@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/plan"
 )
 
@@ -187,7 +188,7 @@ func TestHostileGolden(t *testing.T) {
 	}
 	l.snap.Networks = append(l.snap.Networks, api.Network{Name: "half", CIDR: "128.0.0.0/1", Fields: []plan.Field{{Name: "host", Bits: 2}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}})
 	st := l.computeOn("h1", ModeFlat, h1Underlay(l.snap, true))
-	golden(t, "hostile-h1.txt", st.String())
+	expect.Golden(t, "hostile-h1.txt", st.String())
 	nftCheck(t, st.Firewall)
 }
 
@@ -200,13 +201,13 @@ func TestUnderlayGolden(t *testing.T) {
 	if want := []netip.Addr{netip.MustParseAddr("192.168.0.3")}; !slices.Equal(st.Resolve, want) {
 		t.Errorf("resolve %v, want %v", st.Resolve, want)
 	}
-	golden(t, "flat-underlay-h1.txt", st.String())
+	expect.Golden(t, "flat-underlay-h1.txt", st.String())
 	nftCheck(t, st.Firewall)
 	fab := l.computeOn("h1", ModeFabric, h1Underlay(l.snap, false))
 	if len(fab.Firewall.Sets) != 0 || len(fab.Resolve) != 0 {
 		t.Errorf("fabric mode: sets %v, resolve %v; want none", fab.Firewall.Sets, fab.Resolve)
 	}
-	golden(t, "fabric-underlay-h1.txt", fab.String())
+	expect.Golden(t, "fabric-underlay-h1.txt", fab.String())
 	nftCheck(t, fab.Firewall)
 }
 

@@ -74,6 +74,11 @@ func (h Handle) RouteListFiltered(family int, filter *netlink.Route, filterMask 
 	return Retry("list routes", func() ([]netlink.Route, error) { return h.Handle.RouteListFiltered(family, filter, filterMask) })
 }
 
+// NeighList is netlink.Handle.NeighList, retried.
+func (h Handle) NeighList(linkIndex, family int) ([]netlink.Neigh, error) {
+	return Retry("list neighbours", func() ([]netlink.Neigh, error) { return h.Handle.NeighList(linkIndex, family) })
+}
+
 // RuleList is netlink.Handle.RuleList, retried.
 func (h Handle) RuleList(family int) ([]netlink.Rule, error) {
 	return Retry("list ip rules", func() ([]netlink.Rule, error) { return h.Handle.RuleList(family) })
