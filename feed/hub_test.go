@@ -11,19 +11,20 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/feed"
 )
 
-// waitFor polls cond until it holds; the bound is only hit by a broken hub.
+// waitFor waits until cond holds (expect.Eventually); the bound is only
+// hit by a broken hub.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("still waiting after 20s for %s", what)
+	expect.Eventually(t, what, 20*time.Second, func() error {
+		if !cond() {
+			return errors.New("not yet")
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // run starts h for the test and waits until it knows its history's start.

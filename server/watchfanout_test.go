@@ -18,6 +18,7 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/expect"
 	"github.com/romana/romana/ipam"
 	"github.com/romana/romana/server/servertest"
 )
@@ -69,19 +70,6 @@ func (f *follower) got() ([]api.Event, int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.events), f.resumes, f.err
-}
-
-// eventually polls cond until it holds; the bound is only hit when
-// something is broken.
-func eventually(t *testing.T, bound time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("still waiting after %s for %s", bound, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // metricValue reads one sample ("name" or "name{labels}", as exposed)
@@ -140,7 +128,12 @@ func TestWatchFanOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := in.Registry()
-	eventually(t, 30*time.Second, "the watch feed to see every change", func() bool { return reg.Stats().Feed.Head >= now.Revision })
+	expect.Eventually(t, "the watch feed to see every change", 30*time.Second, func() error {
+		if h := reg.Stats().Feed.Head; h < now.Revision {
+			return fmt.Errorf("feed at revision %d, store at %d", h, now.Revision)
+		}
+		return nil
+	})
 	st := reg.Stats()
 	if st.EventWatchesOpened != 1 || st.EventWatches != 1 {
 		t.Fatalf("before any stream: %d etcd watches of events open, %d opened; want 1 and 1", st.EventWatches, st.EventWatchesOpened)
@@ -194,9 +187,11 @@ func TestWatchFanOut(t *testing.T) {
 	for _, f := range fs {
 		want := describeFrom(f.from)
 		n := strings.Count(want, "\n")
-		eventually(t, 60*time.Second, fmt.Sprintf("%d events from revision %d", n, f.from), func() bool {
-			evs, _, err := f.got()
-			return len(evs) >= n || err != nil
+		expect.Eventually(t, fmt.Sprintf("%d events from revision %d", n, f.from), 60*time.Second, func() error {
+			if evs, _, err := f.got(); len(evs) < n && err == nil {
+				return fmt.Errorf("%d events so far", len(evs))
+			}
+			return nil
 		})
 		evs, r, err := f.got()
 		if err != nil {
@@ -208,9 +203,11 @@ func TestWatchFanOut(t *testing.T) {
 		resumes += r
 	}
 
-	eventually(t, 30*time.Second, "the catch-up watches to close", func() bool {
-		st := reg.Stats()
-		return st.EventWatches == 1 && st.Feed.CatchingUp == 0
+	expect.Eventually(t, "the catch-up watches to close", 30*time.Second, func() error {
+		if st := reg.Stats(); st.EventWatches != 1 || st.Feed.CatchingUp != 0 {
+			return fmt.Errorf("%d etcd watches of events open, %d streams catching up", st.EventWatches, st.Feed.CatchingUp)
+		}
+		return nil
 	})
 	st = reg.Stats()
 	t.Logf("%d streams: %d caught up from before the history, %d cut off and resumed; etcd watches of events opened %d, open %d",
@@ -223,10 +220,13 @@ func TestWatchFanOut(t *testing.T) {
 	}
 	// etcd's own count: the feed's watch and the revocations' one.
 	var etcdWatchers float64
-	eventually(t, 30*time.Second, "etcd to count 2 watchers", func() bool {
+	expect.Eventually(t, "etcd to count 2 watchers", 30*time.Second, func() error {
 		v, ok := metricValue(t, http.DefaultClient, e.Endpoint+"/metrics", "etcd_debugging_mvcc_watcher_total")
 		etcdWatchers = v
-		return ok && v == 2
+		if !ok || v != 2 {
+			return fmt.Errorf("etcd counts %v (exported: %v)", v, ok)
+		}
+		return nil
 	})
 	t.Logf("etcd counts %v watchers with %d streams open", etcdWatchers, streams)
 }
