@@ -10,7 +10,7 @@ BIN := $(CURDIR)/bin
 FUZZTIME ?= 10000x
 BENCHTIME ?= 1x
 
-.PHONY: all deps build test tidy unit fuzz demo bench faults clean
+.PHONY: all deps build test tidy unit fuzz demo bench faults clean install deb deb-test nfpm
 
 all: build
 
@@ -55,5 +55,70 @@ faults: deps build
 bench: deps build
 	ROMANA_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 60m ./...
 
+# Install on a plain host (docs/install.md): binaries, the CNI plugin, the
+# systemd units (ExecStart pointing into BINDIR) and example configs. An
+# existing config in /etc/romana is never overwritten. DESTDIR installs into
+# a staging root (packagers, tests).
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+CNIBINDIR ?= /opt/cni/bin
+EXAMPLEDIR ?= $(PREFIX)/share/doc/romana/examples
+CONFDIR := /etc/romana
+
+install: build
+	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(CNIBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(EXAMPLEDIR) $(DESTDIR)$(CONFDIR)
+	install -m 0755 $(BIN)/romanad $(BIN)/romana-agent $(BIN)/romana $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(BIN)/romana-cni $(DESTDIR)$(CNIBINDIR)/
+	@for u in romanad romana-agent; do \
+	  sed 's|@BINDIR@|$(BINDIR)|g' packaging/systemd/$$u.service.in >$(DESTDIR)$(UNITDIR)/$$u.service && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service && echo "installed $(DESTDIR)$(UNITDIR)/$$u.service"; \
+	done
+	install -m 0644 packaging/examples/* $(DESTDIR)$(EXAMPLEDIR)/
+	@for c in romanad.yaml romana-agent.yaml; do \
+	  if [ -e $(DESTDIR)$(CONFDIR)/$$c ]; then echo "kept existing $(DESTDIR)$(CONFDIR)/$$c (the new example is $(DESTDIR)$(EXAMPLEDIR)/$$c)"; \
+	  else install -m 0644 packaging/examples/$$c $(DESTDIR)$(CONFDIR)/$$c && echo "installed $(DESTDIR)$(CONFDIR)/$$c"; fi; \
+	done
+
+# Debian packages romanad, romana-agent (with romana-cni) and romana into
+# $(DEBDIR), built by nfpm (its CLI, built once from Go modules into
+# $(TOOLS), outside the repository). Reproducible: the same commit gives the
+# same .debs (SOURCE_DATE_EPOCH is the commit's time; static, trimmed
+# binaries without build ids).
+NFPM_VERSION := v2.45.2
+TOOLS ?= $(HOME)/.cache/romana-tools
+NFPM := $(TOOLS)/nfpm-$(NFPM_VERSION)/nfpm
+DEBDIR ?= $(CURDIR)/dist
+DEBSTAGE := $(DEBDIR)/.stage
+DEB_ARCH ?= $(shell $(GO) env GOARCH)
+VERSION ?= 0.0~git$(shell git log -1 --format=%cd --date=format:%Y%m%d).$(shell git rev-parse --short=12 HEAD)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct)
+DEB_MAINTAINER ?= Romana developers <romana@localhost>
+export SOURCE_DATE_EPOCH
+
+nfpm: $(NFPM)
+$(NFPM):
+	GOBIN=$(dir $(NFPM)) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+deb: $(NFPM)
+	rm -rf $(DEBSTAGE) && mkdir -p $(DEBSTAGE)/bin $(DEBSTAGE)/systemd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w -buildid=' -o $(DEBSTAGE)/bin/ ./cmd/...
+	for u in romanad romana-agent; do sed 's|@BINDIR@|/usr/bin|g' packaging/systemd/$$u.service.in >$(DEBSTAGE)/systemd/$$u.service; done
+	cp -r packaging/examples packaging/scripts LICENSE $(DEBSTAGE)/
+	for p in romanad romana-agent romana; do \
+	  rm -f $(DEBDIR)/$${p}_*.deb; \
+	  (cd $(DEBSTAGE) && VERSION='$(VERSION)' DEB_ARCH='$(DEB_ARCH)' DEB_MAINTAINER='$(DEB_MAINTAINER)' \
+	    $(NFPM) package --config $(CURDIR)/packaging/nfpm/$$p.yaml --packager deb --target $(DEBDIR)/) || exit 1; \
+	done
+	rm -rf $(DEBSTAGE)
+	@ls -l $(DEBDIR)/*.deb
+
+# Builds the .debs, installs them into a scratch root with dpkg --root,
+# checks files, modes, conffiles and units, and runs romanad and an agent
+# from the units' ExecStart lines in a network namespace of its own.
+deb-test: deb
+	ROMANA_DEBS=$(DEBDIR) $(GO) test -count=1 -v -run . ./packaging/
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DEBDIR)
