@@ -135,10 +135,12 @@ func TestStatusEndToEnd(t *testing.T) {
 	if err != nil || code != cli.ExitOK || !strings.Contains(out, "3 converged") {
 		t.Errorf("romana status: exit %d %v\n%s%s", code, err, out, errOut)
 	}
+	t.Logf("$ romana status\n%s[exit %d]", out, code)
 	out, errOut, code, err = r.run("host", "list")
 	if err != nil || code != cli.ExitOK || strings.Count(out, " converged ") != 3 || !strings.Contains(out, "LAST-SYNC") {
 		t.Errorf("romana host list: exit %d %v\n%s%s", code, err, out, errOut)
 	}
+	t.Logf("$ romana host list\n%s[exit %d]", out, code)
 
 	// A change: every agent applies and reports the new revision.
 	if _, err := c.srv.Client.AddTenant(c.ctx, api.Tenant{Name: "initech"}); err != nil {
@@ -178,6 +180,7 @@ func TestStatusEndToEnd(t *testing.T) {
 	if code != cli.ExitNotConverged || !strings.Contains(errOut, "h2 unreachable") || !strings.Contains(out, "no report for") {
 		t.Errorf("romana status with h2 down: exit %d\n%s%s", code, out, errOut)
 	}
+	t.Logf("$ romana status\n%s%s[exit %d]", out, errOut, code)
 
 	c.startAgent("h2")
 	converged("h2 converged again")
