@@ -61,8 +61,8 @@ var Rules = []Rule{
 	{Name: "host-own", Roles: []pki.Role{pki.RoleHost}, Scope: OwnHost, Routes: []string{
 		"POST /v1/addresses", "GET /v1/addresses", "GET /v1/addresses/{name}",
 		"DELETE /v1/addresses/{name}", "DELETE /v1/addresses",
-		"PUT /v1/policy/stats/{host}", "POST /v1/certificates"},
-		Why: "a host's agent may allocate, read and release addresses, report policy counters and renew certificates only for its own host"},
+		"PUT /v1/policy/stats/{host}", "PUT /v1/status/{host}", "POST /v1/certificates"},
+		Why: "a host's agent may allocate, read and release addresses, report policy counters and its status, and renew certificates only for its own host"},
 	{Name: "cni-own", Roles: []pki.Role{pki.RoleCNI}, Scope: OwnHost, Routes: []string{
 		"GET /healthz",
 		"POST /v1/addresses", "GET /v1/addresses", "GET /v1/addresses/{name}",

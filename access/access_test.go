@@ -52,6 +52,8 @@ func TestAccessDecide(t *testing.T) {
 		{"DELETE /v1/addresses", want{"admin", all}, want{}, want{"host-own", own}, want{"cni-own", own}, want{}},
 		{"PUT /v1/policy/stats/{host}", want{"admin", all}, want{}, want{"host-own", own}, want{}, want{}},
 		{"GET /v1/policy/stats", want{"admin", all}, want{"viewer", all}, want{}, want{}, want{}},
+		{"PUT /v1/status/{host}", want{"admin", all}, want{}, want{"host-own", own}, want{}, want{}},
+		{"GET /v1/status", want{"admin", all}, want{"viewer", all}, want{}, want{}, want{}},
 		{"POST /v1/certificates", want{"admin", all}, want{}, want{"host-own", own}, want{"cni-own", own}, want{}},
 		{"GET /v1/certificates", want{"admin", all}, want{"viewer", all}, want{}, want{}, want{}},
 		{"POST /v1/certificates/revoke", want{"admin", all}, want{}, want{}, want{}, want{}},

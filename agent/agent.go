@@ -64,6 +64,9 @@ type Config struct {
 	BGP BGP
 	// PolicyStats, optional, reports policy rule counters to romanad.
 	PolicyStats *PolicyStats
+	// Report, optional, reports the agent's status to romanad
+	// (report.go).
+	Report *Report
 	// MinBackoff and MaxBackoff bound the delay before retrying a failed
 	// snapshot, watch or reconciliation (defaults 200ms and 10s).
 	MinBackoff, MaxBackoff time.Duration
@@ -109,6 +112,10 @@ func (c *Config) defaults() error {
 	if c.SyncBurst <= 0 {
 		c.SyncBurst = 10
 	}
+	if c.Report != nil && c.Report.Sink == nil {
+		return errors.New("agent: Report needs a Sink")
+	}
+	c.reportDefaults()
 	if ps := c.PolicyStats; ps != nil {
 		if ps.Counters == nil || ps.Sink == nil {
 			return errors.New("agent: PolicyStats needs Counters and Sink")
@@ -173,6 +180,10 @@ func Run(ctx context.Context, cfg Config) error {
 		sm := &statsManager{cfg: ps, host: cfg.Host, log: log, out: make(chan api.HostPolicyStats, 1)}
 		managers = append(managers, sm)
 		wg.Go(func() { sm.send(ctx) })
+	}
+	if cfg.Report != nil {
+		l.reporter = newReporter(cfg.Report, cfg.Host, log)
+		wg.Go(func() { l.reporter.send(ctx) })
 	}
 	for _, m := range managers {
 		l.slots = append(l.slots, &slot{manager: m})

@@ -112,6 +112,14 @@ type loop struct {
 	routes   *routeManager
 	firewall *firewallManager
 	problems []string // of the last pass, logged
+
+	// For status reports (report.go): the model's revision at the last
+	// pass, every manager's last outcome, and when a pass last found
+	// every manager in sync.
+	reporter     *reporter // nil: no reports
+	passRevision int64
+	health       error
+	lastSync     time.Time
 }
 
 func (l *loop) poke() {
@@ -201,6 +209,13 @@ func (l *loop) run(ctx context.Context) {
 		defer t.Stop()
 		stats = t.C
 	}
+	var report <-chan time.Time
+	if l.reporter != nil {
+		t := time.NewTicker(l.cfg.Report.Every)
+		defer t.Stop()
+		report = t.C
+		l.reportStatus() // alive, waiting for the first snapshot
+	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -214,6 +229,8 @@ func (l *loop) run(ctx context.Context) {
 			l.mark(inResync, true)
 		case <-stats:
 			l.mark(inStats, false)
+		case <-report:
+			l.reportStatus() // never blocks; no pass
 		case <-timer.C:
 		}
 		l.take()
@@ -269,6 +286,7 @@ func (l *loop) pass(ctx context.Context) (failed bool) {
 		m.reconciles.Inc()
 	}
 	p := &pass{m: l.m, read: l.readUnderlay}
+	l.passRevision = l.m.Revision()
 	var errs []error
 	for _, s := range l.slots {
 		if s.dirty == 0 {
@@ -301,9 +319,14 @@ func (l *loop) pass(ctx context.Context) (failed bool) {
 	slices.Sort(problems)
 	problems = slices.Compact(problems)
 	logProblems(l.log, "skipped", problems, &l.problems)
+	l.health = err
+	if err == nil {
+		l.lastSync = time.Now()
+	}
 	if m != nil {
 		l.report2metrics(m, err)
 	}
+	l.reportStatus()
 	return failed
 }
 

@@ -219,17 +219,51 @@ func newHostListCmd(g *Globals) *cobra.Command {
 	return &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
-		Short:   "List hosts with their blocks",
-		Example: `  romana host list`,
-		Args:    cobra.NoArgs,
+		Short:   "List hosts with their blocks and their agents' status",
+		Long: `Lists hosts with their blocks and, in the table, their agents' status as
+"romana status" shows it: STATUS (converged, behind, problems, unreachable),
+REVISION (the store revision the agent applied) and LAST-SYNC (how long ago
+its last fully successful reconciliation ended). With -o json or -o yaml
+the output is the hosts only; "romana status -o json" has the status.`,
+		Example: `  romana host list
+  romana host list -o json`,
+		Args: cobra.NoArgs,
 		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			hs, err := c.ListHosts(ctx)
 			if err != nil {
 				return err
 			}
 			hs = sortHosts(hs)
-			return g.Emit(cmd, hs, func(w io.Writer) { writeHosts(w, hs) })
+			if g.Output != OutputTable {
+				return g.Emit(cmd, hs, nil)
+			}
+			st, err := c.Status(ctx)
+			if err != nil {
+				// The hosts are worth printing without it (an older romanad).
+				fmt.Fprintf(cmd.ErrOrStderr(), "romana: the agents' status is unavailable: %v\n", err)
+			}
+			return g.Emit(cmd, hs, func(w io.Writer) { writeHostList(w, hs, st) })
 		}),
+	}
+}
+
+// writeHostList is writeHosts with each host's agent status.
+func writeHostList(w io.Writer, hs []api.Host, st api.Status) {
+	byHost := map[string]api.HostStatus{}
+	for _, h := range st.Hosts {
+		byHost[h.Host] = h
+	}
+	row(w, "NAME", "IP", "LABELS", "BLOCKS", "STATUS", "REVISION", "LAST-SYNC")
+	for _, h := range hs {
+		var blocks []string
+		for _, s := range sortedSlots(h.Slots) {
+			blocks = append(blocks, fmt.Sprintf("%s:%s", s.Network, s.CIDR))
+		}
+		s, rev := byHost[h.Name], ""
+		if s.Report != nil {
+			rev = fmt.Sprint(s.Revision)
+		}
+		row(w, h.Name, h.IP, labelString(h.Labels), strings.Join(blocks, ","), s.State, rev, ago(st.Time, s.LastSync))
 	}
 }
 

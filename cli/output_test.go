@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -31,6 +32,18 @@ var (
 		{Name: "h1", IP: netip.MustParseAddr("192.168.1.11"),
 			Slots: []api.HostSlot{{Network: "main", Loc: plan.Loc{Host: 1}, CIDR: netip.MustParsePrefix("10.1.0.0/16")}}},
 	}
+	statusTime   = time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC)
+	sampleStatus = api.Status{Time: statusTime, StoreRevision: 42, Hosts: []api.HostStatus{
+		{Host: "h1", State: api.StateConverged, Revision: 42, LastReport: statusTime.Add(-1200 * time.Millisecond),
+			LastSync: statusTime.Add(-3 * time.Second), Report: &api.AgentStatus{Version: "v1.2.0 (0123456789ab) go1.26.0"}},
+		{Host: "h2", State: api.StateUnreachable, Revision: 40, LastReport: statusTime.Add(-75 * time.Second),
+			LastSync: statusTime.Add(-80 * time.Second), Report: &api.AgentStatus{Version: "dev"},
+			Reasons: []string{"no report for 1m15s (the agent reports every 5s)"}},
+		{Host: "h3", State: api.StateProblems, Revision: 42, LastReport: statusTime.Add(-2 * time.Second),
+			Report:  &api.AgentStatus{Version: "dev"},
+			Reasons: []string{"last reconciliation failed: routes: permission denied", "problem: address x: unknown tenant t"}},
+		{Host: "h4", State: api.StateUnreachable, Reasons: []string{"no report since romanad started 3s ago"}},
+	}}
 	sampleAddresses = []api.Address{
 		{Name: "web-2", IP: netip.MustParseAddr("10.1.1.18"), Network: "main", Host: "h1", Tenant: "acme", Segment: "web"},
 		{Name: "db-1", IP: netip.MustParseAddr("10.2.1.33"), Network: "main", Host: "h2", Tenant: "acme", Segment: "db", Interface: "veth1a2b"},
@@ -70,7 +83,9 @@ func TestTables(t *testing.T) {
 	ns := sortNetworks(sampleNetworks)
 	section("network list", func(w io.Writer) { writeNetworks(w, ns) })
 	section("network show dc1", func(w io.Writer) { writeNetwork(w, sampleNetworks[1]) })
-	section("host list", func(w io.Writer) { writeHosts(w, sortHosts(sampleHosts)) })
+	section("host list", func(w io.Writer) { writeHostList(w, sortHosts(sampleHosts), sampleStatus) })
+	section("host add", func(w io.Writer) { writeHosts(w, sampleHosts[1:]) })
+	section("status", func(w io.Writer) { writeStatus(w, sampleStatus) })
 	section("host show h2", func(w io.Writer) { writeHost(w, sampleHosts[0]) })
 	section("tenant list", func(w io.Writer) {
 		writeTenants(w, []api.Tenant{{Name: "acme", ID: 1}, {Name: "shared", ID: 2, Isolation: "none"}})

@@ -13,7 +13,8 @@
 // Commands use g.Client(), g.Context(cmd) and g.Emit so that --server,
 // --config, --timeout and -o behave alike everywhere (connect.go resolves
 // the server and the credential); an error they return is printed
-// as "Error: <message>" and exits 1, a *UsageError exits 2.
+// as "Error: <message>" and exits 1, a *UsageError exits 2 (and `romana
+// status` exits 3 when some host is not converged).
 package cli
 
 import (
@@ -36,6 +37,8 @@ const (
 	ExitOK    = 0
 	ExitError = 1 // the command ran and failed (API error, unreachable server, invalid plan)
 	ExitUsage = 2 // the command line is wrong (unknown command or flag, wrong arguments)
+	// ExitNotConverged (3, status.go): romana status printed the status,
+	// and some host's agent is not converged.
 )
 
 // Output formats of -o.
@@ -240,6 +243,11 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return ExitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		fmt.Fprintf(stderr, "%s\n", ee.msg)
+		return ee.code
 	}
 	var re *runError
 	if errors.As(err, &re) {

@@ -24,6 +24,8 @@
 //	GET|POST /v1/policies, GET|PUT|DEL /v1/policies/{name}  api.Policy (POST/PUT create or update)
 //	GET  /v1/policy/trace?from=&to=&proto=&port=&icmpType=&icmpCode=   api.Trace
 //	GET  /v1/policy/stats                  []api.HostPolicyStats; PUT /v1/policy/stats/{host} api.HostPolicyStats (agents; 204)
+//	GET  /v1/status                        api.Status (every host's agent: converged, behind, problems, unreachable)
+//	PUT  /v1/status/{host}                 api.AgentStatus (agents, own host; 204)
 //	GET|POST /v1/devices, GET|DEL /v1/devices/{name}   api.Device (POST creates or replaces)
 //	GET  /v1/fabric/routes?device=NAME[&format=ip|bird|frr]   api.FabricRoutes, or text in a format
 //	GET|POST /v1/chains, GET|DEL /v1/chains/{name}     api.Chain (POST creates; 200 if identical exists)

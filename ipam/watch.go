@@ -211,3 +211,28 @@ func (r *Registry) event(ev *clientv3.Event) (api.Event, bool) {
 	}
 	return e, true
 }
+
+// ObjectRevision is the newest revision at which an object that still
+// exists changed (0 with no object): a revision every watcher that is up
+// to date has reached. A delete after it is not seen (deleted keys have no
+// revision left to read); romanad's status follows later changes on the
+// feed (server/status.go).
+func (r *Registry) ObjectRevision(ctx context.Context) (int64, error) {
+	newest := func(prefix string) clientv3.Op {
+		return clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+			clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortDescend), clientv3.WithLimit(1))
+	}
+	resp, err := r.read(ctx, "read the newest object revision",
+		newest(r.k.networks()), newest(r.k.hosts()), newest(r.k.tenants()), newest(r.k.segments()),
+		newest(r.k.addresses()), newest(r.k.policies()), newest(r.k.devices()), newest(r.k.chains()))
+	if err != nil {
+		return 0, err
+	}
+	var rev int64
+	for i := range resp.Responses {
+		for _, kv := range rangeKVs(resp, i) {
+			rev = max(rev, kv.ModRevision)
+		}
+	}
+	return rev, nil
+}

@@ -117,6 +117,7 @@ const (
 	everyone   = "admin viewer host:h1 host:h2 cni:h1"
 	allowAll   = `"direction":["egress"],"appliedTo":[{"all":true}],"rules":[{"peers":[{"cidr":"0.0.0.0/0"}]}]`
 	statsEmpty = `{"counters":[]}`
+	statusOK   = `{"version":"dev","time":"2025-01-01T00:00:00Z","revision":1,"resyncSeconds":10,"reportSeconds":5}`
 )
 
 func getPath(path string) func(*authzWorld, *authzCaller) (string, string, string) {
@@ -220,6 +221,9 @@ func authzCases() []authzCase {
 		{name: "policy/stats", route: "GET /v1/policy/stats", allow: readers, status: http.StatusOK, req: getPath("/v1/policy/stats")},
 		{name: "policy/stats-h1", route: "PUT /v1/policy/stats/{host}", allow: "admin host:h1", status: http.StatusNoContent, req: slugged("PUT", "/v1/policy/stats/h1", statsEmpty)},
 		{name: "policy/stats-h2", route: "PUT /v1/policy/stats/{host}", allow: "admin host:h2", status: http.StatusNoContent, req: slugged("PUT", "/v1/policy/stats/h2", statsEmpty)},
+		{name: "status", route: "GET /v1/status", allow: readers, status: http.StatusOK, req: getPath("/v1/status")},
+		{name: "status-h1", route: "PUT /v1/status/{host}", allow: "admin host:h1", status: http.StatusNoContent, req: slugged("PUT", "/v1/status/h1", statusOK)},
+		{name: "status-h2", route: "PUT /v1/status/{host}", allow: "admin host:h2", status: http.StatusNoContent, req: slugged("PUT", "/v1/status/h2", statusOK)},
 
 		{name: "devices/list", route: "GET /v1/devices", allow: readers, status: http.StatusOK, req: getPath("/v1/devices")},
 		{name: "devices/put", route: "POST /v1/devices", allow: onlyAdmin, status: http.StatusCreated, req: slugged("POST", "/v1/devices", `{"name":"nd-%[1]s","kind":"spine","asn":65100}`)},

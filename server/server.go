@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/health"
 	"github.com/romana/romana/ipam"
 )
 
@@ -69,8 +70,12 @@ type Config struct {
 	// TLS is required to serve on TCP listeners (Serve refuses plaintext
 	// TCP); unix socket listeners serve without it, to root only.
 	TLS *TLSConfig
-	// Now is the clock for certificates and tokens (default time.Now).
+	// Now is the clock for certificates, tokens and the agents' status
+	// (default time.Now).
 	Now func() time.Time
+	// Status tunes how agents' status reports are judged (GET /v1/status;
+	// zero: health's defaults).
+	Status health.Options
 }
 
 // Server serves the API. Create it with New.
@@ -86,7 +91,8 @@ type Server struct {
 	mux       *http.ServeMux
 	metrics   *metrics
 	prom      *prometheus.Registry
-	stats     statsStore // policy counters reported by agents (policy_trace.go)
+	stats     statsStore  // policy counters reported by agents (policy_trace.go)
+	status    statusStore // agents' status reports (status.go)
 	tls       *TLSConfig
 	revoked   *revocations
 	now       func() time.Time
@@ -115,6 +121,8 @@ func New(cfg Config) *Server {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.status.up = s.now()
+	s.status.opts = cfg.Status
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -180,6 +188,7 @@ func (s *Server) routes() {
 	s.deviceRoutes() // devices.go
 	s.chainRoutes()  // chain.go
 	s.policyRoutes() // policy_trace.go
+	s.statusRoutes() // status.go
 	s.pkiRoutes()    // pki.go
 
 	s.handle("GET /v1/snapshot", s.snapshot)
@@ -337,6 +346,7 @@ func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	fctx, fcancel := context.WithCancel(ctx)
 	defer fcancel()
 	go s.followRevocations(fctx)
+	go s.followRevisions(fctx) // status.go
 	feedDone := make(chan struct{})
 	defer func() { fcancel(); <-feedDone }()
 	go func() {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/agent"
+	"github.com/romana/romana/api"
 	"github.com/romana/romana/bgp"
 	"github.com/romana/romana/client"
 	"github.com/romana/romana/fabric"
@@ -151,4 +152,22 @@ func (f *bgpFlags) cleanup(ctx context.Context, log *slog.Logger, connect func(c
 	errs = append(errs, s.Stop(ctx))
 	log.Info("bgp: withdrew everything at the peers", "peers", len(d.Peers))
 	return errors.Join(errs...)
+}
+
+// bgpSessions reads the speaker's sessions for the agent's status report
+// (nil without --bgp).
+func bgpSessions(b agent.BGP) func(ctx context.Context) ([]api.BGPSession, error) {
+	s, ok := b.(*bgp.Speaker)
+	if !ok || s == nil {
+		return nil
+	}
+	return func(ctx context.Context) ([]api.BGPSession, error) {
+		st, err := s.Status(ctx)
+		out := make([]api.BGPSession, 0, len(st.Peers))
+		for _, p := range st.Peers {
+			out = append(out, api.BGPSession{Device: p.Device, Peer: p.Addr, ASN: p.ASN, State: p.State,
+				Established: p.Established, Received: p.Received})
+		}
+		return out, err
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/romana/romana/firewall"
 	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/route"
+	"github.com/romana/romana/version"
 )
 
 func main() {
@@ -163,15 +164,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *statsEvery > 0 {
 		stats = &agent.PolicyStats{Counters: fw, Sink: cl, Every: *statsEvery}
 	}
-	log.Info("romana-agent starting", "host", *host, "server", *srv, "mode", m, "resync", *resync, "bgp", *bf.enabled)
+	log.Info("romana-agent starting", "version", version.String(), "host", *host, "server", *srv, "mode", m, "resync", *resync, "bgp", *bf.enabled)
 	// Service chains: a manager of the agent's loop, with its prober.
 	steerer, err := agent.NewSteerer(agent.SteerConfig{Host: *host, Firewall: steerFW, Routes: steerRoutes,
 		Prober: route.Pinger{}, ProbeInterval: *chainProbe, Log: log})
 	if err != nil {
 		return err
 	}
+	report := &agent.Report{Sink: cl, Sessions: bgpSessions(speaker)} // every half --resync, at least 1 s
 	err = agent.Run(ctx, agent.Config{Host: *host, Mode: m, Resync: *resync, Source: cl, Routes: routes, Firewall: fw,
-		Log: log, Metrics: metrics, BGP: speaker, Steering: steerer, PolicyStats: stats,
+		Log: log, Metrics: metrics, BGP: speaker, Steering: steerer, PolicyStats: stats, Report: report,
 		MinSyncInterval: *minSync})
 	stopBGP()
 	log.Info("romana-agent stopped; host state left in place")
