@@ -9,6 +9,12 @@ BIN := $(CURDIR)/bin
 # (golang/go#75804); a count has no deadline to race.
 FUZZTIME ?= 10000x
 BENCHTIME ?= 1x
+# --version of every binary (package version), from git; "dev" outside git.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
+VPKG := github.com/romana/romana/version
+LDFLAGS := -X '$(VPKG).Version=$(VERSION)' -X '$(VPKG).Commit=$(COMMIT)' -X '$(VPKG).Date=$(DATE)'
 
 .PHONY: all deps build test tidy unit fuzz demo bench faults clean
 
@@ -19,7 +25,7 @@ deps:
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 test: deps build tidy
 	$(GO) vet ./...

@@ -29,6 +29,7 @@ import (
 
 	"github.com/romana/romana/client"
 	"github.com/romana/romana/pki"
+	"github.com/romana/romana/version"
 )
 
 // Exit codes of Main.
@@ -154,6 +155,7 @@ that socket.`,
 
   # Root on romanad's machine, over the unix socket
   romana --server unix:///run/romana/romanad.sock whoami`,
+		Version:       version.String(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
