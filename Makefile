@@ -16,7 +16,7 @@ DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
 VPKG := github.com/romana/romana/version
 LDFLAGS := -X '$(VPKG).Version=$(VERSION)' -X '$(VPKG).Commit=$(COMMIT)' -X '$(VPKG).Date=$(DATE)'
 
-.PHONY: all deps build test tidy unit fuzz demo bench faults clean
+.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench faults clean
 
 all: build
 
@@ -25,9 +25,9 @@ deps:
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ $$($(GO) list ./cmd/... | grep -v /cmd/gendocs)
 
-test: deps build tidy
+test: deps build tidy docs-check
 	$(GO) vet ./...
 	ROMANA_BIN=$(BIN) $(GO) test -count=1 -timeout 20m ./...
 	@$(MAKE) --no-print-directory fuzz
@@ -36,6 +36,20 @@ test: deps build tidy
 # the difference, when they are not (run `go mod tidy` and commit the result).
 tidy:
 	$(GO) mod tidy -diff
+
+# docs/cli/*.md and docs/man/*.1 are generated from the commands' help
+# (cmd/gendocs): after changing a command, its flags or its help, run
+# `make docs` and commit the result.
+docs:
+	$(GO) run ./cmd/gendocs -out docs
+
+# Fails, printing the difference, when docs/cli or docs/man are not what
+# `make docs` would write.
+docs-check:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(GO) run ./cmd/gendocs -out $$tmp; \
+	diff -ru docs/cli $$tmp/cli && diff -ru docs/man $$tmp/man || \
+	  { echo "docs/cli or docs/man are stale: run make docs and commit them" >&2; exit 1; }
 
 # Each fuzz target runs briefly; longer runs: make fuzz FUZZTIME=5m
 fuzz:
