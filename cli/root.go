@@ -187,6 +187,7 @@ that socket.`,
 	for _, f := range registered {
 		root.AddCommand(f(g))
 	}
+	wireCompletion(g, root) // complete.go
 	finish(root)
 	return g, root
 }
