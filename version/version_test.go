@@ -23,16 +23,21 @@ func TestString(t *testing.T) {
 }
 
 // TestStampedBinaries: the four binaries `make build` left in $ROMANA_BIN
-// print the version git describes (or "dev" outside git).
+// print the version that git describes for the commit they were built from,
+// with that commit and its date ("dev" when built outside git).
 func TestStampedBinaries(t *testing.T) {
 	bin := os.Getenv("ROMANA_BIN")
 	if bin == "" {
 		t.Skip("ROMANA_BIN is not set (make test sets it after make build)")
 	}
-	want := "dev"
-	if out, err := exec.Command("git", "describe", "--tags", "--always", "--dirty").Output(); err == nil {
-		want = strings.TrimSpace(string(out))
+	git := func(args ...string) string {
+		out, err := exec.Command("git", args...).Output()
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(out))
 	}
+	inGit := git("rev-parse", "HEAD") != ""
 	for _, name := range []string{"romana", "romanad", "romana-agent", "romana-cni"} {
 		cmd := exec.Command(filepath.Join(bin, name), "--version")
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH")} // no CNI_COMMAND
@@ -41,8 +46,28 @@ func TestStampedBinaries(t *testing.T) {
 			t.Errorf("%s --version: %v", name, err)
 			continue
 		}
-		if got := string(out); !strings.HasPrefix(got, name+" version "+want+" ") && got != name+" version "+want+"\n" {
-			t.Errorf("%s --version = %q, want %q and its commit", name, got, name+" version "+want)
+		got := strings.TrimSuffix(string(out), "\n")
+		v, ok := strings.CutPrefix(got, name+" version ")
+		if !ok {
+			t.Errorf("%s --version = %q", name, got)
+			continue
+		}
+		if !inGit {
+			if v != "dev" {
+				t.Errorf("%s --version = %q outside git, want dev", name, got)
+			}
+			continue
+		}
+		// v is "DESCRIBE (commit HASH, DATE)".
+		var describe, commit, date string
+		if i := strings.Index(v, " (commit "); i > 0 {
+			describe = v[:i]
+			commit, date, _ = strings.Cut(strings.TrimSuffix(v[i+len(" (commit "):], ")"), ", ")
+		}
+		want := git("describe", "--tags", "--always", commit)
+		if commit == "" || want == "" || strings.TrimSuffix(describe, "-dirty") != want ||
+			date != git("log", "-1", "--format=%cI", commit) {
+			t.Errorf("%s --version = %q; want git describe of its commit (%q) and the commit's date", name, got, want)
 		}
 	}
 }
