@@ -9,8 +9,14 @@ BIN := $(CURDIR)/bin
 # (golang/go#75804); a count has no deadline to race.
 FUZZTIME ?= 10000x
 BENCHTIME ?= 1x
+# --version of every binary (package version), from git; "dev" outside git.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
+VPKG := github.com/romana/romana/version
+LDFLAGS := -X '$(VPKG).Version=$(VERSION)' -X '$(VPKG).Commit=$(COMMIT)' -X '$(VPKG).Date=$(DATE)'
 
-.PHONY: all deps build test tidy unit fuzz demo bench faults clean install deb deb-test nfpm
+.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench faults clean install deb deb-test nfpm
 
 all: build
 
@@ -19,9 +25,9 @@ deps:
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ $$($(GO) list ./cmd/... | grep -v /cmd/gendocs)
 
-test: deps build tidy
+test: deps build tidy docs-check
 	$(GO) vet ./...
 	ROMANA_BIN=$(BIN) $(GO) test -count=1 -timeout 20m ./...
 	@$(MAKE) --no-print-directory fuzz
@@ -30,6 +36,20 @@ test: deps build tidy
 # the difference, when they are not (run `go mod tidy` and commit the result).
 tidy:
 	$(GO) mod tidy -diff
+
+# docs/cli/*.md and docs/man/*.1 are generated from the commands' help
+# (cmd/gendocs): after changing a command, its flags or its help, run
+# `make docs` and commit the result.
+docs:
+	$(GO) run ./cmd/gendocs -out docs
+
+# Fails, printing the difference, when docs/cli or docs/man are not what
+# `make docs` would write.
+docs-check:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(GO) run ./cmd/gendocs -out $$tmp; \
+	diff -ru docs/cli $$tmp/cli && diff -ru docs/man $$tmp/man || \
+	  { echo "docs/cli or docs/man are stale: run make docs and commit them" >&2; exit 1; }
 
 # Each fuzz target runs briefly; longer runs: make fuzz FUZZTIME=5m
 fuzz:
@@ -92,7 +112,7 @@ NFPM := $(TOOLS)/nfpm-$(NFPM_VERSION)/nfpm
 DEBDIR ?= $(CURDIR)/dist
 DEBSTAGE := $(DEBDIR)/.stage
 DEB_ARCH ?= $(shell $(GO) env GOARCH)
-VERSION ?= 0.0~git$(shell git log -1 --format=%cd --date=format:%Y%m%d).$(shell git rev-parse --short=12 HEAD)
+DEB_VERSION ?= 0.0~git$(shell git log -1 --format=%cd --date=format:%Y%m%d).$(shell git rev-parse --short=12 HEAD)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct)
 DEB_MAINTAINER ?= Romana developers <romana@localhost>
 export SOURCE_DATE_EPOCH
@@ -103,12 +123,12 @@ $(NFPM):
 
 deb: $(NFPM)
 	rm -rf $(DEBSTAGE) && mkdir -p $(DEBSTAGE)/bin $(DEBSTAGE)/systemd
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w -buildid=' -o $(DEBSTAGE)/bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w -buildid= $(LDFLAGS)" -o $(DEBSTAGE)/bin/ $$($(GO) list ./cmd/... | grep -v /cmd/gendocs)
 	for u in romanad romana-agent; do sed 's|@BINDIR@|/usr/bin|g' packaging/systemd/$$u.service.in >$(DEBSTAGE)/systemd/$$u.service; done
 	cp -r packaging/examples packaging/scripts LICENSE $(DEBSTAGE)/
 	for p in romanad romana-agent romana; do \
 	  rm -f $(DEBDIR)/$${p}_*.deb; \
-	  (cd $(DEBSTAGE) && VERSION='$(VERSION)' DEB_ARCH='$(DEB_ARCH)' DEB_MAINTAINER='$(DEB_MAINTAINER)' \
+	  (cd $(DEBSTAGE) && VERSION='$(DEB_VERSION)' DEB_ARCH='$(DEB_ARCH)' DEB_MAINTAINER='$(DEB_MAINTAINER)' \
 	    $(NFPM) package --config $(CURDIR)/packaging/nfpm/$$p.yaml --packager deb --target $(DEBDIR)/) || exit 1; \
 	done
 	rm -rf $(DEBSTAGE)

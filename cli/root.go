@@ -30,6 +30,7 @@ import (
 
 	"github.com/romana/romana/client"
 	"github.com/romana/romana/pki"
+	"github.com/romana/romana/version"
 )
 
 // Exit codes of Main.
@@ -157,6 +158,7 @@ that socket.`,
 
   # Root on romanad's machine, over the unix socket
   romana --server unix:///run/romana/romanad.sock whoami`,
+		Version:       version.String(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -188,6 +190,7 @@ that socket.`,
 	for _, f := range registered {
 		root.AddCommand(f(g))
 	}
+	wireCompletion(g, root) // complete.go
 	finish(root)
 	return g, root
 }

@@ -350,12 +350,7 @@ func startUnit(t *testing.T, root, nsPath string, u unit, config string, env []s
 	}
 	name := filepath.Base(argv[0])
 	if !knowsConfigFile(t, argv[0]) {
-		// Until the binaries read --config-file (wired with the move to
-		// cobra, see config.Apply), pass the file's keys as flags: the
-		// same values, checked by the same binary.
-		t.Logf("%s has no --config-file yet: passing %s as flags", name, config)
-		i := slices.Index(argv, "--config-file")
-		argv = append(slices.Clone(argv[:i]), append(configArgs(t, config), argv[i+2:]...)...)
+		t.Fatalf("%s does not accept --config-file (its unit passes it)", name)
 	}
 	for _, key := range []string{"StateDirectory", "RuntimeDirectory", "ConfigurationDirectory"} {
 		base := map[string]string{"StateDirectory": "var/lib", "RuntimeDirectory": "run", "ConfigurationDirectory": "etc"}[key]
@@ -465,30 +460,6 @@ func (d *daemon) caps(t *testing.T) caps {
 func knowsConfigFile(t *testing.T, bin string) bool {
 	out, _ := exec.Command(bin, "--help").CombinedOutput()
 	return strings.Contains(string(out), "config-file")
-}
-
-// configArgs turns a config file into --key=value flags (lists joined with
-// commas, as package config does).
-func configArgs(t *testing.T, path string) []string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	must(t, err)
-	m := map[string]any{}
-	must(t, yaml.Unmarshal(b, &m))
-	var args []string
-	for k, v := range m {
-		s := fmt.Sprint(v)
-		if l, ok := v.([]any); ok {
-			var items []string
-			for _, it := range l {
-				items = append(items, fmt.Sprint(it))
-			}
-			s = strings.Join(items, ",")
-		}
-		args = append(args, "--"+k+"="+s)
-	}
-	slices.Sort(args)
-	return args
 }
 
 // cli runs the installed romana CLI inside the namespace.

@@ -1,43 +1,29 @@
-// Package version is the version of Romana's binaries: "dev" in a plain
-// build, set at link time for a release:
+// Package version is the version of Romana's binaries, stamped at build
+// time by the Makefile:
 //
-//	go build -ldflags "-X github.com/romana/romana/version.Version=v1.2.3" ./cmd/...
+//	go build -ldflags "-X github.com/romana/romana/version.Version=$(git describe --tags --always --dirty) ..."
 //
-// The agent reports it to romanad (`romana status`).
+// A build without the stamp (go build, go run, go test) says "dev".
 package version
 
-import (
-	"fmt"
-	"runtime"
-	"runtime/debug"
+// Stamped with -ldflags -X at build time.
+var (
+	Version = "dev" // git describe --tags --always --dirty
+	Commit  = ""    // full commit hash
+	Date    = ""    // commit date, RFC 3339
 )
 
-// Version is the release, overridden with -ldflags -X; "dev" otherwise.
-var Version = "dev"
-
-// String is Version with the VCS revision the binary was built from, when
-// the Go toolchain recorded one, and the Go version: "dev (a1b2c3d4e5f6,
-// modified) go1.26.0".
+// String is the version with its commit and date when known, e.g.
+// "v0.3.0-12-g1a2b3c4-dirty (commit 1a2b3c4d..., 2026-08-01T10:00:00Z)".
 func String() string {
 	s := Version
-	if info, ok := debug.ReadBuildInfo(); ok {
-		var rev, dirty string
-		for _, kv := range info.Settings {
-			switch kv.Key {
-			case "vcs.revision":
-				rev = kv.Value
-			case "vcs.modified":
-				if kv.Value == "true" {
-					dirty = ", modified"
-				}
-			}
-		}
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		if rev != "" {
-			s += fmt.Sprintf(" (%s%s)", rev, dirty)
-		}
+	switch {
+	case Commit != "" && Date != "":
+		s += " (commit " + Commit + ", " + Date + ")"
+	case Commit != "":
+		s += " (commit " + Commit + ")"
+	case Date != "":
+		s += " (" + Date + ")"
 	}
-	return s + " " + runtime.Version()
+	return s
 }

@@ -7,7 +7,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -19,6 +18,7 @@ import (
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/bgp"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/cmd/internal/cmdline"
 	"github.com/romana/romana/fabric"
 )
 
@@ -35,18 +35,10 @@ type bgpFlags struct {
 	listenPort   *int
 }
 
-func addBGPFlags(fs *flag.FlagSet) *bgpFlags {
-	return &bgpFlags{
-		enabled:      fs.Bool("bgp", false, "announce this host's blocks over BGP to the top-of-rack devices serving it (romana device); use with --mode fabric"),
-		asn:          fs.Uint("bgp-asn", bgp.DefaultASN, "this host's BGP AS number"),
-		routerID:     fs.String("bgp-router-id", "", "BGP router id (default: the host's IPv4 underlay address)"),
-		passwordFile: fs.String("bgp-password-file", "", "file holding the TCP MD5 password of the BGP sessions"),
-		gr:           fs.Duration("bgp-graceful-restart", 0, "advertise graceful restart with this restart time (e.g. 120s): peers keep the host's routes while the agent restarts; a stop then leaves them to expire (use --cleanup to withdraw)"),
-		accept:       fs.Bool("bgp-accept", false, "install routes the peers offer inside the networks' pools (ECMP over several peers), tagged proto 191"),
-		hold:         fs.Duration("bgp-hold-time", bgp.DefaultHoldTime, "BGP hold time"),
-		retry:        fs.Duration("bgp-connect-retry", bgp.DefaultConnectRetry, "delay between connection attempts to a peer"),
-		listenPort:   fs.Int("bgp-listen-port", 0, "also accept sessions peers open on this port (0: only connect out to port 179)"),
-	}
+// bgpFlagsOf points at the --bgp* flags' values.
+func bgpFlagsOf(b *cmdline.BGP) *bgpFlags {
+	return &bgpFlags{enabled: &b.Enabled, asn: &b.ASN, routerID: &b.RouterID, passwordFile: &b.PasswordFile,
+		gr: &b.GracefulRestart, accept: &b.Accept, hold: &b.HoldTime, retry: &b.ConnectRetry, listenPort: &b.ListenPort}
 }
 
 func (f *bgpFlags) config(log *slog.Logger) (bgp.Config, error) {

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/cmd/internal/cmdline"
 	"github.com/romana/romana/expect"
 	"github.com/romana/romana/pki"
 	"github.com/romana/romana/plan"
@@ -45,13 +46,9 @@ func TestMain(m *testing.M) {
 	}
 	if os.Getenv(asAgent) == "1" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := run(ctx, os.Args[1:], os.Stderr)
+		err := execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		stop()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "romana-agent:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+		os.Exit(cmdline.Exit(os.Stderr, "romana-agent", err))
 	}
 	os.Exit(m.Run())
 }

@@ -5,8 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +18,7 @@ import (
 	"time"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/cmd/internal/cmdline"
 	"github.com/romana/romana/ipam"
 	"github.com/romana/romana/pki"
 	"github.com/romana/romana/server"
@@ -28,135 +27,70 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "romanad:", err)
-		os.Exit(1)
-	}
+	err := execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(cmdline.Exit(os.Stderr, "romanad", err))
 }
 
-const usage = `romanad - Romana control-plane daemon
+// execute runs romanad's command line (package cmdline): help and
+// --version go to stdout, logs to stderr.
+func execute(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := cmdline.NewRomanad(func(ctx context.Context, f *cmdline.Romanad) error { return serve(ctx, f, stderr) })
+	return cmdline.Execute(ctx, cmd, args, stdout, stderr)
+}
 
-Usage: romanad [flags]
-
-romanad stores Romana's state (networks, hosts, tenants, segments, addresses,
-policies) in etcd and serves the /v1 REST API that the romana CLI, the host
-agents and the CNI plugin use. Only romanad talks to etcd.
-
-By default it runs an embedded single-member etcd in --data-dir, reachable
-only by romanad (mutual TLS with a certificate in the data dir); give
---etcd-endpoints to use an external etcd cluster instead.
-
-Security: TCP is served over TLS 1.3 only and every request needs a client
-certificate signed by Romana's CA (identities admin, viewer, host:NAME,
-cni:NAME; see docs/security.md). On first start romanad creates the CA in
---pki-dir, a serving certificate for --advertise, and the admin credential
---admin-config that the romana CLI reads by default. The unix socket is for
-root on this machine (mode 0600) and is admin. Hosts join with a one-time
-token: "romana host add NAME --ip IP" prints it, then on the host
-"romana-agent --join TOKEN --server https://ROMANAD:9600 --host NAME".
-
-Examples:
-  # embedded store, API on loopback TLS and the default unix socket
-  romanad
-
-  # reachable by agents on other hosts at 10.0.0.5
-  romanad --listen 0.0.0.0:9600 --advertise romanad.example,10.0.0.5
-
-  # external etcd over TLS and an external CA
-  romanad --listen 0.0.0.0:9600 --ca-cert /etc/romana/ca.crt --ca-key /etc/romana/ca.key \
-    --etcd-endpoints https://10.0.0.5:2379,https://10.0.0.6:2379 \
-    --etcd-cert /etc/romana/etcd.crt --etcd-key /etc/romana/etcd.key --etcd-ca /etc/romana/etcd-ca.crt
-
-Flags:
-`
-
+// run is execute with help on stderr (tests).
 func run(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("romanad", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var (
-		listen    = fs.String("listen", "127.0.0.1:9600", "TCP `address` of the API, served over mutual TLS (\"\" disables TCP)")
-		socket    = fs.String("socket", "/run/romana/romanad.sock", "unix socket `path` of the API for root, mode 0600 (\"\" disables it); its directory is created and a stale socket removed")
-		sockGroup = fs.String("socket-group", "", "`group` allowed to use the unix socket too (mode 0660); its members are admin")
-		pkiDir    = fs.String("pki-dir", "/var/lib/romana/pki", "`directory` of Romana's CA (created on first start, key mode 0600)")
-		advertise = fs.String("advertise", "", "comma-separated DNS `names` and IPs of the serving certificate (default: the hostname, localhost, 127.0.0.1, ::1 and the --listen host); the first is the URL written into --admin-config")
-		adminConf = fs.String("admin-config", pki.DefaultAdminConfig, "`file` to write the admin credential to when it does not exist (\"\" writes none)")
-		caCert    = fs.String("ca-cert", "", "external CA certificate `file` to sign with instead of --pki-dir's (with --ca-key)")
-		caKey     = fs.String("ca-key", "", "external CA key `file` (with --ca-cert)")
-		tlsCert   = fs.String("tls-cert", "", "externally issued serving certificate `file` (with --tls-key); default: issued by the CA")
-		tlsKey    = fs.String("tls-key", "", "serving key `file` (with --tls-cert)")
-		clientCA  = fs.String("client-ca", "", "extra CA certificates `file` (PEM) whose client certificates are accepted")
-		hostValid = fs.Duration("host-cert-validity", pki.HostValidity, "lifetime of host and CNI certificates; agents renew at two thirds")
-		dataDir   = fs.String("data-dir", "/var/lib/romana/etcd", "`directory` of the embedded etcd (unused with --etcd-endpoints)")
-		endpoints = fs.String("etcd-endpoints", "", "comma-separated `URLs` of an external etcd cluster; empty runs the embedded etcd")
-		cert      = fs.String("etcd-cert", "", "client certificate `file` for the external etcd")
-		key       = fs.String("etcd-key", "", "client key `file` for the external etcd")
-		ca        = fs.String("etcd-ca", "", "CA certificate `file` that signed the external etcd's certificates")
-		prefix    = fs.String("etcd-prefix", ipam.DefaultPrefix, "etcd key `prefix` of Romana's state")
-		logLevel  = fs.String("log-level", "info", "log `level`: debug (logs every request), info, warn or error")
-		maxConns  = fs.Int("max-connections", server.DefaultMaxConns, "open connections each listener holds at most (`n`); further clients wait until one closes")
-		backlog   = fs.Int("watch-backlog", ipam.DefaultWatchBacklog, "`bytes` of events a watch stream may fall behind before it is cut off (the client resumes)")
-		history   = fs.Int("watch-history", 0, "`bytes` of recent events kept in memory for watch streams to start or resume from without an etcd watch of their own (0: twice --watch-backlog)")
-	)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
+	return execute(ctx, args, stderr, stderr)
+}
+
+// serve is romanad: it runs until ctx ends.
+func serve(ctx context.Context, f *cmdline.Romanad, stderr io.Writer) error {
 	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level %q: use debug, info, warn or error", *logLevel)
+	if err := lvl.UnmarshalText([]byte(f.LogLevel)); err != nil {
+		return cmdline.Usagef("--log-level %q: use debug, info, warn or error", f.LogLevel)
 	}
-	if *listen == "" && *socket == "" {
-		return errors.New("--listen and --socket are both empty: nothing to serve on")
+	if f.Listen == "" && f.Socket == "" {
+		return cmdline.Usagef("--listen and --socket are both empty: nothing to serve on")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
-	if *maxConns < 1 || *backlog < 64<<10 {
-		return fmt.Errorf("--max-connections %d, --watch-backlog %d: at least 1 and 65536", *maxConns, *backlog)
+	if f.MaxConnections < 1 || f.WatchBacklog < 64<<10 {
+		return cmdline.Usagef("--max-connections %d, --watch-backlog %d: at least 1 and 65536", f.MaxConnections, f.WatchBacklog)
 	}
-	if *history != 0 && *history < 64<<10 {
-		return fmt.Errorf("--watch-history %d: 0 or at least 65536", *history)
+	if f.WatchHistory != 0 && f.WatchHistory < 64<<10 {
+		return cmdline.Usagef("--watch-history %d: 0 or at least 65536", f.WatchHistory)
 	}
-	if *hostValid < time.Minute {
-		return fmt.Errorf("--host-cert-validity %s: at least 1m", *hostValid)
+	if f.HostCertValidity < time.Minute {
+		return cmdline.Usagef("--host-cert-validity %s: at least 1m", f.HostCertValidity)
 	}
 	gid := -1
-	if *sockGroup != "" {
-		g, err := user.LookupGroup(*sockGroup)
+	if f.SocketGroup != "" {
+		g, err := user.LookupGroup(f.SocketGroup)
 		if err != nil {
 			return fmt.Errorf("--socket-group: %w", err)
 		}
 		gid, _ = strconv.Atoi(g.Gid)
 	}
-	setup := pki.ServerSetup{Dir: *pkiDir, CACert: *caCert, CAKey: *caKey, ServingCert: *tlsCert, ServingKey: *tlsKey,
-		ClientCA: *clientCA, Names: advertiseNames(*advertise, *listen), AdminConfig: *adminConf}
-	setup.Server = serverURL(setup.Names[0], *listen)
+	setup := pki.ServerSetup{Dir: f.PKIDir, CACert: f.CACert, CAKey: f.CAKey, ServingCert: f.TLSCert, ServingKey: f.TLSKey,
+		ClientCA: f.ClientCA, Names: advertiseNames(f.Advertise, f.Listen), AdminConfig: f.AdminConfig}
+	setup.Server = serverURL(setup.Names[0], f.Listen)
 	var tlsState *pki.ServerTLS
-	if *listen != "" {
+	if f.Listen != "" {
 		var err error
 		if tlsState, err = setup.Setup(time.Now()); err != nil {
 			return fmt.Errorf("TLS setup: %w", err)
 		}
 		if tlsState.NewCA {
-			log.Info("created Romana CA", "dir", *pkiDir)
+			log.Info("created Romana CA", "dir", f.PKIDir)
 		}
 		if tlsState.AdminWritten {
-			log.Info("wrote admin credential", "file", *adminConf, "server", setup.Server)
+			log.Info("wrote admin credential", "file", f.AdminConfig, "server", setup.Server)
 		}
 	}
 
-	cfg := store.Config{DataDir: *dataDir, CertFile: *cert, KeyFile: *key, CAFile: *ca, Logger: log}
-	if *endpoints != "" {
-		cfg.Endpoints = strings.Split(*endpoints, ",")
+	cfg := store.Config{DataDir: f.DataDir, CertFile: f.EtcdCert, KeyFile: f.EtcdKey, CAFile: f.EtcdCA, Logger: log}
+	if f.EtcdEndpoints != "" {
+		cfg.Endpoints = strings.Split(f.EtcdEndpoints, ",")
 		cfg.DataDir = ""
 	}
 	st, err := store.Open(ctx, cfg)
@@ -169,20 +103,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	} else {
 		log.Info("connected to etcd", "endpoints", cfg.Endpoints)
 	}
-	reg := ipam.New(st.Client, ipam.Options{Prefix: *prefix, Logger: log, WatchBacklog: *backlog, WatchHistory: *history})
+	reg := ipam.New(st.Client, ipam.Options{Prefix: f.EtcdPrefix, Logger: log, WatchBacklog: f.WatchBacklog, WatchHistory: f.WatchHistory})
 	if err := reg.Repair(ctx); err != nil {
 		return fmt.Errorf("repair store: %w", err)
 	}
 	var srvTLS *server.TLSConfig
 	if tlsState != nil {
-		srvTLS = &server.TLSConfig{Serving: tlsState.Serving, ClientCAs: tlsState.ClientCAs, CA: tlsState.CA, HostValidity: *hostValid}
+		srvTLS = &server.TLSConfig{Serving: tlsState.Serving, ClientCAs: tlsState.ClientCAs, CA: tlsState.CA, HostValidity: f.HostCertValidity}
 		if c := tlsState.AdminCert; c != nil {
 			if err := reg.RecordCert(ctx, api.CertRecord{Serial: pki.Serial(c), Identity: pki.Admin.String(),
-				NotAfter: c.NotAfter.UTC(), IssuedBy: "romanad first start (" + *adminConf + ")"}); err != nil {
+				NotAfter: c.NotAfter.UTC(), IssuedBy: "romanad first start (" + f.AdminConfig + ")"}); err != nil {
 				return err
 			}
 		}
-		if *tlsCert == "" {
+		if f.TLSCert == "" {
 			go renewServing(ctx, log, setup, tlsState)
 		}
 	}
@@ -193,21 +127,21 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			ln.Close()
 		}
 	}()
-	if *listen != "" {
-		ln, err := net.Listen("tcp", *listen)
+	if f.Listen != "" {
+		ln, err := net.Listen("tcp", f.Listen)
 		if err != nil {
-			return fmt.Errorf("listen on %s: %w", *listen, err)
+			return fmt.Errorf("listen on %s: %w", f.Listen, err)
 		}
 		lns = append(lns, ln)
 	}
-	if *socket != "" {
-		ln, err := server.ListenUnixGroup(*socket, gid)
+	if f.Socket != "" {
+		ln, err := server.ListenUnixGroup(f.Socket, gid)
 		if err != nil {
 			return err
 		}
 		lns = append(lns, ln)
 	}
-	srv := server.New(server.Config{Registry: reg, Logger: log, TLS: srvTLS, MaxConns: *maxConns})
+	srv := server.New(server.Config{Registry: reg, Logger: log, TLS: srvTLS, MaxConns: f.MaxConnections})
 	err = srv.Serve(ctx, lns...)
 	log.Info("romanad stopped")
 	return err

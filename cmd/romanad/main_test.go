@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
+	"github.com/romana/romana/cmd/internal/cmdline"
 	"github.com/romana/romana/pki"
 )
 
@@ -144,21 +144,34 @@ func TestRunServesOnSocketAndStops(t *testing.T) {
 
 func TestRunFlags(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"--help"}, &out); !errors.Is(err, flag.ErrHelp) {
+	if err := run(context.Background(), []string{"--help"}, &out); err != nil {
 		t.Fatalf("--help: %v", err)
 	}
-	for _, want := range []string{"--data-dir", "-etcd-endpoints", "Examples:"} {
+	for _, want := range []string{"Usage:\n  romanad [flags]", "--data-dir", "--etcd-endpoints", "Examples:", "--version"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help output lacks %q:\n%s", want, out.String())
 		}
 	}
+	out.Reset()
+	if err := run(context.Background(), []string{"--version"}, &out); err != nil || !strings.HasPrefix(out.String(), "romanad version ") {
+		t.Errorf("--version: %v, %q", err, out.String())
+	}
+	// A bad command line is a usage error (exit 2), before anything starts.
 	for _, args := range [][]string{
 		{"--log-level", "loud"},
 		{"--listen", "", "--socket", ""},
 		{"extra"},
+		{"--bogus"},
+		{"--max-connections", "many"},
+		{"--watch-history", "10"},
 	} {
-		if err := run(context.Background(), args, &out); err == nil {
-			t.Errorf("run %q: no error", args)
+		err := run(context.Background(), args, &out)
+		var u *cmdline.UsageError
+		if !errors.As(err, &u) {
+			t.Errorf("run %q: %v, want a usage error", args, err)
+		}
+		if code := cmdline.Exit(io.Discard, "romanad", err); code != cmdline.ExitUsage {
+			t.Errorf("run %q: exit code %d, want %d", args, code, cmdline.ExitUsage)
 		}
 	}
 }
