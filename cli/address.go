@@ -89,8 +89,8 @@ func newAddressReleaseCmd(g *Globals) *cobra.Command {
 			var addr netip.Addr
 			if ip != "" {
 				var err error
-				if addr, err = netip.ParseAddr(ip); err != nil {
-					return usagef("--ip %q: %v", ip, err)
+				if addr, err = parseAddrFlag("--ip", ip); err != nil {
+					return err
 				}
 			}
 			c, err := g.Client()
@@ -167,9 +167,9 @@ func newAddressDecodeCmd(g *Globals) *cobra.Command {
   romana address decode 10.1.1.27 -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ip, err := netip.ParseAddr(args[0])
+			ip, err := parseAddrFlag("", args[0])
 			if err != nil {
-				return usagef("%q is not an IP address", args[0])
+				return err
 			}
 			c, err := g.Client()
 			if err != nil {

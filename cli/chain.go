@@ -55,9 +55,9 @@ func newChainAddCmd(g *Globals) *cobra.Command {
 				return usagef("--to: %v", err)
 			}
 			for _, v := range via {
-				a, err := netip.ParseAddr(strings.TrimSpace(v))
+				a, err := parseAddrFlag("--via", v)
 				if err != nil {
-					return usagef("--via %q: %v", v, err)
+					return err
 				}
 				ch.Via = append(ch.Via, a)
 			}

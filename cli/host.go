@@ -61,9 +61,9 @@ With -o json or -o yaml the output is the host plus, when a token was made,
 			if ip == "" {
 				return usagef("need --ip, the host's underlay address")
 			}
-			addr, err := netip.ParseAddr(ip)
+			addr, err := parseAddrFlag("--ip", ip)
 			if err != nil {
-				return usagef("--ip %q: %v", ip, err)
+				return err
 			}
 			if !noToken {
 				if err := checkTTL("--token-ttl", tokenTTL); err != nil {

@@ -80,20 +80,6 @@ func readInput(cmd *cobra.Command, path string) ([]byte, error) {
 	return b, nil
 }
 
-// decodeStrict decodes JSON or YAML into v, rejecting unknown fields.
-func decodeStrict(name string, data []byte, v any) error {
-	j, err := yaml.YAMLToJSONStrict(data)
-	if err != nil {
-		return fmt.Errorf("%s: not valid JSON or YAML: %w", name, err)
-	}
-	d := json.NewDecoder(bytes.NewReader(j))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	return nil
-}
-
 // isList reports whether JSON or YAML data holds a list at the top level.
 func isList(data []byte) bool {
 	j, err := yaml.YAMLToJSON(data)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -35,13 +34,13 @@ step on the way.`,
   romana policy trace --from 10.1.16.3 --to 10.2.32.5 --port 53 --proto udp -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			src, err := netip.ParseAddr(from)
+			src, err := parseAddrFlag("--from", from)
 			if err != nil {
-				return usagef("--from: %q is not an IP address", from)
+				return err
 			}
-			dst, err := netip.ParseAddr(to)
+			dst, err := parseAddrFlag("--to", to)
 			if err != nil {
-				return usagef("--to: %q is not an IP address", to)
+				return err
 			}
 			req := api.TraceRequest{From: src, To: dst, Proto: proto, Port: port, ICMPType: icmpType, ICMPCode: icmpCode}
 			switch proto {
