@@ -78,7 +78,8 @@ func newAddressReleaseCmd(g *Globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "release NAME | --ip IP",
 		Short: "Release an address by name or by IP",
-		Long:  `Release an address. Releasing one that is not allocated succeeds.`,
+		Long: `Release an address. Releasing one that is not allocated succeeds (exit 0)
+and says so: "address NAME is not allocated; nothing released".`,
 		Example: `  romana address release web-1
   romana address release --ip 10.1.1.17`,
 		Args: cobra.MaximumNArgs(1),
@@ -99,17 +100,39 @@ func newAddressReleaseCmd(g *Globals) *cobra.Command {
 			}
 			ctx, cancel := g.Context(cmd)
 			defer cancel()
+			// Look first, so that the message is true: releasing a free
+			// address succeeds (idempotence, e.g. for CNI DEL) but changes
+			// nothing.
 			if ip != "" {
+				d, err := c.Decode(ctx, addr)
+				switch {
+				case api.IsNotFound(err):
+					g.Say(cmd, "address %s is not allocated (it is in no network); nothing released", addr)
+					return nil
+				case err != nil:
+					return err
+				case d.Allocation == "":
+					g.Say(cmd, "address %s is not allocated; nothing released", addr)
+					return nil
+				}
 				if err := c.ReleaseIP(ctx, addr); err != nil {
 					return err
 				}
-				g.Say(cmd, "address %s released", addr)
+				g.Say(cmd, "address %s (%s) released", addr, d.Allocation)
 				return nil
+			}
+			a, err := c.GetAddress(ctx, args[0])
+			if api.IsNotFound(err) {
+				g.Say(cmd, "address %s is not allocated; nothing released", args[0])
+				return nil
+			}
+			if err != nil {
+				return err
 			}
 			if err := c.Release(ctx, args[0]); err != nil {
 				return err
 			}
-			g.Say(cmd, "address %s released", args[0])
+			g.Say(cmd, "address %s (%s) released", args[0], a.IP)
 			return nil
 		},
 	}
