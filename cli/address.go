@@ -7,8 +7,10 @@ import (
 	"io"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
@@ -155,7 +157,11 @@ func newAddressListCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			as = sortAddresses(as)
-			return g.Emit(cmd, as, func(w io.Writer) { writeAddresses(w, as) })
+			none := "no addresses allocated"
+			if filtered := filterFlags(cmd); filtered != "" {
+				none = "no addresses match " + filtered
+			}
+			return g.EmitList(cmd, as, len(as), none, func(w io.Writer) { writeAddresses(w, as) })
 		}),
 	}
 	fl := cmd.Flags()
@@ -207,6 +213,17 @@ func newAddressDecodeCmd(g *Globals) *cobra.Command {
 			return g.Emit(cmd, d, func(w io.Writer) { writeDecoded(w, d) })
 		},
 	}
+}
+
+// filterFlags is the command's flags that were set, as typed ("--host h1").
+func filterFlags(cmd *cobra.Command) string {
+	var parts []string
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if cmd.LocalFlags().Lookup(f.Name) != nil {
+			parts = append(parts, "--"+f.Name+" "+f.Value.String())
+		}
+	})
+	return strings.Join(parts, " ")
 }
 
 func sortAddresses(as []api.Address) []api.Address {

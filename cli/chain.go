@@ -100,7 +100,7 @@ func newChainListCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			slices.SortFunc(cs, func(a, b api.Chain) int { return strings.Compare(a.Name, b.Name) })
-			return g.Emit(cmd, cs, func(w io.Writer) { writeChains(w, cs) })
+			return g.EmitList(cmd, cs, len(cs), "no chains", func(w io.Writer) { writeChains(w, cs) })
 		}),
 	}
 }

@@ -173,7 +173,7 @@ func newDeviceListCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			slices.SortFunc(ds, func(a, b api.Device) int { return strings.Compare(a.Name, b.Name) })
-			return g.Emit(cmd, ds, func(w io.Writer) { writeDevices(w, ds) })
+			return g.EmitList(cmd, ds, len(ds), "no devices", func(w io.Writer) { writeDevices(w, ds) })
 		}),
 	}
 }

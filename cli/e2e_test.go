@@ -347,3 +347,35 @@ func TestEndToEnd(t *testing.T) {
 func reflectEqualLoc(a, b plan.Loc) bool {
 	return a.Host == b.Host && slices.Equal(a.Groups, b.Groups)
 }
+
+// TestEmptyLists: an empty list prints a line saying so in table mode
+// (not a lone header), and [] in JSON.
+func TestEmptyLists(t *testing.T) {
+	srv := servertest.Start(t)
+	s := adminSession(t, srv)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"network", "list"}, "no networks\n"},
+		{[]string{"host", "list"}, "no hosts\n"},
+		{[]string{"tenant", "list"}, "no tenants\n"},
+		{[]string{"segment", "list"}, "no segments\n"},
+		{[]string{"address", "list"}, "no addresses allocated\n"},
+		{[]string{"address", "list", "--host", "h1", "--tenant", "acme"}, "no addresses match --host h1 --tenant acme\n"},
+		{[]string{"policy", "list"}, "no policies\n"},
+		{[]string{"device", "list"}, "no devices\n"},
+		{[]string{"chain", "list"}, "no chains\n"},
+	} {
+		if out := s.ok(tc.args...); out != tc.want {
+			t.Errorf("romana %s: %q, want %q", strings.Join(tc.args, " "), out, tc.want)
+		}
+		if out := s.ok(append(tc.args, "-o", "json")...); out != "[]\n" {
+			t.Errorf("romana %s -o json: %q, want []", strings.Join(tc.args, " "), out)
+		}
+	}
+	s.ok("tenant", "add", "acme")
+	if out := s.ok("segment", "list", "acme"); out != "tenant acme has no segments\n" {
+		t.Errorf("segment list acme: %q", out)
+	}
+}

@@ -228,7 +228,7 @@ func newHostListCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			hs = sortHosts(hs)
-			return g.Emit(cmd, hs, func(w io.Writer) { writeHosts(w, hs) })
+			return g.EmitList(cmd, hs, len(hs), "no hosts", func(w io.Writer) { writeHosts(w, hs) })
 		}),
 	}
 }

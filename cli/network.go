@@ -117,7 +117,7 @@ func newNetworkListCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			ns = sortNetworks(ns)
-			return g.Emit(cmd, ns, func(w io.Writer) { writeNetworks(w, ns) })
+			return g.EmitList(cmd, ns, len(ns), "no networks", func(w io.Writer) { writeNetworks(w, ns) })
 		}),
 	}
 }

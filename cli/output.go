@@ -19,6 +19,17 @@ func (g *Globals) Emit(cmd *cobra.Command, v any, table func(w io.Writer)) error
 	return emit(cmd.OutOrStdout(), g.Output, v, table)
 }
 
+// EmitList is Emit for a list of n items: in table mode an empty list
+// prints the line none (e.g. "no networks") instead of a lone header;
+// JSON and YAML print the empty list itself ([]).
+func (g *Globals) EmitList(cmd *cobra.Command, v any, n int, none string, table func(w io.Writer)) error {
+	if n == 0 && g.Output == OutputTable {
+		_, err := fmt.Fprintln(cmd.OutOrStdout(), none)
+		return err
+	}
+	return g.Emit(cmd, v, table)
+}
+
 func emit(out io.Writer, format string, v any, table func(w io.Writer)) error {
 	switch format {
 	case OutputJSON:
