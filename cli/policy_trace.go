@@ -48,7 +48,15 @@ step on the way.`,
 				if port == 0 {
 					return usagef("--port is required with --proto %s", proto)
 				}
+				for _, f := range []string{"icmp-type", "icmp-code"} {
+					if cmd.Flags().Changed(f) {
+						return usagef("--%s is for --proto icmp, not %s", f, proto)
+					}
+				}
 			case api.ProtoICMP:
+				if cmd.Flags().Changed("port") {
+					return usagef("--port is for tcp, udp and sctp: ICMP has no ports (use --icmp-type and --icmp-code)")
+				}
 				if !cmd.Flags().Changed("icmp-type") {
 					req.ICMPType = 8
 					if src.Is6() {
