@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -195,6 +196,21 @@ func TestExitCodesAndMessages(t *testing.T) {
 			`Error: --port is for tcp, udp and sctp: ICMP has no ports (use --icmp-type and --icmp-code)`},
 		{"trace tcp with an icmp type", noServer, []string{"policy", "trace", "--from", "10.0.0.1", "--to", "10.0.0.2", "--port", "80", "--icmp-type", "0"}, ExitUsage,
 			`Error: --icmp-type is for --proto icmp, not tcp`},
+		// romana demo: combinations it would ignore are usage errors,
+		// checked before anything runs (no root needed).
+		{"demo one host", nil, []string{"demo", "--hosts", "1"}, ExitUsage, `Error: --hosts 1: use 2 to 50`},
+		{"demo chain on a fabric", nil, []string{"demo", "--scenario", "chain", "--fabric", "leafspine"}, ExitUsage,
+			`Error: --scenario chain runs on the flat datacenter, not with --fabric`},
+		{"demo hosts on a fabric", nil, []string{"demo", "--hosts", "6", "--fabric", "leafspine"}, ExitUsage,
+			`Error: --fabric leafspine has a fixed 2 racks x 2 hosts: drop --hosts`},
+		{"demo fabric routes alone", nil, []string{"demo", "--fabric-routes", "static"}, ExitUsage,
+			`Error: --fabric-routes chooses how the fabric's routers learn routes: it needs --fabric leafspine`},
+		{"demo bad fabric", nil, []string{"demo", "--fabric", "clos"}, ExitUsage, `Error: --fabric "clos": the only topology is "leafspine"`},
+		{"demo bad fabric routes", nil, []string{"demo", "--fabric", "leafspine", "--fabric-routes", "ospf"}, ExitUsage,
+			`Error: --fabric-routes "ospf": use "bgp" or "static"`},
+		{"demo bad scenario", nil, []string{"demo", "--scenario", "nat"}, ExitUsage, `Error: --scenario "nat": the only scenario is "chain"`},
+		{"demo down with run flags", nil, []string{"demo", "--down", "--keep"}, ExitUsage,
+			`Error: --down takes only --prefix (it removes the demo with that prefix): drop --keep`},
 		{"timeout without unit", noServer, []string{"tenant", "list", "--timeout", "5"}, ExitUsage, `Error: --timeout "5": want a duration with a unit, e.g. 30s, 5m or 1h`},
 		{"allocate incomplete", noServer, []string{"address", "allocate", "a", "--host", "h1", "--tenant", "t"}, ExitUsage, `Error: need --segment (all of --host, --tenant and --segment)`},
 		{"host without ip", noServer, []string{"host", "add", "h1"}, ExitUsage, `Error: need --ip, the host's underlay address`},
@@ -223,6 +239,17 @@ func TestExitCodesAndMessages(t *testing.T) {
 				t.Errorf("stdout not empty on error: %q", r.stdout)
 			}
 		})
+	}
+}
+
+// TestDemoDownNothing: --down of a prefix no demo recorded removes nothing
+// and says so (exit 0); it needs no root, as it only reads the state file.
+func TestDemoDownNothing(t *testing.T) {
+	prefix := fmt.Sprintf("zzq%d", os.Getpid())
+	r := romana(t, nil, "", "demo", "--down", "--prefix", prefix)
+	want := fmt.Sprintf("no demo with prefix %s to take down (no state file %s); nothing removed\n", prefix, filepath.Join(os.TempDir(), "romana-demo-"+prefix+".state"))
+	if r.code != ExitOK || r.stdout != want || r.stderr != "" {
+		t.Errorf("demo --down --prefix %s: exit %d, stdout %q, stderr %q; want %q", prefix, r.code, r.stdout, r.stderr, want)
 	}
 }
 
