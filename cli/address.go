@@ -7,8 +7,10 @@ import (
 	"io"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
@@ -78,7 +80,8 @@ func newAddressReleaseCmd(g *Globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "release NAME | --ip IP",
 		Short: "Release an address by name or by IP",
-		Long:  `Release an address. Releasing one that is not allocated succeeds.`,
+		Long: `Release an address. Releasing one that is not allocated succeeds (exit 0)
+and says so: "address NAME is not allocated; nothing released".`,
 		Example: `  romana address release web-1
   romana address release --ip 10.1.1.17`,
 		Args: cobra.MaximumNArgs(1),
@@ -89,8 +92,8 @@ func newAddressReleaseCmd(g *Globals) *cobra.Command {
 			var addr netip.Addr
 			if ip != "" {
 				var err error
-				if addr, err = netip.ParseAddr(ip); err != nil {
-					return usagef("--ip %q: %v", ip, err)
+				if addr, err = parseAddrFlag("--ip", ip); err != nil {
+					return err
 				}
 			}
 			c, err := g.Client()
@@ -99,17 +102,39 @@ func newAddressReleaseCmd(g *Globals) *cobra.Command {
 			}
 			ctx, cancel := g.Context(cmd)
 			defer cancel()
+			// Look first, so that the message is true: releasing a free
+			// address succeeds (idempotence, e.g. for CNI DEL) but changes
+			// nothing.
 			if ip != "" {
+				d, err := c.Decode(ctx, addr)
+				switch {
+				case api.IsNotFound(err):
+					g.Say(cmd, "address %s is not allocated (it is in no network); nothing released", addr)
+					return nil
+				case err != nil:
+					return err
+				case d.Allocation == "":
+					g.Say(cmd, "address %s is not allocated; nothing released", addr)
+					return nil
+				}
 				if err := c.ReleaseIP(ctx, addr); err != nil {
 					return err
 				}
-				g.Say(cmd, "address %s released", addr)
+				g.Say(cmd, "address %s (%s) released", addr, d.Allocation)
 				return nil
+			}
+			a, err := c.GetAddress(ctx, args[0])
+			if api.IsNotFound(err) {
+				g.Say(cmd, "address %s is not allocated; nothing released", args[0])
+				return nil
+			}
+			if err != nil {
+				return err
 			}
 			if err := c.Release(ctx, args[0]); err != nil {
 				return err
 			}
-			g.Say(cmd, "address %s released", args[0])
+			g.Say(cmd, "address %s (%s) released", args[0], a.IP)
 			return nil
 		},
 	}
@@ -132,7 +157,11 @@ func newAddressListCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			as = sortAddresses(as)
-			return g.Emit(cmd, as, func(w io.Writer) { writeAddresses(w, as) })
+			none := "no addresses allocated"
+			if filtered := filterFlags(cmd); filtered != "" {
+				none = "no addresses match " + filtered
+			}
+			return g.EmitList(cmd, as, len(as), none, func(w io.Writer) { writeAddresses(w, as) })
 		}),
 	}
 	fl := cmd.Flags()
@@ -167,9 +196,9 @@ func newAddressDecodeCmd(g *Globals) *cobra.Command {
   romana address decode 10.1.1.27 -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ip, err := netip.ParseAddr(args[0])
+			ip, err := parseAddrFlag("", args[0])
 			if err != nil {
-				return usagef("%q is not an IP address", args[0])
+				return err
 			}
 			c, err := g.Client()
 			if err != nil {
@@ -184,6 +213,17 @@ func newAddressDecodeCmd(g *Globals) *cobra.Command {
 			return g.Emit(cmd, d, func(w io.Writer) { writeDecoded(w, d) })
 		},
 	}
+}
+
+// filterFlags is the command's flags that were set, as typed ("--host h1").
+func filterFlags(cmd *cobra.Command) string {
+	var parts []string
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if cmd.LocalFlags().Lookup(f.Name) != nil {
+			parts = append(parts, "--"+f.Name+" "+f.Value.String())
+		}
+	})
+	return strings.Join(parts, " ")
 }
 
 func sortAddresses(as []api.Address) []api.Address {

@@ -51,7 +51,7 @@ func newCertListCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			cs = sortCerts(cs)
-			return g.Emit(cmd, cs, func(w io.Writer) { writeCerts(w, cs) })
+			return g.EmitList(cmd, cs, len(cs), "no certificates", func(w io.Writer) { writeCerts(w, cs) })
 		}),
 	}
 }

@@ -55,9 +55,9 @@ func newChainAddCmd(g *Globals) *cobra.Command {
 				return usagef("--to: %v", err)
 			}
 			for _, v := range via {
-				a, err := netip.ParseAddr(strings.TrimSpace(v))
+				a, err := parseAddrFlag("--via", v)
 				if err != nil {
-					return usagef("--via %q: %v", v, err)
+					return err
 				}
 				ch.Via = append(ch.Via, a)
 			}
@@ -100,7 +100,7 @@ func newChainListCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			slices.SortFunc(cs, func(a, b api.Chain) int { return strings.Compare(a.Name, b.Name) })
-			return g.Emit(cmd, cs, func(w io.Writer) { writeChains(w, cs) })
+			return g.EmitList(cmd, cs, len(cs), "no chains", func(w io.Writer) { writeChains(w, cs) })
 		}),
 	}
 }

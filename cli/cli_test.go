@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -164,8 +165,53 @@ func TestExitCodesAndMessages(t *testing.T) {
 			`Error: cannot reach romanad at unix:///nonexistent/romanad.sock (set --server or ROMANA_SERVER): GET /v1/tenants: Get "http://unix/v1/tenants": dial unix /nonexistent/romanad.sock: connect: no such file or directory`},
 		{"release both", noServer, []string{"address", "release", "x", "--ip", "10.0.0.1"}, ExitUsage, `Error: give either NAME or --ip IP`},
 		{"release neither", noServer, []string{"address", "release"}, ExitUsage, `Error: give either NAME or --ip IP`},
-		{"release bad ip", noServer, []string{"address", "release", "--ip", "10.0.0"}, ExitUsage, `Error: --ip "10.0.0": ParseAddr("10.0.0"): IPv4 address too short`},
-		{"decode bad ip", noServer, []string{"address", "decode", "nope"}, ExitUsage, `Error: "nope" is not an IP address`},
+		{"release bad ip", noServer, []string{"address", "release", "--ip", "10.0.0"}, ExitUsage, `Error: --ip "10.0.0": not an IP address (IPv4 address too short)`},
+		{"decode bad ip", noServer, []string{"address", "decode", "nope"}, ExitUsage, `Error: "nope" is not an IP address (unable to parse IP)`},
+		// Bad values on the command line are usage errors (exit 2) in the
+		// user's terms, never Go's (netip.ParsePrefix, strconv.ParseUint).
+		{"plan cidr length", nil, []string{"plan", "--cidr", "10.0.0.0/33", "--field", "host=8"}, ExitUsage,
+			`Error: --cidr "10.0.0.0/33": prefix length "33": want a whole number from 0 to 32 for IPv4`},
+		{"plan cidr v6 length", nil, []string{"plan", "--cidr", "fd00::/129", "--field", "host=8"}, ExitUsage,
+			`Error: --cidr "fd00::/129": prefix length "129": want a whole number from 0 to 128 for IPv6`},
+		{"plan cidr no length", nil, []string{"plan", "--cidr", "10.0.0.0", "--field", "host=8"}, ExitUsage,
+			`Error: --cidr "10.0.0.0": want ADDRESS/LENGTH, for example 10.0.0.0/8`},
+		{"network add cidr", noServer, []string{"network", "add", "n", "--cidr", "10.0.0.0/33", "--field", "host=8"}, ExitUsage,
+			`Error: --cidr "10.0.0.0/33": prefix length "33": want a whole number from 0 to 32 for IPv4`},
+		{"network add cidr address", noServer, []string{"network", "add", "n", "--cidr", "10.0.x.0/8", "--field", "host=8"}, ExitUsage,
+			`Error: --cidr "10.0.x.0/8": "10.0.x.0" is not an IP address (unexpected character (at "x.0"))`},
+		{"device kind", noServer, []string{"device", "add", "d1", "--kind", "leaf"}, ExitUsage, `Error: --kind "leaf": use tor (a top-of-rack router, a leaf) or spine`},
+		{"device router id", noServer, []string{"device", "add", "d1", "--kind", "tor", "--router-id", "1.2.3"}, ExitUsage,
+			`Error: --router-id "1.2.3": not an IP address (IPv4 address too short)`},
+		{"device link length", noServer, []string{"device", "add", "d1", "--kind", "tor", "--link", "s1=172.16.0.1/40"}, ExitUsage,
+			`Error: --link "s1=172.16.0.1/40": local address "172.16.0.1/40": prefix length "40": want a whole number from 0 to 32 for IPv4`},
+		{"device asn", noServer, []string{"device", "add", "d1", "--kind", "tor", "--asn", "x"}, ExitUsage, `Error: --asn "x": want a whole number from 0 to 4294967295`},
+		{"host add bad ip", noServer, []string{"host", "add", "h1", "--ip", "1.2.3"}, ExitUsage, `Error: --ip "1.2.3": not an IP address (IPv4 address too short)`},
+		{"trace port not a number", noServer, []string{"policy", "trace", "--from", "10.0.0.1", "--to", "10.0.0.2", "--port", "http"}, ExitUsage,
+			`Error: --port "http": want a whole number from 0 to 65535`},
+		{"trace port too big", noServer, []string{"policy", "trace", "--from", "10.0.0.1", "--to", "10.0.0.2", "--port", "70000"}, ExitUsage,
+			`Error: --port "70000": want a whole number from 0 to 65535`},
+		{"trace bad from", noServer, []string{"policy", "trace", "--from", "10.0.0", "--to", "10.0.0.2", "--port", "80"}, ExitUsage,
+			`Error: --from "10.0.0": not an IP address (IPv4 address too short)`},
+		{"trace icmp with a port", noServer, []string{"policy", "trace", "--from", "10.0.0.1", "--to", "10.0.0.2", "--proto", "icmp", "--port", "80"}, ExitUsage,
+			`Error: --port is for tcp, udp and sctp: ICMP has no ports (use --icmp-type and --icmp-code)`},
+		{"trace tcp with an icmp type", noServer, []string{"policy", "trace", "--from", "10.0.0.1", "--to", "10.0.0.2", "--port", "80", "--icmp-type", "0"}, ExitUsage,
+			`Error: --icmp-type is for --proto icmp, not tcp`},
+		// romana demo: combinations it would ignore are usage errors,
+		// checked before anything runs (no root needed).
+		{"demo one host", nil, []string{"demo", "--hosts", "1"}, ExitUsage, `Error: --hosts 1: use 2 to 50`},
+		{"demo chain on a fabric", nil, []string{"demo", "--scenario", "chain", "--fabric", "leafspine"}, ExitUsage,
+			`Error: --scenario chain runs on the flat datacenter, not with --fabric`},
+		{"demo hosts on a fabric", nil, []string{"demo", "--hosts", "6", "--fabric", "leafspine"}, ExitUsage,
+			`Error: --fabric leafspine has a fixed 2 racks x 2 hosts: drop --hosts`},
+		{"demo fabric routes alone", nil, []string{"demo", "--fabric-routes", "static"}, ExitUsage,
+			`Error: --fabric-routes chooses how the fabric's routers learn routes: it needs --fabric leafspine`},
+		{"demo bad fabric", nil, []string{"demo", "--fabric", "clos"}, ExitUsage, `Error: --fabric "clos": the only topology is "leafspine"`},
+		{"demo bad fabric routes", nil, []string{"demo", "--fabric", "leafspine", "--fabric-routes", "ospf"}, ExitUsage,
+			`Error: --fabric-routes "ospf": use "bgp" or "static"`},
+		{"demo bad scenario", nil, []string{"demo", "--scenario", "nat"}, ExitUsage, `Error: --scenario "nat": the only scenario is "chain"`},
+		{"demo down with run flags", nil, []string{"demo", "--down", "--keep"}, ExitUsage,
+			`Error: --down takes only --prefix (it removes the demo with that prefix): drop --keep`},
+		{"timeout without unit", noServer, []string{"tenant", "list", "--timeout", "5"}, ExitUsage, `Error: --timeout "5": want a duration with a unit, e.g. 30s, 5m or 1h`},
 		{"allocate incomplete", noServer, []string{"address", "allocate", "a", "--host", "h1", "--tenant", "t"}, ExitUsage, `Error: need --segment (all of --host, --tenant and --segment)`},
 		{"host without ip", noServer, []string{"host", "add", "h1"}, ExitUsage, `Error: need --ip, the host's underlay address`},
 		{"host bad label", noServer, []string{"host", "add", "h1", "--ip", "192.0.2.1", "--label", "rack"}, ExitUsage,
@@ -193,6 +239,17 @@ func TestExitCodesAndMessages(t *testing.T) {
 				t.Errorf("stdout not empty on error: %q", r.stdout)
 			}
 		})
+	}
+}
+
+// TestDemoDownNothing: --down of a prefix no demo recorded removes nothing
+// and says so (exit 0); it needs no root, as it only reads the state file.
+func TestDemoDownNothing(t *testing.T) {
+	prefix := fmt.Sprintf("zzq%d", os.Getpid())
+	r := romana(t, nil, "", "demo", "--down", "--prefix", prefix)
+	want := fmt.Sprintf("no demo with prefix %s to take down (no state file %s); nothing removed\n", prefix, filepath.Join(os.TempDir(), "romana-demo-"+prefix+".state"))
+	if r.code != ExitOK || r.stdout != want || r.stderr != "" {
+		t.Errorf("demo --down --prefix %s: exit %d, stdout %q, stderr %q; want %q", prefix, r.code, r.stdout, r.stderr, want)
 	}
 }
 

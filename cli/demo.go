@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 
@@ -37,9 +38,12 @@ deployment runs, and proves routing and tenant isolation with real packets:
     TCP connections and pings for every ordered pair of endpoints.
 
 It exits 0 only if every observation matches. Everything it created is removed
-on exit, also on failure or Ctrl-C, unless --keep; "romana demo --down" removes
-a kept (or hard-killed) demo. Needs root; the binaries romanad, romana-agent and
-romana-cni must sit beside this one (make build).`,
+on exit, also on failure or Ctrl-C, unless --keep, which prints how to point
+romana at the running demo. "romana demo --down" removes a kept (or
+hard-killed) demo: exactly the processes, namespaces and directory its state
+file recorded, nothing else. A demo does not start over another with the same
+--prefix. Needs root; the binaries romanad, romana-agent and romana-cni must
+sit beside this one (make build).`,
 		Example: `  make demo                      # build and run
   bin/romana demo --hosts 4
   bin/romana demo --json | jq .ok
@@ -49,20 +53,24 @@ romana-cni must sit beside this one (make build).`,
   bin/romana demo --keep && ip netns list && bin/romana demo --down`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkDemoFlags(cmd, down, o.Hosts, scenario, fo); err != nil {
+				return err
+			}
 			if down {
-				return demo.Down(o.Prefix)
+				msg, err := demo.Down(o.Prefix)
+				if msg != "" {
+					fmt.Fprintln(cmd.OutOrStdout(), msg)
+				}
+				return err
 			}
 			o.Out = cmd.OutOrStdout()
+			o.CLI = os.Args[0]
 			if verbose {
 				o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			}
-			switch scenario { // demo/chain.go
-			case "":
-			case "chain":
+			if scenario == "chain" { // demo/chain.go
 				_, err := demo.RunChain(cmd.Context(), o)
 				return err
-			default:
-				return usagef("--scenario %q: the only scenario is \"chain\"", scenario)
 			}
 			if fo.Topology != "" { // demo/leafspine.go
 				_, err := demo.RunFabric(cmd.Context(), o, fo)
@@ -74,7 +82,7 @@ romana-cni must sit beside this one (make build).`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&o.Hosts, "hosts", 3, "number of simulated hosts (2-50)")
-	f.BoolVar(&o.Keep, "keep", false, "leave the datacenter running after the checks (tear down with --down)")
+	f.BoolVar(&o.Keep, "keep", false, "leave the datacenter running after the checks; prints how to point romana at it (tear down with --down)")
 	f.BoolVar(&o.JSON, "json", false, "print the results as JSON for machines")
 	f.BoolVar(&down, "down", false, "remove a demo left running by --keep or a hard kill, then exit")
 	f.StringVar(&o.Prefix, "prefix", "romd", "prefix of the namespaces the demo creates")
@@ -84,4 +92,48 @@ romana-cni must sit beside this one (make build).`,
 	f.StringVar(&fo.Topology, "fabric", "", `routed fabric instead of one L2 segment: "leafspine" (2 racks x 2 hosts, a BIRD top-of-rack per rack, a BIRD spine)`)
 	f.StringVar(&fo.Routes, "fabric-routes", demo.RoutesBGP, `with --fabric: "bgp" (agents announce over BGP) or "static" (romanad's generated static routes loaded into BIRD)`)
 	return cmd
+}
+
+// checkDemoFlags refuses combinations the demo would ignore, and bad values,
+// as usage errors (exit 2).
+func checkDemoFlags(cmd *cobra.Command, down bool, hosts int, scenario string, fo demo.FabricOptions) error {
+	set := cmd.Flags().Changed
+	if down {
+		for _, f := range []string{"hosts", "keep", "json", "bin-dir", "scenario", "fabric", "fabric-routes"} {
+			if set(f) {
+				return usagef("--down takes only --prefix (it removes the demo with that prefix): drop --%s", f)
+			}
+		}
+		return nil
+	}
+	if hosts < 2 || hosts > 50 {
+		return usagef("--hosts %d: use 2 to 50", hosts)
+	}
+	switch scenario {
+	case "", "chain":
+	default:
+		return usagef("--scenario %q: the only scenario is \"chain\"", scenario)
+	}
+	switch fo.Topology {
+	case "":
+		if set("fabric-routes") {
+			return usagef("--fabric-routes chooses how the fabric's routers learn routes: it needs --fabric %s", demo.TopologyLeafSpine)
+		}
+		return nil
+	case demo.TopologyLeafSpine:
+	default:
+		return usagef("--fabric %q: the only topology is %q", fo.Topology, demo.TopologyLeafSpine)
+	}
+	if scenario != "" {
+		return usagef("--scenario %s runs on the flat datacenter, not with --fabric", scenario)
+	}
+	if set("hosts") {
+		return usagef("--fabric %s has a fixed 2 racks x 2 hosts: drop --hosts", demo.TopologyLeafSpine)
+	}
+	switch fo.Routes {
+	case demo.RoutesBGP, demo.RoutesStatic:
+	default:
+		return usagef("--fabric-routes %q: use %q or %q", fo.Routes, demo.RoutesBGP, demo.RoutesStatic)
+	}
+	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
 	"github.com/romana/romana/fabric"
+	"github.com/romana/romana/plan"
 )
 
 func init() { register(newDeviceCmd) }
@@ -43,12 +44,12 @@ func parseLink(s string) (api.DeviceLink, error) {
 	local, remote, _ := strings.Cut(rest, ",")
 	l := api.DeviceLink{Peer: peer}
 	var err error
-	if l.Local, err = netip.ParsePrefix(local); err != nil {
-		return api.DeviceLink{}, fmt.Errorf("--link %q: local: %v", s, err)
+	if l.Local, err = plan.ParsePrefix(local); err != nil {
+		return api.DeviceLink{}, fmt.Errorf("--link %q: local address %q: %v", s, local, err)
 	}
 	if remote != "" {
 		if l.Remote, err = netip.ParseAddr(remote); err != nil {
-			return api.DeviceLink{}, fmt.Errorf("--link %q: remote: %v", s, err)
+			return api.DeviceLink{}, fmt.Errorf("--link %q: remote %q is not an IP address (%s)", s, remote, plan.AddrReason(err))
 		}
 	}
 	return l, nil
@@ -91,19 +92,23 @@ func newDeviceAddCmd(g *Globals) *cobra.Command {
 					return err
 				}
 			case len(args) == 1:
-				if kind == "" {
+				switch kind {
+				case api.DeviceToR, api.DeviceSpine:
+				case "":
 					return usagef("need --kind tor or --kind spine")
+				default:
+					return usagef("--kind %q: use tor (a top-of-rack router, a leaf) or spine", kind)
 				}
 				d := api.Device{Name: args[0], Kind: kind, Group: group, ASN: asn}
 				if routerID != "" {
-					a, err := netip.ParseAddr(routerID)
+					a, err := parseAddrFlag("--router-id", routerID)
 					if err != nil {
-						return usagef("--router-id %q: %v", routerID, err)
+						return err
 					}
 					d.RouterID = a
 				}
 				for _, h := range hostLinks {
-					p, err := netip.ParsePrefix(h)
+					p, err := plan.ParsePrefix(h)
 					if err != nil {
 						return usagef("--host-link %q: want this device's address with the subnet's length, e.g. 192.168.1.1/24: %v", h, err)
 					}
@@ -168,7 +173,7 @@ func newDeviceListCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			slices.SortFunc(ds, func(a, b api.Device) int { return strings.Compare(a.Name, b.Name) })
-			return g.Emit(cmd, ds, func(w io.Writer) { writeDevices(w, ds) })
+			return g.EmitList(cmd, ds, len(ds), "no devices", func(w io.Writer) { writeDevices(w, ds) })
 		}),
 	}
 }

@@ -101,9 +101,15 @@ func TestDeviceAndFabricRoutes(t *testing.T) {
 	s.fails(err, "fabric", "routes", "--device", "nope")
 	_, err = c.GetDevice(ctx, "nope")
 	s.fails(err, "device", "show", "nope")
+	// A file's bad kind is the API's to refuse; --kind leaf is a bad
+	// command line (exit 2, below).
 	_, err = c.PutDevice(ctx, api.Device{Name: "x", Kind: "leaf"})
-	s.fails(err, "device", "add", "x", "--kind", "leaf")
+	r = s.run("name: x\nkind: leaf\n", "device", "add", "-f", "-")
+	if want := "Error: " + err.Error() + "\n"; r.code != ExitError || r.stderr != want {
+		t.Errorf("device add -f - (kind leaf): exit %d, stderr %q; want exit 1, %q", r.code, r.stderr, want)
+	}
 	for _, args := range [][]string{
+		{"device", "add", "x", "--kind", "leaf"},
 		{"fabric", "routes"},
 		{"fabric", "routes", "--device", "tor1", "--format", "cisco"},
 		{"device", "add", "x"},

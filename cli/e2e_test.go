@@ -286,10 +286,29 @@ func TestEndToEnd(t *testing.T) {
 	s.ok("policy", "remove", "good")
 	s.ok("policy", "remove", "db-from-web")
 
-	// Release by name and by IP; twice is harmless.
-	s.ok("address", "release", "web-1")
-	s.ok("address", "release", "web-1")
-	s.ok("address", "release", "--ip", ips["web-2"].String())
+	// Release by name and by IP; twice is harmless (exit 0) and says that
+	// nothing was released.
+	if out := s.ok("address", "release", "web-1"); out != "address web-1 ("+ips["web-1"].String()+") released\n" {
+		t.Errorf("release web-1: %q", out)
+	}
+	if out := s.ok("address", "release", "web-1"); out != "address web-1 is not allocated; nothing released\n" {
+		t.Errorf("release web-1 again: %q", out)
+	}
+	if out := s.ok("address", "release", "nosuch"); out != "address nosuch is not allocated; nothing released\n" {
+		t.Errorf("release nosuch: %q", out)
+	}
+	if out := s.ok("address", "release", "--ip", ips["web-2"].String()); out != "address "+ips["web-2"].String()+" (web-2) released\n" {
+		t.Errorf("release --ip web-2: %q", out)
+	}
+	if out := s.ok("address", "release", "--ip", ips["web-2"].String()); out != "address "+ips["web-2"].String()+" is not allocated; nothing released\n" {
+		t.Errorf("release --ip web-2 again: %q", out)
+	}
+	if out := s.ok("address", "release", "--ip", "203.0.113.9"); out != "address 203.0.113.9 is not allocated (it is in no network); nothing released\n" {
+		t.Errorf("release --ip outside every network: %q", out)
+	}
+	if out := s.ok("address", "release", "nosuch", "-o", "json"); out != "" {
+		t.Errorf("release -o json printed %q", out)
+	}
 	s.okJSON(&listed, "address", "list")
 	if len(listed) != 2 {
 		t.Errorf("after releasing two of four: %+v", listed)
@@ -327,4 +346,36 @@ func TestEndToEnd(t *testing.T) {
 
 func reflectEqualLoc(a, b plan.Loc) bool {
 	return a.Host == b.Host && slices.Equal(a.Groups, b.Groups)
+}
+
+// TestEmptyLists: an empty list prints a line saying so in table mode
+// (not a lone header), and [] in JSON.
+func TestEmptyLists(t *testing.T) {
+	srv := servertest.Start(t)
+	s := adminSession(t, srv)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"network", "list"}, "no networks\n"},
+		{[]string{"host", "list"}, "no hosts\n"},
+		{[]string{"tenant", "list"}, "no tenants\n"},
+		{[]string{"segment", "list"}, "no segments\n"},
+		{[]string{"address", "list"}, "no addresses allocated\n"},
+		{[]string{"address", "list", "--host", "h1", "--tenant", "acme"}, "no addresses match --host h1 --tenant acme\n"},
+		{[]string{"policy", "list"}, "no policies\n"},
+		{[]string{"device", "list"}, "no devices\n"},
+		{[]string{"chain", "list"}, "no chains\n"},
+	} {
+		if out := s.ok(tc.args...); out != tc.want {
+			t.Errorf("romana %s: %q, want %q", strings.Join(tc.args, " "), out, tc.want)
+		}
+		if out := s.ok(append(tc.args, "-o", "json")...); out != "[]\n" {
+			t.Errorf("romana %s -o json: %q, want []", strings.Join(tc.args, " "), out)
+		}
+	}
+	s.ok("tenant", "add", "acme")
+	if out := s.ok("segment", "list", "acme"); out != "tenant acme has no segments\n" {
+		t.Errorf("segment list acme: %q", out)
+	}
 }

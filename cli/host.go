@@ -61,9 +61,9 @@ With -o json or -o yaml the output is the host plus, when a token was made,
 			if ip == "" {
 				return usagef("need --ip, the host's underlay address")
 			}
-			addr, err := netip.ParseAddr(ip)
+			addr, err := parseAddrFlag("--ip", ip)
 			if err != nil {
-				return usagef("--ip %q: %v", ip, err)
+				return err
 			}
 			if !noToken {
 				if err := checkTTL("--token-ttl", tokenTTL); err != nil {
@@ -234,8 +234,8 @@ the output is the hosts only; "romana status -o json" has the status.`,
 				return err
 			}
 			hs = sortHosts(hs)
-			if g.Output != OutputTable {
-				return g.Emit(cmd, hs, nil)
+			if g.Output != OutputTable || len(hs) == 0 {
+				return g.EmitList(cmd, hs, len(hs), "no hosts", nil)
 			}
 			st, err := c.Status(ctx)
 			if err != nil {

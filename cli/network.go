@@ -64,6 +64,9 @@ Creating a network identical to an existing one succeeds and changes nothing.`,
 				if cidr == "" || len(fieldFlags) == 0 {
 					return usagef("need --cidr and --field (or -f FILE)")
 				}
+				if _, err := parsePrefixFlag("--cidr", cidr); err != nil {
+					return err
+				}
 				fs, err := parseFields(fieldFlags)
 				if err != nil {
 					return err
@@ -114,7 +117,7 @@ func newNetworkListCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			ns = sortNetworks(ns)
-			return g.Emit(cmd, ns, func(w io.Writer) { writeNetworks(w, ns) })
+			return g.EmitList(cmd, ns, len(ns), "no networks", func(w io.Writer) { writeNetworks(w, ns) })
 		}),
 	}
 }

@@ -19,6 +19,17 @@ func (g *Globals) Emit(cmd *cobra.Command, v any, table func(w io.Writer)) error
 	return emit(cmd.OutOrStdout(), g.Output, v, table)
 }
 
+// EmitList is Emit for a list of n items: in table mode an empty list
+// prints the line none (e.g. "no networks") instead of a lone header;
+// JSON and YAML print the empty list itself ([]).
+func (g *Globals) EmitList(cmd *cobra.Command, v any, n int, none string, table func(w io.Writer)) error {
+	if n == 0 && g.Output == OutputTable {
+		_, err := fmt.Fprintln(cmd.OutOrStdout(), none)
+		return err
+	}
+	return g.Emit(cmd, v, table)
+}
+
 func emit(out io.Writer, format string, v any, table func(w io.Writer)) error {
 	switch format {
 	case OutputJSON:
@@ -78,20 +89,6 @@ func readInput(cmd *cobra.Command, path string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	return b, nil
-}
-
-// decodeStrict decodes JSON or YAML into v, rejecting unknown fields.
-func decodeStrict(name string, data []byte, v any) error {
-	j, err := yaml.YAMLToJSONStrict(data)
-	if err != nil {
-		return fmt.Errorf("%s: not valid JSON or YAML: %w", name, err)
-	}
-	d := json.NewDecoder(bytes.NewReader(j))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	return nil
 }
 
 // isList reports whether JSON or YAML data holds a list at the top level.

@@ -172,11 +172,25 @@ func TestReadPolicies(t *testing.T) {
 			{"name":"p2","direction":["egress"],"appliedTo":[{"all":true}],"rules":[{"action":"deny"}]}]`, []api.Policy{one, two}, ""},
 		{"yaml list", "- name: p1\n  direction: [ingress]\n  appliedTo: [{tenant: acme}]\n  rules: [{protocol: tcp, ports: [80]}]\n" +
 			"- name: p2\n  direction: [egress]\n  appliedTo: [{all: true}]\n  rules: [{action: deny}]\n", []api.Policy{one, two}, ""},
-		{"unknown field", "name: p1\ndirections: [ingress]\n", nil, `f.yaml: json: unknown field "directions"`},
-		{"unknown nested field", "name: p1\nrules: [{proto: tcp}]\n", nil, `f.yaml: json: unknown field "proto"`},
+		// Errors say what is wrong in the file's terms, where: no Go
+		// function, type or package names.
+		{"unknown field", "name: p1\ndirections: [ingress]\n", nil, `f.yaml: line 2, column 1: unknown field "directions" (did you mean "direction"?)`},
+		{"unknown nested field", "name: p1\nrules: [{proto: tcp}]\n", nil, `f.yaml: line 2, column 10: unknown field "proto" in rules[0] (did you mean "protocol"?)`},
+		{"misspelt field in a list", "- name: p1\n  rules:\n  - protocl: tcp\n", nil, `f.yaml: line 3, column 5: unknown field "protocl" in [0].rules[0] (did you mean "protocol"?)`},
+		{"unknown field far from any", "name: p1\ncolour: red\n", nil,
+			`f.yaml: line 2, column 1: unknown field "colour" (known fields: appliedTo, description, direction, log, name, priority, rules)`},
+		{"json unknown field", "{\n  \"name\": \"p1\",\n  \"rules\": [{\"protocl\": \"tcp\"}]\n}", nil,
+			`f.yaml: line 3, column 14: unknown field "protocl" in rules[0] (did you mean "protocol"?)`},
 		{"empty list", "[]", nil, "f.yaml: empty list of policies"},
 		{"bad port", "name: p1\nrules: [{ports: [70000]}]\n", nil,
-			"f.yaml: json: cannot unmarshal number 70000 into Go struct field Rule.rules.ports of type uint16"},
+			"f.yaml: line 2, column 18: rules[0].ports[0]: want a whole number from 0 to 65535, got the number 70000"},
+		{"quoted port", "name: p1\nrules:\n- ports: [\"80\"]\n", nil,
+			`f.yaml: line 3, column 11: rules[0].ports[0]: want a whole number from 0 to 65535, got "80"`},
+		{"string for a list", "name: p1\ndirection: ingress\n", nil, `f.yaml: line 2, column 12: direction: want a list, got "ingress"`},
+		{"number for a string", "name: 42\n", nil, `f.yaml: line 1, column 7: name: want text, got the number 42 (quote it: "42")`},
+		{"json type", `{"name": "p1", "priority": "high"}`, nil, `f.yaml: line 1, column 28: priority: want a whole number, got "high"`},
+		{"twice", "name: p1\nname: p2\n", nil, `f.yaml: line 2, column 1: field "name" given twice (also on line 1)`},
+		{"syntax", "name: p1\n  rules: [\n", nil, `f.yaml: not valid JSON or YAML: line 2: mapping values are not allowed in this context`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := readPolicies("f.yaml", []byte(tc.in))

@@ -439,6 +439,9 @@ separated by dots: "7" without topology levels, "2.7" with a rack level.`,
 				if cidr == "" {
 					return usagef("--field needs --cidr")
 				}
+				if _, err := parsePrefixFlag("--cidr", cidr); err != nil {
+					return err
+				}
 				fs, err := parseFields(fieldFlags)
 				if err != nil {
 					return err

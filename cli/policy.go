@@ -131,7 +131,7 @@ func newPolicyListCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			ps = sortPolicies(ps)
-			return g.Emit(cmd, ps, func(w io.Writer) { writePolicies(w, ps) })
+			return g.EmitList(cmd, ps, len(ps), "no policies", func(w io.Writer) { writePolicies(w, ps) })
 		}),
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -35,13 +34,13 @@ step on the way.`,
   romana policy trace --from 10.1.16.3 --to 10.2.32.5 --port 53 --proto udp -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			src, err := netip.ParseAddr(from)
+			src, err := parseAddrFlag("--from", from)
 			if err != nil {
-				return usagef("--from: %q is not an IP address", from)
+				return err
 			}
-			dst, err := netip.ParseAddr(to)
+			dst, err := parseAddrFlag("--to", to)
 			if err != nil {
-				return usagef("--to: %q is not an IP address", to)
+				return err
 			}
 			req := api.TraceRequest{From: src, To: dst, Proto: proto, Port: port, ICMPType: icmpType, ICMPCode: icmpCode}
 			switch proto {
@@ -49,7 +48,15 @@ step on the way.`,
 				if port == 0 {
 					return usagef("--port is required with --proto %s", proto)
 				}
+				for _, f := range []string{"icmp-type", "icmp-code"} {
+					if cmd.Flags().Changed(f) {
+						return usagef("--%s is for --proto icmp, not %s", f, proto)
+					}
+				}
 			case api.ProtoICMP:
+				if cmd.Flags().Changed("port") {
+					return usagef("--port is for tcp, udp and sctp: ICMP has no ports (use --icmp-type and --icmp-code)")
+				}
 				if !cmd.Flags().Changed("icmp-type") {
 					req.ICMPType = 8
 					if src.Is6() {

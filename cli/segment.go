@@ -61,7 +61,11 @@ func newSegmentListCmd(g *Globals) *cobra.Command {
 			slices.SortFunc(ss, func(a, b api.Segment) int {
 				return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.Name, b.Name))
 			})
-			return g.Emit(cmd, ss, func(w io.Writer) { writeSegments(w, ss) })
+			none := "no segments"
+			if tenant != "" {
+				none = "tenant " + tenant + " has no segments"
+			}
+			return g.EmitList(cmd, ss, len(ss), none, func(w io.Writer) { writeSegments(w, ss) })
 		}),
 	}
 }

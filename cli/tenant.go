@@ -73,7 +73,7 @@ func newTenantListCmd(g *Globals) *cobra.Command {
 			}
 			ts = append([]api.Tenant{}, ts...)
 			slices.SortFunc(ts, func(a, b api.Tenant) int { return strings.Compare(a.Name, b.Name) })
-			return g.Emit(cmd, ts, func(w io.Writer) { writeTenants(w, ts) })
+			return g.EmitList(cmd, ts, len(ts), "no tenants", func(w io.Writer) { writeTenants(w, ts) })
 		}),
 	}
 }

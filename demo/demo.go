@@ -31,13 +31,17 @@ import (
 // Options configure a demo run.
 type Options struct {
 	Hosts  int       // simulated hosts (default 3)
-	Prefix string    // namespace prefix (default "romd")
+	Prefix string    // namespace prefix (default DefaultPrefix)
 	BinDir string    // where romanad, romana-agent and romana-cni are (default: beside this executable)
 	Keep   bool      // leave everything running
+	CLI    string    // how to run romana, in the commands --keep prints (default "romana")
 	JSON   bool      // print the Result as JSON instead of tables
 	Out    io.Writer // default os.Stdout
 	Log    *slog.Logger
 }
+
+// DefaultPrefix is the demo's namespace prefix when Options.Prefix is empty.
+const DefaultPrefix = "romd"
 
 // HostReport is what one simulated host ended up with.
 type HostReport struct {
@@ -131,8 +135,9 @@ func startFlat(ctx context.Context, o Options) (*run, error) {
 	if err := prepare(&o); err != nil {
 		return nil, err
 	}
-	// A previous run killed hard may have left namespaces and processes.
-	if err := Down(o.Prefix); err != nil {
+	// Never over another demo with this prefix (a kept one, or what a hard
+	// kill left): that is for `romana demo --down` to remove.
+	if err := checkFree(o.Prefix); err != nil {
 		return nil, err
 	}
 	d := &run{o: o, say: sayer(o)}
@@ -146,12 +151,39 @@ func startFlat(ctx context.Context, o Options) (*run, error) {
 // reporting a teardown failure through retErr when nothing failed before.
 func (d *run) finish(retErr *error) {
 	if d.o.Keep && *retErr == nil {
-		d.say("\n--keep: everything stays up; state in %s. Tear down with: romana demo --down", d.dir)
+		if err := d.kept(); err != nil {
+			*retErr = err
+		}
 		return
 	}
 	if err := d.teardown(); err != nil && *retErr == nil {
 		*retErr = err
 	}
+}
+
+// kept marks the state as kept and says how to reach the running demo with
+// romana: romanad's unix socket (admin, root only; the agents' TLS address
+// is inside the simulated underlay, which this machine's namespace does not
+// reach), three commands to try, and how to take it down.
+func (d *run) kept() error {
+	if err := updateState(d.o.Prefix, func(s *state) { s.Kept = true }); err != nil {
+		return fmt.Errorf("--keep: record the demo as kept: %w", err)
+	}
+	cli := d.o.CLI
+	if cli == "" {
+		cli = "romana"
+	}
+	d.say("\n--keep: everything stays up (state in %s). Point romana at it (as root, over romanad's unix socket):", d.dir)
+	d.say("  export ROMANA_SERVER=unix://%s", d.sock)
+	d.say("Then try:")
+	d.say("  %s host list", cli)
+	d.say("  %s address list", cli)
+	if len(d.eps) >= 2 {
+		from, to := d.eps[0], d.eps[len(d.eps)-1]
+		d.say("  %s policy trace --from %s --to %s --port %d      # %s to %s", cli, from.IP, to.IP, ProbePort, from.Label(), to.Label())
+	}
+	d.say("Take it down with: %s", strings.Replace(downCommand(d.o.Prefix), "romana", cli, 1))
+	return nil
 }
 
 // sayer prints progress lines unless the output is JSON.
@@ -166,7 +198,7 @@ func sayer(o Options) func(string, ...any) {
 // prepare fills in Options defaults and checks root and the binaries.
 func prepare(o *Options) error {
 	if o.Prefix == "" {
-		o.Prefix = "romd"
+		o.Prefix = DefaultPrefix
 	}
 	if o.Out == nil {
 		o.Out = os.Stdout
@@ -219,7 +251,7 @@ func (d *run) setup(ctx context.Context) error {
 		return err
 	}
 	bin := func(b string) string { return filepath.Join(d.o.BinDir, b) }
-	d.lab, err = sim.New(ctx, d.o.Prefix, d.o.Log)
+	d.lab, err = d.newLab(ctx)
 	if err != nil {
 		return err
 	}

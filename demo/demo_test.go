@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// binDir returns a directory holding romanad, romana-agent and romana-cni:
+// binDir returns a directory holding romanad, romana-agent, romana-cni and romana:
 // $ROMANA_BIN (set by the Makefile) or a fresh build.
 func binDir(t *testing.T) string {
 	if d := os.Getenv("ROMANA_BIN"); d != "" {
@@ -22,7 +22,7 @@ func binDir(t *testing.T) string {
 	}
 	d := t.TempDir()
 	cmd := exec.Command("go", "build", "-o", d+"/", "github.com/romana/romana/cmd/romanad",
-		"github.com/romana/romana/cmd/romana-agent", "github.com/romana/romana/cmd/romana-cni")
+		"github.com/romana/romana/cmd/romana-agent", "github.com/romana/romana/cmd/romana-cni", "github.com/romana/romana/cmd/romana")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build binaries: %v\n%s", err, out)
 	}

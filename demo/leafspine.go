@@ -156,7 +156,7 @@ func RunFabric(ctx context.Context, o Options, f FabricOptions) (res FabricResul
 	}
 	defer func() {
 		if ls.o.Keep && retErr == nil {
-			ls.say("\n--keep: everything stays up; state in %s. Tear down with: romana demo --down --prefix %s", ls.dir, ls.o.Prefix)
+			retErr = ls.kept()
 			return
 		}
 		if err := ls.teardown(); err != nil && retErr == nil {
@@ -189,7 +189,7 @@ func newLeafSpine(o Options, f FabricOptions) (*leafSpine, error) {
 	if _, err := os.Stat(bird.Daemon); err != nil {
 		return nil, fmt.Errorf("the fabric demo runs BIRD 2 routers: install Debian's bird2 (%s): %w", bird.Daemon, err)
 	}
-	if err := Down(o.Prefix); err != nil {
+	if err := checkFree(o.Prefix); err != nil {
 		return nil, err
 	}
 	p, err := plan.Parse(fabricNetwork.Spec())
@@ -219,7 +219,7 @@ func (ls *leafSpine) setup(ctx context.Context) error {
 	if err := writeState(ls.o.Prefix, ls.dir); err != nil {
 		return err
 	}
-	if ls.lab, err = sim.New(ctx, ls.o.Prefix, ls.o.Log); err != nil {
+	if ls.lab, err = ls.newLab(ctx); err != nil {
 		return err
 	}
 	ls.say("== leaf-spine fabric: %d racks x 2 hosts, a top-of-rack router per rack and a spine, all BIRD 2; routes by %s", len(lsRacks), ls.f.Routes)
@@ -431,12 +431,9 @@ func (ls *leafSpine) device(name string) api.Device {
 // recordRouter adds a BIRD PID to the demo's state file so that `romana
 // demo --down` stops it after a --keep or a hard kill.
 func (ls *leafSpine) recordRouter(pid int) {
-	s, err := readState(ls.o.Prefix)
-	if err != nil || pid == 0 {
-		return
+	if pid != 0 {
+		_ = updateState(ls.o.Prefix, func(s *state) { s.PIDs = append(s.PIDs, pid) })
 	}
-	s.PIDs = append(s.PIDs, pid)
-	_ = saveState(ls.o.Prefix, s)
 }
 
 // addEndpoints attaches endpoints through the CNI plugin, a few at a time;

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -97,11 +98,54 @@ var fieldName = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
 // Parse validates a Spec and builds its Plan.
 func Parse(s Spec) (*Plan, error) {
-	pfx, err := netip.ParsePrefix(strings.TrimSpace(s.CIDR))
+	pfx, err := ParsePrefix(s.CIDR)
 	if err != nil {
 		return nil, fmt.Errorf("network %q: cidr %q: %w", s.Name, s.CIDR, err)
 	}
 	return New(s.Name, pfx, s.Fields)
+}
+
+// ParsePrefix parses a CIDR such as 10.0.0.0/8 or fd00::/48, with errors
+// that say what is wrong in a user's terms (netip.ParsePrefix's name the
+// function and repeat the input).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	addr, bits, ok := strings.Cut(s, "/")
+	if !ok {
+		return netip.Prefix{}, errors.New("want ADDRESS/LENGTH, for example 10.0.0.0/8")
+	}
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address (%s)", addr, AddrReason(err))
+	}
+	n, err := strconv.Atoi(bits)
+	if err != nil || n < 0 || n > a.BitLen() {
+		family := "IPv4"
+		if a.Is6() {
+			family = "IPv6"
+		}
+		return netip.Prefix{}, fmt.Errorf("prefix length %q: want a whole number from 0 to %d for %s", bits, a.BitLen(), family)
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, errors.New(AddrReason(err))
+	}
+	return p, nil
+}
+
+// AddrReason is the reason of a net/netip parse error without the function
+// name and the input it repeats: for netip.ParseAddr("1.2.3")'s error,
+// "IPv4 address too short".
+func AddrReason(err error) string {
+	msg := err.Error()
+	for _, fn := range []string{"netip.ParsePrefix(", "netip.ParseAddr(", "ParseAddr(", "ParsePrefix("} {
+		if strings.HasPrefix(msg, fn) {
+			if _, rest, ok := strings.Cut(msg, "): "); ok {
+				return rest
+			}
+		}
+	}
+	return msg
 }
 
 // New validates a layout and builds its Plan.

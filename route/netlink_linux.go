@@ -169,9 +169,18 @@ func (k *netlinkKernel) addRoute(r hoststate.Route) error {
 	if err := k.h.RouteAdd(nr); errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("%w: %s", ErrExists, r.Dst)
 	} else if err != nil {
-		return err
+		return linkDown(r, err)
 	}
 	return nil
+}
+
+// linkDown wraps ErrLinkDown in the kernel's ENETDOWN for a route through
+// a device: the device is not up (yet).
+func linkDown(r hoststate.Route, err error) error {
+	if r.Dev != "" && errors.Is(err, unix.ENETDOWN) {
+		return fmt.Errorf("%w: %s: %w", ErrLinkDown, r.Dev, err)
+	}
+	return err
 }
 
 func (k *netlinkKernel) replaceRoute(r hoststate.Route) error {
@@ -179,7 +188,7 @@ func (k *netlinkKernel) replaceRoute(r hoststate.Route) error {
 	if err != nil {
 		return err
 	}
-	return k.h.RouteReplace(nr)
+	return linkDown(r, k.h.RouteReplace(nr))
 }
 
 func (k *netlinkKernel) deleteRoute(r hoststate.Route) error {

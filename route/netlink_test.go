@@ -169,3 +169,50 @@ func routes(t *testing.T, exec func(context.Context, ...string) (string, error))
 	}
 	return out
 }
+
+// A route through a device that exists but is not up yet (the CNI plugin
+// creates an endpoint's veth, then brings it up) is pending, not an error
+// (the kernel says ENETDOWN), and is added once the device is up.
+func TestNetlinkDownLinkPending(t *testing.T) {
+	simtest.Require(t)
+	ctx := context.Background()
+	lab := simtest.New(t)
+	h, err := lab.AddHost(ctx, "h1", netip.MustParsePrefix("192.168.51.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Exec(ctx, "ip", "link", "add", "rvdown", "type", "veth", "peer", "name", "rvdown-peer"); err != nil {
+		t.Fatal(err)
+	}
+	desired := []hoststate.Route{{Dst: netip.MustParsePrefix("10.1.0.7/32"), Dev: "rvdown"}}
+	var m *route.Manager
+	sync := func() (ch route.Changes, err error) {
+		t.Helper()
+		if derr := h.Do(func() error {
+			if m == nil {
+				if m, err = route.New(nil); err != nil {
+					return err
+				}
+			}
+			ch, err = m.SyncRoutes(ctx, desired)
+			return nil
+		}); derr != nil {
+			t.Fatal(derr)
+		}
+		return ch, err
+	}
+	ch, err := sync()
+	if err != nil || len(ch.Pending) != 1 || len(ch.Added) != 0 {
+		t.Fatalf("sync with rvdown down: %+v, %v; want one pending route and no error", ch, err)
+	}
+	if _, err := h.Exec(ctx, "ip", "link", "set", "rvdown", "up"); err != nil {
+		t.Fatal(err)
+	}
+	ch, err = sync()
+	if err != nil || len(ch.Pending) != 0 || len(ch.Added) != 1 {
+		t.Fatalf("sync with rvdown up: %+v, %v; want the route added", ch, err)
+	}
+	if got := routes(t, h.Exec); !strings.HasPrefix(got, "10.1.0.7 dev rvdown scope link") {
+		t.Errorf("routes with proto 190: %q", got)
+	}
+}

@@ -26,6 +26,11 @@ const Protocol = 190
 // ErrLinkNotFound is wrapped when a route's device does not exist (yet).
 var ErrLinkNotFound = errors.New("link not found")
 
+// ErrLinkDown is wrapped when a route's device exists but is not up yet
+// (the kernel's ENETDOWN): the CNI plugin creates an endpoint's veth and
+// brings it up after romanad allocated the address the agent routes.
+var ErrLinkDown = errors.New("link is down")
+
 // kernel is what Manager needs from the kernel; netlinkKernel is the real
 // one and Fake the in-memory one.
 type kernel interface {
@@ -76,8 +81,9 @@ type Manager struct {
 // Changes is what SyncRoutes did.
 type Changes struct {
 	Added, Replaced, Deleted []hoststate.Route
-	// Pending are desired routes whose device does not exist yet (the CNI
-	// plugin creates it); they are retried at the next sync.
+	// Pending are desired routes whose device does not exist or is not up
+	// yet (the CNI plugin creates it, then brings it up); they are retried
+	// at the next sync.
 	Pending []hoststate.Route
 	// Conflicts are desired routes whose destination a foreign route
 	// holds; they are left out and retried at every sync. A route of ours
@@ -158,9 +164,9 @@ func (m *Manager) SyncRoutes(ctx context.Context, desired []hoststate.Route) (Ch
 		case err == nil:
 			*done = append(*done, r)
 			m.log.Info("route "+verb, "route", r.String())
-		case errors.Is(err, ErrLinkNotFound):
+		case errors.Is(err, ErrLinkNotFound), errors.Is(err, ErrLinkDown):
 			ch.Pending = append(ch.Pending, r)
-			m.log.Debug("route pending: device missing", "route", r.String())
+			m.log.Debug("route pending: device missing or down", "route", r.String(), "reason", err)
 		case errors.Is(err, ErrExists):
 			// A foreign route appeared since the listing.
 			ch.Conflicts = append(ch.Conflicts, Conflict{Route: r, Foreign: r.Dst.String() + " (appeared during the sync)"})

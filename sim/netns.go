@@ -137,6 +137,31 @@ func (n *Namespace) open() (netns.NsHandle, error) {
 	return ns, nil
 }
 
+// Exists reports whether the named namespace exists.
+func Exists(name string) bool {
+	_, err := os.Stat(filepath.Join(netnsDir, name))
+	return err == nil
+}
+
+// DeleteRecorded deletes the named namespaces (a list NewRecorded's record
+// kept), last first; missing ones are skipped. Every name must start with
+// prefix + "-": a list that names anything else is refused whole.
+func DeleteRecorded(prefix string, names []string) error {
+	if err := checkPrefix(prefix); err != nil {
+		return err
+	}
+	for _, n := range names {
+		if !strings.HasPrefix(n, prefix+"-") || strings.ContainsAny(n, "/\x00") {
+			return fmt.Errorf("namespace %q is not one of prefix %s: not deleting any", n, prefix)
+		}
+	}
+	var errs []error
+	for i := len(names) - 1; i >= 0; i-- {
+		errs = append(errs, deleteNamespace(names[i]))
+	}
+	return errors.Join(errs...)
+}
+
 // CleanupStale deletes every named namespace whose name starts with
 // prefix + "-": the leftovers of a crashed run with that prefix. Processes
 // still running in them keep them alive; stop those first.

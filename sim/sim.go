@@ -49,6 +49,7 @@ type Lab struct {
 	Fabric *Namespace
 
 	log    *slog.Logger
+	record func(ns string) error // NewRecorded's
 	mu     sync.Mutex
 	owned  []*Namespace // creation order
 	hosts  map[string]*Host
@@ -74,14 +75,22 @@ type Endpoint struct {
 }
 
 // New creates a lab: the fabric namespace <prefix>-fabric with a bridge.
-func New(ctx context.Context, prefix string, log *slog.Logger) (_ *Lab, retErr error) {
+func New(ctx context.Context, prefix string, log *slog.Logger) (*Lab, error) {
+	return NewRecorded(ctx, prefix, log, nil)
+}
+
+// NewRecorded is New with record called with each namespace's name before
+// the lab creates it (a failure stops the creation), so that a caller can
+// keep a list that covers everything the lab made even if it is killed
+// (the demo's state file, for `romana demo --down`).
+func NewRecorded(ctx context.Context, prefix string, log *slog.Logger, record func(ns string) error) (_ *Lab, retErr error) {
 	if err := checkPrefix(prefix); err != nil {
 		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Lab{Prefix: prefix, log: log, hosts: map[string]*Host{}}
+	l := &Lab{Prefix: prefix, log: log, hosts: map[string]*Host{}, record: record}
 	defer func() {
 		if retErr != nil {
 			l.Close()
@@ -118,6 +127,11 @@ func (l *Lab) AddNamespace(ctx context.Context, name string) (*Namespace, error)
 	defer l.mu.Unlock()
 	if l.closed {
 		return nil, errors.New("lab is closed")
+	}
+	if l.record != nil {
+		if err := l.record(l.Prefix + "-" + name); err != nil {
+			return nil, fmt.Errorf("record namespace %s-%s: %w", l.Prefix, name, err)
+		}
 	}
 	ns, err := newNamespace(ctx, l.Prefix+"-"+name)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -101,6 +102,56 @@ func TestCleanupStale(t *testing.T) {
 	}
 	if err := sim.CleanupStale("bad/prefix"); err == nil {
 		t.Error("CleanupStale with a bad prefix: no error")
+	}
+}
+
+// TestDeleteRecorded: NewRecorded's list names every namespace before it
+// exists, and DeleteRecorded deletes exactly those: a namespace with the
+// same prefix that the lab never made survives.
+func TestDeleteRecorded(t *testing.T) {
+	simtest.Require(t)
+	ctx := context.Background()
+	prefix := fmt.Sprintf("romt-dr%d", os.Getpid())
+	var recorded []string
+	lab, err := sim.NewRecorded(ctx, prefix, nil, func(ns string) error {
+		if sim.Exists(ns) {
+			t.Errorf("namespace %s recorded after it was created", ns)
+		}
+		recorded = append(recorded, ns)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	if _, err := lab.AddHost(ctx, "h1", netip.MustParsePrefix("192.168.9.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	foreign := prefix + "-notours"
+	if out, err := exec.Command("ip", "netns", "add", foreign).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", foreign, err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", foreign).Run() })
+	if want := []string{prefix + "-fabric", prefix + "-h1"}; !slices.Equal(recorded, want) {
+		t.Fatalf("recorded %v, want %v", recorded, want)
+	}
+	if err := sim.DeleteRecorded(prefix, []string{prefix + "-h1", "other-h1"}); err == nil || !sim.Exists(prefix+"-h1") {
+		t.Errorf("DeleteRecorded with a name of another prefix: %v; want it refused, nothing deleted", err)
+	}
+	if err := sim.DeleteRecorded(prefix, recorded); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range recorded {
+		if sim.Exists(n) {
+			t.Errorf("recorded namespace %s survived DeleteRecorded", n)
+		}
+	}
+	if !sim.Exists(foreign) {
+		t.Errorf("namespace %s, not the lab's, was deleted", foreign)
+	}
+	// A failing record stops the creation.
+	if _, err := sim.NewRecorded(ctx, prefix+"x", nil, func(string) error { return fmt.Errorf("disk full") }); err == nil || sim.Exists(prefix+"x-fabric") {
+		t.Errorf("NewRecorded with a failing record: %v", err)
 	}
 }
 
