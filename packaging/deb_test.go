@@ -241,6 +241,17 @@ func TestDebs(t *testing.T) {
 		}
 		return nil
 	})
+	// romanad judges the installed agent converged (issue 16: the .deb
+	// installs, starts, and romana status shows the host converged).
+	expect.Eventually(t, "romana status shows h1 converged", 60*time.Second, func() error {
+		out, err := cli(root, host.Namespace.Path, "--config", admin, "status")
+		if err != nil || !regexp.MustCompile(`(?m)^h1\s+converged\s`).MatchString(out) {
+			return fmt.Errorf("romana status: %v\n%s", err, out)
+		}
+		return nil
+	})
+	out = romana("status")
+	t.Logf("romana status:\n%s", out)
 	out = romana("host", "list")
 	t.Logf("romana host list:\n%s", out)
 	a.stop(t)
