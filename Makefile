@@ -31,6 +31,7 @@ test: deps build tidy docs-check
 	$(GO) vet ./...
 	ROMANA_BIN=$(BIN) $(GO) test -count=1 -timeout 20m ./...
 	@$(MAKE) --no-print-directory fuzz
+	@$(MAKE) --no-print-directory deb-test
 
 # go.mod and go.sum must be what `go mod tidy` makes of them: fails, printing
 # the difference, when they are not (run `go mod tidy` and commit the result).

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(iproute2 nftables iptables ipset iputils-ping netcat-openbsd tcpdump iperf3
-      sockperf etcd-server etcd-client bird2 gobgpd containernetworking-plugins conntrack)
+      sockperf etcd-server etcd-client bird2 gobgpd containernetworking-plugins conntrack
+      systemd util-linux)  # systemd-analyze and setpriv: make deb-test checks the units
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
