@@ -92,7 +92,10 @@ func writeStatus(w io.Writer, st api.Status) {
 	for _, h := range st.Hosts {
 		version, rev := "", ""
 		if h.Report != nil {
-			version, rev = h.Report.Version, fmt.Sprint(h.Revision)
+			// The release, without the commit and date that follow it
+			// (those are in -o json).
+			version, _, _ = strings.Cut(h.Report.Version, " (")
+			rev = fmt.Sprint(h.Revision)
 		}
 		reason := ""
 		if len(h.Reasons) > 0 {
