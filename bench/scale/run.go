@@ -1,6 +1,7 @@
 package scale
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -101,8 +102,9 @@ func Median(xs []float64) float64 {
 }
 
 // Run measures every sweep, calling progress before each case with its
-// 1-based position, the total and a description.
-func Run(sweeps []Sweep, runs int, progress func(i, n int, what string)) ([]Curve, error) {
+// 1-based position, the total and a description. It stops between cases
+// when ctx is done.
+func Run(ctx context.Context, sweeps []Sweep, runs int, progress func(i, n int, what string)) ([]Curve, error) {
 	n := 0
 	for _, s := range sweeps {
 		n += len(s.Points)
@@ -112,6 +114,9 @@ func Run(sweeps []Sweep, runs int, progress func(i, n int, what string)) ([]Curv
 	for _, s := range sweeps {
 		cv := Curve{Name: s.Name, Varies: s.Varies}
 		for _, c := range s.Points {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
 			i++
 			progress(i, n, fmt.Sprintf("%s: tenants=%d endpoints=%d policies=%d", s.Name, c.Tenants, c.Endpoints, c.Policies))
 			pt, err := Measure(c, runs)
