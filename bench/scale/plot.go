@@ -117,11 +117,11 @@ func WritePlots(dir string, r Results) error {
 	if len(tns.Points) > 0 {
 		fixedE = tns.Points[0].Cluster.Endpoints
 	}
-	if err := logPlot(filepath.Join(dir, PlotEndpoints), fmt.Sprintf("nft rules and elements on one host (%d tenants, %d hosts)", fixedT, r.Hosts),
+	if err := logPlot(filepath.Join(dir, PlotEndpoints), fmt.Sprintf("nft rules and elements on one host (%s tenants, %d hosts)", num(fixedT), r.Hosts),
 		"endpoints in the cluster", "count on one host", ruleSeries(eps)); err != nil {
 		return err
 	}
-	if err := logPlot(filepath.Join(dir, PlotTenants), fmt.Sprintf("nft rules and elements on one host (%d endpoints, %d hosts)", fixedE, r.Hosts),
+	if err := logPlot(filepath.Join(dir, PlotTenants), fmt.Sprintf("nft rules and elements on one host (%s endpoints, %d hosts)", num(fixedE), r.Hosts),
 		"tenants", "count on one host", ruleSeries(tns)); err != nil {
 		return err
 	}
@@ -139,14 +139,14 @@ func WritePlots(dir string, r Results) error {
 			series{name: s.name + ": top-of-rack", col: s.col, dash: 1, x: swept(eps), curve: eps, y: func(p Point) float64 { return float64(get(p).ToRRoutes) }},
 			series{name: s.name + ": spine", col: s.col, dash: 2, x: swept(eps), curve: eps, y: func(p Point) float64 { return float64(get(p).SpineRoutes) }})
 	}
-	if err := logPlot(filepath.Join(dir, PlotRoutes), fmt.Sprintf("routes (%d racks x %d hosts, %d tenants)", r.Racks, r.Hosts/max(r.Racks, 1), fixedT),
+	if err := logPlot(filepath.Join(dir, PlotRoutes), fmt.Sprintf("routes (%d racks x %d hosts, %s tenants)", r.Racks, r.Hosts/max(r.Racks, 1), num(fixedT)),
 		"endpoints in the cluster", "routes", routes); err != nil {
 		return err
 	}
 	ms := func(p Point) float64 { return p.ComputeMS }
 	return logPlot(filepath.Join(dir, PlotCompile), "hoststate.Compute wall time for one host (median)", "endpoints / tenants / policies", "ms", []series{
-		{name: fmt.Sprintf("vs endpoints (%d tenants)", fixedT), col: colRomana, x: swept(eps), y: ms, curve: eps},
-		{name: fmt.Sprintf("vs tenants (%d endpoints)", fixedE), col: colPerBlock, dash: 1, x: swept(tns), y: ms, curve: tns},
+		{name: fmt.Sprintf("vs endpoints (%s tenants)", num(fixedT)), col: colRomana, x: swept(eps), y: ms, curve: eps},
+		{name: fmt.Sprintf("vs tenants (%s endpoints)", num(fixedE)), col: colPerBlock, dash: 1, x: swept(tns), y: ms, curve: tns},
 		{name: fmt.Sprintf("vs policies (%s)", fixed(pols)), col: colExtra, dash: 2, x: swept(pols), y: ms, curve: pols},
 	})
 }
