@@ -3,6 +3,7 @@ package scale
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"path/filepath"
 
 	"gonum.org/v1/plot"
@@ -75,6 +76,8 @@ func logPlot(path, title, xlabel, ylabel string, ss []series) error {
 		p.Add(l, pts)
 		p.Legend.Add(s.name, l, pts)
 	}
+	// Headroom above the data for the legend (top left), on the log axis.
+	p.Y.Max *= math.Pow(p.Y.Max/p.Y.Min, 0.06*float64(len(ss)))
 	if err := p.Save(7*vg.Inch, 4.5*vg.Inch, path); err != nil {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
