@@ -16,7 +16,7 @@ DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
 VPKG := github.com/romana/romana/version
 LDFLAGS := -X '$(VPKG).Version=$(VERSION)' -X '$(VPKG).Commit=$(COMMIT)' -X '$(VPKG).Date=$(DATE)'
 
-.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench faults clean install deb deb-test nfpm
+.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench bench-scale faults clean install deb deb-test nfpm
 
 all: build
 
@@ -75,6 +75,16 @@ faults: deps build
 
 bench: deps build
 	ROMANA_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 60m ./...
+
+# Scale curves from the pure code (issue 14, item 3; docs/benchmarks.md,
+# "Scale curves"): nft rules and elements per host, routes per host,
+# top-of-rack and spine, compile time, beside the per-endpoint and
+# per-block schemes, up to 100,000 endpoints and 10,000 tenants. Writes
+# docs/bench/scale.json, docs/bench/*.png and the scale block of
+# docs/benchmarks.md; no root, no network, seconds. Issue 14's
+# `make bench ONLY=...` will reuse this target as its scale part.
+bench-scale:
+	$(GO) run ./bench/romana-bench scale -dir docs/bench -doc docs/benchmarks.md
 
 # Install on a plain host (docs/install.md): binaries, the CNI plugin, the
 # systemd units (ExecStart pointing into BINDIR) and example configs. An
