@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -320,10 +321,24 @@ func (s *Server) followRevocations(ctx context.Context) {
 	}
 }
 
+// reportRoutes are the periodic reports agents send about themselves
+// (every few seconds per host). Their successes are audited at debug
+// level, as Kubernetes' default audit policy leaves out node status
+// updates: at Info they would bury the writes an operator looks for.
+// Refused or failed reports are audited like any request.
+var reportRoutes = map[string]bool{
+	"PUT /v1/status/{host}":       true,
+	"PUT /v1/policy/stats/{host}": true,
+}
+
 // audit logs a write, or any refused request, with its identity.
 func (s *Server) audit(r *http.Request, c *caller, route string, status int, err error) {
 	if r.Method == http.MethodGet && status < 400 {
 		return
+	}
+	level := slog.LevelInfo
+	if reportRoutes[route] && status < 400 {
+		level = slog.LevelDebug
 	}
 	who := c.id.String()
 	if c.id.IsZero() {
@@ -340,5 +355,5 @@ func (s *Server) audit(r *http.Request, c *caller, route string, status int, err
 	if errors.As(err, &ae) && status >= 400 {
 		attrs = append(attrs, "error", ae.Message)
 	}
-	s.log.Info("audit", attrs...)
+	s.log.Log(r.Context(), level, "audit", attrs...)
 }

@@ -37,7 +37,7 @@ import (
 // so does one for every write.
 func TestAuthz(t *testing.T) {
 	logs := &logBuffer{}
-	in := servertest.Start(t, servertest.WithLogger(slog.New(slog.NewJSONHandler(logs, nil))))
+	in := servertest.Start(t, servertest.WithLogger(slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	w := newAuthzWorld(t, in)
 	callers := w.callers(t)
 	cases := authzCases()
@@ -583,6 +583,15 @@ func checkAudit(t *testing.T, logs *logBuffer, from int, tc authzCase, method st
 	}
 	if rec["identity"] != who || rec["route"] != route || rec["method"] != method || rec["status"] != float64(status) || rec["via"] != "tls" {
 		t.Errorf("audit line %v; want identity %s, route %s, status %d", rec, who, route, status)
+	}
+	// An agent's periodic reports about itself are audited at debug level
+	// when they succeed; every other audit line is at info.
+	level := "INFO"
+	if (route == "PUT /v1/status/{host}" || route == "PUT /v1/policy/stats/{host}") && status < 400 {
+		level = "DEBUG"
+	}
+	if rec["level"] != level {
+		t.Errorf("audit line %v at level %v, want %s", rec, rec["level"], level)
 	}
 	refused := status == http.StatusUnauthorized || status == http.StatusForbidden
 	if e, _ := rec["error"].(string); refused && e == "" && !(tc.inStore && access.Decide(c.id, route).Allowed) {
