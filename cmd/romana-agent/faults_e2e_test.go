@@ -699,7 +699,8 @@ func TestFaultsRomanadDown(t *testing.T) {
 		t.Errorf("h1's nftables changed while romanad was down:\n%s", strings.Join(ev, "\n"))
 	}
 	reconcilesDown := c.reconciles("h2") - reconcilesAt
-	retries := strings.Count(c.agentLog("h2", logAt["h2"]), `msg="read snapshot from romanad"`)
+	retries := strings.Count(c.agentLog("h2", logAt["h2"]), `msg="watch ended; watching again"`) +
+		strings.Count(c.agentLog("h2", logAt["h2"]), `msg="read snapshot from romanad"`)
 
 	c.srv.Restart()
 	back := time.Now()
@@ -729,9 +730,9 @@ func TestFaultsRomanadDown(t *testing.T) {
 	if err != nil {
 		t.Fatalf("traffic broke: %v", err)
 	}
-	t.Logf("romanad down %v: 0 nft events on h1, h2's agent ran %d reconciliations (%d snapshot retries), a deleted route put back in %v",
+	t.Logf("romanad down %v: 0 nft events on h1, h2's agent ran %d reconciliations (%d reconnection attempts), a deleted route put back in %v",
 		back.Sub(stopped).Round(time.Second), reconcilesDown, retries, repaired.Round(time.Millisecond))
-	t.Logf("romanad back: every agent read a new snapshot within %v, the changes made while it was away in effect within %v",
+	t.Logf("romanad back: every agent followed it again within %v, the changes made while it was away in effect within %v",
 		reconnected.Round(time.Millisecond), converged.Round(time.Millisecond))
 	for _, f := range floods {
 		tx, rx, failures := f.stop()
