@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -10,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/romana/romana/api"
-	"github.com/romana/romana/client"
 	"github.com/romana/romana/health"
 )
 
@@ -28,7 +26,7 @@ type exitError struct {
 func (e *exitError) Error() string { return e.msg }
 
 func newStatusCmd(g *Globals) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show every host's agent: converged, behind, problems or unreachable",
 		Long: `Shows each registered host's agent as romanad judges it from the agent's
@@ -50,8 +48,8 @@ last fully successful reconciliation ended, LAST-REPORT how long ago romanad
 heard from it (both on romanad's clock).
 
 Exit status: 0 when every host is converged, 3 when the status was printed
-and some host is not (so scripts can wait for convergence), 1 when romanad
-could not be asked, 2 for a wrong command line. With -o json or -o yaml the
+and some host is not (so scripts can wait for convergence: --wait does it),
+1 when romanad could not be asked, 2 for a wrong command line. With -o json or -o yaml the
 output is romanad's answer: {time, storeRevision, hosts: [{host, state,
 reasons, revision, lastReport, lastSync, report}]}, where report is the
 agent's own last report (version, counts, problems, BGP sessions).`,
@@ -59,29 +57,56 @@ agent's own last report (version, counts, problems, BGP sessions).`,
   romana status -o json | jq -r '.hosts[] | select(.state != "converged") | .host'
 
   # wait until every agent has converged (exit 0), for at most two minutes
-  timeout 120 sh -c 'until romana status >/dev/null 2>&1; do sleep 2; done'`,
+  romana status --wait 2m`,
 		Args: cobra.NoArgs,
-		RunE: g.call(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
-			st, err := c.Status(ctx)
-			if err != nil {
-				return err
-			}
-			if err := g.Emit(cmd, st, func(w io.Writer) { writeStatus(w, st) }); err != nil {
-				return err
-			}
-			if !st.Converged() {
-				var not []string
-				for _, h := range st.Hosts {
-					if h.State != api.StateConverged {
-						not = append(not, h.Host+" "+h.State)
-					}
-				}
-				return &exitError{code: ExitNotConverged, msg: fmt.Sprintf("%d of %d hosts not converged: %s",
-					len(not), len(st.Hosts), strings.Join(not, ", "))}
-			}
-			return nil
-		}),
 	}
+	wait := cmd.Flags().Duration("wait", 0, "ask again every second until every host is converged or this long has passed, then print the last answer (0: ask once)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *wait < 0 {
+			return &UsageError{Err: fmt.Errorf("--wait %s: want a duration of 0 or more", *wait)}
+		}
+		c, err := g.Client()
+		if err != nil {
+			return err
+		}
+		deadline := time.Now().Add(*wait)
+		for {
+			ctx, cancel := g.Context(cmd)
+			st, err := c.Status(ctx)
+			cancel()
+			if err == nil && (st.Converged() || !time.Now().Before(deadline)) {
+				return emitStatus(g, cmd, st)
+			}
+			if !time.Now().Before(deadline) {
+				return err // romanad could not be asked, to the end
+			}
+			select { // romanad unreachable or not converged yet: ask again
+			case <-cmd.Context().Done():
+				return cmd.Context().Err()
+			case <-time.After(min(time.Second, time.Until(deadline))):
+			}
+		}
+	}
+	return cmd
+}
+
+// emitStatus prints st and ends with ExitNotConverged unless every host
+// is converged.
+func emitStatus(g *Globals, cmd *cobra.Command, st api.Status) error {
+	if err := g.Emit(cmd, st, func(w io.Writer) { writeStatus(w, st) }); err != nil {
+		return err
+	}
+	if st.Converged() {
+		return nil
+	}
+	var not []string
+	for _, h := range st.Hosts {
+		if h.State != api.StateConverged {
+			not = append(not, h.Host+" "+h.State)
+		}
+	}
+	return &exitError{code: ExitNotConverged, msg: fmt.Sprintf("%d of %d hosts not converged: %s",
+		len(not), len(st.Hosts), strings.Join(not, ", "))}
 }
 
 func init() { register(newStatusCmd) }

@@ -60,7 +60,27 @@ func TestStatusCommand(t *testing.T) {
 	if r := s.run("", "status", "-o", "json"); r.code != ExitNotConverged {
 		t.Errorf("status -o json: exit %d", r.code)
 	}
+	// --wait: h2 stays silent, so it gives up after the wait and says why.
+	start := time.Now()
+	if r := s.run("", "status", "--wait", "1500ms"); r.code != ExitNotConverged || time.Since(start) < 1500*time.Millisecond ||
+		!strings.Contains(r.stderr, "h2 unreachable") {
+		t.Errorf("status --wait 1500ms with h2 silent: exit %d after %v\nstderr: %s", r.code, time.Since(start), r.stderr)
+	}
+	if r := s.run("", "status", "--wait", "-1s"); r.code != ExitUsage {
+		t.Errorf("status --wait -1s: exit %d, want %d", r.code, ExitUsage)
+	}
+	// ... and returns 0 as soon as h2 reports while it waits.
+	waited := make(chan result, 1)
+	go func() { waited <- s.run("", "status", "--wait", "60s") }()
 	report("h2")
+	select {
+	case r := <-waited:
+		if r.code != ExitOK || !strings.Contains(r.stdout, "2 converged") {
+			t.Errorf("status --wait 60s, h2 reporting meanwhile: exit %d\nstdout:\n%s\nstderr: %s", r.code, r.stdout, r.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("status --wait 60s did not return within 30s of h2's report")
+	}
 	r = s.run("", "status")
 	if r.code != ExitOK || r.stderr != "" || !strings.Contains(r.stdout, "2 converged") {
 		t.Errorf("romana status, both reported: exit %d\nstdout:\n%s\nstderr: %s", r.code, r.stdout, r.stderr)
