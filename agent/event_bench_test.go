@@ -217,8 +217,10 @@ func (f *evbFirewall) probeTime() time.Duration {
 	return f.probe
 }
 
-// evbPolicies returns n policies over tenants t0..t(tenants-1), like
-// hoststate's BenchPolicies: policy i applies to tenant t(i%tenants)
+// evbPolicies returns n policies over tenants t0..t(tenants-1), the shape
+// of workload.Policies (a copy: this file must also compile in the tree
+// before issue 11, which scripts/event-bench-ab.sh measures against):
+// policy i applies to tenant t(i%tenants)
 // (every fourth to its segment s0; every fifth in both directions) with
 // two rules: deny tcp 22 from a /16 with a hole, allow tcp 80, 443 and
 // 8000-8080 from tenant t(i+1).
