@@ -283,7 +283,7 @@ func TestPendingRouteRetried(t *testing.T) {
 	a := w.address("late", 1, "acme", 1, 9, "romanalate")
 	r.src.put(api.KindAddress, "late", a)
 	expect.Eventually(t, "pending reported", within, func() error {
-		if g := gauge(t, r.reg, "romana_agent_routes_pending"); g != 1 {
+		if g := metric(t, r.reg, "romana_agent_routes_pending"); g != 1 {
 			return fmt.Errorf("gauge %v", g)
 		}
 		return nil
@@ -407,7 +407,9 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-func gauge(t *testing.T, g prometheus.Gatherer, name string) float64 {
+// metric returns the value of the gauge or counter name (one sample), or
+// -1 when g has none.
+func metric(t *testing.T, g prometheus.Gatherer, name string) float64 {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
@@ -415,21 +417,10 @@ func gauge(t *testing.T, g prometheus.Gatherer, name string) float64 {
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			if c := mf.GetMetric()[0].GetCounter(); c != nil {
+				return c.GetValue()
+			}
 			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	return -1
-}
-
-func counter(t *testing.T, g prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetCounter().GetValue()
 		}
 	}
 	return -1
@@ -519,7 +510,7 @@ func TestForeignRouteConflictReported(t *testing.T) {
 	}()
 	defer func() { cancel(); <-done }()
 	expect.Eventually(t, "conflict reported", within, func() error {
-		g, health := gauge(t, r.reg, "romana_agent_route_conflicts"), r.metrics.Health()
+		g, health := metric(t, r.reg, "romana_agent_route_conflicts"), r.metrics.Health()
 		if g != 1 || health != nil {
 			return fmt.Errorf("gauge %v, health %v", g, health)
 		}
@@ -566,7 +557,7 @@ func TestForeignRouteConflictReported(t *testing.T) {
 	// The administrator removes it: the next resync installs ours.
 	r.kernel.DeleteRoute(h2)
 	expect.Eventually(t, "converged after the foreign route went", within, func() error {
-		if g := gauge(t, r.reg, "romana_agent_route_conflicts"); g != 0 {
+		if g := metric(t, r.reg, "romana_agent_route_conflicts"); g != 0 {
 			return fmt.Errorf("gauge %v", g)
 		}
 		return r.converged()

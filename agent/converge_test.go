@@ -322,7 +322,7 @@ func TestFreshChangesDoNotWaitForRetry(t *testing.T) {
 	expect.Eventually(t, "initial", within, r.converged)
 	r.src.put(api.KindAddress, "stuck", w.address("stuck", 1, "acme", 1, 9, "romananever"))
 	expect.Eventually(t, "pending reported", within, func() error {
-		if g := gauge(t, r.reg, "romana_agent_routes_pending"); g != 1 {
+		if g := metric(t, r.reg, "romana_agent_routes_pending"); g != 1 {
 			return fmt.Errorf("gauge %v", g)
 		}
 		return nil

@@ -177,7 +177,7 @@ func TestRejectedPolicyDoesNotStallOthers(t *testing.T) {
 			Log: slog.New(slog.NewTextHandler(&logs, nil)), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	}()
 	defer func() { cancel(); <-done }()
-	problems := func() float64 { return gauge(t, r.reg, "romana_agent_problems") }
+	problems := func() float64 { return metric(t, r.reg, "romana_agent_problems") }
 	state := func(want ...string) func() error {
 		return func() error {
 			d := r.nft.Dump()

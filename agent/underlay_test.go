@@ -42,7 +42,7 @@ func TestRefusedRoutesReported(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	expect.Eventually(t, "converged", within, r.converged)
 	expect.Eventually(t, "refusals counted", within, func() error {
-		if g := gauge(t, r.reg, "romana_agent_routes_refused"); g != 3 {
+		if g := metric(t, r.reg, "romana_agent_routes_refused"); g != 3 {
 			return fmt.Errorf("gauge %v", g)
 		}
 		return nil
@@ -70,9 +70,9 @@ func TestRefusedRoutesReported(t *testing.T) {
 		t.Errorf("health: %v (refusals do not make the agent unhealthy: the rest is applied)", err)
 	}
 	// Resyncs later, each refusal was warned about once.
-	n := counter(t, r.reg, "romana_agent_reconciles_total")
+	n := metric(t, r.reg, "romana_agent_reconciles_total")
 	expect.Eventually(t, "three more reconciliations", within, func() error {
-		if got := counter(t, r.reg, "romana_agent_reconciles_total"); got < n+3 {
+		if got := metric(t, r.reg, "romana_agent_reconciles_total"); got < n+3 {
 			return fmt.Errorf("%v reconciliations, want %v", got, n+3)
 		}
 		return nil
@@ -84,7 +84,7 @@ func TestRefusedRoutesReported(t *testing.T) {
 	r.src.del(api.KindHost, "evil")
 	r.src.del(api.KindHost, "far")
 	expect.Eventually(t, "refusals cleared", within, func() error {
-		if g := gauge(t, r.reg, "romana_agent_routes_refused"); g != 0 || len(r.metrics.Status().RoutesRefused) != 0 {
+		if g := metric(t, r.reg, "romana_agent_routes_refused"); g != 0 || len(r.metrics.Status().RoutesRefused) != 0 {
 			return fmt.Errorf("gauge %v", g)
 		}
 		return nil
@@ -117,7 +117,7 @@ func TestUnresolvedNeighbors(t *testing.T) {
 		asked := slices.Contains(u.resolved, netip.MustParseAddr("192.168.0.3"))
 		u.mu.Unlock()
 		st := r.metrics.Status()
-		if !asked || !slices.Equal(st.NeighborsUnresolved, []string{"192.168.0.3"}) || gauge(t, r.reg, "romana_agent_neighbors_unresolved") != 1 {
+		if !asked || !slices.Equal(st.NeighborsUnresolved, []string{"192.168.0.3"}) || metric(t, r.reg, "romana_agent_neighbors_unresolved") != 1 {
 			return fmt.Errorf("asked %v, status %v", asked, st.NeighborsUnresolved)
 		}
 		return nil
