@@ -186,6 +186,22 @@ type pingFlood struct {
 
 var pingSummaryRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 
+// startLoad starts the load both fault tests run through h1: a TCP
+// stream a1 -> a2 with new connections a3 -> a1b and a2 -> a3, and ping
+// floods a1 -> a2 and a3 -> a1b sending as mode says. progress checks
+// that all of it still flows.
+func (c *cluster) startLoad(t *testing.T, mode []string) (*traffic, []*pingFlood, func(what string)) {
+	tr := c.startTraffic("a1", "a2", [2]string{"a3", "a1b"}, [2]string{"a2", "a3"})
+	floods := []*pingFlood{c.startPingFlood("a1", "a2", mode), c.startPingFlood("a3", "a1b", mode)}
+	return tr, floods, func(what string) {
+		t.Helper()
+		tr.progress(t, what)
+		for _, f := range floods {
+			f.progress(t, what)
+		}
+	}
+}
+
 func (c *cluster) startPingFlood(from, to string, mode []string) *pingFlood {
 	f := &pingFlood{from: from, to: to, stopping: make(chan struct{})}
 	ep, dst := c.eps[from], c.eps[to].IP.String()
@@ -325,15 +341,7 @@ func TestFaultsAgentRestartUpgrade(t *testing.T) {
 	for _, ep := range []string{"a1", "a2", "a3"} {
 		retrans[ep] = c.retransmits(ep)
 	}
-	tr := c.startTraffic("a1", "a2", [2]string{"a3", "a1b"}, [2]string{"a2", "a3"})
-	floods := []*pingFlood{c.startPingFlood("a1", "a2", flood), c.startPingFlood("a3", "a1b", flood)}
-	progress := func(what string) {
-		t.Helper()
-		tr.progress(t, what)
-		for _, f := range floods {
-			f.progress(t, what)
-		}
-	}
+	tr, floods, progress := c.startLoad(t, flood)
 	progress("traffic running")
 	began := time.Now()
 
@@ -626,15 +634,7 @@ func TestFaultsRomanadDown(t *testing.T) {
 	c.check(matrix)
 	c.check([]probe{{"a1", "a3", true}})
 
-	tr := c.startTraffic("a1", "a2", [2]string{"a3", "a1b"}, [2]string{"a2", "a3"})
-	floods := []*pingFlood{c.startPingFlood("a1", "a2", steady), c.startPingFlood("a3", "a1b", steady)}
-	progress := func(what string) {
-		t.Helper()
-		tr.progress(t, what)
-		for _, f := range floods {
-			f.progress(t, what)
-		}
-	}
+	tr, floods, progress := c.startLoad(t, steady)
 	progress("traffic running")
 	mon := c.monitorNft("h1")
 	logAt := map[string]int{}
