@@ -495,9 +495,6 @@ func (m *Model) TenantMatch(n *Network, tenant, segment string) (plan.Match, boo
 	return x, err == nil
 }
 
-// Addresses returns every address, sorted by name.
-func (m *Model) Addresses() []api.Address { return sortedValues(m.addresses) }
-
 // AddressesOn returns host's addresses, sorted by name.
 func (m *Model) AddressesOn(host string) []api.Address { return sortedValues(m.byHost[host]) }
 
