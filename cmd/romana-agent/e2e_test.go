@@ -64,7 +64,7 @@ const romanadPort = 9600
 // startRomanad starts romanad on a controller machine of lab, serving TLS
 // at controllerAddr:romanadPort inside it; its harness clients (admin)
 // dial from inside the controller too, never from the test's own namespace.
-func startRomanad(t *testing.T, lab *sim.Lab, opts ...servertest.Option) (*servertest.Instance, *sim.Host) {
+func startRomanad(t testing.TB, lab *sim.Lab, opts ...servertest.Option) (*servertest.Instance, *sim.Host) {
 	t.Helper()
 	ctl, err := lab.AddController(context.Background(), "ctl", controllerAddr)
 	if err != nil {
@@ -92,7 +92,7 @@ func dialIn(ns *sim.Namespace) func(ctx context.Context, network, addr string) (
 
 // cluster is romanad, a lab of hosts and endpoints, and one agent per host.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	srv    *servertest.Instance
 	ctl    *sim.Host // where romanad runs
@@ -725,7 +725,7 @@ func (c *cluster) startTraffic(from, to string, connects ...[2]string) *traffic 
 
 // progress waits until 20 more lines (and 3 more connections, if any run)
 // went through, failing the test if the traffic broke.
-func (tr *traffic) progress(t *testing.T, what string) {
+func (tr *traffic) progress(t testing.TB, what string) {
 	t.Helper()
 	tr.mu.Lock()
 	lines, connects, wantConnects := tr.lines, tr.connects, 0

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/bench/workload"
+	"github.com/romana/romana/pki"
+	"github.com/romana/romana/plan"
+	"github.com/romana/romana/sim"
+	"github.com/romana/romana/sim/simtest"
+)
+
+// BenchmarkPolicyEnforcementAgents measures, on real agents, the time from
+// one policy change at romanad to its enforcement on every host: 20
+// romana-agent processes, each in its own host namespace with real nft,
+// following a romanad (embedded etcd, TLS over the simulated underlay)
+// that holds 100 tenants and N policies (bench/workload). Each iteration
+// PUTs policy "mark" with a new port; an agent has enforced it when its
+// status report says it applied that revision (the agent reports right
+// after each reconciliation, once its nft transaction returned). The
+// latency of a host is romanad's arrival time of that report minus the
+// PUT's start, both on this process's clock; p50/p99/max are over all
+// hosts and changes. ROMANA_BENCH_AGENTS overrides the 20 agents.
+//
+//	go test ./cmd/romana-agent -run '^$' -bench PolicyEnforcementAgents -benchtime 20x
+func BenchmarkPolicyEnforcementAgents(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) { enforcementAgents(b, n) })
+	}
+}
+
+func enforcementAgents(b *testing.B, n int) {
+	agents := 20
+	if s := os.Getenv("ROMANA_BENCH_AGENTS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 || v > 200 {
+			b.Fatalf("ROMANA_BENCH_AGENTS=%q: want 1 to 200", s)
+		}
+		agents = v
+	}
+	const tenants = 100
+	lab := simtest.New(b)
+	c := &cluster{t: b, ctx: context.Background(), lab: lab, logDir: b.TempDir(), credDir: b.TempDir(),
+		hosts: map[string]*sim.Host{}, cidrs: map[string]netip.Prefix{}, eps: map[string]*sim.Endpoint{},
+		agents: map[string]*agentProc{}, resync: time.Hour}
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.exe = exe
+	c.srv, c.ctl = startRomanad(b, lab)
+	b.Cleanup(func() {
+		for name := range c.agents {
+			c.stopAgent(name)
+		}
+	})
+	ctx := c.ctx
+	cl := c.srv.Client
+	if _, err := cl.AddNetwork(ctx, api.Network{Name: "net1", CIDR: "10.0.0.0/8",
+		Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 8}, {Name: "segment", Bits: 2}}}); err != nil {
+		b.Fatal(err)
+	}
+	for i := range tenants {
+		name := fmt.Sprintf("t%d", i)
+		if _, err := cl.AddTenant(ctx, api.Tenant{Name: name}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := cl.AddSegment(ctx, api.Segment{Tenant: name, Name: "s0"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	load := time.Now()
+	work := make(chan api.Policy)
+	errs := make(chan error, 8)
+	var loaders sync.WaitGroup
+	for range 8 {
+		loaders.Go(func() {
+			for p := range work {
+				if _, err := cl.PutPolicy(ctx, p); err != nil {
+					errs <- fmt.Errorf("put policy %s: %w", p.Name, err)
+					return
+				}
+			}
+		})
+	}
+	for _, p := range workload.Policies(n, tenants) {
+		select {
+		case work <- p:
+		case err := <-errs:
+			b.Fatal(err)
+		}
+	}
+	close(work)
+	loaders.Wait()
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
+	b.Logf("%d policies loaded in %v", n, time.Since(load).Round(time.Millisecond))
+
+	var names []string
+	for i := range agents {
+		name := fmt.Sprintf("h%d", i+1)
+		ip := netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)})
+		h, err := lab.AddHost(ctx, name, netip.PrefixFrom(ip, 24))
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.hosts[name] = h
+		if _, err := cl.AddHost(ctx, api.Host{Name: name, IP: ip}); err != nil {
+			b.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	// The agents write their CNI credentials next to their own; they are
+	// started one by one so that the first full table loads do not all
+	// compete at once, then all must have applied the store's revision.
+	start := time.Now()
+	for _, name := range names {
+		c.srv.WriteCredential(b, pki.Host(name), c.credDir)
+		c.startAgent(name, "--log-level", "info")
+	}
+	rev, err := cl.Status(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	arrivals := func(want int64, since time.Time, deadline time.Duration) map[string]time.Time {
+		got := map[string]time.Time{}
+		limit := time.Now().Add(deadline)
+		for len(got) < len(names) {
+			st, err := cl.Status(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, h := range st.Hosts {
+				if h.Revision >= want && !h.LastReport.Before(since) {
+					if _, ok := got[h.Host]; !ok {
+						got[h.Host] = h.LastReport
+					}
+				}
+			}
+			if time.Now().After(limit) {
+				b.Fatalf("revision %d: %d of %d agents applied it within %v", want, len(got), len(names), deadline)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		return got
+	}
+	arrivals(rev.StoreRevision, start, 10*time.Minute)
+	b.Logf("%d agents applied %d policies (first full tables) in %v", agents, n, time.Since(start).Round(time.Millisecond))
+
+	var lat []time.Duration
+	i := 0
+	change := func() {
+		i++
+		port := uint16(40000 + i%20000)
+		t0 := time.Now()
+		if _, err := cl.PutPolicy(ctx, api.Policy{Name: "mark", Direction: []string{"ingress"}, AppliedTo: []api.Selector{{Tenant: "t1"}},
+			Rules: []api.Rule{{Peers: []api.Peer{{Tenant: "t2"}}, Protocol: "tcp", Ports: []uint16{port}}}}); err != nil {
+			b.Fatal(err)
+		}
+		st, err := cl.Status(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, at := range arrivals(st.StoreRevision, t0, 5*time.Minute) {
+			lat = append(lat, at.Sub(t0))
+		}
+	}
+	change() // the first change of a policy that did not exist
+	lat = nil
+	for b.Loop() {
+		change()
+	}
+	slices.Sort(lat)
+	pct := func(q float64) float64 {
+		return float64(lat[min(len(lat)-1, int(q*float64(len(lat))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.5), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+	b.ReportMetric(float64(len(lat)), "samples")
+}
