@@ -129,7 +129,8 @@ func (r *routeManager) reportRefused(rs []hoststate.Refusal) {
 
 // firewallManager applies table inet romana: isolation and policies. It
 // depends on everything but this host's endpoints (which never change the
-// ruleset), and on addresses only while service chains exist.
+// ruleset, unless --flowtable lists their veths), and on addresses only
+// while service chains exist.
 type firewallManager struct {
 	cfg *Config
 	log *slog.Logger
