@@ -80,6 +80,12 @@ type Config struct {
 	// neighbours; see hoststate.Underlay). Nil: a NetlinkUnderlay in the
 	// network namespace of the goroutine calling Run.
 	Underlay Underlay
+	// Flowtable offloads established connections of this host's
+	// endpoints to an nftables software flowtable (hoststate.Flowtable;
+	// --flowtable, not proven yet). The firewall must also implement
+	// FlowtableSupporter; on a kernel without flowtables the agent runs
+	// without it and reports a problem (flowtable.go).
+	Flowtable bool
 }
 
 func (c *Config) defaults() error {

@@ -129,7 +129,8 @@ func (r *routeManager) reportRefused(rs []hoststate.Refusal) {
 
 // firewallManager applies table inet romana: isolation and policies. It
 // depends on everything but this host's endpoints (which never change the
-// ruleset), and on addresses only while service chains exist.
+// ruleset, unless --flowtable lists their veths), and on addresses only
+// while service chains exist.
 type firewallManager struct {
 	cfg *Config
 	log *slog.Logger
@@ -144,12 +145,18 @@ type firewallManager struct {
 	// left out of it (reject.go).
 	rejected    map[string]error
 	rejectedFor string
+	// flowtable is the state of Config.Flowtable (flowtable.go).
+	flowtable flowtableState
 }
 
 func (*firewallManager) name() string { return "firewall" }
 
-func (*firewallManager) deps() input {
-	return inNetwork | inHost | inTenant | inSegment | inPolicy | inChain | inFunction | inNeighbor | inResync | inRetry
+func (f *firewallManager) deps() input {
+	in := inNetwork | inHost | inTenant | inSegment | inPolicy | inChain | inFunction | inNeighbor | inResync | inRetry
+	if f.cfg.Flowtable {
+		in |= inAddressHere // the flowtable lists the endpoints' veths
+	}
+	return in
 }
 
 func (f *firewallManager) sync(ctx context.Context, p *pass) (bool, error) {
@@ -157,7 +164,7 @@ func (f *firewallManager) sync(ctx context.Context, p *pass) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	rs, problems, err := hoststate.ComputeFirewall(p.m, f.cfg.Host, hoststate.Options{Mode: f.cfg.Mode, Underlay: under})
+	rs, problems, err := hoststate.ComputeFirewall(p.m, f.cfg.Host, hoststate.Options{Mode: f.cfg.Mode, Underlay: under, Flowtable: f.flowtable.use(ctx, f.cfg, f.log)})
 	if err != nil {
 		f.problems = nil
 		return false, err
@@ -182,6 +189,6 @@ func (f *firewallManager) sync(ctx context.Context, p *pass) (bool, error) {
 		problems = append(slices.Clone(problems), rejectedProblems(f.rejected)...)
 		slices.Sort(problems)
 	}
-	f.problems = problems
-	return false, applyErr
+	f.problems = append(slices.Clone(problems), f.flowtable.problems()...)
+	return f.flowtable.pending(rs), applyErr
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
@@ -66,13 +67,19 @@ func iperfServer(b *testing.B, dst *sim.Endpoint) {
 
 // iperf runs a 3 s iperf3 client and returns Gbit/s received.
 func iperf(b *testing.B, ctx context.Context, from, to *sim.Endpoint) float64 {
+	return iperfStreams(b, ctx, from, to, 1)
+}
+
+// iperfStreams runs a 3 s iperf3 client with the given number of parallel
+// streams and returns Gbit/s received (all streams together).
+func iperfStreams(b *testing.B, ctx context.Context, from, to *sim.Endpoint, streams int) float64 {
 	var out []byte
 	err := expect.Poll(5*time.Second, func() (err error) { // the server may not listen yet
-		out, err = from.Command(ctx, "iperf3", "-c", to.IP.String(), "-t", "3", "-J").Output()
+		out, err = from.Command(ctx, "iperf3", "-c", to.IP.String(), "-t", "3", "-P", strconv.Itoa(streams), "-J").Output()
 		return err
 	})
 	if err != nil {
-		b.Fatalf("iperf3: %v\n%s", err, out)
+		b.Fatalf("iperf3 -P %d: %v\n%s", streams, err, out)
 	}
 	var res struct {
 		End struct {

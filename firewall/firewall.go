@@ -95,6 +95,7 @@ const policyStampPrefix = "romana policies "
 // the policy-* chains), and the policy chains.
 func split(rs hoststate.Ruleset) (base hoststate.Ruleset, pol []hoststate.Chain) {
 	base.Sets, base.Maps = rs.Sets, rs.Maps
+	base.Flowtables = withoutDevices(rs.Flowtables)
 	for _, c := range rs.Chains {
 		if !hoststate.IsPolicyChain(c.Name) {
 			base.Chains = append(base.Chains, c)
@@ -114,7 +115,7 @@ func split(rs hoststate.Ruleset) (base hoststate.Ruleset, pol []hoststate.Chain)
 // when it is hoststate.PoliciesEnd, carries PolicyStamp(rs).
 func stamped(rs hoststate.Ruleset) (hoststate.Ruleset, error) {
 	stamp := Stamp(rs)
-	out := hoststate.Ruleset{Sets: rs.Sets, Maps: rs.Maps, Chains: slices.Clone(rs.Chains)}
+	out := hoststate.Ruleset{Sets: rs.Sets, Maps: rs.Maps, Chains: slices.Clone(rs.Chains), Flowtables: rs.Flowtables}
 	fwd := out.Chain(hoststate.ChainForward)
 	if fwd == nil || fwd.Hook == "" {
 		return out, fmt.Errorf("ruleset has no base chain %q", hoststate.ChainForward)
@@ -147,6 +148,7 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 	if err != nil {
 		return false, err
 	}
+	defer f.afterApply(ctx, rs, &changed, &err) // flowtable devices (flowtable.go)
 	base, pol := Stamp(rs), PolicyStamp(rs)
 	if f.lastBase == base && f.lastPolicies != "" && f.lastPolicies != pol {
 		if err := f.applyPolicies(ctx, want, "policies changed"); err == nil {
@@ -197,6 +199,7 @@ func (f *Firewall) replaceTx(want hoststate.Ruleset) *knftables.Transaction {
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
 	tx.Add(&knftables.Table{})
+	addFlowtables(tx, want)
 	for _, c := range want.Chains {
 		tx.Add(chainOf(c))
 	}
@@ -381,6 +384,9 @@ func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok, base
 		if _, ok := live.others["map "+m.Name]; !ok {
 			return false, false, "map " + m.Name + " missing", nil
 		}
+	}
+	if why := flowtablesMissing(live, want); why != "" {
+		return false, false, why, nil
 	}
 	base, pol := parts(want)
 	sums := live.sums()

@@ -118,7 +118,7 @@ func (l dumpLister) list(context.Context) (*listing, error) {
 		switch kind {
 		case "chain":
 			out.chains[name] = &listedChain{lines: []string{body}}
-		case "map", "set":
+		case "map", "set", "flowtable":
 			out.others[kind+" "+name] = append(out.others[kind+" "+name], body)
 		case "rule":
 			c := out.chains[name]

@@ -55,6 +55,10 @@ type Options struct {
 	// screened against the snapshot only, and flat mode ties no block to
 	// its host's link-layer address.
 	Underlay *Underlay
+	// Flowtable offloads established connections of this host's
+	// endpoints to a software flowtable (flowtable.go; romana-agent
+	// --flowtable, not proven yet).
+	Flowtable bool
 }
 
 // State is the desired kernel state of one host. All slices are sorted; two
@@ -217,6 +221,9 @@ func ComputeModel(m *model.Model, host string, opts Options) (State, error) {
 		return State{}, err
 	}
 	fw, problems := firewall(in)
+	if opts.Flowtable {
+		addFlowtable(&fw, in, st.Routes)
+	}
 	st.Firewall = fw
 	st.Problems = append(st.Problems, problems...)
 	slices.Sort(st.Problems)
@@ -235,11 +242,14 @@ func ComputeRouting(m *model.Model, host string, opts Options) (State, error) {
 // ComputeFirewall returns the ruleset of host and the problems found
 // computing it (with the model's own).
 func ComputeFirewall(m *model.Model, host string, opts Options) (Ruleset, []string, error) {
-	_, in, err := routing(m, host, opts)
+	st, in, err := routing(m, host, opts)
 	if err != nil {
 		return Ruleset{}, nil, err
 	}
 	fw, problems := firewall(in)
+	if opts.Flowtable {
+		addFlowtable(&fw, in, st.Routes)
+	}
 	return fw, problems, nil
 }
 

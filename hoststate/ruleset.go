@@ -48,6 +48,9 @@ type Ruleset struct {
 	Sets   []Set
 	Maps   []Map
 	Chains []Chain
+	// Flowtables is the software fast path (flowtable.go), empty unless
+	// Options.Flowtable.
+	Flowtables []Flowtable
 }
 
 // Set is a named set of keys (KeyType may be a concatenation, as
@@ -165,6 +168,10 @@ func (rs Ruleset) String() string {
 			b.WriteString(" }\n")
 		}
 		b.WriteString("\t}\n")
+		sep = "\n"
+	}
+	for _, ft := range rs.Flowtables {
+		fmt.Fprintf(&b, "%s\t%s", sep, ft)
 		sep = "\n"
 	}
 	for _, c := range rs.Chains {
@@ -438,7 +445,7 @@ func (rs Ruleset) Policies() []string {
 // drop reports true for: they compile to nothing, as a policy naming an
 // absent tenant does. Chains and every other rule stay; rs is not modified.
 func (rs Ruleset) WithoutPolicies(drop func(policy string) bool) Ruleset {
-	out := Ruleset{Sets: rs.Sets, Maps: rs.Maps, Chains: make([]Chain, len(rs.Chains))}
+	out := Ruleset{Sets: rs.Sets, Maps: rs.Maps, Chains: make([]Chain, len(rs.Chains)), Flowtables: rs.Flowtables}
 	for i, c := range rs.Chains {
 		out.Chains[i] = c
 		if !slices.ContainsFunc(c.Rules, func(r Rule) bool { return r.Policy != "" && drop(r.Policy) }) {

@@ -127,7 +127,7 @@ func runAgent(ctx context.Context, f *cmdline.Agent, stderr io.Writer) error {
 	report := &agent.Report{Sink: cl, Sessions: bgpSessions(speaker)} // every half --resync, at least 1 s
 	err = agent.Run(ctx, agent.Config{Host: f.Host, Mode: m, Resync: f.Resync, Source: cl, Routes: routes, Firewall: fw,
 		Log: log, Metrics: metrics, BGP: speaker, Steering: steerer, PolicyStats: stats, Report: report,
-		MinSyncInterval: f.MinSyncInterval})
+		MinSyncInterval: f.MinSyncInterval, Flowtable: f.Flowtable})
 	stopBGP()
 	log.Info("romana-agent stopped; host state left in place")
 	return err

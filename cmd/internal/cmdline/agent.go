@@ -19,6 +19,7 @@ type Agent struct {
 	Resync, MinSyncInterval               time.Duration
 	MetricsListen                         string
 	Cleanup                               bool
+	Flowtable                             bool
 	ChainProbeInterval                    time.Duration
 	LogLevel                              string
 	StatsInterval                         time.Duration
@@ -94,6 +95,7 @@ or reach romanad, netlink or nftables refused); 2 the command line is wrong.`,
 	fs.DurationVar(&f.MinSyncInterval, "min-sync-interval", 10*time.Millisecond, "least time between two applications of changes after a burst of 10 (changes arriving meanwhile are applied together); negative: no limit")
 	fs.StringVar(&f.MetricsListen, "metrics-listen", "127.0.0.1:9601", `address for /metrics and /healthz ("" disables)`)
 	fs.BoolVar(&f.Cleanup, "cleanup", false, "remove everything the agent owns on this host (table inet romana, routes with protocol 190, BGP-learned routes with protocol 191, the gateway link, chain steering: table inet romana-chain, its ip rules and route tables; with --bgp also what the BGP peers still hold) and exit")
+	fs.BoolVar(&f.Flowtable, "flowtable", false, "offload established connections of local endpoints to an nftables software flowtable (fast path; experimental, not proven faster: see docs/agent.md); without kernel support the agent runs without it and reports a problem")
 	fs.DurationVar(&f.ChainProbeInterval, "chain-probe-interval", time.Second, "health-check period of local service functions (down after 2 failed probes)")
 	fs.StringVar(&f.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&f.StatsInterval, "stats-interval", 5*time.Second, "how often to report policy rule counters to romanad (0 disables)")
