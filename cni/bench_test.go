@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -29,8 +30,10 @@ type benchPlugin struct {
 }
 
 // BenchmarkCNIAddDel measures CNI ADD and DEL latency over 50 attachments
-// for romana-cni (with a real romanad on a controller of a lab, reached
-// over mutual TLS with a cni:h1 credential) and, in the same run, Debian's
+// for romana-cni (the thin binary forwarding to the agent's CNI server,
+// run warm in the test process as the agent runs it, which reaches a real
+// romanad on a controller of a lab over mutual TLS as host:h1) and, in the
+// same run, Debian's
 // reference plugins ptp + host-local and bridge + host-local. Each plugin
 // runs in its own host namespace, entered on a locked thread before the
 // fork (no `ip netns exec` in the measured path); the three are interleaved
@@ -52,7 +55,8 @@ func BenchmarkCNIAddDel(b *testing.B) {
 		b.Fatal(err)
 	}
 	hostGateway(b, romanaHost.Namespace.Name)
-	cred := in.WriteCredential(b, pki.CNI(testHost), b.TempDir())
+	sock := filepath.Join(b.TempDir(), "agent", "cni.sock")
+	startAgentServer(b, romanaHost.Path, sock, &Plugin{Romanad: in.ClientAs(b, pki.Host(testHost)), Host: testHost, Server: in.URL})
 	dir := pluginDir(b)
 	id := uniq()
 	paths := []string{dir, "/usr/lib/cni"}
@@ -78,8 +82,8 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	}
 	plugins := []*benchPlugin{
 		mk("romana-cni", hostNS("romana", true), fmt.Sprintf(
-			`{"cniVersion":"1.0.0","name":"bench-romana","plugins":[{"type":"romana-cni","server":%q,"credential":%q,"host":%q,"tenant":"default-tenant","mtu":1500}]}`,
-			in.URL, cred, testHost)),
+			`{"cniVersion":"1.0.0","name":"bench-romana","plugins":[{"type":"romana-cni","agentSocket":%q,"tenant":"default-tenant","mtu":1500}]}`,
+			sock)),
 		mk("ptp + host-local", hostNS("ptp", false), fmt.Sprintf(
 			`{"cniVersion":"1.0.0","name":"bench-ptp","plugins":[{"type":"ptp","ipMasq":false,"mtu":1500,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.201.0.0/16"}]],"dataDir":%q}}]}`,
 			b.TempDir())),

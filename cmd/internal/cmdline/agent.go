@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/romana/romana/bgp"
+	"github.com/romana/romana/cni/forward"
 	"github.com/romana/romana/config"
 	"github.com/romana/romana/hoststate"
 )
@@ -15,6 +16,7 @@ import (
 // Agent holds romana-agent's flags.
 type Agent struct {
 	Host, Server, Config, Join, CNIConfig string
+	CNISocket                             string
 	Mode                                  string
 	Resync, MinSyncInterval               time.Duration
 	MetricsListen                         string
@@ -89,6 +91,7 @@ or reach romanad, netlink or nftables refused); 2 the command line is wrong.`,
 	fs.StringVar(&f.Config, "config", "/var/lib/romana/agent/host.conf", "the agent's credential `file` (written by --join, renewed in place)")
 	fs.StringVar(&f.Join, "join", "", "single-use join `token` for the first start (env "+EnvJoinToken+"); ignored once --config exists")
 	fs.StringVar(&f.CNIConfig, "cni-config", "/etc/romana/cni.conf", "`file` to keep the CNI plugin's credential (cni:HOST) in (\"\" disables)")
+	fs.StringVar(&f.CNISocket, "cni-socket", forward.DefaultSocket, "unix socket `path` where the agent serves the romana-cni plugin's requests, root-only (\"\" disables); the network config's \"agentSocket\" must name it")
 	fs.StringVar(&f.Mode, "mode", string(hoststate.ModeFlat), "flat: route other hosts' CIDRs via their IPs (one L2 segment); fabric: the fabric routes them")
 	fs.DurationVar(&f.Resync, "resync", 10*time.Second, "full reconciliation interval (repairs drift)")
 	fs.DurationVar(&f.MinSyncInterval, "min-sync-interval", 10*time.Millisecond, "least time between two applications of changes after a burst of 10 (changes arriving meanwhile are applied together); negative: no limit")
