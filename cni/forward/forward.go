@@ -51,8 +51,8 @@ type Request struct {
 }
 
 // Response is the agent's answer: Output is what the plugin writes to
-// stdout (a result, or a CNI error when Failed), and the plugin exits 1
-// when Failed.
+// stdout (a result, or a CNI error when Failed; JSON, ended with a newline
+// by the plugin), and the plugin exits 1 when Failed.
 type Response struct {
 	Failed bool            `json:"failed,omitempty"`
 	Output json.RawMessage `json:"output,omitempty"`
@@ -88,6 +88,10 @@ type Plugin struct {
 	// LinkExists reports whether the plugin's network namespace (the
 	// host's) has a link of that name; DEL uses it when the agent is down.
 	LinkExists func(name string) bool
+
+	// failedDial, when set (tests), is called after each failed connection
+	// attempt.
+	failedDial func(error)
 }
 
 // New returns a Plugin wired to the process.
@@ -113,6 +117,9 @@ func (p *Plugin) Run(ctx context.Context) int {
 		return 1
 	}
 	if len(out.Output) > 0 {
+		if out.Output[len(out.Output)-1] != '\n' {
+			out.Output = append(out.Output, '\n')
+		}
 		if _, err := p.Stdout.Write(out.Output); err != nil {
 			return 1
 		}
@@ -191,6 +198,9 @@ func (p *Plugin) exchange(ctx context.Context, sock string, wait time.Duration, 
 		conn, err = d.DialContext(ctx, "unix", sock)
 		if err == nil {
 			break
+		}
+		if p.failedDial != nil {
+			p.failedDial(err)
 		}
 		retry := errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
 		if !retry || !time.Now().Before(deadline) {
