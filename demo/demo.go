@@ -319,7 +319,7 @@ func (d *run) setup(ctx context.Context) error {
 	if err := d.cp.waitJoined(ctx, names, d.agents); err != nil {
 		return err
 	}
-	d.say("   every agent joined as host:NAME over TLS and wrote its CNI plugin's credential (cni:NAME)")
+	d.say("   every agent joined as host:NAME over TLS and serves the CNI plugin on its own socket (the plugin holds no credential)")
 
 	d.say("== endpoints attached through romana-cni (libcni, as a container runtime does)")
 	for _, e := range placement(d.o.Hosts) {
