@@ -37,7 +37,9 @@ type benchPlugin struct {
 // reference plugins ptp + host-local and bridge + host-local. Each plugin
 // runs in its own host namespace, entered on a locked thread before the
 // fork (no `ip netns exec` in the measured path); the three are interleaved
-// attachment by attachment so machine noise hits them alike. All use CNI
+// attachment by attachment, in A-B-C-C-B-A order (abba), so machine noise
+// hits them alike. It also reports the ratios of romana-cni's p50s to
+// ptp's. All use CNI
 // spec 1.0.0, the newest Debian's plugins answer.
 //
 //	make bench   (or: go test -run '^$' -bench CNIAddDel -benchtime 1x ./cni)
@@ -106,7 +108,8 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	b.ResetTimer()
 	for round := range b.N {
 		for i := range benchAttachments {
-			for pi, p := range plugins {
+			for _, pi := range abba(len(plugins), i) {
+				p := plugins[pi]
 				t0 := time.Now()
 				if _, err := p.cfg.AddNetworkList(ctx, p.list, rt(pi, i, round)); err != nil {
 					b.Fatalf("%s ADD %d: %v", p.name, i, err)
@@ -115,7 +118,8 @@ func BenchmarkCNIAddDel(b *testing.B) {
 			}
 		}
 		for i := range benchAttachments {
-			for pi, p := range plugins {
+			for _, pi := range abba(len(plugins), i) {
+				p := plugins[pi]
 				t0 := time.Now()
 				if err := p.cfg.DelNetworkList(ctx, p.list, rt(pi, i, round)); err != nil {
 					b.Fatalf("%s DEL %d: %v", p.name, i, err)
@@ -137,7 +141,27 @@ func BenchmarkCNIAddDel(b *testing.B) {
 		b.ReportMetric(pct(p.del, 50).Seconds()*1e3, short+"-del-p50-ms")
 		b.ReportMetric(pct(p.del, 99).Seconds()*1e3, short+"-del-p99-ms")
 	}
+	r, ptp := plugins[0], plugins[1]
+	addRatio := pct(r.add, 50).Seconds() / pct(ptp.add, 50).Seconds()
+	delRatio := pct(r.del, 50).Seconds() / pct(ptp.del, 50).Seconds()
+	fmt.Fprintf(&tbl, "\nromana-cni ÷ ptp + host-local, p50: ADD %.2f, DEL %.2f\n", addRatio, delRatio)
+	b.ReportMetric(addRatio, "add-p50-ratio")
+	b.ReportMetric(delRatio, "del-p50-ratio")
 	b.Log(tbl.String())
+}
+
+// abba is the order in which attachment i runs the n plugins: forward for
+// even i, backward for odd, so that over two attachments each plugin runs
+// A-B-C-C-B-A and a drift in machine load hits them alike.
+func abba(n, i int) []int {
+	out := make([]int, n)
+	for k := range out {
+		out[k] = k
+		if i%2 == 1 {
+			out[k] = n - 1 - k
+		}
+	}
+	return out
 }
 
 // pct is the nearest-rank percentile of ds.
