@@ -251,6 +251,34 @@ func TestDebs(t *testing.T) {
 		}
 		return nil
 	})
+	// The installed plugin through the installed agent, which has only the
+	// unit's capabilities: ADD wires a container namespace, DEL undoes it.
+	romana("tenant", "add", "default")
+	romana("segment", "add", "default", "default")
+	ctr, err := lab.AddNamespace(ctx, "c1")
+	must(t, err)
+	cniConf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"romana","type":"romana-cni","agentSocket":%q,"tenant":"default"}`,
+		filepath.Join(root, "run/romana-agent/cni.sock"))
+	cniRun := func(command string) string {
+		t.Helper()
+		c := exec.Command("nsenter", "--net="+host.Namespace.Path, "--", filepath.Join(root, "opt/cni/bin/romana-cni"))
+		c.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=deb1", "CNI_NETNS=" + ctr.Path, "CNI_IFNAME=eth0", "CNI_PATH=" + filepath.Join(root, "opt/cni/bin")}
+		c.Stdin = strings.NewReader(cniConf)
+		out, err := c.Output()
+		if err != nil {
+			t.Fatalf("romana-cni %s: %v\n%s\nromana-agent:\n%s", command, err, out, a.log())
+		}
+		return string(out)
+	}
+	res := cniRun("ADD")
+	if addr, err := ctr.Exec(ctx, "ip", "-4", "-o", "addr", "show", "dev", "eth0"); err != nil || !strings.Contains(addr, "/32") {
+		t.Errorf("container after ADD (%s): %v\n%s", res, err, addr)
+	}
+	cniRun("DEL")
+	if out, err := ctr.Exec(ctx, "ip", "link", "show", "dev", "eth0"); err == nil {
+		t.Errorf("eth0 left in the container after DEL:\n%s", out)
+	}
+
 	out = romana("status")
 	t.Logf("romana status:\n%s", out)
 	out = romana("host", "list")
