@@ -370,9 +370,17 @@ func TestLibcniBadConfig(t *testing.T) {
 			e.assertGone(t, rt.ContainerID, "eth0", "")
 		})
 	}
+	// The host's own namespace as the container's is code 8: the agent
+	// would otherwise give the host the container's address and route.
+	_, err := e.cfg.AddNetworkList(context.Background(), e.list, &libcni.RuntimeConf{ContainerID: "bad3", NetNS: e.hostPath, IfName: "eth9"})
+	cniError(t, err, types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q is the host's own network namespace", e.hostPath))
+	e.assertGone(t, "bad3", "eth0", "")
+	if slices.Contains(links(t, e.host), "eth9") {
+		t.Error("ADD into the host's namespace created eth9 there")
+	}
 	// A missing container namespace is code 8 and allocates nothing.
 	rt2 := &libcni.RuntimeConf{ContainerID: "bad2", NetNS: "/var/run/netns/romt-does-not-exist", IfName: "eth0"}
-	_, err := e.cfg.AddNetworkList(context.Background(), e.list, rt2)
+	_, err = e.cfg.AddNetworkList(context.Background(), e.list, rt2)
 	cniError(t, err, types.ErrInvalidNetNS, "CNI_NETNS")
 	e.assertGone(t, "bad2", "eth0", "")
 }

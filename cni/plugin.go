@@ -106,6 +106,13 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 	if err := ns.IsNSorErr(args.Netns); err != nil {
 		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q: %v", args.Netns, err), "")
 	}
+	if own, err := isOwnNetNS(args.Netns); err != nil || own {
+		msg := fmt.Sprintf("CNI_NETNS %q is the host's own network namespace, not a container's", args.Netns)
+		if err != nil {
+			msg = fmt.Sprintf("CNI_NETNS %q: %v", args.Netns, err)
+		}
+		return nil, types.NewError(types.ErrInvalidNetNS, msg, "")
+	}
 	// The veth name is derived from the allocation name: if it exists, the
 	// attachment is already set up (or a crashed ADD left it; DEL clears it).
 	// Refuse before allocating, so the undo below never touches it.

@@ -54,6 +54,9 @@ func Listen(path string) (*net.UnixListener, error) {
 	if st.Mode().Perm()&0o022 != 0 {
 		return nil, fmt.Errorf("CNI socket directory %s: mode %04o lets others replace the socket; want 0700 (or at least not group/other-writable)", dir, st.Mode().Perm())
 	}
+	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket == 0 {
+		return nil, fmt.Errorf("CNI socket %s: exists and is not a socket (%v); remove it or choose another --cni-socket", path, st.Mode())
+	}
 	if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		conn.Close()
 		return nil, fmt.Errorf("CNI socket %s: another process serves it (another romana-agent? give each its own --cni-socket)", path)

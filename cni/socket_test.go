@@ -191,6 +191,14 @@ func TestListen(t *testing.T) {
 		t.Errorf("socket after Serve returned: %v", err)
 	}
 
+	notSock := filepath.Join(dir, "file")
+	if err := os.WriteFile(notSock, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(notSock); err == nil || !strings.Contains(err.Error(), "exists and is not a socket") {
+		t.Errorf("Listen over a regular file: %v", err)
+	}
+
 	open := filepath.Join(t.TempDir(), "open")
 	if err := os.Mkdir(open, 0o777); err != nil {
 		t.Fatal(err)
