@@ -184,10 +184,8 @@ func Resolve(c *NetConf, cniArgs string) (Target, error) {
 // AllocationName is the romanad idempotency key of an attachment.
 func AllocationName(containerID, ifName string) string { return containerID + ":" + ifName }
 
-// vethPrefix starts every host-side veth name; the agent's "romana-gw"
-// does not match vethRE.
-const vethPrefix = "romana"
-
+// vethRE matches the names VethName makes; the agent's "romana-gw" does
+// not match it.
 var vethRE = regexp.MustCompile(`^romana[0-9a-f]{9}$`)
 
 // VethName is the host-side veth of an allocation: "romana" and the first 9
