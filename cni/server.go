@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -39,8 +40,8 @@ type Server struct {
 }
 
 // Listen creates the socket at path, root's and 0600, in a directory it
-// creates 0700 if missing (an existing one must not be writable by group
-// or others). A stale socket is replaced; one another process still serves
+// creates 0700 if missing (an existing one must be the caller's and not
+// writable by group or others). A stale socket is replaced; one another process still serves
 // is an error. The socket appears at path only once its mode is 0600.
 func Listen(path string) (*net.UnixListener, error) {
 	dir := filepath.Dir(path)
@@ -50,6 +51,9 @@ func Listen(path string) (*net.UnixListener, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("CNI socket directory %s: %w", dir, err)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("CNI socket directory %s: owned by uid %d, not by this process's uid %d, who could replace the socket", dir, sys.Uid, os.Geteuid())
 	}
 	if st.Mode().Perm()&0o022 != 0 {
 		return nil, fmt.Errorf("CNI socket directory %s: mode %04o lets others replace the socket; want 0700 (or at least not group/other-writable)", dir, st.Mode().Perm())
@@ -73,7 +77,8 @@ func Listen(path string) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("CNI socket %s: %w", path, err)
 	}
 	ln.SetUnlinkOnClose(false)
-	if err := os.Chmod(filepath.Join(tmp, "s"), 0o600); err == nil {
+	err = os.Chmod(filepath.Join(tmp, "s"), 0o600)
+	if err == nil {
 		err = os.Rename(filepath.Join(tmp, "s"), path)
 	}
 	if err != nil {

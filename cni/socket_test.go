@@ -144,7 +144,8 @@ func TestDelNeverAdded(t *testing.T) {
 }
 
 // TestListen: the socket is 0600 in a directory Listen makes 0700; a
-// directory others may write is refused, as is a socket another process
+// directory others may write or own is refused, a path that is not a
+// socket too, as is a socket another process
 // serves; a stale socket is replaced; Serve removes the socket when done.
 func TestListen(t *testing.T) {
 	requireRoot(t)
@@ -197,6 +198,17 @@ func TestListen(t *testing.T) {
 	}
 	if _, err := Listen(notSock); err == nil || !strings.Contains(err.Error(), "exists and is not a socket") {
 		t.Errorf("Listen over a regular file: %v", err)
+	}
+
+	nobodys := filepath.Join(t.TempDir(), "nobodys")
+	if err := os.Mkdir(nobodys, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(nobodys, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(filepath.Join(nobodys, "cni.sock")); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+		t.Errorf("Listen in a directory of uid 65534: %v", err)
 	}
 
 	open := filepath.Join(t.TempDir(), "open")
