@@ -1,15 +1,16 @@
-// Package cni is the romana-cni plugin: it gets an endpoint address from
-// romanad and wires the container to its host with a veth pair, a /32 inside
-// and a host route outside (the routed-endpoint scheme shared with the agent).
+// Package cni is the CNI plugin's logic, run inside romana-agent: it gets
+// an endpoint address from romanad and wires the container to its host with
+// a veth pair, a /32 inside and a host route outside (the routed-endpoint
+// scheme shared with the agent). The romana-cni binary is only a forwarder
+// (package forward) to the agent's socket, which server.go serves.
 //
 // The pure parts (configuration, CNI_ARGS, names, results, GC selection and
-// error codes) live in this file; the plugin commands in plugin.go and the
+// error codes) live in this file; the plugin commands in plugin.go, their
+// dispatch (what skel does in a plugin binary) in dispatch.go, and the
 // netlink side effects in link_linux.go.
 package cni
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/cni/forward"
 	"github.com/romana/romana/model"
 )
 
@@ -32,17 +34,8 @@ import (
 // Gateway/32; endpoints reach it on-link.
 var Gateway = model.Gateway
 
-// Environment variables the plugin reads.
-const (
-	// ServerEnv names romanad when the network config has no "server".
-	ServerEnv = "ROMANA_SERVER"
-	// FailAtEnv, when set, makes ADD fail on purpose at the named step
-	// (see FailPoints), in a plugin built with -tags romana_failpoints
-	// only. Tests use it to prove that a failed ADD leaks nothing.
-	FailAtEnv = "ROMANA_CNI_FAIL_AT"
-)
-
-// FailPoints are the ADD steps after which FailAtEnv can inject a failure.
+// FailPoints are the ADD steps after which a test can inject a failure
+// (Plugin.failAt), to prove that a failed ADD leaks nothing.
 var FailPoints = []string{"after-allocate", "after-veth", "after-container", "after-host-route"}
 
 // Attrs keys the plugin sets on every address it allocates. AttrOwner and
@@ -58,25 +51,18 @@ const (
 	Owner = "romana-cni"
 )
 
-// DefaultCredential is where romana-agent keeps the CNI plugin's credential.
-const DefaultCredential = "/etc/romana/cni.conf"
-
 // DefaultSegment is used when nothing names a segment.
 const DefaultSegment = "default"
 
-// NetConf is the plugin's network configuration (stdin).
+// NetConf is the plugin's network configuration (stdin). Keys of older
+// plugins that talked to romanad themselves ("server", "credential",
+// "host") are ignored: the agent's own identity and host name are used.
 type NetConf struct {
 	types.PluginConf
-	// Server is romanad's URL: https://HOST:PORT (default: the
-	// credential's) or, as root on romanad's machine, unix:///PATH.
-	Server string `json:"server,omitempty"`
-	// Credential is the plugin's credential file (identity cni:HOST), which
-	// the host's agent writes and renews (default DefaultCredential). Unused
-	// with a unix:// server.
-	Credential string `json:"credential,omitempty"`
-	// Host is this host's name at romanad (default: the credential's host;
-	// with a unix:// server, the hostname).
-	Host string `json:"host,omitempty"`
+	// AgentSocket is the agent's CNI socket (default
+	// forward.DefaultSocket); the romana-cni binary reads it, the agent
+	// ignores it.
+	AgentSocket string `json:"agentSocket,omitempty"`
 	// Network is the romanad network to allocate from ("" lets romanad pick).
 	Network string `json:"network,omitempty"`
 	// Tenant and Segment are the defaults when the invocation names none.
@@ -97,40 +83,15 @@ type ConfArgs struct {
 	} `json:"cni"`
 }
 
-// LoadConf parses and validates the network config. getenv supplies
-// ROMANA_SERVER; hostname the default host name. Errors are *types.Error
-// with code ErrDecodingFailure or ErrInvalidNetworkConfig.
-func LoadConf(stdin []byte, getenv func(string) string, hostname func() (string, error)) (*NetConf, error) {
+// LoadConf parses and validates the network config. Errors are
+// *types.Error with code ErrDecodingFailure or ErrInvalidNetworkConfig.
+func LoadConf(stdin []byte) (*NetConf, error) {
 	var c NetConf
 	if err := json.Unmarshal(stdin, &c); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, "decode network config", err.Error())
 	}
-	if c.Server == "" {
-		c.Server = getenv(ServerEnv)
-	}
-	unix := strings.HasPrefix(c.Server, "unix://")
-	switch {
-	case strings.HasPrefix(c.Server, "http://"):
-		return nil, types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("invalid network config: server %q: romanad serves TCP over TLS only: use https://HOST:PORT with a \"credential\", or unix:///PATH", c.Server), "")
-	case c.Server != "" && !unix && !strings.HasPrefix(c.Server, "https://"):
-		return nil, types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("invalid network config: server %q: want https://HOST:PORT or unix:///PATH", c.Server), "")
-	case unix && c.Credential != "":
-		return nil, types.NewError(types.ErrInvalidNetworkConfig,
-			`invalid network config: "credential" is for https:// servers; a unix:// server needs none`, "")
-	case !unix && c.Credential == "":
-		c.Credential = DefaultCredential
-	}
-	if c.Host == "" && unix {
-		h, err := hostname()
-		if err != nil {
-			return nil, types.NewError(types.ErrInvalidNetworkConfig, `invalid network config: no "host" and the hostname is unknown`, err.Error())
-		}
-		c.Host = h
-	}
-	for _, f := range []struct{ kind, v string }{{"host", c.Host}, {"network", c.Network}, {"tenant", c.Tenant}, {"segment", c.Segment}} {
-		if f.v == "" { // host: filled in from the credential
+	for _, f := range []struct{ kind, v string }{{"network", c.Network}, {"tenant", c.Tenant}, {"segment", c.Segment}} {
+		if f.v == "" {
 			continue
 		}
 		if err := api.ValidateName(f.kind, f.v); err != nil {
@@ -223,18 +184,15 @@ func Resolve(c *NetConf, cniArgs string) (Target, error) {
 // AllocationName is the romanad idempotency key of an attachment.
 func AllocationName(containerID, ifName string) string { return containerID + ":" + ifName }
 
-// vethPrefix starts every host-side veth name; the agent's "romana-gw"
-// does not match vethRE.
-const vethPrefix = "romana"
-
+// vethRE matches the names VethName makes; the agent's "romana-gw" does
+// not match it.
 var vethRE = regexp.MustCompile(`^romana[0-9a-f]{9}$`)
 
 // VethName is the host-side veth of an allocation: "romana" and the first 9
 // hex digits of the name's SHA-256 (15 characters, the kernel's limit).
-func VethName(allocation string) string {
-	sum := sha256.Sum256([]byte(allocation))
-	return vethPrefix + hex.EncodeToString(sum[:])[:9]
-}
+// The forwarder computes the same name (forward.VethName) to tell whether
+// a DEL has anything to do while the agent is down.
+func VethName(allocation string) string { return forward.VethName(allocation) }
 
 // IsVethName reports whether a link name has the form VethName produces.
 func IsVethName(name string) bool { return vethRE.MatchString(name) }

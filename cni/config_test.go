@@ -16,24 +16,19 @@ import (
 	"github.com/romana/romana/api"
 )
 
-func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-
-func hostname() (string, error) { return "h1", nil }
-
 func TestLoadConf(t *testing.T) {
 	tests := []struct {
 		name    string
 		conf    string
-		env     map[string]string
 		want    func(*NetConf) string // "" when as expected
 		code    uint
 		errText string
 	}{
 		{
 			name: "full",
-			conf: `{"cniVersion":"1.1.0","name":"romana","type":"romana-cni","server":"unix:///run/romana/romanad.sock","host":"h2","network":"net1","tenant":"acme","segment":"web","mtu":1400,"dns":{"nameservers":["10.0.0.10"]}}`,
+			conf: `{"cniVersion":"1.1.0","name":"romana","type":"romana-cni","agentSocket":"/run/x/cni.sock","network":"net1","tenant":"acme","segment":"web","mtu":1400,"dns":{"nameservers":["10.0.0.10"]}}`,
 			want: func(c *NetConf) string {
-				if c.Server != "unix:///run/romana/romanad.sock" || c.Host != "h2" || c.Network != "net1" || c.Tenant != "acme" || c.Segment != "web" || c.MTU != 1400 || len(c.DNS.Nameservers) != 1 {
+				if c.AgentSocket != "/run/x/cni.sock" || c.Network != "net1" || c.Tenant != "acme" || c.Segment != "web" || c.MTU != 1400 || len(c.DNS.Nameservers) != 1 {
 					return fmt.Sprintf("%+v", c)
 				}
 				return ""
@@ -41,73 +36,34 @@ func TestLoadConf(t *testing.T) {
 		},
 		{
 			name: "defaults",
-			conf: `{"cniVersion":"1.1.0","name":"romana","type":"romana-cni","server":"https://127.0.0.1:9600"}`,
-			want: func(c *NetConf) string {
-				// The host comes from the credential (Connect), not the hostname.
-				if c.Host != "" || c.MTU != 1500 || c.Tenant != "" || c.Network != "" || c.Credential != DefaultCredential {
-					return fmt.Sprintf("%+v", c)
-				}
-				return ""
-			},
-		},
-		{
-			name: "unix defaults",
-			conf: `{"cniVersion":"1.1.0","name":"romana","type":"romana-cni","server":"unix:///run/romana/romanad.sock"}`,
-			want: func(c *NetConf) string {
-				if c.Host != "h1" || c.MTU != 1500 || c.Credential != "" {
-					return fmt.Sprintf("%+v", c)
-				}
-				return ""
-			},
-		},
-		{
-			name: "https with a credential",
-			conf: `{"cniVersion":"1.1.0","name":"romana","type":"romana-cni","server":"https://romanad.example:9600","credential":"/var/lib/romana/cni.conf"}`,
-			want: func(c *NetConf) string {
-				if c.Server != "https://romanad.example:9600" || c.Credential != "/var/lib/romana/cni.conf" || c.Host != "" {
-					return fmt.Sprintf("%+v", c)
-				}
-				return ""
-			},
-		},
-		{
-			name: "server from env",
-			conf: `{"cniVersion":"1.1.0","name":"romana","type":"romana-cni"}`,
-			env:  map[string]string{ServerEnv: "unix:///tmp/x.sock"},
-			want: func(c *NetConf) string {
-				if c.Server != "unix:///tmp/x.sock" || c.Credential != "" {
-					return fmt.Sprintf("%+v", c)
-				}
-				return ""
-			},
-		},
-		{
-			// No server: the credential (by default the agent's
-			// DefaultCredential) names romanad.
-			name: "no server",
 			conf: `{"cniVersion":"1.1.0","name":"romana","type":"romana-cni"}`,
 			want: func(c *NetConf) string {
-				if c.Server != "" || c.Credential != DefaultCredential || c.Host != "" {
+				if c.AgentSocket != "" || c.MTU != 1500 || c.Tenant != "" || c.Network != "" {
 					return fmt.Sprintf("%+v", c)
 				}
 				return ""
 			},
 		},
-		{name: "http refused", conf: `{"name":"romana","server":"http://127.0.0.1:9600"}`, code: types.ErrInvalidNetworkConfig,
-			errText: `server "http://127.0.0.1:9600": romanad serves TCP over TLS only: use https://HOST:PORT with a "credential", or unix:///PATH`},
-		{name: "http from env refused", conf: `{"name":"romana"}`, env: map[string]string{ServerEnv: "http://x:1"}, code: types.ErrInvalidNetworkConfig,
-			errText: "romanad serves TCP over TLS only"},
-		{name: "unix takes no credential", conf: `{"name":"romana","server":"unix:///run/romana/romanad.sock","credential":"/etc/romana/cni.conf"}`,
-			code: types.ErrInvalidNetworkConfig, errText: `"credential" is for https:// servers; a unix:// server needs none`},
-		{name: "bad server", conf: `{"name":"romana","server":"tcp://x"}`, code: types.ErrInvalidNetworkConfig, errText: "want https://HOST:PORT or unix:///PATH"},
+		{
+			// A config written for the plugin that talked to romanad itself
+			// still loads: the agent's identity and host are used.
+			name: "older keys ignored",
+			conf: `{"cniVersion":"1.1.0","name":"romana","type":"romana-cni","server":"http://x:1","credential":"/etc/romana/cni.conf","host":"H_1","tenant":"acme"}`,
+			want: func(c *NetConf) string {
+				if c.Tenant != "acme" {
+					return fmt.Sprintf("%+v", c)
+				}
+				return ""
+			},
+		},
 		{name: "bad json", conf: `{"name":`, code: types.ErrDecodingFailure, errText: "decode network config"},
-		{name: "bad tenant", conf: `{"name":"romana","server":"https://x:1","tenant":"Acme"}`, code: types.ErrInvalidNetworkConfig, errText: `invalid tenant name "Acme"`},
-		{name: "bad host", conf: `{"name":"romana","server":"https://x:1","host":"H_1"}`, code: types.ErrInvalidNetworkConfig, errText: `invalid host name`},
-		{name: "bad mtu", conf: `{"name":"romana","server":"https://x:1","mtu":10}`, code: types.ErrInvalidNetworkConfig, errText: "mtu 10"},
+		{name: "bad tenant", conf: `{"name":"romana","tenant":"Acme"}`, code: types.ErrInvalidNetworkConfig, errText: `invalid tenant name "Acme"`},
+		{name: "bad network", conf: `{"name":"romana","network":"N_1"}`, code: types.ErrInvalidNetworkConfig, errText: `invalid network name`},
+		{name: "bad mtu", conf: `{"name":"romana","mtu":10}`, code: types.ErrInvalidNetworkConfig, errText: "mtu 10"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := LoadConf([]byte(tt.conf), env(tt.env), hostname)
+			c, err := LoadConf([]byte(tt.conf))
 			if tt.errText != "" {
 				var te *types.Error
 				if !errors.As(err, &te) || te.Code != tt.code || !strings.Contains(te.Msg+te.Details, tt.errText) {
@@ -233,7 +189,7 @@ func TestResolve(t *testing.T) {
 }
 
 func TestConfArgsJSON(t *testing.T) {
-	c, err := LoadConf([]byte(`{"name":"romana","server":"https://x:1","args":{"cni":{"romana":{"tenant":"acme","segment":"web"}}}}`), env(nil), hostname)
+	c, err := LoadConf([]byte(`{"name":"romana","args":{"cni":{"romana":{"tenant":"acme","segment":"web"}}}}`))
 	if err != nil {
 		t.Fatal(err)
 	}

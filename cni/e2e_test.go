@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -39,18 +39,15 @@ var (
 
 const romanadPort = 9600
 
-// confList is the network config a runtime would load, for romanad at
-// server with the plugin's credential file cred (each left out when "").
-func confList(tb testing.TB, cniVersion, server, cred string, extra string) *libcni.NetworkConfigList {
+// confList is the network config a runtime would load, for the agent
+// serving sock (left out when "").
+func confList(tb testing.TB, cniVersion, sock string, extra string) *libcni.NetworkConfigList {
 	tb.Helper()
-	if server != "" {
-		server = fmt.Sprintf(`"server":%q,`, server)
+	if sock != "" {
+		sock = fmt.Sprintf(`"agentSocket":%q,`, sock)
 	}
-	if cred != "" {
-		cred = fmt.Sprintf(`"credential":%q,`, cred)
-	}
-	b := fmt.Sprintf(`{"cniVersion":%q,"name":"romana","plugins":[{"type":"romana-cni",%s%s"host":%q,"tenant":"default-tenant","segment":"default","mtu":1500%s}]}`,
-		cniVersion, server, cred, testHost, extra)
+	b := fmt.Sprintf(`{"cniVersion":%q,"name":"romana","plugins":[{"type":"romana-cni",%s"tenant":"default-tenant","segment":"default","mtu":1500%s}]}`,
+		cniVersion, sock, extra)
 	l, err := libcni.ConfListFromBytes([]byte(b))
 	if err != nil {
 		tb.Fatalf("parse conf list %s: %v", b, err)
@@ -78,25 +75,26 @@ func ping(nsName, dst string) error {
 	return nil
 }
 
-// env1 is one simulated host with a runtime's libcni, and romanad on a
-// controller of the same lab.
+// env1 is one simulated host with a runtime's libcni, the agent's CNI
+// server (in the test process, working in the host's namespace, acting as
+// host:h1 like the agent), and romanad on a controller of the same lab.
+// The real romana-cni binary forwards to the server over its socket.
 type env1 struct {
 	host, hostPath string // the host's namespace
 	lab            *sim.Lab
 	ctl            *sim.Host
 	romanad        *servertest.Instance
 	server         string         // https://192.168.77.250:9600
-	cred           string         // the plugin's credential file, cni:h1
 	rd             *client.Client // admin
 	dir            string
+	sock           string // the agent's CNI socket
+	agent          *agentServer
 	cfg            *libcni.CNIConfig
 	list           *libcni.NetworkConfigList
 }
 
 func newEnv(t *testing.T) *env1 {
 	requireRoot(t)
-	t.Setenv(ServerEnv, "")
-	t.Setenv(FailAtEnv, "")
 	e := &env1{dir: pluginDir(t), lab: simtest.New(t)}
 	e.romanad, e.ctl = startRomanad(t, e.lab)
 	e.server, e.rd = e.romanad.URL, e.romanad.Client
@@ -106,9 +104,10 @@ func newEnv(t *testing.T) *env1 {
 	}
 	hostGateway(t, h.Namespace.Name)
 	e.host, e.hostPath = h.Namespace.Name, h.Path
-	e.cred = e.romanad.WriteCredential(t, pki.CNI(testHost), t.TempDir())
+	e.sock = filepath.Join(t.TempDir(), "agent", "cni.sock")
+	e.agent = startAgentServer(t, e.hostPath, e.sock, &Plugin{Romanad: e.romanad.ClientAs(t, pki.Host(testHost)), Host: testHost, Server: e.server})
 	e.cfg = libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(), &cnirun.NSExec{HostNS: e.hostPath})
-	e.list = confList(t, "1.1.0", e.server, e.cred, "")
+	e.list = confList(t, "1.1.0", e.sock, "")
 	return e
 }
 
@@ -248,15 +247,13 @@ func TestLibcni(t *testing.T) {
 		t.Fatalf("DEL ctr1 without netns: %v", err)
 	}
 
-	// STATUS: up while romanad answers; 50 when it does not.
+	// STATUS: up while romanad answers; 50 when no agent serves the socket.
 	if err := e.cfg.GetStatusNetworkList(ctx, e.list); err != nil {
 		t.Errorf("STATUS: %v", err)
 	}
-	cniError(t, e.cfg.GetStatusNetworkList(ctx, confList(t, "1.1.0", "unix:///nonexistent/romanad.sock", "", "")),
-		types.ErrPluginNotAvailable, "romanad at unix:///nonexistent/romanad.sock does not answer /healthz")
-	nothing := "https://" + netip.AddrPortFrom(controllerAddr.Addr(), 9).String() // the controller, a port where nothing listens
-	cniError(t, e.cfg.GetStatusNetworkList(ctx, confList(t, "1.1.0", nothing, e.cred, "")),
-		types.ErrPluginNotAvailable, "romanad at "+nothing+" does not answer /healthz")
+	nowhere := filepath.Join(t.TempDir(), "no-agent.sock")
+	cniError(t, e.cfg.GetStatusNetworkList(ctx, confList(t, "1.1.0", nowhere, "")),
+		types.ErrPluginNotAvailable, "romana-agent at "+nowhere+": cannot connect")
 
 	// romanad down: STATUS says so, ADD is "try again later" and leaves
 	// nothing, DEL is "try again later" rather than forgetting the address;
@@ -312,7 +309,7 @@ func TestLibcniVersions(t *testing.T) {
 	ctx := context.Background()
 	for _, v := range Versions.SupportedVersions() {
 		t.Run(v, func(t *testing.T) {
-			list := confList(t, v, e.server, e.cred, "")
+			list := confList(t, v, e.sock, "")
 			c, cPath := e.container(t, "v"+strings.ReplaceAll(v, ".", ""))
 			rt := &libcni.RuntimeConf{ContainerID: "ver-" + strings.ReplaceAll(v, ".", "-"), NetNS: cPath, IfName: "eth0"}
 			r, err := e.cfg.AddNetworkList(ctx, list, rt)
@@ -357,24 +354,15 @@ func TestLibcniBadConfig(t *testing.T) {
 		code uint
 		msg  string
 	}{
-		// No server and no credential: the default credential, which the
-		// agent writes once the host has joined, names romanad.
-		{"no server", confList(t, "1.1.0", "", "", ""), nil, types.ErrInvalidNetworkConfig,
-			"credential " + DefaultCredential + ": stat " + DefaultCredential + ": no such file or directory (romana-agent writes it once the host has joined)"},
-		{"plaintext server", confList(t, "1.1.0", "http://"+netip.AddrPortFrom(controllerAddr.Addr(), romanadPort).String(), "", ""), nil, types.ErrInvalidNetworkConfig,
-			`romanad serves TCP over TLS only: use https://HOST:PORT with a "credential", or unix:///PATH`},
-		{"bad mtu", confList(t, "1.1.0", e.server, e.cred, `,"mtu":20`), nil, types.ErrInvalidNetworkConfig, "mtu 20 out of range"},
-		{"bad tenant name", confList(t, "1.1.0", e.server, e.cred, ""), [][2]string{{"ROMANA_TENANT", "Not_A_Name"}}, types.ErrInvalidNetworkConfig,
+		{"bad mtu", confList(t, "1.1.0", e.sock, `,"mtu":20`), nil, types.ErrInvalidNetworkConfig, "mtu 20 out of range"},
+		{"bad tenant name", confList(t, "1.1.0", e.sock, ""), [][2]string{{"ROMANA_TENANT", "Not_A_Name"}}, types.ErrInvalidNetworkConfig,
 			`tenant from CNI_ARGS ROMANA_TENANT: invalid tenant name "Not_A_Name"`},
-		{"no tenant", confListNoTenant(t, e.server, e.cred), nil, types.ErrInvalidNetworkConfig, "no tenant for this endpoint"},
-		{"unknown tenant", confList(t, "1.1.0", e.server, e.cred, ""), [][2]string{{"ROMANA_TENANT", "nosuch"}}, types.ErrInvalidNetworkConfig,
+		{"no tenant", confListNoTenant(t, e.sock), nil, types.ErrInvalidNetworkConfig, "no tenant for this endpoint"},
+		{"unknown tenant", confList(t, "1.1.0", e.sock, ""), [][2]string{{"ROMANA_TENANT", "nosuch"}}, types.ErrInvalidNetworkConfig,
 			`(tenant nosuch from CNI_ARGS ROMANA_TENANT, segment default from config "segment", host h1): tenant nosuch not found`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := os.Stat(DefaultCredential); tt.name == "no server" && err == nil {
-				t.Skipf("this machine has a CNI credential at %s", DefaultCredential)
-			}
 			rt := *rt
 			rt.Args = tt.args
 			_, err := e.cfg.AddNetworkList(context.Background(), tt.list, &rt)
@@ -382,15 +370,23 @@ func TestLibcniBadConfig(t *testing.T) {
 			e.assertGone(t, rt.ContainerID, "eth0", "")
 		})
 	}
+	// The host's own namespace as the container's is code 8: the agent
+	// would otherwise give the host the container's address and route.
+	_, err := e.cfg.AddNetworkList(context.Background(), e.list, &libcni.RuntimeConf{ContainerID: "bad3", NetNS: e.hostPath, IfName: "eth9"})
+	cniError(t, err, types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q is the host's own network namespace", e.hostPath))
+	e.assertGone(t, "bad3", "eth0", "")
+	if slices.Contains(links(t, e.host), "eth9") {
+		t.Error("ADD into the host's namespace created eth9 there")
+	}
 	// A missing container namespace is code 8 and allocates nothing.
 	rt2 := &libcni.RuntimeConf{ContainerID: "bad2", NetNS: "/var/run/netns/romt-does-not-exist", IfName: "eth0"}
-	_, err := e.cfg.AddNetworkList(context.Background(), e.list, rt2)
+	_, err = e.cfg.AddNetworkList(context.Background(), e.list, rt2)
 	cniError(t, err, types.ErrInvalidNetNS, "CNI_NETNS")
 	e.assertGone(t, "bad2", "eth0", "")
 }
 
-func confListNoTenant(tb testing.TB, server, cred string) *libcni.NetworkConfigList {
-	b := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"romana","plugins":[{"type":"romana-cni","server":%q,"credential":%q,"host":%q}]}`, server, cred, testHost)
+func confListNoTenant(tb testing.TB, sock string) *libcni.NetworkConfigList {
+	b := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"romana","plugins":[{"type":"romana-cni","agentSocket":%q}]}`, sock)
 	l, err := libcni.ConfListFromBytes([]byte(b))
 	if err != nil {
 		tb.Fatal(err)
@@ -398,22 +394,27 @@ func confListNoTenant(tb testing.TB, server, cred string) *libcni.NetworkConfigL
 	return l
 }
 
-// TestLibcniFailMidAdd injects a failure after each ADD step (with a
-// plugin built with failpoints): the ADD fails with the injected error and
-// nothing is left behind. The plugin as released ignores the variable.
+// TestLibcniFailMidAdd injects a failure after each ADD step (the agent
+// restarted with a fail point set): the ADD fails with the injected error
+// and nothing is left behind. The romana-cni binary forwards CNI_*
+// variables only, so nothing in the runtime's environment can set one.
 func TestLibcniFailMidAdd(t *testing.T) {
 	e := newEnv(t)
-	failDir := failpointPluginDir(t)
+	failAt := func(step string) {
+		e.agent.Stop()
+		e.agent.plugin.failAt = step
+		e.agent.Start()
+	}
 	for i, step := range FailPoints {
 		t.Run(step, func(t *testing.T) {
 			c, cPath := e.container(t, fmt.Sprintf("f%d", i))
-			cfg := libcni.NewCNIConfigWithCacheDir([]string{failDir}, t.TempDir(),
-				&cnirun.NSExec{HostNS: e.hostPath, Env: []string{FailAtEnv + "=" + step}})
 			rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("fail%d", i), NetNS: cPath, IfName: "eth0"}
-			_, err := cfg.AddNetworkList(context.Background(), e.list, rt)
+			failAt(step)
+			_, err := e.cfg.AddNetworkList(context.Background(), e.list, rt)
 			cniError(t, err, types.ErrInternal, "injected failure "+step)
 			e.assertGone(t, rt.ContainerID, "eth0", c)
 			// The same attachment can then be added for real.
+			failAt("")
 			if _, err := e.add(t, e.cfg, e.list, rt); err != nil {
 				t.Fatalf("ADD after the failed one: %v", err)
 			}
@@ -423,17 +424,19 @@ func TestLibcniFailMidAdd(t *testing.T) {
 			e.assertGone(t, rt.ContainerID, "eth0", c)
 		})
 	}
-	cfg := libcni.NewCNIConfigWithCacheDir([]string{failDir}, t.TempDir(), &cnirun.NSExec{HostNS: e.hostPath, Env: []string{FailAtEnv + "=after-lunch"}})
+	failAt("after-lunch")
 	_, cPath := e.container(t, "fx")
-	_, err := cfg.AddNetworkList(context.Background(), e.list, &libcni.RuntimeConf{ContainerID: "failx", NetNS: cPath, IfName: "eth0"})
-	cniError(t, err, types.ErrInvalidEnvironmentVariables, `ROMANA_CNI_FAIL_AT="after-lunch": want one of`)
+	_, err := e.cfg.AddNetworkList(context.Background(), e.list, &libcni.RuntimeConf{ContainerID: "failx", NetNS: cPath, IfName: "eth0"})
+	cniError(t, err, types.ErrInvalidEnvironmentVariables, `fail point "after-lunch": want one of`)
+	failAt("")
 
-	released := libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(), &cnirun.NSExec{HostNS: e.hostPath, Env: []string{FailAtEnv + "=after-allocate"}})
+	// The variable the plugin binary once read is not forwarded.
+	env := libcni.NewCNIConfigWithCacheDir([]string{e.dir}, t.TempDir(), &cnirun.NSExec{HostNS: e.hostPath, Env: []string{"ROMANA_CNI_FAIL_AT=after-allocate"}})
 	rt := &libcni.RuntimeConf{ContainerID: "failr", NetNS: cPath, IfName: "eth0"}
-	if _, err := released.AddNetworkList(context.Background(), e.list, rt); err != nil {
-		t.Fatalf("the released plugin with %s=after-allocate: %v", FailAtEnv, err)
+	if _, err := env.AddNetworkList(context.Background(), e.list, rt); err != nil {
+		t.Fatalf("ADD with ROMANA_CNI_FAIL_AT=after-allocate in the plugin's environment: %v", err)
 	}
-	if err := released.DelNetworkList(context.Background(), e.list, rt); err != nil {
+	if err := env.DelNetworkList(context.Background(), e.list, rt); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -520,8 +523,8 @@ func TestCnitool(t *testing.T) {
 		t.Skip("cnitool not installed; run scripts/install-deps.sh")
 	}
 	confDir := t.TempDir()
-	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"romana-cnitool-%s","plugins":[{"type":"romana-cni","server":%q,"credential":%q,"host":%q,"tenant":"default-tenant"}]}`,
-		strings.TrimPrefix(e.host, "romt-"), e.server, e.cred, testHost)
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"romana-cnitool-%s","plugins":[{"type":"romana-cni","agentSocket":%q,"tenant":"default-tenant"}]}`,
+		strings.TrimPrefix(e.host, "romt-"), e.sock)
 	writeFile(t, confDir+"/10-romana.conflist", conf)
 	netName := "romana-cnitool-" + strings.TrimPrefix(e.host, "romt-")
 	c, cPath := e.container(t, "tool")
@@ -565,7 +568,7 @@ func TestCnitool(t *testing.T) {
 // lab, serving TLS at controllerAddr:romanadPort (its harness clients dial
 // from inside the controller), and seeds it with a network, the test host,
 // and the tenants and segments the tests use. The plugin reaches it over
-// the lab's underlay with its cni:h1 credential.
+// the lab's underlay as host:h1, the agent's identity.
 func startRomanad(tb testing.TB, lab *sim.Lab) (*servertest.Instance, *sim.Host) {
 	tb.Helper()
 	ctl, err := lab.AddController(context.Background(), "ctl", controllerAddr)

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +16,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/romana/romana/sim"
 )
@@ -69,8 +74,9 @@ func buildPlugin(tb testing.TB, tags string) string {
 	return b.dir
 }
 
-// pluginDir returns a directory holding the romana-cni binary: $ROMANA_BIN
-// when it has one (make test), otherwise a fresh go build.
+// pluginDir returns a directory holding the romana-cni binary (the thin
+// forwarder): $ROMANA_BIN when it has one (make test), otherwise a fresh
+// go build.
 func pluginDir(tb testing.TB) string {
 	tb.Helper()
 	if d := os.Getenv("ROMANA_BIN"); d != "" {
@@ -79,13 +85,6 @@ func pluginDir(tb testing.TB) string {
 		}
 	}
 	return buildPlugin(tb, "")
-}
-
-// failpointPluginDir returns a directory holding romana-cni built with
-// -tags romana_failpoints: FailAtEnv makes its ADD fail on purpose.
-func failpointPluginDir(tb testing.TB) string {
-	tb.Helper()
-	return buildPlugin(tb, "romana_failpoints")
 }
 
 func TestMain(m *testing.M) {
@@ -187,3 +186,58 @@ func cnitoolContainerID(netnsPath string) string {
 func removeCnitoolCache(netName, containerID string) {
 	_ = os.Remove(filepath.Join("/var/lib/cni/results", netName+"-"+containerID+"-eth0"))
 }
+
+// agentServer is the agent's CNI server as a test runs it: in the test
+// process, doing each request's work in a simulated host's namespace, on
+// a socket the real romana-cni binary connects to. Stop and Start are an
+// agent restart (the socket goes away and comes back).
+type agentServer struct {
+	tb     testing.TB
+	hostNS ns.NetNS
+	sock   string
+	plugin *Plugin
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startAgentServer(tb testing.TB, hostPath, sock string, p *Plugin) *agentServer {
+	tb.Helper()
+	h, err := ns.GetNS(hostPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	p.Timeout = 30 * time.Second
+	a := &agentServer{tb: tb, hostNS: h, sock: sock, plugin: p}
+	a.Start()
+	tb.Cleanup(func() { a.Stop(); h.Close() })
+	return a
+}
+
+// Start listens on the socket and serves until Stop.
+func (a *agentServer) Start() {
+	a.tb.Helper()
+	ln, err := Listen(a.sock)
+	if err != nil {
+		a.tb.Fatal(err)
+	}
+	srv := &Server{Plugin: a.plugin, Log: a.plugin.Log,
+		Do: func(f func() error) error { return a.hostNS.Do(func(ns.NetNS) error { return f() }) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel, a.done = cancel, make(chan error, 1)
+	go func() { a.done <- srv.Serve(ctx, ln, a.sock) }()
+}
+
+// Stop stops serving and waits until the socket is gone.
+func (a *agentServer) Stop() {
+	if a.cancel == nil {
+		return
+	}
+	a.cancel()
+	if err := <-a.done; err != nil {
+		a.tb.Errorf("agent CNI server: %v", err)
+	}
+	a.cancel = nil
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -138,6 +138,20 @@ func deleteVeth(hostVeth string) error {
 	return nil
 }
 
+// isOwnNetNS reports whether the namespace at netnsPath is the calling
+// thread's (the host's): an ADD there would give the host the container's
+// address and default route.
+func isOwnNetNS(netnsPath string) (bool, error) {
+	var own, other unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &own); err != nil {
+		return false, fmt.Errorf("stat own netns: %w", err)
+	}
+	if err := unix.Stat(netnsPath, &other); err != nil {
+		return false, fmt.Errorf("stat netns %s: %w", netnsPath, err)
+	}
+	return own.Dev == other.Dev && own.Ino == other.Ino, nil
+}
+
 // linkExists reports whether the current namespace has a link named name.
 func linkExists(name string) (bool, error) {
 	_, err := netlinksafe.LinkByName(name)

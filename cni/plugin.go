@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -19,12 +18,11 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/romana/romana/api"
-	"github.com/romana/romana/client"
-	"github.com/romana/romana/pki"
+	"github.com/romana/romana/cni/forward"
 )
 
 // Versions are the CNI spec versions the plugin answers.
-var Versions = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
+var Versions = version.PluginSupports(forward.Versions...)
 
 // Romanad is what the plugin needs from romanad; *client.Client is the
 // real one.
@@ -36,102 +34,41 @@ type Romanad interface {
 	Health(ctx context.Context) error
 }
 
-// Plugin runs the CNI commands. It runs in the host's network namespace and
-// enters the container's only to create and inspect the container side.
+// Plugin runs the CNI commands inside romana-agent, for the thin romana-cni
+// binary (package forward) that forwards each invocation to it. It runs in
+// the host's network namespace and enters the container's only to create
+// and inspect the container side (ns.WithNetNSPath, on a locked thread), so
+// any number of commands may run at once.
 type Plugin struct {
-	Log      *slog.Logger
-	Getenv   func(string) string
-	Hostname func() (string, error)
-	// Connect returns a romanad client for a configuration; it may fill in
-	// conf.Server and conf.Host from the credential.
-	Connect func(conf *NetConf) (Romanad, error)
+	Log *slog.Logger
+	// Romanad is the agent's own client (identity host:NAME, or the unix
+	// socket as root): romanad confines it to this host's addresses.
+	Romanad Romanad
+	// Host is this host's name at romanad; Server names romanad in
+	// messages.
+	Host, Server string
 	// Timeout bounds each command's calls to romanad.
 	Timeout time.Duration
 	// failAt, when not empty, is a FailPoints step at which ADD fails on
-	// purpose; only a plugin built with failpoints sets it (see FailAtEnv).
+	// purpose; only this package's tests set it.
 	failAt string
 }
 
-// New returns a Plugin wired to the process environment and the real
-// romanad client.
-func New(log *slog.Logger) *Plugin {
-	p := &Plugin{
-		Log:      log,
-		Getenv:   os.Getenv,
-		Hostname: os.Hostname,
-		Connect:  Connect,
-		Timeout:  30 * time.Second,
-	}
-	if failpoints {
-		p.failAt = os.Getenv(FailAtEnv)
-	}
-	return p
-}
-
-// Connect is the real Plugin.Connect: the unix socket, or TLS with the
-// credential file, whose identity must be cni:HOST.
-func Connect(conf *NetConf) (Romanad, error) {
-	if strings.HasPrefix(conf.Server, "unix://") {
-		return client.New(conf.Server)
-	}
-	cred, err := pki.LoadCredential(conf.Credential)
+func (p *Plugin) setup(ctx context.Context, args *skel.CmdArgs) (*NetConf, context.Context, context.CancelFunc, error) {
+	conf, err := LoadConf(args.StdinData)
 	if err != nil {
-		return nil, fmt.Errorf("%w (romana-agent writes it once the host has joined)", err)
-	}
-	leaf, err := cred.Leaf()
-	if err != nil {
-		return nil, fmt.Errorf("credential %s: %w", conf.Credential, err)
-	}
-	id, err := pki.ParseIdentity(leaf.Subject.CommonName)
-	if err != nil || id.Role != pki.RoleCNI {
-		return nil, fmt.Errorf("credential %s: identity %q is not a CNI plugin's (cni:HOST)", conf.Credential, leaf.Subject.CommonName)
-	}
-	if conf.Host == "" {
-		conf.Host = id.Host
-	}
-	if conf.Host != id.Host {
-		return nil, fmt.Errorf("credential %s is for host %s, not %s", conf.Credential, id.Host, conf.Host)
-	}
-	cl, _, err := client.FromCredential(cred, conf.Server)
-	if err != nil {
-		return nil, err
-	}
-	if conf.Server == "" {
-		conf.Server = cred.Server
-	}
-	return cl, nil
-}
-
-// Funcs returns the skel callbacks, each bound to ctx.
-func (p *Plugin) Funcs(ctx context.Context) skel.CNIFuncs {
-	return skel.CNIFuncs{
-		Add:    func(a *skel.CmdArgs) error { return p.Add(ctx, a) },
-		Del:    func(a *skel.CmdArgs) error { return p.Del(ctx, a) },
-		Check:  func(a *skel.CmdArgs) error { return p.Check(ctx, a) },
-		GC:     func(a *skel.CmdArgs) error { return p.GC(ctx, a) },
-		Status: func(a *skel.CmdArgs) error { return p.Status(ctx, a) },
-	}
-}
-
-func (p *Plugin) setup(ctx context.Context, args *skel.CmdArgs) (*NetConf, Romanad, context.Context, context.CancelFunc, error) {
-	conf, err := LoadConf(args.StdinData, p.Getenv, p.Hostname)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	rd, err := p.Connect(conf)
-	if err != nil {
-		return nil, nil, nil, nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid network config: "+err.Error(), "")
+		return nil, nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.Timeout)
-	return conf, rd, ctx, cancel, nil
+	return conf, ctx, cancel, nil
 }
 
 // fail returns the injected failure when step is p.failAt.
 func (p *Plugin) fail(step string) error {
-	if !failpoints || p.failAt != step {
+	if p.failAt != step {
 		return nil
 	}
-	return types.NewError(types.ErrInternal, fmt.Sprintf("injected failure %s (%s)", step, FailAtEnv), "")
+	return types.NewError(types.ErrInternal, fmt.Sprintf("injected failure %s", step), "")
 }
 
 // attachment names an ADD/CHECK/DEL invocation's allocation and veth, and
@@ -147,39 +84,47 @@ func attachment(args *skel.CmdArgs) (name, veth string, err error) {
 
 // Add allocates an address and wires the container. On any failure it
 // releases the address and deletes the veth before returning.
-func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (retErr error) {
-	if failpoints && p.failAt != "" && !slices.Contains(FailPoints, p.failAt) {
-		return types.NewError(types.ErrInvalidEnvironmentVariables,
-			fmt.Sprintf("%s=%q: want one of %s", FailAtEnv, p.failAt, strings.Join(FailPoints, ", ")), "")
+func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, retErr error) {
+	if p.failAt != "" && !slices.Contains(FailPoints, p.failAt) {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("fail point %q: want one of %s", p.failAt, strings.Join(FailPoints, ", ")), "")
 	}
-	conf, rd, ctx, cancel, err := p.setup(ctx, args)
+	conf, ctx, cancel, err := p.setup(ctx, args)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	rd := p.Romanad
 	defer cancel()
 	target, err := Resolve(conf, args.Args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	name, veth, err := attachment(args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := ns.IsNSorErr(args.Netns); err != nil {
-		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q: %v", args.Netns, err), "")
+		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q: %v", args.Netns, err), "")
+	}
+	if own, err := isOwnNetNS(args.Netns); err != nil || own {
+		msg := fmt.Sprintf("CNI_NETNS %q is the host's own network namespace, not a container's", args.Netns)
+		if err != nil {
+			msg = fmt.Sprintf("CNI_NETNS %q: %v", args.Netns, err)
+		}
+		return nil, types.NewError(types.ErrInvalidNetNS, msg, "")
 	}
 	// The veth name is derived from the allocation name: if it exists, the
 	// attachment is already set up (or a crashed ADD left it; DEL clears it).
 	// Refuse before allocating, so the undo below never touches it.
 	if exists, err := linkExists(veth); err != nil {
-		return types.NewError(types.ErrInternal, err.Error(), "")
+		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	} else if exists {
-		return types.NewError(types.ErrInternal,
+		return nil, types.NewError(types.ErrInternal,
 			fmt.Sprintf("attachment %s: host interface %s already exists; DEL the attachment first", name, veth), "")
 	}
 
 	req := api.AddressRequest{
-		Name: name, Host: conf.Host, Tenant: target.Tenant, Segment: target.Segment,
+		Name: name, Host: p.Host, Tenant: target.Tenant, Segment: target.Segment,
 		Network: conf.Network, Interface: veth,
 		Attrs: map[string]string{
 			AttrOwner: Owner, AttrNetwork: conf.Name,
@@ -190,8 +135,8 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (retErr error) {
 	if err != nil && notSent(err) {
 		// romanad answered with an error, or was never reached: nothing
 		// was allocated.
-		return AsCNIError(err, fmt.Sprintf("allocate %s at romanad %s (tenant %s from %s, segment %s from %s, host %s)",
-			name, conf.Server, target.Tenant, target.TenantFrom, target.Segment, target.SegmentFrom, conf.Host))
+		return nil, AsCNIError(err, fmt.Sprintf("allocate %s at romanad %s (tenant %s from %s, segment %s from %s, host %s)",
+			name, p.Server, target.Tenant, target.TenantFrom, target.Segment, target.SegmentFrom, p.Host))
 	}
 	// From here on, undo on failure. An error without an answer (a timeout)
 	// may have allocated, so it is undone too.
@@ -215,58 +160,66 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (retErr error) {
 		}
 	}()
 	if err != nil {
-		return AsCNIError(err, fmt.Sprintf("allocate %s at romanad %s", name, conf.Server))
+		return nil, AsCNIError(err, fmt.Sprintf("allocate %s at romanad %s", name, p.Server))
 	}
 	if !addr.IP.Is4() {
-		return types.NewError(types.ErrInternal, fmt.Sprintf("allocate %s: romanad returned %v, want an IPv4 address", name, addr.IP), "")
+		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("allocate %s: romanad returned %v, want an IPv4 address", name, addr.IP), "")
 	}
 	if err := p.fail("after-allocate"); err != nil {
-		return err
+		return nil, err
 	}
 	host, cont, err := createVeth(args.Netns, args.IfName, veth, conf.MTU)
 	if err != nil {
-		return types.NewError(types.ErrInternal, err.Error(), "")
+		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	}
 	if err := p.fail("after-veth"); err != nil {
-		return err
+		return nil, err
 	}
 	if err := configureContainer(args.Netns, args.IfName, addr.IP); err != nil {
-		return types.NewError(types.ErrInternal, err.Error(), "")
+		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	}
 	if err := p.fail("after-container"); err != nil {
-		return err
+		return nil, err
 	}
 	if err := addHostRoute(veth, addr.IP); err != nil {
-		return types.NewError(types.ErrInternal, err.Error(), "")
+		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	}
 	if err := p.fail("after-host-route"); err != nil {
-		return err
+		return nil, err
 	}
 	p.Log.Info("added", "allocation", name, "ip", addr.IP, "veth", veth, "tenant", target.Tenant, "segment", target.Segment)
-	res := BuildResult(addr.IP, host, cont, conf.DNS)
-	if err := types.PrintResult(res, conf.CNIVersion); err != nil {
-		return types.NewError(types.ErrIOFailure, "print result: "+err.Error(), "")
-	}
-	return nil
+	return BuildResult(addr.IP, host, cont, conf.DNS), nil
 }
 
-// Del deletes the veth and releases the address. It succeeds when both are
-// already gone.
+// Del deletes the veth and releases the address, both at once: the
+// kernel's veth deletion (~20 ms, RCU) dominates, so the release costs no
+// time. Releasing before the veth is gone is safe: an ADD that gets the
+// address meanwhile replaces the host route onto its own veth, and
+// deleting the old veth removes only routes through it. It succeeds when
+// both are already gone.
 func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
-	conf, rd, ctx, cancel, err := p.setup(ctx, args)
+	_, ctx, cancel, err := p.setup(ctx, args)
 	if err != nil {
 		return err
 	}
 	defer cancel()
+	rd := p.Romanad
 	name, veth, err := attachment(args)
 	if err != nil {
 		return err
 	}
-	if err := deleteVeth(veth); err != nil {
-		return types.NewError(types.ErrInternal, err.Error(), "")
+	released := make(chan error, 1)
+	go func() { released <- rd.Release(ctx, name) }()
+	vethErr := deleteVeth(veth)
+	if err := <-released; err != nil && !api.IsNotFound(err) {
+		te := AsCNIError(err, fmt.Sprintf("release %s at romanad %s", name, p.Server))
+		if vethErr != nil {
+			te = types.NewError(te.Code, te.Msg+"; "+vethErr.Error(), te.Details)
+		}
+		return te
 	}
-	if err := rd.Release(ctx, name); err != nil && !api.IsNotFound(err) {
-		return AsCNIError(err, fmt.Sprintf("release %s at romanad %s", name, conf.Server))
+	if vethErr != nil {
+		return types.NewError(types.ErrInternal, vethErr.Error(), "")
 	}
 	p.Log.Info("deleted", "allocation", name, "veth", veth)
 	return nil
@@ -276,11 +229,12 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 // matches the previous result, and that the container interface, its
 // address and default route, the host veth and the host route are in place.
 func (p *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
-	conf, rd, ctx, cancel, err := p.setup(ctx, args)
+	conf, ctx, cancel, err := p.setup(ctx, args)
 	if err != nil {
 		return err
 	}
 	defer cancel()
+	rd := p.Romanad
 	name, veth, err := attachment(args)
 	if err != nil {
 		return err
@@ -324,20 +278,21 @@ func (p *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 // means none is valid, as libcni sends it), deletes their veths, and
 // deletes veths of ours that no address of this host owns.
 func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
-	conf, rd, ctx, cancel, err := p.setup(ctx, args)
+	conf, ctx, cancel, err := p.setup(ctx, args)
 	if err != nil {
 		return err
 	}
 	defer cancel()
+	rd := p.Romanad
 	// Links first: every veth's address is allocated before the veth is
 	// created, so an address list read afterwards covers them all.
 	links, err := listLinks()
 	if err != nil {
 		return types.NewError(types.ErrInternal, "gc: "+err.Error(), "")
 	}
-	addrs, err := rd.ListAddresses(ctx, api.AddressFilter{Host: conf.Host})
+	addrs, err := rd.ListAddresses(ctx, api.AddressFilter{Host: p.Host})
 	if err != nil {
-		return AsCNIError(err, "gc: list addresses of host "+conf.Host)
+		return AsCNIError(err, "gc: list addresses of host "+p.Host)
 	}
 	var errs []string
 	for _, a := range SelectGC(addrs, conf.Name, conf.ValidAttachments) {
@@ -366,15 +321,16 @@ func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 
 // Status succeeds iff romanad answers /healthz.
 func (p *Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
-	conf, rd, ctx, cancel, err := p.setup(ctx, args)
+	_, ctx, cancel, err := p.setup(ctx, args)
 	if err != nil {
 		return err
 	}
 	defer cancel()
+	rd := p.Romanad
 	ctx, cancel2 := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel2()
 	if err := rd.Health(ctx); err != nil {
-		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("romanad at %s does not answer /healthz: %v", conf.Server, err), "")
+		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("romanad at %s does not answer /healthz: %v", p.Server, err), "")
 	}
 	return nil
 }

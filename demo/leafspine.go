@@ -818,7 +818,7 @@ func hostsSummary(hs []HostReport) string {
 }
 
 // teardown releases the endpoints (CNI DEL, a few at a time: there are
-// over a hundred), stops the routers by PID, then removes the rest like
+// over a hundred; on hosts whose agent runs, see agentUp), stops the routers by PID, then removes the rest like
 // the flat demo.
 func (ls *leafSpine) teardown() error {
 	var errs []error
@@ -829,7 +829,7 @@ func (ls *leafSpine) teardown() error {
 		var wg sync.WaitGroup
 		for i, e := range ls.eps {
 			rt := ls.attach[e.Host]
-			if rt == nil {
+			if rt == nil || !ls.agentUp(e.Host) {
 				continue
 			}
 			wg.Add(1)

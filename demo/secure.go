@@ -46,10 +46,12 @@ func startControlPlane(ctx context.Context, dir, binDir string, ctl *sim.Namespa
 	return cp, nil
 }
 
-// hostFiles are where a demo host's agent keeps its credentials.
-func (cp *controlPlane) hostFiles(host string) (cred, cni string) {
+// hostFiles are where a demo host's agent keeps its credentials and serves
+// the CNI plugin (each host its own socket: the simulated hosts share one
+// filesystem).
+func (cp *controlPlane) hostFiles(host string) (cred, cni, sock string) {
 	d := filepath.Join(cp.dir, "hosts", host)
-	return filepath.Join(d, "host.conf"), filepath.Join(d, "cni.conf")
+	return filepath.Join(d, "host.conf"), filepath.Join(d, "cni.conf"), filepath.Join(d, "cni.sock")
 }
 
 // joinArgs creates a single-use join token for host (as `romana host add`
@@ -59,28 +61,28 @@ func (cp *controlPlane) joinArgs(ctx context.Context, host string) (args, env []
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("join token for %s: %w", host, err)
 	}
-	cred, cni := cp.hostFiles(host)
-	args = []string{"--host", host, "--server", cp.URL, "--config", cred, "--cni-config", cni}
+	cred, cni, sock := cp.hostFiles(host)
+	args = []string{"--host", host, "--server", cp.URL, "--config", cred, "--cni-config", cni, "--cni-socket", sock}
 	// The token goes in the environment, not argv, where ps would show it.
 	return args, []string{"ROMANA_JOIN_TOKEN=" + tok.Token}, tok.Token, nil
 }
 
-// cniConf is the CNI network configuration for host: TLS with the
-// credential its agent keeps.
+// cniConf is the CNI network configuration for host: the socket its
+// agent serves (the plugin holds no credential).
 func (cp *controlPlane) cniConf(host string) []byte {
-	_, cni := cp.hostFiles(host)
-	return fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"romana-demo","type":"romana-cni","server":%q,"credential":%q,"host":%q}`, cp.URL, cni, host)
+	_, _, sock := cp.hostFiles(host)
+	return fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"romana-demo","type":"romana-cni","agentSocket":%q}`, sock)
 }
 
-// waitJoined waits until every host's agent has joined and written its CNI
-// credential, or an agent exits.
+// waitJoined waits until every host's agent has joined and serves its CNI
+// socket, or an agent exits.
 func (cp *controlPlane) waitJoined(ctx context.Context, hosts []string, agents []*proc) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for _, h := range hosts {
-		_, cni := cp.hostFiles(h)
+		_, _, sock := cp.hostFiles(h)
 		for {
-			if _, err := os.Stat(cni); err == nil {
+			if _, err := os.Stat(sock); err == nil {
 				break
 			}
 			for _, a := range agents {
@@ -90,7 +92,7 @@ func (cp *controlPlane) waitJoined(ctx context.Context, hosts []string, agents [
 			}
 			select {
 			case <-ctx.Done():
-				return errors.Join(fmt.Errorf("host %s: no CNI credential at %s yet", h, cni), ctx.Err())
+				return errors.Join(fmt.Errorf("host %s: no CNI socket at %s yet", h, sock), ctx.Err())
 			case <-time.After(50 * time.Millisecond):
 			}
 		}

@@ -216,21 +216,22 @@ func TestDebs(t *testing.T) {
 	must(t, os.WriteFile(envPath, []byte("ROMANA_JOIN_TOKEN="+token+"\n"), 0o600))
 	agentConf := rewriteConfig(t, root, "etc/romana/romana-agent.yaml", map[string]any{"server": "https://127.0.0.1:9600", "host": "h1"})
 	a := startUnit(t, root, host.Namespace.Path, units["romana-agent"], agentConf, readEnvFile(t, envPath))
-	const netAdmin, netRaw = 1 << 12, 1 << 13
-	if got := a.caps(t); got.bnd != netAdmin|netRaw || got.eff != netAdmin|netRaw {
-		t.Errorf("romana-agent capabilities: bounding %#x effective %#x, want %#x (CAP_NET_ADMIN, CAP_NET_RAW)", got.bnd, got.eff, netAdmin|netRaw)
+	const netAdmin, netRaw, sysAdmin = 1 << 12, 1 << 13, 1 << 21
+	if got := a.caps(t); got.bnd != netAdmin|netRaw|sysAdmin || got.eff != netAdmin|netRaw|sysAdmin {
+		t.Errorf("romana-agent capabilities: bounding %#x effective %#x, want %#x (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN for setns into containers)", got.bnd, got.eff, netAdmin|netRaw|sysAdmin)
 	}
 	expect.Eventually(t, "the agent joined and programmed its namespace", 30*time.Second, func() error {
 		if a.exited() {
 			t.Fatalf("romana-agent exited:\n%s", a.log())
 		}
-		for _, f := range []string{"var/lib/romana/agent/host.conf", "etc/romana/cni.conf"} {
+		for f, mode := range map[string]os.FileMode{"var/lib/romana/agent/host.conf": 0o600, "etc/romana/cni.conf": 0o600,
+			"run/romana-agent/cni.sock": 0o600 | os.ModeSocket, "run/romana-agent": 0o700 | os.ModeDir} {
 			st, err := os.Stat(filepath.Join(root, f))
 			if err != nil {
 				return err
 			}
-			if st.Mode() != 0o600 {
-				return fmt.Errorf("/%s: mode %v, want 0600", f, st.Mode())
+			if st.Mode() != mode {
+				return fmt.Errorf("/%s: mode %v, want %v", f, st.Mode(), mode)
 			}
 		}
 		if out, err := host.Exec(ctx, "nft", "list", "table", "inet", "romana"); err != nil {
@@ -250,6 +251,34 @@ func TestDebs(t *testing.T) {
 		}
 		return nil
 	})
+	// The installed plugin through the installed agent, which has only the
+	// unit's capabilities: ADD wires a container namespace, DEL undoes it.
+	romana("tenant", "add", "default")
+	romana("segment", "add", "default", "default")
+	ctr, err := lab.AddNamespace(ctx, "c1")
+	must(t, err)
+	cniConf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"romana","type":"romana-cni","agentSocket":%q,"tenant":"default"}`,
+		filepath.Join(root, "run/romana-agent/cni.sock"))
+	cniRun := func(command string) string {
+		t.Helper()
+		c := exec.Command("nsenter", "--net="+host.Namespace.Path, "--", filepath.Join(root, "opt/cni/bin/romana-cni"))
+		c.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=deb1", "CNI_NETNS=" + ctr.Path, "CNI_IFNAME=eth0", "CNI_PATH=" + filepath.Join(root, "opt/cni/bin")}
+		c.Stdin = strings.NewReader(cniConf)
+		out, err := c.Output()
+		if err != nil {
+			t.Fatalf("romana-cni %s: %v\n%s\nromana-agent:\n%s", command, err, out, a.log())
+		}
+		return string(out)
+	}
+	res := cniRun("ADD")
+	if addr, err := ctr.Exec(ctx, "ip", "-4", "-o", "addr", "show", "dev", "eth0"); err != nil || !strings.Contains(addr, "/32") {
+		t.Errorf("container after ADD (%s): %v\n%s", res, err, addr)
+	}
+	cniRun("DEL")
+	if out, err := ctr.Exec(ctx, "ip", "link", "show", "dev", "eth0"); err == nil {
+		t.Errorf("eth0 left in the container after DEL:\n%s", out)
+	}
+
 	out = romana("status")
 	t.Logf("romana status:\n%s", out)
 	out = romana("host", "list")

@@ -233,6 +233,10 @@ func (c *cluster) credPath(host string) string {
 
 func (c *cluster) cniPath(host string) string { return filepath.Join(c.credDir, "cni-"+host+".conf") }
 
+// cniSock is where the host's agent serves the CNI plugin (each simulated
+// host its own: they share one filesystem).
+func (c *cluster) cniSock(host string) string { return filepath.Join(c.credDir, "cni-"+host+".sock") }
+
 // startAgent runs this test binary as romana-agent in the host's namespace,
 // talking to romanad over TLS as host:NAME with a credential the test
 // issues (once; a restarted agent keeps it).
@@ -251,7 +255,7 @@ func (c *cluster) startAgent(host string, extra ...string) {
 func (c *cluster) startAgentEnv(host string, env []string, extra ...string) {
 	c.t.Helper()
 	args := append([]string{c.exe, "--host", host, "--server", c.url(), "--config", c.credPath(host), "--cni-config", c.cniPath(host),
-		"--resync", c.resync.String(), "--log-level", "debug"}, extra...)
+		"--cni-socket", c.cniSock(host), "--resync", c.resync.String(), "--log-level", "debug"}, extra...)
 	cmd := c.hosts[host].Command(context.Background(), args...)
 	cmd.Env = append(append(os.Environ(), asAgent+"=1"), env...)
 	logPath := filepath.Join(c.logDir, host+".log")

@@ -125,10 +125,17 @@ func runAgent(ctx context.Context, f *cmdline.Agent, stderr io.Writer) error {
 		return err
 	}
 	report := &agent.Report{Sink: cl, Sessions: bgpSessions(speaker)} // every half --resync, at least 1 s
+	// The CNI plugin's requests (cni.go).
+	waitCNI, err := serveCNI(ctx, log, f, cl)
+	if err != nil {
+		stopBGP()
+		return err
+	}
 	err = agent.Run(ctx, agent.Config{Host: f.Host, Mode: m, Resync: f.Resync, Source: cl, Routes: routes, Firewall: fw,
 		Log: log, Metrics: metrics, BGP: speaker, Steering: steerer, PolicyStats: stats, Report: report,
 		MinSyncInterval: f.MinSyncInterval, Flowtable: f.Flowtable})
 	stopBGP()
+	waitCNI()
 	log.Info("romana-agent stopped; host state left in place")
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/romana/romana/bgp"
+	"github.com/romana/romana/cni/forward"
 	"github.com/romana/romana/config"
 	"github.com/romana/romana/hoststate"
 )
@@ -15,6 +16,7 @@ import (
 // Agent holds romana-agent's flags.
 type Agent struct {
 	Host, Server, Config, Join, CNIConfig string
+	CNISocket                             string
 	Mode                                  string
 	Resync, MinSyncInterval               time.Duration
 	MetricsListen                         string
@@ -59,9 +61,14 @@ steering and optional BGP sessions equal to the desired state.
 It talks to romanad over mutual TLS as identity host:NAME. The first start
 joins with a single-use token that "romana host add NAME --ip IP" (or
 "romana host token NAME") prints; the agent then keeps its credential in
---config and renews it before it expires, and keeps the CNI plugin's
-credential (identity cni:NAME) in --cni-config. As root on romanad's own
-machine it may instead use romanad's unix socket (--server unix:///PATH).
+--config and renews it before it expires. As root on romanad's own machine
+it may instead use romanad's unix socket (--server unix:///PATH).
+
+It serves the romana-cni plugin on --cni-socket (root only): the plugin
+forwards each CNI request there and the agent allocates with its own
+identity, creates the veth and routes. It also keeps a CNI credential
+(identity cni:NAME) in --cni-config for plugins that talk to romanad
+themselves; romana-cni holds none.
 
 Stopping the agent (SIGINT, SIGTERM) leaves the host's state in place;
 --cleanup removes it.
@@ -89,7 +96,8 @@ or reach romanad, netlink or nftables refused); 2 the command line is wrong.`,
 	fs.StringVar(&f.Server, "server", "", "romanad: https://HOST:PORT, or unix:///PATH as root on romanad's machine (env "+EnvServer+"; default: the credential's)")
 	fs.StringVar(&f.Config, "config", "/var/lib/romana/agent/host.conf", "the agent's credential `file` (written by --join, renewed in place)")
 	fs.StringVar(&f.Join, "join", "", "single-use join `token` for the first start (env "+EnvJoinToken+"); ignored once --config exists")
-	fs.StringVar(&f.CNIConfig, "cni-config", "/etc/romana/cni.conf", "`file` to keep the CNI plugin's credential (cni:HOST) in (\"\" disables)")
+	fs.StringVar(&f.CNIConfig, "cni-config", "/etc/romana/cni.conf", "`file` to keep a CNI credential (cni:HOST) in, for plugins that talk to romanad themselves; romana-cni needs none (\"\" disables)")
+	fs.StringVar(&f.CNISocket, "cni-socket", forward.DefaultSocket, "unix socket `path` where the agent serves the romana-cni plugin's requests, root-only (\"\" disables); the network config's \"agentSocket\" must name it")
 	fs.StringVar(&f.Mode, "mode", string(hoststate.ModeFlat), "flat: route other hosts' CIDRs via their IPs (one L2 segment); fabric: the fabric routes them")
 	fs.DurationVar(&f.Resync, "resync", 10*time.Second, "full reconciliation interval (repairs drift)")
 	fs.DurationVar(&f.MinSyncInterval, "min-sync-interval", 10*time.Millisecond, "least time between two applications of changes after a burst of 10 (changes arriving meanwhile are applied together); negative: no limit")

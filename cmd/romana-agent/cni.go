@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/romana/romana/client"
+	"github.com/romana/romana/cmd/internal/cmdline"
+	"github.com/romana/romana/cni"
+	"github.com/romana/romana/pki"
+)
+
+// serveCNI serves the CNI plugin's requests on --cni-socket (unless "")
+// with the agent's own romanad client, until ctx ends; the returned wait
+// blocks until the requests in flight are done.
+func serveCNI(ctx context.Context, log *slog.Logger, f *cmdline.Agent, cl *client.Client) (wait func(), err error) {
+	if f.CNISocket == "" {
+		return func() {}, nil
+	}
+	ln, err := cni.Listen(f.CNISocket)
+	if err != nil {
+		return nil, err
+	}
+	server := f.Server
+	if server == "" {
+		if cred, err := pki.LoadCredential(f.Config); err == nil {
+			server = cred.Server
+		}
+	}
+	srv := &cni.Server{Log: log, Plugin: &cni.Plugin{Log: log, Romanad: cl, Host: f.Host, Server: server, Timeout: 30 * time.Second}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ctx, ln, f.CNISocket); err != nil {
+			log.Error("CNI socket stopped", "err", err)
+		}
+	}()
+	return func() { <-done }, nil
+}
