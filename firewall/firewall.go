@@ -42,6 +42,9 @@ type Firewall struct {
 	// right after. nil at start-up and after any failure, so that the next
 	// Apply compares the whole listing.
 	last *written
+	// gen reads the kernel's ruleset generation (generation.go); nil on
+	// knftables' fake.
+	gen generation
 }
 
 // written is a ruleset as the adapter wrote it: its stamps and the hash of
@@ -51,6 +54,11 @@ type written struct {
 	rs     hoststate.Ruleset
 	stamps []string
 	sums   map[string]string
+	// gen is the kernel's ruleset generation when the table was as sums
+	// says, if genOK: nothing was committed between the listing and the
+	// reading of gen but the adapter's own write of the sums.
+	gen   uint32
+	genOK bool
 }
 
 // New returns a Firewall using the nft binary in the calling process's
@@ -74,7 +82,11 @@ func NewWith(nft knftables.Interface, log *slog.Logger) *Firewall {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Firewall{nft: nft, lister: newLister(nft, Family, hoststate.Table), log: log}
+	f := &Firewall{nft: nft, lister: newLister(nft, Family, hoststate.Table), log: log}
+	if _, fake := nft.(interface{ Dump() string }); !fake {
+		f.gen = kernelGeneration
+	}
+	return f
 }
 
 // Stamp returns the comment that marks a ruleset's base: everything but
@@ -140,9 +152,12 @@ func validate(rs hoststate.Ruleset) error {
 // keep their hashes. It does not list the table first: an edit elsewhere
 // is found at the next resync.
 //
-// When rs equals the last ruleset (the agent's resync) or the adapter
-// knows nothing yet (start-up, or after a failure), Apply lists the whole
-// table and compares the hash of every block with what nft listed right
+// When rs equals the last ruleset (the agent's resync) and the kernel's
+// ruleset generation has not moved since the adapter's last write and
+// listing (generation.go), nothing was committed since, by anyone: Apply
+// returns at once. Otherwise, when rs equals the last ruleset or the
+// adapter knows nothing yet (start-up, or after a failure), it lists the
+// whole table and compares the hash of every block with what nft listed right
 // after the adapter's own writes (listing.go), and the stamps and listing
 // hash stored in the table with rs's: so any rule, chain, set or map
 // element edited, added or deleted by hand is found, and a new agent
@@ -173,7 +188,15 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 		}
 		return f.replace(ctx, rs, stamps, why)
 	}
+	if last != nil && last.genOK {
+		if g, ok := f.readGen(); ok && g == last.gen {
+			f.last = last
+			return false, nil
+		}
+	}
+	g0, ok0 := f.readGen()
 	live, err := f.lister.list(ctx)
+	g1, ok1 := f.readGen()
 	why := ""
 	switch {
 	case errors.Is(err, errTableMissing):
@@ -183,7 +206,7 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 	default:
 		sums := live.blockSums()
 		if why = check(live, sums, last, stamps); why == "" {
-			f.last = &written{rs: rs, stamps: stamps, sums: sums}
+			f.last = &written{rs: rs, stamps: stamps, sums: sums, gen: g1, genOK: ok0 && ok1 && g0 == g1}
 			return false, nil
 		}
 	}
@@ -239,6 +262,7 @@ func (f *Firewall) update(ctx context.Context, last *written, rs hoststate.Rules
 			return fmt.Errorf("update table %s %s (%d operations): %w", Family, hoststate.Table, ops, err)
 		}
 	}
+	g0, ok0 := f.readGen()
 	sums := maps.Clone(last.sums)
 	for _, b := range d.gone {
 		delete(sums, b)
@@ -259,7 +283,8 @@ func (f *Firewall) update(ctx context.Context, last *written, rs hoststate.Rules
 	if err := f.store(ctx, stamps, sums); err != nil {
 		return err
 	}
-	f.last = &written{rs: rs, stamps: stamps, sums: sums}
+	g1, ok1 := f.readGen()
+	f.last = &written{rs: rs, stamps: stamps, sums: sums, gen: g1, genOK: ok0 && ok1 && g1 == g0+1}
 	f.log.Info("nftables table updated", "table", string(Family)+" "+hoststate.Table, "operations", ops,
 		"chainsAdded", len(d.newChains), "chainsRewritten", len(d.changed), "chainsDeleted", len(d.goneChains),
 		"rulesWritten", d.rules(), "elementsAdded", len(d.addElems), "elementsDeleted", len(d.delElems))
@@ -273,6 +298,7 @@ func (f *Firewall) replace(ctx context.Context, rs hoststate.Ruleset, stamps []s
 	if err := f.nft.Run(ctx, tx); err != nil {
 		return false, fmt.Errorf("replace table %s %s (%d operations): %w", Family, hoststate.Table, tx.NumOperations(), err)
 	}
+	g0, ok0 := f.readGen()
 	live, err := f.lister.list(ctx)
 	if err != nil {
 		return true, fmt.Errorf("list table %s %s after writing it: %w", Family, hoststate.Table, err)
@@ -281,10 +307,24 @@ func (f *Firewall) replace(ctx context.Context, rs hoststate.Ruleset, stamps []s
 	if err := f.store(ctx, stamps, sums); err != nil {
 		return true, err
 	}
-	f.last = &written{rs: rs, stamps: stamps, sums: sums}
+	g1, ok1 := f.readGen()
+	f.last = &written{rs: rs, stamps: stamps, sums: sums, gen: g1, genOK: ok0 && ok1 && g1 == g0+1}
 	f.log.Info("nftables table replaced", "table", string(Family)+" "+hoststate.Table, "reason", why,
 		"rules", rs.RuleCount(), "elements", rs.ElementCount(), "stamp", strings.TrimPrefix(stamps[0], stampPrefix))
 	return true, nil
+}
+
+// readGen returns the kernel's ruleset generation, if known.
+func (f *Firewall) readGen() (uint32, bool) {
+	if f.gen == nil {
+		return 0, false
+	}
+	g, err := f.gen()
+	if err != nil {
+		f.log.Debug("nftables generation unknown; resyncs list the table", "err", err)
+		return 0, false
+	}
+	return g, true
 }
 
 // store writes the stamps and the hash of the listing's block hashes into
