@@ -486,3 +486,30 @@ func (l *txLog) Run(ctx context.Context, tx *knftables.Transaction) error {
 	l.txs = append(l.txs, tx.String())
 	return l.Interface.Run(ctx, tx)
 }
+
+// What a delta cannot express asks for a replacement.
+func TestDiffReplaceReasons(t *testing.T) {
+	rs := withSet(ruleset(t, "acme", "", "beta", "segment"), "10.2.0.0/16 . 02:00:00:00:00:02")
+	for what, edit := range map[string]func(*hoststate.Ruleset){
+		"chain comment": func(r *hoststate.Ruleset) { r.Chain("tenant-1").Comment = "renamed" },
+		"chain hook":    func(r *hoststate.Ruleset) { r.Chain("tenant-1").Hook = "forward" },
+		"set flags":     func(r *hoststate.Ruleset) { r.Sets[0].Interval = false },
+		"map type":      func(r *hoststate.Ruleset) { r.Maps[0].KeyType = "ipv6_addr" },
+		"map comment":   func(r *hoststate.Ruleset) { r.Maps[0].Comment = "renamed" },
+	} {
+		w := hoststate.Ruleset{Sets: slices.Clone(rs.Sets), Maps: slices.Clone(rs.Maps), Chains: slices.Clone(rs.Chains)}
+		edit(&w)
+		if _, why := diff(rs, w); why == "" {
+			t.Errorf("%s changed: no replacement asked", what)
+		}
+	}
+	w := hoststate.Ruleset{Sets: rs.Sets, Maps: rs.Maps, Chains: slices.Clone(rs.Chains)}
+	w.Chain("tenant-1").Rules = append(slices.Clone(w.Chain("tenant-1").Rules), hoststate.Rule{Expr: "counter"})
+	d, why := diff(rs, w)
+	if why != "" || !slices.Equal(d.touched, []string{"chain tenant-1"}) || len(d.gone) != 0 {
+		t.Fatalf("one chain's rules changed: %q, touched %v, gone %v", why, d.touched, d.gone)
+	}
+	if d, why := diff(rs, rs); why != "" || !d.empty() {
+		t.Fatalf("no change: %q, %+v", why, d)
+	}
+}
