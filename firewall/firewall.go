@@ -11,9 +11,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
-	"reflect"
 	"slices"
 	"strings"
 
@@ -47,12 +47,13 @@ type Firewall struct {
 	gen generation
 }
 
-// written is a ruleset as the adapter wrote it: its stamps and the hash of
+// written is a ruleset as the adapter wrote it, and the hash of
 // each block of the table's listing ("chain x", "map m", "set s", any
 // other kind nft lists) right after the write, sumChain excluded.
 type written struct {
-	rs     hoststate.Ruleset
-	stamps []string
+	rs hoststate.Ruleset
+	// hashes are rs's own (desired), of which its stamps are made.
+	hashes map[string]string
 	sums   map[string]string
 	// gen is the kernel's ruleset generation when the table was as sums
 	// says, if genOK: nothing was committed between the listing and the
@@ -89,49 +90,116 @@ func NewWith(nft knftables.Interface, log *slog.Logger) *Firewall {
 	return f
 }
 
-// Stamp returns the comment that marks a ruleset's base: everything but
-// the rules of the policy chains (hoststate.IsPolicyChain), which
-// PolicyStamp marks.
+// Stamp returns the comment that marks a ruleset's base: its sets, maps
+// and chains but the policy chains (hoststate.IsPolicyChain), which
+// PolicyStamp marks, and anything else it holds.
 func Stamp(rs hoststate.Ruleset) string {
-	base, _ := split(rs)
-	sum := sha256.Sum256([]byte(base.String()))
-	return stampPrefix + hex.EncodeToString(sum[:8])
+	return stampsOf(desired(rs), rs)[0]
 }
 
 // PolicyStamp returns the comment that marks a ruleset's policy chains.
 func PolicyStamp(rs hoststate.Ruleset) string {
-	_, pol := split(rs)
-	var b strings.Builder
-	for _, c := range pol {
-		fmt.Fprintf(&b, "%s %q\n", c.Name, c.Comment)
-		for _, r := range c.Rules {
-			fmt.Fprintf(&b, "\t%s %q\n", r.Expr, r.Comment)
-		}
-	}
-	sum := sha256.Sum256([]byte(b.String()))
-	return policyStampPrefix + hex.EncodeToString(sum[:8])
+	return stampsOf(desired(rs), rs)[1]
 }
 
 // policyStampPrefix starts PolicyStamp's comment.
 const policyStampPrefix = "romana policies "
 
-// split returns the ruleset without the policy chains' rules (and without
-// the policy-* chains), and the policy chains.
-func split(rs hoststate.Ruleset) (base hoststate.Ruleset, pol []hoststate.Chain) {
-	base = rs
-	base.Chains = nil
-	for _, c := range rs.Chains {
-		if !hoststate.IsPolicyChain(c.Name) {
-			base.Chains = append(base.Chains, c)
-			continue
-		}
-		pol = append(pol, c)
-		if c.Name == hoststate.ChainPolicies {
-			c.Rules = nil
-			base.Chains = append(base.Chains, c)
+// stampsOf returns Stamp and PolicyStamp of rs, whose blocks hash to
+// hashes (desired).
+func stampsOf(hashes map[string]string, rs hoststate.Ruleset) []string {
+	base, pol := map[string]string{}, map[string]string{}
+	for b, h := range hashes {
+		if name, ok := strings.CutPrefix(b, "chain "); ok && hoststate.IsPolicyChain(name) {
+			pol[b] = h
+		} else {
+			base[b] = h
 		}
 	}
-	return base, pol
+	if r := rest(rs); r != nil {
+		base["rest"] = fmt.Sprintf("%+v", *r)
+	}
+	return []string{stampPrefix + combine(base), policyStampPrefix + combine(pol)}
+}
+
+// desired returns the hash of each chain, set and map of rs, by the name
+// of its block in a listing ("chain x", "set s", "map m"): what the
+// stamps are made of. The hashes of a ruleset differing in a few blocks
+// from one already hashed are cheaper to get with rehash.
+func desired(rs hoststate.Ruleset) map[string]string {
+	out := make(map[string]string, len(rs.Sets)+len(rs.Maps)+len(rs.Chains))
+	for _, st := range rs.Sets {
+		out["set "+st.Name] = hashSet(st)
+	}
+	for _, m := range rs.Maps {
+		out["map "+m.Name] = hashMap(m)
+	}
+	for _, c := range rs.Chains {
+		out["chain "+c.Name] = hashChain(c)
+	}
+	return out
+}
+
+// rehash returns the hashes of rs (desired), given those of the ruleset
+// d leads from.
+func rehash(last map[string]string, rs hoststate.Ruleset, d *delta) map[string]string {
+	out := maps.Clone(last)
+	for _, b := range d.gone {
+		delete(out, b)
+	}
+	touched := toSet(d.touched)
+	for _, st := range rs.Sets {
+		if touched["set "+st.Name] {
+			out["set "+st.Name] = hashSet(st)
+		}
+	}
+	for _, m := range rs.Maps {
+		if touched["map "+m.Name] {
+			out["map "+m.Name] = hashMap(m)
+		}
+	}
+	for _, c := range rs.Chains {
+		if touched["chain "+c.Name] {
+			out["chain "+c.Name] = hashChain(c)
+		}
+	}
+	return out
+}
+
+func hashChain(c hoststate.Chain) string {
+	h := sha256.New()
+	fields(h, c.Hook, c.Comment)
+	for _, r := range c.Rules {
+		fields(h, r.Expr, r.Comment)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+func hashSet(st hoststate.Set) string {
+	h := sha256.New()
+	fields(h, st.KeyType, fmt.Sprint(st.Interval), st.Comment)
+	fields(h, slices.Sorted(slices.Values(st.Elements))...)
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+func hashMap(m hoststate.Map) string {
+	h := sha256.New()
+	fields(h, m.KeyType, m.Comment)
+	es := slices.Clone(m.Elements)
+	slices.SortFunc(es, func(a, b hoststate.Element) int { return strings.Compare(a.Key, b.Key) })
+	for _, e := range es {
+		fields(h, e.Key, e.Verdict)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// fields writes each string followed by a NUL (no rule, comment or
+// element holds one).
+func fields(w io.Writer, ss ...string) {
+	for _, s := range ss {
+		io.WriteString(w, s)
+		w.Write([]byte{0})
+	}
 }
 
 // validate rejects a ruleset without the base chain.
@@ -173,21 +241,28 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 	if err := validate(rs); err != nil {
 		return false, err
 	}
-	stamps := []string{Stamp(rs), PolicyStamp(rs)}
 	last := f.last
 	f.last = nil // set again on success
-	if last != nil && (!slices.Equal(last.stamps, stamps) || !reflect.DeepEqual(rest(last.rs), rest(rs))) {
+	var hashes map[string]string
+	if last != nil {
 		d, why := diff(last.rs, rs)
-		if why == "" {
-			err := f.update(ctx, last, rs, stamps, &d)
+		switch {
+		case why != "":
+			return f.replace(ctx, rs, desired(rs), why)
+		case !d.empty():
+			hashes = rehash(last.hashes, rs, &d)
+			err := f.update(ctx, last, rs, hashes, &d)
 			if err == nil {
-				return !d.empty(), nil
+				return true, nil
 			}
 			f.log.Warn("nftables incremental update failed; replacing the table", "table", string(Family)+" "+hoststate.Table, "err", err)
-			why = "incremental update failed"
+			return f.replace(ctx, rs, hashes, "incremental update failed")
 		}
-		return f.replace(ctx, rs, stamps, why)
+		hashes = last.hashes // the kernel holds the same: a resync
+	} else {
+		hashes = desired(rs)
 	}
+	stamps := stampsOf(hashes, rs)
 	if last != nil && last.genOK {
 		if g, ok := f.readGen(); ok && g == last.gen {
 			f.last = last
@@ -206,11 +281,11 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 	default:
 		sums := live.blockSums()
 		if why = check(live, sums, last, stamps); why == "" {
-			f.last = &written{rs: rs, stamps: stamps, sums: sums, gen: g1, genOK: ok0 && ok1 && g0 == g1}
+			f.last = &written{rs: rs, hashes: hashes, sums: sums, gen: g1, genOK: ok0 && ok1 && g0 == g1}
 			return false, nil
 		}
 	}
-	return f.replace(ctx, rs, stamps, why)
+	return f.replace(ctx, rs, hashes, why)
 }
 
 // check compares a listing of the whole table, whose block hashes are
@@ -252,15 +327,12 @@ func listingComment(sums map[string]string) string {
 
 // update sends d, the difference from last to rs, in one transaction, then
 // lists the blocks it wrote and stores the new hashes.
-func (f *Firewall) update(ctx context.Context, last *written, rs hoststate.Ruleset, stamps []string, d *delta) error {
-	ops := 0
-	if !d.empty() {
-		tx := f.nft.NewTransaction()
-		d.fill(tx)
-		ops = tx.NumOperations()
-		if err := f.nft.Run(ctx, tx); err != nil {
-			return fmt.Errorf("update table %s %s (%d operations): %w", Family, hoststate.Table, ops, err)
-		}
+func (f *Firewall) update(ctx context.Context, last *written, rs hoststate.Ruleset, hashes map[string]string, d *delta) error {
+	tx := f.nft.NewTransaction()
+	d.fill(tx)
+	ops := tx.NumOperations()
+	if err := f.nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("update table %s %s (%d operations): %w", Family, hoststate.Table, ops, err)
 	}
 	g0, ok0 := f.readGen()
 	sums := maps.Clone(last.sums)
@@ -280,11 +352,11 @@ func (f *Firewall) update(ctx context.Context, last *written, rs hoststate.Rules
 			sums[b] = s
 		}
 	}
-	if err := f.store(ctx, stamps, sums); err != nil {
+	if err := f.store(ctx, stampsOf(hashes, rs), sums); err != nil {
 		return err
 	}
 	g1, ok1 := f.readGen()
-	f.last = &written{rs: rs, stamps: stamps, sums: sums, gen: g1, genOK: ok0 && ok1 && g1 == g0+1}
+	f.last = &written{rs: rs, hashes: hashes, sums: sums, gen: g1, genOK: ok0 && ok1 && g1 == g0+1}
 	f.log.Info("nftables table updated", "table", string(Family)+" "+hoststate.Table, "operations", ops,
 		"chainsAdded", len(d.newChains), "chainsRewritten", len(d.changed), "chainsDeleted", len(d.goneChains),
 		"rulesWritten", d.rules(), "elementsAdded", len(d.addElems), "elementsDeleted", len(d.delElems))
@@ -293,7 +365,8 @@ func (f *Firewall) update(ctx context.Context, last *written, rs hoststate.Rules
 
 // replace replaces the table with rs in one transaction, then lists it
 // and stores the stamps and the listing's hash.
-func (f *Firewall) replace(ctx context.Context, rs hoststate.Ruleset, stamps []string, why string) (bool, error) {
+func (f *Firewall) replace(ctx context.Context, rs hoststate.Ruleset, hashes map[string]string, why string) (bool, error) {
+	stamps := stampsOf(hashes, rs)
 	tx := f.replaceTx(rs)
 	if err := f.nft.Run(ctx, tx); err != nil {
 		return false, fmt.Errorf("replace table %s %s (%d operations): %w", Family, hoststate.Table, tx.NumOperations(), err)
@@ -308,7 +381,7 @@ func (f *Firewall) replace(ctx context.Context, rs hoststate.Ruleset, stamps []s
 		return true, err
 	}
 	g1, ok1 := f.readGen()
-	f.last = &written{rs: rs, stamps: stamps, sums: sums, gen: g1, genOK: ok0 && ok1 && g1 == g0+1}
+	f.last = &written{rs: rs, hashes: hashes, sums: sums, gen: g1, genOK: ok0 && ok1 && g1 == g0+1}
 	f.log.Info("nftables table replaced", "table", string(Family)+" "+hoststate.Table, "reason", why,
 		"rules", rs.RuleCount(), "elements", rs.ElementCount(), "stamp", strings.TrimPrefix(stamps[0], stampPrefix))
 	return true, nil
