@@ -118,8 +118,9 @@ func TestDeltaTransactionsOnFake(t *testing.T) {
 		t.Fatalf("first apply is no replacement: %q", first)
 	}
 
+	ch := onlyChanged(t, withPolicies(t, ingressPolicy(80)), withPolicies(t, ingressPolicy(81)))
 	wantOps(t, "one policy changed", apply(t, fw, c, withPolicies(t, ingressPolicy(81))),
-		"flush chain policy-ingress", "add rule policy-ingress")
+		"flush chain "+ch, "add rule "+ch)
 
 	// Nothing changed: no transaction at all, not even the sums.
 	n := len(c.txs)
@@ -155,13 +156,56 @@ func TestDeltaTransactionsOnFake(t *testing.T) {
 	wantOps(t, "set element changed", got, "delete element underlay-v4", "add element underlay-v4")
 	wantOps(t, "set removed", apply(t, fw, c, one), "delete set underlay-v4")
 
-	// Policy chains appear and go.
-	apply(t, fw, c, withPolicies(t))
-	wantOps(t, "first policy", apply(t, fw, c, withPolicies(t, ingressPolicy(80))),
-		"add chain policy-egress", "add chain policy-ingress", "flush chain policies", "add rule policies", "add rule policy-ingress")
-	wantOps(t, "last policy gone", apply(t, fw, c, withPolicies(t)),
-		"flush chain policies", "flush chain policy-egress", "flush chain policy-ingress",
-		"delete chain policy-egress", "delete chain policy-ingress")
+	// Policy chains appear and go: only what differs is touched, objects
+	// are declared before use and deleted after the last reference.
+	none, one := withPolicies(t), withPolicies(t, ingressPolicy(80))
+	apply(t, fw, c, none)
+	inOrder(t, "first policy", none, one, apply(t, fw, c, one))
+	inOrder(t, "last policy gone", one, none, apply(t, fw, c, none))
+}
+
+// onlyChanged returns the one chain whose rules differ from a to b.
+func onlyChanged(t *testing.T, a, b hoststate.Ruleset) string {
+	t.Helper()
+	d, why := diff(a, b)
+	if why != "" || len(d.changed) != 1 || len(d.touched) != 1 || len(d.gone) != 0 {
+		t.Fatalf("want one chain changed, got %q %v, gone %v", why, d.touched, d.gone)
+	}
+	return d.changed[0].Name
+}
+
+// inOrder checks a delta's operations from a to b: each names a block
+// that differs; declarations come before flushes, rules and elements;
+// deletions of chains, sets and maps come last.
+func inOrder(t *testing.T, what string, a, b hoststate.Ruleset, ops []string) {
+	t.Helper()
+	d, why := diff(a, b)
+	if why != "" {
+		t.Fatal(why)
+	}
+	differs := toSet(append(slices.Clone(d.touched), d.gone...))
+	phase := 0 // 0 declarations, 1 flushes, rules, elements, 2 deletions
+	for _, op := range ops {
+		f := strings.Fields(op)
+		verb, kind, name := f[0], f[1], f[2]
+		if kind == "rule" {
+			kind = "chain"
+		}
+		if !differs[kind+" "+name] {
+			t.Fatalf("%s: %q touches %s %s, which did not change; transaction %q", what, op, kind, name, ops)
+		}
+		p := 1
+		switch {
+		case verb == "add" && kind != "element" && f[1] != "rule":
+			p = 0
+		case verb == "delete" && kind != "element":
+			p = 2
+		}
+		if p < phase {
+			t.Fatalf("%s: %q out of order in %q", what, op, ops)
+		}
+		phase = p
+	}
 }
 
 // A table edited behind the adapter's back is replaced at the next Apply
@@ -192,8 +236,9 @@ func TestDeltaDriftOnFake(t *testing.T) {
 	}
 
 	edit()
+	ch := onlyChanged(t, a, b)
 	wantOps(t, "policy change after an edit elsewhere", apply(t, fw, c, b),
-		"flush chain policy-ingress", "add rule policy-ingress")
+		"flush chain "+ch, "add rule "+ch)
 	if got := apply(t, fw, c, b); !slices.Contains(got, "delete table") {
 		t.Fatalf("edit not found at the resync after a delta: %q", got)
 	}
