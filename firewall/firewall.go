@@ -487,6 +487,7 @@ func (f *Firewall) Cleanup(ctx context.Context) error {
 	tx := f.nft.NewTransaction()
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
+	f.last = nil
 	if err := f.nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("delete table %s %s: %w", Family, hoststate.Table, err)
 	}
