@@ -439,6 +439,9 @@ func TestAnyRulesetToAnyInNamespace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if _, err := h.Exec(ctx, "nft", "add", "table", "ip", "other"); err != nil {
+		t.Fatal(err)
+	}
 	var fw *Firewall
 	var nft *txLog
 	if err := h.Do(func() error {
@@ -471,6 +474,15 @@ func TestAnyRulesetToAnyInNamespace(t *testing.T) {
 			}
 			if changed, err := fw.Apply(ctx, rss[i]); err != nil || changed {
 				return fmt.Errorf("second apply: changed=%v err=%v", changed, err)
+			}
+			// A commit elsewhere moves the generation: the next Apply lists
+			// the whole table, whose blocks must hash as the blocks the
+			// delta listed alone did.
+			if _, err := h.Exec(ctx, "nft", "add", "chain", "ip", "other", fmt.Sprintf("c%d", step)); err != nil {
+				return err
+			}
+			if changed, err := fw.Apply(ctx, rss[i]); err != nil || changed {
+				return fmt.Errorf("apply after a commit elsewhere: changed=%v err=%v", changed, err)
 			}
 			// Now and then an edit by hand, which the next Apply of the
 			// same ruleset (the resync) must find and repair.

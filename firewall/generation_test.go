@@ -73,6 +73,8 @@ func TestGenerationSkipsListingInNamespace(t *testing.T) {
 	step("resync again", a, false, 0)
 	step("policy change (delta)", b, true, 0)
 	step("resync after the delta", b, false, 0)
+	nft("add", "table", "ip", "other3") // what nft lists of the chains a delta wrote equals their part of the table's listing
+	step("resync after the delta and a commit elsewhere", b, false, 1)
 	nft("add", "rule", "inet", "romana", "forward", "counter")
 	step("resync after an edit", b, true, 2) // found, replaced, listed after
 	step("resync after the repair", b, false, 0)
