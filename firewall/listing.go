@@ -35,7 +35,8 @@ import (
 // nft invocation long.
 
 // sumChain is the regular chain (no hook, never jumped to) whose rules'
-// comments hold the hashes of the listing, "<sumPrefix><part> <hash>".
+// comments hold the hashes of the listing, "<sumPrefix><part> <hash>"
+// (in table inet romana, after the ruleset's stamps).
 const sumChain = "listing-sums"
 
 const sumPrefix = "romana listing "
