@@ -14,7 +14,9 @@ import (
 
 // BenchmarkApply measures, against the kernel in a simulated host, one
 // atomic replacement of table inet romana ("replace") and one in-sync check
-// that leaves it alone ("check": what every resync costs), as tenants grow.
+// that leaves it alone ("check": what every resync costs while nothing
+// committed nftables changes, so the kernel's generation did not move), as
+// tenants grow.
 func BenchmarkApply(b *testing.B) {
 	simtest.Require(b, "nft")
 	ctx := context.Background()

@@ -1,7 +1,8 @@
 // Package firewall is the host agent's nftables adapter: it keeps the table
-// inet romana equal to a desired hoststate.Ruleset, replacing the whole
-// table in one atomic transaction when it differs, and never touches any
-// other table.
+// inet romana equal to a desired hoststate.Ruleset, changing only what
+// differs from the ruleset it last wrote, in one atomic transaction, and
+// replacing the whole table at start-up and when it finds the table
+// edited. It never touches any other table.
 package firewall
 
 import (
@@ -10,7 +11,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 
@@ -22,22 +25,41 @@ import (
 // Family is the table's family; its name is hoststate.Table.
 const Family = knftables.InetFamily
 
-// stampPrefix starts the comment of the forward chain's "jump policies"
-// rule, which carries a hash of the whole desired ruleset: the cheap way to
-// tell that the live table is the one we last wrote.
+// stampPrefix starts Stamp's comment, kept in the table's sumChain with
+// PolicyStamp's and the hash of the listing: together they tell a new
+// agent that the live table is the one its predecessor wrote for the same
+// ruleset.
 const stampPrefix = "romana ruleset "
 
-// Firewall applies rulesets through knftables.
+// Firewall applies rulesets through knftables. Apply is not safe for
+// concurrent use.
 type Firewall struct {
 	nft    knftables.Interface
 	lister lister
 	log    *slog.Logger
-	// lastBase and lastPolicies are the stamps of the ruleset last applied
-	// or verified ("" when the last Apply failed). When only the policy
-	// stamp changed since, Apply rewrites the policy chains without first
-	// checking the table (it lists it once after, to store the listing's
-	// sums); a resync, whose ruleset equals the last one, always checks.
-	lastBase, lastPolicies string
+	// last is what the table holds as far as the adapter knows: the
+	// ruleset it last wrote or found in place, with the listing's hashes
+	// right after. nil at start-up and after any failure, so that the next
+	// Apply compares the whole listing.
+	last *written
+	// gen reads the kernel's ruleset generation (generation.go); nil on
+	// knftables' fake.
+	gen generation
+}
+
+// written is a ruleset as the adapter wrote it, and the hash of
+// each block of the table's listing ("chain x", "map m", "set s", any
+// other kind nft lists) right after the write, sumChain excluded.
+type written struct {
+	rs hoststate.Ruleset
+	// hashes are rs's own (desired), of which its stamps are made.
+	hashes map[string]string
+	sums   map[string]string
+	// gen is the kernel's ruleset generation when the table was as sums
+	// says, if genOK: nothing was committed between the listing and the
+	// reading of gen but the adapter's own write of the sums.
+	gen   uint32
+	genOK bool
 }
 
 // New returns a Firewall using the nft binary in the calling process's
@@ -61,135 +83,336 @@ func NewWith(nft knftables.Interface, log *slog.Logger) *Firewall {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Firewall{nft: nft, lister: newLister(nft, Family, hoststate.Table), log: log}
+	f := &Firewall{nft: nft, lister: newLister(nft, Family, hoststate.Table), log: log}
+	if _, fake := nft.(interface{ Dump() string }); !fake {
+		f.gen = kernelGeneration
+	}
+	return f
 }
 
-// Stamp returns the comment that marks a ruleset's base: everything but
-// the rules of the policy chains (hoststate.IsPolicyChain), which
-// PolicyStamp marks.
+// Stamp returns the comment that marks a ruleset's base: its sets, maps
+// and chains but the policy chains (hoststate.IsPolicyChain), which
+// PolicyStamp marks, and anything else it holds.
 func Stamp(rs hoststate.Ruleset) string {
-	base, _ := split(rs)
-	sum := sha256.Sum256([]byte(base.String()))
-	return stampPrefix + hex.EncodeToString(sum[:8])
+	return stampsOf(desired(rs), rs)[0]
 }
 
 // PolicyStamp returns the comment that marks a ruleset's policy chains.
 func PolicyStamp(rs hoststate.Ruleset) string {
-	_, pol := split(rs)
-	var b strings.Builder
-	for _, c := range pol {
-		fmt.Fprintf(&b, "%s %q\n", c.Name, c.Comment)
-		for _, r := range c.Rules {
-			fmt.Fprintf(&b, "\t%s %q\n", r.Expr, r.Comment)
-		}
-	}
-	sum := sha256.Sum256([]byte(b.String()))
-	return policyStampPrefix + hex.EncodeToString(sum[:8])
+	return stampsOf(desired(rs), rs)[1]
 }
 
-// policyStampPrefix starts the comment of the policies chain's last rule
-// (hoststate.PoliciesEnd).
+// policyStampPrefix starts PolicyStamp's comment.
 const policyStampPrefix = "romana policies "
 
-// split returns the ruleset without the policy chains' rules (and without
-// the policy-* chains), and the policy chains.
-func split(rs hoststate.Ruleset) (base hoststate.Ruleset, pol []hoststate.Chain) {
-	base.Sets, base.Maps = rs.Sets, rs.Maps
-	base.Flowtables = withoutDevices(rs.Flowtables)
+// stampsOf returns Stamp and PolicyStamp of rs, whose blocks hash to
+// hashes (desired).
+func stampsOf(hashes map[string]string, rs hoststate.Ruleset) []string {
+	base, pol := map[string]string{}, map[string]string{}
+	for b, h := range hashes {
+		if name, ok := strings.CutPrefix(b, "chain "); ok && hoststate.IsPolicyChain(name) {
+			pol[b] = h
+		} else {
+			base[b] = h
+		}
+	}
+	if r := rest(rs); r != nil {
+		base["rest"] = fmt.Sprintf("%+v", *r)
+	}
+	return []string{stampPrefix + combine(base), policyStampPrefix + combine(pol)}
+}
+
+// desired returns the hash of each chain, set and map of rs, by the name
+// of its block in a listing ("chain x", "set s", "map m"): what the
+// stamps are made of. The hashes of a ruleset differing in a few blocks
+// from one already hashed are cheaper to get with rehash.
+func desired(rs hoststate.Ruleset) map[string]string {
+	out := make(map[string]string, len(rs.Sets)+len(rs.Maps)+len(rs.Chains))
+	for _, st := range rs.Sets {
+		out["set "+st.Name] = hashSet(st)
+	}
+	for _, m := range rs.Maps {
+		out["map "+m.Name] = hashMap(m)
+	}
 	for _, c := range rs.Chains {
-		if !hoststate.IsPolicyChain(c.Name) {
-			base.Chains = append(base.Chains, c)
-			continue
-		}
-		pol = append(pol, c)
-		if c.Name == hoststate.ChainPolicies {
-			c.Rules = nil
-			base.Chains = append(base.Chains, c)
-		}
+		out["chain "+c.Name] = hashChain(c)
 	}
-	return base, pol
+	return out
 }
 
-// stamped returns a copy of rs whose forward chain's JumpPolicies rule
-// carries Stamp(rs) as its comment and whose policies chain's last rule,
-// when it is hoststate.PoliciesEnd, carries PolicyStamp(rs).
-func stamped(rs hoststate.Ruleset) (hoststate.Ruleset, error) {
-	stamp := Stamp(rs)
-	out := hoststate.Ruleset{Sets: rs.Sets, Maps: rs.Maps, Chains: slices.Clone(rs.Chains), Flowtables: rs.Flowtables}
-	fwd := out.Chain(hoststate.ChainForward)
-	if fwd == nil || fwd.Hook == "" {
-		return out, fmt.Errorf("ruleset has no base chain %q", hoststate.ChainForward)
+// rehash returns the hashes of rs (desired), given those of the ruleset
+// d leads from.
+func rehash(last map[string]string, rs hoststate.Ruleset, d *delta) map[string]string {
+	out := maps.Clone(last)
+	for _, b := range d.gone {
+		delete(out, b)
 	}
-	fwd.Rules = slices.Clone(fwd.Rules)
-	i := slices.IndexFunc(fwd.Rules, func(r hoststate.Rule) bool { return r.Expr == hoststate.JumpPolicies })
-	if i < 0 {
-		return out, fmt.Errorf("ruleset's chain %q has no rule %q", hoststate.ChainForward, hoststate.JumpPolicies)
+	touched := toSet(d.touched)
+	for _, st := range rs.Sets {
+		if touched["set "+st.Name] {
+			out["set "+st.Name] = hashSet(st)
+		}
 	}
-	fwd.Rules[i].Comment = stamp
-	if pc := out.Chain(hoststate.ChainPolicies); pc != nil && len(pc.Rules) > 0 && pc.Rules[len(pc.Rules)-1].Expr == hoststate.PoliciesEnd {
-		pc.Rules = slices.Clone(pc.Rules)
-		pc.Rules[len(pc.Rules)-1].Comment = PolicyStamp(rs)
+	for _, m := range rs.Maps {
+		if touched["map "+m.Name] {
+			out["map "+m.Name] = hashMap(m)
+		}
 	}
-	return out, nil
+	for _, c := range rs.Chains {
+		if touched["chain "+c.Name] {
+			out["chain "+c.Name] = hashChain(c)
+		}
+	}
+	return out
 }
 
-// Apply makes the table equal to rs. When the live table already is (same
-// stamps, same rules per chain, and a listing unchanged since our last
-// write; see inSync) it does nothing and returns false. When only the policy chains differ, it
-// rewrites just those in one transaction (flush and refill the policies
-// and policy-* chains, delete policy chains no longer wanted): the maps,
-// the forward chain and the isolation chains stay as they are. Otherwise
-// it replaces the table in one transaction (add, delete, add table, then
-// every chain, map, rule and element). Either way packets see the old
-// rules or the new ones, never a mix or an empty window, and conntrack
-// state is untouched.
+func hashChain(c hoststate.Chain) string {
+	h := sha256.New()
+	fields(h, c.Hook, c.Comment)
+	for _, r := range c.Rules {
+		fields(h, r.Expr, r.Comment)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+func hashSet(st hoststate.Set) string {
+	h := sha256.New()
+	fields(h, st.KeyType, fmt.Sprint(st.Interval), st.Comment)
+	fields(h, slices.Sorted(slices.Values(st.Elements))...)
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+func hashMap(m hoststate.Map) string {
+	h := sha256.New()
+	fields(h, m.KeyType, m.Comment)
+	es := slices.Clone(m.Elements)
+	slices.SortFunc(es, func(a, b hoststate.Element) int { return strings.Compare(a.Key, b.Key) })
+	for _, e := range es {
+		fields(h, e.Key, e.Verdict)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// fields writes each string followed by a NUL (no rule, comment or
+// element holds one).
+func fields(w io.Writer, ss ...string) {
+	for _, s := range ss {
+		io.WriteString(w, s)
+		w.Write([]byte{0})
+	}
+}
+
+// validate rejects a ruleset without the base chain.
+func validate(rs hoststate.Ruleset) error {
+	if fwd := rs.Chain(hoststate.ChainForward); fwd == nil || fwd.Hook == "" {
+		return fmt.Errorf("ruleset has no base chain %q", hoststate.ChainForward)
+	}
+	return nil
+}
+
+// Apply makes the table equal to rs and reports whether it changed
+// anything in it.
+//
+// When rs differs from the ruleset last written, Apply sends one
+// transaction holding only the difference (diff: changed chains flushed
+// and refilled, new ones added, gone ones deleted, set and map elements
+// added and deleted one by one), then lists only the blocks it wrote to
+// keep their hashes. It does not list the table first: an edit elsewhere
+// is found at the next resync.
+//
+// When rs equals the last ruleset (the agent's resync) and the kernel's
+// ruleset generation has not moved since the adapter's last write and
+// listing (generation.go), nothing was committed since, by anyone: Apply
+// returns at once. Otherwise, when rs equals the last ruleset or the
+// adapter knows nothing yet (start-up, or after a failure), it lists the
+// whole table and compares the hash of every block with what nft listed right
+// after the adapter's own writes (listing.go), and the stamps and listing
+// hash stored in the table with rs's: so any rule, chain, set or map
+// element edited, added or deleted by hand is found, and a new agent
+// adopts the table its predecessor wrote for the same ruleset. If they
+// differ, or the difference cannot be sent as a delta (diff), or the
+// delta's transaction fails, Apply replaces the table in one transaction
+// (add, delete, add table, then every chain, set, map, rule and element).
+//
+// Either way packets see the old rules or the new ones, never a mix or an
+// empty window, and conntrack state is untouched. Counters of rules in
+// chains a delta leaves alone keep counting.
 func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed bool, err error) {
-	want, err := stamped(rs)
-	if err != nil {
+	if err := validate(rs); err != nil {
 		return false, err
 	}
 	defer f.afterApply(ctx, rs, &changed, &err) // flowtable devices (flowtable.go)
-	base, pol := Stamp(rs), PolicyStamp(rs)
-	if f.lastBase == base && f.lastPolicies != "" && f.lastPolicies != pol {
-		if err := f.applyPolicies(ctx, want, "policies changed"); err == nil {
-			if err := f.writeSums(ctx, want); err != nil {
-				f.lastBase, f.lastPolicies = "", ""
-				return true, err
+	last := f.last
+	f.last = nil // set again on success
+	var hashes map[string]string
+	if last != nil {
+		d, why := diff(last.rs, rs)
+		switch {
+		case why != "":
+			return f.replace(ctx, rs, desired(rs), why)
+		case !d.empty():
+			hashes = rehash(last.hashes, rs, &d)
+			err := f.update(ctx, last, rs, hashes, &d)
+			if err == nil {
+				return true, nil
 			}
-			f.lastPolicies = pol
-			return true, nil
+			f.log.Warn("nftables incremental update failed; replacing the table", "table", string(Family)+" "+hoststate.Table, "err", err)
+			return f.replace(ctx, rs, hashes, "incremental update failed")
 		}
-		// Fall back to the checked path (the table may have drifted).
+		hashes = last.hashes // the kernel holds the same: a resync
+	} else {
+		hashes = desired(rs)
 	}
-	f.lastBase, f.lastPolicies = "", ""
-	defer func() {
-		if err == nil {
-			f.lastBase, f.lastPolicies = base, pol
+	stamps := stampsOf(hashes, rs)
+	if last != nil && last.genOK {
+		if g, ok := f.readGen(); ok && g == last.gen {
+			f.last = last
+			return false, nil
 		}
-	}()
-	ok, baseOK, why, err := f.inSync(ctx, want)
-	if err != nil {
+	}
+	g0, ok0 := f.readGen()
+	live, err := f.lister.list(ctx)
+	g1, ok1 := f.readGen()
+	why := ""
+	switch {
+	case errors.Is(err, errTableMissing):
+		why = "table missing"
+	case err != nil:
 		return false, fmt.Errorf("read table %s %s: %w", Family, hoststate.Table, err)
-	}
-	if ok {
-		return false, nil
-	}
-	if baseOK {
-		if err := f.applyPolicies(ctx, want, why); err != nil {
-			return false, err
+	default:
+		sums := live.blockSums()
+		if why = check(live, sums, last, stamps); why == "" {
+			why = flowtablesMissing(live, rs)
 		}
-		return true, f.writeSums(ctx, want)
+		if why == "" {
+			f.last = &written{rs: rs, hashes: hashes, sums: sums, gen: g1, genOK: ok0 && ok1 && g0 == g1}
+			return false, nil
+		}
 	}
-	tx := f.replaceTx(want)
+	return f.replace(ctx, rs, hashes, why)
+}
+
+// check compares a listing of the whole table, whose block hashes are
+// sums, with what the adapter wrote: the hashes of last (nil when it knows
+// nothing) and the comments stored in sumChain (rs's stamps and the hash
+// of the listing after the write). It returns what differs, or "".
+func check(live *listing, sums map[string]string, last *written, stamps []string) string {
+	if last != nil {
+		for _, b := range sortedKeys(last.sums) {
+			s, ok := sums[b]
+			switch {
+			case !ok:
+				return b + " missing"
+			case s != last.sums[b]:
+				return b + " edited since written (listing differs)"
+			}
+		}
+		for _, b := range sortedKeys(sums) {
+			if _, ok := last.sums[b]; !ok {
+				return "unexpected " + b
+			}
+		}
+	}
+	stored := live.stored()
+	if len(stored) < len(stamps) || !slices.Equal(stored[:len(stamps)], stamps) {
+		return "table not written for this ruleset (stamps differ)"
+	}
+	if !slices.Equal(stored[len(stamps):], []string{listingComment(sums)}) {
+		return "table edited since written (listing differs)"
+	}
+	return ""
+}
+
+// listingComment is the comment of sumChain's rule holding the hash of the
+// listing's block hashes.
+func listingComment(sums map[string]string) string {
+	return sumPrefix + "table " + combine(sums)
+}
+
+// update sends d, the difference from last to rs, in one transaction, then
+// lists the blocks it wrote and stores the new hashes.
+func (f *Firewall) update(ctx context.Context, last *written, rs hoststate.Ruleset, hashes map[string]string, d *delta) error {
+	tx := f.nft.NewTransaction()
+	d.fill(tx)
+	ops := tx.NumOperations()
+	if err := f.nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("update table %s %s (%d operations): %w", Family, hoststate.Table, ops, err)
+	}
+	g0, ok0 := f.readGen()
+	sums := maps.Clone(last.sums)
+	for _, b := range d.gone {
+		delete(sums, b)
+	}
+	if len(d.touched) > 0 {
+		live, err := f.lister.listBlocks(ctx, d.touched)
+		if err != nil {
+			return fmt.Errorf("list %d blocks of table %s %s after writing them: %w", len(d.touched), Family, hoststate.Table, err)
+		}
+		for _, b := range d.touched {
+			s, ok := live.blockSum(b)
+			if !ok {
+				return fmt.Errorf("list table %s %s after writing it: %s missing", Family, hoststate.Table, b)
+			}
+			sums[b] = s
+		}
+	}
+	if err := f.store(ctx, stampsOf(hashes, rs), sums); err != nil {
+		return err
+	}
+	g1, ok1 := f.readGen()
+	f.last = &written{rs: rs, hashes: hashes, sums: sums, gen: g1, genOK: ok0 && ok1 && g1 == g0+1}
+	f.log.Info("nftables table updated", "table", string(Family)+" "+hoststate.Table, "operations", ops,
+		"chainsAdded", len(d.newChains), "chainsRewritten", len(d.changed), "chainsDeleted", len(d.goneChains),
+		"rulesWritten", d.rules(), "elementsAdded", len(d.addElems), "elementsDeleted", len(d.delElems))
+	return nil
+}
+
+// replace replaces the table with rs in one transaction, then lists it
+// and stores the stamps and the listing's hash.
+func (f *Firewall) replace(ctx context.Context, rs hoststate.Ruleset, hashes map[string]string, why string) (bool, error) {
+	stamps := stampsOf(hashes, rs)
+	tx := f.replaceTx(rs)
 	if err := f.nft.Run(ctx, tx); err != nil {
 		return false, fmt.Errorf("replace table %s %s (%d operations): %w", Family, hoststate.Table, tx.NumOperations(), err)
 	}
-	if err := f.writeSums(ctx, want); err != nil {
+	g0, ok0 := f.readGen()
+	live, err := f.lister.list(ctx)
+	if err != nil {
+		return true, fmt.Errorf("list table %s %s after writing it: %w", Family, hoststate.Table, err)
+	}
+	sums := live.blockSums()
+	if err := f.store(ctx, stamps, sums); err != nil {
 		return true, err
 	}
+	g1, ok1 := f.readGen()
+	f.last = &written{rs: rs, hashes: hashes, sums: sums, gen: g1, genOK: ok0 && ok1 && g1 == g0+1}
 	f.log.Info("nftables table replaced", "table", string(Family)+" "+hoststate.Table, "reason", why,
-		"rules", want.RuleCount(), "elements", want.ElementCount(), "stamp", strings.TrimPrefix(Stamp(rs), stampPrefix))
+		"rules", rs.RuleCount(), "elements", rs.ElementCount(), "stamp", strings.TrimPrefix(stamps[0], stampPrefix))
 	return true, nil
+}
+
+// readGen returns the kernel's ruleset generation, if known.
+func (f *Firewall) readGen() (uint32, bool) {
+	if f.gen == nil {
+		return 0, false
+	}
+	g, err := f.gen()
+	if err != nil {
+		f.log.Debug("nftables generation unknown; resyncs list the table", "err", err)
+		return 0, false
+	}
+	return g, true
+}
+
+// store writes the stamps and the hash of the listing's block hashes into
+// sumChain.
+func (f *Firewall) store(ctx context.Context, stamps []string, sums map[string]string) error {
+	tx := f.nft.NewTransaction()
+	storeTx(tx, append(slices.Clone(stamps), listingComment(sums)))
+	if err := f.nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("store listing sums in table %s %s: %w", Family, hoststate.Table, err)
+	}
+	return nil
 }
 
 // replaceTx is the transaction replacing the whole table with want: add,
@@ -204,21 +427,10 @@ func (f *Firewall) replaceTx(want hoststate.Ruleset) *knftables.Transaction {
 		tx.Add(chainOf(c))
 	}
 	for _, st := range want.Sets {
-		ks := &knftables.Set{Name: st.Name, Type: st.KeyType}
-		if st.Interval {
-			ks.Flags = []knftables.SetFlag{knftables.IntervalFlag}
-		}
-		if st.Comment != "" {
-			ks.Comment = knftables.PtrTo(st.Comment)
-		}
-		tx.Add(ks)
+		tx.Add(setOf(st))
 	}
 	for _, m := range want.Maps {
-		km := &knftables.Map{Name: m.Name, Type: m.KeyType + " : verdict"}
-		if m.Comment != "" {
-			km.Comment = knftables.PtrTo(m.Comment)
-		}
-		tx.Add(km)
+		tx.Add(mapOf(m))
 	}
 	for _, c := range want.Chains {
 		addRules(tx, c)
@@ -241,54 +453,13 @@ func (f *Firewall) replaceTx(want hoststate.Ruleset) *knftables.Transaction {
 // counters and the adapter's memory of the last applied ruleset are left
 // as they are. The agent uses it to find which policies nft rejects.
 func (f *Firewall) Check(ctx context.Context, rs hoststate.Ruleset) error {
-	want, err := stamped(rs)
-	if err != nil {
+	if err := validate(rs); err != nil {
 		return err
 	}
-	tx := f.replaceTx(want)
+	tx := f.replaceTx(rs)
 	if err := f.nft.Check(ctx, tx); err != nil {
 		return fmt.Errorf("check table %s %s (%d operations): %w", Family, hoststate.Table, tx.NumOperations(), err)
 	}
-	return nil
-}
-
-// applyPolicies rewrites only the policy chains, in one transaction: the
-// wanted ones are created if missing, flushed and refilled; the policy-*
-// chains hoststate may emit that are not wanted are added (a no-op if they
-// exist), flushed and deleted, which needs no listing.
-func (f *Firewall) applyPolicies(ctx context.Context, want hoststate.Ruleset, why string) error {
-	tx := f.nft.NewTransaction()
-	wanted := map[string]bool{}
-	rules := 0
-	for _, c := range want.Chains {
-		if hoststate.IsPolicyChain(c.Name) {
-			wanted[c.Name] = true
-			tx.Add(chainOf(c))
-			tx.Flush(&knftables.Chain{Name: c.Name})
-			rules += len(c.Rules)
-		}
-	}
-	var gone []string
-	for _, name := range []string{hoststate.ChainPolicyEgress, hoststate.ChainPolicyIngress} {
-		if !wanted[name] {
-			tx.Add(&knftables.Chain{Name: name})
-			tx.Flush(&knftables.Chain{Name: name})
-			gone = append(gone, name)
-		}
-	}
-	for _, name := range gone {
-		tx.Delete(&knftables.Chain{Name: name})
-	}
-	for _, c := range want.Chains {
-		if hoststate.IsPolicyChain(c.Name) {
-			addRules(tx, c)
-		}
-	}
-	if err := f.nft.Run(ctx, tx); err != nil {
-		return fmt.Errorf("rewrite policy chains of table %s %s (%d operations): %w", Family, hoststate.Table, tx.NumOperations(), err)
-	}
-	f.log.Info("nftables policy chains rewritten", "table", string(Family)+" "+hoststate.Table, "reason", why,
-		"policyRules", rules, "deletedChains", gone)
 	return nil
 }
 
@@ -316,129 +487,12 @@ func addRules(tx *knftables.Transaction, c hoststate.Chain) {
 	}
 }
 
-// inSync compares the live table with want, from one nft listing; why
-// says what differs, and baseOK that everything but the policy chains
-// matches (so rewriting those suffices). The live table matches when each
-// wanted chain has the wanted number of rules with the wanted comments
-// (the stamps among them: the table holds the desired ruleset), every
-// wanted map exists, no other chain with rules exists, and the listing of
-// the base and of the policy chains hashes to what it did right after our
-// last write (listing.go: a rule edited in place, a chain's policy or a
-// map element changed). An extra chain or set without rules is not
-// detected: nothing can reach it, and the next replacement removes it.
-func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok, baseOK bool, why string, err error) {
-	live, err := f.lister.list(ctx)
-	if errors.Is(err, errTableMissing) {
-		return false, false, "table missing", nil
-	}
-	if err != nil {
-		return false, false, "", err
-	}
-	wantChains := map[string]bool{sumChain: true}
-	polWhy := ""
-	for _, c := range want.Chains {
-		wantChains[c.Name] = true
-		diff := ""
-		lc := live.chains[c.Name]
-		switch {
-		case lc == nil:
-			diff = fmt.Sprintf("chain %s missing", c.Name)
-		case len(lc.rules) != len(c.Rules):
-			diff = fmt.Sprintf("chain %s has %d rules, want %d", c.Name, len(lc.rules), len(c.Rules))
-		default:
-			for i, r := range c.Rules {
-				l := lc.rules[i]
-				if l.hasComment != (r.Comment != "") || l.comment != r.Comment {
-					diff = fmt.Sprintf("chain %s rule %d differs", c.Name, i)
-					break
-				}
-			}
-		}
-		switch {
-		case diff == "":
-		case hoststate.IsPolicyChain(c.Name):
-			if polWhy == "" {
-				polWhy = diff
-			}
-		default:
-			return false, false, diff, nil
-		}
-	}
-	for name, lc := range live.chains {
-		if wantChains[name] || len(lc.rules) == 0 {
-			continue
-		}
-		if !hoststate.IsPolicyChain(name) {
-			return false, false, fmt.Sprintf("unexpected chain %s", name), nil
-		}
-		if polWhy == "" {
-			polWhy = fmt.Sprintf("unexpected chain %s with %d rules", name, len(lc.rules))
-		}
-	}
-	for _, st := range want.Sets {
-		if _, ok := live.others["set "+st.Name]; !ok {
-			return false, false, "set " + st.Name + " missing", nil
-		}
-	}
-	for _, m := range want.Maps {
-		if _, ok := live.others["map "+m.Name]; !ok {
-			return false, false, "map " + m.Name + " missing", nil
-		}
-	}
-	if why := flowtablesMissing(live, want); why != "" {
-		return false, false, why, nil
-	}
-	base, pol := parts(want)
-	sums := live.sums()
-	if live.sum(base) != sums["base"] {
-		return false, false, "base chains or maps edited since written (listing differs)", nil
-	}
-	if polWhy == "" && live.sum(pol) != sums["policies"] {
-		polWhy = "policy chains edited since written (listing differs)"
-	}
-	return polWhy == "", true, polWhy, nil
-}
-
-// parts returns the blocks of the listing whose hash is stored as "base"
-// (sets, maps and chains other than the policy chains) and as "policies".
-func parts(want hoststate.Ruleset) (base, pol []string) {
-	for _, st := range want.Sets {
-		base = append(base, "set "+st.Name)
-	}
-	for _, m := range want.Maps {
-		base = append(base, "map "+m.Name)
-	}
-	for _, c := range want.Chains {
-		if hoststate.IsPolicyChain(c.Name) {
-			pol = append(pol, "chain "+c.Name)
-		} else {
-			base = append(base, "chain "+c.Name)
-		}
-	}
-	return base, pol
-}
-
-// writeSums lists the table we just wrote and stores the hashes of its
-// base and policy parts in it (listing.go).
-func (f *Firewall) writeSums(ctx context.Context, want hoststate.Ruleset) error {
-	live, err := f.lister.list(ctx)
-	if err != nil {
-		return fmt.Errorf("list table %s %s after writing it: %w", Family, hoststate.Table, err)
-	}
-	base, pol := parts(want)
-	tx := f.nft.NewTransaction()
-	sumsTx(tx, map[string]string{"base": live.sum(base), "policies": live.sum(pol)})
-	if err := f.nft.Run(ctx, tx); err != nil {
-		return fmt.Errorf("store listing sums in table %s %s: %w", Family, hoststate.Table, err)
-	}
-	return nil
-}
-
 // Cleanup deletes the table; a missing table is not an error.
 func (f *Firewall) Cleanup(ctx context.Context) error {
 	tx := f.nft.NewTransaction()
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
+	f.last = nil
 	if err := f.nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("delete table %s %s: %w", Family, hoststate.Table, err)
 	}

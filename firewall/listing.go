@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os/exec"
 	"slices"
 	"strings"
@@ -19,18 +20,23 @@ import (
 // ("ip daddr 10.0.0.5/32" as "ip daddr 10.0.0.5", "icmp type 8" as "icmp
 // type echo-request", masks simplified), which differs between nft
 // versions, so the desired rule text cannot be compared with the listing
-// directly. Instead, after each write the adapter lists the table and
-// stores a hash of each part of the listing in the table itself, as the
-// comments of the rules of a chain no packet ever enters (sumChain). A
-// later check lists the table once and compares: any change to a rule's
-// text (a drop rewritten into accept with its comment kept), a chain's
-// hook or policy, or a map's elements changes the hash. A new agent adopts
-// the table its predecessor wrote without rewriting it, since the hashes
-// live in the kernel. An edit made between a write and the listing after
-// it would be taken as written: that window is one nft invocation long.
+// directly. Instead, after each write the adapter lists what it wrote (the
+// whole table after a replacement, only the chains, sets and maps it
+// changed after a delta) and keeps the hash of each block of the listing
+// in memory; it also stores, as the comments of the rules of a chain no
+// packet ever enters (sumChain), the ruleset's stamps and one hash of all
+// the block hashes. A later check lists the table once and compares: any
+// change to a rule's text (a drop rewritten into accept with its comment
+// kept), a chain's hook or policy, a set's or map's elements, or a chain,
+// set or map added or deleted, changes a block's hash. A new agent adopts
+// the table its predecessor wrote without rewriting it, since the stamps
+// and the hash of hashes live in the kernel. An edit made between a write
+// and the listing after it would be taken as written: that window is one
+// nft invocation long.
 
 // sumChain is the regular chain (no hook, never jumped to) whose rules'
-// comments hold the hashes of the listing, "<sumPrefix><part> <hash>".
+// comments hold the hashes of the listing, "<sumPrefix><part> <hash>"
+// (in table inet romana, after the ruleset's stamps).
 const sumChain = "listing-sums"
 
 const sumPrefix = "romana listing "
@@ -63,6 +69,9 @@ type listedRule struct {
 // lister lists a table; it returns errTableMissing when there is none.
 type lister interface {
 	list(ctx context.Context) (*listing, error)
+	// listBlocks lists at least the named blocks ("chain x", "map m",
+	// "set s"), which must exist: the listing may hold more.
+	listBlocks(ctx context.Context, blocks []string) (*listing, error)
 }
 
 // nftLister runs `nft --stateless list table <family> <table>` in the
@@ -74,15 +83,46 @@ type nftLister struct {
 }
 
 func (l nftLister) list(ctx context.Context) (*listing, error) {
-	cmd := exec.CommandContext(ctx, "nft", "--stateless", "list", "table", string(l.family), l.table)
+	return l.run(ctx, "table", "")
+}
+
+// maxBlockListings is how many blocks listBlocks lists one by one (one
+// nft run each, a few milliseconds when the blocks are small) before it
+// lists the whole table instead. nft lists nothing in a batch (nft -f).
+const maxBlockListings = 16
+
+func (l nftLister) listBlocks(ctx context.Context, blocks []string) (*listing, error) {
+	if len(blocks) > maxBlockListings {
+		return l.list(ctx)
+	}
+	out := &listing{chains: map[string]*listedChain{}, others: map[string][]string{}}
+	for _, b := range blocks {
+		kind, name, _ := strings.Cut(b, " ")
+		one, err := l.run(ctx, kind, name)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(out.chains, one.chains)
+		maps.Copy(out.others, one.others)
+	}
+	return out, nil
+}
+
+// run lists the table (kind "table") or one of its chains, sets or maps.
+func (l nftLister) run(ctx context.Context, kind, name string) (*listing, error) {
+	args := []string{"--stateless", "list", kind, string(l.family), l.table}
+	if name != "" {
+		args = append(args, name)
+	}
+	cmd := exec.CommandContext(ctx, "nft", args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(stderr.String())
-		if strings.Contains(msg, "No such file or directory") {
+		if kind == "table" && strings.Contains(msg, "No such file or directory") {
 			return nil, errTableMissing
 		}
-		return nil, fmt.Errorf("nft list table %s %s: %w: %s", l.family, l.table, err, msg)
+		return nil, fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, msg)
 	}
 	return parseListing(stdout.String())
 }
@@ -138,7 +178,14 @@ func (l dumpLister) list(context.Context) (*listing, error) {
 	if !found {
 		return nil, errTableMissing
 	}
+	for _, lines := range out.others {
+		slices.Sort(lines[1:]) // elements, in no meaningful order
+	}
 	return out, nil
+}
+
+func (l dumpLister) listBlocks(ctx context.Context, _ []string) (*listing, error) {
+	return l.list(ctx)
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -295,9 +342,102 @@ func (l *listing) sums() map[string]string {
 // sumsTx adds to tx the operations that store sums (part -> hash) in
 // sumChain, replacing what it held.
 func sumsTx(tx *knftables.Transaction, sums map[string]string) {
+	var comments []string
+	for _, part := range sortedKeys(sums) {
+		comments = append(comments, sumPrefix+part+" "+sums[part])
+	}
+	storeTx(tx, comments)
+}
+
+// storeTx adds to tx the operations that make sumChain hold one rule per
+// comment, replacing what it held.
+func storeTx(tx *knftables.Transaction, comments []string) {
 	tx.Add(&knftables.Chain{Name: sumChain, Comment: knftables.PtrTo("hashes of this table's listing, to find edits; never entered")})
 	tx.Flush(&knftables.Chain{Name: sumChain})
-	for _, part := range sortedKeys(sums) {
-		tx.Add(&knftables.Rule{Chain: sumChain, Rule: "return", Comment: knftables.PtrTo(sumPrefix + part + " " + sums[part])})
+	for _, c := range comments {
+		tx.Add(&knftables.Rule{Chain: sumChain, Rule: "return", Comment: knftables.PtrTo(c)})
 	}
+}
+
+// blockSum hashes one block of the listing ("chain x", "map m", ...); ok
+// is false when the listing has no such block. The elements of a set or
+// map are hashed in sorted order: nft prints them in the order of the
+// kernel's hash table, which may change without any edit.
+func (l *listing) blockSum(b string) (sum string, ok bool) {
+	kind, name, _ := strings.Cut(b, " ")
+	var lines []string
+	if kind == "chain" {
+		c, found := l.chains[name]
+		if !found {
+			return "", false
+		}
+		lines = c.lines
+	} else {
+		if lines, ok = l.others[b]; !ok {
+			return "", false
+		}
+		lines = sortedElements(lines)
+	}
+	h := sha256.New()
+	for _, line := range lines {
+		fmt.Fprintf(h, "%s\n", line)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12]), true
+}
+
+// blockSums returns the hash of every block of the listing but sumChain.
+func (l *listing) blockSums() map[string]string {
+	out := map[string]string{}
+	for name := range l.chains {
+		if name != sumChain {
+			out["chain "+name], _ = l.blockSum("chain " + name)
+		}
+	}
+	for b := range l.others {
+		out[b], _ = l.blockSum(b)
+	}
+	return out
+}
+
+// sortedElements returns the lines of a set or map block as nft lists
+// them ("elements = { a : x, b : y," wrapped over lines, up to " }"), its
+// elements sorted into one line.
+func sortedElements(lines []string) []string {
+	i := slices.IndexFunc(lines, func(s string) bool { return strings.HasPrefix(s, "elements = {") })
+	if i < 0 {
+		return lines
+	}
+	all := strings.TrimPrefix(strings.Join(lines[i:], " "), "elements = {")
+	all, ok := strings.CutSuffix(all, "}")
+	if !ok {
+		return lines
+	}
+	elems := strings.Split(all, ",")
+	for j := range elems {
+		elems[j] = strings.TrimSpace(elems[j])
+	}
+	slices.Sort(elems)
+	return append(slices.Clone(lines[:i]), "elements = { "+strings.Join(elems, ", ")+" }")
+}
+
+// combine hashes block sums into one, the one stored in the table.
+func combine(sums map[string]string) string {
+	h := sha256.New()
+	for _, b := range sortedKeys(sums) {
+		fmt.Fprintf(h, "%s %s\n", b, sums[b])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// stored returns the comments of sumChain's rules.
+func (l *listing) stored() []string {
+	c := l.chains[sumChain]
+	if c == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range c.rules {
+		out = append(out, r.comment)
+	}
+	return out
 }

@@ -122,3 +122,45 @@ func FuzzParseListing(f *testing.F) {
 		}
 	})
 }
+
+// A set's or map's elements hash the same in any order, and any other
+// change to a block changes its hash.
+func TestBlockSum(t *testing.T) {
+	l, err := parseListing(sampleListing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums := l.blockSums()
+	if _, ok := sums["chain "+sumChain]; ok || len(sums) != 3 {
+		t.Fatalf("block sums %v: want the map, forward and tenant-1, not the sums chain", sums)
+	}
+	reordered := strings.Replace(sampleListing, `{ 10.0.16.0 : goto tenant-1, 10.0.32.0 : goto tenant-2,
+			     10.0.48.0 : goto tenant-3 }`, `{ 10.0.48.0 : goto tenant-3,
+			10.0.32.0 : goto tenant-2, 10.0.16.0 : goto tenant-1 }`, 1)
+	if reordered == sampleListing {
+		t.Fatal("sample listing has no map elements to reorder")
+	}
+	r, err := parseListing(reordered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.blockSums(); got["map tenants-net1"] != sums["map tenants-net1"] {
+		t.Fatal("reordered map elements change the map's hash")
+	}
+	for _, edit := range [][2]string{
+		{"10.0.48.0 : goto tenant-3", "10.0.48.0 : goto tenant-1"},
+		{"10.0.48.0 : goto tenant-3 }", "10.0.48.0 : goto tenant-3, 10.0.64.0 : goto tenant-3 }"},
+		{`comment "network net1`, `comment "network net2`},
+	} {
+		e, err := parseListing(strings.Replace(sampleListing, edit[0], edit[1], 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := e.blockSums(); got["map tenants-net1"] == sums["map tenants-net1"] || got["chain forward"] != sums["chain forward"] {
+			t.Errorf("edit %q -> %q: map hash unchanged or another block's changed", edit[0], edit[1])
+		}
+	}
+	if combine(sums) == combine(map[string]string{"chain forward": sums["chain forward"]}) {
+		t.Fatal("a missing block does not change the combined hash")
+	}
+}

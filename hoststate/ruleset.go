@@ -27,8 +27,7 @@ const (
 )
 
 // JumpPolicies is the forward chain's rule that enters ChainPolicies. It
-// is in every ruleset, after conntrack and before isolation; its comment is
-// left empty for the firewall adapter's stamp.
+// is in every ruleset, after conntrack and before isolation.
 const JumpPolicies = "jump " + ChainPolicies
 
 // TenantChain and SegmentChain name the per-tenant and per-segment chains.

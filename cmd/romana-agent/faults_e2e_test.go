@@ -314,7 +314,7 @@ func agentBinary(t *testing.T) string {
 }
 
 // changedLines are the agent's log lines that say it changed the host.
-var changedLines = regexp.MustCompile(`msg="(nftables [a-z ]*(replaced|rewritten|deleted)|route (add|replace|deleted)|steering table [a-z]*|sysctl set|chain ip rule [a-z]*|chain route [a-z]*)"`)
+var changedLines = regexp.MustCompile(`msg="(nftables [a-z ]*(replaced|rewritten|updated|deleted)|route (add|replace|deleted)|steering table [a-z]*|sysctl set|chain ip rule [a-z]*|chain route [a-z]*)"`)
 
 // TestFaultsAgentRestartUpgrade: while a TCP stream (a1 on h1 to a2 on h2,
 // a line every 10 ms), new connections every 100 ms (a3 to a1b, a2 to a3)
