@@ -434,23 +434,92 @@ func compileIndexed(ix *snapIndex, policies []api.Policy, host string) Compiled 
 			continue
 		}
 		seen[p.Name] = true
-		if err := Validate(p); err != nil {
-			c.Problems = append(c.Problems, fmt.Sprintf("%v; skipped", err))
-			continue
+		eg, in, problem := ix.compileNormalized(p, host, c.Local)
+		if problem != "" {
+			c.Problems = append(c.Problems, problem)
 		}
-		for _, dir := range []string{StageEgress, StageIngress} {
-			if !slices.Contains(p.Direction, dir) {
-				continue
-			}
-			rules := ix.compilePolicy(p, dir, host, c.Local)
-			if dir == StageEgress {
-				c.Egress = append(c.Egress, rules...)
-			} else {
-				c.Ingress = append(c.Ingress, rules...)
+		c.Egress = append(c.Egress, eg...)
+		c.Ingress = append(c.Ingress, in...)
+	}
+	return c
+}
+
+// Blocks returns host's blocks, one per network it has a valid slot in, in
+// network order: what Compiled.Local holds.
+func Blocks(m *model.Model, host string) []Local { return (&snapIndex{m: m}).local(host) }
+
+// CompilePolicy compiles one policy for host, whose blocks are local (as
+// Blocks returns them): its egress and ingress rules in the order they take
+// within the policy. Rules of several policies are in precedence order
+// when the policies are (Sorted), so Compile is CompilePolicy over the
+// sorted policies. An invalid policy compiles to nothing and problem says
+// why. The result depends only on p, host, local, the networks and what
+// Deps(m, p) describes.
+func CompilePolicy(m *model.Model, p api.Policy, host string, local []Local) (egress, ingress []Rule, problem string) {
+	if len(local) == 0 {
+		return nil, nil, ""
+	}
+	return (&snapIndex{m: m}).compileNormalized(Normalize(p), host, local)
+}
+
+func (ix *snapIndex) compileNormalized(p api.Policy, host string, local []Local) (egress, ingress []Rule, problem string) {
+	if err := Validate(p); err != nil {
+		return nil, nil, fmt.Sprintf("%v; skipped", err)
+	}
+	if slices.Contains(p.Direction, StageEgress) {
+		egress = ix.compilePolicy(p, StageEgress, host, local)
+	}
+	if slices.Contains(p.Direction, StageIngress) {
+		ingress = ix.compilePolicy(p, StageIngress, host, local)
+	}
+	return egress, ingress, ""
+}
+
+// Deps describes what compiling p reads of the model besides p itself,
+// the host's blocks and the networks: the tenants and segments it names
+// (their IDs, or their absence) and the hosts its peers name (their
+// address and slots). Two compilations of p for one host with equal
+// networks, blocks and Deps give equal rules.
+func Deps(m *model.Model, p api.Policy) string {
+	var b []byte
+	group := func(tenant, segment string) {
+		if tenant == "" {
+			return
+		}
+		t, ok := m.Tenant(tenant)
+		b = append(b, "t "...)
+		b = append(b, tenant...)
+		b = strconv.AppendBool(append(b, ' '), ok)
+		b = strconv.AppendUint(append(b, ' '), t.ID, 10)
+		if segment != "" {
+			s, ok := m.Segment(tenant, segment)
+			b = append(b, " s "...)
+			b = append(b, segment...)
+			b = strconv.AppendBool(append(b, ' '), ok)
+			b = strconv.AppendUint(append(b, ' '), s.ID, 10)
+		}
+		b = append(b, ';')
+	}
+	for _, s := range p.AppliedTo {
+		group(s.Tenant, s.Segment)
+	}
+	for _, r := range p.Rules {
+		for _, pe := range r.Peers {
+			group(pe.Tenant, pe.Segment)
+			if pe.Host != "" {
+				h, ok := m.Host(pe.Host)
+				b = append(b, "h "...)
+				b = append(b, pe.Host...)
+				b = strconv.AppendBool(append(b, ' '), ok)
+				b = h.IP.AppendTo(append(b, ' '))
+				for _, s := range h.Slots {
+					b = s.CIDR.AppendTo(append(b, ' '))
+				}
+				b = append(b, ';')
 			}
 		}
 	}
-	return c
+	return string(b)
 }
 
 // compilePolicy expands one (validated, normalised) policy for one stage.
