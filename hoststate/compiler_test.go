@@ -141,4 +141,3 @@ func BenchmarkPolicyChange(b *testing.B) {
 		})
 	}
 }
-
