@@ -38,6 +38,10 @@ type Firewall struct {
 	// checking the table (it lists it once after, to store the listing's
 	// sums); a resync, whose ruleset equals the last one, always checks.
 	lastBase, lastPolicies string
+	// policyChains are policy chains the table may hold: those of the
+	// last ruleset written and those the last listing showed. A policy
+	// rewrite deletes those no longer wanted.
+	policyChains map[string]bool
 }
 
 // New returns a Firewall using the nft binary in the calling process's
@@ -182,6 +186,7 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 	if err := f.nft.Run(ctx, tx); err != nil {
 		return false, fmt.Errorf("replace table %s %s (%d operations): %w", Family, hoststate.Table, tx.NumOperations(), err)
 	}
+	f.policyChains = policyChainNames(want)
 	if err := f.writeSums(ctx, want); err != nil {
 		return true, err
 	}
@@ -250,9 +255,10 @@ func (f *Firewall) Check(ctx context.Context, rs hoststate.Ruleset) error {
 }
 
 // applyPolicies rewrites only the policy chains, in one transaction: the
-// wanted ones are created if missing, flushed and refilled; the policy-*
-// chains hoststate may emit that are not wanted are added (a no-op if they
-// exist), flushed and deleted, which needs no listing.
+// wanted ones are created if missing, flushed and refilled; the policy
+// chains not wanted among the stages' entry chains and f.policyChains
+// (those last written or listed) are added (a no-op if they exist),
+// flushed and deleted, which needs no listing.
 func (f *Firewall) applyPolicies(ctx context.Context, want hoststate.Ruleset, why string) error {
 	tx := f.nft.NewTransaction()
 	wanted := map[string]bool{}
@@ -266,7 +272,13 @@ func (f *Firewall) applyPolicies(ctx context.Context, want hoststate.Ruleset, wh
 		}
 	}
 	var gone []string
-	for _, name := range []string{hoststate.ChainPolicyEgress, hoststate.ChainPolicyIngress} {
+	maybe := []string{hoststate.ChainPolicyEgress, hoststate.ChainPolicyIngress}
+	for _, name := range sortedKeys(f.policyChains) {
+		if name != hoststate.ChainPolicyEgress && name != hoststate.ChainPolicyIngress {
+			maybe = append(maybe, name)
+		}
+	}
+	for _, name := range maybe {
 		if !wanted[name] {
 			tx.Add(&knftables.Chain{Name: name})
 			tx.Flush(&knftables.Chain{Name: name})
@@ -284,9 +296,21 @@ func (f *Firewall) applyPolicies(ctx context.Context, want hoststate.Ruleset, wh
 	if err := f.nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("rewrite policy chains of table %s %s (%d operations): %w", Family, hoststate.Table, tx.NumOperations(), err)
 	}
+	f.policyChains = wanted
 	f.log.Info("nftables policy chains rewritten", "table", string(Family)+" "+hoststate.Table, "reason", why,
 		"policyRules", rules, "deletedChains", gone)
 	return nil
+}
+
+// policyChainNames returns the names of rs's policy chains.
+func policyChainNames(rs hoststate.Ruleset) map[string]bool {
+	out := map[string]bool{}
+	for _, c := range rs.Chains {
+		if hoststate.IsPolicyChain(c.Name) {
+			out[c.Name] = true
+		}
+	}
+	return out
 }
 
 func chainOf(c hoststate.Chain) *knftables.Chain {
@@ -330,6 +354,14 @@ func (f *Firewall) inSync(ctx context.Context, want hoststate.Ruleset) (ok, base
 	}
 	if err != nil {
 		return false, false, "", err
+	}
+	for name := range live.chains {
+		if hoststate.IsPolicyChain(name) {
+			if f.policyChains == nil {
+				f.policyChains = map[string]bool{}
+			}
+			f.policyChains[name] = true
+		}
 	}
 	wantChains := map[string]bool{sumChain: true}
 	polWhy := ""
