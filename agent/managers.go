@@ -144,6 +144,9 @@ type firewallManager struct {
 	// left out of it (reject.go).
 	rejected    map[string]error
 	rejectedFor string
+	// compiler keeps the policies compiled from pass to pass: a change to
+	// one policy recompiles that one.
+	compiler hoststate.Compiler
 }
 
 func (*firewallManager) name() string { return "firewall" }
@@ -157,7 +160,7 @@ func (f *firewallManager) sync(ctx context.Context, p *pass) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	rs, problems, err := hoststate.ComputeFirewall(p.m, f.cfg.Host, hoststate.Options{Mode: f.cfg.Mode, Underlay: under})
+	rs, problems, err := f.compiler.Firewall(p.m, f.cfg.Host, hoststate.Options{Mode: f.cfg.Mode, Underlay: under})
 	if err != nil {
 		f.problems = nil
 		return false, err

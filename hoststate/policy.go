@@ -163,7 +163,11 @@ func (t *target) chain(stage int, networks []policy.Local) string {
 // order.
 func stageChains(stage int, pols []*compiledPolicy, local []policy.Local, m *model.Model) []Chain {
 	st := stages[stage]
-	var rules []*compiledRule
+	n := 0
+	for _, p := range pols {
+		n += len(p.stages[stage])
+	}
+	rules := make([]*compiledRule, 0, n)
 	for _, p := range pols {
 		for i := range p.stages[stage] {
 			rules = append(rules, &p.stages[stage][i])
@@ -242,6 +246,11 @@ func stageChains(stage int, pols []*compiledPolicy, local []policy.Local, m *mod
 	}
 	restName := st.entry + restSuffix
 	render := func(c *Chain, positions []int) {
+		n := len(c.Rules) + 1 // and a goto
+		for _, pos := range positions {
+			n += len(rules[pos].nft)
+		}
+		c.Rules = slices.Grow(c.Rules, n)
 		for _, pos := range positions {
 			c.Rules = append(c.Rules, rules[pos].nft...)
 		}
