@@ -34,6 +34,7 @@ type compiledPolicy struct {
 	priority int // 0 replaced by the default
 	problem  string
 	stages   [2][]compiledRule // egress, ingress; in the policy's order
+	sets     []Set             // the named sets of its rules' peers
 }
 
 // compiledRule is one compiled rule and its nft rules (with the log rule).
@@ -104,9 +105,22 @@ func compileOne(m *model.Model, p api.Policy, host string, local []policy.Local,
 		e.stages[i] = make([]compiledRule, len(rules))
 		for j, r := range rules {
 			e.stages[i][j] = compiledRule{rule: r, nft: renderRule(r)}
+			if r.Peer != nil && r.Peer.Set != "" && !slices.ContainsFunc(e.sets, func(s Set) bool { return s.Name == r.Peer.Set }) {
+				_, keyType := familyKey(r.Family)
+				e.sets = append(e.sets, Set{Name: r.Peer.Set, KeyType: keyType, Interval: true,
+					Comment: "policy peers (named by their content)", Elements: r.Peer.SetElements()})
+			}
 		}
 	}
 	return e
+}
+
+// familyKey returns the nft family and address type of "ip" or "ip6".
+func familyKey(fam string) (proto, keyType string) {
+	if fam == "ip6" {
+		return "ip6", "ipv6_addr"
+	}
+	return "ip", "ipv4_addr"
 }
 
 // networksKey describes what every policy's compilation reads: the

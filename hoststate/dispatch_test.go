@@ -122,6 +122,23 @@ func randomPolicies(r *rand.Rand, n int) []api.Policy {
 				}
 				ru.Peers = append(ru.Peers, pe)
 			}
+			if r.IntN(6) == 0 {
+				// Many prefixes: a named set (maxSplitPeers), holes carved.
+				for range 9 + r.IntN(4) {
+					h, tn, sg := 1+r.IntN(3), 1+r.IntN(5), r.IntN(3)
+					pe := api.Peer{CIDR: fmt.Sprintf("10.%d.%d.0/24", h, tn<<4|sg)}
+					switch r.IntN(4) {
+					case 0:
+						pe.CIDR = fmt.Sprintf("10.%d.0.0/16", h)
+						pe.Except = []string{fmt.Sprintf("10.%d.%d.0/20", h, tn<<4), fmt.Sprintf("10.%d.%d.0/24", h, (tn+1)<<4)}
+					case 1:
+						pe.CIDR = fmt.Sprintf("172.%d.0.0/16", 16+h)
+					case 2:
+						pe.CIDR = fmt.Sprintf("fd00:0:0:%d%02x::/64", h, tn)
+					}
+					ru.Peers = append(ru.Peers, pe)
+				}
+			}
 			switch ru.Protocol {
 			case "tcp", "udp":
 				if r.IntN(2) == 0 {
@@ -205,7 +222,7 @@ func TestPolicyDispatchAgreesWithTrace(t *testing.T) {
 		return false
 	}
 	seen := map[string]int{}
-	for round := range 40 {
+	for round := range 60 {
 		l.snap.Policies = randomPolicies(r, 2+r.IntN(8))
 		byName := map[string]api.Policy{}
 		for _, p := range l.snap.Policies {
@@ -215,6 +232,11 @@ func TestPolicyDispatchAgreesWithTrace(t *testing.T) {
 		for _, h := range l.snap.Hosts {
 			st := l.compute(h.Name, ModeFlat)
 			rulesets[h.Name] = st.Firewall
+			for _, set := range st.Firewall.Sets {
+				if strings.HasPrefix(set.Name, policy.PeerSetPrefix) {
+					seen["peer set"]++
+				}
+			}
 			for _, c := range st.Firewall.Chains {
 				switch {
 				case strings.HasSuffix(c.Name, restSuffix):
@@ -281,7 +303,7 @@ func TestPolicyDispatchAgreesWithTrace(t *testing.T) {
 			}
 		}
 	}
-	for _, k := range []string{"accept", "drop", "decided by a policy", "met policy rules", "rest chain", "segment chain",
+	for _, k := range []string{"accept", "drop", "decided by a policy", "met policy rules", "rest chain", "segment chain", "peer set",
 		"chain in the network without segment bits", "chain in the v6 network"} {
 		if seen[k] == 0 {
 			t.Errorf("no case of %q: the test does not cover it (%v)", k, seen)

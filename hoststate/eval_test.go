@@ -143,6 +143,15 @@ func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (stri
 					matched = p.mac != "" && !inSourceSet(t, rs, strings.TrimPrefix(toks[6], "@"), a, p.mac)
 					toks = toks[7:]
 				default:
+					if name, ok := strings.CutPrefix(toks[2], "@"); ok {
+						i := slices.IndexFunc(rs.Sets, func(s Set) bool { return s.Name == name })
+						if i < 0 {
+							t.Fatalf("rule %q: no set %s", r.Expr, name)
+						}
+						matched = inList(t, rs.Sets[i].Elements, a)
+						toks = toks[3:]
+						break
+					}
 					matched = netip.MustParsePrefix(toks[2]).Contains(a)
 					toks = toks[3:]
 				}

@@ -116,6 +116,21 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 		pc.Rules = append(pc.Rules, Rule{Expr: fmt.Sprintf("%s daddr %s jump %s", l.Family(), l.Prefix, ChainPolicyIngress)})
 	}
 	pc.Rules = append(pc.Rules, Rule{Expr: PoliciesEnd})
+	// The peer sets, shared by content.
+	var sets []Set
+	seen := map[string]bool{}
+	for _, p := range compiled {
+		for _, st := range p.sets {
+			if !seen[st.Name] {
+				seen[st.Name] = true
+				sets = append(sets, st)
+			}
+		}
+	}
+	if len(sets) > 0 {
+		rs.Sets = append(slices.Clone(rs.Sets), sets...)
+		slices.SortFunc(rs.Sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	}
 	chains := stageChains(0, compiled, local, in.m)
 	chains = append(chains, stageChains(1, compiled, local, in.m)...)
 	// Policy chains go right after the policies chain.
