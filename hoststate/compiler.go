@@ -90,7 +90,9 @@ func (c *Compiler) compile(m *model.Model, host string, local []policy.Local, po
 		out = append(out, e)
 	}
 	c.byName = next
-	slices.SortStableFunc(out, func(a, b *compiledPolicy) int { return cmp.Compare(a.priority, b.priority) })
+	slices.SortFunc(out, func(a, b *compiledPolicy) int {
+		return cmp.Or(cmp.Compare(a.priority, b.priority), strings.Compare(a.raw.Name, b.raw.Name))
+	})
 	return out
 }
 

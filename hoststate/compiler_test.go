@@ -103,11 +103,12 @@ func TestCompilerMatchesCompute(t *testing.T) {
 // policies (1000 tenants, bench/workload's policies) after one policy
 // changed, computed from scratch (ComputeFirewall, what the agent did) and
 // by a Compiler kept across changes (what it does). Each iteration applies
-// one watch event changing one policy's port, then computes.
+// one watch event changing one policy's port, then computes. The two
+// run in the order A-B-B-A.
 func BenchmarkPolicyChange(b *testing.B) {
 	snap := benchSnapshot(b, 1000, 100)
 	snap.Policies = workload.Policies(10000, 1000)
-	for _, mode := range []string{"ComputeFirewall", "Compiler"} {
+	for _, mode := range []string{"ComputeFirewall", "Compiler", "Compiler", "ComputeFirewall"} {
 		b.Run("policies=10000/"+mode, func(b *testing.B) {
 			m := model.New(snap)
 			var c Compiler
