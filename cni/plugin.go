@@ -52,7 +52,12 @@ type Plugin struct {
 	// failAt, when not empty, is a FailPoints step at which ADD fails on
 	// purpose; only this package's tests set it.
 	failAt string
+	// veths deletes the veths of deleted attachments after DEL returned.
+	veths reaper
 }
+
+// Wait returns once the veths of deleted attachments are all gone.
+func (p *Plugin) Wait() { p.veths.Wait() }
 
 func (p *Plugin) setup(ctx context.Context, args *skel.CmdArgs) (*NetConf, context.Context, context.CancelFunc, error) {
 	conf, err := LoadConf(args.StdinData)
@@ -115,7 +120,11 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 	}
 	// The veth name is derived from the allocation name: if it exists, the
 	// attachment is already set up (or a crashed ADD left it; DEL clears it).
-	// Refuse before allocating, so the undo below never touches it.
+	// Refuse before allocating, so the undo below never touches it. A
+	// deletion of it that a DEL started is waited for.
+	if err := p.veths.wait(ctx, veth); err != nil {
+		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("attachment %s: host interface %s is still being deleted: %v", name, veth, err), "")
+	}
 	if exists, err := linkExists(veth); err != nil {
 		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	} else if exists {
@@ -208,18 +217,24 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	released := make(chan error, 1)
-	go func() { released <- rd.Release(ctx, name) }()
-	vethErr := deleteVeth(veth)
-	if err := <-released; err != nil && !api.IsNotFound(err) {
-		te := AsCNIError(err, fmt.Sprintf("release %s at romanad %s", name, p.Server))
-		if vethErr != nil {
-			te = types.NewError(te.Code, te.Msg+"; "+vethErr.Error(), te.Details)
-		}
-		return te
+	if err := rd.Release(ctx, name); err != nil && !api.IsNotFound(err) {
+		return AsCNIError(err, fmt.Sprintf("release %s at romanad %s", name, p.Server))
 	}
-	if vethErr != nil {
-		return types.NewError(types.ErrInternal, vethErr.Error(), "")
+	// The address is free; the veth goes in the background (reaper), in
+	// this thread's network namespace (the host's: a test's server serves
+	// from a simulated host's), whichever thread the deletion runs on.
+	host, err := ns.GetCurrentNS()
+	if err != nil {
+		if err := deleteVeth(veth); err != nil {
+			return types.NewError(types.ErrInternal, err.Error(), "")
+		}
+	} else {
+		if !p.veths.delete(veth, func(veth string) error {
+			defer host.Close()
+			return host.Do(func(ns.NetNS) error { return deleteVeth(veth) })
+		}, p.Log) {
+			host.Close()
+		}
 	}
 	p.Log.Info("deleted", "allocation", name, "veth", veth)
 	return nil
