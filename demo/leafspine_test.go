@@ -179,13 +179,16 @@ func TestFabricOptions(t *testing.T) {
 		}
 	}
 	// The devices describe the wiring: every top-of-rack reaches the spine and back.
-	cfgs := lsDevices()
-	if len(cfgs) != 3 || cfgs[0].Name != "spine1" || len(cfgs[0].Links) != 2 {
-		t.Fatalf("devices: %+v", cfgs)
-	}
-	for _, d := range cfgs {
-		if _, err := d.Validate(); err != nil {
-			t.Error(err)
+	for _, dual := range []bool{false, true} {
+		cfgs := lsDevices(dual)
+		links := map[bool]int{false: 2, true: 4}[dual]
+		if len(cfgs) != 3 || cfgs[0].Name != "spine1" || len(cfgs[0].Links) != links || len(cfgs[1].Links) != links {
+			t.Fatalf("devices (dual-stack %v): %+v", dual, cfgs)
+		}
+		for _, d := range cfgs {
+			if _, err := d.Validate(); err != nil {
+				t.Error(err)
+			}
 		}
 	}
 }
