@@ -49,6 +49,7 @@ sit beside this one (make build).`,
   bin/romana demo --json | jq .ok
   bin/romana demo --fabric leafspine                 # racks, BIRD routers, BGP
   bin/romana demo --fabric leafspine --fabric-routes static
+  bin/romana demo --fabric leafspine --dual-stack    # IPv4 and IPv6 underlay, BGP and endpoints
   bin/romana demo --scenario chain               # service chaining through a firewall
   bin/romana demo --keep && ip netns list && bin/romana demo --down`,
 		Args: cobra.NoArgs,
@@ -91,6 +92,7 @@ sit beside this one (make build).`,
 	f.StringVar(&scenario, "scenario", "", `"chain": a segment's traffic to another tenant passes a firewall namespace, then the chain is removed (docs/chains.md)`)
 	f.StringVar(&fo.Topology, "fabric", "", `routed fabric instead of one L2 segment: "leafspine" (2 racks x 2 hosts, a BIRD top-of-rack per rack, a BIRD spine)`)
 	f.StringVar(&fo.Routes, "fabric-routes", demo.RoutesBGP, `with --fabric: "bgp" (agents announce over BGP) or "static" (romanad's generated static routes loaded into BIRD)`)
+	f.BoolVar(&fo.DualStack, "dual-stack", false, "with --fabric: IPv6 beside IPv4 (underlay, BGP sessions or static routes, endpoints, the matrix)")
 	return cmd
 }
 
@@ -99,7 +101,7 @@ sit beside this one (make build).`,
 func checkDemoFlags(cmd *cobra.Command, down bool, hosts int, scenario string, fo demo.FabricOptions) error {
 	set := cmd.Flags().Changed
 	if down {
-		for _, f := range []string{"hosts", "keep", "json", "bin-dir", "scenario", "fabric", "fabric-routes"} {
+		for _, f := range []string{"hosts", "keep", "json", "bin-dir", "scenario", "fabric", "fabric-routes", "dual-stack"} {
 			if set(f) {
 				return usagef("--down takes only --prefix (it removes the demo with that prefix): drop --%s", f)
 			}
@@ -118,6 +120,9 @@ func checkDemoFlags(cmd *cobra.Command, down bool, hosts int, scenario string, f
 	case "":
 		if set("fabric-routes") {
 			return usagef("--fabric-routes chooses how the fabric's routers learn routes: it needs --fabric %s", demo.TopologyLeafSpine)
+		}
+		if fo.DualStack {
+			return usagef("--dual-stack needs --fabric %s (the flat demo's dual stack is not in this build)", demo.TopologyLeafSpine)
 		}
 		return nil
 	case demo.TopologyLeafSpine:

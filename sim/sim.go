@@ -71,7 +71,8 @@ type Endpoint struct {
 	Name      string
 	Host      *Host
 	IP        netip.Addr
-	HostIface string // the veth's host side
+	IP6       netip.Addr // set by AddIP6 for a dual-stack endpoint
+	HostIface string     // the veth's host side
 }
 
 // New creates a lab: the fabric namespace <prefix>-fabric with a bridge.
