@@ -183,7 +183,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	if ps := cfg.PolicyStats; ps != nil {
-		sm := &statsManager{cfg: ps, host: cfg.Host, log: log, out: make(chan api.HostPolicyStats, 1)}
+		sm := newStatsManager(ps, cfg.Host, log)
 		managers = append(managers, sm)
 		wg.Go(func() { sm.send(ctx) })
 	}

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/romana/romana/api"
@@ -30,58 +29,83 @@ type PolicyStats struct {
 	Every    time.Duration // default 10s
 }
 
-// statsManager reads the counters every PolicyStats.Every, on the loop
-// (they are the kernel's), and hands the report to a sender goroutine that
-// talks to romanad, so a slow romanad never holds the loop. Failures are
-// logged at debug level and retried at the next tick; an unchanged report
-// with no counters is not resent.
+// statsManager reports the counters every PolicyStats.Every. The loop only
+// kicks a reader goroutine, which lists the counters and talks to romanad:
+// a listing of a big table (seconds at 10,000 policies) never holds a
+// policy change back, and a slow romanad never holds the loop. The reader
+// also bounds its own cost: after a listing that took d, it skips the
+// kicks of the next 19·d, so the counters take at most about 5% of a
+// core whatever the table's size (the interval grows instead). Failures
+// are logged at debug level and retried at the next kick; an unchanged
+// report with no counters is not resent.
 type statsManager struct {
 	cfg       *PolicyStats
 	host      string
 	log       *slog.Logger
-	out       chan api.HostPolicyStats // capacity 1: the newest report wins
-	sentEmpty atomic.Bool
+	kick      chan struct{} // capacity 1
+	sentEmpty bool
+	now       func() time.Time // time.Now
+}
+
+// statsDuty is the share of one core the counters may take: a listing
+// that took d is followed by (1/statsDuty - 1)·d without one.
+const statsDuty = 0.05
+
+// dutyGate spaces out work by its own cost (statsDuty).
+type dutyGate struct{ next time.Time }
+
+// allow reports whether work may start at now.
+func (g *dutyGate) allow(now time.Time) bool { return !now.Before(g.next) }
+
+// spent records work that ran from start to end: none again before
+// start + (end-start)/statsDuty.
+func (g *dutyGate) spent(start, end time.Time) {
+	g.next = start.Add(time.Duration(float64(end.Sub(start)) / statsDuty))
+}
+
+func newStatsManager(cfg *PolicyStats, host string, log *slog.Logger) *statsManager {
+	return &statsManager{cfg: cfg, host: host, log: log, kick: make(chan struct{}, 1), now: time.Now}
 }
 
 func (*statsManager) name() string { return "stats" }
 
 func (*statsManager) deps() input { return inStats }
 
-func (m *statsManager) sync(ctx context.Context, _ *pass) (bool, error) {
-	cs, err := m.cfg.Counters.PolicyCounters(ctx)
-	if err != nil {
-		m.log.Debug("read policy counters", "err", err)
-		return false, nil
+func (m *statsManager) sync(context.Context, *pass) (bool, error) {
+	select {
+	case m.kick <- struct{}{}:
+	default: // a kick is pending already
 	}
-	if len(cs) == 0 && m.sentEmpty.Load() {
-		return false, nil
-	}
-	r := api.HostPolicyStats{Host: m.host, Time: time.Now().UTC(), Counters: cs}
-	for {
-		select {
-		case m.out <- r:
-			return false, nil
-		default:
-		}
-		select { // drop the older report nobody has taken yet
-		case <-m.out:
-		default:
-		}
-	}
+	return false, nil
 }
 
-// send pushes the reports to romanad until ctx ends.
+// send reads and pushes the reports to romanad until ctx ends.
 func (m *statsManager) send(ctx context.Context) {
+	var gate dutyGate
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case r := <-m.out:
-			if err := m.cfg.Sink.PutPolicyStats(ctx, r); err != nil {
-				m.log.Debug("report policy counters", "err", err)
-				continue
-			}
-			m.sentEmpty.Store(len(r.Counters) == 0)
+		case <-m.kick:
 		}
+		start := m.now()
+		if !gate.allow(start) {
+			continue
+		}
+		cs, err := m.cfg.Counters.PolicyCounters(ctx)
+		gate.spent(start, m.now())
+		if err != nil {
+			m.log.Debug("read policy counters", "err", err)
+			continue
+		}
+		if len(cs) == 0 && m.sentEmpty {
+			continue
+		}
+		r := api.HostPolicyStats{Host: m.host, Time: start.UTC(), Counters: cs}
+		if err := m.cfg.Sink.PutPolicyStats(ctx, r); err != nil {
+			m.log.Debug("report policy counters", "err", err)
+			continue
+		}
+		m.sentEmpty = len(cs) == 0
 	}
 }

@@ -53,3 +53,26 @@ func TestReportPolicyStats(t *testing.T) {
 		t.Fatalf("report: %+v", g)
 	}
 }
+
+// TestStatsDutyGate: a listing that took d is followed by 19·d without
+// one (5% of a core), whatever the report interval.
+func TestStatsDutyGate(t *testing.T) {
+	var g dutyGate
+	t0 := time.Unix(1000, 0)
+	if !g.allow(t0) {
+		t.Fatal("first listing refused")
+	}
+	g.spent(t0, t0.Add(2*time.Second)) // a 2 s listing: none until t0+40s
+	for _, c := range []struct {
+		at   time.Duration
+		want bool
+	}{{2 * time.Second, false}, {10 * time.Second, false}, {39*time.Second + 999*time.Millisecond, false}, {40 * time.Second, true}, {time.Minute, true}} {
+		if got := g.allow(t0.Add(c.at)); got != c.want {
+			t.Errorf("allow at t0+%v = %v, want %v", c.at, got, c.want)
+		}
+	}
+	g.spent(t0.Add(time.Minute), t0.Add(time.Minute+time.Millisecond)) // cheap: every kick again
+	if !g.allow(t0.Add(time.Minute + 20*time.Millisecond)) {
+		t.Error("a 1 ms listing held the next one back more than 19 ms")
+	}
+}
