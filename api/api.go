@@ -34,11 +34,28 @@ func (n Network) Spec() plan.Spec { return plan.Spec{Name: n.Name, CIDR: n.CIDR,
 // hop other hosts use for its CIDRs). Labels name its topology groups: a
 // network with a "rack" level places the host by its "rack" label.
 type Host struct {
-	Name   string            `json:"name"`
-	IP     netip.Addr        `json:"ip"`
+	Name string     `json:"name"`
+	IP   netip.Addr `json:"ip"`
+	// IP6 is an optional second underlay address, IPv6, for a host whose IP
+	// is IPv4 (a dual-stack underlay): the next hop of the host's blocks in
+	// IPv6 networks and its address on IPv6 BGP sessions. Use UnderlayIP.
+	IP6    netip.Addr        `json:"ip6,omitempty"`
 	Labels map[string]string `json:"labels,omitempty"`
 	// Read-only: where the host sits in each network.
 	Slots []HostSlot `json:"slots,omitempty"`
+}
+
+// UnderlayIP returns the host's underlay address of one family (IPv4 when
+// is4), unmapped: IP when it is of that family, else IP6 when it is; the
+// zero Addr when the host has none. It is the one rule for which address
+// carries a host's blocks of a network of that family.
+func (h Host) UnderlayIP(is4 bool) netip.Addr {
+	for _, a := range []netip.Addr{h.IP.Unmap(), h.IP6.Unmap()} {
+		if a.IsValid() && a.Is4() == is4 {
+			return a
+		}
+	}
+	return netip.Addr{}
 }
 
 // HostSlot is a host's position and block in one network.

@@ -38,6 +38,16 @@ func validateHost(h api.Host) (api.Host, error) {
 		}
 	}
 	out := api.Host{Name: h.Name, IP: ip}
+	if h.IP6.IsValid() {
+		ip6 := h.IP6.Unmap()
+		if err := api.CheckHostIP(ip6); err != nil {
+			return api.Host{}, api.Errorf(api.ReasonInvalid, "host %s: ip6: %v", h.Name, err)
+		}
+		if !ip.Is4() || !ip6.Is6() {
+			return api.Host{}, api.Errorf(api.ReasonInvalid, "host %s: ip6 %s: a second underlay address must be IPv6 beside an IPv4 ip (ip is %s)", h.Name, ip6, ip)
+		}
+		out.IP6 = ip6
+	}
 	if len(h.Labels) > 0 {
 		out.Labels = maps.Clone(h.Labels)
 	}
@@ -182,8 +192,8 @@ func (r *Registry) AddHost(ctx context.Context, h api.Host) (_ api.Host, created
 			if err != nil {
 				return err
 			}
-			if old.IP != h.IP || !maps.Equal(old.Labels, h.Labels) {
-				return api.Errorf(api.ReasonAlreadyExists, "host %s already exists with ip %s and labels %v; remove it first to change it", h.Name, old.IP, old.Labels)
+			if old.IP != h.IP || old.IP6 != h.IP6 || !maps.Equal(old.Labels, h.Labels) {
+				return api.Errorf(api.ReasonAlreadyExists, "host %s already exists with ip %s, ip6 %s and labels %v; remove it first to change it", h.Name, old.IP, old.IP6, old.Labels)
 			}
 			// Identical: complete its placement if a network was added meanwhile.
 			in := placeInput{rev: resp.Header.Revision, nets: rangeKVs(resp, 2), hosts: []*mvccpb.KeyValue{kv}}
@@ -223,8 +233,10 @@ func outsidePools(h api.Host, nets []*mvccpb.KeyValue) error {
 		if err != nil {
 			return err
 		}
-		if pfx, err := netip.ParsePrefix(n.CIDR); err == nil && pfx.Contains(h.IP) {
-			return api.Errorf(api.ReasonInvalid, "host %s: ip %s is in network %s (%s); a host's underlay address may not be in a pool", h.Name, h.IP, n.Name, n.CIDR)
+		for _, ip := range []netip.Addr{h.IP, h.IP6} {
+			if pfx, err := netip.ParsePrefix(n.CIDR); err == nil && ip.IsValid() && pfx.Contains(ip) {
+				return api.Errorf(api.ReasonInvalid, "host %s: ip %s is in network %s (%s); a host's underlay address may not be in a pool", h.Name, ip, n.Name, n.CIDR)
+			}
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"sort"
@@ -99,8 +100,10 @@ func (r *Registry) AddNetwork(ctx context.Context, n api.Network) (_ api.Network
 		// cannot be placed (placeAttempt skips it too).
 		t := newTopo(norm.Name, p)
 		for _, h := range decodeList[api.Host](r, rangeKVs(resp, 1)) {
-			if p.Prefix().Contains(h.IP) {
-				return api.Errorf(api.ReasonInvalid, "network %s (%s) holds the underlay ip %s of host %s; a pool may not contain a host's address", norm.Name, norm.CIDR, h.IP, h.Name)
+			for _, ip := range []netip.Addr{h.IP, h.IP6} {
+				if ip.IsValid() && p.Prefix().Contains(ip) {
+					return api.Errorf(api.ReasonInvalid, "network %s (%s) holds the underlay ip %s of host %s; a pool may not contain a host's address", norm.Name, norm.CIDR, ip, h.Name)
+				}
 			}
 			if _, err := t.place(h.Name, h.Labels); err != nil {
 				return err
