@@ -111,7 +111,7 @@ func (c *cluster) addDualEndpoint(name, host, tenant, segment string, v4, v6 boo
 	iface := "rv-" + name
 	var ips []netip.Addr
 	for _, x := range []struct {
-		on            bool
+		on             bool
 		alloc, network string
 	}{{v4, name, "net1"}, {v6, name + ":6", "net6"}} {
 		if !x.on {
