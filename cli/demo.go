@@ -47,6 +47,7 @@ sit beside this one (make build).`,
 		Example: `  make demo                      # build and run
   bin/romana demo --hosts 4
   bin/romana demo --json | jq .ok
+  bin/romana demo --dual-stack                   # IPv4 and IPv6, one CNI ADD each endpoint
   bin/romana demo --fabric leafspine                 # racks, BIRD routers, BGP
   bin/romana demo --fabric leafspine --fabric-routes static
   bin/romana demo --scenario chain               # service chaining through a firewall
@@ -88,6 +89,7 @@ sit beside this one (make build).`,
 	f.StringVar(&o.Prefix, "prefix", "romd", "prefix of the namespaces the demo creates")
 	f.StringVar(&o.BinDir, "bin-dir", "", "directory holding romanad, romana-agent and romana-cni (default: beside this executable)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log lab operations to stderr")
+	f.BoolVar(&o.DualStack, "dual-stack", false, "give every endpoint an IPv6 address too (a /48 ULA, same tenant and segment) and check the matrix over IPv4 and IPv6")
 	f.StringVar(&scenario, "scenario", "", `"chain": a segment's traffic to another tenant passes a firewall namespace, then the chain is removed (docs/chains.md)`)
 	f.StringVar(&fo.Topology, "fabric", "", `routed fabric instead of one L2 segment: "leafspine" (2 racks x 2 hosts, a BIRD top-of-rack per rack, a BIRD spine)`)
 	f.StringVar(&fo.Routes, "fabric-routes", demo.RoutesBGP, `with --fabric: "bgp" (agents announce over BGP) or "static" (romanad's generated static routes loaded into BIRD)`)
@@ -99,7 +101,7 @@ sit beside this one (make build).`,
 func checkDemoFlags(cmd *cobra.Command, down bool, hosts int, scenario string, fo demo.FabricOptions) error {
 	set := cmd.Flags().Changed
 	if down {
-		for _, f := range []string{"hosts", "keep", "json", "bin-dir", "scenario", "fabric", "fabric-routes"} {
+		for _, f := range []string{"hosts", "keep", "json", "bin-dir", "scenario", "fabric", "fabric-routes", "dual-stack"} {
 			if set(f) {
 				return usagef("--down takes only --prefix (it removes the demo with that prefix): drop --%s", f)
 			}
@@ -113,6 +115,12 @@ func checkDemoFlags(cmd *cobra.Command, down bool, hosts int, scenario string, f
 	case "", "chain":
 	default:
 		return usagef("--scenario %q: the only scenario is \"chain\"", scenario)
+	}
+	if set("dual-stack") && scenario != "" {
+		return usagef("--dual-stack runs the connectivity matrix, not --scenario %s", scenario)
+	}
+	if set("dual-stack") && fo.Topology != "" {
+		return usagef("--dual-stack is not wired to --fabric yet: run it on the flat datacenter")
 	}
 	switch fo.Topology {
 	case "":
