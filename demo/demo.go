@@ -30,18 +30,18 @@ import (
 
 // Options configure a demo run.
 type Options struct {
-	Hosts  int       // simulated hosts (default 3)
-	Prefix string    // namespace prefix (default DefaultPrefix)
-	BinDir string    // where romanad, romana-agent and romana-cni are (default: beside this executable)
-	Keep   bool      // leave everything running
-	CLI    string    // how to run romana, in the commands --keep prints (default "romana")
-	JSON   bool      // print the Result as JSON instead of tables
+	Hosts  int    // simulated hosts (default 3)
+	Prefix string // namespace prefix (default DefaultPrefix)
+	BinDir string // where romanad, romana-agent and romana-cni are (default: beside this executable)
+	Keep   bool   // leave everything running
+	CLI    string // how to run romana, in the commands --keep prints (default "romana")
+	JSON   bool   // print the Result as JSON instead of tables
 	// DualStack gives every endpoint an IPv6 address too (demoNetwork6,
 	// same tenant and segment) and checks the matrix over both families
 	// (--dual-stack; the flat demo only, so far).
 	DualStack bool
-	Out    io.Writer // default os.Stdout
-	Log    *slog.Logger
+	Out       io.Writer // default os.Stdout
+	Log       *slog.Logger
 }
 
 // DefaultPrefix is the demo's namespace prefix when Options.Prefix is empty.
@@ -60,13 +60,13 @@ type HostReport struct {
 
 // Result is the demo's outcome.
 type Result struct {
-	Plan     string       `json:"plan"`
-	Hosts    []HostReport `json:"hosts"`
-	Matrix   Matrix       `json:"matrix"`
+	Plan   string       `json:"plan"`
+	Hosts  []HostReport `json:"hosts"`
+	Matrix Matrix       `json:"matrix"`
 	// Matrix6 is the same matrix over IPv6 (--dual-stack).
-	Matrix6 *Matrix `json:"matrix6,omitempty"`
-	OK       bool         `json:"ok"`
-	Problems []string     `json:"problems,omitempty"`
+	Matrix6  *Matrix  `json:"matrix6,omitempty"`
+	OK       bool     `json:"ok"`
+	Problems []string `json:"problems,omitempty"`
 }
 
 // Demo address plan: 10.0.0.0/8, host 8 | tenant 4 | segment 4 | endpoint 8.
