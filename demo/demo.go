@@ -30,18 +30,19 @@ import (
 
 // Options configure a demo run.
 type Options struct {
-	Hosts  int    // simulated hosts (default 3)
-	Prefix string // namespace prefix (default DefaultPrefix)
-	BinDir string // where romanad, romana-agent and romana-cni are (default: beside this executable)
-	Keep   bool   // leave everything running
-	CLI    string // how to run romana, in the commands --keep prints (default "romana")
-	JSON   bool   // print the Result as JSON instead of tables
+	Hosts  int       // simulated hosts (default 3)
+	Prefix string    // namespace prefix (default DefaultPrefix)
+	BinDir string    // where romanad, romana-agent and romana-cni are (default: beside this executable)
+	Keep   bool      // leave everything running
+	CLI    string    // how to run romana, in the commands --keep prints (default "romana")
+	JSON   bool      // print the Result as JSON instead of tables
+	Out    io.Writer // default os.Stdout
+	Log    *slog.Logger
+
 	// DualStack gives every endpoint an IPv6 address too (demoNetwork6,
 	// same tenant and segment) and checks the matrix over both families
 	// (--dual-stack; the flat demo only, so far).
 	DualStack bool
-	Out       io.Writer // default os.Stdout
-	Log       *slog.Logger
 }
 
 // DefaultPrefix is the demo's namespace prefix when Options.Prefix is empty.
