@@ -61,13 +61,14 @@ type HostReport struct {
 
 // Result is the demo's outcome.
 type Result struct {
-	Plan   string       `json:"plan"`
-	Hosts  []HostReport `json:"hosts"`
-	Matrix Matrix       `json:"matrix"`
+	Plan     string       `json:"plan"`
+	Hosts    []HostReport `json:"hosts"`
+	Matrix   Matrix       `json:"matrix"`
+	OK       bool         `json:"ok"`
+	Problems []string     `json:"problems,omitempty"`
+
 	// Matrix6 is the same matrix over IPv6 (--dual-stack).
-	Matrix6  *Matrix  `json:"matrix6,omitempty"`
-	OK       bool     `json:"ok"`
-	Problems []string `json:"problems,omitempty"`
+	Matrix6 *Matrix `json:"matrix6,omitempty"`
 }
 
 // Demo address plan: 10.0.0.0/8, host 8 | tenant 4 | segment 4 | endpoint 8.
