@@ -390,6 +390,111 @@ func TestDualStackEndToEnd(t *testing.T) {
 	})
 
 	step("forged IPv6 sources dropped", func(t *testing.T) { c.spoofing6() })
+	step("forged IPv6 sources from the underlay dropped", func(t *testing.T) { c.underlaySpoofing6() })
+}
+
+// underlaySpoofing6: a machine on the hosts' segment, not a host, routes
+// the IPv6 pool via h1 and sends to o1 (tenant open: isolation admits
+// anyone) from its own address, which arrives, and from a2's IPv6 address
+// (a2 lives on h2), which passes the reverse-path check (h2's block routes
+// back out of the uplink) but does not come from h2's MAC: the flat-mode
+// underlay rule (set underlay-v6) drops it.
+func (c *cluster) underlaySpoofing6() {
+	t := c.t
+	x, err := c.lab.AddController(c.ctx, "x", netip.MustParsePrefix("192.168.77.66/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.AddAddr(netip.MustParsePrefix("fd77::66/64")); err != nil {
+		t.Fatal(err)
+	}
+	a2 := c.eps["a2"].IPOf(false)
+	for _, args := range [][]string{
+		{"ip", "-6", "route", "add", net6.CIDR, "via", hostIP6("h1").String()},
+		{"ip", "-6", "addr", "add", a2.String() + "/128", "dev", "lo"},
+	} {
+		if out, err := x.Exec(c.ctx, args...); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	o1 := c.eps["o1"]
+	got := map[string]bool{}
+	var mu sync.Mutex
+	var conn *net.UDPConn
+	if err := o1.Do(func() (err error) {
+		conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(o1.IPOf(false), 9998)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		buf := make([]byte, 100)
+		for {
+			n, _, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			got[string(buf[:n])] = true
+			mu.Unlock()
+		}
+	}()
+	has := func(s string) bool { mu.Lock(); defer mu.Unlock(); return got[s] }
+	send := func(src netip.Addr, payload string) {
+		t.Helper()
+		if err := x.Do(func() error {
+			conn, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), net.UDPAddrFromAddrPort(netip.AddrPortFrom(o1.IPOf(false), 9998)))
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			_, err = conn.Write([]byte(payload))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := c.ruleCount("h1", "network net6: source not from its block's host")
+	for i := range 10 {
+		send(a2, fmt.Sprintf("forged-%d", i))
+	}
+	expect.Eventually(t, "x reaches o1 from its own address", wait, func() error {
+		if has("plain") {
+			return nil
+		}
+		send(netip.MustParseAddr("fd77::66"), "plain")
+		return fmt.Errorf("nothing arrived yet")
+	})
+	for i := range 10 {
+		if has(fmt.Sprintf("forged-%d", i)) {
+			t.Errorf("forged-%d from a2's address arrived at o1", i)
+		}
+	}
+	if after := c.ruleCount("h1", "network net6: source not from its block's host"); after-before < 10 {
+		t.Errorf("h1's IPv6 underlay rule counted %d packets, want the 10 forged ones", after-before)
+	}
+}
+
+// ruleCount is the packet counter of the rule with comment in the host's
+// forward chain.
+func (c *cluster) ruleCount(host, comment string) int {
+	c.t.Helper()
+	out, err := c.hosts[host].Exec(c.ctx, "nft", "list", "chain", "inet", "romana", "forward")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, comment) {
+			var n int
+			if i := strings.Index(l, "counter packets "); i >= 0 {
+				fmt.Sscanf(l[i:], "counter packets %d", &n)
+				return n
+			}
+		}
+	}
+	c.t.Fatalf("no rule %q in %s's forward chain:\n%s", comment, host, out)
+	return 0
 }
 
 // spoofing6: w1 (beta, on h1) borrows the IPv6 addresses of a1 (acme,
