@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
-	"slices"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -70,25 +69,39 @@ type Host struct {
 // Endpoint is a simulated container: a namespace whose eth0 is a veth into
 // its host, with ip/32 and "default via 169.254.1.1 dev eth0 onlink" for
 // an IPv4 address, ip/128 and "default via fe80::1 dev eth0" for an IPv6
-// one (the host side then holds fe80::1/64).
+// one (AddEndpointIPs; the host side then holds fe80::1/64). IP is the
+// first address it was made with, IP6 its IPv6 address if it has one
+// (AddEndpointIPs sets it too).
 type Endpoint struct {
 	*Namespace
 	Name      string
 	Host      *Host
-	IP        netip.Addr   // the first of IPs
-	IPs       []netip.Addr // one per family at most
-	HostIface string       // the veth's host side
+	IP        netip.Addr
+	IP6       netip.Addr // set by AddIP6 for a dual-stack endpoint
+	HostIface string     // the veth's host side
 }
 
 // IPOf returns the endpoint's address of one family (IPv4 when is4), or
 // the zero Addr.
 func (e *Endpoint) IPOf(is4 bool) netip.Addr {
-	for _, a := range e.IPs {
-		if a.Is4() == is4 {
-			return a
-		}
+	switch {
+	case is4 && e.IP.Is4():
+		return e.IP
+	case !is4 && e.IP6.IsValid():
+		return e.IP6
 	}
 	return netip.Addr{}
+}
+
+// IPs returns the endpoint's addresses, IPv4 first.
+func (e *Endpoint) IPs() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range []netip.Addr{e.IPOf(true), e.IPOf(false)} {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // New creates a lab: the fabric namespace <prefix>-fabric with a bridge.
@@ -259,7 +272,12 @@ func (l *Lab) AddEndpointIPs(ctx context.Context, host *Host, name string, ips [
 	if err != nil {
 		return nil, fmt.Errorf("add endpoint %q: %w", name, err)
 	}
-	ep := &Endpoint{Namespace: ns, Name: name, Host: host, IP: ips[0], IPs: slices.Clone(ips), HostIface: hostIface}
+	ep := &Endpoint{Namespace: ns, Name: name, Host: host, IP: ips[0], HostIface: hostIface}
+	for _, ip := range ips {
+		if ip.Is6() {
+			ep.IP6 = ip
+		}
+	}
 	if err := attach(ns, EndpointIface, host.Namespace, hostIface, func(eh, hh *netlink.Handle, inner, outer netlink.Link) error {
 		for _, ip := range ips {
 			a := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(ip, ip.BitLen()))}

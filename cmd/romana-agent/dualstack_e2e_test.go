@@ -128,7 +128,7 @@ func (c *cluster) addDualEndpoint(name, host, tenant, segment string, v4, v6 boo
 		c.t.Fatal(err)
 	}
 	c.eps[name] = ep
-	for _, ip := range ep.IPs {
+	for _, ip := range ep.IPs() {
 		for _, port := range []int{echoPort, 8081} {
 			c.serveEchoAt(ep, ip, port)
 		}
