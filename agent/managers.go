@@ -137,14 +137,19 @@ type firewallManager struct {
 
 	problems        []string // with the policies nft rejected
 	rules, elements int
-	// applied is the ruleset last applied or verified in sync ("" if the
+	// applied is the ruleset last applied or verified in sync (nil if the
 	// last attempt failed): a change that leaves it equal skips the nft
-	// listing; resyncs always check.
-	applied string
+	// listing; resyncs always check. Rulesets are compared with Equal,
+	// not rendered (at 10,000 policies rendering takes longer than
+	// computing them with the compiler).
+	applied *hoststate.Ruleset
 	// rejected are the policies nft rejected in the ruleset rejectedFor,
 	// left out of it (reject.go).
 	rejected    map[string]error
-	rejectedFor string
+	rejectedFor *hoststate.Ruleset
+	// compiler keeps the policies compiled from pass to pass: a change to
+	// one policy recompiles that one.
+	compiler hoststate.Compiler
 	// flowtable is the state of Config.Flowtable (flowtable.go).
 	flowtable flowtableState
 }
@@ -164,25 +169,25 @@ func (f *firewallManager) sync(ctx context.Context, p *pass) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	rs, problems, err := hoststate.ComputeFirewall(p.m, f.cfg.Host, hoststate.Options{Mode: f.cfg.Mode, Underlay: under, Flowtable: f.flowtable.use(ctx, f.cfg, f.log)})
+	rs, problems, err := f.compiler.Firewall(p.m, f.cfg.Host, hoststate.Options{Mode: f.cfg.Mode, Underlay: under, Flowtable: f.flowtable.use(ctx, f.cfg, f.log)})
 	if err != nil {
 		f.problems = nil
 		return false, err
 	}
 	f.rules, f.elements = rs.RuleCount(), rs.ElementCount()
-	text := rs.String()
+	same := func(o *hoststate.Ruleset) bool { return o != nil && rs.Equal(*o) }
 	var applyErr error
-	if p.full || text != f.applied {
-		f.applied = ""
-		if text != f.rejectedFor {
+	if p.full || !same(f.applied) {
+		f.applied = nil
+		if !same(f.rejectedFor) {
 			f.rejected = nil // the ruleset changed: retry every policy
 		}
 		rejected, err := applyFirewall(ctx, f.cfg.Firewall, rs, f.rejected)
-		f.rejected, f.rejectedFor = rejected, text
+		f.rejected, f.rejectedFor = rejected, &rs
 		if err != nil {
 			applyErr = err
 		} else {
-			f.applied = text
+			f.applied = &rs
 		}
 	}
 	if len(f.rejected) > 0 {

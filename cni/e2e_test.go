@@ -130,9 +130,11 @@ func (e *env1) add(t *testing.T, cfg *libcni.CNIConfig, list *libcni.NetworkConf
 }
 
 // assertGone checks that nothing of an attachment is left: no address at
-// romanad, no host veth, no interface in the container.
+// romanad, no host veth, no interface in the container (once the agent
+// finished deleting the veths of the attachments DEL returned for).
 func (e *env1) assertGone(t *testing.T, containerID, ifName, ctrNS string) {
 	t.Helper()
+	e.agent.plugin.Wait()
 	name := AllocationName(containerID, ifName)
 	if a, err := e.rd.GetAddress(context.Background(), name); !api.IsNotFound(err) {
 		t.Errorf("romanad still has %s: %+v, %v", name, a, err)
@@ -246,6 +248,22 @@ func TestLibcni(t *testing.T) {
 	if err := e.cfg.DelNetworkList(ctx, e.list, &libcni.RuntimeConf{ContainerID: "ctr1", IfName: "eth0"}); err != nil {
 		t.Fatalf("DEL ctr1 without netns: %v", err)
 	}
+
+	// ADD right after DEL of the same attachment: the agent deletes the
+	// veth after DEL returned, and the ADD waits for it.
+	if _, err := e.add(t, e.cfg, e.list, rt1); err != nil {
+		t.Fatalf("ADD ctr1 again: %v", err)
+	}
+	if err := e.cfg.DelNetworkList(ctx, e.list, rt1); err != nil {
+		t.Fatalf("DEL ctr1: %v", err)
+	}
+	if _, err := e.add(t, e.cfg, e.list, rt1); err != nil {
+		t.Fatalf("ADD ctr1 right after its DEL: %v", err)
+	}
+	if err := e.cfg.DelNetworkList(ctx, e.list, rt1); err != nil {
+		t.Fatalf("DEL ctr1: %v", err)
+	}
+	e.assertGone(t, "ctr1", "eth0", c1)
 
 	// STATUS: up while romanad answers; 50 when no agent serves the socket.
 	if err := e.cfg.GetStatusNetworkList(ctx, e.list); err != nil {

@@ -52,7 +52,12 @@ type Plugin struct {
 	// failAt, when not empty, is a FailPoints step at which ADD fails on
 	// purpose; only this package's tests set it.
 	failAt string
+	// veths deletes the veths of deleted attachments after DEL returned.
+	veths reaper
 }
+
+// Wait returns once the veths of deleted attachments are all gone.
+func (p *Plugin) Wait() { p.veths.Wait() }
 
 func (p *Plugin) setup(ctx context.Context, args *skel.CmdArgs) (*NetConf, context.Context, context.CancelFunc, error) {
 	conf, err := LoadConf(args.StdinData)
@@ -115,7 +120,11 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 	}
 	// The veth name is derived from the allocation name: if it exists, the
 	// attachment is already set up (or a crashed ADD left it; DEL clears it).
-	// Refuse before allocating, so the undo below never touches it.
+	// Refuse before allocating, so the undo below never touches it. A
+	// deletion of it that a DEL started is waited for.
+	if err := p.veths.wait(ctx, veth); err != nil {
+		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("attachment %s: host interface %s is still being deleted: %v", name, veth, err), "")
+	}
 	if exists, err := linkExists(veth); err != nil {
 		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	} else if exists {
@@ -236,7 +245,6 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 			released <- err
 		}()
 	}
-	vethErr := deleteVeth(veth)
 	var relErr error
 	for range names {
 		if err := <-released; err != nil && relErr == nil {
@@ -244,14 +252,23 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 		}
 	}
 	if relErr != nil {
-		te := AsCNIError(relErr, "")
-		if vethErr != nil {
-			te = types.NewError(te.Code, te.Msg+"; "+vethErr.Error(), te.Details)
-		}
-		return te
+		return relErr
 	}
-	if vethErr != nil {
-		return types.NewError(types.ErrInternal, vethErr.Error(), "")
+	// The address is free; the veth goes in the background (reaper), in
+	// this thread's network namespace (the host's: a test's server serves
+	// from a simulated host's), whichever thread the deletion runs on.
+	host, err := ns.GetCurrentNS()
+	if err != nil {
+		if err := deleteVeth(veth); err != nil {
+			return types.NewError(types.ErrInternal, err.Error(), "")
+		}
+	} else {
+		if !p.veths.delete(veth, func(veth string) error {
+			defer host.Close()
+			return host.Do(func(ns.NetNS) error { return deleteVeth(veth) })
+		}, p.Log) {
+			host.Close()
+		}
 	}
 	p.Log.Info("deleted", "allocation", name, "veth", veth)
 	return nil

@@ -107,6 +107,7 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener, path string) e
 	ln.Close()
 	RemoveSocket(path)
 	s.wg.Wait()
+	s.Plugin.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}

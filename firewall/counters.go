@@ -14,8 +14,8 @@ import (
 	"github.com/romana/romana/hoststate"
 )
 
-// PolicyCounters reads the counters of the policy rules (chains
-// policy-egress and policy-ingress) with `nft -j list table inet romana`,
+// PolicyCounters reads the counters of the policy rules (the policy-egress
+// and policy-ingress chains and their target and rest chains) with `nft -j list table inet romana`,
 // summed per policy, rule index and stage. It runs nft in the calling
 // thread's network namespace. A missing table gives no counters.
 func (f *Firewall) PolicyCounters(ctx context.Context) ([]api.RuleCounter, error) {
@@ -31,7 +31,7 @@ func (f *Firewall) PolicyCounters(ctx context.Context) ([]api.RuleCounter, error
 }
 
 // ParseCounters extracts policy rule counters from nft's JSON listing:
-// rules in the policy-* chains whose comment is "policy NAME rule I" (the
+// rules in the policy-* chains (of a stage: hoststate.PolicyChainStage) whose comment is "policy NAME rule I" (the
 // log rules, "... log", are skipped) and that hold a counter.
 func ParseCounters(data []byte) ([]api.RuleCounter, error) {
 	var doc struct {
@@ -56,13 +56,8 @@ func ParseCounters(data []byte) ([]api.RuleCounter, error) {
 		if r == nil {
 			continue
 		}
-		var stage string
-		switch r.Chain {
-		case hoststate.ChainPolicyEgress:
-			stage = api.DirectionEgress
-		case hoststate.ChainPolicyIngress:
-			stage = api.DirectionIngress
-		default:
+		stage := hoststate.PolicyChainStage(r.Chain)
+		if stage == "" {
 			continue
 		}
 		f := strings.Fields(r.Comment)

@@ -184,6 +184,9 @@ func diff(old, want hoststate.Ruleset) (d delta, replace string) {
 // nothing is left: the parts diff cannot update in place.
 func rest(rs hoststate.Ruleset) *hoststate.Ruleset {
 	rs.Sets, rs.Maps, rs.Chains = nil, nil, nil
+	// A flowtable's devices follow the endpoints without a replace
+	// (Firewall.syncFlowtables); its name and presence are compared.
+	rs.Flowtables = withoutDevices(rs.Flowtables)
 	if reflect.ValueOf(rs).IsZero() {
 		return nil
 	}

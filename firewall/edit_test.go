@@ -151,7 +151,7 @@ func TestEditedRuleRepairedInNamespace(t *testing.T) {
 
 	// The same in a policy chain (the policy-only rewrite path): the port
 	// beta may reach edited from 81 into 80, comment kept.
-	editRule(t, h, hoststate.Table, hoststate.ChainPolicyIngress, "tcp dport 81",
+	editRule(t, h, hoststate.Table, hoststate.ChainPolicyIngress+".net1.t1", "tcp dport 81", // acme's ingress chain
 		func(r string) string { return strings.Replace(r, "tcp dport 81", "tcp dport 80", 1) })
 	traffic("policy port edited", true)
 	apply(true, "repair the policy chain")

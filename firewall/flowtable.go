@@ -177,7 +177,19 @@ func (f *Firewall) afterApply(ctx context.Context, rs hoststate.Ruleset, changed
 	if *err != nil || len(rs.Flowtables) == 0 {
 		return
 	}
+	var g0 uint32
+	ok0 := false
+	if f.last != nil && f.last.genOK {
+		g0, ok0 = f.readGen()
+	}
 	added, serr := f.syncFlowtables(ctx, rs)
 	*changed = *changed || added
 	*err = serr
+	// Our own device transaction moved the generation: a resync that finds
+	// it one past keeps skipping the listing.
+	if added && serr == nil && ok0 && g0 == f.last.gen {
+		if g1, ok := f.readGen(); ok && g1 == g0+1 {
+			f.last.gen = g1
+		}
+	}
 }

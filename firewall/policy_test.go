@@ -66,7 +66,7 @@ func TestPolicyChangeRewritesPolicyChainsOnFake(t *testing.T) {
 		if full != (i == 0) {
 			t.Fatalf("step %d: full replacement = %v; transaction:\n%s", i, full, tx)
 		}
-		if i > 0 && (strings.Contains(tx, "tenant-") || strings.Contains(tx, "map")) {
+		if i > 0 && (strings.Contains(tx, "tenant-") || strings.Contains(tx, " map ") || strings.Contains(tx, " element ")) {
 			t.Fatalf("step %d: policy change touched isolation:\n%s", i, tx)
 		}
 		if changed, err := fw.Apply(ctx, rs); err != nil || changed {
@@ -142,5 +142,55 @@ func TestPolicyChangeInNamespace(t *testing.T) {
 		if strings.Contains(out, "policy-ingress") != (i > 0 && i < 4) {
 			t.Fatalf("step %d: live table:\n%s", i, out)
 		}
+	}
+}
+
+// Policy peer sets (named interval sets, hoststate's policy-peers-*) are
+// written, found in sync by the listing check, and replaced when their
+// elements change.
+func TestPeerSetInNamespace(t *testing.T) {
+	simtest.Require(t, "nft")
+	ctx := context.Background()
+	h, err := simtest.New(t).AddHost(ctx, "h1", netip.MustParsePrefix("192.168.62.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	many := func(last string) api.Policy {
+		var peers []api.Peer
+		for _, c := range []string{"172.16.0.0/12", "192.0.2.0/24", "198.51.100.0/24", "198.51.101.0/24", "203.0.113.7/32",
+			"100.64.0.0/10", "10.9.0.0/16", "10.10.0.0/16", last} {
+			peers = append(peers, api.Peer{CIDR: c})
+		}
+		peers[0].Except = []string{"172.16.5.0/24", "172.17.0.0/16"}
+		return api.Policy{Name: "many", Direction: []string{"ingress", "egress"}, AppliedTo: []api.Selector{{Tenant: "acme"}},
+			Rules: []api.Rule{{Action: "deny", Peers: peers, Protocol: "tcp", Ports: []uint16{25}}}}
+	}
+	var fw *Firewall
+	if err := h.Do(func() (err error) { fw, err = New(nil); return err }); err != nil {
+		t.Fatal(err)
+	}
+	for i, rs := range []hoststate.Ruleset{withPolicies(t, many("10.20.0.0/16")), withPolicies(t, many("10.21.0.0/16"))} {
+		if !strings.Contains(rs.String(), "flags interval") {
+			t.Fatalf("step %d: no interval set:\n%s", i, rs)
+		}
+		for j, want := range []bool{true, false} {
+			var changed bool
+			if err := h.Do(func() (err error) { changed, err = fw.Apply(ctx, rs); return err }); err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+			if changed != want {
+				out, _ := h.Exec(ctx, "nft", "list", "table", "inet", "romana")
+				t.Fatalf("step %d apply %d: changed = %v; live:\n%s", i, j, changed, out)
+			}
+		}
+	}
+	// An element edited behind the adapter's back is found and repaired.
+	if _, err := h.Exec(ctx, "sh", "-c", "nft list sets inet | grep -o 'policy-peers-[0-9a-f]*' | head -1 | xargs -I S nft add element inet romana S '{ 10.99.0.1 }'"); err != nil {
+		t.Fatal(err)
+	}
+	var changed bool
+	if err := h.Do(func() (err error) { changed, err = fw.Apply(ctx, withPolicies(t, many("10.21.0.0/16"))); return err }); err != nil || !changed {
+		out, _ := h.Exec(ctx, "nft", "list", "table", "inet", "romana")
+		t.Fatalf("edited set: changed = %v, %v; live:\n%s", changed, err, out)
 	}
 }

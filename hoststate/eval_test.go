@@ -34,6 +34,14 @@ type packet struct {
 	// . iif oif missing).
 	rpfFails bool
 	mark     uint32
+	// proto is tcp, udp, sctp or icmp (for policy rules), with the
+	// destination port or the ICMP type and code.
+	proto              string
+	port               uint16
+	icmpType, icmpCode uint8
+	// met, when set, is called for every rule a policy names that the
+	// packet is matched against.
+	met func(chain string, r Rule)
 }
 
 func evaluatePacket(t *testing.T, rs Ruleset, p packet) string {
@@ -58,6 +66,9 @@ func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (stri
 		if strings.HasPrefix(r.Expr, "ct state") {
 			continue // a new connection is neither established nor invalid
 		}
+		if r.Policy != "" && p.met != nil {
+			p.met(name, r)
+		}
 		toks := strings.Fields(r.Expr)
 		matched := true
 		for len(toks) > 0 && matched {
@@ -76,18 +87,34 @@ func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (stri
 					mask := netip.MustParseAddr(toks[3])
 					masked := and(a, mask)
 					if toks[4] == "vmap" {
-						m := findMap(t, rs, strings.TrimPrefix(toks[5], "@"))
-						verdict := ""
-						for _, e := range m.Elements {
-							if netip.MustParseAddr(e.Key) == masked {
-								verdict = e.Verdict
+						var verdict string
+						if strings.HasPrefix(toks[5], "@") {
+							m := findMap(t, rs, strings.TrimPrefix(toks[5], "@"))
+							for _, e := range m.Elements {
+								if netip.MustParseAddr(e.Key) == masked {
+									verdict = e.Verdict
+								}
 							}
+							toks = toks[6:]
+						} else {
+							// An anonymous map: { key : verdict chain , ... }
+							i := slices.Index(toks, "}")
+							for _, e := range strings.Split(strings.Join(toks[6:i], " "), ",") {
+								k, v, ok := strings.Cut(strings.TrimSpace(e), " : ")
+								if !ok {
+									t.Fatalf("rule %q: element %q", r.Expr, e)
+								}
+								if netip.MustParseAddr(strings.TrimSpace(k)) == masked {
+									verdict = strings.TrimSpace(v)
+								}
+							}
+							toks = toks[i+1:]
 						}
 						if verdict == "" {
 							matched = false
 							break
 						}
-						toks = strings.Fields(verdict)
+						toks = append(strings.Fields(verdict), toks...)
 						continue
 					}
 					if toks[4] != "==" {
@@ -96,8 +123,18 @@ func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (stri
 					matched = masked == netip.MustParseAddr(toks[5])
 					toks = toks[6:]
 				case "!=":
+					if toks[3] == "{" {
+						i := slices.Index(toks, "}")
+						matched = !inList(t, toks[4:i], a)
+						toks = toks[i+1:]
+						break
+					}
 					matched = !netip.MustParsePrefix(toks[3]).Contains(a)
 					toks = toks[4:]
+				case "{":
+					i := slices.Index(toks, "}")
+					matched = inList(t, toks[3:i], a)
+					toks = toks[i+1:]
 				case ".":
 					// ip saddr . ether saddr != @set
 					if toks[3] != "ether" || toks[4] != "saddr" || toks[5] != "!=" {
@@ -106,6 +143,15 @@ func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (stri
 					matched = p.mac != "" && !inSourceSet(t, rs, strings.TrimPrefix(toks[6], "@"), a, p.mac)
 					toks = toks[7:]
 				default:
+					if name, ok := strings.CutPrefix(toks[2], "@"); ok {
+						i := slices.IndexFunc(rs.Sets, func(s Set) bool { return s.Name == name })
+						if i < 0 {
+							t.Fatalf("rule %q: no set %s", r.Expr, name)
+						}
+						matched = inList(t, rs.Sets[i].Elements, a)
+						toks = toks[3:]
+						break
+					}
 					matched = netip.MustParsePrefix(toks[2]).Contains(a)
 					toks = toks[3:]
 				}
@@ -116,6 +162,15 @@ func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (stri
 				matched = p.rpfFails
 				toks = toks[6:]
 			case "meta":
+				if toks[1] == "l4proto" {
+					want := map[string]string{"ipv6-icmp": "icmp"}[toks[2]]
+					if want == "" {
+						want = toks[2]
+					}
+					matched = p.proto == want
+					toks = toks[3:]
+					break
+				}
 				// meta mark & MASK == VALUE
 				if toks[1] != "mark" || toks[2] != "&" || toks[4] != "==" {
 					t.Fatalf("rule %q: unknown meta expression", r.Expr)
@@ -124,6 +179,45 @@ func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (stri
 				value, _ := strconv.ParseUint(toks[5], 0, 32)
 				matched = uint64(p.mark)&mask == value
 				toks = toks[6:]
+			case "tcp", "udp", "sctp":
+				// PROTO dport N | N-M | { N, N-M, ... }
+				if toks[1] != "dport" {
+					t.Fatalf("rule %q: unknown %s expression", r.Expr, toks[0])
+				}
+				proto, list := toks[0], toks[2:3]
+				toks = toks[3:]
+				if list[0] == "{" {
+					i := slices.Index(toks, "}")
+					list, toks = toks[:i], toks[i+1:]
+				}
+				in := false
+				for _, w := range list {
+					lo, hi, ok := strings.Cut(strings.TrimSuffix(w, ","), "-")
+					if !ok {
+						hi = lo
+					}
+					l, _ := strconv.Atoi(lo)
+					h, _ := strconv.Atoi(hi)
+					in = in || l <= int(p.port) && int(p.port) <= h
+				}
+				matched = p.proto == proto && in
+			case "icmp", "icmpv6":
+				v, _ := strconv.Atoi(toks[2])
+				switch toks[1] {
+				case "type":
+					matched = p.proto == "icmp" && int(p.icmpType) == v
+				case "code":
+					matched = p.proto == "icmp" && int(p.icmpCode) == v
+				default:
+					t.Fatalf("rule %q: unknown icmp expression", r.Expr)
+				}
+				toks = toks[3:]
+			case "limit":
+				// limit rate N/second burst N packets: never exhausted here
+				toks = toks[6:]
+			case "log":
+				// log prefix "..." (no space in the prefix): a statement
+				toks = toks[3:]
 			case "iifname":
 				// iifname != { "a*", "b*" }
 				if toks[1] != "!=" || toks[2] != "{" {
@@ -141,6 +235,8 @@ func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (stri
 				toks = toks[1:]
 			case "accept", "drop":
 				return toks[0], true
+			case "return":
+				return "", false
 			case "jump", "goto":
 				v, final := evalChain(t, rs, toks[1], p, depth+1)
 				if final {
@@ -156,6 +252,28 @@ func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (stri
 		}
 	}
 	return "", false
+}
+
+// inList reports whether a is in a set's elements (prefixes, addresses or
+// ranges "a-b", with trailing commas).
+func inList(t *testing.T, elems []string, a netip.Addr) bool {
+	t.Helper()
+	for _, e := range elems {
+		e = strings.TrimSuffix(e, ",")
+		if lo, hi, ok := strings.Cut(e, "-"); ok && !strings.Contains(e, "/") {
+			if netip.MustParseAddr(lo).Compare(a) <= 0 && a.Compare(netip.MustParseAddr(hi)) <= 0 {
+				return true
+			}
+			continue
+		}
+		if !strings.Contains(e, "/") {
+			e += "/" + strconv.Itoa(a.BitLen())
+		}
+		if netip.MustParsePrefix(e).Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // inSourceSet reports whether (a, mac) is in the named set of "prefix . mac" elements.

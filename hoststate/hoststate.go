@@ -220,7 +220,7 @@ func ComputeModel(m *model.Model, host string, opts Options) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
-	fw, problems := firewall(in)
+	fw, problems := firewall(in, nil)
 	if opts.Flowtable {
 		addFlowtable(&fw, in, st.Routes)
 	}
@@ -240,17 +240,10 @@ func ComputeRouting(m *model.Model, host string, opts Options) (State, error) {
 }
 
 // ComputeFirewall returns the ruleset of host and the problems found
-// computing it (with the model's own).
+// computing it (with the model's own). A Compiler does the same, faster
+// when few policies changed since its last call.
 func ComputeFirewall(m *model.Model, host string, opts Options) (Ruleset, []string, error) {
-	st, in, err := routing(m, host, opts)
-	if err != nil {
-		return Ruleset{}, nil, err
-	}
-	fw, problems := firewall(in)
-	if opts.Flowtable {
-		addFlowtable(&fw, in, st.Routes)
-	}
-	return fw, problems, nil
+	return (*Compiler)(nil).Firewall(m, host, opts)
 }
 
 // routing computes sysctls, the gateway, routes and (flat mode, known
@@ -285,10 +278,11 @@ func routing(m *model.Model, host string, opts Options) (State, *inputs, error) 
 	return st, in, nil
 }
 
-// firewall computes the ruleset from inputs that went through routing.
-func firewall(in *inputs) (Ruleset, []string) {
+// firewall computes the ruleset from inputs that went through routing,
+// with the policies compiled by cache (nil: none cached).
+func firewall(in *inputs, cache *Compiler) (Ruleset, []string) {
 	rs := isolation(in, in.m.HasChains())
-	addPolicies(&rs, in)
+	addPolicies(&rs, in, cache)
 	return rs, in.takeProblems()
 }
 

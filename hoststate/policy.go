@@ -1,77 +1,414 @@
 package hoststate
 
 import (
+	"cmp"
 	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
 
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/model"
 	"github.com/romana/romana/policy"
 )
 
 // Policy chains. The policies chain (ChainPolicies) sends packets from this
 // host's blocks through ChainPolicyEgress and packets to them through
-// ChainPolicyIngress; both hold the compiled rules (package policy) in
-// precedence order. The policies chain ends with PoliciesEnd, whose comment
-// is left empty for the firewall adapter's stamp of the policy chains.
-// When there are no policies the policies chain is empty and the
-// policy-* chains do not exist.
+// ChainPolicyIngress, the stages' entry chains. The policies chain ends
+// with PoliciesEnd. When there are no policies the policies chain is
+// empty and the policy-* chains do not exist.
+//
+// Dispatch. A stage's entry chain does not hold every policy's rules: it
+// sends a packet, by the address of its endpoint (the destination in the
+// ingress stage, the source in the egress stage), to a chain holding only
+// the rules of the policies that apply to that endpoint:
+//
+//  1. first the rules of policies applied to all endpoints (all, or
+//     host: this host) that come before every policy applied to a tenant
+//     or segment in precedence order;
+//  2. then, per network with such policies, one lookup in an anonymous
+//     verdict map keyed on the address masked to its tenant and segment
+//     bits (plan.SegmentMask: "ip daddr & 255.0.255.0 vmap { ... }"), whose
+//     elements go to a target chain per tenant-and-segment a policy
+//     applies to, and one keyed on the tenant bits (plan.TenantMask) going
+//     to a target chain per tenant a policy applies to;
+//  3. a packet whose tenant and segment no policy names goes on to the
+//     rest chain: the remaining rules of policies applied to all.
+//
+// A target chain holds, in precedence order, the rules of the policies
+// applied to its segment, to its tenant and to all endpoints (from the
+// first policy applied to a tenant or segment on); when policies applied
+// to all remain after its own last rule, it ends with "goto" the rest
+// chain, which evaluates again the rules of policies applied to all
+// between the two (they did not match the first time and cannot now). A
+// packet thus meets the rules of the policies that apply to it and never
+// those of another tenant's or segment's policies, whatever their number.
+// Target chains are named ChainPolicyEgress or ChainPolicyIngress followed
+// by ".<network>.t<tenant id>" and, for a segment, ".s<segment id>"; the
+// rest chains by ".rest". A plan without segment bits has no segment
+// lookup (a segment target is its tenant's). The verdict maps are
+// anonymous, part of the entry chain's rules, so every policy object is in
+// a policy chain (IsPolicyChain) and a policy change rewrites only those.
+//
+// "goto" keeps the semantics: a target or rest chain returns (an egress
+// allow, or no match) to the policies chain, as the entry chain would,
+// which then goes on to the ingress stage or to tenant isolation.
 const (
 	ChainPolicyEgress  = "policy-egress"
 	ChainPolicyIngress = "policy-ingress"
 	PoliciesEnd        = "return"
 )
 
+// restSuffix ends the name of a stage's rest chain.
+const restSuffix = ".rest"
+
 // IsPolicyChain reports whether a chain holds only policy rules: the
 // firewall adapter rewrites these alone when nothing else changed.
 func IsPolicyChain(name string) bool {
-	return name == ChainPolicies || len(name) > 7 && name[:7] == "policy-"
+	return name == ChainPolicies || strings.HasPrefix(name, "policy-")
+}
+
+// PolicyChainStage returns the stage (api.DirectionEgress or
+// api.DirectionIngress) whose rules a policy chain holds, or "" for
+// other chains (the policies chain among them).
+func PolicyChainStage(chain string) string {
+	switch {
+	case strings.HasPrefix(chain, ChainPolicyEgress):
+		return api.DirectionEgress
+	case strings.HasPrefix(chain, ChainPolicyIngress):
+		return api.DirectionIngress
+	}
+	return ""
 }
 
 // logRate limits logged drops per rule.
 const logRate = "limit rate 10/second burst 20 packets"
 
-// addPolicies compiles the model's policies for this host into the ruleset's
-// policy chains and reports the compiler's problems.
-func addPolicies(rs *Ruleset, in *inputs) {
-	if len(in.m.Policies()) == 0 {
+// addPolicies compiles the model's policies for this host into the
+// ruleset's policy chains and reports the compiler's problems. cache holds
+// the policies compiled by earlier calls (see Compiler).
+func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
+	pols := in.m.Policies()
+	if len(pols) == 0 {
+		cache.reset()
 		return
 	}
-	c := policy.CompileModel(in.m, in.host.Name)
-	for _, p := range c.Problems {
-		in.problem("%s", p)
+	local := policy.Blocks(in.m, in.host.Name)
+	if len(local) == 0 {
+		return
+	}
+	compiled := cache.compile(in.m, in.host.Name, local, pols)
+	for _, p := range compiled {
+		if p.problem != "" {
+			in.problem("%s", p.problem)
+		}
 	}
 	pc := rs.Chain(ChainPolicies)
-	if pc == nil || len(c.Local) == 0 {
+	if pc == nil {
 		return
 	}
-	for _, l := range c.Local {
+	for _, l := range local {
 		pc.Rules = append(pc.Rules, Rule{Expr: fmt.Sprintf("%s saddr %s jump %s", l.Family(), l.Prefix, ChainPolicyEgress)})
 	}
-	for _, l := range c.Local {
+	for _, l := range local {
 		pc.Rules = append(pc.Rules, Rule{Expr: fmt.Sprintf("%s daddr %s jump %s", l.Family(), l.Prefix, ChainPolicyIngress)})
 	}
 	pc.Rules = append(pc.Rules, Rule{Expr: PoliciesEnd})
-	eg := Chain{Name: ChainPolicyEgress, Comment: "egress policies: packets from this host's endpoints"}
-	ing := Chain{Name: ChainPolicyIngress, Comment: "ingress policies: packets to this host's endpoints"}
-	eg.Rules = policyRules(c.Egress)
-	ing.Rules = policyRules(c.Ingress)
+	// The peer sets, shared by content.
+	var sets []Set
+	seen := map[string]bool{}
+	for _, p := range compiled {
+		for _, st := range p.sets {
+			if !seen[st.Name] {
+				seen[st.Name] = true
+				sets = append(sets, st)
+			}
+		}
+	}
+	if len(sets) > 0 {
+		rs.Sets = append(slices.Clone(rs.Sets), sets...)
+		slices.SortFunc(rs.Sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	}
+	chains := stageChains(0, compiled, local, in.m)
+	chains = append(chains, stageChains(1, compiled, local, in.m)...)
 	// Policy chains go right after the policies chain.
 	i := 0
 	for i < len(rs.Chains) && rs.Chains[i].Name != ChainPolicies {
 		i++
 	}
-	rest := append([]Chain{eg, ing}, rs.Chains[i+1:]...)
+	rest := append(chains, rs.Chains[i+1:]...)
 	rs.Chains = append(rs.Chains[:i+1], rest...)
 }
 
-// PolicyRules renders compiled rules; a deny rule of a logging policy is
-// preceded by a rate-limited log rule with the same match.
-func policyRules(rules []policy.Rule) []Rule {
-	var out []Rule
-	for _, r := range rules {
-		if r.Log {
-			out = append(out, Rule{Expr: fmt.Sprintf("%s %s log prefix %q", r.Match(), logRate, r.LogPrefix()),
-				Comment: clip(r.Comment() + " log"), Policy: r.Policy})
+// stages: index 0 is egress, 1 ingress.
+var stages = [2]struct {
+	name, entry, field, comment string
+}{
+	{policy.StageEgress, ChainPolicyEgress, "saddr", "egress policies: packets from this host's endpoints"},
+	{policy.StageIngress, ChainPolicyIngress, "daddr", "ingress policies: packets to this host's endpoints"},
+}
+
+// target is a tenant or a tenant's segment that policies apply to, in one
+// network: its masked match and the positions of those policies' rules in
+// the stage.
+type target struct {
+	key     matchKey
+	network int // index in the host's blocks
+	segment bool
+	tenant  uint64
+	seg     uint64
+	rules   []int
+	parent  *target // a segment's tenant, when policies apply to it
+}
+
+type matchKey struct{ mask, value netip.Addr }
+
+func (t *target) chain(stage int, networks []policy.Local) string {
+	s := stages[stage].entry + "." + networks[t.network].Network + ".t" + strconv.FormatUint(t.tenant, 10)
+	if t.segment {
+		s += ".s" + strconv.FormatUint(t.seg, 10)
+	}
+	return s
+}
+
+// stageChains builds one stage's entry, target and rest chains (see the
+// comment on ChainPolicyEgress) from the compiled policies in precedence
+// order.
+func stageChains(stage int, pols []*compiledPolicy, local []policy.Local, m *model.Model) []Chain {
+	st := stages[stage]
+	n := 0
+	for _, p := range pols {
+		n += len(p.stages[stage])
+	}
+	rules := make([]*compiledRule, 0, n)
+	for _, p := range pols {
+		for i := range p.stages[stage] {
+			rules = append(rules, &p.stages[stage][i])
 		}
-		out = append(out, Rule{Expr: r.Expr(), Comment: clip(r.Comment()), Policy: r.Policy})
+	}
+	blockNet := map[netip.Prefix]int{}
+	for i, l := range local {
+		blockNet[l.Prefix] = i
+	}
+	nets := make([]*model.Network, len(local))
+	for i, l := range local {
+		nets[i] = m.Network(l.Network)
+	}
+	// Classify: a rule applied to all (its target is a block) or to a
+	// tenant or segment (a masked match).
+	targets := map[matchKey]*target{}
+	genericNet := make([]int, len(rules)) // the block's index; -1 for targeted rules
+	first := len(rules)                   // position of the first targeted rule
+	for pos, r := range rules {
+		t := r.rule.Target
+		if !t.Mask.IsValid() {
+			n, ok := blockNet[t.Prefix]
+			if !ok {
+				n = -2 // matches none of this host's blocks: evaluated in the entry and rest chains only
+			}
+			genericNet[pos] = n
+			continue
+		}
+		genericNet[pos] = -1
+		first = min(first, pos)
+		k := matchKey{t.Mask, t.Value}
+		tg := targets[k]
+		if tg == nil {
+			tg = newTarget(k, nets)
+			targets[k] = tg
+		}
+		tg.rules = append(tg.rules, pos)
+	}
+	var list []*target
+	for _, tg := range targets {
+		if tg.network < 0 {
+			// Not a tenant or segment match of a local network (cannot
+			// happen: the compiler targets only those). Evaluate it in
+			// the rest chain, which every packet without a target meets;
+			// packets dispatched elsewhere cannot match it.
+			for _, pos := range tg.rules {
+				genericNet[pos] = -2
+			}
+			continue
+		}
+		list = append(list, tg)
+	}
+	slices.SortFunc(list, func(a, b *target) int {
+		return cmp.Or(cmp.Compare(a.network, b.network), cmp.Compare(a.tenant, b.tenant), compareBool(a.segment, b.segment), cmp.Compare(a.seg, b.seg))
+	})
+	for _, tg := range list {
+		if tg.segment {
+			tk := matchKey{nets[tg.network].Plan.TenantMask(), tg.key.value}
+			tk.value = maskAddr(tg.key.value, tk.mask)
+			tg.parent = targets[tk]
+		}
+	}
+	// Rules applied to all after the first targeted one: the rest chain,
+	// and per network (for target chains).
+	var restRules []int
+	genericAfter := make([][]int, len(local))
+	for pos := first; pos < len(rules); pos++ {
+		n := genericNet[pos]
+		if n == -1 {
+			continue
+		}
+		restRules = append(restRules, pos)
+		if n >= 0 {
+			genericAfter[n] = append(genericAfter[n], pos)
+		}
+	}
+	restName := st.entry + restSuffix
+	render := func(c *Chain, positions []int) {
+		n := len(c.Rules) + 1 // and a goto
+		for _, pos := range positions {
+			n += len(rules[pos].nft)
+		}
+		c.Rules = slices.Grow(c.Rules, n)
+		for _, pos := range positions {
+			c.Rules = append(c.Rules, rules[pos].nft...)
+		}
+	}
+	entry := Chain{Name: st.entry, Comment: st.comment}
+	for pos := 0; pos < first; pos++ {
+		entry.Rules = append(entry.Rules, rules[pos].nft...)
+	}
+	for n, l := range local {
+		plan := nets[n].Plan
+		for _, segment := range []bool{true, false} {
+			mask := plan.TenantMask()
+			if segment {
+				mask = plan.SegmentMask()
+			}
+			var elems []string
+			for _, tg := range list {
+				if tg.network == n && tg.segment == segment {
+					elems = append(elems, tg.key.value.String()+" : goto "+tg.chain(stage, local))
+				}
+			}
+			if len(elems) == 0 {
+				continue
+			}
+			// Elements are separated by " , ": knftables' fake reads the
+			// word after "goto" as a chain name.
+			entry.Rules = append(entry.Rules, Rule{Expr: fmt.Sprintf("%s %s & %s vmap { %s }", l.Family(), st.field, mask, strings.Join(elems, " , "))})
+		}
+	}
+	if len(restRules) > 0 {
+		entry.Rules = append(entry.Rules, Rule{Expr: "goto " + restName})
+	}
+	out := []Chain{entry}
+	for _, tg := range list {
+		c := Chain{Name: tg.chain(stage, local)}
+		own := tg.rules
+		if tg.parent != nil {
+			own = mergeSorted(own, tg.parent.rules)
+		}
+		last := own[len(own)-1]
+		generic := genericAfter[tg.network]
+		cut, _ := slices.BinarySearch(generic, last)
+		render(&c, mergeSorted(own, generic[:cut]))
+		if cut < len(generic) {
+			c.Rules = append(c.Rules, Rule{Expr: "goto " + restName})
+		}
+		c.Comment = targetComment(st.name, tg, m, nets[tg.network])
+		out = append(out, c)
+	}
+	if len(restRules) > 0 {
+		c := Chain{Name: restName, Comment: st.name + " policies applied to all, after the first applied to a tenant or segment"}
+		render(&c, restRules)
+		out = append(out, c)
 	}
 	return out
+}
+
+func newTarget(k matchKey, nets []*model.Network) *target {
+	tg := &target{key: k, network: -1}
+	for i, n := range nets {
+		if n == nil || !n.Plan.Prefix().Contains(k.value) {
+			continue
+		}
+		d, err := n.Plan.Decode(k.value)
+		if err != nil {
+			continue
+		}
+		switch k.mask {
+		case n.Plan.TenantMask():
+		case n.Plan.SegmentMask():
+			tg.segment = true
+		default:
+			continue
+		}
+		tg.network, tg.tenant, tg.seg = i, d.Tenant, d.Segment
+		break
+	}
+	return tg
+}
+
+// targetComment names the tenant (and segment) of a target chain.
+func targetComment(stage string, tg *target, m *model.Model, n *model.Network) string {
+	name := "tenant id " + strconv.FormatUint(tg.tenant, 10)
+	for _, t := range m.Tenants() {
+		if t.ID == tg.tenant && n.Admits(t.Name) {
+			name = "tenant " + t.Name
+			if tg.segment {
+				name += " segment id " + strconv.FormatUint(tg.seg, 10)
+				for _, s := range m.Segments(t.Name) {
+					if s.ID == tg.seg {
+						name = "tenant " + t.Name + " segment " + s.Name
+					}
+				}
+			}
+			break
+		}
+	}
+	return clip(fmt.Sprintf("%s policies of %s in network %s", stage, name, n.Name))
+}
+
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+// mergeSorted merges two ascending lists of distinct positions.
+func mergeSorted(a, b []int) []int {
+	out := make([]int, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || (i < len(a) && a[i] < b[j]):
+			out = append(out, a[i])
+			i++
+		default:
+			out = append(out, b[j])
+			j++
+		}
+	}
+	return out
+}
+
+// maskAddr returns a & m.
+func maskAddr(a, m netip.Addr) netip.Addr {
+	x, y := a.AsSlice(), m.AsSlice()
+	for i := range x {
+		x[i] &= y[i]
+	}
+	out, _ := netip.AddrFromSlice(x)
+	return out
+}
+
+// renderRule renders a compiled rule; a deny rule of a logging policy is
+// preceded by a rate-limited log rule with the same match.
+func renderRule(r policy.Rule) []Rule {
+	var out []Rule
+	if r.Log {
+		out = append(out, Rule{Expr: fmt.Sprintf("%s %s log prefix %q", r.Match(), logRate, r.LogPrefix()),
+			Comment: clip(r.Comment() + " log"), Policy: r.Policy})
+	}
+	return append(out, Rule{Expr: r.Expr(), Comment: clip(r.Comment()), Policy: r.Policy})
 }

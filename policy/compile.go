@@ -2,6 +2,8 @@ package policy
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -68,13 +70,50 @@ func familyOf(a netip.Addr) string {
 	return "ip6"
 }
 
-// AddrMatch matches an address: either a prefix minus the Except prefixes,
-// or (when Mask is valid) a&Mask == Value.
+// AddrMatch matches an address: a prefix minus the Except prefixes, or
+// (when Mask is valid) a&Mask == Value, or (when Set is not empty) an
+// address in one of the Ranges, which nft holds as the named interval set
+// Set (the rule's peers, several prefixes with their holes carved out).
 type AddrMatch struct {
 	Prefix netip.Prefix
 	Except []netip.Prefix
 	Value  netip.Addr
 	Mask   netip.Addr
+	Set    string
+	Ranges []AddrRange // sorted, disjoint, not adjacent
+}
+
+// AddrRange is an inclusive range of addresses of one family.
+type AddrRange struct{ Lo, Hi netip.Addr }
+
+// String renders the range as nft does in a set: a prefix or an address
+// when it is one, else "lo-hi".
+func (r AddrRange) String() string {
+	if r.Lo == r.Hi {
+		return r.Lo.String()
+	}
+	for bits := r.Lo.BitLen() - 1; bits >= 0; bits-- {
+		p := netip.PrefixFrom(r.Lo, bits)
+		if p.Masked().Addr() != r.Lo {
+			break
+		}
+		if last := lastAddr(p); last == r.Hi {
+			return p.String()
+		} else if last.Compare(r.Hi) > 0 {
+			break
+		}
+	}
+	return r.Lo.String() + "-" + r.Hi.String()
+}
+
+// lastAddr returns the last address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 // Contains reports whether a matches.
@@ -82,6 +121,14 @@ func (m AddrMatch) Contains(a netip.Addr) bool {
 	a = a.Unmap()
 	if m.Mask.IsValid() {
 		return plan.Match{Value: m.Value, Mask: m.Mask}.Contains(a)
+	}
+	if m.Set != "" {
+		for _, r := range m.Ranges {
+			if a.Is4() == r.Lo.Is4() && r.Lo.Compare(a) <= 0 && a.Compare(r.Hi) <= 0 {
+				return true
+			}
+		}
+		return false
 	}
 	if !m.Prefix.Contains(a) {
 		return false
@@ -98,6 +145,9 @@ func (m AddrMatch) is4() bool {
 	if m.Mask.IsValid() {
 		return m.Value.Is4()
 	}
+	if m.Set != "" {
+		return m.Ranges[0].Lo.Is4()
+	}
 	return m.Prefix.Addr().Is4()
 }
 
@@ -109,6 +159,9 @@ func (m AddrMatch) expr(field string) string {
 	}
 	if m.Mask.IsValid() {
 		return fmt.Sprintf("%s %s & %s == %s", fam, field, m.Mask, m.Value)
+	}
+	if m.Set != "" {
+		return fmt.Sprintf("%s %s @%s", fam, field, m.Set)
 	}
 	s := fmt.Sprintf("%s %s %s", fam, field, m.Prefix)
 	if len(m.Except) > 0 {
@@ -125,6 +178,9 @@ func (m AddrMatch) String() string {
 	if m.Mask.IsValid() {
 		return m.Value.String() + "/" + m.Mask.String()
 	}
+	if m.Set != "" {
+		return "@" + m.Set
+	}
 	s := m.Prefix.String()
 	for _, x := range m.Except {
 		s += " except " + x.String()
@@ -135,6 +191,68 @@ func (m AddrMatch) String() string {
 // maxSplitPorts is the longest port list compiled to one rule per port
 // (or range) instead of one rule with an anonymous set.
 const maxSplitPorts = 4
+
+// maxSplitPeers is the largest number of address prefixes (CIDR and host
+// peers, after merging) of one rule and family compiled to one rule each;
+// more become one rule matching a named interval set (PeerSet). Measured
+// loading 10,000 such rules of 3 prefixes each with nft -f (load average
+// 38, so the ratios count): 30,000 plain rules 6.8 s, 10,000 rules with an
+// anonymous set each 55.6 s, 10,000 named interval sets and rules 15.7 s.
+// A plain rule costs about 0.23 ms to load, a named set with its rule
+// about 1.6 ms: sets pay from about 7 prefixes on, and they are looked
+// up in one step where rules are walked one by one.
+const maxSplitPeers = 8
+
+// PeerSetPrefix starts the names of the peer sets.
+const PeerSetPrefix = "policy-peers-"
+
+// peerSet folds prefix matches (a prefix with its holes) into one match
+// on a named set of the ranges they cover, named by its content.
+func peerSet(ms []AddrMatch) AddrMatch {
+	var rs []AddrRange
+	for _, m := range ms {
+		lo, hi := m.Prefix.Masked().Addr(), lastAddr(m.Prefix)
+		for _, x := range m.Except { // sorted, none inside another
+			xl, xh := x.Masked().Addr(), lastAddr(x)
+			if xl.Compare(lo) > 0 {
+				rs = append(rs, AddrRange{lo, xl.Prev()})
+			}
+			if xh == hi {
+				lo = netip.Addr{}
+				break
+			}
+			lo = xh.Next()
+		}
+		if lo.IsValid() {
+			rs = append(rs, AddrRange{lo, hi})
+		}
+	}
+	slices.SortFunc(rs, func(a, b AddrRange) int { return a.Lo.Compare(b.Lo) })
+	var out []AddrRange
+	for _, r := range rs {
+		if n := len(out); n > 0 && (r.Lo.Compare(out[n-1].Hi) <= 0 || r.Lo == out[n-1].Hi.Next()) {
+			if r.Hi.Compare(out[n-1].Hi) > 0 {
+				out[n-1].Hi = r.Hi
+			}
+			continue
+		}
+		out = append(out, r)
+	}
+	h := sha256.New()
+	for _, r := range out {
+		fmt.Fprintf(h, "%s,", r)
+	}
+	return AddrMatch{Set: PeerSetPrefix + hex.EncodeToString(h.Sum(nil)[:6]), Ranges: out}
+}
+
+// SetElements renders a set match's ranges as nft set elements.
+func (m AddrMatch) SetElements() []string {
+	out := make([]string, len(m.Ranges))
+	for i, r := range m.Ranges {
+		out[i] = r.String()
+	}
+	return out
+}
 
 // PortRange is an inclusive port range.
 type PortRange struct{ Lo, Hi uint16 }
@@ -434,23 +552,92 @@ func compileIndexed(ix *snapIndex, policies []api.Policy, host string) Compiled 
 			continue
 		}
 		seen[p.Name] = true
-		if err := Validate(p); err != nil {
-			c.Problems = append(c.Problems, fmt.Sprintf("%v; skipped", err))
-			continue
+		eg, in, problem := ix.compileNormalized(p, host, c.Local)
+		if problem != "" {
+			c.Problems = append(c.Problems, problem)
 		}
-		for _, dir := range []string{StageEgress, StageIngress} {
-			if !slices.Contains(p.Direction, dir) {
-				continue
-			}
-			rules := ix.compilePolicy(p, dir, host, c.Local)
-			if dir == StageEgress {
-				c.Egress = append(c.Egress, rules...)
-			} else {
-				c.Ingress = append(c.Ingress, rules...)
+		c.Egress = append(c.Egress, eg...)
+		c.Ingress = append(c.Ingress, in...)
+	}
+	return c
+}
+
+// Blocks returns host's blocks, one per network it has a valid slot in, in
+// network order: what Compiled.Local holds.
+func Blocks(m *model.Model, host string) []Local { return (&snapIndex{m: m}).local(host) }
+
+// CompilePolicy compiles one policy for host, whose blocks are local (as
+// Blocks returns them): its egress and ingress rules in the order they take
+// within the policy. Rules of several policies are in precedence order
+// when the policies are (Sorted), so Compile is CompilePolicy over the
+// sorted policies. An invalid policy compiles to nothing and problem says
+// why. The result depends only on p, host, local, the networks and what
+// Deps(m, p) describes.
+func CompilePolicy(m *model.Model, p api.Policy, host string, local []Local) (egress, ingress []Rule, problem string) {
+	if len(local) == 0 {
+		return nil, nil, ""
+	}
+	return (&snapIndex{m: m}).compileNormalized(Normalize(p), host, local)
+}
+
+func (ix *snapIndex) compileNormalized(p api.Policy, host string, local []Local) (egress, ingress []Rule, problem string) {
+	if err := Validate(p); err != nil {
+		return nil, nil, fmt.Sprintf("%v; skipped", err)
+	}
+	if slices.Contains(p.Direction, StageEgress) {
+		egress = ix.compilePolicy(p, StageEgress, host, local)
+	}
+	if slices.Contains(p.Direction, StageIngress) {
+		ingress = ix.compilePolicy(p, StageIngress, host, local)
+	}
+	return egress, ingress, ""
+}
+
+// Deps describes what compiling p reads of the model besides p itself,
+// the host's blocks and the networks: the tenants and segments it names
+// (their IDs, or their absence) and the hosts its peers name (their
+// address and slots). Two compilations of p for one host with equal
+// networks, blocks and Deps give equal rules.
+func Deps(m *model.Model, p api.Policy) string {
+	var b []byte
+	group := func(tenant, segment string) {
+		if tenant == "" {
+			return
+		}
+		t, ok := m.Tenant(tenant)
+		b = append(b, "t "...)
+		b = append(b, tenant...)
+		b = strconv.AppendBool(append(b, ' '), ok)
+		b = strconv.AppendUint(append(b, ' '), t.ID, 10)
+		if segment != "" {
+			s, ok := m.Segment(tenant, segment)
+			b = append(b, " s "...)
+			b = append(b, segment...)
+			b = strconv.AppendBool(append(b, ' '), ok)
+			b = strconv.AppendUint(append(b, ' '), s.ID, 10)
+		}
+		b = append(b, ';')
+	}
+	for _, s := range p.AppliedTo {
+		group(s.Tenant, s.Segment)
+	}
+	for _, r := range p.Rules {
+		for _, pe := range r.Peers {
+			group(pe.Tenant, pe.Segment)
+			if pe.Host != "" {
+				h, ok := m.Host(pe.Host)
+				b = append(b, "h "...)
+				b = append(b, pe.Host...)
+				b = strconv.AppendBool(append(b, ' '), ok)
+				b = h.IP.AppendTo(append(b, ' '))
+				for _, s := range h.Slots {
+					b = s.CIDR.AppendTo(append(b, ' '))
+				}
+				b = append(b, ';')
 			}
 		}
 	}
-	return c
+	return string(b)
 }
 
 // compilePolicy expands one (validated, normalised) policy for one stage.
@@ -537,6 +724,7 @@ func (ix *snapIndex) compilePolicy(p api.Policy, stage, host string, local []Loc
 						}
 					}
 				}
+				peers = foldPeers(peers)
 			}
 			for _, m := range peers {
 				for _, ps := range portSets {
@@ -550,6 +738,29 @@ func (ix *snapIndex) compilePolicy(p api.Policy, stage, host string, local []Loc
 	// Rules must stay in precedence order: by rule index, then target.
 	slices.SortStableFunc(out, func(a, b Rule) int { return cmp.Compare(a.Index, b.Index) })
 	return out
+}
+
+// foldPeers replaces the prefix matches among peers by one set match
+// when there are more than maxSplitPeers of them (the masked matches of
+// tenants stay as they are).
+func foldPeers(peers []*AddrMatch) []*AddrMatch {
+	var pfx []AddrMatch
+	var out []*AddrMatch
+	for _, m := range peers {
+		if m.Mask.IsValid() {
+			out = append(out, m)
+		} else {
+			pfx = append(pfx, *m)
+		}
+	}
+	if len(pfx) <= maxSplitPeers {
+		return peers
+	}
+	set := peerSet(pfx)
+	if len(set.Ranges) == 0 {
+		return out
+	}
+	return append(out, &set)
 }
 
 // String renders the compiled policies, one rule a line, for tests and logs.

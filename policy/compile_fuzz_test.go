@@ -40,6 +40,10 @@ func FuzzCompileTrace(f *testing.F) {
 		`{"name":"a","priority":10,"direction":["ingress","egress"],"appliedTo":[{"all":true}],"rules":[{"peers":[{"cidr":"10.1.0.0/16","except":["10.1.16.0/20","10.1.16.0/24"]}]}]},` +
 		`{"name":"a","priority":3,"direction":["egress"],"appliedTo":[{"host":"h1"}],"rules":[{"action":"deny","peers":[{"host":"h2"}],"protocol":"sctp","ports":[9]}]},` +
 		`{"name":"c","direction":["egress"],"appliedTo":[{"tenant":"acme"}],"rules":[{"protocol":"icmp"}]}]`)
+	// More prefix peers than maxSplitPeers: one named set, holes carved.
+	f.Add(`{"name":"s","direction":["ingress","egress"],"appliedTo":[{"tenant":"beta","segment":"web"},{"all":true}],"rules":[{"action":"deny","peers":[` +
+		`{"cidr":"10.1.0.0/16","except":["10.1.16.0/20","10.1.33.0/24"]},{"cidr":"10.2.32.0/20"},{"cidr":"10.2.48.0/24"},{"host":"h3"},{"cidr":"10.1.16.7/32"},` +
+		`{"cidr":"192.168.0.0/30"},{"cidr":"10.3.0.0/17","except":["10.3.0.0/18"]},{"tenant":"acme"},{"cidr":"10.2.33.0/24"},{"cidr":"10.200.0.0/16"}],"protocol":"tcp","ports":[80]}]}`)
 	// Not JSON: the bytes choose policies from a vocabulary (genPolicies).
 	f.Add("\x02\x01\x00\x03\x04\x05\x11\x07\x02\x09\x01\x03\x00\x06\x02\x05\x01\x08\x0a\x04")
 	f.Fuzz(func(t *testing.T, js string) {

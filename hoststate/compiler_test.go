@@ -1,0 +1,144 @@
+package hoststate
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/bench/workload"
+	"github.com/romana/romana/model"
+)
+
+// putEvent is a watch event putting obj (kind, name) at revision rev.
+func putEvent(rev int64, kind, name string, obj any) api.Event {
+	b, err := json.Marshal(obj)
+	if err != nil {
+		panic(err)
+	}
+	return api.Event{Revision: rev, Type: api.EventPut, Kind: kind, Name: name, Object: b}
+}
+
+// A Compiler kept across watch events computes what ComputeFirewall
+// computes from scratch, whatever changed: policies put, changed and
+// deleted, and the tenants, segments, hosts and networks they depend on.
+func TestCompilerMatchesCompute(t *testing.T) {
+	l, _ := dispatchLab(t)
+	r := rand.New(rand.NewPCG(5, 9))
+	l.snap.Policies = randomPolicies(r, 12)
+	m := model.New(l.snap)
+	var c Compiler
+	rev := int64(1)
+	kinds := map[string]int{}
+	for step := range 300 {
+		rev++
+		var ev api.Event
+		switch k := r.IntN(10); {
+		case k < 2: // change only the ports of a policy's rule
+			ps := m.Policies()
+			if len(ps) == 0 {
+				continue
+			}
+			p := ps[r.IntN(len(ps))]
+			p.Rules = append([]api.Rule(nil), p.Rules...)
+			p.Rules[0].Protocol, p.Rules[0].Ports = "tcp", []uint16{uint16(1 + r.IntN(3))}
+			ev = putEvent(rev, api.KindPolicy, p.Name, p)
+		case k < 5: // put a policy (new, or changed)
+			p := randomPolicies(r, 1+r.IntN(16))
+			ev = putEvent(rev, api.KindPolicy, "", p[len(p)-1])
+			ev.Name = p[len(p)-1].Name
+		case k == 5: // delete one
+			ps := m.Policies()
+			if len(ps) == 0 {
+				continue
+			}
+			ev = api.Event{Revision: rev, Type: api.EventDelete, Kind: api.KindPolicy, Name: ps[r.IntN(len(ps))].Name}
+		case k == 6: // a tenant's id changes, or a tenant appears
+			name := []string{"acme", "solo", "nobody", "ghost"}[r.IntN(4)]
+			ev = putEvent(rev, api.KindTenant, name, api.Tenant{Name: name, ID: uint64(1 + r.IntN(9)), Isolation: api.IsolationTenant})
+		case k == 7: // a segment appears, moves or goes
+			tn := []string{"acme", "beta", "ghost"}[r.IntN(3)]
+			sn := []string{"a", "web", "none", "z"}[r.IntN(4)]
+			if r.IntN(3) == 0 {
+				ev = api.Event{Revision: rev, Type: api.EventDelete, Kind: api.KindSegment, Name: tn + "/" + sn}
+			} else {
+				ev = putEvent(rev, api.KindSegment, tn+"/"+sn, api.Segment{Tenant: tn, Name: sn, ID: uint64(r.IntN(4))})
+			}
+		case k == 8: // a host's underlay address changes (host peers)
+			h, _ := m.Host(fmt.Sprintf("h%d", 2+r.IntN(2)))
+			h.IP = netip.AddrFrom4([4]byte{192, 168, 7, byte(1 + r.IntN(200))})
+			ev = putEvent(rev, api.KindHost, h.Name, h)
+		default: // a network admits other tenants
+			n := l.snap.Networks[1+r.IntN(2)]
+			n.Tenants = [][]string{{"acme", "beta"}, {"solo"}, nil}[r.IntN(3)]
+			ev = putEvent(rev, api.KindNetwork, n.Name, n)
+		}
+		ch, ok, err := m.Apply(ev)
+		if err != nil || !ok {
+			t.Fatalf("step %d: apply %s %s: %v", step, ev.Kind, ev.Name, err)
+		}
+		kinds[ch.Kind]++
+		got, gotProblems, err := c.Firewall(m, "h1", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, wantProblems, err := ComputeFirewall(model.New(m.Snapshot()), "h1", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want.String() || fmt.Sprint(gotProblems) != fmt.Sprint(wantProblems) {
+			t.Fatalf("step %d, after %s %s %s: the compiler's ruleset differs from a fresh one:\n%s\nproblems %v\n---\n%s\nproblems %v",
+				step, ev.Type, ev.Kind, ev.Name, got, gotProblems, want, wantProblems)
+		}
+		if c.Cached() != len(m.Policies()) {
+			t.Fatalf("step %d: %d policies cached, %d in the model", step, c.Cached(), len(m.Policies()))
+		}
+	}
+	t.Logf("events: %v", kinds)
+}
+
+// BenchmarkPolicyChange: the desired firewall of one host at 10,000
+// policies (1000 tenants, bench/workload's policies) after one policy
+// changed, computed from scratch (ComputeFirewall, what the agent did) and
+// by a Compiler kept across changes (what it does). Each iteration applies
+// one watch event changing one policy's port, then computes. The two
+// run in the order A-B-B-A.
+func BenchmarkPolicyChange(b *testing.B) {
+	snap := benchSnapshot(b, 1000, 100)
+	snap.Policies = workload.Policies(10000, 1000)
+	for _, mode := range []string{"ComputeFirewall", "Compiler", "Compiler", "ComputeFirewall"} {
+		b.Run("policies=10000/"+mode, func(b *testing.B) {
+			m := model.New(snap)
+			var c Compiler
+			compute := func() Ruleset {
+				var rs Ruleset
+				var err error
+				if mode == "Compiler" {
+					rs, _, err = c.Firewall(m, "h1", Options{})
+				} else {
+					rs, _, err = ComputeFirewall(m, "h1", Options{})
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				return rs
+			}
+			rs := compute() // warm: the agent's first pass
+			p := snap.Policies[5000]
+			rev := int64(1)
+			for b.Loop() {
+				rev++
+				p.Rules = append([]api.Rule(nil), p.Rules...)
+				p.Rules[1].Ports = []uint16{80 + uint16(rev%2)}
+				if _, _, err := m.Apply(putEvent(rev, api.KindPolicy, p.Name, p)); err != nil {
+					b.Fatal(err)
+				}
+				rs = compute()
+			}
+			b.ReportMetric(float64(rs.RuleCount()), "nft-rules")
+			b.ReportMetric(float64(rs.ElementCount()), "elements")
+		})
+	}
+}
