@@ -89,10 +89,10 @@ sit beside this one (make build).`,
 	f.StringVar(&o.Prefix, "prefix", "romd", "prefix of the namespaces the demo creates")
 	f.StringVar(&o.BinDir, "bin-dir", "", "directory holding romanad, romana-agent and romana-cni (default: beside this executable)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log lab operations to stderr")
-	f.BoolVar(&o.DualStack, "dual-stack", false, "give every endpoint an IPv6 address too (a /48 ULA, same tenant and segment) and check the matrix over IPv4 and IPv6")
 	f.StringVar(&scenario, "scenario", "", `"chain": a segment's traffic to another tenant passes a firewall namespace, then the chain is removed (docs/chains.md)`)
 	f.StringVar(&fo.Topology, "fabric", "", `routed fabric instead of one L2 segment: "leafspine" (2 racks x 2 hosts, a BIRD top-of-rack per rack, a BIRD spine)`)
 	f.StringVar(&fo.Routes, "fabric-routes", demo.RoutesBGP, `with --fabric: "bgp" (agents announce over BGP) or "static" (romanad's generated static routes loaded into BIRD)`)
+	f.BoolVar(&o.DualStack, "dual-stack", false, "give every endpoint an IPv6 address too (a /48 ULA, same tenant and segment) and check the matrix over IPv4 and IPv6")
 	return cmd
 }
 
