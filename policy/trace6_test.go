@@ -31,6 +31,8 @@ func TestTraceV6(t *testing.T) {
 	snap := traceSnap6(t,
 		api.Policy{Name: "acme-to-web", Direction: []string{"ingress"}, AppliedTo: []api.Selector{{Tenant: "beta", Segment: "web"}},
 			Rules: []api.Rule{{Peers: []api.Peer{{Tenant: "acme"}}, Protocol: "tcp", Ports: []uint16{8081}}}},
+		api.Policy{Name: "h1-to-db", Direction: []string{"ingress"}, AppliedTo: []api.Selector{{Tenant: "beta", Segment: "db"}},
+			Rules: []api.Rule{{Peers: []api.Peer{{Host: "h1"}}, Protocol: "tcp", Ports: []uint16{5432}}}},
 		api.Policy{Name: "open-pings-acme", Direction: []string{"ingress"}, AppliedTo: []api.Selector{{Tenant: "acme"}},
 			Rules: []api.Rule{{Peers: []api.Peer{{Tenant: "open"}}, Protocol: "icmp", ICMPType: u8(128)}}},
 	)
@@ -50,6 +52,10 @@ func TestTraceV6(t *testing.T) {
 		{a1, a2, "icmpv6", 0, 128, "allow", "tenant isolation of acme: same tenant"},
 		{w2, d3, "tcp", 80, 0, "deny", "segment isolation of beta/db"},
 		{a2, o1, "tcp", 80, 0, "allow", "tenant isolation of open: none"},
+		// A host peer is its blocks and its underlay address of the family: ip6.
+		{a1, d3, "tcp", 5432, 0, "allow", "policy h1-to-db rule 0"},
+		{"fd77::1", d3, "tcp", 5432, 0, "allow", "policy h1-to-db rule 0"},
+		{"fd77::2", d3, "tcp", 5432, 0, "deny", "segment isolation of beta/db"},
 	}
 	for _, c := range cases {
 		p := Packet{Src: netip.MustParseAddr(c.from), Dst: netip.MustParseAddr(c.to), Proto: c.proto, Port: c.port, ICMPType: c.icmp}
