@@ -38,6 +38,10 @@ type Neighbor struct {
 	GracefulRestart bool
 	HoldTime        int // seconds; 0: BIRD's default (240)
 	ConnectRetry    int // seconds; 0: BIRD's default (120)
+	// NextHopSelf always announces the router's own address as the next
+	// hop. Without it BIRD passes a route's next hop on unchanged when it
+	// is on the neighbour's subnet too (routers sharing one L2 segment).
+	NextHopSelf bool
 }
 
 // PrefixSet renders a BIRD prefix set matching every prefix of exactly
@@ -114,7 +118,11 @@ func (c Config) Render() string {
 		if exp == "" {
 			exp = "none"
 		}
-		fmt.Fprintf(&b, "\t%s {\n\t\timport %s;\n\t\texport %s;\n\t};\n}\n", channel(n.Addr), imp, exp)
+		nhs := ""
+		if n.NextHopSelf {
+			nhs = "\t\tnext hop self;\n"
+		}
+		fmt.Fprintf(&b, "\t%s {\n\t\timport %s;\n\t\texport %s;\n%s\t};\n}\n", channel(n.Addr), imp, exp, nhs)
 	}
 	if c.Extra != "" {
 		b.WriteString(c.Extra)

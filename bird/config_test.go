@@ -62,3 +62,31 @@ Table master4:
 		t.Errorf("parseNetworks = %v, want %v", got, want)
 	}
 }
+
+// A dual-stack top-of-rack: one session per family with the host and with
+// the spine, an aggregate in each family (romana_aggr, romana_aggr6).
+func TestDualStackConfigGoldenAndParses(t *testing.T) {
+	pool4 := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	pool6 := []netip.Prefix{netip.MustParsePrefix("fd00:1234:5678::/48")}
+	c := Config{
+		RouterID:   netip.MustParseAddr("192.168.1.1"),
+		ASN:        65101,
+		Aggregates: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/12"), netip.MustParsePrefix("fd00:1234:5678::/52")},
+		Neighbors: []Neighbor{
+			{Name: "h1", Local: netip.MustParseAddr("192.168.1.1"), Addr: netip.MustParseAddr("192.168.1.11"), ASN: 64512,
+				Import: "where net ~ " + PrefixSet(pool4, 16), Export: "none"},
+			{Name: "h1v6", Local: netip.MustParseAddr("fd00:1::1"), Addr: netip.MustParseAddr("fd00:1::11"), ASN: 64512,
+				Import: "where net ~ " + PrefixSet(pool6, 64), Export: "where source = RTS_BGP", NextHopSelf: true},
+			{Name: "spine1", Local: netip.MustParseAddr("172.16.0.1"), Addr: netip.MustParseAddr("172.16.0.0"), ASN: 65100,
+				Import: "where net ~ " + PrefixSet(pool4, 12), Export: `where proto = "romana_aggr"`},
+			{Name: "spine1v6", Local: netip.MustParseAddr("fd00:ff::1"), Addr: netip.MustParseAddr("fd00:ff::"), ASN: 65100,
+				Import: "where net ~ " + PrefixSet(pool6, 52), Export: `where proto = "romana_aggr6"`},
+		},
+	}
+	conf := c.Render()
+	expect.Golden(t, "tor-dualstack.conf", conf)
+	requireBird(t)
+	if err := Check(context.Background(), conf); err != nil {
+		t.Fatal(err)
+	}
+}

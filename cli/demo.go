@@ -50,6 +50,7 @@ sit beside this one (make build).`,
   bin/romana demo --dual-stack                   # IPv4 and IPv6, one CNI ADD each endpoint
   bin/romana demo --fabric leafspine                 # racks, BIRD routers, BGP
   bin/romana demo --fabric leafspine --fabric-routes static
+  bin/romana demo --fabric leafspine --dual-stack    # IPv4 and IPv6 underlay, BGP and endpoints
   bin/romana demo --scenario chain               # service chaining through a firewall
   bin/romana demo --keep && ip netns list && bin/romana demo --down`,
 		Args: cobra.NoArgs,
@@ -73,6 +74,7 @@ sit beside this one (make build).`,
 				_, err := demo.RunChain(cmd.Context(), o)
 				return err
 			}
+			fo.DualStack = o.DualStack // one flag for both demos
 			if fo.Topology != "" { // demo/leafspine.go
 				_, err := demo.RunFabric(cmd.Context(), o, fo)
 				return err
@@ -92,7 +94,7 @@ sit beside this one (make build).`,
 	f.StringVar(&scenario, "scenario", "", `"chain": a segment's traffic to another tenant passes a firewall namespace, then the chain is removed (docs/chains.md)`)
 	f.StringVar(&fo.Topology, "fabric", "", `routed fabric instead of one L2 segment: "leafspine" (2 racks x 2 hosts, a BIRD top-of-rack per rack, a BIRD spine)`)
 	f.StringVar(&fo.Routes, "fabric-routes", demo.RoutesBGP, `with --fabric: "bgp" (agents announce over BGP) or "static" (romanad's generated static routes loaded into BIRD)`)
-	f.BoolVar(&o.DualStack, "dual-stack", false, "give every endpoint an IPv6 address too (a /48 ULA, same tenant and segment) and check the matrix over IPv4 and IPv6")
+	f.BoolVar(&o.DualStack, "dual-stack", false, "IPv6 beside IPv4: every endpoint gets an address of each family (a /48 ULA, same tenant and segment) and the matrix is checked over both; with --fabric also the IPv6 underlay and BGP sessions or static routes")
 	return cmd
 }
 
@@ -118,9 +120,6 @@ func checkDemoFlags(cmd *cobra.Command, down bool, hosts int, scenario string, f
 	}
 	if set("dual-stack") && scenario != "" {
 		return usagef("--dual-stack runs the connectivity matrix, not --scenario %s", scenario)
-	}
-	if set("dual-stack") && fo.Topology != "" {
-		return usagef("--dual-stack is not wired to --fabric yet: run it on the flat datacenter")
 	}
 	switch fo.Topology {
 	case "":

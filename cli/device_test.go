@@ -137,3 +137,30 @@ func TestDeviceAndFabricRoutes(t *testing.T) {
 		t.Errorf("device add -f FILE: %+v", one)
 	}
 }
+
+// TestDualStackHostFabricRoutes: a host added with --ip6 carries its IPv6
+// block on the IPv6 underlay address, and romanad refuses a second address
+// of the same family or inside a pool.
+func TestDualStackHostFabricRoutes(t *testing.T) {
+	srv := servertest.Start(t)
+	c := srv.Client
+	ctx := context.Background()
+	s := adminSession(t, srv)
+	s.ok("network", "add", "pods6", "--cidr", "fd00:1234:5678::/48", "--field", "rack=4", "--field", "host=12", "--field", "tenant=8", "--field", "segment=8")
+	out := s.ok("host", "add", "h1", "--ip", "192.168.1.11", "--ip6", "fd00:1::11", "--label", "rack=r1", "--no-token")
+	if !strings.Contains(out, "192.168.1.11,fd00:1::11") {
+		t.Errorf("host add output:\n%s", out)
+	}
+	if out := s.ok("host", "show", "h1"); !strings.Contains(out, "IP6:") || !strings.Contains(out, "fd00:1::11") {
+		t.Errorf("host show:\n%s", out)
+	}
+	s.ok("device", "add", "tor1", "--kind", "tor", "--group", "rack=r1", "--host-link", "192.168.1.1/24", "--host-link", "fd00:1::1/64")
+	out = s.ok("fabric", "routes", "--device", "tor1")
+	if !strings.Contains(out, "ip route replace fd00:1234:5678::/64 proto static via fd00:1::11  # host h1") {
+		t.Errorf("fabric routes:\n%s", out)
+	}
+	_, err := c.AddHost(ctx, api.Host{Name: "h2", IP: netip.MustParseAddr("192.168.1.12"), IP6: netip.MustParseAddr("192.168.1.13")})
+	s.fails(err, "host", "add", "h2", "--ip", "192.168.1.12", "--ip6", "192.168.1.13", "--no-token")
+	_, err = c.AddHost(ctx, api.Host{Name: "h3", IP: netip.MustParseAddr("192.168.1.14"), IP6: netip.MustParseAddr("fd00:1234:5678::1")})
+	s.fails(err, "host", "add", "h3", "--ip", "192.168.1.14", "--ip6", "fd00:1234:5678::1", "--no-token")
+}

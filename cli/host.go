@@ -35,12 +35,13 @@ token that "host add" and "host token" print.`,
 func newHostAddCmd(g *Globals) *cobra.Command {
 	var (
 		ip       string
+		ip6      string
 		labels   map[string]string
 		noToken  bool
 		tokenTTL string
 	)
 	cmd := &cobra.Command{
-		Use:   "add NAME --ip IP [--label KEY=VALUE]... [--no-token | --token-ttl D]",
+		Use:   "add NAME --ip IP [--ip6 IP6] [--label KEY=VALUE]... [--no-token | --token-ttl D]",
 		Short: "Add a host, and print the command that joins its agent",
 		Long: `Adds a host. Then, when romanad holds its CA key, it prints a single-use join
 token and the command that starts the host's agent with it:
@@ -50,11 +51,16 @@ server is the https:// address this command used; over the unix socket it is
 the placeholder https://ROMANAD:9600, to replace with romanad's address as
 the host reaches it. "romana host token NAME" makes another token.
 
+A dual-stack underlay: --ip is the host's IPv4 address and --ip6 its IPv6
+address, the next hop of its blocks in IPv6 networks (fabric routes, BGP over
+IPv6).
+
 With -o json or -o yaml the output is the host plus, when a token was made,
 "join": {host, token, expires, server, command, note}.`,
 		Example: `  romana host add h1 --ip 192.168.1.11
   romana host add h2 --ip 192.168.2.12 --label rack=r2 --label zone=a --token-ttl 15m
   romana host add h3 --ip 192.168.2.13 --no-token
+  romana host add h5 --ip 192.168.1.15 --ip6 fd00:1::15 --label rack=r1
   romana host add h4 --ip 192.168.2.14 -o json | jq -r .join.command`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -64,6 +70,12 @@ With -o json or -o yaml the output is the host plus, when a token was made,
 			addr, err := parseAddrFlag("--ip", ip)
 			if err != nil {
 				return err
+			}
+			var addr6 netip.Addr
+			if ip6 != "" {
+				if addr6, err = parseAddrFlag("--ip6", ip6); err != nil {
+					return err
+				}
 			}
 			if !noToken {
 				if err := checkTTL("--token-ttl", tokenTTL); err != nil {
@@ -76,7 +88,7 @@ With -o json or -o yaml the output is the host plus, when a token was made,
 			}
 			ctx, cancel := g.Context(cmd)
 			defer cancel()
-			h, err := c.AddHost(ctx, api.Host{Name: args[0], IP: addr, Labels: labels})
+			h, err := c.AddHost(ctx, api.Host{Name: args[0], IP: addr, IP6: addr6, Labels: labels})
 			if err != nil {
 				return err
 			}
@@ -111,6 +123,7 @@ With -o json or -o yaml the output is the host plus, when a token was made,
 		},
 	}
 	cmd.Flags().StringVar(&ip, "ip", "", "the host's underlay IP address")
+	cmd.Flags().StringVar(&ip6, "ip6", "", "the host's IPv6 underlay address, beside an IPv4 --ip (dual-stack)")
 	cmd.Flags().StringToStringVar(&labels, "label", nil, "label KEY=VALUE (repeatable); a topology level matches the label of its name")
 	cmd.Flags().BoolVar(&noToken, "no-token", false, "do not make a join token")
 	cmd.Flags().StringVar(&tokenTTL, "token-ttl", "1h", "how long the join token may be used (at most 24h)")
@@ -335,13 +348,20 @@ func writeHosts(w io.Writer, hs []api.Host) {
 		for _, s := range sortedSlots(h.Slots) {
 			blocks = append(blocks, fmt.Sprintf("%s:%s", s.Network, s.CIDR))
 		}
-		row(w, h.Name, h.IP, labelString(h.Labels), strings.Join(blocks, ","))
+		ips := h.IP.String()
+		if h.IP6.IsValid() {
+			ips += "," + h.IP6.String()
+		}
+		row(w, h.Name, ips, labelString(h.Labels), strings.Join(blocks, ","))
 	}
 }
 
 func writeHost(w io.Writer, h api.Host) {
 	row(w, "Name:", h.Name)
 	row(w, "IP:", h.IP)
+	if h.IP6.IsValid() {
+		row(w, "IP6:", h.IP6)
+	}
 	row(w, "Labels:", labelString(h.Labels))
 	fmt.Fprintln(w)
 	row(w, "NETWORK", "LOCATION", "BLOCK")

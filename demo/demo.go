@@ -267,6 +267,9 @@ type run struct {
 	cp      *controlPlane
 	eps     []Endpoint
 	attach  map[string]*cnirun.Runtime // by host
+	// routes6: hostReport lists IPv6 routes too (the flat demo's
+	// --dual-stack; the leaf-spine demo reports its own way).
+	routes6 bool
 	mu      sync.Mutex
 	lsns    []io.Closer
 }
@@ -281,6 +284,7 @@ func (d *run) setup(ctx context.Context) error {
 		return err
 	}
 	bin := func(b string) string { return filepath.Join(d.o.BinDir, b) }
+	d.routes6 = d.o.DualStack
 	d.lab, err = d.newLab(ctx)
 	if err != nil {
 		return err

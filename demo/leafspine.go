@@ -43,6 +43,11 @@ type FabricOptions struct {
 	// Scale is how many endpoints are added once the fabric converged, to
 	// show that no fabric router's table changes (0: 100; negative: none).
 	Scale int
+	// DualStack adds an IPv6 underlay (every host and link gets an IPv6
+	// address too), the IPv6 twin of the plan on a /48 ULA, an IPv6 BGP
+	// session beside each IPv4 one (or IPv6 static routes), and an IPv6
+	// address for every endpoint; the matrix is also checked over IPv6.
+	DualStack bool
 }
 
 // RouterReport is one fabric router's kernel routing table, restricted to
@@ -64,6 +69,7 @@ type FabricResult struct {
 	Scaled   []RouterReport `json:"scaled,omitempty"` // after adding Scale endpoints
 	Hosts    []HostReport   `json:"hosts"`
 	Matrix   Matrix         `json:"matrix"`
+	Matrix6  *Matrix        `json:"matrix6,omitempty"` // over IPv6, with DualStack
 	OK       bool           `json:"ok"`
 	Problems []string       `json:"problems,omitempty"`
 }
@@ -81,6 +87,20 @@ var fabricNetwork = api.Network{
 	},
 }
 
+// fabricNetwork6 is the IPv6 twin of fabricNetwork on a /48 ULA, with the
+// same levels: fd00:1234:5678::/48, rack 4 | host 12 | tenant 8 | segment 8
+// | endpoint 48: a rack owns a /52, a host a /64.
+var fabricNetwork6 = api.Network{
+	Name: "pods6",
+	CIDR: "fd00:1234:5678::/48",
+	Fields: []plan.Field{
+		{Name: "rack", Bits: 4},
+		{Name: plan.FieldHost, Bits: 12},
+		{Name: plan.FieldTenant, Bits: 8},
+		{Name: plan.FieldSegment, Bits: 8},
+	},
+}
+
 // Fabric ASNs: hosts share one private ASN, each router has its own.
 const (
 	hostASN  = 64512
@@ -93,18 +113,23 @@ type lsRack struct {
 	tor    string // "tor1"
 	subnet netip.Prefix
 	uplink netip.Prefix // the top-of-rack's end of its link to the spine; the spine's is the other address of the /31
-	hosts  []string
+	// subnet6 and uplink6 are the same in IPv6 (--dual-stack): a /64 and a /127.
+	subnet6, uplink6 netip.Prefix
+	hosts            []string
 }
 
 var lsRacks = []lsRack{
-	{name: "r1", tor: "tor1", subnet: netip.MustParsePrefix("192.168.1.1/24"), uplink: netip.MustParsePrefix("172.16.0.1/31"), hosts: []string{"h1", "h2"}},
-	{name: "r2", tor: "tor2", subnet: netip.MustParsePrefix("192.168.2.1/24"), uplink: netip.MustParsePrefix("172.16.0.3/31"), hosts: []string{"h3", "h4"}},
+	{name: "r1", tor: "tor1", subnet: netip.MustParsePrefix("192.168.1.1/24"), uplink: netip.MustParsePrefix("172.16.0.1/31"),
+		subnet6: netip.MustParsePrefix("fd00:0:0:1::1/64"), uplink6: netip.MustParsePrefix("fd00:0:0:ff::1/127"), hosts: []string{"h1", "h2"}},
+	{name: "r2", tor: "tor2", subnet: netip.MustParsePrefix("192.168.2.1/24"), uplink: netip.MustParsePrefix("172.16.0.3/31"),
+		subnet6: netip.MustParsePrefix("fd00:0:0:2::1/64"), uplink6: netip.MustParsePrefix("fd00:0:0:ff::3/127"), hosts: []string{"h3", "h4"}},
 }
 
 // underlay covers the racks' host subnets; lsControllerAddr is romanad's
 // machine in rack 1.
 var (
 	underlay         = netip.MustParsePrefix("192.168.0.0/16")
+	underlay6        = netip.MustParsePrefix("fd00::/48")
 	lsControllerAddr = netip.MustParsePrefix("192.168.1.250/24")
 )
 
@@ -114,19 +139,42 @@ func hostIP(r lsRack, i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4(a), r.subnet.Bits())
 }
 
-func spineEnd(r lsRack) netip.Addr { return r.uplink.Addr().Prev() }
+// hostIP6 is hostIP's IPv6 twin: fd00:0:0:<rack>::<10+i>.
+func hostIP6(r lsRack, i int) netip.Prefix {
+	a := r.subnet6.Addr().As16()
+	a[15] = byte(0x10 + i)
+	return netip.PrefixFrom(netip.AddrFrom16(a), r.subnet6.Bits())
+}
 
-// lsDevices is the fabric as romana devices.
-func lsDevices() []api.Device {
+func spineEnd(r lsRack) netip.Addr  { return r.uplink.Addr().Prev() }
+func spineEnd6(r lsRack) netip.Addr { return r.uplink6.Addr().Prev() }
+
+// lsDevices is the fabric as romana devices; dual adds the IPv6 host links
+// and uplinks.
+func lsDevices(dual bool) []api.Device {
 	spine := api.Device{Name: "spine1", Kind: api.DeviceSpine, ASN: spineASN, RouterID: netip.MustParseAddr("172.31.255.100")}
 	var out []api.Device
 	for i, r := range lsRacks {
-		out = append(out, api.Device{Name: r.tor, Kind: api.DeviceToR, Group: map[string]string{"rack": r.name},
+		d := api.Device{Name: r.tor, Kind: api.DeviceToR, Group: map[string]string{"rack": r.name},
 			ASN: spineASN + 1 + uint32(i), RouterID: netip.AddrFrom4([4]byte{172, 31, 255, byte(i + 1)}),
-			Links: []api.DeviceLink{{Local: r.subnet}, {Peer: spine.Name, Local: r.uplink, Remote: spineEnd(r)}}})
+			Links: []api.DeviceLink{{Local: r.subnet}, {Peer: spine.Name, Local: r.uplink, Remote: spineEnd(r)}}}
 		spine.Links = append(spine.Links, api.DeviceLink{Peer: r.tor, Local: netip.PrefixFrom(spineEnd(r), 31), Remote: r.uplink.Addr()})
+		if dual {
+			d.Links = append(d.Links, api.DeviceLink{Local: r.subnet6}, api.DeviceLink{Peer: spine.Name, Local: r.uplink6, Remote: spineEnd6(r)})
+			spine.Links = append(spine.Links, api.DeviceLink{Peer: r.tor, Local: netip.PrefixFrom(spineEnd6(r), 127), Remote: r.uplink6.Addr()})
+		}
+		out = append(out, d)
 	}
 	return append([]api.Device{spine}, out...)
+}
+
+// sessionName is the BIRD protocol of the BGP session with peer over
+// addr's family: the peer's name, with "v6" for IPv6.
+func sessionName(peer string, addr netip.Addr) string {
+	if addr.Is4() {
+		return peer
+	}
+	return peer + "v6"
 }
 
 // router is a fabric router: a namespace running BIRD.
@@ -141,8 +189,12 @@ type leafSpine struct {
 	*run
 	f       FabricOptions
 	plan    *plan.Plan
-	routers []*router // spine first
+	plans   []*plan.Plan // plan, then its IPv6 twin with DualStack
+	routers []*router    // spine first
 	hostNS  map[string]*sim.Namespace
+	// ip6 holds each endpoint's IPv6 address (DualStack), by endpoint name.
+	mu6 sync.Mutex
+	ip6 map[string]netip.Addr
 }
 
 // RunFabric runs the routed-fabric demo (`romana demo --fabric leafspine`).
@@ -192,11 +244,24 @@ func newLeafSpine(o Options, f FabricOptions) (*leafSpine, error) {
 	if err := checkFree(o.Prefix); err != nil {
 		return nil, err
 	}
-	p, err := plan.Parse(fabricNetwork.Spec())
-	if err != nil {
-		return nil, err
+	ls := &leafSpine{run: &run{o: o, say: sayer(o)}, f: f, hostNS: map[string]*sim.Namespace{}, ip6: map[string]netip.Addr{}}
+	for _, n := range ls.networks() {
+		p, err := plan.Parse(n.Spec())
+		if err != nil {
+			return nil, err
+		}
+		ls.plans = append(ls.plans, p)
 	}
-	return &leafSpine{run: &run{o: o, say: sayer(o)}, f: f, plan: p, hostNS: map[string]*sim.Namespace{}}, nil
+	ls.plan = ls.plans[0]
+	return ls, nil
+}
+
+// networks are the demo's networks: pods, and pods6 with DualStack.
+func (ls *leafSpine) networks() []api.Network {
+	if ls.f.DualStack {
+		return []api.Network{fabricNetwork, fabricNetwork6}
+	}
+	return []api.Network{fabricNetwork}
 }
 
 func (ls *leafSpine) bin(b string) string { return filepath.Join(ls.o.BinDir, b) }
@@ -222,14 +287,24 @@ func (ls *leafSpine) setup(ctx context.Context) error {
 	if ls.lab, err = ls.newLab(ctx); err != nil {
 		return err
 	}
-	ls.say("== leaf-spine fabric: %d racks x 2 hosts, a top-of-rack router per rack and a spine, all BIRD 2; routes by %s", len(lsRacks), ls.f.Routes)
-	for _, d := range lsDevices() {
+	stack := ""
+	if ls.f.DualStack {
+		stack = ", dual-stack (IPv4 and IPv6 underlay, sessions and routes)"
+	}
+	ls.say("== leaf-spine fabric: %d racks x 2 hosts, a top-of-rack router per rack and a spine, all BIRD 2; routes by %s%s", len(lsRacks), ls.f.Routes, stack)
+	for _, d := range lsDevices(ls.f.DualStack) {
 		ns, err := ls.lab.AddNamespace(ctx, d.Name)
 		if err != nil {
 			return err
 		}
 		if err := sh(ctx, ns, "ip link set lo up", "sysctl -q -w net.ipv4.ip_forward=1"); err != nil {
 			return err
+		}
+		if ls.f.DualStack {
+			// A router namespace forwards IPv6 on every interface.
+			if err := sh(ctx, ns, "sysctl -q -w net.ipv6.conf.all.forwarding=1"); err != nil {
+				return err
+			}
 		}
 		ls.routers = append(ls.routers, &router{dev: d, ns: ns})
 	}
@@ -253,6 +328,19 @@ func (ls *leafSpine) setup(ctx context.Context) error {
 			"ip link set "+r.tor+" up",
 			"ip route add "+r.subnet.Masked().String()+" via "+r.uplink.Addr().String()); err != nil {
 			return err
+		}
+		if ls.f.DualStack {
+			if err := sh(ctx, tor.ns,
+				"ip addr add "+r.subnet6.String()+" dev hosts0 nodad",
+				"ip addr add "+r.uplink6.String()+" dev up0 nodad",
+				"ip -6 route add "+underlay6.String()+" via "+spineEnd6(r).String()); err != nil {
+				return err
+			}
+			if err := sh(ctx, spine.ns,
+				"ip addr add "+netip.PrefixFrom(spineEnd6(r), 127).String()+" dev "+r.tor+" nodad",
+				"ip -6 route add "+r.subnet6.Masked().String()+" via "+r.uplink6.Addr().String()); err != nil {
+				return err
+			}
 		}
 	}
 	// romanad runs on a machine in rack 1, reached over the routed underlay.
@@ -282,8 +370,10 @@ func (ls *leafSpine) setup(ctx context.Context) error {
 		return err
 	}
 	ls.cli, ls.sock = ls.cp.cli, ls.cp.sock
-	if _, err := ls.cli.AddNetwork(ctx, fabricNetwork); err != nil {
-		return err
+	for _, n := range ls.networks() {
+		if _, err := ls.cli.AddNetwork(ctx, n); err != nil {
+			return err
+		}
 	}
 	for _, t := range demoTenants {
 		if _, err := ls.cli.AddTenant(ctx, t); err != nil {
@@ -320,7 +410,20 @@ func (ls *leafSpine) setup(ctx context.Context) error {
 				return err
 			}
 			ls.hostNS[h] = ns
-			if _, err := ls.cli.AddHost(ctx, api.Host{Name: h, IP: ip.Addr(), Labels: map[string]string{"rack": r.name}}); err != nil {
+			host := api.Host{Name: h, IP: ip.Addr(), Labels: map[string]string{"rack": r.name}}
+			if ls.f.DualStack {
+				ip6 := hostIP6(r, j+1)
+				// The uplink forwards IPv6 toward the endpoints: Romana sets
+				// force_forwarding on endpoint veths only (docs/agent.md).
+				if err := sh(ctx, ns,
+					"ip addr add "+ip6.String()+" dev eth0 nodad",
+					"ip -6 route add default via "+r.subnet6.Addr().String(),
+					"sysctl -q -w net.ipv6.conf.eth0.force_forwarding=1"); err != nil {
+					return err
+				}
+				host.IP6 = ip6.Addr()
+			}
+			if _, err := ls.cli.AddHost(ctx, host); err != nil {
 				return err
 			}
 		}
@@ -346,7 +449,15 @@ func (ls *leafSpine) setup(ctx context.Context) error {
 			}
 			ls.recordPID(a)
 			ls.agents = append(ls.agents, a)
-			rt, err := cnirun.New(ls.hostNS[h].Path, []string{ls.o.BinDir}, filepath.Join(ls.dir, "cni-cache"), ls.cp.cniConf(h))
+			conf := ls.cp.cniConf(h)
+			if ls.f.DualStack {
+				// Two networks accept every tenant: the plugin's address
+				// comes from pods (its IPv6 twin, from addIP6).
+				if conf, err = withNetwork(conf, fabricNetwork.Name); err != nil {
+					return err
+				}
+			}
+			rt, err := cnirun.New(ls.hostNS[h].Path, []string{ls.o.BinDir}, filepath.Join(ls.dir, "cni-cache"), conf)
 			if err != nil {
 				return err
 			}
@@ -374,8 +485,27 @@ func (ls *leafSpine) startRouters(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pools := []netip.Prefix{ls.plan.Prefix()}
-	hostLen, rackLen := ls.plan.Prefix().Bits()+4+4, ls.plan.Prefix().Bits()+4
+	// Per family: the pool, and the lengths of a host's and a rack's block.
+	type fam struct {
+		pools            []netip.Prefix
+		hostLen, rackLen int
+		aggr             string
+	}
+	fams := map[bool]fam{}
+	for _, p := range ls.plans {
+		hostLen, rackLen := p.Prefix().Bits(), p.Prefix().Bits()
+		for _, lv := range p.Levels() {
+			if lv.Name == "rack" {
+				rackLen += lv.Bits
+			}
+			hostLen += lv.Bits
+		}
+		aggr := "romana_aggr"
+		if !p.Is4() {
+			aggr = "romana_aggr6"
+		}
+		fams[p.Is4()] = fam{pools: []netip.Prefix{p.Prefix()}, hostLen: hostLen + p.HostBits(), rackLen: rackLen, aggr: aggr}
+	}
 	for _, rt := range ls.routers {
 		w, err := ls.cli.FabricRoutes(ctx, rt.dev.Name)
 		if err != nil {
@@ -393,21 +523,33 @@ func (ls *leafSpine) startRouters(ctx context.Context) error {
 			// Hosts announce their block; the top-of-rack announces only
 			// its rack's aggregate upward.
 			conf.Aggregates = tab.Announce
-			for _, h := range hosts {
-				if !fabric.Serves(rt.dev, h.Labels) {
-					continue
+			for _, l := range rt.dev.Links {
+				f, ok := fams[l.Local.Addr().Is4()]
+				switch {
+				case !ok:
+				case l.Peer == "": // a host link: a session with each host on it
+					for _, h := range hosts {
+						ip := h.UnderlayIP(l.Local.Addr().Is4())
+						if !fabric.Serves(rt.dev, h.Labels) || !l.Local.Contains(ip) {
+							continue
+						}
+						conf.Neighbors = append(conf.Neighbors, bird.Neighbor{Name: sessionName(h.Name, ip), Local: l.Local.Addr(), Addr: ip, ASN: hostASN,
+							Import: "where net ~ " + bird.PrefixSet(f.pools, f.hostLen), Export: "none", HoldTime: 9, ConnectRetry: 1})
+					}
+				default:
+					conf.Neighbors = append(conf.Neighbors, bird.Neighbor{Name: sessionName(l.Peer, l.Remote), Local: l.Local.Addr(), Addr: l.Remote, ASN: spineASN,
+						Import: "where net ~ " + bird.PrefixSet(f.pools, f.rackLen), Export: fmt.Sprintf("where proto = %q", f.aggr), HoldTime: 9, ConnectRetry: 1})
 				}
-				conf.Neighbors = append(conf.Neighbors, bird.Neighbor{Name: h.Name, Local: rt.dev.Links[0].Local.Addr(), Addr: h.IP, ASN: hostASN,
-					Import: "where net ~ " + bird.PrefixSet(pools, hostLen), Export: "none", HoldTime: 9, ConnectRetry: 1})
 			}
-			l := rt.dev.Links[1]
-			conf.Neighbors = append(conf.Neighbors, bird.Neighbor{Name: l.Peer, Local: l.Local.Addr(), Addr: l.Remote, ASN: spineASN,
-				Import: "where net ~ " + bird.PrefixSet(pools, rackLen), Export: `where proto = "romana_aggr"`, HoldTime: 9, ConnectRetry: 1})
 		default: // the spine: learns each rack's aggregate, passes the others on
 			for _, l := range rt.dev.Links {
+				f, ok := fams[l.Remote.Is4()]
+				if !ok {
+					continue
+				}
 				tor := ls.device(l.Peer)
-				conf.Neighbors = append(conf.Neighbors, bird.Neighbor{Name: l.Peer, Local: l.Local.Addr(), Addr: l.Remote, ASN: tor.ASN,
-					Import: "where net ~ " + bird.PrefixSet(pools, rackLen), Export: "where source = RTS_BGP", HoldTime: 9, ConnectRetry: 1})
+				conf.Neighbors = append(conf.Neighbors, bird.Neighbor{Name: sessionName(l.Peer, l.Remote), Local: l.Local.Addr(), Addr: l.Remote, ASN: tor.ASN,
+					Import: "where net ~ " + bird.PrefixSet(f.pools, f.rackLen), Export: "where source = RTS_BGP", HoldTime: 9, ConnectRetry: 1})
 			}
 		}
 		rt.bird = bird.New(rt.dev.Name, rt.ns.Name, ls.dir)
@@ -467,6 +609,12 @@ func (ls *leafSpine) addEndpoints(ctx context.Context, eps []Endpoint, first int
 				return
 			}
 			e.IP, _ = netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
+			if ls.f.DualStack {
+				if err := ls.addIP6(ctx, e, res); err != nil {
+					errs[i] = fmt.Errorf("endpoint %s: %w", e.Name, err)
+					return
+				}
+			}
 			out[i] = e
 		}()
 	}
@@ -480,13 +628,113 @@ func (ls *leafSpine) addEndpoints(ctx context.Context, eps []Endpoint, first int
 	return done, errors.Join(errs...)
 }
 
+// withNetwork sets the "network" of a CNI network configuration.
+func withNetwork(conf []byte, network string) ([]byte, error) {
+	var m map[string]any
+	if err := json.Unmarshal(conf, &m); err != nil {
+		return nil, fmt.Errorf("CNI configuration: %w", err)
+	}
+	m["network"] = network
+	return json.Marshal(m)
+}
+
+// addIP6 gives a CNI-attached endpoint its IPv6 address, until the CNI
+// plugin attaches dual-stack itself: romanad allocates it in pods6 for the
+// same host, tenant and segment, on the endpoint's veth (so the agent
+// routes it and applies policy to it), and the demo puts it on the
+// endpoint's eth0 with a default route via fe80::1, an address it gives
+// the host side of the veth.
+func (ls *leafSpine) addIP6(ctx context.Context, e Endpoint, res *current.Result) error {
+	var hostIf string
+	for _, i := range res.Interfaces {
+		if i.Sandbox == "" {
+			hostIf = i.Name
+		}
+	}
+	if hostIf == "" {
+		return errors.New("CNI result names no host interface")
+	}
+	a, err := ls.cli.Allocate(ctx, api.AddressRequest{Name: e.Name + "-v6", Network: fabricNetwork6.Name, Host: e.Host,
+		Tenant: e.Tenant, Segment: e.Segment, Interface: hostIf})
+	if err != nil {
+		return fmt.Errorf("allocate an IPv6 address: %w", err)
+	}
+	epNS := filepath.Base(e.NS)
+	ns := &sim.Namespace{Name: epNS, Path: e.NS}
+	if err := sh(ctx, ns,
+		"ip -6 addr add "+netip.PrefixFrom(a.IP, 128).String()+" dev eth0 nodad",
+		"ip -6 route add default via "+sim.Gateway6.String()+" dev eth0"); err != nil {
+		return err
+	}
+	if err := sh(ctx, ls.hostNS[e.Host], "ip -6 addr add "+sim.Gateway6.String()+"/64 dev "+hostIf+" nodad"); err != nil {
+		return err
+	}
+	ls.mu6.Lock()
+	ls.ip6[e.Name] = a.IP
+	ls.mu6.Unlock()
+	return nil
+}
+
+// matrix6 probes every ordered pair of the first endpoints over IPv6 (TCP
+// and ping), as the IPv4 matrix does.
+func (ls *leafSpine) matrix6(ctx context.Context, eps []Endpoint) (Matrix, error) {
+	var v6 []Endpoint
+	for _, e := range eps {
+		e.IP = ls.ip6[e.Name]
+		if !e.IP.IsValid() {
+			return Matrix{}, fmt.Errorf("endpoint %s has no IPv6 address", e.Name)
+		}
+		l, err := listenIn(e.NS, netip.AddrPortFrom(e.IP, ProbePort))
+		if err != nil {
+			return Matrix{}, err
+		}
+		ls.mu.Lock()
+		ls.lsns = append(ls.lsns, l)
+		ls.mu.Unlock()
+		go serve(l)
+		v6 = append(v6, e)
+	}
+	n := len(v6)
+	m := Matrix{Endpoints: v6, Cells: make([]Cell, n*n)}
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i, src := range v6 {
+		for j, dst := range v6 {
+			c := &m.Cells[i*n+j]
+			c.From, c.To = src.Name, dst.Name
+			if i == j {
+				continue
+			}
+			c.Expected = Expect(tenantModes(), src, dst)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				c.TCP = dialIn(src.NS, netip.AddrPortFrom(dst.IP, ProbePort), time.Second) == nil
+				c.Ping = pingIn(ctx, filepath.Base(src.NS), dst.IP, time.Second)
+			}()
+		}
+	}
+	wg.Wait()
+	return m, ctx.Err()
+}
+
 // routerReport reads one router's kernel routes inside the pool (as `ip
 // route` shows them) and, with BGP, its sessions.
 func (ls *leafSpine) routerReport(ctx context.Context, rt *router) (RouterReport, error) {
 	rep := RouterReport{Name: rt.dev.Name, Kind: rt.dev.Kind, Group: fabric.GroupString(rt.dev.Group), Endpoints: len(ls.eps), Routes: []string{}}
-	out, err := rt.ns.Exec(ctx, "ip", "-4", "route", "show", "root", ls.plan.Prefix().String())
-	if err != nil {
-		return rep, err
+	var out string
+	for _, p := range ls.plans {
+		fam := "-4"
+		if !p.Is4() {
+			fam = "-6"
+		}
+		o, err := rt.ns.Exec(ctx, "ip", fam, "route", "show", "root", p.Prefix().String())
+		if err != nil {
+			return rep, err
+		}
+		out += o
 	}
 	var cur string
 	for _, l := range strings.Split(out, "\n") {
@@ -522,12 +770,17 @@ func (ls *leafSpine) neighbors(rt *router) []string {
 		for _, r := range lsRacks {
 			if r.tor == rt.dev.Name {
 				out = append(out, r.hosts...)
+				if ls.f.DualStack {
+					for _, h := range r.hosts {
+						out = append(out, h+"v6")
+					}
+				}
 			}
 		}
 	}
 	for _, l := range rt.dev.Links {
 		if l.Peer != "" {
-			out = append(out, l.Peer)
+			out = append(out, sessionName(l.Peer, l.Remote))
 		}
 	}
 	return out
@@ -543,7 +796,7 @@ func (ls *leafSpine) wantDsts(ctx context.Context, rt *router) ([]netip.Prefix, 
 	}
 	var out []netip.Prefix
 	for _, r := range w.Routes {
-		if ls.f.Routes == RoutesBGP && r.Dst == ls.plan.Prefix() {
+		if ls.f.Routes == RoutesBGP && slices.ContainsFunc(ls.plans, func(p *plan.Plan) bool { return p.Prefix() == r.Dst }) {
 			continue
 		}
 		out = append(out, r.Dst)
@@ -669,6 +922,9 @@ func (ls *leafSpine) sayRouters(reps []RouterReport) {
 func (ls *leafSpine) prove(ctx context.Context) (FabricResult, error) {
 	res := FabricResult{Plan: ls.plan.String(), Routes: ls.f.Routes}
 	ls.say("\n== address plan\n  %s", ls.plan)
+	if ls.f.DualStack {
+		ls.say("  %s", ls.plans[1])
+	}
 	hosts, err := ls.cli.ListHosts(ctx)
 	if err != nil {
 		return res, err
@@ -688,6 +944,10 @@ func (ls *leafSpine) prove(ctx context.Context) (FabricResult, error) {
 	}
 	ls.say("\n== endpoints")
 	for _, e := range ls.eps {
+		if ip6, ok := ls.ip6[e.Name]; ok {
+			ls.say("  %-3s %-17s %-11s %s", e.Name, e.Label(), e.IP, ip6)
+			continue
+		}
 		ls.say("  %-3s %-17s %s", e.Name, e.Label(), e.IP)
 	}
 
@@ -697,7 +957,11 @@ func (ls *leafSpine) prove(ctx context.Context) (FabricResult, error) {
 		return res, err
 	}
 	res.Routers = reps
-	ls.say("\n== fabric routers: kernel routes to Romana's pool %s, next to the number of endpoints", ls.plan.Prefix())
+	var pools []string
+	for _, p := range ls.plans {
+		pools = append(pools, p.Prefix().String())
+	}
+	ls.say("\n== fabric routers: kernel routes to Romana's pool %s, next to the number of endpoints", strings.Join(pools, " and "))
 	ls.sayRouters(reps)
 	for _, h := range hosts {
 		hr, err := ls.hostReport(ctx, h)
@@ -728,6 +992,20 @@ func (ls *leafSpine) prove(ctx context.Context) (FabricResult, error) {
 			allowed++
 		default:
 			blocked++
+		}
+	}
+	if ls.f.DualStack {
+		ls.say("\n== connectivity over IPv6: TCP connect to port %d and ping, every ordered pair", ProbePort)
+		m6, err := ls.matrix6(ctx, ls.eps)
+		if err != nil {
+			return res, err
+		}
+		res.Matrix6 = &m6
+		if !ls.o.JSON {
+			m6.Render(ls.o.Out)
+		}
+		for _, c := range m6.Mismatches() {
+			res.Problems = append(res.Problems, fmt.Sprintf("IPv6 %s -> %s: expected %s, tcp %s, ping %s", c.From, c.To, verdict(c.Expected), verdict(c.TCP), verdict(c.Ping)))
 		}
 	}
 
@@ -763,6 +1041,13 @@ func (ls *leafSpine) prove(ctx context.Context) (FabricResult, error) {
 				if !ok {
 					res.Problems = append(res.Problems, fmt.Sprintf("new endpoint %s cannot reach %s across racks", last.Name, e.Name))
 				}
+				if ip6, dual := ls.ip6[e.Name]; dual {
+					ok := dialIn(last.NS, netip.AddrPortFrom(ip6, ProbePort), 2*time.Second) == nil
+					ls.say("  new endpoint %s -> %s across racks over IPv6 (%s): tcp %s", last.Name, e.Name, ip6, verdict(ok))
+					if !ok {
+						res.Problems = append(res.Problems, fmt.Sprintf("new endpoint %s cannot reach %s across racks over IPv6", last.Name, e.Name))
+					}
+				}
 				break
 			}
 		}
@@ -779,8 +1064,12 @@ func (ls *leafSpine) prove(ctx context.Context) (FabricResult, error) {
 	if !res.OK {
 		return res, fmt.Errorf("the fabric demo failed:\n  %s", strings.Join(res.Problems, "\n  "))
 	}
-	ls.say("\nPASS: %d pairs reachable and %d pairs isolated as expected across racks; fabric routers carry %s routes whatever the number of endpoints",
-		allowed, blocked, routeCounts(res.Routers))
+	over := ""
+	if ls.f.DualStack {
+		over = " (over IPv4 and over IPv6)"
+	}
+	ls.say("\nPASS: %d pairs reachable and %d pairs isolated as expected across racks%s; fabric routers carry %s routes whatever the number of endpoints",
+		allowed, blocked, over, routeCounts(res.Routers))
 	return res, nil
 }
 

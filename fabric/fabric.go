@@ -260,9 +260,9 @@ func (w *world) tor(d api.Device) ([]Route, []netip.Prefix) {
 			if !ok {
 				continue
 			}
-			ip := h.IP.Unmap()
-			if !ip.IsValid() || ip.Is4() != n.Plan.Is4() {
-				w.problem("host %q: ip %s cannot be the next hop of its block %s in network %q (another family); skipped", h.Name, h.IP, s.CIDR, n.Name)
+			ip := h.UnderlayIP(n.Plan.Is4())
+			if !ip.IsValid() {
+				w.problem("host %q: no %s underlay address to be the next hop of its block %s in network %q; skipped", h.Name, familyName(n.Plan.Is4()), s.CIDR, n.Name)
 				continue
 			}
 			if !onHostLink(d, ip) {

@@ -265,3 +265,92 @@ func TestIPScriptApplies(t *testing.T) {
 		t.Errorf("ECMP pool route missing:\n%s", out)
 	}
 }
+
+// The dual-stack tor1's script installs its IPv4 and IPv6 routes in a
+// kernel, each via the host's underlay address of the route's family.
+func TestIPScriptAppliesDualStack(t *testing.T) {
+	lab := simtest.New(t)
+	ctx := context.Background()
+	ns, err := lab.AddNamespace(ctx, "tor1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][]string{
+		{"ip", "link", "add", "hosts0", "type", "bridge"},
+		{"ip", "link", "set", "hosts0", "up"},
+		{"ip", "addr", "add", "192.168.1.1/24", "dev", "hosts0"},
+		{"ip", "addr", "add", "fd00:1::1/64", "dev", "hosts0", "nodad"},
+		{"ip", "link", "add", "up0", "type", "bridge"},
+		{"ip", "link", "set", "up0", "up"},
+		{"ip", "addr", "add", "172.16.0.1/31", "dev", "up0"},
+		{"ip", "addr", "add", "fd00:ff::1/127", "dev", "up0", "nodad"},
+	} {
+		if _, err := ns.Exec(ctx, c...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tab, err := Compute(dualStack(t), "tor1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(t.TempDir(), "routes.sh")
+	if err := os.WriteFile(script, []byte("set -e\n"+RenderIP(tab)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := ns.Exec(ctx, "sh", script); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for fam, want := range map[string][]string{
+		"-4": {"10.0.0.0/8 via 172.16.0.0 dev up0", "10.0.0.0/16 via 192.168.1.11 dev hosts0", "10.1.0.0/16 via 192.168.1.12 dev hosts0"},
+		"-6": {"fd00:1234:5678::/48 via fd00:ff:: dev up0", "fd00:1234:5678::/64 via fd00:1::11 dev hosts0", "fd00:1234:5678:1::/64 via fd00:1::12 dev hosts0"},
+	} {
+		out, err := ns.Exec(ctx, "ip", fam, "route", "show", "proto", "static")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != len(want) {
+			t.Errorf("ip %s: kernel has %d static routes, want %d:\n%s", fam, len(lines), len(want), out)
+		}
+		for _, w := range want {
+			if !strings.Contains(out, w+" ") {
+				t.Errorf("ip %s: lacks %q:\n%s", fam, w, out)
+			}
+		}
+	}
+}
+
+// A host's block of one family needs an underlay address of that family;
+// a dual-stack host peers once per family its top-of-rack has a host link in.
+func TestDualStackUnderlay(t *testing.T) {
+	b := newBuilder(t).
+		network("pods6", "fd00:1234:5678::/48", plan.Field{Name: "rack", Bits: 4}, plan.Field{Name: "host", Bits: 12},
+			plan.Field{Name: "tenant", Bits: 8}, plan.Field{Name: "segment", Bits: 8}).
+		host("h1", "192.168.1.11", "rack", "r1").
+		host("h2", "192.168.1.12", "rack", "r1").ip6("fd00:1::12").
+		device(api.Device{Name: "tor1", Kind: api.DeviceToR, Group: map[string]string{"rack": "r1"}, ASN: 65101,
+			Links: []api.DeviceLink{link("", "192.168.1.1/24", ""), link("", "fd00:1::1/64", "")}}).
+		device(api.Device{Name: "tor4", Kind: api.DeviceToR, Group: map[string]string{"rack": "r1"}, ASN: 65104,
+			Links: []api.DeviceLink{link("", "192.168.1.4/24", "")}})
+	tab, err := Compute(b.snap, "tor1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `host "h1": no IPv6 underlay address to be the next hop of its block fd00:1234:5678::/64 in network "pods6"; skipped`; !slices.Contains(tab.Problems, want) {
+		t.Errorf("problems %q lack %q", tab.Problems, want)
+	}
+	if len(tab.Routes) != 1 || tab.Routes[0].String() != "fd00:1234:5678:1::/64 via fd00:1::12" {
+		t.Errorf("routes = %v", tab.Routes)
+	}
+	hb, err := ForHost(b.snap, "h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "host h2\nrouter-id 192.168.1.12\nannounce fd00:1234:5678:1::/64\n" +
+		"peer tor1 192.168.1.1 as 65101\npeer tor4 192.168.1.4 as 65104\npeer tor1 fd00:1::1 as 65101\naccept fd00:1234:5678::/48\n"
+	if got := hb.String(); got != want {
+		t.Errorf("h2's BGP:\n%s\nwant (tor4, IPv4 only, no problem):\n%s", got, want)
+	}
+}

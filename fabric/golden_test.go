@@ -24,6 +24,7 @@ var scenarios = []struct {
 }{
 	{"leafspine", leafSpine, []string{"tor1", "tor2a", "tor2b", "spine1", "spine2"}, []string{"h1", "h3"}},
 	{"leafspine6", leafSpine6, []string{"tor1", "spine1"}, []string{"h2"}},
+	{"dualstack", dualStack, []string{"tor1", "tor2", "spine1"}, []string{"h1", "h3"}},
 }
 
 // TestGolden renders every device's routes in the three syntaxes, and each

@@ -21,8 +21,11 @@ type HostBGP struct {
 	// Announce is the host's block in every network, sorted.
 	Announce []netip.Prefix
 	// Peers are the top-of-rack routers whose group selects the host and
-	// that speak BGP (have an ASN), at their address on the host's subnet.
-	// Sorted by address.
+	// that speak BGP (have an ASN), at their address on the host's subnet:
+	// one session per underlay family the host and the router share (a
+	// dual-stack host peers twice with a dual-stack top-of-rack, over IPv4
+	// for its IPv4 blocks and over IPv6 for its IPv6 blocks). Sorted by
+	// address.
 	Peers []Peer
 	// Accept is where routes learned from peers may point: the networks'
 	// pools. Learned routes outside them, or equal to or inside one of
@@ -85,9 +88,12 @@ func ForHostModel(m *model.Model, host string) (HostBGP, error) {
 			out.Announce = append(out.Announce, s.CIDR)
 		}
 	}
-	ip := h.IP.Unmap()
-	if ip.Is4() {
-		out.RouterID = ip
+	out.RouterID = h.UnderlayIP(true)
+	var ips []netip.Addr // the host's underlay addresses, IPv4 first
+	for _, is4 := range []bool{true, false} {
+		if ip := h.UnderlayIP(is4); ip.IsValid() {
+			ips = append(ips, ip)
+		}
 	}
 	for _, d := range w.tors {
 		if !Serves(d, h.Labels) {
@@ -97,15 +103,25 @@ func ForHostModel(m *model.Model, host string) (HostBGP, error) {
 			w.problem("device %q serves host %q but has no ASN: no BGP session", d.Name, h.Name)
 			continue
 		}
-		found := false
-		for _, l := range d.Links {
-			if l.Peer == "" && l.Local.Contains(ip) {
-				out.Peers = append(out.Peers, Peer{Device: d.Name, Addr: l.Local.Addr(), ASN: d.ASN})
-				found = true
+		for _, ip := range ips {
+			found, other := false, false
+			for _, l := range d.Links {
+				if l.Peer != "" {
+					continue
+				}
+				if l.Local.Contains(ip) {
+					out.Peers = append(out.Peers, Peer{Device: d.Name, Addr: l.Local.Addr(), ASN: d.ASN})
+					found = true
+				} else if l.Local.Addr().Is4() == ip.Is4() {
+					other = true
+				}
 			}
-		}
-		if !found {
-			w.problem("device %q serves host %q but has no host link on the subnet of %s: no BGP session", d.Name, h.Name, ip)
+			// A router with no host link of this family simply does not
+			// carry it (an IPv4-only top-of-rack beside a dual-stack host);
+			// one with a host link elsewhere is a misconfiguration.
+			if !found && (other || len(ips) == 1) {
+				w.problem("device %q serves host %q but has no host link on the subnet of %s: no BGP session", d.Name, h.Name, ip)
+			}
 		}
 	}
 	slices.SortFunc(out.Announce, comparePrefix)

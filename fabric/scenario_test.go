@@ -75,6 +75,12 @@ func (b *builder) host(name, ip string, labels ...string) *builder {
 	return b
 }
 
+// ip6 gives the host added last an IPv6 underlay address beside its IPv4.
+func (b *builder) ip6(addr string) *builder {
+	b.snap.Hosts[len(b.snap.Hosts)-1].IP6 = netip.MustParseAddr(addr)
+	return b
+}
+
 func (b *builder) device(d api.Device) *builder {
 	b.snap.Devices = append(b.snap.Devices, d)
 	return b
@@ -160,5 +166,31 @@ func leafSpine6(tb testing.TB) api.Snapshot {
 			Links: []api.DeviceLink{link("", "fd00:1::1/64", ""), link("spine1", "fd00:ff::1/127", "fd00:ff::"),
 				link("spine1", "fd00:ff::3/127", "fd00:ff::2")}}).
 		device(api.Device{Name: "spine1", Kind: api.DeviceSpine, ASN: 65100})
+	return b.snap
+}
+
+// dualStack is a dual-stack fabric: network "pods" on 10.0.0.0/8 and its
+// IPv6 twin "pods6" on a /48 ULA with the same levels (rack, host, tenant,
+// segment; 48 endpoint bits in v6), hosts with an IPv4 and an IPv6 underlay
+// address, top-of-racks with a host link and an uplink in each family.
+func dualStack(tb testing.TB) api.Snapshot {
+	b := newBuilder(tb).
+		network("pods", "10.0.0.0/8", plan.Field{Name: "rack", Bits: 4}, plan.Field{Name: "host", Bits: 4},
+			plan.Field{Name: "tenant", Bits: 4}, plan.Field{Name: "segment", Bits: 4}).
+		network("pods6", "fd00:1234:5678::/48", plan.Field{Name: "rack", Bits: 4}, plan.Field{Name: "host", Bits: 12},
+			plan.Field{Name: "tenant", Bits: 8}, plan.Field{Name: "segment", Bits: 8}).
+		host("h1", "192.168.1.11", "rack", "r1").ip6("fd00:1::11").
+		host("h2", "192.168.1.12", "rack", "r1").ip6("fd00:1::12").
+		host("h3", "192.168.2.13", "rack", "r2").ip6("fd00:2::13").
+		host("h4", "192.168.2.14", "rack", "r2").ip6("fd00:2::14").
+		device(api.Device{Name: "tor1", Kind: api.DeviceToR, Group: map[string]string{"rack": "r1"}, ASN: 65101,
+			Links: []api.DeviceLink{link("", "192.168.1.1/24", ""), link("", "fd00:1::1/64", ""),
+				link("spine1", "172.16.0.1/31", "172.16.0.0"), link("spine1", "fd00:ff::1/127", "fd00:ff::")}}).
+		device(api.Device{Name: "tor2", Kind: api.DeviceToR, Group: map[string]string{"rack": "r2"}, ASN: 65102,
+			Links: []api.DeviceLink{link("", "192.168.2.1/24", ""), link("", "fd00:2::1/64", ""),
+				link("spine1", "172.16.0.3/31", "172.16.0.2"), link("spine1", "fd00:ff::3/127", "fd00:ff::2")}}).
+		device(api.Device{Name: "spine1", Kind: api.DeviceSpine, ASN: 65100}).
+		endpoints("pods", 4).
+		endpoints("pods6", 4)
 	return b.snap
 }
