@@ -74,7 +74,8 @@ sit beside this one (make build).`,
 				_, err := demo.RunChain(cmd.Context(), o)
 				return err
 			}
-			fo.DualStack = o.DualStack // one flag for both demos
+			// One --dual-stack for both demos.
+			fo.DualStack = o.DualStack
 			if fo.Topology != "" { // demo/leafspine.go
 				_, err := demo.RunFabric(cmd.Context(), o, fo)
 				return err
