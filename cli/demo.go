@@ -47,6 +47,7 @@ sit beside this one (make build).`,
 		Example: `  make demo                      # build and run
   bin/romana demo --hosts 4
   bin/romana demo --json | jq .ok
+  bin/romana demo --dual-stack                   # IPv4 and IPv6, one CNI ADD each endpoint
   bin/romana demo --fabric leafspine                 # racks, BIRD routers, BGP
   bin/romana demo --fabric leafspine --fabric-routes static
   bin/romana demo --fabric leafspine --dual-stack    # IPv4 and IPv6 underlay, BGP and endpoints
@@ -73,6 +74,8 @@ sit beside this one (make build).`,
 				_, err := demo.RunChain(cmd.Context(), o)
 				return err
 			}
+			// One --dual-stack for both demos.
+			fo.DualStack = o.DualStack
 			if fo.Topology != "" { // demo/leafspine.go
 				_, err := demo.RunFabric(cmd.Context(), o, fo)
 				return err
@@ -92,7 +95,7 @@ sit beside this one (make build).`,
 	f.StringVar(&scenario, "scenario", "", `"chain": a segment's traffic to another tenant passes a firewall namespace, then the chain is removed (docs/chains.md)`)
 	f.StringVar(&fo.Topology, "fabric", "", `routed fabric instead of one L2 segment: "leafspine" (2 racks x 2 hosts, a BIRD top-of-rack per rack, a BIRD spine)`)
 	f.StringVar(&fo.Routes, "fabric-routes", demo.RoutesBGP, `with --fabric: "bgp" (agents announce over BGP) or "static" (romanad's generated static routes loaded into BIRD)`)
-	f.BoolVar(&fo.DualStack, "dual-stack", false, "with --fabric: IPv6 beside IPv4 (underlay, BGP sessions or static routes, endpoints, the matrix)")
+	f.BoolVar(&o.DualStack, "dual-stack", false, "IPv6 beside IPv4: every endpoint gets an address of each family (a /48 ULA, same tenant and segment) and the matrix is checked over both; with --fabric also the IPv6 underlay and BGP sessions or static routes")
 	return cmd
 }
 
@@ -116,13 +119,13 @@ func checkDemoFlags(cmd *cobra.Command, down bool, hosts int, scenario string, f
 	default:
 		return usagef("--scenario %q: the only scenario is \"chain\"", scenario)
 	}
+	if set("dual-stack") && scenario != "" {
+		return usagef("--dual-stack runs the connectivity matrix, not --scenario %s", scenario)
+	}
 	switch fo.Topology {
 	case "":
 		if set("fabric-routes") {
 			return usagef("--fabric-routes chooses how the fabric's routers learn routes: it needs --fabric %s", demo.TopologyLeafSpine)
-		}
-		if fo.DualStack {
-			return usagef("--dual-stack needs --fabric %s (the flat demo's dual stack is not in this build)", demo.TopologyLeafSpine)
 		}
 		return nil
 	case demo.TopologyLeafSpine:

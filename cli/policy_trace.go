@@ -20,7 +20,7 @@ func newPolicyTraceCmd(g *Globals) *cobra.Command {
 	var port uint16
 	var icmpType, icmpCode uint8
 	cmd := &cobra.Command{
-		Use:   "trace --from ADDR --to ADDR [--proto tcp|udp|sctp|icmp] [--port N] [--icmp-type T --icmp-code C]",
+		Use:   "trace --from ADDR --to ADDR [--proto tcp|udp|sctp|icmp|icmpv6] [--port N] [--icmp-type T --icmp-code C]",
 		Short: "Explain whether a new connection is allowed, and which policy rule or isolation default decides",
 		Long: `Ask romanad whether a new connection from one address to another is allowed.
 romanad compiles the policies for the source's and the destination's hosts
@@ -53,7 +53,7 @@ step on the way.`,
 						return usagef("--%s is for --proto icmp, not %s", f, proto)
 					}
 				}
-			case api.ProtoICMP:
+			case api.ProtoICMP, "icmpv6": // policy.ProtoICMPv6
 				if cmd.Flags().Changed("port") {
 					return usagef("--port is for tcp, udp and sctp: ICMP has no ports (use --icmp-type and --icmp-code)")
 				}
@@ -64,7 +64,7 @@ step on the way.`,
 					}
 				}
 			default:
-				return usagef("--proto: %q is not one of tcp, udp, sctp, icmp", proto)
+				return usagef("--proto: %q is not one of tcp, udp, sctp, icmp, icmpv6", proto)
 			}
 			c, err := g.Client()
 			if err != nil {
@@ -81,9 +81,9 @@ step on the way.`,
 	}
 	cmd.Flags().StringVar(&from, "from", "", "source address")
 	cmd.Flags().StringVar(&to, "to", "", "destination address")
-	cmd.Flags().StringVar(&proto, "proto", api.ProtoTCP, "protocol: tcp, udp, sctp or icmp")
+	cmd.Flags().StringVar(&proto, "proto", api.ProtoTCP, "protocol: tcp, udp, sctp, icmp (ICMPv6 between IPv6 addresses) or icmpv6")
 	cmd.Flags().Uint16Var(&port, "port", 0, "destination port (tcp, udp, sctp)")
-	cmd.Flags().Uint8Var(&icmpType, "icmp-type", 8, "ICMP type (icmp; default echo request)")
+	cmd.Flags().Uint8Var(&icmpType, "icmp-type", 8, "ICMP type (icmp; default echo request: 8, or 128 between IPv6 addresses)")
 	cmd.Flags().Uint8Var(&icmpCode, "icmp-code", 0, "ICMP code (icmp)")
 	cmd.MarkFlagRequired("from")
 	cmd.MarkFlagRequired("to")

@@ -34,6 +34,10 @@ import (
 // Gateway/32; endpoints reach it on-link.
 var Gateway = model.Gateway
 
+// Gateway6 is the IPv6 endpoints' gateway, a link-local address the
+// plugin puts on the host side of each IPv6 endpoint's veth (model.Gateway6).
+var Gateway6 = model.Gateway6
+
 // FailPoints are the ADD steps after which a test can inject a failure
 // (Plugin.failAt), to prove that a failed ADD leaks nothing.
 var FailPoints = []string{"after-allocate", "after-veth", "after-container", "after-host-route"}
@@ -65,6 +69,13 @@ type NetConf struct {
 	AgentSocket string `json:"agentSocket,omitempty"`
 	// Network is the romanad network to allocate from ("" lets romanad pick).
 	Network string `json:"network,omitempty"`
+	// Networks, instead of Network, names one or two romanad networks to
+	// allocate from, one address each, on the one interface: an IPv4 and
+	// an IPv6 network make a dual-stack endpoint (["pods4", "pods6"]).
+	// The tenant and segment are the same in both, and so are their ids
+	// (romanad numbers tenants and segments once, for every network).
+	// Two networks of one family are refused at ADD.
+	Networks []string `json:"networks,omitempty"`
 	// Tenant and Segment are the defaults when the invocation names none.
 	Tenant  string `json:"tenant,omitempty"`
 	Segment string `json:"segment,omitempty"`
@@ -96,6 +107,20 @@ func LoadConf(stdin []byte) (*NetConf, error) {
 		}
 		if err := api.ValidateName(f.kind, f.v); err != nil {
 			return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid network config: "+err.Error(), "")
+		}
+	}
+	if c.Network != "" && len(c.Networks) > 0 {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, `invalid network config: set "network" or "networks", not both`, "")
+	}
+	if len(c.Networks) > 2 {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(`invalid network config: "networks" names %d networks; at most two (an IPv4 and an IPv6 one)`, len(c.Networks)), "")
+	}
+	for i, n := range c.Networks {
+		if err := api.ValidateName("network", n); err != nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid network config: networks[%d]: %v", i, err), "")
+		}
+		if slices.Contains(c.Networks[:i], n) {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid network config: networks[%d]: %q is listed twice", i, n), "")
 		}
 	}
 	if c.MTU == 0 {
@@ -181,8 +206,48 @@ func Resolve(c *NetConf, cniArgs string) (Target, error) {
 	return t, nil
 }
 
-// AllocationName is the romanad idempotency key of an attachment.
+// AllocationName is the romanad idempotency key of an attachment (of
+// its first address, for a dual-stack one).
 func AllocationName(containerID, ifName string) string { return containerID + ":" + ifName }
+
+// AllocationNames are the romanad names of an attachment's addresses, one
+// per network it allocates from (at least one: romanad may pick the
+// network): AllocationName, then AllocationName with ":1" (a container
+// id holds no colon). DEL releases both, whatever the config says.
+func AllocationNames(containerID, ifName string, networks int) []string {
+	base := AllocationName(containerID, ifName)
+	out := []string{base}
+	for i := 1; i < networks; i++ {
+		out = append(out, fmt.Sprintf("%s:%d", base, i))
+	}
+	return out
+}
+
+// Targets are the networks an ADD allocates from, in order: "networks",
+// or "network" ("" lets romanad pick).
+func (c *NetConf) Targets() []string {
+	if len(c.Networks) > 0 {
+		return c.Networks
+	}
+	return []string{c.Network}
+}
+
+// CheckFamilies verifies an attachment's addresses: at most one of each
+// family.
+func CheckFamilies(addrs []netip.Addr) error {
+	var n4, n6 int
+	for _, a := range addrs {
+		if a.Unmap().Is4() {
+			n4++
+		} else {
+			n6++
+		}
+	}
+	if n4 > 1 || n6 > 1 {
+		return fmt.Errorf("addresses %v: want at most one IPv4 and one IPv6 address; name networks of different families", addrs)
+	}
+	return nil
+}
 
 // vethRE matches the names VethName makes; the agent's "romana-gw" does
 // not match it.
@@ -197,23 +262,41 @@ func VethName(allocation string) string { return forward.VethName(allocation) }
 // IsVethName reports whether a link name has the form VethName produces.
 func IsVethName(name string) bool { return vethRE.MatchString(name) }
 
-// BuildResult is the ADD result: the host and container interfaces, the
-// /32 with its gateway, the default route, and DNS when configured.
-func BuildResult(ip netip.Addr, host, cont *current.Interface, dns types.DNS) *current.Result {
-	return &current.Result{
+// GatewayFor is the gateway of an endpoint address: Gateway for IPv4,
+// Gateway6 (link-local) for IPv6.
+func GatewayFor(ip netip.Addr) netip.Addr {
+	if ip.Unmap().Is4() {
+		return Gateway
+	}
+	return Gateway6
+}
+
+// BuildResult is the ADD result: the host and container interfaces, each
+// address (/32 or /128) with its gateway, one default route per family,
+// and DNS when configured.
+func BuildResult(ips []netip.Addr, host, cont *current.Interface, dns types.DNS) *current.Result {
+	r := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
 		Interfaces: []*current.Interface{host, cont},
-		IPs: []*current.IPConfig{{
-			Interface: current.Int(1),
-			Address:   net.IPNet{IP: net.IP(ip.AsSlice()), Mask: net.CIDRMask(32, 32)},
-			Gateway:   net.IP(Gateway.AsSlice()),
-		}},
-		Routes: []*types.Route{{
-			Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
-			GW:  net.IP(Gateway.AsSlice()),
-		}},
-		DNS: dns,
+		DNS:        dns,
 	}
+	for _, ip := range ips {
+		ip = ip.Unmap()
+		gw := net.IP(GatewayFor(ip).AsSlice())
+		r.IPs = append(r.IPs, &current.IPConfig{
+			Interface: current.Int(1),
+			Address:   net.IPNet{IP: net.IP(ip.AsSlice()), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())},
+			Gateway:   gw,
+		})
+		r.Routes = append(r.Routes, &types.Route{
+			Dst: net.IPNet{IP: net.IP(netip.IPv6Unspecified().AsSlice()), Mask: net.CIDRMask(0, 128)},
+			GW:  gw,
+		})
+		if ip.Is4() {
+			r.Routes[len(r.Routes)-1].Dst = net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+		}
+	}
+	return r
 }
 
 // SelectGC returns the addresses GC must release: those this plugin

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -226,7 +227,7 @@ func TestVethName(t *testing.T) {
 func TestBuildResult(t *testing.T) {
 	host := &current.Interface{Name: "romana123456789", Mac: "aa:bb:cc:dd:ee:01", Mtu: 1500}
 	cont := &current.Interface{Name: "eth0", Mac: "aa:bb:cc:dd:ee:02", Mtu: 1500, Sandbox: "/var/run/netns/c1"}
-	res := BuildResult(netip.MustParseAddr("10.1.1.27"), host, cont, types.DNS{Nameservers: []string{"10.0.0.10"}})
+	res := BuildResult([]netip.Addr{netip.MustParseAddr("10.1.1.27")}, host, cont, types.DNS{Nameservers: []string{"10.0.0.10"}})
 	b, err := json.Marshal(res)
 	if err != nil {
 		t.Fatal(err)
@@ -249,6 +250,74 @@ func TestBuildResult(t *testing.T) {
 		if !strings.Contains(string(b), `"10.1.1.27/32"`) || !strings.Contains(string(b), `"cniVersion":"`+v+`"`) {
 			t.Errorf("as %s: %s", v, b)
 		}
+	}
+}
+
+// A dual-stack result has both addresses, each with its gateway, and a
+// default route per family; CNI versions before 1.0 carry the family as
+// "version" in each address.
+func TestBuildResultDualStack(t *testing.T) {
+	host := &current.Interface{Name: "romana123456789", Mac: "aa:bb:cc:dd:ee:01", Mtu: 1500}
+	cont := &current.Interface{Name: "eth0", Mac: "aa:bb:cc:dd:ee:02", Mtu: 1500, Sandbox: "/var/run/netns/c1"}
+	res := BuildResult([]netip.Addr{netip.MustParseAddr("10.1.1.27"), netip.MustParseAddr("fd00:1234:5678:100:1000::1b")}, host, cont, types.DNS{})
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `"ips":[{"address":"10.1.1.27/32","gateway":"169.254.1.1","interface":1},` +
+		`{"address":"fd00:1234:5678:100:1000::1b/128","gateway":"fe80::1","interface":1}],` +
+		`"routes":[{"dst":"0.0.0.0/0","gw":"169.254.1.1"},{"dst":"::/0","gw":"fe80::1"}]}`
+	if !strings.HasSuffix(string(b), want) {
+		t.Errorf("result JSON\n got %s\nwant suffix %s", b, want)
+	}
+	r, err := res.GetAsVersion("0.4.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(r); !strings.Contains(string(b), `"version":"6","interface":1,"address":"fd00:1234:5678:100:1000::1b/128"`) {
+		t.Errorf("as 0.4.0: %s", b)
+	}
+}
+
+// "networks" names one or two networks, never with "network", never one
+// twice; the families of what romanad returns are checked at ADD.
+func TestLoadConfNetworks(t *testing.T) {
+	for _, tc := range []struct {
+		conf, err string
+		targets   []string
+	}{
+		{`{"networks":["pods4","pods6"]}`, "", []string{"pods4", "pods6"}},
+		{`{"networks":["pods6"]}`, "", []string{"pods6"}},
+		{`{"network":"pods4"}`, "", []string{"pods4"}},
+		{`{}`, "", []string{""}},
+		{`{"network":"pods4","networks":["pods6"]}`, "not both", nil},
+		{`{"networks":["a","b","c"]}`, "at most two", nil},
+		{`{"networks":["a","a"]}`, "listed twice", nil},
+		{`{"networks":["a",""]}`, "networks[1]", nil},
+	} {
+		c, err := LoadConf([]byte(tc.conf))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: err %v, want %q", tc.conf, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.conf, err)
+		}
+		if got := c.Targets(); !slices.Equal(got, tc.targets) {
+			t.Errorf("%s: targets %q, want %q", tc.conf, got, tc.targets)
+		}
+	}
+	a4, a6 := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")
+	if err := CheckFamilies([]netip.Addr{a4, a6}); err != nil {
+		t.Error(err)
+	}
+	if err := CheckFamilies([]netip.Addr{a6, netip.MustParseAddr("fd00::2")}); err == nil {
+		t.Error("two IPv6 addresses accepted")
+	}
+	if got := AllocationNames("c1", "eth0", 2); !slices.Equal(got, []string{"c1:eth0", "c1:eth0:1"}) {
+		t.Errorf("AllocationNames = %q", got)
 	}
 }
 

@@ -60,24 +60,29 @@ func createVeth(netnsPath, ifName, hostVeth string, mtu int) (host, cont *curren
 	return &current.Interface{Name: hostVeth, Mac: h.Attrs().HardwareAddr.String(), Mtu: h.Attrs().MTU}, cont, nil
 }
 
-// configureContainer gives ifName in the container ip/32 and a default
-// route via Gateway on-link, and sets it up.
-func configureContainer(netnsPath, ifName string, addr netip.Addr) error {
+// configureContainer gives ifName in the container each address (/32 or
+// /128, IPv6 ones without duplicate address detection: romanad made them
+// unique) and a default route per family: via Gateway on-link for IPv4,
+// via Gateway6 (link-local) for IPv6. It sets the link up first.
+func configureContainer(netnsPath, ifName string, ips []netip.Addr) error {
 	err := ns.WithNetNSPath(netnsPath, func(_ ns.NetNS) error {
 		link, err := netlinksafe.LinkByName(ifName)
 		if err != nil {
 			return fmt.Errorf("find link: %w", err)
 		}
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(addr.AsSlice()), Mask: net.CIDRMask(32, 32)}}
-		if err := netlink.AddrReplace(link, a); err != nil {
-			return fmt.Errorf("add address %s/32: %w", addr, err)
+		for _, ip := range ips {
+			if err := netlink.AddrReplace(link, endpointAddr(ip)); err != nil {
+				return fmt.Errorf("add address %s: %w", netip.PrefixFrom(ip, ip.BitLen()), err)
+			}
 		}
 		if err := netlink.LinkSetUp(link); err != nil {
 			return fmt.Errorf("set up: %w", err)
 		}
-		r := defaultRoute(link.Attrs().Index)
-		if err := netlink.RouteReplace(&r); err != nil {
-			return fmt.Errorf("add route default via %s dev %s onlink: %w", Gateway, ifName, err)
+		for _, ip := range ips {
+			r := defaultRoute(link.Attrs().Index, ip.Is4())
+			if err := netlink.RouteReplace(&r); err != nil {
+				return fmt.Errorf("add route default via %s dev %s: %w", GatewayFor(ip), ifName, err)
+			}
 		}
 		return nil
 	})
@@ -87,7 +92,33 @@ func configureContainer(netnsPath, ifName string, addr netip.Addr) error {
 	return nil
 }
 
-func defaultRoute(linkIndex int) netlink.Route {
+// endpointAddr is an endpoint's address on its eth0: /32, or /128 without
+// DAD.
+func endpointAddr(ip netip.Addr) *netlink.Addr {
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(ip.AsSlice()), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())}}
+	if ip.Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	return a
+}
+
+// gateway6Addr is Gateway6/64 on the host side of a veth, without DAD
+// (every veth holds it; each is its own link).
+func gateway6Addr() *netlink.Addr {
+	return &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(Gateway6.AsSlice()), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD}
+}
+
+// defaultRoute is the endpoint's default route of one family: via Gateway
+// on-link, or via Gateway6 (link-local: on the link by definition).
+func defaultRoute(linkIndex int, is4 bool) netlink.Route {
+	if !is4 {
+		return netlink.Route{
+			LinkIndex: linkIndex,
+			Dst:       &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)},
+			Gw:        net.IP(Gateway6.AsSlice()),
+			Family:    netlink.FAMILY_V6,
+		}
+	}
 	return netlink.Route{
 		LinkIndex: linkIndex,
 		Dst:       &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
@@ -98,25 +129,42 @@ func defaultRoute(linkIndex int) netlink.Route {
 }
 
 func hostRoute(linkIndex int, addr netip.Addr) netlink.Route {
+	fam := netlink.FAMILY_V4
+	if addr.Is6() {
+		fam = netlink.FAMILY_V6
+	}
 	return netlink.Route{
 		LinkIndex: linkIndex,
-		Dst:       &net.IPNet{IP: net.IP(addr.AsSlice()), Mask: net.CIDRMask(32, 32)},
+		Dst:       &net.IPNet{IP: net.IP(addr.AsSlice()), Mask: net.CIDRMask(addr.BitLen(), addr.BitLen())},
 		Scope:     netlink.SCOPE_LINK,
 		Protocol:  routeProtocol,
-		Family:    netlink.FAMILY_V4,
+		Family:    fam,
 	}
 }
 
-// addHostRoute installs "<addr>/32 dev <hostVeth> scope link proto 190"
-// (route.Protocol).
-func addHostRoute(hostVeth string, addr netip.Addr) error {
+// configureHost installs "<addr>/32 (or /128) dev <hostVeth> scope link
+// proto 190" (route.Protocol) for each address and, when one is IPv6,
+// Gateway6/64 on hostVeth, so the host answers the endpoint's neighbour
+// solicitations for its gateway there.
+func configureHost(hostVeth string, ips []netip.Addr) error {
 	link, err := netlinksafe.LinkByName(hostVeth)
 	if err != nil {
-		return fmt.Errorf("add host route %s/32 dev %s: find link: %w", addr, hostVeth, err)
+		return fmt.Errorf("configure host side %s: find link: %w", hostVeth, err)
 	}
-	r := hostRoute(link.Attrs().Index, addr)
-	if err := netlink.RouteReplace(&r); err != nil {
-		return fmt.Errorf("add host route %s/32 dev %s: %w", addr, hostVeth, err)
+	for _, ip := range ips {
+		if !ip.Is6() {
+			continue
+		}
+		if err := netlink.AddrReplace(link, gateway6Addr()); err != nil {
+			return fmt.Errorf("add gateway address %s/64 to %s: %w", Gateway6, hostVeth, err)
+		}
+		break
+	}
+	for _, ip := range ips {
+		r := hostRoute(link.Attrs().Index, ip)
+		if err := netlink.RouteReplace(&r); err != nil {
+			return fmt.Errorf("add host route %s dev %s: %w", r.Dst, hostVeth, err)
+		}
 	}
 	return nil
 }
@@ -178,8 +226,9 @@ func listLinks() ([]string, error) {
 	return out, nil
 }
 
-// checkHost verifies that hostVeth is up and carries the host route to addr.
-func checkHost(hostVeth string, addr netip.Addr) error {
+// checkHost verifies that hostVeth is up and carries the host route to
+// each address, and Gateway6 when one is IPv6.
+func checkHost(hostVeth string, ips []netip.Addr) error {
 	link, err := netlinksafe.LinkByName(hostVeth)
 	if err != nil {
 		return fmt.Errorf("host veth %s: %w", hostVeth, err)
@@ -187,16 +236,38 @@ func checkHost(hostVeth string, addr netip.Addr) error {
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		return fmt.Errorf("host veth %s is down", hostVeth)
 	}
-	want := hostRoute(link.Attrs().Index, addr)
-	if !hasRoute(link, want) {
-		return fmt.Errorf("host route %s/32 dev %s is missing", addr, hostVeth)
+	for _, ip := range ips {
+		want := hostRoute(link.Attrs().Index, ip)
+		if !hasRoute(link, want) {
+			return fmt.Errorf("host route %s dev %s is missing", want.Dst, hostVeth)
+		}
+		if ip.Is6() && !hasAddr(link, netip.PrefixFrom(Gateway6, 64)) {
+			return fmt.Errorf("host veth %s lacks the gateway address %s/64", hostVeth, Gateway6)
+		}
 	}
 	return nil
 }
 
-// checkContainer verifies ifName in the container: up, holding addr/32 and
-// the default route via Gateway.
-func checkContainer(netnsPath, ifName string, addr netip.Addr) error {
+// hasAddr reports whether link holds p.
+func hasAddr(link netlink.Link, p netip.Prefix) bool {
+	fam := netlink.FAMILY_V4
+	if p.Addr().Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	addrs, err := netlinksafe.AddrList(link, fam)
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(addrs, func(a netlink.Addr) bool {
+		ones, _ := a.Mask.Size()
+		got, _ := netip.AddrFromSlice(a.IP)
+		return got.Unmap() == p.Addr() && ones == p.Bits()
+	})
+}
+
+// checkContainer verifies ifName in the container: up, holding each
+// address (/32 or /128) and the default route of its family.
+func checkContainer(netnsPath, ifName string, ips []netip.Addr) error {
 	return ns.WithNetNSPath(netnsPath, func(_ ns.NetNS) error {
 		link, err := netlinksafe.LinkByName(ifName)
 		if err != nil {
@@ -205,34 +276,28 @@ func checkContainer(netnsPath, ifName string, addr netip.Addr) error {
 		if link.Attrs().Flags&net.FlagUp == 0 {
 			return fmt.Errorf("container interface %s in %s is down", ifName, netnsPath)
 		}
-		addrs, err := netlinksafe.AddrList(link, netlink.FAMILY_V4)
-		if err != nil {
-			return fmt.Errorf("list addresses of %s in %s: %w", ifName, netnsPath, err)
-		}
-		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool {
-			ones, _ := a.Mask.Size()
-			got, _ := netip.AddrFromSlice(a.IP.To4())
-			return got == addr && ones == 32
-		}) {
-			return fmt.Errorf("container interface %s in %s lacks %s/32", ifName, netnsPath, addr)
-		}
-		if !hasRoute(link, defaultRoute(link.Attrs().Index)) {
-			return fmt.Errorf("container route default via %s dev %s is missing in %s", Gateway, ifName, netnsPath)
+		for _, ip := range ips {
+			if !hasAddr(link, netip.PrefixFrom(ip, ip.BitLen())) {
+				return fmt.Errorf("container interface %s in %s lacks %s/%d", ifName, netnsPath, ip, ip.BitLen())
+			}
+			if !hasRoute(link, defaultRoute(link.Attrs().Index, ip.Is4())) {
+				return fmt.Errorf("container route default via %s dev %s is missing in %s", GatewayFor(ip), ifName, netnsPath)
+			}
 		}
 		return nil
 	})
 }
 
 // hasRoute reports whether link has a route matching want's destination,
-// gateway and (when set) protocol in the main table.
+// gateway and (when set) protocol in the main table of want's family.
 func hasRoute(link netlink.Link, want netlink.Route) bool {
-	routes, err := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN},
+	routes, err := netlinksafe.RouteListFiltered(want.Family, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN},
 		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return false
 	}
 	for _, r := range routes {
-		if dstString(r.Dst) != dstString(want.Dst) {
+		if dstString(r.Dst, want.Family) != dstString(want.Dst, want.Family) {
 			continue
 		}
 		if !r.Gw.Equal(want.Gw) {
@@ -246,7 +311,10 @@ func hasRoute(link netlink.Link, want netlink.Route) bool {
 	return false
 }
 
-func dstString(d *net.IPNet) string {
+func dstString(d *net.IPNet, family int) string {
+	if d == nil && family == netlink.FAMILY_V6 {
+		return "::/0"
+	}
 	if d == nil {
 		return "0.0.0.0/0"
 	}

@@ -132,25 +132,12 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 			fmt.Sprintf("attachment %s: host interface %s already exists; DEL the attachment first", name, veth), "")
 	}
 
-	req := api.AddressRequest{
-		Name: name, Host: p.Host, Tenant: target.Tenant, Segment: target.Segment,
-		Network: conf.Network, Interface: veth,
-		Attrs: map[string]string{
-			AttrOwner: Owner, AttrNetwork: conf.Name,
-			AttrContainerID: args.ContainerID, AttrIfName: args.IfName, AttrNetNS: args.Netns,
-		},
-	}
-	addr, err := rd.Allocate(ctx, req)
-	if err != nil && notSent(err) {
-		// romanad answered with an error, or was never reached: nothing
-		// was allocated.
-		return nil, AsCNIError(err, fmt.Sprintf("allocate %s at romanad %s (tenant %s from %s, segment %s from %s, host %s)",
-			name, p.Server, target.Tenant, target.TenantFrom, target.Segment, target.SegmentFrom, p.Host))
-	}
-	// From here on, undo on failure. An error without an answer (a timeout)
-	// may have allocated, so it is undone too.
+	names := AllocationNames(args.ContainerID, args.IfName, len(conf.Targets()))
+	var allocated []string // names romanad may hold, for the undo
+	// From the first request on, undo on failure: an error without an
+	// answer (a timeout) may have allocated, so it is undone too.
 	defer func() {
-		if retErr == nil {
+		if retErr == nil || len(allocated) == 0 {
 			return
 		}
 		var undo []string
@@ -159,8 +146,10 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 		}
 		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), p.Timeout)
 		defer ucancel()
-		if err := rd.Release(uctx, name); err != nil && !api.IsNotFound(err) {
-			undo = append(undo, fmt.Sprintf("release %s: %v", name, err))
+		for _, n := range allocated {
+			if err := rd.Release(uctx, n); err != nil && !api.IsNotFound(err) {
+				undo = append(undo, fmt.Sprintf("release %s: %v", n, err))
+			}
 		}
 		p.Log.Warn("add failed, undone", "allocation", name, "veth", veth, "err", retErr, "undoErrors", undo)
 		if len(undo) > 0 {
@@ -168,11 +157,35 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 			retErr = types.NewError(te.Code, te.Msg+"; undo failed, leaked: "+strings.Join(undo, "; "), te.Details)
 		}
 	}()
-	if err != nil {
-		return nil, AsCNIError(err, fmt.Sprintf("allocate %s at romanad %s", name, p.Server))
+	var ips []netip.Addr
+	for i, network := range conf.Targets() {
+		req := api.AddressRequest{
+			Name: names[i], Host: p.Host, Tenant: target.Tenant, Segment: target.Segment,
+			Network: network, Interface: veth,
+			Attrs: map[string]string{
+				AttrOwner: Owner, AttrNetwork: conf.Name,
+				AttrContainerID: args.ContainerID, AttrIfName: args.IfName, AttrNetNS: args.Netns,
+			},
+		}
+		addr, err := rd.Allocate(ctx, req)
+		if err != nil && notSent(err) {
+			// romanad answered with an error, or was never reached:
+			// nothing was allocated by this request.
+			in := ""
+			if network != "" {
+				in = "network " + network + ", "
+			}
+			return nil, AsCNIError(err, fmt.Sprintf("allocate %s at romanad %s (%stenant %s from %s, segment %s from %s, host %s)",
+				names[i], p.Server, in, target.Tenant, target.TenantFrom, target.Segment, target.SegmentFrom, p.Host))
+		}
+		allocated = append(allocated, names[i])
+		if err != nil {
+			return nil, AsCNIError(err, fmt.Sprintf("allocate %s at romanad %s", names[i], p.Server))
+		}
+		ips = append(ips, addr.IP.Unmap())
 	}
-	if !addr.IP.Is4() {
-		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("allocate %s: romanad returned %v, want an IPv4 address", name, addr.IP), "")
+	if err := CheckFamilies(ips); err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("allocate %s: networks %q: %v", name, conf.Networks, err), "")
 	}
 	if err := p.fail("after-allocate"); err != nil {
 		return nil, err
@@ -184,20 +197,20 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 	if err := p.fail("after-veth"); err != nil {
 		return nil, err
 	}
-	if err := configureContainer(args.Netns, args.IfName, addr.IP); err != nil {
+	if err := configureContainer(args.Netns, args.IfName, ips); err != nil {
 		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	}
 	if err := p.fail("after-container"); err != nil {
 		return nil, err
 	}
-	if err := addHostRoute(veth, addr.IP); err != nil {
+	if err := configureHost(veth, ips); err != nil {
 		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	}
 	if err := p.fail("after-host-route"); err != nil {
 		return nil, err
 	}
-	p.Log.Info("added", "allocation", name, "ip", addr.IP, "veth", veth, "tenant", target.Tenant, "segment", target.Segment)
-	return BuildResult(addr.IP, host, cont, conf.DNS), nil
+	p.Log.Info("added", "allocation", name, "ips", ips, "veth", veth, "tenant", target.Tenant, "segment", target.Segment)
+	return BuildResult(ips, host, cont, conf.DNS), nil
 }
 
 // Del deletes the veth and releases the address, both at once: the
@@ -217,8 +230,29 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := rd.Release(ctx, name); err != nil && !api.IsNotFound(err) {
-		return AsCNIError(err, fmt.Sprintf("release %s at romanad %s", name, p.Server))
+	// Both possible addresses of the attachment, whatever the config
+	// says now: the one it was added with may have named two networks.
+	names := AllocationNames(args.ContainerID, args.IfName, 2)
+	released := make(chan error, len(names))
+	for _, n := range names {
+		go func() {
+			err := rd.Release(ctx, n)
+			if err != nil && !api.IsNotFound(err) {
+				err = AsCNIError(err, fmt.Sprintf("release %s at romanad %s", n, p.Server))
+			} else {
+				err = nil
+			}
+			released <- err
+		}()
+	}
+	var relErr error
+	for range names {
+		if err := <-released; err != nil && relErr == nil {
+			relErr = err
+		}
+	}
+	if relErr != nil {
+		return relErr
 	}
 	// The address is free; the veth goes in the background (reaper), in
 	// this thread's network namespace (the host's: a test's server serves
@@ -254,12 +288,16 @@ func (p *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	addr, err := rd.GetAddress(ctx, name)
-	if api.IsNotFound(err) {
-		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("check: romanad has no address for attachment %s", name), "")
-	}
-	if err != nil {
-		return AsCNIError(err, "check: get address "+name)
+	var ips []netip.Addr
+	for i, n := range AllocationNames(args.ContainerID, args.IfName, len(conf.Targets())) {
+		addr, err := rd.GetAddress(ctx, n)
+		if api.IsNotFound(err) {
+			return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("check: romanad has no address for attachment %s (network %q)", n, conf.Targets()[i]), "")
+		}
+		if err != nil {
+			return AsCNIError(err, "check: get address "+n)
+		}
+		ips = append(ips, addr.IP.Unmap())
 	}
 	if conf.RawPrevResult != nil {
 		if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
@@ -269,20 +307,22 @@ func (p *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 		if err != nil {
 			return types.NewError(types.ErrDecodingFailure, "check: convert prevResult: "+err.Error(), "")
 		}
-		var ips []netip.Addr
+		var prevIPs []netip.Addr
 		for _, c := range prev.IPs {
-			if a, ok := netip.AddrFromSlice(c.Address.IP.To4()); ok {
-				ips = append(ips, a)
+			if a, ok := netip.AddrFromSlice(c.Address.IP); ok {
+				prevIPs = append(prevIPs, a.Unmap())
 			}
 		}
-		if !slices.Contains(ips, addr.IP) {
-			return types.NewError(types.ErrInternal, fmt.Sprintf("check: romanad has %s for %s but the previous result has %v", addr.IP, name, ips), "")
+		for _, ip := range ips {
+			if !slices.Contains(prevIPs, ip) {
+				return types.NewError(types.ErrInternal, fmt.Sprintf("check: romanad has %s for %s but the previous result has %v", ip, name, prevIPs), "")
+			}
 		}
 	}
-	if err := checkContainer(args.Netns, args.IfName, addr.IP); err != nil {
+	if err := checkContainer(args.Netns, args.IfName, ips); err != nil {
 		return types.NewError(types.ErrInternal, "check: "+err.Error(), "")
 	}
-	if err := checkHost(veth, addr.IP); err != nil {
+	if err := checkHost(veth, ips); err != nil {
 		return types.NewError(types.ErrInternal, "check: "+err.Error(), "")
 	}
 	return nil
@@ -311,7 +351,11 @@ func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 	}
 	var errs []string
 	for _, a := range SelectGC(addrs, conf.Name, conf.ValidAttachments) {
-		if err := deleteVeth(VethName(a.Name)); err != nil {
+		veth := VethName(a.Name)
+		if IsVethName(a.Interface) {
+			veth = a.Interface // a dual-stack attachment's second address
+		}
+		if err := deleteVeth(veth); err != nil {
 			errs = append(errs, err.Error())
 			continue
 		}

@@ -38,6 +38,11 @@ type Options struct {
 	JSON   bool      // print the Result as JSON instead of tables
 	Out    io.Writer // default os.Stdout
 	Log    *slog.Logger
+
+	// DualStack gives every endpoint an IPv6 address too (demoNetwork6,
+	// same tenant and segment) and checks the matrix over both families
+	// (--dual-stack; the flat demo only, so far).
+	DualStack bool
 }
 
 // DefaultPrefix is the demo's namespace prefix when Options.Prefix is empty.
@@ -61,6 +66,9 @@ type Result struct {
 	Matrix   Matrix       `json:"matrix"`
 	OK       bool         `json:"ok"`
 	Problems []string     `json:"problems,omitempty"`
+
+	// Matrix6 is the same matrix over IPv6 (--dual-stack).
+	Matrix6 *Matrix `json:"matrix6,omitempty"`
 }
 
 // Demo address plan: 10.0.0.0/8, host 8 | tenant 4 | segment 4 | endpoint 8.
@@ -72,6 +80,14 @@ var demoNetwork = api.Network{
 		{Name: plan.FieldTenant, Bits: 4},
 		{Name: plan.FieldSegment, Bits: 4},
 	},
+}
+
+// demoNetwork6 is the IPv6 network of --dual-stack: the same fields on a
+// /48 ULA (host blocks are /56s, 64 endpoint bits).
+var demoNetwork6 = api.Network{
+	Name:   "demo6",
+	CIDR:   "fd00:1234:5678::/48",
+	Fields: demoNetwork.Fields,
 }
 
 // Two tenants with two segments each; globex isolates its segments.
@@ -88,6 +104,20 @@ var controllerAddr = netip.MustParsePrefix("192.168.77.250/24")
 
 func hostAddr(i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, 77, byte(10 + i)}), 24)
+}
+
+// hostAddr6 is host i's IPv6 underlay address (--dual-stack), beside
+// hostAddr on the same segment.
+func hostAddr6(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0x77, 15: byte(10 + i)}), 64)
+}
+
+// networks are the networks the demo allocates from.
+func (o Options) networks() []api.Network {
+	if o.DualStack {
+		return []api.Network{demoNetwork, demoNetwork6}
+	}
+	return []api.Network{demoNetwork}
 }
 
 // placement spreads every tenant/segment over two hosts and puts different
@@ -237,6 +267,9 @@ type run struct {
 	cp      *controlPlane
 	eps     []Endpoint
 	attach  map[string]*cnirun.Runtime // by host
+	// routes6: hostReport lists IPv6 routes too (the flat demo's
+	// --dual-stack; the leaf-spine demo reports its own way).
+	routes6 bool
 	mu      sync.Mutex
 	lsns    []io.Closer
 }
@@ -251,6 +284,7 @@ func (d *run) setup(ctx context.Context) error {
 		return err
 	}
 	bin := func(b string) string { return filepath.Join(d.o.BinDir, b) }
+	d.routes6 = d.o.DualStack
 	d.lab, err = d.newLab(ctx)
 	if err != nil {
 		return err
@@ -269,8 +303,10 @@ func (d *run) setup(ctx context.Context) error {
 		return err
 	}
 	d.cli, d.sock = d.cp.cli, d.cp.sock
-	if _, err := d.cli.AddNetwork(ctx, demoNetwork); err != nil {
-		return err
+	for _, n := range d.o.networks() {
+		if _, err := d.cli.AddNetwork(ctx, n); err != nil {
+			return err
+		}
 	}
 	for _, t := range demoTenants {
 		if _, err := d.cli.AddTenant(ctx, t); err != nil {
@@ -292,7 +328,19 @@ func (d *run) setup(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, err := d.cli.AddHost(ctx, api.Host{Name: name, IP: h.Addr.Addr()}); err != nil {
+		ah := api.Host{Name: name, IP: h.Addr.Addr()}
+		if d.o.DualStack {
+			// The administrator's part (docs/agent.md): an IPv6 underlay
+			// address, and IPv6 forwarding on the uplink only.
+			if err := h.AddAddr(hostAddr6(i)); err != nil {
+				return err
+			}
+			if err := h.ForwardIPv6Uplink(ctx); err != nil {
+				return err
+			}
+			ah.IP6 = hostAddr6(i).Addr()
+		}
+		if _, err := d.cli.AddHost(ctx, ah); err != nil {
 			return err
 		}
 		args, env, tok, err := d.cp.joinArgs(ctx, name)
@@ -310,7 +358,13 @@ func (d *run) setup(ctx context.Context) error {
 		}
 		d.recordPID(a)
 		d.agents = append(d.agents, a)
-		rt, err := cnirun.New(h.Path, []string{d.o.BinDir}, filepath.Join(d.dir, "cni-cache"), d.cp.cniConf(name))
+		conf := d.cp.cniConf(name)
+		if d.o.DualStack {
+			if conf, err = withNetworks(conf, demoNetwork.Name, demoNetwork6.Name); err != nil {
+				return err
+			}
+		}
+		rt, err := cnirun.New(h.Path, []string{d.o.BinDir}, filepath.Join(d.dir, "cni-cache"), conf)
 		if err != nil {
 			return err
 		}
@@ -347,7 +401,14 @@ func (d *run) attachEndpoint(ctx context.Context, name, host, tenant, segment st
 	if err != nil || len(cr.IPs) == 0 {
 		return e, fmt.Errorf("endpoint %s: CNI result has no address: %v", name, err)
 	}
-	e.IP, _ = netip.AddrFromSlice(cr.IPs[0].Address.IP.To4())
+	for _, c := range cr.IPs {
+		ip, _ := netip.AddrFromSlice(c.Address.IP)
+		if ip = ip.Unmap(); ip.Is4() {
+			e.IP = ip
+		} else {
+			e.IP6 = ip
+		}
+	}
 	d.eps = append(d.eps, e) // detached by teardown
 	return e, nil
 }
@@ -360,6 +421,13 @@ func (d *run) prove(ctx context.Context) (Result, error) {
 	}
 	res.Plan = p.String()
 	d.say("\n== address plan\n  %s", p)
+	var p6 *plan.Plan
+	if d.o.DualStack {
+		if p6, err = plan.Parse(demoNetwork6.Spec()); err != nil {
+			return res, err
+		}
+		d.say("  %s   (--dual-stack: every endpoint has an address in each, same tenant and segment ids)", p6)
+	}
 	hosts, err := d.cli.ListHosts(ctx)
 	if err != nil {
 		return res, err
@@ -375,14 +443,29 @@ func (d *run) prove(ctx context.Context) (Result, error) {
 			return res, err
 		}
 		d.say("  tenant %-7s id %d  isolation %-7s  every host: addr & %s == %s", tt.Name, tt.ID, tt.Isolation, m.Mask, m.Value)
+		if p6 != nil {
+			m6, err := p6.TenantMatch(tt.ID)
+			if err != nil {
+				return res, err
+			}
+			d.say("  %-48s  and over IPv6: addr & %s == %s", "", m6.Mask, m6.Value)
+		}
 	}
 	for _, h := range hosts {
 		for _, s := range h.Slots {
-			d.say("  host %-3s underlay %-13s owns %s", h.Name, h.IP, s.CIDR)
+			ip := h.IP
+			if s.CIDR.Addr().Is6() && h.IP6.IsValid() {
+				ip = h.IP6
+			}
+			d.say("  host %-3s underlay %-13s owns %s", h.Name, ip, s.CIDR)
 		}
 	}
 	d.say("\n== endpoints")
 	for _, e := range d.eps {
+		if e.IP6.IsValid() {
+			d.say("  %-3s %-17s %-12s %s", e.Name, e.Label(), e.IP, e.IP6)
+			continue
+		}
 		d.say("  %-3s %-17s %s", e.Name, e.Label(), e.IP)
 	}
 
@@ -397,8 +480,8 @@ func (d *run) prove(ctx context.Context) (Result, error) {
 			if err != nil {
 				return err
 			}
-			if r.RemoteRoutes != len(hosts)-1 {
-				return fmt.Errorf("host %s has %d routes to remote hosts, want %d", h.Name, r.RemoteRoutes, len(hosts)-1)
+			if want := (len(hosts) - 1) * len(d.o.networks()); r.RemoteRoutes != want {
+				return fmt.Errorf("host %s has %d routes to remote hosts, want %d", h.Name, r.RemoteRoutes, want)
 			}
 			if r.NftRules == 0 {
 				return fmt.Errorf("host %s has no nftables rules yet", h.Name)
@@ -432,6 +515,21 @@ func (d *run) prove(ctx context.Context) (Result, error) {
 	for _, c := range bad {
 		res.Problems = append(res.Problems, fmt.Sprintf("%s -> %s: expected %s, tcp %s, ping %s", c.From, c.To, verdict(c.Expected), verdict(c.TCP), verdict(c.Ping)))
 	}
+	if d.o.DualStack {
+		d.say("\n== connectivity over IPv6: TCP connect to port %d and ping (ICMPv6), every ordered pair", ProbePort)
+		m6, err := d.matrixFamily(ctx, true)
+		if err != nil {
+			return res, err
+		}
+		res.Matrix6 = &m6
+		if !d.o.JSON {
+			m6.Render(d.o.Out)
+		}
+		for _, c := range m6.Mismatches() {
+			bad = append(bad, c)
+			res.Problems = append(res.Problems, fmt.Sprintf("IPv6 %s -> %s: expected %s, tcp %s, ping %s", c.From, c.To, verdict(c.Expected), verdict(c.TCP), verdict(c.Ping)))
+		}
+	}
 	res.OK = len(bad) == 0
 	allowed, blocked := 0, 0
 	for _, c := range m.Cells {
@@ -454,6 +552,10 @@ func (d *run) prove(ctx context.Context) (Result, error) {
 	if !res.OK {
 		return res, fmt.Errorf("%d of %d pairs differ from the expected connectivity:\n  %s", len(bad), allowed+blocked, strings.Join(res.Problems, "\n  "))
 	}
+	if d.o.DualStack {
+		d.say("\nPASS: %d pairs reachable and %d pairs isolated, exactly as expected, over IPv4 and over IPv6 (TCP and ICMP)", allowed, blocked)
+		return res, nil
+	}
 	d.say("\nPASS: %d pairs reachable and %d pairs isolated, exactly as expected (TCP and ICMP)", allowed, blocked)
 	return res, nil
 }
@@ -466,13 +568,22 @@ func verdict(b bool) string {
 }
 
 // matrix probes every ordered pair of endpoints, a few at a time.
-func (d *run) matrix(ctx context.Context) (Matrix, error) {
+func (d *run) matrix(ctx context.Context) (Matrix, error) { return d.matrixFamily(ctx, false) }
+
+// matrixFamily is matrix over the endpoints' IPv6 addresses when v6.
+func (d *run) matrixFamily(ctx context.Context, v6 bool) (Matrix, error) {
+	addr := func(e Endpoint) netip.Addr {
+		if v6 {
+			return e.IP6
+		}
+		return e.IP
+	}
 	modes := map[string]string{}
 	for _, t := range demoTenants {
 		modes[t.Name] = t.Isolation
 	}
 	for _, e := range d.eps {
-		l, err := listenIn(e.NS, netip.AddrPortFrom(e.IP, ProbePort))
+		l, err := listenIn(e.NS, netip.AddrPortFrom(addr(e), ProbePort))
 		if err != nil {
 			return Matrix{}, err
 		}
@@ -498,8 +609,8 @@ func (d *run) matrix(ctx context.Context) (Matrix, error) {
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				c.TCP = dialIn(src.NS, netip.AddrPortFrom(dst.IP, ProbePort), time.Second) == nil
-				c.Ping = pingIn(ctx, filepath.Base(src.NS), dst.IP, time.Second)
+				c.TCP = dialIn(src.NS, netip.AddrPortFrom(addr(dst), ProbePort), time.Second) == nil
+				c.Ping = pingIn(ctx, filepath.Base(src.NS), addr(dst), time.Second)
 			}()
 		}
 	}
@@ -559,4 +670,15 @@ func (d *run) teardown() error {
 	}
 	errs = append(errs, clearState(d.o.Prefix))
 	return errors.Join(errs...)
+}
+
+// withNetworks sets "networks" in a CNI network config: a dual-stack
+// attachment allocates one address from each.
+func withNetworks(conf []byte, networks ...string) ([]byte, error) {
+	var m map[string]any
+	if err := json.Unmarshal(conf, &m); err != nil {
+		return nil, fmt.Errorf("cni config: %w", err)
+	}
+	m["networks"] = networks
+	return json.Marshal(m)
 }

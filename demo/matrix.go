@@ -16,6 +16,7 @@ type Endpoint struct {
 	Tenant  string     `json:"tenant"`
 	Segment string     `json:"segment"`
 	IP      netip.Addr `json:"ip"`
+	IP6     netip.Addr `json:"ip6,omitzero"` // --dual-stack
 	NS      string     `json:"netns"`
 }
 

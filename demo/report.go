@@ -33,6 +33,13 @@ func (d *run) hostReport(ctx context.Context, h api.Host) (HostReport, error) {
 	if err != nil {
 		return r, fmt.Errorf("host %s: ip route: %w", h.Name, err)
 	}
+	if d.routes6 {
+		out6, err := exec.CommandContext(ctx, "ip", "-n", nsName, "-6", "route", "show", "proto", strconv.Itoa(route.Protocol)).Output()
+		if err != nil {
+			return r, fmt.Errorf("host %s: ip -6 route: %w", h.Name, err)
+		}
+		out = append(out, out6...)
+	}
 	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		if l == "" {
 			continue

@@ -373,7 +373,9 @@ func forwardIPv6(routes []Route) []Sysctl {
 }
 
 // hostRoutes returns, for flat L2 mode, one route per remote host per
-// network: "<remote host CIDR> via <remote host IP>".
+// network: "<remote host CIDR> via <remote host IP>", the host's underlay
+// address of the network's family (api.Host.UnderlayIP: IP, or IP6 for an
+// IPv6 network beside an IPv4 IP).
 func hostRoutes(in *inputs) []Route {
 	var out []Route
 	for _, h := range in.m.Hosts() {
@@ -385,15 +387,15 @@ func hostRoutes(in *inputs) []Route {
 			if n == nil {
 				continue // the network's own problem is already reported
 			}
-			ip := h.IP.Unmap()
+			ip := h.UnderlayIP(n.Plan.Is4())
 			switch {
-			case !ip.IsValid():
+			case !h.IP.IsValid():
 				in.problem("host %q: no ip; no route to its block %s", h.Name, s.CIDR)
 				continue
-			case ip.Is4() != n.Plan.Is4():
-				in.problem("host %q: ip %s and network %q are of different families; no route to its block %s", h.Name, ip, n.Name, s.CIDR)
+			case !ip.IsValid():
+				in.problem("host %q: ip %s and network %q are of different families (and no ip6); no route to its block %s", h.Name, h.IP.Unmap(), n.Name, s.CIDR)
 				continue
-			case ip == in.host.IP.Unmap():
+			case ip == in.host.UnderlayIP(ip.Is4()):
 				in.problem("host %q: has this host's ip %s; no route to its block %s", h.Name, ip, s.CIDR)
 				continue
 			}

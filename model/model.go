@@ -28,6 +28,16 @@ import (
 // every endpoint veth.
 var Gateway = netip.MustParseAddr("169.254.1.1")
 
+// Gateway6 is the IPv6 endpoints' gateway. An IPv6 endpoint has <ip>/128
+// on its eth0 and "default via Gateway6 dev eth0"; the host side of its
+// veth holds Gateway6/64 (link-local, without duplicate address
+// detection), so the host answers neighbour solicitations for it on that
+// veth itself, as for any of its own addresses. IPv6 neighbour discovery
+// is per link: an address on GatewayLink would not be answered on the
+// veths (unlike ARP for Gateway), hence one address per veth, the same on
+// each, which link-local scope allows.
+var Gateway6 = netip.MustParseAddr("fe80::1")
+
 // GatewayLink is the host link holding Gateway (a dummy link, or a
 // port-less bridge on kernels without the dummy driver).
 const GatewayLink = "romana-gw"

@@ -27,6 +27,10 @@ var goldenPlans = []struct {
 		[]sample{{Loc{Host: 0xab}, 2, 3, 0x10005}}},
 	{Spec{Name: "v6-racks", CIDR: "2001:db8::/32", Fields: fields("zone", 8, "rack", 8, "host", 16, "tenant", 16, "segment", 16)},
 		[]sample{{Loc{Groups: []uint64{1, 2}, Host: 3}, 4, 5, 6}}},
+	// The dual-stack plan: a /48 ULA with rack, host, tenant and segment
+	// fields (rack, host, tenant, segment: 32 bits), 48 endpoint bits left.
+	{Spec{Name: "ula48-racks", CIDR: "fd00:1234:5678::/48", Fields: fields("rack", 4, "host", 12, "tenant", 8, "segment", 8)},
+		[]sample{{Loc{Groups: []uint64{3}, Host: 17}, 2, 1, 5}, {Loc{Groups: []uint64{15}, Host: 4095}, 255, 255, 1<<48 - 2}}},
 	{Spec{Name: "wide-v6", CIDR: "fd00::/32", Fields: fields("host", 16, "tenant", 8, "segment", 8)},
 		[]sample{{Loc{Host: 1}, 1, 1, 1}}},
 }

@@ -474,7 +474,7 @@ func (ix *snapIndex) peerMatches(p api.Peer, is4 bool) []AddrMatch {
 				pfxs = append(pfxs, s.CIDR.Masked())
 			}
 		}
-		if ip := h.IP.Unmap(); ip.IsValid() && ip.Is4() == is4 {
+		if ip := h.UnderlayIP(is4); ip.IsValid() { // IP, or IP6 for IPv6
 			pfxs = append(pfxs, netip.PrefixFrom(ip, ip.BitLen()))
 		}
 		for _, p := range mergePrefixes(pfxs) {
@@ -630,6 +630,7 @@ func Deps(m *model.Model, p api.Policy) string {
 				b = append(b, pe.Host...)
 				b = strconv.AppendBool(append(b, ' '), ok)
 				b = h.IP.AppendTo(append(b, ' '))
+				b = h.IP6.AppendTo(append(b, ' '))
 				for _, s := range h.Slots {
 					b = s.CIDR.AppendTo(append(b, ' '))
 				}

@@ -7,6 +7,10 @@ import (
 	"github.com/romana/romana/api"
 )
 
+// ProtoICMPv6 is accepted by Trace as another name of api.ProtoICMP
+// between IPv6 addresses, where policies' "icmp" matches ICMPv6.
+const ProtoICMPv6 = "icmpv6"
+
 // Trace answers whether a new connection (its first packet p) is allowed,
 // and names what decided: a policy rule, or the tenant isolation default.
 // It evaluates the rules Compile produces for the hosts involved, the same
@@ -28,6 +32,12 @@ func Trace(snap api.Snapshot, p Packet) (api.Trace, error) {
 	out := api.Trace{Request: req}
 	if !p.Src.IsValid() || !p.Dst.IsValid() || p.Src.Is4() != p.Dst.Is4() {
 		return out, api.Errorf(api.ReasonInvalid, "trace: from %s and to %s must be addresses of one family", p.Src, p.Dst)
+	}
+	if p.Proto == ProtoICMPv6 { // "icmp" between IPv6 addresses is ICMPv6 already
+		if p.Src.Is4() {
+			return out, api.Errorf(api.ReasonInvalid, "trace: proto icmpv6 between IPv4 addresses %s and %s: use icmp", p.Src, p.Dst)
+		}
+		p.Proto = api.ProtoICMP
 	}
 	switch p.Proto {
 	case api.ProtoTCP, api.ProtoUDP, api.ProtoSCTP:

@@ -78,7 +78,7 @@ func (s *Server) policyTrace(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if p.Proto == api.ProtoICMP && q.Get("icmpType") == "" {
+	if (p.Proto == api.ProtoICMP || p.Proto == policy.ProtoICMPv6) && q.Get("icmpType") == "" {
 		typ = 8 // echo request
 		if p.Src.Is6() {
 			typ = 128

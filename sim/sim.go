@@ -16,8 +16,10 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/romana/romana/hoststate"
+	"github.com/romana/romana/model"
 )
 
 // BridgeName is the L2 bridge in the fabric namespace.
@@ -65,7 +67,11 @@ type Host struct {
 }
 
 // Endpoint is a simulated container: a namespace whose eth0 is a veth into
-// its host, with ip/32 and "default via 169.254.1.1 dev eth0 onlink".
+// its host, with ip/32 and "default via 169.254.1.1 dev eth0 onlink" for
+// an IPv4 address, ip/128 and "default via fe80::1 dev eth0" for an IPv6
+// one (AddEndpointIPs; the host side then holds fe80::1/64). IP is the
+// first address it was made with, IP6 its IPv6 address if it has one
+// (AddEndpointIPs sets it too).
 type Endpoint struct {
 	*Namespace
 	Name      string
@@ -73,6 +79,29 @@ type Endpoint struct {
 	IP        netip.Addr
 	IP6       netip.Addr // set by AddIP6 for a dual-stack endpoint
 	HostIface string     // the veth's host side
+}
+
+// IPOf returns the endpoint's address of one family (IPv4 when is4), or
+// the zero Addr.
+func (e *Endpoint) IPOf(is4 bool) netip.Addr {
+	switch {
+	case is4 && e.IP.Is4():
+		return e.IP
+	case !is4 && e.IP6.IsValid():
+		return e.IP6
+	}
+	return netip.Addr{}
+}
+
+// IPs returns the endpoint's addresses, IPv4 first.
+func (e *Endpoint) IPs() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range []netip.Addr{e.IPOf(true), e.IPOf(false)} {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // New creates a lab: the fabric namespace <prefix>-fabric with a bridge.
@@ -203,8 +232,18 @@ func (l *Lab) addMachine(ctx context.Context, name string, addr netip.Prefix, re
 // host by the CNI plugin's scheme: a veth with eth0 inside holding ip/32 and
 // "default via 169.254.1.1 dev eth0 onlink", and hostIface (default
 // "rv-<name>") in the host namespace, up, with no address. The host route to
-// the endpoint is the agent's job (from the address's Interface).
+// the endpoint is the agent's job (from the address's Interface). An IPv6
+// ip is attached as AddEndpointIPs does.
 func (l *Lab) AddEndpoint(ctx context.Context, host *Host, name string, ip netip.Addr, hostIface string) (*Endpoint, error) {
+	return l.AddEndpointIPs(ctx, host, name, []netip.Addr{ip}, hostIface)
+}
+
+// AddEndpointIPs is AddEndpoint with one address per family (a dual-stack
+// endpoint, or an IPv6-only one), as the CNI plugin attaches them: an IPv6
+// address is ip/128 on eth0 (without duplicate address detection) with
+// "default via fe80::1 dev eth0", and the host side of the veth holds
+// fe80::1/64, so that the host answers neighbour discovery for it.
+func (l *Lab) AddEndpointIPs(ctx context.Context, host *Host, name string, ips []netip.Addr, hostIface string) (*Endpoint, error) {
 	if !nameRE.MatchString(name) {
 		return nil, fmt.Errorf("add endpoint %q: use 1-12 lowercase letters, digits or '-'", name)
 	}
@@ -214,28 +253,86 @@ func (l *Lab) AddEndpoint(ctx context.Context, host *Host, name string, ip netip
 	if !ifaceRE.MatchString(hostIface) {
 		return nil, fmt.Errorf("add endpoint %q: invalid host interface name %q", name, hostIface)
 	}
-	if !ip.Is4() {
-		return nil, fmt.Errorf("add endpoint %q: %s: only IPv4 endpoints are simulated", name, ip)
+	var n4, n6 int
+	for i, ip := range ips {
+		ips[i] = ip.Unmap()
+		switch {
+		case !ip.IsValid() || ip.Zone() != "":
+			return nil, fmt.Errorf("add endpoint %q: invalid address %s", name, ip)
+		case ips[i].Is4():
+			n4++
+		default:
+			n6++
+		}
+	}
+	if len(ips) == 0 || n4 > 1 || n6 > 1 {
+		return nil, fmt.Errorf("add endpoint %q: addresses %v: want one or two, of different families", name, ips)
 	}
 	ns, err := l.AddNamespace(ctx, host.Name+"-"+name)
 	if err != nil {
 		return nil, fmt.Errorf("add endpoint %q: %w", name, err)
 	}
-	ep := &Endpoint{Namespace: ns, Name: name, Host: host, IP: ip, HostIface: hostIface}
-	if err := attach(ns, EndpointIface, host.Namespace, hostIface, func(eh, _ *netlink.Handle, inner, _ netlink.Link) error {
-		if err := eh.AddrAdd(inner, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(ip, 32))}); err != nil {
-			return fmt.Errorf("address %s/32: %w", ip, err)
+	ep := &Endpoint{Namespace: ns, Name: name, Host: host, IP: ips[0], HostIface: hostIface}
+	for _, ip := range ips {
+		if ip.Is6() {
+			ep.IP6 = ip
 		}
-		gw := net.IP(hoststate.GatewayAddr.AsSlice())
-		if err := eh.RouteAdd(&netlink.Route{LinkIndex: inner.Attrs().Index, Gw: gw, Flags: int(netlink.FLAG_ONLINK)}); err != nil {
-			return fmt.Errorf("default route via %s: %w", gw, err)
+	}
+	if err := attach(ns, EndpointIface, host.Namespace, hostIface, func(eh, hh *netlink.Handle, inner, outer netlink.Link) error {
+		for _, ip := range ips {
+			a := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(ip, ip.BitLen()))}
+			r := &netlink.Route{LinkIndex: inner.Attrs().Index, Gw: net.IP(hoststate.GatewayAddr.AsSlice()), Flags: int(netlink.FLAG_ONLINK)}
+			if ip.Is6() {
+				a.Flags = unix.IFA_F_NODAD
+				r = &netlink.Route{LinkIndex: inner.Attrs().Index, Gw: net.IP(model.Gateway6.AsSlice()),
+					Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}}
+				gw := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(model.Gateway6, 64)), Flags: unix.IFA_F_NODAD}
+				if err := hh.AddrAdd(outer, gw); err != nil {
+					return fmt.Errorf("gateway address %s/64 on %s: %w", model.Gateway6, hostIface, err)
+				}
+			}
+			if err := eh.AddrAdd(inner, a); err != nil {
+				return fmt.Errorf("address %s: %w", a.IPNet, err)
+			}
+			if err := eh.RouteAdd(r); err != nil {
+				return fmt.Errorf("default route via %s: %w", r.Gw, err)
+			}
 		}
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("add endpoint %q on %s: %w", name, host.Name, err)
 	}
-	l.log.Debug("endpoint added", "endpoint", name, "host", host.Name, "ip", ip, "hostIface", hostIface)
+	l.log.Debug("endpoint added", "endpoint", name, "host", host.Name, "ips", ips, "hostIface", hostIface)
 	return ep, nil
+}
+
+// AddAddr gives the host's eth0 a second address (an IPv6 underlay
+// address beside the IPv4 one, without duplicate address detection).
+func (h *Host) AddAddr(p netip.Prefix) error {
+	hh, err := h.Handle()
+	if err != nil {
+		return err
+	}
+	defer hh.Close()
+	l, err := hh.LinkByName(HostIface)
+	if err != nil {
+		return fmt.Errorf("host %s: find %s: %w", h.Name, HostIface, err)
+	}
+	if err := hh.AddrAdd(l, &netlink.Addr{IPNet: ipNet(p), Flags: unix.IFA_F_NODAD}); err != nil {
+		return fmt.Errorf("host %s: add %s to %s: %w", h.Name, p, HostIface, err)
+	}
+	return nil
+}
+
+// ForwardIPv6Uplink does what docs/agent.md leaves to a host's
+// administrator for IPv6 endpoints to be reached from other hosts: it sets
+// force_forwarding on the host's eth0 (never all.forwarding, so router
+// advertisements on the uplink keep being accepted).
+func (h *Host) ForwardIPv6Uplink(ctx context.Context) error {
+	if _, err := h.Exec(ctx, "sysctl", "-qw", "net/ipv6/conf/"+HostIface+"/force_forwarding=1"); err != nil {
+		return fmt.Errorf("host %s: %w", h.Name, err)
+	}
+	return nil
 }
 
 // attach creates a veth pair with innerName in inner's namespace and
