@@ -161,7 +161,13 @@ func (c Chain) Validate() (Chain, error) {
 			return Chain{}, Errorf(ReasonInvalid, "chain %s: loop: service function %s appears twice in via", c.Name, a)
 		}
 		seen[a] = true
+		if len(out.Via) > 0 && a.Is4() != out.Via[0].Is4() {
+			return Chain{}, Errorf(ReasonInvalid, "chain %s: via %s and %s are of different families: a chain steers one family (add one chain per family)", c.Name, out.Via[0], a)
+		}
 		out.Via = append(out.Via, a)
+	}
+	if out.ToCIDR.IsValid() && out.ToCIDR.Addr().Is4() != out.Via[0].Is4() {
+		return Chain{}, Errorf(ReasonInvalid, "chain %s: to %s and via %s are of different families: a chain steers one family", c.Name, out.ToCIDR, out.Via[0])
 	}
 	return out, nil
 }

@@ -180,16 +180,27 @@ func ComputeSteeringModel(m *model.Model, host string, alive func(netip.Addr) bo
 	if alive == nil {
 		alive = func(netip.Addr) bool { return true }
 	}
-	hostIP := map[string]netip.Addr{}
+	// hostIP holds each host's underlay address per family (api.Host.UnderlayIP):
+	// the next hop of a hop on that host for a chain of that family.
+	type hostFam struct {
+		name string
+		is4  bool
+	}
+	hostIP := map[hostFam]netip.Addr{}
 	for _, h := range m.Hosts() {
-		ip := h.IP.Unmap()
-		if why := notUnderlay(ip, in); why != "" && h.Name != host {
-			// Steering would route a hop's traffic "via" it: the remote
-			// functions of this host are treated as down instead.
-			in.problem("host %q: %s; its service functions are treated as down", h.Name, why)
-			continue
+		for _, is4 := range []bool{true, false} {
+			ip := h.UnderlayIP(is4)
+			if !ip.IsValid() {
+				continue
+			}
+			if why := notUnderlay(ip, in); why != "" && h.Name != host {
+				// Steering would route a hop's traffic "via" it: the remote
+				// functions of this host are treated as down instead.
+				in.problem("host %q: %s; its service functions are treated as down", h.Name, why)
+				continue
+			}
+			hostIP[hostFam{h.Name, is4}] = ip
 		}
-		hostIP[h.Name] = ip
 	}
 	chains := slices.Clone(m.Chains())
 	slices.SortFunc(chains, func(a, b api.Chain) int { return cmp.Or(cmp.Compare(a.ID, b.ID), strings.Compare(a.Name, b.Name)) })
@@ -224,11 +235,22 @@ func ComputeSteeringModel(m *model.Model, host string, alive func(netip.Addr) bo
 			in.problem("chain %q: unknown segment %q of tenant %q; skipped", c.Name, c.Segment, c.Tenant)
 			continue
 		}
+		// A chain is of one family, its functions' (api.Chain.Normalize):
+		// it steers the packets of the source segment's networks of that
+		// family only.
+		is4 := c.Via[0].Unmap().Is4()
+		if i := slices.IndexFunc(c.Via, func(v netip.Addr) bool { return v.Unmap().Is4() != is4 }); i >= 0 {
+			in.problem("chain %q: via %s and %s are of different families; skipped", c.Name, c.Via[0].Unmap(), c.Via[i].Unmap())
+			continue
+		}
 		hops := make([]hop, len(c.Via))
 		for i, v := range c.Via {
 			h := hop{ip: v.Unmap()}
 			if a, ok := m.AddressAt(h.ip); ok && a.Interface != "" && api.CheckEndpointInterface(a.Interface) == nil {
-				h.host, h.iface, h.hostIP = a.Host, a.Interface, hostIP[a.Host]
+				h.host, h.iface, h.hostIP = a.Host, a.Interface, hostIP[hostFam{a.Host, is4}]
+				if !h.hostIP.IsValid() && a.Host != host {
+					in.problem("chain %q: via %s: host %q has no usable %s underlay address; treated as down", c.Name, h.ip, a.Host, famName(is4))
+				}
 			} else {
 				in.problem("chain %q: via %s is not an attached endpoint; treated as down", c.Name, h.ip)
 			}
@@ -283,7 +305,7 @@ func ComputeSteeringModel(m *model.Model, host string, alive func(netip.Addr) bo
 			}
 		}
 		for _, n := range in.networks {
-			if !n.Admits(c.Tenant) {
+			if !n.Admits(c.Tenant) || n.Plan.Is4() != is4 {
 				continue
 			}
 			proto, _ := family(n)
@@ -413,6 +435,14 @@ func ComputeSteeringModel(m *model.Model, host string, alive func(netip.Addr) bo
 	}
 	slices.Sort(st.Problems)
 	return st, nil
+}
+
+// famName names an address family in problems.
+func famName(is4 bool) string {
+	if is4 {
+		return "IPv4"
+	}
+	return "IPv6 (ip6)"
 }
 
 func segmentID(in *inputs, tenant, segment string) (uint64, bool) {

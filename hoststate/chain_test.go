@@ -2,6 +2,7 @@ package hoststate
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -107,5 +108,73 @@ func TestSteeringHostileHostIP(t *testing.T) {
 		if p := strings.Join(st.Problems, "\n"); !strings.Contains(p, `host "h2": next hop`) || !strings.Contains(p, "its service functions are treated as down") {
 			t.Errorf("h2 at %s: problems:\n%s", ip, p)
 		}
+	}
+}
+
+// TestSteeringIPv6 is a chain whose function is an IPv6 address in a
+// dual-stack snapshot: it steers IPv6 packets only (ip6 matches), its
+// tables hold IPv6 default routes, a remote hop goes via the function
+// host's ip6, and a chain of IPv4 functions beside it steers IPv4 only.
+func TestSteeringIPv6(t *testing.T) {
+	snap := familySnapshot(t, "10.0.0.0/8", "fd00:1234:5678::/48")
+	via := func(net, host string) netip.Addr {
+		for _, a := range snap.Addresses {
+			if a.Network == net && a.Host == host && a.Tenant == "beta" && a.Segment == "web" {
+				return a.IP
+			}
+		}
+		t.Fatalf("no beta/web address of %s in %s", host, net)
+		return netip.Addr{}
+	}
+	f6, f4 := via("n1", "h2"), via("n0", "h2")
+	snap.Chains = []api.Chain{
+		{Name: "six", ID: 1, Tenant: "acme", Segment: "default", ToTenant: "open", Via: []netip.Addr{f6}, Failure: api.FailOpen},
+		{Name: "four", ID: 2, Tenant: "acme", Segment: "default", ToTenant: "open", Via: []netip.Addr{f4}, Failure: api.FailClosed},
+		{Name: "mixed", ID: 3, Tenant: "acme", Segment: "default", Via: []netip.Addr{f4, f6}},
+	}
+	h1, err := ComputeSteering(snap, "h1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRoutes := []TableRoute{
+		{Table: RouteTable(1, 1), Via: netip.MustParseAddr("fd77::2"), V6: true},
+		{Table: RouteTable(2, 1), Via: netip.MustParseAddr("192.168.0.2")},
+	}
+	if !slices.Equal(h1.Routes, wantRoutes) {
+		t.Errorf("h1 routes:\n%v\nwant\n%v", h1.Routes, wantRoutes)
+	}
+	for _, r := range h1.Rules {
+		six, four := strings.Contains(r.Comment, "chain six"), strings.Contains(r.Comment, "chain four")
+		if six && (!strings.Contains(r.Expr, "ip6 saddr") || strings.Contains(r.Expr, "ip saddr")) ||
+			four && (!strings.Contains(r.Expr, "ip saddr") || strings.Contains(r.Expr, "ip6 ")) {
+			t.Errorf("h1: rule of the wrong family: %s # %s", r.Expr, r.Comment)
+		}
+	}
+	if !slices.ContainsFunc(h1.Problems, func(p string) bool { return strings.Contains(p, `chain "mixed"`) && strings.Contains(p, "different families") }) {
+		t.Errorf("h1: no problem for the mixed-family chain: %q", h1.Problems)
+	}
+	h2, err := ComputeSteering(snap, "h2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(h2.Probes, f6) || !slices.Contains(h2.Probes, f4) {
+		t.Errorf("h2 probes %v, want %s and %s", h2.Probes, f6, f4)
+	}
+	if !slices.ContainsFunc(h2.Routes, func(r TableRoute) bool { return r.Table == RouteTable(1, 1) && r.V6 && r.Via == f6 && r.Dev != "" }) {
+		t.Errorf("h2: no IPv6 route to the local function %s: %v", f6, h2.Routes)
+	}
+	if !strings.Contains(h2.Script(), "ip6 saddr & ") || !strings.Contains(h2.Script(), "notrack") {
+		t.Errorf("h2: no ip6 steering rules:\n%s", h2.Script())
+	}
+	// A host without ip6: its IPv6 functions are down for the others.
+	for i := range snap.Hosts {
+		if snap.Hosts[i].Name == "h2" {
+			snap.Hosts[i].IP6 = netip.Addr{}
+		}
+	}
+	h1, _ = ComputeSteering(snap, "h1", nil)
+	if slices.ContainsFunc(h1.Routes, func(r TableRoute) bool { return r.V6 }) ||
+		!slices.ContainsFunc(h1.Problems, func(p string) bool { return strings.Contains(p, "no usable IPv6") }) {
+		t.Errorf("h2 without ip6: h1 routes %v, problems %q", h1.Routes, h1.Problems)
 	}
 }

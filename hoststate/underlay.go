@@ -301,7 +301,8 @@ func underlaySources(routes []Route, in *inputs, u *underlay) (sets []Set, resol
 }
 
 // functionHosts returns the underlay addresses of the hosts running a
-// service function of some chain (other than this host), sorted.
+// service function of some chain (other than this host), of the function's
+// family (its host's ip6 for an IPv6 function beside an IPv4 ip), sorted.
 func functionHosts(in *inputs) []netip.Addr {
 	var out []netip.Addr
 	for _, c := range in.m.Chains() {
@@ -314,8 +315,8 @@ func functionHosts(in *inputs) []netip.Addr {
 			if !ok {
 				continue
 			}
-			ip := h.IP.Unmap()
-			if notUnderlay(ip, in) != "" || slices.Contains(out, ip) {
+			ip := h.UnderlayIP(v.Unmap().Is4()) // the chain's family: its packets' next hop
+			if !ip.IsValid() || notUnderlay(ip, in) != "" || slices.Contains(out, ip) {
 				continue
 			}
 			out = append(out, ip)

@@ -17,17 +17,21 @@ type Pinger struct {
 	Timeout time.Duration
 }
 
-// Probe sends an echo request to ip and waits for the reply. IPv6
-// addresses are not probed (always healthy).
+// Probe sends an echo request to ip (ICMP for IPv4, ICMPv6 for IPv6) and
+// waits for the reply.
 func (p Pinger) Probe(ctx context.Context, ip netip.Addr) error {
-	if !ip.Is4() {
-		return nil
-	}
+	ip = ip.Unmap()
 	timeout := p.Timeout
 	if timeout <= 0 {
 		timeout = 500 * time.Millisecond
 	}
-	c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+	// The kernel strips the IPv4 header on reading, and computes the
+	// ICMPv6 checksum (it covers a pseudo-header) on sending.
+	network, laddr, request, reply := "ip4:icmp", "0.0.0.0", byte(8), byte(0)
+	if ip.Is6() {
+		network, laddr, request, reply = "ip6:ipv6-icmp", "::", 128, 129
+	}
+	c, err := net.ListenPacket(network, laddr)
 	if err != nil {
 		return fmt.Errorf("probe %s: open icmp socket: %w", ip, err)
 	}
@@ -38,9 +42,11 @@ func (p Pinger) Probe(ctx context.Context, ip netip.Addr) error {
 	}
 	c.SetDeadline(deadline)
 	id, seq := uint16(rand.N(1<<16)), uint16(rand.N(1<<16))
-	msg := []byte{8, 0, 0, 0, byte(id >> 8), byte(id), byte(seq >> 8), byte(seq), 'r', 'o', 'm', 'a', 'n', 'a'}
-	binary.BigEndian.PutUint16(msg[2:], checksum(msg))
-	if _, err := c.WriteTo(msg, &net.IPAddr{IP: ip.AsSlice()}); err != nil {
+	msg := []byte{request, 0, 0, 0, byte(id >> 8), byte(id), byte(seq >> 8), byte(seq), 'r', 'o', 'm', 'a', 'n', 'a'}
+	if ip.Is4() {
+		binary.BigEndian.PutUint16(msg[2:], checksum(msg))
+	}
+	if _, err := c.WriteTo(msg, &net.IPAddr{IP: ip.AsSlice(), Zone: ip.Zone()}); err != nil {
 		return fmt.Errorf("probe %s: send echo: %w", ip, err)
 	}
 	buf := make([]byte, 1500)
@@ -53,7 +59,7 @@ func (p Pinger) Probe(ctx context.Context, ip netip.Addr) error {
 		if !ok || !fa.IP.Equal(ip.AsSlice()) || n < 8 {
 			continue
 		}
-		if buf[0] == 0 && binary.BigEndian.Uint16(buf[4:]) == id && binary.BigEndian.Uint16(buf[6:]) == seq {
+		if buf[0] == reply && binary.BigEndian.Uint16(buf[4:]) == id && binary.BigEndian.Uint16(buf[6:]) == seq {
 			return nil
 		}
 	}

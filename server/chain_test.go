@@ -152,6 +152,8 @@ func TestChainValidation(t *testing.T) {
 		{"bad failure", `{"name":"c","tenant":"acme","segment":"web","failure":"maybe","via":["` + fw1 + `"]}`, 400, "fail-open or fail-closed"},
 		{"cidr and tenant", `{"name":"c","tenant":"acme","segment":"web","toCidr":"10.0.0.0/8","toTenant":"infra","via":["` + fw1 + `"]}`, 400, "not both"},
 		{"bad name", `{"name":"C!","tenant":"acme","segment":"web","via":["` + fw1 + `"]}`, 400, "invalid chain name"},
+		{"functions of two families", `{"name":"c","tenant":"acme","segment":"web","via":["` + fw1 + `","fd00::10"]}`, 400, "different families"},
+		{"destination of the other family", `{"name":"c","tenant":"acme","segment":"web","toCidr":"fd00::/64","via":["` + fw1 + `"]}`, 400, "different families"},
 		{"id too large", `{"name":"c","id":5000,"tenant":"acme","segment":"web","via":["` + fw1 + `"]}`, 400, "above the maximum"},
 	}
 	before := readStore(t, in)
