@@ -42,7 +42,16 @@ func (c *cluster) addServiceFunction(name, host string) *sim.Endpoint {
 		c.t.Fatal(err)
 	}
 	c.eps[name] = ep
-	for _, kv := range []string{"net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.eth0.send_redirects=0"} {
+	c.forwardAndCount(ep, name, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.eth0.send_redirects=0")
+	return ep
+}
+
+// forwardAndCount makes the endpoint's namespace a service function: the
+// sysctls given (forwarding on, redirects off) and an nft counter of every
+// forwarded packet (table inet sf, both families).
+func (c *cluster) forwardAndCount(ep *sim.Endpoint, name string, sysctls ...string) {
+	c.t.Helper()
+	for _, kv := range sysctls {
 		if _, err := ep.Exec(c.ctx, "sysctl", "-qw", kv); err != nil {
 			c.t.Fatal(err)
 		}
@@ -52,7 +61,6 @@ func (c *cluster) addServiceFunction(name, host string) *sim.Endpoint {
 	if _, err := ep.Exec(c.ctx, "nft", "-f", script); err != nil {
 		c.t.Fatal(err)
 	}
-	return ep
 }
 
 // forwarded returns the packets a service function forwarded so far.
