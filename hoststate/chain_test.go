@@ -150,7 +150,9 @@ func TestSteeringIPv6(t *testing.T) {
 			t.Errorf("h1: rule of the wrong family: %s # %s", r.Expr, r.Comment)
 		}
 	}
-	if !slices.ContainsFunc(h1.Problems, func(p string) bool { return strings.Contains(p, `chain "mixed"`) && strings.Contains(p, "different families") }) {
+	if !slices.ContainsFunc(h1.Problems, func(p string) bool {
+		return strings.Contains(p, `chain "mixed"`) && strings.Contains(p, "different families")
+	}) {
 		t.Errorf("h1: no problem for the mixed-family chain: %q", h1.Problems)
 	}
 	h2, err := ComputeSteering(snap, "h2", nil)
