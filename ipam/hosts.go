@@ -149,6 +149,10 @@ func (r *Registry) placeAttempt(ctx context.Context, in placeInput) (map[string]
 		h := in.newHost
 		cmps = append(cmps, absent(r.k.host(h.Name)), absent(r.k.hostIP(h.IP)))
 		ops = append(ops, clientv3.OpPut(r.k.hostIP(h.IP), h.Name))
+		if h.IP6.IsValid() { // claimed like ip: one host receives a v6 block's routes
+			cmps = append(cmps, absent(r.k.hostIP(h.IP6)))
+			ops = append(ops, clientv3.OpPut(r.k.hostIP(h.IP6), h.Name))
+		}
 	}
 	out := map[string]api.Host{}
 	for _, rc := range recs {
@@ -180,10 +184,14 @@ func (r *Registry) AddHost(ctx context.Context, h api.Host) (_ api.Host, created
 	op := "add host " + h.Name
 	var out api.Host
 	err = r.retry(ctx, op, func() error {
-		resp, err := r.read(ctx, op,
+		reads := []clientv3.Op{
 			clientv3.OpGet(r.k.host(h.Name)),
 			clientv3.OpGet(r.k.hostIP(h.IP)),
-			clientv3.OpGet(r.k.networks(), clientv3.WithPrefix()))
+			clientv3.OpGet(r.k.networks(), clientv3.WithPrefix())}
+		if h.IP6.IsValid() {
+			reads = append(reads, clientv3.OpGet(r.k.hostIP(h.IP6)))
+		}
+		resp, err := r.read(ctx, op, reads...)
 		if err != nil {
 			return err
 		}
@@ -209,6 +217,11 @@ func (r *Registry) AddHost(ctx context.Context, h api.Host) (_ api.Host, created
 		}
 		if kv := oneKV(resp, 1); kv != nil {
 			return api.Errorf(api.ReasonConflict, "ip %s is already the address of host %s", h.IP, kv.Value)
+		}
+		if h.IP6.IsValid() {
+			if kv := oneKV(resp, 3); kv != nil {
+				return api.Errorf(api.ReasonConflict, "ip6 %s is already the address of host %s", h.IP6, kv.Value)
+			}
 		}
 		if err := outsidePools(h, rangeKVs(resp, 2)); err != nil {
 			return err
@@ -283,6 +296,16 @@ func (r *Registry) RemoveHost(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
+		// The ip6 claim is released when it is this host's. A host added
+		// before ip6 was claimed has none (and another host may hold it).
+		var ip6Claim *mvccpb.KeyValue
+		if h.IP6.IsValid() {
+			cr, err := r.read(ctx, op, clientv3.OpGet(r.k.hostIP(h.IP6)))
+			if err != nil {
+				return err
+			}
+			ip6Claim = oneKV(cr, 0)
+		}
 		nets := map[string]api.Network{}
 		for _, nkv := range rangeKVs(resp, 1) {
 			n, err := decode[api.Network](nkv)
@@ -304,6 +327,12 @@ func (r *Registry) RemoveHost(ctx context.Context, name string) error {
 		}
 		cmps := []clientv3.Cmp{unchanged(r.k.host(name), kv), clientv3.Compare(clientv3.Value(r.k.hostIP(h.IP)), "=", name)}
 		ops := []clientv3.Op{clientv3.OpDelete(r.k.host(name)), clientv3.OpDelete(r.k.hostIP(h.IP))}
+		if h.IP6.IsValid() {
+			cmps = append(cmps, unchanged(r.k.hostIP(h.IP6), ip6Claim))
+			if ip6Claim != nil && string(ip6Claim.Value) == name {
+				ops = append(ops, clientv3.OpDelete(r.k.hostIP(h.IP6)))
+			}
+		}
 		if len(reads) > 0 {
 			tr, err := r.read(ctx, op, reads...)
 			if err != nil {

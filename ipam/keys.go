@@ -23,7 +23,7 @@ import (
 //
 // Claims (each makes one id or address unique; created with CreateRevision==0):
 //
-//	hostips/IP                    host name
+//	hostips/IP                    host name (for its ip and its ip6)
 //	tenantids/ID                  tenant name
 //	segmentids/TENANT/ID          segment name
 //	groups/NET/LABEL[/LABEL...]   groupRec: a topology group's id and host count
