@@ -188,3 +188,46 @@ func TestPolicyLeavesForeignRouteInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The pinger over IPv6: an endpoint's IPv6 address answers an ICMPv6 echo
+// from its host (the host routes it through the veth, whose fe80::1 the
+// endpoint routes back to); once the endpoint drops echo requests, or for
+// an address nobody holds, the probe fails.
+func TestPingerIPv6InNamespace(t *testing.T) {
+	simtest.Require(t, "nft")
+	ctx := context.Background()
+	lab := simtest.New(t)
+	h, err := lab.AddHost(ctx, "h1", netip.MustParsePrefix("192.168.53.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddAddr(netip.MustParsePrefix("fd77::1/64")); err != nil {
+		t.Fatal(err)
+	}
+	fw := netip.MustParseAddr("fd00:1::5")
+	ep, err := lab.AddEndpointIPs(ctx, h, "fw6", []netip.Addr{fw}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Exec(ctx, "ip", "-6", "route", "add", fw.String()+"/128", "dev", ep.HostIface); err != nil {
+		t.Fatal(err)
+	}
+	probe := func(ip netip.Addr) (err error) {
+		if derr := h.Do(func() error { err = route.Pinger{}.Probe(ctx, ip); return nil }); derr != nil {
+			t.Fatal(derr)
+		}
+		return err
+	}
+	if err := probe(fw); err != nil {
+		t.Fatalf("probe of a live IPv6 endpoint: %v", err)
+	}
+	if err := probe(netip.MustParseAddr("fd00:1::99")); err == nil {
+		t.Error("probe of an IPv6 address nobody holds succeeded")
+	}
+	if _, err := ep.Exec(ctx, "nft", "add table inet t; add chain inet t in { type filter hook input priority 0; icmpv6 type echo-request drop; }"); err != nil {
+		t.Fatal(err)
+	}
+	if err := probe(fw); err == nil {
+		t.Error("probe of an endpoint dropping echo requests succeeded")
+	}
+}
