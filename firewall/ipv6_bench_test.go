@@ -22,8 +22,10 @@ import (
 // run (A-B-B-A), through Romana's dual-stack ruleset (100 tenants in an
 // IPv4 and an IPv6 network with the same fields, the endpoints in one
 // tenant) and routes (v6 blocks via the hosts' IPv6 underlay addresses,
-// IPv6 forwarding per interface). It reports both rates and their ratio
-// (medians of 2 runs of 3 s per family per iteration).
+// IPv6 forwarding per interface), and without the table (the no-rule
+// routed path of each family), alternated A-B-C-D-D-C-B-A per iteration.
+// It reports the four rates (medians of 2 runs of 3 s per condition per
+// iteration) and their ratios.
 func BenchmarkIPv6VsIPv4(b *testing.B) {
 	simtest.Require(b, "nft", "iperf3")
 	ctx := context.Background()
@@ -73,16 +75,19 @@ func BenchmarkIPv6VsIPv4(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	fws, rulesets := map[string]*Firewall{}, map[string]hoststate.Ruleset{}
 	for h, host := range hosts {
 		st, err := hoststate.Compute(snap, h, hoststate.Options{})
 		if err != nil || len(st.Problems) > 0 {
 			b.Fatal(err, st.Problems)
 		}
+		rulesets[h] = st.Firewall
 		if err := host.Do(func() error {
 			fw, err := programHost(ctx, st)
 			if err != nil {
 				return err
 			}
+			fws[h] = fw
 			_, err = fw.Apply(ctx, st.Firewall)
 			return err
 		}); err != nil {
@@ -122,20 +127,42 @@ func BenchmarkIPv6VsIPv4(b *testing.B) {
 		}
 		return res.End.SumReceived.BitsPerSecond / 1e9
 	}
-	var v4, v6 []float64
-	for b.Loop() {
-		for _, is4 := range []bool{true, false, false, true} {
-			g := run(is4)
-			if is4 {
-				v4 = append(v4, g)
-			} else {
-				v6 = append(v6, g)
+	// setTable installs Romana's table on both hosts, or removes it (the
+	// routes stay): the no-rule routed path of each family.
+	setTable := func(on bool) {
+		for h, host := range hosts {
+			if err := host.Do(func() error {
+				if on {
+					_, err := fws[h].Apply(ctx, rulesets[h])
+					return err
+				}
+				return fws[h].Cleanup(ctx)
+			}); err != nil {
+				b.Fatal(err)
 			}
 		}
 	}
-	b.Logf("Gbit/s over IPv4 %.2f, over IPv6 %.2f", v4, v6)
+	type cond struct {
+		is4, table bool
+	}
+	res := map[cond][]float64{}
+	order := []cond{{true, true}, {false, true}, {true, false}, {false, false}, {false, false}, {true, false}, {false, true}, {true, true}}
+	for b.Loop() {
+		for _, c := range order {
+			setTable(c.table)
+			res[c] = append(res[c], run(c.is4))
+		}
+	}
+	v4, v6 := res[cond{true, true}], res[cond{false, true}]
+	n4, n6 := res[cond{true, false}], res[cond{false, false}]
+	b.Logf("Gbit/s with Romana's table: IPv4 %.2f, IPv6 %.2f; without: IPv4 %.2f, IPv6 %.2f", v4, v6, n4, n6)
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(median(v4), "Gbit/s-v4")
 	b.ReportMetric(median(v6), "Gbit/s-v6")
+	b.ReportMetric(median(n4), "Gbit/s-v4-notable")
+	b.ReportMetric(median(n6), "Gbit/s-v6-notable")
 	b.ReportMetric(median(v6)/median(v4), "ratio")
+	b.ReportMetric(median(n6)/median(n4), "ratio-notable")
+	b.ReportMetric(median(v4)/median(n4), "v4-table-ratio")
+	b.ReportMetric(median(v6)/median(n6), "v6-table-ratio")
 }
