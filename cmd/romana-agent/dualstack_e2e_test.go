@@ -418,44 +418,14 @@ func (c *cluster) underlaySpoofing6() {
 		}
 	}
 	o1 := c.eps["o1"]
-	got := map[string]bool{}
-	var mu sync.Mutex
-	var conn *net.UDPConn
-	if err := o1.Do(func() (err error) {
-		conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(o1.IPOf(false), 9998)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	go func() {
-		buf := make([]byte, 100)
-		for {
-			n, _, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			got[string(buf[:n])] = true
-			mu.Unlock()
-		}
-	}()
-	has := func(s string) bool { mu.Lock(); defer mu.Unlock(); return got[s] }
+	at := netip.AddrPortFrom(o1.IPOf(false), 9998)
+	atO1 := listenUDP(t, o1, at.Addr(), at.Port())
+	has := atO1.received
 	send := func(src netip.Addr, payload string) {
 		t.Helper()
-		if err := x.Do(func() error {
-			conn, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), net.UDPAddrFromAddrPort(netip.AddrPortFrom(o1.IPOf(false), 9998)))
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			_, err = conn.Write([]byte(payload))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		sendUDP(t, x.Namespace, src, at, payload, 1)
 	}
-	before := c.ruleCount("h1", "network net6: source not from its block's host")
+	before := c.forwardCounter("h1", "network net6: source not from its block's host")
 	for i := range 10 {
 		send(a2, fmt.Sprintf("forged-%d", i))
 	}
@@ -471,21 +441,21 @@ func (c *cluster) underlaySpoofing6() {
 			t.Errorf("forged-%d from a2's address arrived at o1", i)
 		}
 	}
-	if after := c.ruleCount("h1", "network net6: source not from its block's host"); after-before < 10 {
+	if after := c.forwardCounter("h1", "network net6: source not from its block's host"); after-before < 10 {
 		t.Errorf("h1's IPv6 underlay rule counted %d packets, want the 10 forged ones", after-before)
 	}
 }
 
-// ruleCount is the packet counter of the rule with comment in the host's
-// forward chain.
-func (c *cluster) ruleCount(host, comment string) int {
+// forwardCounter is the packet counter of the rule of the host's forward
+// chain whose line holds match (a comment, or part of the rule).
+func (c *cluster) forwardCounter(host, match string) int {
 	c.t.Helper()
 	out, err := c.hosts[host].Exec(c.ctx, "nft", "list", "chain", "inet", "romana", "forward")
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, comment) {
+		if strings.Contains(l, match) {
 			var n int
 			if i := strings.Index(l, "counter packets "); i >= 0 {
 				fmt.Sscanf(l[i:], "counter packets %d", &n)
@@ -493,7 +463,7 @@ func (c *cluster) ruleCount(host, comment string) int {
 			}
 		}
 	}
-	c.t.Fatalf("no rule %q in %s's forward chain:\n%s", comment, host, out)
+	c.t.Fatalf("no rule %q in %s's forward chain:\n%s", match, host, out)
 	return 0
 }
 
@@ -501,113 +471,16 @@ func (c *cluster) ruleCount(host, comment string) int {
 // same host) and a2 (acme, h2) to send UDP to acme endpoints; anti-
 // spoofing must drop them at h1, while the owners' own datagrams arrive.
 func (c *cluster) spoofing6() {
-	t := c.t
-	type rx struct {
-		mu  sync.Mutex
-		got map[string]int
-	}
-	listen := func(ep *sim.Endpoint) *rx {
-		r := &rx{got: map[string]int{}}
-		var conn *net.UDPConn
-		if err := ep.Do(func() (err error) {
-			conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ep.IPOf(false), 9999)))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		go func() {
-			buf := make([]byte, 100)
-			for {
-				n, a, err := conn.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					return
-				}
-				r.mu.Lock()
-				r.got[a.Addr().String()+" "+string(buf[:n])]++
-				r.mu.Unlock()
-			}
-		}()
-		return r
-	}
-	count := func(r *rx, from, payload string) int {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.got[c.eps[from].IPOf(false).String()+" "+payload]
-	}
-	send := func(from *sim.Endpoint, src netip.Addr, to *sim.Endpoint, payload string) {
-		t.Helper()
-		if err := from.Do(func() error {
-			conn, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), net.UDPAddrFromAddrPort(netip.AddrPortFrom(to.IPOf(false), 9999)))
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			for range 5 {
-				if _, err := conn.Write([]byte(payload)); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	w1 := c.eps["w1"]
-	spoof := func(victim, to string) {
-		t.Helper()
-		addr := c.eps[victim].IPOf(false).String() + "/128"
-		if _, err := w1.Exec(c.ctx, "ip", "-6", "addr", "add", addr, "dev", "eth0", "nodad"); err != nil {
-			t.Fatal(err)
-		}
-		send(w1, c.eps[victim].IPOf(false), c.eps[to], "spoof")
-		if _, err := w1.Exec(c.ctx, "ip", "-6", "addr", "del", addr, "dev", "eth0"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	atA2, atA1b := listen(c.eps["a2"]), listen(c.eps["a1b"])
 	before := c.spoofDrops("h1")
-	spoof("a1", "a2")  // cross host, borrowing a local acme address
-	spoof("a2", "a1b") // same host, borrowing a remote acme address
-	send(c.eps["a1"], c.eps["a1"].IPOf(false), c.eps["a2"], "real")
-	send(c.eps["a2"], c.eps["a2"].IPOf(false), c.eps["a1b"], "real")
-	all5 := func(n int) error {
-		if n != 5 {
-			return fmt.Errorf("%d of 5 arrived", n)
-		}
-		return nil
-	}
-	expect.Eventually(t, "the real a1's datagrams reach a2", wait, func() error { return all5(count(atA2, "a1", "real")) })
-	expect.Eventually(t, "the real a2's datagrams reach a1b", wait, func() error { return all5(count(atA1b, "a2", "real")) })
-	if n := count(atA2, "a1", "spoof"); n != 0 {
-		t.Errorf("a2 got %d datagrams from w1 posing as a1", n)
-	}
-	if n := count(atA1b, "a2", "spoof"); n != 0 {
-		t.Errorf("a1b got %d datagrams from w1 posing as a2", n)
-	}
+	c.spoofingOver(false)
 	if after := c.spoofDrops("h1"); after-before != 10 {
-		t.Errorf("h1's IPv6 anti-spoofing rule counted %d packets, want the 10 spoofed ones", after-before)
+		c.t.Errorf("h1's IPv6 anti-spoofing rule counted %d packets, want the 10 spoofed ones", after-before)
 	}
 }
 
 // spoofDrops is the packet count of the host's IPv6 reverse-path rule.
 func (c *cluster) spoofDrops(host string) int {
-	c.t.Helper()
-	out, err := c.hosts[host].Exec(c.ctx, "nft", "list", "chain", "inet", "romana", "forward")
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, "ip6 saddr "+net6.CIDR+" fib saddr . iif oif missing") {
-			var n int
-			if i := strings.Index(l, "counter packets "); i >= 0 {
-				fmt.Sscanf(l[i:], "counter packets %d", &n)
-				return n
-			}
-		}
-	}
-	c.t.Fatalf("no IPv6 anti-spoofing rule in h1's forward chain:\n%s", out)
-	return 0
+	return c.forwardCounter(host, "ip6 saddr "+net6.CIDR+" fib saddr . iif oif missing")
 }
 
 func mustExecutable(t *testing.T) string {

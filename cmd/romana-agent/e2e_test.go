@@ -197,28 +197,7 @@ func newCluster(t *testing.T, opts ...servertest.Option) *cluster {
 
 // serveEcho runs a TCP echo server on the endpoint's address and port
 // until the test ends.
-func (c *cluster) serveEcho(ep *sim.Endpoint, port int) {
-	var ln net.Listener
-	if err := ep.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", ep.IP, port))
-		return err
-	}); err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				io.Copy(conn, conn)
-			}()
-		}
-	}()
-}
+func (c *cluster) serveEcho(ep *sim.Endpoint, port int) { c.serveEchoAt(ep, ep.IP, port) }
 
 // url is romanad's address as the agents reach it, over the underlay.
 func (c *cluster) url() string {
@@ -770,93 +749,132 @@ func (tr *traffic) stop() (lines, connects int, err error) {
 // and a2 (acme, h2) to send UDP to acme endpoints, which isolation would
 // accept by source address. The anti-spoofing rule must drop them at h1.
 func (c *cluster) spoofing() {
+	c.spoofingOver(true)
+	out, err := c.hosts["h1"].Exec(c.ctx, "nft", "list", "chain", "inet", "romana", "forward")
+	if err != nil || !strings.Contains(out, "counter packets 10 ") {
+		c.t.Errorf("h1's anti-spoofing rule did not count the 10 spoofed packets: %v\n%s", err, out)
+	}
+}
+
+// spoofingOver is spoofing over IPv4 (is4) or IPv6: w1 borrows a1's and
+// a2's addresses of that family, 5 datagrams each; the owners' own
+// datagrams, sent after on the same paths, are the barrier. The caller
+// checks h1's counters.
+func (c *cluster) spoofingOver(is4 bool) {
 	t := c.t
-	// rx counts the datagrams an endpoint receives, by source and payload.
-	type rx struct {
-		mu  sync.Mutex
-		got map[string]int // "10.0.0.1 spoof"
+	ip, bits, nodad := []string{"ip"}, 32, []string{}
+	if !is4 {
+		ip, bits, nodad = []string{"ip", "-6"}, 128, []string{"nodad"}
 	}
-	listen := func(ep *sim.Endpoint) *rx {
-		r := &rx{got: map[string]int{}}
-		var conn *net.UDPConn
-		if err := ep.Do(func() (err error) {
-			conn, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IP(ep.IP.AsSlice()), Port: 9999})
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		go func() {
-			buf := make([]byte, 100)
-			for {
-				n, a, err := conn.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					return
-				}
-				r.mu.Lock()
-				r.got[a.Addr().Unmap().String()+" "+string(buf[:n])]++
-				r.mu.Unlock()
-			}
-		}()
-		return r
-	}
-	count := func(r *rx, from, payload string) int {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.got[c.eps[from].IP.String()+" "+payload]
-	}
-	send := func(from *sim.Endpoint, src netip.Addr, to *sim.Endpoint, payload string) {
+	addr := func(name string) netip.Addr { return c.eps[name].IPOf(is4) }
+	send := func(from *sim.Endpoint, src netip.Addr, to string, payload string) {
 		t.Helper()
-		if err := from.Do(func() error {
-			conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IP(src.AsSlice())}, &net.UDPAddr{IP: net.IP(to.IP.AsSlice()), Port: 9999})
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			for i := 0; i < 5; i++ {
-				if _, err := conn.Write([]byte(payload)); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+		sendUDP(t, from.Namespace, src, netip.AddrPortFrom(addr(to), 9999), payload, 5)
 	}
 	w1 := c.eps["w1"]
 	spoof := func(victim, to string) {
 		t.Helper()
-		addr := c.eps[victim].IP.String() + "/32"
-		if _, err := w1.Exec(c.ctx, "ip", "addr", "add", addr, "dev", "eth0"); err != nil {
+		pfx := netip.PrefixFrom(addr(victim), bits).String()
+		if _, err := w1.Exec(c.ctx, append(append(slices.Clone(ip), "addr", "add", pfx, "dev", "eth0"), nodad...)...); err != nil {
 			t.Fatal(err)
 		}
-		send(w1, c.eps[victim].IP, c.eps[to], "spoof")
-		if _, err := w1.Exec(c.ctx, "ip", "addr", "del", addr, "dev", "eth0"); err != nil {
+		send(w1, addr(victim), to, "spoof")
+		if _, err := w1.Exec(c.ctx, append(slices.Clone(ip), "addr", "del", pfx, "dev", "eth0")...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	atA2, atA1b := listen(c.eps["a2"]), listen(c.eps["a1b"])
+	atA2 := listenUDP(t, c.eps["a2"], addr("a2"), 9999)
+	atA1b := listenUDP(t, c.eps["a1b"], addr("a1b"), 9999)
 	spoof("a1", "a2")  // cross host, borrowing a local acme address
 	spoof("a2", "a1b") // same host, borrowing a remote acme address
 	// Barriers: the real owners' datagrams, sent later on the same paths.
-	send(c.eps["a1"], c.eps["a1"].IP, c.eps["a2"], "real")
-	send(c.eps["a2"], c.eps["a2"].IP, c.eps["a1b"], "real")
+	send(c.eps["a1"], addr("a1"), "a2", "real")
+	send(c.eps["a2"], addr("a2"), "a1b", "real")
 	all5 := func(n int) error {
 		if n != 5 {
 			return fmt.Errorf("%d of 5 arrived", n)
 		}
 		return nil
 	}
-	expect.Eventually(t, "the real a1's datagrams reach a2", wait, func() error { return all5(count(atA2, "a1", "real")) })
-	expect.Eventually(t, "the real a2's datagrams reach a1b", wait, func() error { return all5(count(atA1b, "a2", "real")) })
-	if n := count(atA2, "a1", "spoof"); n != 0 {
+	expect.Eventually(t, "the real a1's datagrams reach a2", wait, func() error { return all5(atA2.count(addr("a1"), "real")) })
+	expect.Eventually(t, "the real a2's datagrams reach a1b", wait, func() error { return all5(atA1b.count(addr("a2"), "real")) })
+	if n := atA2.count(addr("a1"), "spoof"); n != 0 {
 		t.Errorf("a2 got %d datagrams from w1 posing as a1", n)
 	}
-	if n := count(atA1b, "a2", "spoof"); n != 0 {
+	if n := atA1b.count(addr("a2"), "spoof"); n != 0 {
 		t.Errorf("a1b got %d datagrams from w1 posing as a2", n)
 	}
-	out, err := c.hosts["h1"].Exec(c.ctx, "nft", "list", "chain", "inet", "romana", "forward")
-	if err != nil || !strings.Contains(out, "counter packets 10 ") {
-		t.Errorf("h1's anti-spoofing rule did not count the 10 spoofed packets: %v\n%s", err, out)
+}
+
+// udpSink counts the datagrams received on one address of an endpoint,
+// by source and payload.
+type udpSink struct {
+	mu  sync.Mutex
+	got map[string]int // "10.0.0.1 spoof"
+}
+
+// listenUDP receives UDP on ip:port inside ep until the test ends.
+func listenUDP(t testing.TB, ep *sim.Endpoint, ip netip.Addr, port uint16) *udpSink {
+	t.Helper()
+	s := &udpSink{got: map[string]int{}}
+	var conn *net.UDPConn
+	if err := ep.Do(func() (err error) {
+		conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, port)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		buf := make([]byte, 100)
+		for {
+			n, a, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.got[a.Addr().Unmap().String()+" "+string(buf[:n])]++
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// count is the number of datagrams with payload received from src.
+func (s *udpSink) count(src netip.Addr, payload string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.got[src.String()+" "+payload]
+}
+
+// received reports whether a datagram with payload came from any source.
+func (s *udpSink) received(payload string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, n := range s.got {
+		if _, p, _ := strings.Cut(k, " "); p == payload && n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// sendUDP sends payload n times from src to dst, inside ns.
+func sendUDP(t testing.TB, ns *sim.Namespace, src netip.Addr, dst netip.AddrPort, payload string, n int) {
+	t.Helper()
+	if err := ns.Do(func() error {
+		conn, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		for range n {
+			if _, err := conn.Write([]byte(payload)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
