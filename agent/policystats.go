@@ -44,7 +44,6 @@ type statsManager struct {
 	log       *slog.Logger
 	kick      chan struct{} // capacity 1
 	sentEmpty bool
-	now       func() time.Time // time.Now
 }
 
 // statsDuty is the share of one core the counters may take: a listing
@@ -64,7 +63,7 @@ func (g *dutyGate) spent(start, end time.Time) {
 }
 
 func newStatsManager(cfg *PolicyStats, host string, log *slog.Logger) *statsManager {
-	return &statsManager{cfg: cfg, host: host, log: log, kick: make(chan struct{}, 1), now: time.Now}
+	return &statsManager{cfg: cfg, host: host, log: log, kick: make(chan struct{}, 1)}
 }
 
 func (*statsManager) name() string { return "stats" }
@@ -88,12 +87,12 @@ func (m *statsManager) send(ctx context.Context) {
 			return
 		case <-m.kick:
 		}
-		start := m.now()
+		start := time.Now()
 		if !gate.allow(start) {
 			continue
 		}
 		cs, err := m.cfg.Counters.PolicyCounters(ctx)
-		gate.spent(start, m.now())
+		gate.spent(start, time.Now())
 		if err != nil {
 			m.log.Debug("read policy counters", "err", err)
 			continue
