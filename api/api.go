@@ -129,6 +129,9 @@ type Snapshot struct {
 	Devices []Device `json:"devices,omitempty"`
 	// Chains steer segments' traffic through service functions (chain.go).
 	Chains []Chain `json:"chains,omitempty"`
+	// AddressSets are explicit sets of addresses that policies name
+	// (addressset.go).
+	AddressSets []AddressSet `json:"addressSets,omitempty"`
 }
 
 // Kinds of objects in events.

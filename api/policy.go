@@ -6,11 +6,25 @@ const (
 	DirectionEgress  = "egress"
 	ActionAllow      = "allow"
 	ActionDeny       = "deny"
-	ProtoTCP         = "tcp"
-	ProtoUDP         = "udp"
-	ProtoSCTP        = "sctp"
-	ProtoICMP        = "icmp"
-	ProtoAny         = "any"
+	// ActionPass ends the evaluation of the policy's tier for the packet
+	// and goes on with the next tier (Kubernetes' ClusterNetworkPolicy
+	// "Pass"); in the last tier it goes on to tenant isolation.
+	ActionPass = "pass"
+	ProtoTCP   = "tcp"
+	ProtoUDP   = "udp"
+	ProtoSCTP  = "sctp"
+	ProtoICMP  = "icmp"
+	ProtoAny   = "any"
+)
+
+// Policy tiers, in evaluation order. TierAdmin policies come before every
+// policy of the default tier (""), which holds Romana's own policies and
+// Kubernetes NetworkPolicies; TierBaseline policies come after them, right
+// before tenant isolation.
+const (
+	TierAdmin    = "admin"
+	TierDefault  = ""
+	TierBaseline = "baseline"
 )
 
 // DefaultPriority is a policy's priority when none is given. Priorities
@@ -18,13 +32,15 @@ const (
 const DefaultPriority = 1000
 
 // Policy opens (or closes) traffic beyond tenant isolation. Policies are
-// evaluated in ascending Priority, ties broken by Name; within a policy rules
+// evaluated by Tier (admin, default, baseline), then in ascending Priority,
+// ties broken by Name; within a policy rules
 // are evaluated in order; the first rule that matches decides. Traffic no
 // rule matches falls to the tenant isolation default.
 type Policy struct {
 	Name        string     `json:"name"`
 	Description string     `json:"description,omitempty"`
 	Priority    int        `json:"priority,omitempty"`
+	Tier        string     `json:"tier,omitempty"`
 	Direction   []string   `json:"direction"` // "ingress", "egress", or both
 	AppliedTo   []Selector `json:"appliedTo"`
 	Rules       []Rule     `json:"rules"`
@@ -34,16 +50,20 @@ type Policy struct {
 }
 
 // Selector picks the endpoints a policy applies to: exactly one of All,
-// Tenant (optionally with Segment), or Host.
+// Tenant (optionally with Segment), or Host; Set, when given, narrows the
+// selection to the addresses of that AddressSet (with All or Tenant, or
+// alone: the set's addresses wherever they are).
 type Selector struct {
 	All     bool   `json:"all,omitempty"`
 	Tenant  string `json:"tenant,omitempty"`
 	Segment string `json:"segment,omitempty"`
 	Host    string `json:"host,omitempty"`
+	Set     string `json:"set,omitempty"`
 }
 
 // Peer is the other side of a connection: exactly one of Any, CIDR (with
-// optional Except), Tenant (optionally with Segment), or Host.
+// optional Except), Tenant (optionally with Segment), Host, or Set (the
+// addresses of an AddressSet).
 type Peer struct {
 	Any     bool     `json:"any,omitempty"`
 	CIDR    string   `json:"cidr,omitempty"`
@@ -51,6 +71,7 @@ type Peer struct {
 	Tenant  string   `json:"tenant,omitempty"`
 	Segment string   `json:"segment,omitempty"`
 	Host    string   `json:"host,omitempty"`
+	Set     string   `json:"set,omitempty"`
 }
 
 // Rule matches traffic to or from its peers (any peer when empty) and

@@ -89,6 +89,7 @@ type Model struct {
 	policies  map[string]api.Policy
 	chains    map[string]api.Chain
 	devices   map[string]api.Device
+	sets      map[string]api.AddressSet
 
 	// dups are the objects a snapshot listed twice, by kind.
 	dups map[string][]string
@@ -104,6 +105,7 @@ type Model struct {
 	policyLst []api.Policy
 	chainLst  []api.Chain
 	deviceLst []api.Device
+	setLst    []api.AddressSet
 }
 
 type netIndex struct {
@@ -124,7 +126,7 @@ func New(s api.Snapshot) *Model {
 	m := &Model{rev: s.Revision,
 		networks: map[string]api.Network{}, hosts: map[string]api.Host{}, tenants: map[string]api.Tenant{},
 		segments: map[string]api.Segment{}, addresses: map[string]api.Address{}, policies: map[string]api.Policy{},
-		chains: map[string]api.Chain{}, devices: map[string]api.Device{},
+		chains: map[string]api.Chain{}, devices: map[string]api.Device{}, sets: map[string]api.AddressSet{},
 		byHost: map[string]map[string]api.Address{}, byIP: map[netip.Addr]map[string]bool{}, dups: map[string][]string{}}
 	for _, x := range s.Networks {
 		addFirst(m, api.KindNetwork, m.networks, x.Name, x)
@@ -158,6 +160,9 @@ func New(s api.Snapshot) *Model {
 	}
 	for _, x := range s.Devices {
 		addFirst(m, api.KindDevice, m.devices, x.Name, x)
+	}
+	for _, x := range s.AddressSets {
+		addFirst(m, api.KindAddressSet, m.sets, x.Name, x)
 	}
 	return m
 }
@@ -212,6 +217,9 @@ func (m *Model) Apply(ev api.Event) (c Change, ok bool, err error) {
 	case api.KindDevice:
 		err = applyTo(m.devices, ev)
 		m.deviceLst = nil
+	case api.KindAddressSet:
+		err = applyTo(m.sets, ev)
+		m.setLst = nil
 	default:
 		return Change{}, false, nil
 	}
@@ -303,15 +311,16 @@ func (m *Model) dropAddress(name string, a api.Address) {
 // Snapshot returns the model as a snapshot, every list sorted by name.
 func (m *Model) Snapshot() api.Snapshot {
 	return api.Snapshot{
-		Revision:  m.rev,
-		Networks:  sortedValues(m.networks),
-		Hosts:     slices.Clone(m.Hosts()),
-		Tenants:   sortedValues(m.tenants),
-		Segments:  sortedValues(m.segments),
-		Addresses: sortedValues(m.addresses),
-		Policies:  slices.Clone(m.Policies()),
-		Chains:    slices.Clone(m.Chains()),
-		Devices:   slices.Clone(m.Devices()),
+		Revision:    m.rev,
+		Networks:    sortedValues(m.networks),
+		Hosts:       slices.Clone(m.Hosts()),
+		Tenants:     sortedValues(m.tenants),
+		Segments:    sortedValues(m.segments),
+		Addresses:   sortedValues(m.addresses),
+		Policies:    slices.Clone(m.Policies()),
+		Chains:      slices.Clone(m.Chains()),
+		Devices:     slices.Clone(m.Devices()),
+		AddressSets: slices.Clone(m.AddressSets()),
 	}
 }
 
@@ -540,6 +549,20 @@ func (m *Model) Devices() []api.Device {
 		m.deviceLst = sortedValues(m.devices)
 	}
 	return m.deviceLst
+}
+
+// AddressSets returns every address set, sorted by name.
+func (m *Model) AddressSets() []api.AddressSet {
+	if m.setLst == nil {
+		m.setLst = sortedValues(m.sets)
+	}
+	return m.setLst
+}
+
+// AddressSet returns the address set of that name.
+func (m *Model) AddressSet(name string) (api.AddressSet, bool) {
+	s, ok := m.sets[name]
+	return s, ok
 }
 
 // HasChains reports whether any service chain exists (the firewall then
