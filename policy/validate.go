@@ -17,8 +17,9 @@ const MaxPriority = 65535
 // Validate checks a policy and returns an *api.Error with reason Invalid
 // listing every problem with its field path, for example
 // `rules[1].ports[0]: port 0 is out of range 1-65535`. Names of tenants,
-// segments and hosts are checked for syntax only: a policy may name a
-// tenant that does not exist yet and takes effect when it appears.
+// segments, hosts and address sets are checked for syntax only: a policy
+// may name a tenant or a set that does not exist yet and takes effect when
+// it appears (agents treat a missing set as empty).
 func Validate(p api.Policy) error {
 	var v validator
 	if err := api.ValidateName("policy", p.Name); err != nil {
@@ -29,6 +30,11 @@ func Validate(p api.Policy) error {
 	}
 	if len(p.Description) > 1024 {
 		v.add("description", "longer than 1024 characters")
+	}
+	switch p.Tier {
+	case api.TierAdmin, api.TierDefault, api.TierBaseline:
+	default:
+		v.add("tier", "%q is not admin, baseline or empty (the default tier)", p.Tier)
 	}
 	if len(p.Direction) == 0 {
 		v.add("direction", "required: ingress, egress or both")
@@ -125,8 +131,16 @@ func (v *validator) endpoints(f string, all bool, tenant, segment, host string) 
 }
 
 func (v *validator) selector(f string, s api.Selector) {
-	if v.endpoints(f, s.All, s.Tenant, s.Segment, s.Host) != 1 {
-		v.add(f, "set exactly one of all, tenant (optionally with segment) or host")
+	n := v.endpoints(f, s.All, s.Tenant, s.Segment, s.Host)
+	if s.Set == "" {
+		if n != 1 {
+			v.add(f, "set exactly one of all, tenant (optionally with segment), host or set")
+		}
+		return
+	}
+	v.name(f+".set", "address set", s.Set)
+	if n > 1 || s.Host != "" {
+		v.add(f, "set narrows all or tenant (optionally with segment), or stands alone; not with host")
 	}
 }
 
@@ -146,6 +160,10 @@ func (v *validator) peer(f string, p api.Peer) {
 			v.add(f+".cidr", "%q has bits set below the prefix length; did you mean %s?", p.CIDR, cidr.Masked())
 		}
 	}
+	if p.Set != "" {
+		n++
+		v.name(f+".set", "address set", p.Set)
+	}
 	if len(p.Except) > 0 && p.CIDR == "" {
 		v.add(f+".except", "needs cidr: except carves holes out of a cidr peer")
 	}
@@ -162,15 +180,15 @@ func (v *validator) peer(f string, p api.Peer) {
 		}
 	}
 	if n != 1 {
-		v.add(f, "set exactly one of any, cidr (optionally with except), tenant (optionally with segment) or host")
+		v.add(f, "set exactly one of any, cidr (optionally with except), tenant (optionally with segment), host or set")
 	}
 }
 
 func (v *validator) rule(f string, r api.Rule) {
 	switch r.Action {
-	case "", api.ActionAllow, api.ActionDeny:
+	case "", api.ActionAllow, api.ActionDeny, api.ActionPass:
 	default:
-		v.add(f+".action", "%q is not allow or deny", r.Action)
+		v.add(f+".action", "%q is not allow, deny or pass", r.Action)
 	}
 	for i, p := range r.Peers {
 		v.peer(fmt.Sprintf("%s.peers[%d]", f, i), p)

@@ -31,6 +31,15 @@ func TestValidateAccepts(t *testing.T) {
 			AppliedTo: []api.Selector{{Host: "h1"}, {All: true}},
 			Rules:     []api.Rule{{Peers: []api.Peer{{Tenant: "not-yet"}, {Host: "h2"}}, Protocol: "sctp", Ports: []uint16{1, 65535}}},
 		},
+		"tiers, pass, address sets (that need not exist yet)": {
+			Name: "sets", Tier: api.TierAdmin, Direction: []string{"ingress"},
+			AppliedTo: []api.Selector{{Set: "web-pods"}, {All: true, Set: "a"}, {Tenant: "acme", Segment: "web", Set: "b"}},
+			Rules:     []api.Rule{{Action: api.ActionPass, Peers: []api.Peer{{Set: "not-yet"}}}},
+		},
+		"baseline tier": {
+			Name: "base", Tier: api.TierBaseline, Direction: []string{"egress"}, AppliedTo: []api.Selector{{All: true}},
+			Rules: []api.Rule{{Action: api.ActionDeny}},
+		},
 		"ipv6 cidr": {
 			Name: "p6", Direction: []string{"egress"}, AppliedTo: []api.Selector{{All: true}},
 			Rules: []api.Rule{{Peers: []api.Peer{{CIDR: "fd00::/8", Except: []string{"fd00::/16", "fd00::1/128"}}}, Protocol: "udp", PortRanges: []string{"53-53"}}},
@@ -58,7 +67,7 @@ func TestValidateRejects(t *testing.T) {
 		{"icmp type with tcp", func(p *api.Policy) { p.Rules[0].ICMPType = u8(8) }, "rules[0]: icmpType and icmpCode need protocol icmp"},
 		{"icmp code without type", func(p *api.Policy) { p.Rules[1].ICMPType = nil }, "rules[1].icmpCode: needs icmpType"},
 		{"protocol", func(p *api.Policy) { p.Rules[0].Protocol = "gre" }, `rules[0].protocol: "gre" is not one of tcp, udp, sctp, icmp, any`},
-		{"action", func(p *api.Policy) { p.Rules[2].Action = "drop" }, `rules[2].action: "drop" is not allow or deny`},
+		{"action", func(p *api.Policy) { p.Rules[2].Action = "drop" }, `rules[2].action: "drop" is not allow, deny or pass`},
 		{"no direction", func(p *api.Policy) { p.Direction = nil }, "direction: required"},
 		{"bad direction", func(p *api.Policy) { p.Direction = []string{"ingress", "in"} }, `direction[1]: "in" is not ingress or egress`},
 		{"duplicate direction", func(p *api.Policy) { p.Direction = []string{"egress", "egress"} }, `direction[1]: "egress" appears twice`},
@@ -66,7 +75,7 @@ func TestValidateRejects(t *testing.T) {
 		{"negative priority", func(p *api.Policy) { p.Priority = -1 }, "priority: -1 is out of range"},
 		{"name", func(p *api.Policy) { p.Name = "Web_In" }, `name: invalid policy name "Web_In"`},
 		{"no appliedTo", func(p *api.Policy) { p.AppliedTo = nil }, "appliedTo: required"},
-		{"appliedTo two kinds", func(p *api.Policy) { p.AppliedTo[0].Host = "h1" }, "appliedTo[0]: set exactly one of all, tenant (optionally with segment) or host"},
+		{"appliedTo two kinds", func(p *api.Policy) { p.AppliedTo[0].Host = "h1" }, "appliedTo[0]: set exactly one of all, tenant (optionally with segment), host or set"},
 		{"appliedTo empty", func(p *api.Policy) { p.AppliedTo = []api.Selector{{}} }, "appliedTo[0]: set exactly one"},
 		{"segment without tenant", func(p *api.Policy) { p.AppliedTo = []api.Selector{{Segment: "web"}} }, "appliedTo[0].segment: needs tenant"},
 		{"bad tenant name", func(p *api.Policy) { p.AppliedTo[0].Tenant = "ACME" }, `appliedTo[0].tenant: invalid tenant name "ACME"`},
@@ -79,6 +88,12 @@ func TestValidateRejects(t *testing.T) {
 		{"except other family", func(p *api.Policy) { p.Rules[1].Peers[0].Except = []string{"::/128"} }, "except[0]: ::/128 is not within cidr"},
 		{"except without cidr", func(p *api.Policy) { p.Rules[0].Peers[0].Except = []string{"10.0.0.0/8"} }, "rules[0].peers[0].except: needs cidr"},
 		{"no rules", func(p *api.Policy) { p.Rules = nil }, "rules: required"},
+		{"tier", func(p *api.Policy) { p.Tier = "Admin" }, `tier: "Admin" is not admin, baseline or empty (the default tier)`},
+		{"set name", func(p *api.Policy) { p.AppliedTo[0].Set = "Web_Pods" }, `appliedTo[0].set: invalid address set name "Web_Pods"`},
+		{"set with host", func(p *api.Policy) { p.AppliedTo = []api.Selector{{Host: "h1", Set: "s"}} }, "appliedTo[0]: set narrows all or tenant"},
+		{"set with all and tenant", func(p *api.Policy) { p.AppliedTo = []api.Selector{{All: true, Tenant: "acme", Set: "s"}} }, "appliedTo[0]: set narrows all or tenant"},
+		{"peer set and tenant", func(p *api.Policy) { p.Rules[0].Peers[0].Set = "s" }, "rules[0].peers[0]: set exactly one of any, cidr (optionally with except), tenant (optionally with segment), host or set"},
+		{"peer set name", func(p *api.Policy) { p.Rules[2].Peers = []api.Peer{{Set: "-x"}} }, `rules[2].peers[0].set: invalid address set name "-x"`},
 	} {
 		p := good()
 		tc.mutate(&p)
@@ -101,7 +116,7 @@ func TestValidateListsEveryProblem(t *testing.T) {
 	p.Rules[0].Ports = []uint16{0}
 	p.Rules[2].Action = "drop"
 	err := Validate(p)
-	want := `invalid policy web-in: rules[0].ports[0]: port 0 is out of range 1-65535; rules[2].action: "drop" is not allow or deny`
+	want := `invalid policy web-in: rules[0].ports[0]: port 0 is out of range 1-65535; rules[2].action: "drop" is not allow, deny or pass`
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v\nwant %s", err, want)
 	}
