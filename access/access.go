@@ -51,10 +51,20 @@ var Anonymous = []string{"POST /v1/join"}
 var Rules = []Rule{
 	{Name: "admin", Roles: []pki.Role{pki.RoleAdmin}, Routes: []string{"*"},
 		Why: "admin may do everything"},
-	{Name: "self", Roles: []pki.Role{pki.RoleViewer, pki.RoleHost, pki.RoleCNI}, Routes: []string{"GET /v1/whoami"},
+	{Name: "self", Roles: []pki.Role{pki.RoleViewer, pki.RoleKube, pki.RoleHost, pki.RoleCNI}, Routes: []string{"GET /v1/whoami"},
 		Why: "every identity may ask who it is"},
 	{Name: "viewer", Roles: []pki.Role{pki.RoleViewer}, Routes: []string{"GET *"},
 		Why: "viewer may only read (GET)"},
+	{Name: "kube-read", Roles: []pki.Role{pki.RoleKube}, Routes: KubeReads,
+		Why: "the Kubernetes controller may read the whole state (not the certificate inventory)"},
+	{Name: "kube-write", Roles: []pki.Role{pki.RoleKube}, Routes: []string{
+		"POST /v1/hosts", "DELETE /v1/hosts/{name}",
+		"POST /v1/tenants", "DELETE /v1/tenants/{name}",
+		"POST /v1/tenants/{tenant}/segments", "DELETE /v1/tenants/{tenant}/segments/{name}",
+		"POST /v1/policies", "PUT /v1/policies/{name}", "DELETE /v1/policies/{name}",
+		"PUT /v1/addresssets/{name}", "DELETE /v1/addresssets/{name}",
+		"PUT /v1/pods/{namespace}/{name}", "DELETE /v1/pods/{namespace}/{name}"},
+		Why: "the Kubernetes controller may write hosts (nodes), tenants (namespaces), segments, policies, address sets and pod records; not networks, devices, chains, addresses or certificates"},
 	{Name: "host-read", Roles: []pki.Role{pki.RoleHost}, Routes: []string{
 		"GET /healthz", "GET /v1/snapshot", "GET /v1/watch"},
 		Why: "a host's agent may read the whole state (snapshot and watch) it needs to program its host"},
@@ -69,6 +79,26 @@ var Rules = []Rule{
 		"DELETE /v1/addresses/{name}", "DELETE /v1/addresses",
 		"POST /v1/certificates"},
 		Why: "a CNI plugin may only allocate, read and release addresses on its own host (and renew its certificate)"},
+}
+
+// KubeReads are the routes the Kubernetes controller (pki.RoleKube) may
+// read: every GET route but the certificate inventory. They are listed
+// rather than "GET *" so that a new read route is granted by decision
+// (access_test checks that every GET route is either here or refused on
+// purpose).
+var KubeReads = []string{
+	"GET /healthz", "GET /metrics", "GET /v1/snapshot", "GET /v1/watch",
+	"GET /v1/networks", "GET /v1/networks/{name}",
+	"GET /v1/hosts", "GET /v1/hosts/{name}",
+	"GET /v1/tenants", "GET /v1/tenants/{name}",
+	"GET /v1/segments", "GET /v1/tenants/{tenant}/segments", "GET /v1/tenants/{tenant}/segments/{name}",
+	"GET /v1/addresses", "GET /v1/addresses/{name}", "GET /v1/decode",
+	"GET /v1/policies", "GET /v1/policies/{name}", "GET /v1/policy/trace", "GET /v1/policy/stats",
+	"GET /v1/addresssets", "GET /v1/addresssets/{name}",
+	"GET /v1/pods", "GET /v1/pods/{namespace}/{name}",
+	"GET /v1/devices", "GET /v1/devices/{name}", "GET /v1/fabric/routes",
+	"GET /v1/chains", "GET /v1/chains/{name}",
+	"GET /v1/status",
 }
 
 // Decision is Decide's answer.

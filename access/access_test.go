@@ -224,3 +224,37 @@ func TestAccessEveryServerRoute(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessKube is the Kubernetes controller's least privilege over every
+// route the server registers: it reads every GET route but the
+// certificate inventory, and writes exactly hosts, tenants, segments,
+// policies, address sets and pod records.
+func TestAccessKube(t *testing.T) {
+	writes := []string{
+		"POST /v1/hosts", "DELETE /v1/hosts/{name}",
+		"POST /v1/tenants", "DELETE /v1/tenants/{name}",
+		"POST /v1/tenants/{tenant}/segments", "DELETE /v1/tenants/{tenant}/segments/{name}",
+		"POST /v1/policies", "PUT /v1/policies/{name}", "DELETE /v1/policies/{name}",
+		"PUT /v1/addresssets/{name}", "DELETE /v1/addresssets/{name}",
+		"PUT /v1/pods/{namespace}/{name}", "DELETE /v1/pods/{namespace}/{name}",
+	}
+	for _, r := range server.New(server.Config{}).Routes() {
+		method, path, _ := strings.Cut(r, " ")
+		want := slices.Contains(writes, r) || (method == "GET" && !strings.HasPrefix(path, "/v1/certificates"))
+		d := access.Decide(pki.Kube, r)
+		if d.Allowed != want || (d.Allowed && d.Scope != access.AnyObject) {
+			t.Errorf("kube: %s = %+v; want allowed=%v", r, d, want)
+		}
+		if !d.Allowed && !strings.Contains(d.Message, `rule "kube-write"`) {
+			t.Errorf("kube: refusal of %s does not name what kube may write: %q", r, d.Message)
+		}
+	}
+	for _, id := range []pki.Identity{pki.Kube, pki.Viewer, h1, cni1} {
+		if err := access.MayRequest(id, pki.Kube); err == nil && id != pki.Admin {
+			t.Errorf("MayRequest(%s, kube) allowed: only admin issues the controller's certificate", id)
+		}
+	}
+	if err := access.MayRequest(pki.Admin, pki.Kube); err != nil {
+		t.Errorf("MayRequest(admin, kube) = %v", err)
+	}
+}

@@ -1,6 +1,11 @@
 package api
 
-import "net/netip"
+import (
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+)
 
 // KindAddressSet is the kind of address sets in the watch stream.
 const KindAddressSet = "addressset"
@@ -38,3 +43,98 @@ type Pod struct {
 
 // Key returns "namespace/name".
 func (p Pod) Key() string { return p.Namespace + "/" + p.Name }
+
+// Address set limits. MaxAddressSetSize bounds a set's addresses;
+// MaxAddressSetBytes bounds its stored JSON, which must fit one etcd
+// request (1.5 MiB by default) with room to spare: 65,536 IPv4 addresses
+// fit, as many IPv6 addresses do not.
+const (
+	MaxAddressSetSize  = 65536
+	MaxAddressSetBytes = 1 << 20
+)
+
+// Validate checks an address set and returns its canonical form:
+// addresses unmapped, sorted and distinct. Errors are ReasonInvalid and
+// name the set and the offending address.
+func (s AddressSet) Validate() (AddressSet, error) {
+	if err := ValidateName("address set", s.Name); err != nil {
+		return AddressSet{}, err
+	}
+	if len(s.Description) > 1024 {
+		return AddressSet{}, Errorf(ReasonInvalid, "address set %s: description longer than 1024 characters", s.Name)
+	}
+	if len(s.Addresses) > MaxAddressSetSize {
+		return AddressSet{}, Errorf(ReasonInvalid, "address set %s has %d addresses; a set holds at most %d: split it into several sets (a policy may name several)",
+			s.Name, len(s.Addresses), MaxAddressSetSize)
+	}
+	out := AddressSet{Name: s.Name, Description: s.Description, Addresses: make([]netip.Addr, 0, len(s.Addresses))}
+	for i, a := range s.Addresses {
+		switch {
+		case !a.IsValid():
+			return AddressSet{}, Errorf(ReasonInvalid, "address set %s: addresses[%d] is missing (an empty string or null)", s.Name, i)
+		case a.Zone() != "":
+			return AddressSet{}, Errorf(ReasonInvalid, "address set %s: addresses[%d] %s has a zone; give endpoint addresses without one", s.Name, i, a)
+		}
+		out.Addresses = append(out.Addresses, a.Unmap())
+	}
+	slices.SortFunc(out.Addresses, netip.Addr.Compare)
+	out.Addresses = slices.Compact(out.Addresses)
+	return out, nil
+}
+
+// Kubernetes attributes romanad puts on an address allocated for a pod
+// (AddressRequest.Pod).
+const (
+	AttrK8sNamespace = "k8s.namespace"
+	AttrK8sPod       = "k8s.pod"
+)
+
+// podNameRE is a Kubernetes object name (DNS-1123 subdomain): lowercase
+// letters, digits, '-' and '.', starting and ending with a letter or digit.
+var podNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+
+// ParsePodKey splits "namespace/name" and checks both parts: the namespace
+// a DNS label (ValidateName), the name a DNS subdomain of at most 253
+// characters. Errors are ReasonInvalid.
+func ParsePodKey(key string) (namespace, name string, _ error) {
+	ns, n, ok := strings.Cut(key, "/")
+	if !ok {
+		return "", "", Errorf(ReasonInvalid, "pod %q: want namespace/name", key)
+	}
+	if err := ValidatePodName(ns, n); err != nil {
+		return "", "", err
+	}
+	return ns, n, nil
+}
+
+// ValidatePodName checks a pod's namespace and name as Kubernetes does.
+func ValidatePodName(namespace, name string) error {
+	if err := ValidateName("namespace", namespace); err != nil {
+		return err
+	}
+	if len(name) > 253 || !podNameRE.MatchString(name) {
+		return Errorf(ReasonInvalid, "invalid pod name %q: use 1-253 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit", name)
+	}
+	return nil
+}
+
+// Validate checks a pod record: its namespace and name, and the tenant
+// and segment its addresses come from (both required, valid names; they
+// need not exist yet: allocation reports a missing one).
+func (p Pod) Validate() error {
+	if err := ValidatePodName(p.Namespace, p.Name); err != nil {
+		return err
+	}
+	if len(p.UID) > 128 {
+		return Errorf(ReasonInvalid, "pod %s: uid longer than 128 characters", p.Key())
+	}
+	for _, f := range []struct{ kind, v string }{{"tenant", p.Tenant}, {"segment", p.Segment}} {
+		if f.v == "" {
+			return Errorf(ReasonInvalid, "pod %s: %s is required (where the pod's addresses come from)", p.Key(), f.kind)
+		}
+		if err := ValidateName(f.kind, f.v); err != nil {
+			return Errorf(ReasonInvalid, "pod %s: %v", p.Key(), err)
+		}
+	}
+	return nil
+}

@@ -83,6 +83,11 @@ type Segment struct {
 // AddressRequest asks for an address. Name is the idempotency key: the same
 // name always returns the same address until it is released. Network may be
 // empty when exactly one network accepts the tenant.
+//
+// Pod ("namespace/name") names the Kubernetes pod the address is for. With
+// Tenant and Segment both empty, romanad takes them from the pod's record
+// (KindPod), waiting a bounded time for the record to appear; either way
+// the address gets the attributes AttrK8sNamespace and AttrK8sPod.
 type AddressRequest struct {
 	Name      string            `json:"name"`
 	Network   string            `json:"network,omitempty"`
@@ -91,6 +96,7 @@ type AddressRequest struct {
 	Segment   string            `json:"segment"`
 	Interface string            `json:"interface,omitempty"`
 	Attrs     map[string]string `json:"attrs,omitempty"`
+	Pod       string            `json:"pod,omitempty"`
 }
 
 // Address is an allocated endpoint address. Interface is the host-side

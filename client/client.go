@@ -29,6 +29,8 @@
 //	GET|POST /v1/devices, GET|DEL /v1/devices/{name}   api.Device (POST creates or replaces)
 //	GET  /v1/fabric/routes?device=NAME[&format=ip|bird|frr]   api.FabricRoutes, or text in a format
 //	GET|POST /v1/chains, GET|DEL /v1/chains/{name}     api.Chain (POST creates; 200 if identical exists)
+//	GET  /v1/addresssets, GET|PUT|DEL /v1/addresssets/{name}   api.AddressSet (PUT creates or replaces)
+//	GET  /v1/pods?namespace=NS, GET|PUT|DEL /v1/pods/{namespace}/{name}   api.Pod (PUT creates or replaces)
 //	POST /v1/join                          api.JoinRequest -> api.CertResponse (no certificate: the token authenticates)
 //	POST /v1/hosts/{name}/token            api.TokenRequest -> api.TokenResponse (201)
 //	POST /v1/certificates                  api.CertRequest -> api.CertResponse (renewal, CNI credential, admin issue)

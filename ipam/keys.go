@@ -20,6 +20,11 @@ import (
 //	policies/NAME           api.Policy
 //	devices/NAME            api.Device (device.go)
 //	chains/NAME             api.Chain (chain.go; claim chainids/ID)
+//	addresssets/NAME        api.AddressSet (addressset.go)
+//
+// Records that are not objects of the watch stream or the snapshot:
+//
+//	pods/NAMESPACE/NAME     api.Pod (pod.go)
 //
 // Claims (each makes one id or address unique; created with CreateRevision==0):
 //
@@ -106,6 +111,8 @@ func (k keys) eventKind(key string) (kind, name string, ok bool) {
 		return api.KindDevice, name, true
 	case "chains":
 		return api.KindChain, name, true
+	case "addresssets":
+		return api.KindAddressSet, name, true
 	}
 	return "", "", false
 }

@@ -25,20 +25,22 @@ func (r *Registry) Snapshot(ctx context.Context) (api.Snapshot, error) {
 		clientv3.OpGet(r.k.addresses(), clientv3.WithPrefix()),
 		clientv3.OpGet(r.k.policies(), clientv3.WithPrefix()),
 		clientv3.OpGet(r.k.devices(), clientv3.WithPrefix()),
-		clientv3.OpGet(r.k.chains(), clientv3.WithPrefix()))
+		clientv3.OpGet(r.k.chains(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.k.addressSets(), clientv3.WithPrefix()))
 	if err != nil {
 		return api.Snapshot{}, err
 	}
 	s := api.Snapshot{
-		Revision:  resp.Header.Revision,
-		Networks:  decodeList[api.Network](r, rangeKVs(resp, 0)),
-		Hosts:     decodeList[api.Host](r, rangeKVs(resp, 1)),
-		Tenants:   decodeList[api.Tenant](r, rangeKVs(resp, 2)),
-		Segments:  decodeList[api.Segment](r, rangeKVs(resp, 3)),
-		Addresses: decodeList[api.Address](r, rangeKVs(resp, 4)),
-		Policies:  decodeList[api.Policy](r, rangeKVs(resp, 5)),
-		Devices:   decodeList[api.Device](r, rangeKVs(resp, 6)),
-		Chains:    decodeList[api.Chain](r, rangeKVs(resp, 7)),
+		Revision:    resp.Header.Revision,
+		Networks:    decodeList[api.Network](r, rangeKVs(resp, 0)),
+		Hosts:       decodeList[api.Host](r, rangeKVs(resp, 1)),
+		Tenants:     decodeList[api.Tenant](r, rangeKVs(resp, 2)),
+		Segments:    decodeList[api.Segment](r, rangeKVs(resp, 3)),
+		Addresses:   decodeList[api.Address](r, rangeKVs(resp, 4)),
+		Policies:    decodeList[api.Policy](r, rangeKVs(resp, 5)),
+		Devices:     decodeList[api.Device](r, rangeKVs(resp, 6)),
+		Chains:      decodeList[api.Chain](r, rangeKVs(resp, 7)),
+		AddressSets: decodeList[api.AddressSet](r, rangeKVs(resp, 8)),
 	}
 	// Drop slots of networks an interrupted removal left behind.
 	live := map[string]bool{}
@@ -224,7 +226,8 @@ func (r *Registry) ObjectRevision(ctx context.Context) (int64, error) {
 	}
 	resp, err := r.read(ctx, "read the newest object revision",
 		newest(r.k.networks()), newest(r.k.hosts()), newest(r.k.tenants()), newest(r.k.segments()),
-		newest(r.k.addresses()), newest(r.k.policies()), newest(r.k.devices()), newest(r.k.chains()))
+		newest(r.k.addresses()), newest(r.k.policies()), newest(r.k.devices()), newest(r.k.chains()),
+		newest(r.k.addressSets()))
 	if err != nil {
 		return 0, err
 	}

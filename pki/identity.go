@@ -1,6 +1,6 @@
 // Package pki is Romana's public-key infrastructure: the certificate
 // authority in romanad's data directory, certificates that name an identity
-// (admin, viewer, host:NAME, cni:NAME), certificate requests, single-use join
+// (admin, viewer, kube, host:NAME, cni:NAME), certificate requests, single-use join
 // tokens, and the credential file that the CLI, the agent and the CNI plugin
 // load. Everything is crypto/x509 and crypto/tls from the standard library;
 // keys are ECDSA P-256.
@@ -16,11 +16,12 @@ import (
 // Role is what an identity is allowed to be.
 type Role string
 
-// Roles. An identity's certificate carries "admin", "viewer", "host:NAME"
-// or "cni:NAME" as its subject common name.
+// Roles. An identity's certificate carries "admin", "viewer", "kube",
+// "host:NAME" or "cni:NAME" as its subject common name.
 const (
 	RoleAdmin  Role = "admin"  // everything
 	RoleViewer Role = "viewer" // read-only
+	RoleKube   Role = "kube"   // the Kubernetes controller (romana-kube)
 	RoleHost   Role = "host"   // one host's agent
 	RoleCNI    Role = "cni"    // one host's CNI plugin
 )
@@ -31,10 +32,11 @@ type Identity struct {
 	Host string
 }
 
-// Admin, Viewer, Host and CNI build identities.
+// Admin, Viewer, Kube, Host and CNI build identities.
 var (
 	Admin  = Identity{Role: RoleAdmin}
 	Viewer = Identity{Role: RoleViewer}
+	Kube   = Identity{Role: RoleKube}
 )
 
 // Host returns the identity of host name's agent.
@@ -58,7 +60,7 @@ func (i Identity) IsZero() bool { return i.Role == "" }
 func ParseIdentity(s string) (Identity, error) {
 	role, host, scoped := strings.Cut(s, ":")
 	switch Role(role) {
-	case RoleAdmin, RoleViewer:
+	case RoleAdmin, RoleViewer, RoleKube:
 		if scoped {
 			return Identity{}, fmt.Errorf("identity %q: %s takes no host name", s, role)
 		}
@@ -72,5 +74,5 @@ func ParseIdentity(s string) (Identity, error) {
 		}
 		return Identity{Role: Role(role), Host: host}, nil
 	}
-	return Identity{}, fmt.Errorf("identity %q: want admin, viewer, host:NAME or cni:NAME", s)
+	return Identity{}, fmt.Errorf("identity %q: want admin, viewer, kube, host:NAME or cni:NAME", s)
 }

@@ -46,13 +46,13 @@ func TestCAFilesAndIssue(t *testing.T) {
 }
 
 func TestIdentity(t *testing.T) {
-	for _, s := range []string{"admin", "viewer", "host:h1", "cni:h-2.x"} {
+	for _, s := range []string{"admin", "viewer", "kube", "host:h1", "cni:h-2.x"} {
 		id, err := ParseIdentity(s)
 		if err != nil || id.String() != s {
 			t.Errorf("ParseIdentity(%q) = %v, %v", s, id, err)
 		}
 	}
-	for _, s := range []string{"", "root", "admin:x", "host", "host:", "host:H1", "cni:a/b", "viewer:"} {
+	for _, s := range []string{"", "root", "admin:x", "host", "host:", "host:H1", "cni:a/b", "viewer:", "kube:x", "Kube"} {
 		if _, err := ParseIdentity(s); err == nil {
 			t.Errorf("ParseIdentity(%q) accepted", s)
 		}

@@ -108,13 +108,14 @@ type authzCase struct {
 
 const (
 	onlyAdmin  = "admin"
-	readers    = "admin viewer"
+	kubeAdmin  = "admin kube" // what the Kubernetes controller writes
+	readers    = "admin viewer kube"
 	h1Writers  = "admin host:h1 cni:h1"
 	h2Writers  = "admin host:h2"
-	h1Readers  = "admin viewer host:h1 cni:h1"
-	h2Readers  = "admin viewer host:h2"
-	agents     = "admin viewer host:h1 host:h2"
-	everyone   = "admin viewer host:h1 host:h2 cni:h1"
+	h1Readers  = "admin viewer kube host:h1 cni:h1"
+	h2Readers  = "admin viewer kube host:h2"
+	agents     = "admin viewer kube host:h1 host:h2"
+	everyone   = "admin viewer kube host:h1 host:h2 cni:h1"
 	allowAll   = `"direction":["egress"],"appliedTo":[{"all":true}],"rules":[{"peers":[{"cidr":"0.0.0.0/0"}]}]`
 	statsEmpty = `{"counters":[]}`
 	statusOK   = `{"version":"dev","time":"2025-01-01T00:00:00Z","revision":1,"resyncSeconds":10,"reportSeconds":5}`
@@ -165,21 +166,21 @@ func authzCases() []authzCase {
 		{name: "networks/remove", route: "DELETE /v1/networks/{name}", allow: onlyAdmin, status: http.StatusNoContent, req: slugged("DELETE", "/v1/networks/vn-%[1]s", "")},
 
 		{name: "hosts/list", route: "GET /v1/hosts", allow: readers, status: http.StatusOK, req: getPath("/v1/hosts")},
-		{name: "hosts/add", route: "POST /v1/hosts", allow: onlyAdmin, status: http.StatusCreated, req: slugged("POST", "/v1/hosts", `{"name":"nh-%[1]s","ip":"192.0.2.%[2]d"}`)},
+		{name: "hosts/add", route: "POST /v1/hosts", allow: kubeAdmin, status: http.StatusCreated, req: slugged("POST", "/v1/hosts", `{"name":"nh-%[1]s","ip":"192.0.2.%[2]d"}`)},
 		{name: "hosts/get", route: "GET /v1/hosts/{name}", allow: readers, status: http.StatusOK, req: getPath("/v1/hosts/h1")},
-		{name: "hosts/remove", route: "DELETE /v1/hosts/{name}", allow: onlyAdmin, status: http.StatusNoContent, req: slugged("DELETE", "/v1/hosts/vh-%[1]s", "")},
+		{name: "hosts/remove", route: "DELETE /v1/hosts/{name}", allow: kubeAdmin, status: http.StatusNoContent, req: slugged("DELETE", "/v1/hosts/vh-%[1]s", "")},
 		{name: "hosts/token", route: "POST /v1/hosts/{name}/token", allow: onlyAdmin, status: http.StatusCreated, req: slugged("POST", "/v1/hosts/h1/token", `{"ttl":"5m"}`)},
 
 		{name: "tenants/list", route: "GET /v1/tenants", allow: readers, status: http.StatusOK, req: getPath("/v1/tenants")},
-		{name: "tenants/add", route: "POST /v1/tenants", allow: onlyAdmin, status: http.StatusCreated, req: slugged("POST", "/v1/tenants", `{"name":"nt-%[1]s"}`)},
+		{name: "tenants/add", route: "POST /v1/tenants", allow: kubeAdmin, status: http.StatusCreated, req: slugged("POST", "/v1/tenants", `{"name":"nt-%[1]s"}`)},
 		{name: "tenants/get", route: "GET /v1/tenants/{name}", allow: readers, status: http.StatusOK, req: getPath("/v1/tenants/t")},
-		{name: "tenants/remove", route: "DELETE /v1/tenants/{name}", allow: onlyAdmin, status: http.StatusNoContent, req: slugged("DELETE", "/v1/tenants/vt-%[1]s", "")},
+		{name: "tenants/remove", route: "DELETE /v1/tenants/{name}", allow: kubeAdmin, status: http.StatusNoContent, req: slugged("DELETE", "/v1/tenants/vt-%[1]s", "")},
 
 		{name: "segments/all", route: "GET /v1/segments", allow: readers, status: http.StatusOK, req: getPath("/v1/segments")},
 		{name: "segments/list", route: "GET /v1/tenants/{tenant}/segments", allow: readers, status: http.StatusOK, req: getPath("/v1/tenants/t/segments")},
-		{name: "segments/add", route: "POST /v1/tenants/{tenant}/segments", allow: onlyAdmin, status: http.StatusCreated, req: slugged("POST", "/v1/tenants/t/segments", `{"name":"ns-%[1]s"}`)},
+		{name: "segments/add", route: "POST /v1/tenants/{tenant}/segments", allow: kubeAdmin, status: http.StatusCreated, req: slugged("POST", "/v1/tenants/t/segments", `{"name":"ns-%[1]s"}`)},
 		{name: "segments/get", route: "GET /v1/tenants/{tenant}/segments/{name}", allow: readers, status: http.StatusOK, req: getPath("/v1/tenants/t/segments/s")},
-		{name: "segments/remove", route: "DELETE /v1/tenants/{tenant}/segments/{name}", allow: onlyAdmin, status: http.StatusNoContent, req: slugged("DELETE", "/v1/tenants/t/segments/vs-%[1]s", "")},
+		{name: "segments/remove", route: "DELETE /v1/tenants/{tenant}/segments/{name}", allow: kubeAdmin, status: http.StatusNoContent, req: slugged("DELETE", "/v1/tenants/t/segments/vs-%[1]s", "")},
 
 		{name: "addresses/allocate-h1", route: "POST /v1/addresses", allow: h1Writers, status: http.StatusCreated, req: slugged("POST", "/v1/addresses",
 			`{"name":"pod1-%[1]s","network":"net","host":"h1","tenant":"t","segment":"s"}`)},
@@ -211,10 +212,10 @@ func authzCases() []authzCase {
 		}},
 
 		{name: "policies/list", route: "GET /v1/policies", allow: readers, status: http.StatusOK, req: getPath("/v1/policies")},
-		{name: "policies/post", route: "POST /v1/policies", allow: onlyAdmin, status: http.StatusCreated, req: slugged("POST", "/v1/policies", `{"name":"pp-%[1]s","priority":1,`+allowAll+`}`)},
+		{name: "policies/post", route: "POST /v1/policies", allow: kubeAdmin, status: http.StatusCreated, req: slugged("POST", "/v1/policies", `{"name":"pp-%[1]s","priority":1,`+allowAll+`}`)},
 		{name: "policies/get", route: "GET /v1/policies/{name}", allow: readers, status: http.StatusOK, req: getPath("/v1/policies/p")},
-		{name: "policies/put", route: "PUT /v1/policies/{name}", allow: onlyAdmin, status: http.StatusCreated, req: slugged("PUT", "/v1/policies/pu-%[1]s", `{"priority":1,`+allowAll+`}`)},
-		{name: "policies/remove", route: "DELETE /v1/policies/{name}", allow: onlyAdmin, status: http.StatusNoContent, req: slugged("DELETE", "/v1/policies/vp-%[1]s", "")},
+		{name: "policies/put", route: "PUT /v1/policies/{name}", allow: kubeAdmin, status: http.StatusCreated, req: slugged("PUT", "/v1/policies/pu-%[1]s", `{"priority":1,`+allowAll+`}`)},
+		{name: "policies/remove", route: "DELETE /v1/policies/{name}", allow: kubeAdmin, status: http.StatusNoContent, req: slugged("DELETE", "/v1/policies/vp-%[1]s", "")},
 		{name: "policy/trace", route: "GET /v1/policy/trace", allow: readers, status: http.StatusOK, req: func(w *authzWorld, _ *authzCaller) (string, string, string) {
 			return "GET", "/v1/policy/trace?from=" + w.ips["a1"].String() + "&to=" + w.ips["a2"].String() + "&proto=tcp&port=80", ""
 		}},
@@ -238,6 +239,20 @@ func authzCases() []authzCase {
 		{name: "chains/get", route: "GET /v1/chains/{name}", allow: readers, status: http.StatusOK, req: getPath("/v1/chains/c1")},
 		{name: "chains/remove", route: "DELETE /v1/chains/{name}", allow: onlyAdmin, status: http.StatusNoContent, req: slugged("DELETE", "/v1/chains/vc-%[1]s", "")},
 
+		{name: "addresssets/list", route: "GET /v1/addresssets", allow: readers, status: http.StatusOK, req: getPath("/v1/addresssets")},
+		{name: "addresssets/get", route: "GET /v1/addresssets/{name}", allow: readers, status: http.StatusOK, req: getPath("/v1/addresssets/as1")},
+		{name: "addresssets/put", route: "PUT /v1/addresssets/{name}", allow: kubeAdmin, status: http.StatusCreated,
+			req: slugged("PUT", "/v1/addresssets/nas-%[1]s", `{"description":"by %[1]s","addresses":["10.9.9.%[2]d"]}`)},
+		{name: "addresssets/remove", route: "DELETE /v1/addresssets/{name}", allow: kubeAdmin, status: http.StatusNoContent,
+			req: slugged("DELETE", "/v1/addresssets/vas-%[1]s", "")},
+
+		{name: "pods/list", route: "GET /v1/pods", allow: readers, status: http.StatusOK, req: getPath("/v1/pods?namespace=ns1")},
+		{name: "pods/get", route: "GET /v1/pods/{namespace}/{name}", allow: readers, status: http.StatusOK, req: getPath("/v1/pods/ns1/pod1")},
+		{name: "pods/put", route: "PUT /v1/pods/{namespace}/{name}", allow: kubeAdmin, status: http.StatusCreated,
+			req: slugged("PUT", "/v1/pods/ns1/npod-%[1]s", `{"tenant":"t","segment":"s"}`)},
+		{name: "pods/remove", route: "DELETE /v1/pods/{namespace}/{name}", allow: kubeAdmin, status: http.StatusNoContent,
+			req: slugged("DELETE", "/v1/pods/ns1/vpod-%[1]s", "")},
+
 		// A join presents a token instead of a certificate (a fresh one each).
 		{name: "join", route: "POST /v1/join", allow: "admin none", status: http.StatusCreated, req: func(w *authzWorld, _ *authzCaller) (string, string, string) {
 			return "POST", "/v1/join", w.joinRequest()
@@ -258,7 +273,9 @@ func authzCases() []authzCase {
 			scoped: mayNotObtain(pki.Host("h2"))},
 		{name: "certificates/admin", route: "POST /v1/certificates", allow: onlyAdmin, status: http.StatusCreated, req: cert(pki.Admin, ""),
 			scoped: mayNotObtain(pki.Admin)},
-		{name: "certificates/list", route: "GET /v1/certificates", allow: readers, status: http.StatusOK, req: getPath("/v1/certificates")},
+		{name: "certificates/kube", route: "POST /v1/certificates", allow: onlyAdmin, status: http.StatusCreated, req: cert(pki.Kube, ""),
+			scoped: mayNotObtain(pki.Kube)},
+		{name: "certificates/list", route: "GET /v1/certificates", allow: "admin viewer", status: http.StatusOK, req: getPath("/v1/certificates")},
 		{name: "certificates/revoke", route: "POST /v1/certificates/revoke", allow: onlyAdmin, status: http.StatusOK, req: func(w *authzWorld, c *authzCaller) (string, string, string) {
 			return "POST", "/v1/certificates/revoke", `{"serials":["` + w.victimCerts[c.slug] + `"]}`
 		}},
@@ -317,11 +334,12 @@ func (c *authzCaller) do(t *testing.T, in *servertest.Instance, method, path, bo
 
 // authzWorld is the state the table runs against: network net, hosts h1
 // and h2, tenant t with segment s, addresses a1 (h1) and a2 (h2), service
-// function fw1, policy p, devices tor1, tor2, spine1, chain c1; and for
-// each caller victims to remove: network vn-SLUG, host vh-SLUG, tenant
-// vt-SLUG, segment t/vs-SLUG, addresses vn1-SLUG and vi1-SLUG on h1 and
-// vn2-SLUG and vi2-SLUG on h2, policy vp-SLUG, device vd-SLUG, chain
-// vc-SLUG and a certificate.
+// function fw1, policy p, devices tor1, tor2, spine1, chain c1, address
+// set as1, pod ns1/pod1; and for each caller victims to remove: network
+// vn-SLUG, host vh-SLUG, tenant vt-SLUG, segment t/vs-SLUG, addresses
+// vn1-SLUG and vi1-SLUG on h1 and vn2-SLUG and vi2-SLUG on h2, policy
+// vp-SLUG, device vd-SLUG, chain vc-SLUG, address set vas-SLUG, pod
+// ns1/vpod-SLUG and a certificate.
 type authzWorld struct {
 	in          *servertest.Instance
 	ips         map[string]netip.Addr
@@ -329,7 +347,7 @@ type authzWorld struct {
 }
 
 var authzCallers = []struct{ name, slug string }{
-	{"admin", "admin"}, {"viewer", "viewer"}, {"host:h1", "h1"}, {"host:h2", "h2"}, {"cni:h1", "cni1"},
+	{"admin", "admin"}, {"viewer", "viewer"}, {"kube", "kube"}, {"host:h1", "h1"}, {"host:h2", "h2"}, {"cni:h1", "cni1"},
 	{"none", "none"}, {"other-ca", "otherca"}, {"expired", "expired"}, {"revoked", "revoked"},
 }
 
@@ -375,6 +393,8 @@ func newAuthzWorld(t *testing.T, in *servertest.Instance) *authzWorld {
 		return api.Chain{Name: name, Tenant: "t", Segment: "s", Via: []netip.Addr{w.ips["fw1"]}}
 	}
 	must(c.AddChain(ctx, chain("c1")))
+	must(c.PutAddressSet(ctx, api.AddressSet{Name: "as1", Addresses: []netip.Addr{w.ips["a1"]}}))
+	must(c.PutPod(ctx, api.Pod{Namespace: "ns1", Name: "pod1", Tenant: "t", Segment: "s"}))
 	for i, cl := range authzCallers {
 		s := cl.slug
 		must(c.AddNetwork(ctx, api.Network{Name: "vn-" + s, CIDR: fmt.Sprintf("fd00:1:%x::/48", i),
@@ -389,6 +409,8 @@ func newAuthzWorld(t *testing.T, in *servertest.Instance) *authzWorld {
 		must(c.PutPolicy(ctx, policy("vp-"+s)))
 		must(c.PutDevice(ctx, api.Device{Name: "vd-" + s, Kind: api.DeviceSpine, ASN: 65100}))
 		must(c.AddChain(ctx, chain("vc-"+s)))
+		must(c.PutAddressSet(ctx, api.AddressSet{Name: "vas-" + s}))
+		must(c.PutPod(ctx, api.Pod{Namespace: "ns1", Name: "vpod-" + s, Tenant: "t", Segment: "s"}))
 		leaf, err := in.Credential(t, pki.Viewer).Leaf()
 		if err != nil {
 			t.Fatal(err)

@@ -215,6 +215,10 @@ func (s *Server) allocate(w http.ResponseWriter, r *http.Request) error {
 	if err := own(r, in.Host); err != nil {
 		return err
 	}
+	in, err := s.resolvePod(r.Context(), in)
+	if err != nil {
+		return err
+	}
 	out, c, err := s.reg.Allocate(r.Context(), in)
 	if err != nil {
 		return err

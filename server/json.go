@@ -47,10 +47,16 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // decodeBody reads one JSON object into v: at most s.maxBody bytes, no
 // unknown fields, no key twice in an object, not null, nothing after it.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	if r.ContentLength > s.maxBody {
-		return api.Errorf(api.ReasonTooLarge, "request body is %d bytes; the limit is %d", r.ContentLength, s.maxBody)
+	return s.decodeBodyLimit(w, r, v, s.maxBody)
+}
+
+// decodeBodyLimit is decodeBody with a limit of its own, for the few
+// routes whose objects may be larger (address sets).
+func (s *Server) decodeBodyLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	if r.ContentLength > limit {
+		return api.Errorf(api.ReasonTooLarge, "request body is %d bytes; the limit is %d", r.ContentLength, limit)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		return s.bodyError(err)
 	}

@@ -158,7 +158,7 @@ func (s *Server) issueCert(w http.ResponseWriter, r *http.Request) error {
 		return api.Errorf(api.ReasonInvalid, "certificate request is for %q but identity %s was asked for", cn, want)
 	}
 	validity := s.hostValidity()
-	if want.Role == pki.RoleAdmin || want.Role == pki.RoleViewer {
+	if want.Role == pki.RoleAdmin || want.Role == pki.RoleViewer || want.Role == pki.RoleKube {
 		validity = pki.AdminValidity
 	}
 	if in.Validity != "" {

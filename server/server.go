@@ -33,6 +33,7 @@ const (
 	DefaultWriteTimeout = 60 * time.Second
 	DefaultBodyTimeout  = 30 * time.Second
 	DefaultMaxConns     = 4096
+	DefaultPodWait      = 10 * time.Second
 )
 
 // Fixed bounds of every connection (see docs/reliability.md).
@@ -76,6 +77,9 @@ type Config struct {
 	// Status tunes how agents' status reports are judged (GET /v1/status;
 	// zero: health's defaults).
 	Status health.Options
+	// PodWait bounds how long an allocation for a pod waits for the pod's
+	// record to appear (api.AddressRequest.Pod; default DefaultPodWait).
+	PodWait time.Duration
 }
 
 // Server serves the API. Create it with New.
@@ -88,6 +92,7 @@ type Server struct {
 	writeTO   time.Duration
 	bodyTO    time.Duration
 	maxConns  int
+	podWait   time.Duration
 	mux       *http.ServeMux
 	metrics   *metrics
 	prom      *prometheus.Registry
@@ -111,6 +116,7 @@ func New(cfg Config) *Server {
 		writeTO:   cfg.WriteTimeout,
 		bodyTO:    cfg.BodyTimeout,
 		maxConns:  cfg.MaxConns,
+		podWait:   cfg.PodWait,
 		mux:       http.NewServeMux(),
 		prom:      prometheus.NewRegistry(),
 		stopping:  make(chan struct{}),
@@ -140,6 +146,9 @@ func New(cfg Config) *Server {
 	}
 	if s.maxConns <= 0 {
 		s.maxConns = DefaultMaxConns
+	}
+	if s.podWait <= 0 {
+		s.podWait = DefaultPodWait
 	}
 	s.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.prom, s.reg)
@@ -185,11 +194,13 @@ func (s *Server) routes() {
 	s.handle("PUT /v1/policies/{name}", s.putPolicy)
 	s.handle("DELETE /v1/policies/{name}", s.removePolicy)
 
-	s.deviceRoutes() // devices.go
-	s.chainRoutes()  // chain.go
-	s.policyRoutes() // policy_trace.go
-	s.statusRoutes() // status.go
-	s.pkiRoutes()    // pki.go
+	s.deviceRoutes()     // devices.go
+	s.chainRoutes()      // chain.go
+	s.addressSetRoutes() // addressset.go
+	s.podRoutes()        // pod.go
+	s.policyRoutes()     // policy_trace.go
+	s.statusRoutes()     // status.go
+	s.pkiRoutes()        // pki.go
 
 	s.handle("GET /v1/snapshot", s.snapshot)
 	s.register(watchPattern, http.HandlerFunc(s.watch))
