@@ -87,6 +87,8 @@ func (r *Registry) WaitPod(ctx context.Context, ns, name string) (api.Pod, error
 	if !api.IsNotFound(err) {
 		return p, err
 	}
+	r.podWaits.Add(1)
+	defer r.podWaits.Add(-1)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	key := r.k.pod(ns, name)

@@ -70,6 +70,7 @@ type Registry struct {
 	releases    atomic.Uint64
 	undecodable atomic.Uint64
 
+	podWaits                                    atomic.Int64
 	eventWatches, revocationWatches             atomic.Int64
 	eventWatchesOpened, revocationWatchesOpened atomic.Uint64
 }
@@ -119,6 +120,9 @@ type Stats struct {
 	// them since the start.
 	RevocationWatches       int64
 	RevocationWatchesOpened uint64
+	// PodWaits is the number of WaitPod calls waiting now for a pod
+	// record to appear.
+	PodWaits int64
 	// Feed is the state of the watch feed.
 	Feed feed.Stats
 }
@@ -130,7 +134,7 @@ func (r *Registry) Stats() Stats {
 		Undecodable: r.undecodable.Load(), WatchCutoffs: fs.Cutoffs, WatchCatchUps: fs.CatchUps,
 		EventWatches: r.eventWatches.Load(), EventWatchesOpened: r.eventWatchesOpened.Load(),
 		RevocationWatches: r.revocationWatches.Load(), RevocationWatchesOpened: r.revocationWatchesOpened.Load(),
-		Feed: fs}
+		PodWaits: r.podWaits.Load(), Feed: fs}
 }
 
 // Ping checks that the store answers.

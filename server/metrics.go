@@ -76,6 +76,10 @@ func newMetrics(reg prometheus.Registerer, r *ipam.Registry) *metrics {
 			Help:        "etcd watches romanad has opened, by what they follow (see romanad_etcd_watchers).",
 			ConstLabels: prometheus.Labels{"follows": "revocations"},
 		}, func() float64 { return float64(r.Stats().RevocationWatchesOpened) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "romanad_pod_record_waits",
+			Help: "Allocations for a Kubernetes pod waiting now for the pod's record (written by romana-kube).",
+		}, func() float64 { return float64(r.Stats().PodWaits) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "romana_store_undecodable_values_total",
 			Help: "Stored values that a listing, the snapshot or host placement skipped because they do not decode (once per skip).",
