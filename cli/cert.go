@@ -28,6 +28,8 @@ func newCertCmd(g *Globals) *cobra.Command {
 common name is its identity:
   admin      everything
   viewer     read only
+  kube       the Kubernetes controller: reads everything but certificates;
+             writes hosts, tenants, segments, policies, address sets, pods
   host:NAME  host NAME's agent (joined with a token from "romana host add")
   cni:NAME   host NAME's CNI plugin
 romanad records every certificate it issues; a revoked certificate is refused
@@ -106,7 +108,7 @@ With -o json or -o yaml: the certificates revoked now (a list, [] if none).`,
 	}
 	f := cmd.Flags()
 	f.StringSliceVar(&serials, "serial", nil, "serial number to revoke, hex as cert list prints it (repeatable)")
-	f.StringSliceVar(&identities, "identity", nil, "revoke every certificate of this identity: viewer, admin, host:NAME, cni:NAME (repeatable)")
+	f.StringSliceVar(&identities, "identity", nil, "revoke every certificate of this identity: viewer, admin, kube, host:NAME, cni:NAME (repeatable)")
 	f.StringVar(&reason, "reason", "", `why, recorded with the revocation (default "revoked by IDENTITY")`)
 	return cmd
 }
@@ -149,6 +151,7 @@ unix socket give it with --credential-server. --out must not exist yet.
 With -o json or -o yaml: {identity, serial, notAfter, file, server}.`,
 		Example: `  romana cert issue --identity viewer --out viewer.conf
   romana cert issue --identity admin --out alice.conf --validity 720h
+  romana cert issue --identity kube --out romana-kube.conf
   romana --server unix:///run/romana/romanad.sock cert issue --identity viewer \
     --out viewer.conf --credential-server https://romanad.example:9600`,
 		Args: cobra.NoArgs,
@@ -218,7 +221,7 @@ With -o json or -o yaml: {identity, serial, notAfter, file, server}.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&identity, "identity", "", "who the certificate is for: viewer, admin, host:NAME or cni:NAME")
+	f.StringVar(&identity, "identity", "", "who the certificate is for: viewer, admin, kube, host:NAME or cni:NAME")
 	f.StringVar(&out, "out", "", "credential `FILE` to write (mode 0600; must not exist)")
 	f.StringVar(&validity, "validity", "", "lifetime, e.g. 720h (default romanad's for the identity)")
 	f.StringVar(&credServer, "credential-server", "", "romanad's https:// address to write into the credential (default: the server this command uses)")

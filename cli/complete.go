@@ -37,6 +37,8 @@ const (
 	policies                  // policy names
 	chains                    // chain names
 	devices                   // device names
+	addressSets               // address set names
+	pods                      // NAMESPACE/NAME of pod records
 )
 
 // completedArgs are the positional arguments of commands (by their path
@@ -51,6 +53,8 @@ var completedArgs = map[string][]kind{
 	"policy show": {policies}, "policy remove": {policies},
 	"chain show": {chains}, "chain remove": {chains},
 	"device show": {devices}, "device remove": {devices},
+	"addressset show": {addressSets}, "addressset remove": {addressSets},
+	"pod show": {pods},
 }
 
 // completedFlags are the flags of commands that name objects.
@@ -201,6 +205,20 @@ func (g *Globals) complete(cmd *cobra.Command, k kind, tenant, prefix string) ([
 		if l, err = c.ListChains(ctx); err == nil {
 			for _, ch := range l {
 				items = append(items, item{ch.Name, ch.Tenant + "/" + ch.Segment})
+			}
+		}
+	case addressSets:
+		var l []api.AddressSet
+		if l, err = c.ListAddressSets(ctx); err == nil {
+			for _, s := range l {
+				items = append(items, item{s.Name, fmt.Sprintf("%d addresses", len(s.Addresses))})
+			}
+		}
+	case pods:
+		var l []api.Pod
+		if l, err = c.ListPods(ctx, ""); err == nil {
+			for _, p := range l {
+				items = append(items, item{p.Key(), p.Tenant + "/" + p.Segment})
 			}
 		}
 	case devices:

@@ -42,7 +42,7 @@ only by romanad (mutual TLS with a certificate in the data dir); give
 --etcd-endpoints to use an external etcd cluster instead.
 
 Security: TCP is served over TLS 1.3 only and every request needs a client
-certificate signed by Romana's CA (identities admin, viewer, host:NAME,
+certificate signed by Romana's CA (identities admin, viewer, kube, host:NAME,
 cni:NAME; see docs/security.md). On first start romanad creates the CA in
 --pki-dir, a serving certificate for --advertise, and the admin credential
 --admin-config that the romana CLI reads by default. The unix socket is for
