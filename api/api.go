@@ -84,8 +84,8 @@ type Segment struct {
 // name always returns the same address until it is released. Network may be
 // empty when exactly one network accepts the tenant.
 //
-// Pod ("namespace/name") names the Kubernetes pod the address is for. With
-// Tenant and Segment both empty, romanad takes them from the pod's record
+// Pod ("namespace/name") names the Kubernetes pod the address is for.
+// romanad takes the Tenant or Segment left empty from the pod's record
 // (KindPod), waiting a bounded time for the record to appear; either way
 // the address gets the attributes AttrK8sNamespace and AttrK8sPod.
 type AddressRequest struct {

@@ -80,6 +80,13 @@ type NetConf struct {
 	Tenant  string `json:"tenant,omitempty"`
 	Segment string `json:"segment,omitempty"`
 	MTU     int    `json:"mtu,omitempty"`
+	// Kubernetes asks romanad to resolve the tenant and segment of a pod's
+	// endpoint from the pod's record (written by romana-kube), named by
+	// CNI_ARGS K8S_POD_NAMESPACE and K8S_POD_NAME. A tenant or segment
+	// named explicitly in args (args.cni.romana, ROMANA_TENANT,
+	// ROMANA_SEGMENT) still wins; "tenant" and "segment" of the config are
+	// not used then. Without both pod variables nothing changes.
+	Kubernetes bool `json:"kubernetes,omitempty"`
 	// Args holds per-invocation arguments (CNI conventions "args" field).
 	Args *ConfArgs `json:"args,omitempty"`
 }
@@ -153,10 +160,15 @@ func ParseCNIArgs(s string) (map[string]string, error) {
 }
 
 // Target is where an endpoint's address comes from: a tenant and segment,
-// with where each was found (for error messages).
+// with where each was found (for error messages), or a Kubernetes pod
+// ("namespace/name") whose record at romanad names them.
 type Target struct {
 	Tenant, TenantFrom   string
 	Segment, SegmentFrom string
+	// Pod is "namespace/name" in Kubernetes mode (NetConf.Kubernetes).
+	// With Tenant and Segment empty, romanad resolves both from the pod's
+	// record; either way the address is marked with the pod.
+	Pod string
 }
 
 // Resolve picks the tenant and segment of an invocation. Each is taken from
@@ -164,6 +176,13 @@ type Target struct {
 // ROMANA_TENANT/ROMANA_SEGMENT, (tenant only) K8S_POD_NAMESPACE, then the
 // config's "tenant"/"segment"; the segment finally defaults to "default".
 // A missing or malformed tenant is an ErrInvalidNetworkConfig error.
+//
+// In Kubernetes mode (c.Kubernetes) with K8S_POD_NAMESPACE and
+// K8S_POD_NAME set, the target names the pod, and only an explicit tenant
+// or segment (args.cni.romana, ROMANA_TENANT, ROMANA_SEGMENT) is taken:
+// romanad fills in what is left empty from the pod's record, written by
+// romana-kube (the namespace's tenant, the pod's segment label), instead
+// of K8S_POD_NAMESPACE and the config's defaults.
 func Resolve(c *NetConf, cniArgs string) (Target, error) {
 	args, err := ParseCNIArgs(cniArgs)
 	if err != nil {
@@ -183,6 +202,34 @@ func Resolve(c *NetConf, cniArgs string) (Target, error) {
 		return "", ""
 	}
 	var t Target
+	if c.Kubernetes && args["K8S_POD_NAMESPACE"] != "" && args["K8S_POD_NAME"] != "" {
+		t.Pod = args["K8S_POD_NAMESPACE"] + "/" + args["K8S_POD_NAME"]
+		if _, _, err := api.ParsePodKey(t.Pod); err != nil {
+			return Target{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS K8S_POD_NAMESPACE/K8S_POD_NAME: %v", err), "")
+		}
+		fromPod := "pod " + t.Pod + "'s record at romanad"
+		t.Tenant, t.TenantFrom = first(
+			src{ca.CNI.Romana.Tenant, "config args.cni.romana.tenant"},
+			src{args["ROMANA_TENANT"], "CNI_ARGS ROMANA_TENANT"})
+		t.Segment, t.SegmentFrom = first(
+			src{ca.CNI.Romana.Segment, "config args.cni.romana.segment"},
+			src{args["ROMANA_SEGMENT"], "CNI_ARGS ROMANA_SEGMENT"})
+		if t.Tenant == "" {
+			t.TenantFrom = fromPod
+		}
+		if t.Segment == "" {
+			t.SegmentFrom = fromPod
+		}
+		for _, f := range []struct{ kind, v, from string }{{"tenant", t.Tenant, t.TenantFrom}, {"segment", t.Segment, t.SegmentFrom}} {
+			if f.v == "" {
+				continue
+			}
+			if err := api.ValidateName(f.kind, f.v); err != nil {
+				return Target{}, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("%s from %s: %v", f.kind, f.from, err), "")
+			}
+		}
+		return t, nil
+	}
 	t.Tenant, t.TenantFrom = first(
 		src{ca.CNI.Romana.Tenant, "config args.cni.romana.tenant"},
 		src{args["ROMANA_TENANT"], "CNI_ARGS ROMANA_TENANT"},

@@ -130,6 +130,7 @@ func TestResolve(t *testing.T) {
 		}
 		return c
 	}
+	kube := func(c *NetConf) { c.Kubernetes = true }
 	withArgs := func(tenant, segment string) func(*NetConf) {
 		return func(c *NetConf) {
 			c.Args = &ConfArgs{}
@@ -145,6 +146,7 @@ func TestResolve(t *testing.T) {
 		tenFrom  string
 		segment  string
 		segFrom  string
+		pod      string
 		errCode  uint
 		errMatch string
 	}{
@@ -167,6 +169,20 @@ func TestResolve(t *testing.T) {
 			errCode: types.ErrInvalidNetworkConfig, errMatch: "segment from CNI_ARGS ROMANA_SEGMENT"},
 		{name: "malformed CNI_ARGS", conf: base(nil), cniArgs: "ROMANA_TENANT",
 			errCode: types.ErrInvalidEnvironmentVariables, errMatch: "not KEY=VALUE"},
+		// Kubernetes mode: romanad resolves what args leave out from the pod's record.
+		{name: "kubernetes mode", conf: base(kube), cniArgs: "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;K8S_POD_UID=u",
+			tenFrom: "pod shop/web-1's record at romanad", segFrom: "pod shop/web-1's record at romanad", pod: "shop/web-1"},
+		{name: "kubernetes mode, explicit segment", conf: base(kube), cniArgs: "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;ROMANA_SEGMENT=db",
+			tenFrom: "pod shop/web-1's record at romanad", segment: "db", segFrom: "CNI_ARGS ROMANA_SEGMENT", pod: "shop/web-1"},
+		{name: "kubernetes mode, explicit tenant and segment win", conf: base(func(c *NetConf) { kube(c); withArgs("blue", "")(c) }),
+			cniArgs: "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;ROMANA_SEGMENT=db",
+			tenant:  "blue", tenFrom: "config args.cni.romana.tenant", segment: "db", segFrom: "CNI_ARGS ROMANA_SEGMENT", pod: "shop/web-1"},
+		{name: "kubernetes mode without a pod name", conf: base(kube), cniArgs: "K8S_POD_NAMESPACE=shop",
+			tenant: "shop", tenFrom: "CNI_ARGS K8S_POD_NAMESPACE", segment: "default", segFrom: `config "segment"`},
+		{name: "kubernetes mode, bad pod name", conf: base(kube), cniArgs: "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=Web_1",
+			errCode: types.ErrInvalidEnvironmentVariables, errMatch: `invalid pod name "Web_1"`},
+		{name: "kubernetes mode, bad explicit segment", conf: base(kube), cniArgs: "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=w;ROMANA_SEGMENT=DB",
+			errCode: types.ErrInvalidNetworkConfig, errMatch: "segment from CNI_ARGS ROMANA_SEGMENT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,7 +197,7 @@ func TestResolve(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := Target{Tenant: tt.tenant, TenantFrom: tt.tenFrom, Segment: tt.segment, SegmentFrom: tt.segFrom}
+			want := Target{Tenant: tt.tenant, TenantFrom: tt.tenFrom, Segment: tt.segment, SegmentFrom: tt.segFrom, Pod: tt.pod}
 			if got != want {
 				t.Errorf("got %+v, want %+v", got, want)
 			}

@@ -161,7 +161,7 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 	for i, network := range conf.Targets() {
 		req := api.AddressRequest{
 			Name: names[i], Host: p.Host, Tenant: target.Tenant, Segment: target.Segment,
-			Network: network, Interface: veth,
+			Network: network, Interface: veth, Pod: target.Pod,
 			Attrs: map[string]string{
 				AttrOwner: Owner, AttrNetwork: conf.Name,
 				AttrContainerID: args.ContainerID, AttrIfName: args.IfName, AttrNetNS: args.Netns,
@@ -175,8 +175,8 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 			if network != "" {
 				in = "network " + network + ", "
 			}
-			return nil, AsCNIError(err, fmt.Sprintf("allocate %s at romanad %s (%stenant %s from %s, segment %s from %s, host %s)",
-				names[i], p.Server, in, target.Tenant, target.TenantFrom, target.Segment, target.SegmentFrom, p.Host))
+			return nil, AsCNIError(err, fmt.Sprintf("allocate %s at romanad %s (%s%s, %s, host %s)",
+				names[i], p.Server, in, sourced("tenant", target.Tenant, target.TenantFrom), sourced("segment", target.Segment, target.SegmentFrom), p.Host))
 		}
 		allocated = append(allocated, names[i])
 		if err != nil {
@@ -400,4 +400,13 @@ func notSent(err error) bool {
 	var apiErr *api.Error
 	var opErr *net.OpError
 	return errors.As(err, &apiErr) || (errors.As(err, &opErr) && opErr.Op == "dial")
+}
+
+// sourced describes a tenant or segment with where it came from ("tenant
+// acme from CNI_ARGS ROMANA_TENANT"); one left to romanad has no value yet.
+func sourced(kind, v, from string) string {
+	if v == "" {
+		return kind + " from " + from
+	}
+	return kind + " " + v + " from " + from
 }

@@ -77,8 +77,8 @@ func (s *Server) removePod(w http.ResponseWriter, r *http.Request) error {
 }
 
 // resolvePod completes an address request that names a pod: it adds the
-// pod's attributes, and with neither tenant nor segment given takes both
-// from the pod's record. A record not there yet is waited for up to
+// pod's attributes, and takes the tenant or segment the request leaves
+// empty from the pod's record. A record not there yet is waited for up to
 // Config.PodWait (the controller writes it when it sees the pod, which may
 // be after the kubelet asks for the pod's network); then the request fails
 // with a retriable Unavailable error naming the pod. An address already
@@ -98,14 +98,22 @@ func (s *Server) resolvePod(ctx context.Context, in api.AddressRequest) (api.Add
 	}
 	attrs[api.AttrK8sNamespace], attrs[api.AttrK8sPod] = ns, name
 	in.Attrs = attrs
-	if in.Tenant != "" || in.Segment != "" {
+	if in.Tenant != "" && in.Segment != "" {
 		return in, nil
+	}
+	fill := func(tenant, segment string) {
+		if in.Tenant == "" {
+			in.Tenant = tenant
+		}
+		if in.Segment == "" {
+			in.Segment = segment
+		}
 	}
 	p, err := s.reg.GetPod(ctx, ns, name)
 	if api.IsNotFound(err) {
 		if a, aerr := s.reg.GetAddress(ctx, in.Name); aerr == nil && a.Host == in.Host &&
 			a.Attrs[api.AttrK8sNamespace] == ns && a.Attrs[api.AttrK8sPod] == name {
-			in.Tenant, in.Segment = a.Tenant, a.Segment
+			fill(a.Tenant, a.Segment)
 			return in, nil
 		}
 		wctx, cancel := context.WithTimeout(ctx, s.podWait)
@@ -122,6 +130,6 @@ func (s *Server) resolvePod(ctx context.Context, in api.AddressRequest) (api.Add
 		}
 		return in, err
 	}
-	in.Tenant, in.Segment = p.Tenant, p.Segment
+	fill(p.Tenant, p.Segment)
 	return in, nil
 }
