@@ -128,6 +128,15 @@ func TestAllocatePod(t *testing.T) {
 		t.Errorf("Allocate(%+v) = %+v, %v", ex, a, err)
 	}
 
+	// An explicit segment wins; the tenant comes from the record.
+	if _, err := c.PutPod(ctx, api.Pod{Namespace: "shop", Name: "mix", Tenant: "acme", Segment: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	mix := api.AddressRequest{Name: "c4:eth0", Host: "h3", Segment: "db", Pod: "shop/mix"}
+	if a, err := c.Allocate(ctx, mix); err != nil || a.Tenant != "acme" || a.Segment != "db" {
+		t.Errorf("Allocate(%+v) = %+v, %v; want acme/db", mix, a, err)
+	}
+
 	// The record arrives while the allocation waits for it.
 	type result struct {
 		a   api.Address
