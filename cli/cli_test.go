@@ -152,7 +152,7 @@ func TestExitCodesAndMessages(t *testing.T) {
 			`Error: cannot reach romanad at unix:///nonexistent/romanad.sock (set --server or ROMANA_SERVER): GET /v1/tenants: Get "http://unix/v1/tenants": dial unix /nonexistent/romanad.sock: connect: no such file or directory`},
 		{"revoke nothing named", noServer, []string{"cert", "revoke"}, ExitUsage, `Error: name what to revoke: --serial S or --identity ID (repeatable)`},
 		{"revoke bad identity", noServer, []string{"cert", "revoke", "--identity", "root"}, ExitUsage,
-			`Error: --identity: identity "root": want admin, viewer, host:NAME or cni:NAME`},
+			`Error: --identity: identity "root": want admin, viewer, kube, host:NAME or cni:NAME`},
 		{"issue without out", noServer, []string{"cert", "issue", "--identity", "viewer"}, ExitUsage, `Error: need --identity and --out`},
 		{"issue bad validity", noServer, []string{"cert", "issue", "--identity", "viewer", "--out", "/tmp/x", "--validity", "month"}, ExitUsage,
 			`Error: --validity "month": want a positive duration, e.g. 15m or 1h`},

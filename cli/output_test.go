@@ -178,7 +178,7 @@ func TestReadPolicies(t *testing.T) {
 		{"unknown nested field", "name: p1\nrules: [{proto: tcp}]\n", nil, `f.yaml: line 2, column 10: unknown field "proto" in rules[0] (did you mean "protocol"?)`},
 		{"misspelt field in a list", "- name: p1\n  rules:\n  - protocl: tcp\n", nil, `f.yaml: line 3, column 5: unknown field "protocl" in [0].rules[0] (did you mean "protocol"?)`},
 		{"unknown field far from any", "name: p1\ncolour: red\n", nil,
-			`f.yaml: line 2, column 1: unknown field "colour" (known fields: appliedTo, description, direction, log, name, priority, rules)`},
+			`f.yaml: line 2, column 1: unknown field "colour" (known fields: appliedTo, description, direction, log, name, priority, rules, tier)`},
 		{"json unknown field", "{\n  \"name\": \"p1\",\n  \"rules\": [{\"protocl\": \"tcp\"}]\n}", nil,
 			`f.yaml: line 3, column 14: unknown field "protocl" in rules[0] (did you mean "protocol"?)`},
 		{"empty list", "[]", nil, "f.yaml: empty list of policies"},
