@@ -200,6 +200,26 @@ func TestCertIssueRevokeWhoAmI(t *testing.T) {
 	}
 	viewer.fails(err, "tenant", "add", "evil")
 
+	// The Kubernetes controller's credential: it writes tenants and
+	// address sets, and may not touch networks.
+	kubeConf := filepath.Join(dir, "kube.conf")
+	if out := s.ok("cert", "issue", "--identity", "kube", "--out", kubeConf); !strings.HasPrefix(out, "credential for kube written to "+kubeConf) {
+		t.Errorf("cert issue --identity kube: %q", out)
+	}
+	kube := cliSession{t: t, env: map[string]string{EnvConfig: kubeConf}}
+	if out := kube.ok("whoami"); !strings.Contains(out, "Identity:    kube\n") {
+		t.Errorf("kube's whoami:\n%s", out)
+	}
+	kube.ok("tenant", "add", "shop")
+	kube.ok("addressset", "apply", "web-pods", "10.1.0.5")
+	if r := kube.run("", "network", "add", "n", "--cidr", "10.0.0.0/8", "--field", "host=8", "--field", "tenant=8", "--field", "segment=4"); r.code != ExitError ||
+		!strings.Contains(r.stderr, "identity kube may not call POST /v1/networks") {
+		t.Errorf("kube adding a network: exit %d %q", r.code, r.stderr)
+	}
+	if r := kube.run("", "cert", "list"); r.code != ExitError || !strings.Contains(r.stderr, "identity kube may not call GET /v1/certificates") {
+		t.Errorf("kube listing certificates: exit %d %q", r.code, r.stderr)
+	}
+
 	// Revoke by identity: the viewer is refused with 401 at once.
 	var listed []api.CertRecord
 	s.okJSON(&listed, "cert", "list")
