@@ -303,7 +303,9 @@ func TestNetworkPolicyTruthTables(t *testing.T) {
 			c.putNP(newNP("x", "range-81-82", podIs("b"), from(ports(portRange(pTCP, 81, 82)), nsPeer(nsIs("y")))))
 		}, []expect{
 			{tcp80, func(r *reach) { r.set(all, "x/a", false).set(all, "x/b", false).set("y/*", "x/a", true) }},
-			{tcp81, func(r *reach) { r.set(all, "x/a", false).set(all, "x/b", false).set("y/*", "x/a", true).set("y/*", "x/b", true) }},
+			{tcp81, func(r *reach) {
+				r.set(all, "x/a", false).set(all, "x/b", false).set("y/*", "x/a", true).set("y/*", "x/b", true)
+			}},
 			{tcp82, func(r *reach) { r.set(all, "x/a", false).set(all, "x/b", false).set("y/*", "x/b", true) }},
 		}}}},
 
