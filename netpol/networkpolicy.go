@@ -65,6 +65,9 @@ func compareSelectors(a, b api.Selector) int {
 // and the targets it isolates for ingress and for egress.
 func (w *world) networkPolicy(np networkingv1.NetworkPolicy) (pols []api.Policy, isoIn, isoEg []api.Selector) {
 	id := np.Namespace + "/" + np.Name
+	if _, ok := w.nsByName[np.Namespace]; !ok {
+		w.problem("networkpolicy %s: namespace %q is unknown: it selects no pod", id, np.Namespace)
+	}
 	podSel, err := w.parseSel(&np.Spec.PodSelector)
 	broken := err != nil
 	if broken {
@@ -72,7 +75,7 @@ func (w *world) networkPolicy(np networkingv1.NetworkPolicy) (pols []api.Policy,
 		w.problem("networkpolicy %s: podSelector: %v: isolating every pod of namespace %s, allowing nothing", id, err, np.Namespace)
 		podSel = everything()
 	}
-	targets := group{only: np.Namespace, pods: podSel}
+	targets := group{scoped: true, only: np.Namespace, pods: podSel}
 	sels := w.selectors(targets)
 	in, eg := false, false
 	if len(np.Spec.PolicyTypes) == 0 {
@@ -161,7 +164,7 @@ func (w *world) npDirection(np networkingv1.NetworkPolicy, dir string, targets g
 	for _, sig := range sigs {
 		ps := by[sig]
 		s := api.Selector{Set: w.podsSet(targets.key()+"|sig:"+sig, ps)}
-		if x := w.nsByName[np.Namespace]; x.tenant != "" && w.placedIn(x.tenant, "", []string{x.name}) {
+		if x, ok := w.nsByName[np.Namespace]; ok && x.tenant != "" && w.placedIn(x.tenant, "", []string{x.name}) {
 			s.Tenant = x.tenant
 		}
 		out = append(out, mk(kind+"-g"+hash(sig)[:8], []api.Selector{s}, podResolver(ps[0]))...)
@@ -193,7 +196,7 @@ func (w *world) npRule(id, dir string, i int, namespace string, peers []networki
 			w.problem("networkpolicy %s: empty peer: left out", where())
 			continue
 		}
-		g := group{only: namespace, pods: everything()}
+		g := group{scoped: true, only: namespace, pods: everything()}
 		var err error
 		if p.PodSelector != nil {
 			if g.pods, err = w.parseSel(p.PodSelector); err != nil {
@@ -202,7 +205,7 @@ func (w *world) npRule(id, dir string, i int, namespace string, peers []networki
 			}
 		}
 		if p.NamespaceSelector != nil {
-			g.only = ""
+			g.scoped, g.only = false, ""
 			if g.nss, err = w.parseSel(p.NamespaceSelector); err != nil {
 				w.problem("networkpolicy %s: namespaceSelector: %v: left out", where(), err)
 				continue

@@ -176,20 +176,21 @@ func (w *world) parseSel(ls *metav1.LabelSelector) (sel, error) {
 // group is a selection of pods: the pods matching pods in the namespaces
 // matching nss (or in namespace only, when set).
 type group struct {
-	only string // one namespace; nss unused
-	nss  sel
-	pods sel
+	scoped bool   // the pods of namespace only; nss unused
+	only   string // the namespace, when scoped
+	nss    sel
+	pods   sel
 }
 
 func (g group) key() string {
-	if g.only != "" {
+	if g.scoped {
 		return "in:" + g.only + "|pods:" + g.pods.text
 	}
 	return "ns:" + g.nss.text + "|pods:" + g.pods.text
 }
 
 func (w *world) namespaces(g group) []*ns {
-	if g.only != "" {
+	if g.scoped {
 		if x, ok := w.nsByName[g.only]; ok {
 			return []*ns{x}
 		}
@@ -231,7 +232,7 @@ type part struct {
 // placed elsewhere. allPods lets "every pod everywhere" become
 // Config.PodCIDRs.
 func (w *world) parts(g group, allPods bool) []part {
-	if allPods && g.only == "" && g.nss.empty && g.pods.empty && len(w.cfg.PodCIDRs) > 0 {
+	if allPods && !g.scoped && g.nss.empty && g.pods.empty && len(w.cfg.PodCIDRs) > 0 {
 		var out []part
 		for _, c := range w.cfg.PodCIDRs {
 			out = append(out, part{cidr: c.Masked().String()})
