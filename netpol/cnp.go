@@ -37,7 +37,7 @@ func corev1Proto(s string) corev1.Protocol { return corev1.Protocol(s) }
 // Accept/Deny/Pass → allow/deny/pass.
 func (w *world) clusterNetworkPolicy(c v1alpha2.ClusterNetworkPolicy) []api.Policy {
 	id := "clusternetworkpolicy " + c.Name
-	failClosed := false // accept rules match nothing, deny and pass rules deny all
+	failClosed := false // the policy is not understood: its accept rules match nothing
 	var tier string
 	switch c.Spec.Tier {
 	case v1alpha2.AdminTier:
@@ -45,7 +45,7 @@ func (w *world) clusterNetworkPolicy(c v1alpha2.ClusterNetworkPolicy) []api.Poli
 	case v1alpha2.BaselineTier:
 		tier = api.TierBaseline
 	default:
-		w.problem("%s: tier %q is unknown: compiled in tier admin, fail-closed", id, c.Spec.Tier)
+		w.problem("%s: tier %q is unknown: compiled in tier admin without its Accept rules", id, c.Spec.Tier)
 		tier, failClosed = api.TierAdmin, true
 	}
 	if c.Spec.Priority < 0 || c.Spec.Priority > 1000 {
@@ -66,7 +66,7 @@ func (w *world) clusterNetworkPolicy(c v1alpha2.ClusterNetworkPolicy) []api.Poli
 		err = errorf("set exactly one of namespaces and pods")
 	}
 	if err != nil {
-		w.problem("%s: subject: %v: applied to every pod, fail-closed", id, err)
+		w.problem("%s: subject: %v: applied to every pod, without its Accept rules", id, err)
 		subject = group{nss: everything(), pods: everything()}
 		failClosed = true
 	}
@@ -170,11 +170,8 @@ func (w *world) cnpRule(where string, action v1alpha2.ClusterNetworkPolicyRuleAc
 		return cnpRule{denyAll: true}
 	}
 	accept := kr.action == api.ActionAllow
-	if failClosed {
-		if accept {
-			return cnpRule{action: kr.action}
-		}
-		return cnpRule{denyAll: true}
+	if failClosed && accept {
+		return cnpRule{action: kr.action} // the policy itself is not understood: allow nothing
 	}
 	bad := func(format string, args ...any) bool {
 		msg := fmt.Sprintf(format, args...)
