@@ -195,9 +195,22 @@ func Compile(in Input) Output {
 		}
 		return false
 	})
+	used := map[string]bool{} // sets a policy names (others were computed on the way, unused)
+	for _, p := range pols {
+		for _, s := range p.AppliedTo {
+			used[s.Set] = true
+		}
+		for _, r := range p.Rules {
+			for _, x := range r.Peers {
+				used[x.Set] = true
+			}
+		}
+	}
 	sets := make([]api.AddressSet, 0, len(w.sets))
 	for _, s := range w.sets {
-		sets = append(sets, s)
+		if used[s.Name] {
+			sets = append(sets, s)
+		}
 	}
 	slices.SortFunc(sets, func(a, b api.AddressSet) int { return cmp.Compare(a.Name, b.Name) })
 	probs := slices.Clone(w.problems)

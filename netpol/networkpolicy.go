@@ -38,6 +38,13 @@ func (w *world) networkPolicies(nps []networkingv1.NetworkPolicy) []api.Policy {
 		if len(sels) == 0 {
 			continue
 		}
+		whole := map[string]bool{} // tenants isolated whole: their sets are within
+		for _, s := range sels {
+			if s.Tenant != "" && s.Segment == "" && s.Set == "" {
+				whole[s.Tenant] = true
+			}
+		}
+		sels = slices.DeleteFunc(sels, func(s api.Selector) bool { return s.Set != "" && whole[s.Tenant] })
 		slices.SortFunc(sels, compareSelectors)
 		sels = slices.Compact(sels)
 		out = append(out, api.Policy{
