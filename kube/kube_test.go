@@ -39,7 +39,7 @@ func TestDesire(t *testing.T) {
 		Nodes: []corev1.Node{
 			node("n2", "192.0.2.12", map[string]string{"topology.kubernetes.io/zone": "r2"}),
 			node("n1", "192.0.2.11", map[string]string{"topology.kubernetes.io/zone": "r1"}, "2001:db8::11"),
-			node("n3", "192.0.2.13", nil),     // no zone label: a problem, no host
+			node("n3", "192.0.2.13", nil),               // no zone label: a problem, no host
 			{ObjectMeta: metav1.ObjectMeta{Name: "n4"}}, // no address yet
 		},
 		Namespaces: []corev1.Namespace{
