@@ -7,7 +7,7 @@
 // The thinking is pure (Desire: Kubernetes objects in, the Romana objects
 // they call for out); the controller only watches, computes and writes the
 // difference, owning only the objects it made: hosts labelled
-// LabelSource, policies and address sets named with Config.Prefix, and
+// api.LabelSource, policies and address sets named with Config.Prefix, and
 // pod records.
 package kube
 
@@ -23,13 +23,6 @@ import (
 	"sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/romana/romana/api"
-)
-
-// LabelSource marks the hosts the controller registered (value
-// SourceKubernetes): it removes only those when their node goes.
-const (
-	LabelSource      = "romana.io/source"
-	SourceKubernetes = "kubernetes"
 )
 
 // Defaults of Config.
@@ -239,7 +232,7 @@ func stricter(a, b string) string {
 
 // hostOf is a node's host: its InternalIP (IPv4, with an IPv6 one as
 // IP6; IPv6 alone when it has no IPv4), its topology labels, and
-// LabelSource.
+// api.LabelSource.
 func hostOf(cfg Config, n corev1.Node) (api.Host, error) {
 	if err := api.ValidateName("host", n.Name); err != nil {
 		return api.Host{}, err
@@ -261,7 +254,7 @@ func hostOf(cfg Config, n corev1.Node) (api.Host, error) {
 			v6 = ip
 		}
 	}
-	h := api.Host{Name: n.Name, Labels: map[string]string{LabelSource: SourceKubernetes}}
+	h := api.Host{Name: n.Name, Labels: map[string]string{api.LabelSource: api.SourceKubernetes}}
 	switch {
 	case v4.IsValid():
 		h.IP, h.IP6 = v4, v6

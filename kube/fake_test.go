@@ -116,21 +116,25 @@ func (f *fakeRomana) AddSegment(_ context.Context, s api.Segment) (api.Segment, 
 	f.segments[[2]string{s.Tenant, s.Name}] = s
 	return s, nil
 }
-func (f *fakeRomana) ListAddresses(_ context.Context, flt api.AddressFilter) ([]api.Address, error) {
-	var out []api.Address
-	for _, a := range values(f.addrs, func(a, b api.Address) int { return strings.Compare(a.Name, b.Name) }) {
-		if flt.Host == "" || a.Host == flt.Host {
-			out = append(out, a)
+func (f *fakeRomana) ReleaseHostAddresses(_ context.Context, host string) ([]string, error) {
+	if err := f.call("ReleaseHostAddresses"); err != nil {
+		return nil, err
+	}
+	h, ok := f.hosts[host]
+	if !ok {
+		return nil, notFound("host %s not found", host)
+	}
+	if h.Labels[api.LabelSource] != api.SourceKubernetes {
+		return nil, api.Errorf(api.ReasonForbidden, "host %s not registered by the controller", host)
+	}
+	var out []string
+	for name, a := range f.addrs {
+		if a.Host == host {
+			delete(f.addrs, name)
+			out = append(out, name)
 		}
 	}
-	return out, f.call("ListAddresses")
-}
-func (f *fakeRomana) Release(_ context.Context, name string) error {
-	if err := f.call("Release"); err != nil {
-		return err
-	}
-	delete(f.addrs, name)
-	return nil
+	return out, nil
 }
 func (f *fakeRomana) ListPods(_ context.Context, ns string) ([]api.Pod, error) {
 	var out []api.Pod

@@ -22,8 +22,7 @@ type Romana interface {
 	AddTenant(ctx context.Context, t api.Tenant) (api.Tenant, error)
 	ListSegments(ctx context.Context, tenant string) ([]api.Segment, error)
 	AddSegment(ctx context.Context, s api.Segment) (api.Segment, error)
-	ListAddresses(ctx context.Context, f api.AddressFilter) ([]api.Address, error)
-	Release(ctx context.Context, name string) error
+	ReleaseHostAddresses(ctx context.Context, host string) ([]string, error)
 	ListPods(ctx context.Context, namespace string) ([]api.Pod, error)
 	PutPod(ctx context.Context, p api.Pod) (api.Pod, error)
 	RemovePod(ctx context.Context, namespace, name string) error
@@ -176,7 +175,7 @@ func (rc *Reconciler) Sync(ctx context.Context, want Desired, now time.Time) (ne
 		delete(rc.gone, w.Name)
 		old, ok := h.Hosts[w.Name]
 		if ok {
-			if !sameHost(old, w) && old.Labels[LabelSource] == SourceKubernetes {
+			if !sameHost(old, w) && old.Labels[api.LabelSource] == api.SourceKubernetes {
 				// A host's place in the plan is fixed while it holds
 				// addresses: a node whose address or topology labels
 				// changed keeps its host until the node is re-created.
@@ -278,7 +277,7 @@ func (rc *Reconciler) Sync(ctx context.Context, want Desired, now time.Time) (ne
 	// addresses (pods on a deleted node are gone) and remove them.
 	for _, name := range slices.Sorted(maps.Keys(h.Hosts)) {
 		old := h.Hosts[name]
-		if wantHosts[name] || old.Labels[LabelSource] != SourceKubernetes {
+		if wantHosts[name] || old.Labels[api.LabelSource] != api.SourceKubernetes {
 			continue
 		}
 		since, ok := rc.gone[name]
@@ -308,14 +307,8 @@ func (rc *Reconciler) Sync(ctx context.Context, want Desired, now time.Time) (ne
 
 // removeHost releases a host's addresses and removes it.
 func (rc *Reconciler) removeHost(ctx context.Context, name string) error {
-	addrs, err := rc.R.ListAddresses(ctx, api.AddressFilter{Host: name})
-	if err != nil {
-		return fmt.Errorf("list addresses of host %s: %w", name, err)
-	}
-	for _, a := range addrs {
-		if err := rc.R.Release(ctx, a.Name); err != nil {
-			return fmt.Errorf("release address %s (%s) of removed node %s: %w", a.Name, a.IP, name, err)
-		}
+	if _, err := rc.R.ReleaseHostAddresses(ctx, name); err != nil && !isNotFound(err) {
+		return fmt.Errorf("release the addresses of deleted node %s: %w", name, err)
 	}
 	if err := rc.R.RemoveHost(ctx, name); err != nil && !isNotFound(err) {
 		return fmt.Errorf("remove host %s: %w", name, err)
