@@ -58,13 +58,13 @@ var Rules = []Rule{
 	{Name: "kube-read", Roles: []pki.Role{pki.RoleKube}, Routes: KubeReads,
 		Why: "the Kubernetes controller may read the whole state (not the certificate inventory)"},
 	{Name: "kube-write", Roles: []pki.Role{pki.RoleKube}, Routes: []string{
-		"POST /v1/hosts", "DELETE /v1/hosts/{name}",
+		"POST /v1/hosts", "DELETE /v1/hosts/{name}", "DELETE /v1/hosts/{name}/addresses",
 		"POST /v1/tenants", "DELETE /v1/tenants/{name}",
 		"POST /v1/tenants/{tenant}/segments", "DELETE /v1/tenants/{tenant}/segments/{name}",
 		"POST /v1/policies", "PUT /v1/policies/{name}", "DELETE /v1/policies/{name}",
 		"PUT /v1/addresssets/{name}", "DELETE /v1/addresssets/{name}",
 		"PUT /v1/pods/{namespace}/{name}", "DELETE /v1/pods/{namespace}/{name}"},
-		Why: "the Kubernetes controller may write hosts (nodes), tenants (namespaces), segments, policies, address sets and pod records; not networks, devices, chains, addresses or certificates"},
+		Why: "the Kubernetes controller may write hosts (nodes), tenants (namespaces), segments, policies, address sets and pod records; and release the addresses of the hosts it registered (a deleted node's); not networks, devices, chains, other addresses or certificates"},
 	{Name: "host-read", Roles: []pki.Role{pki.RoleHost}, Routes: []string{
 		"GET /healthz", "GET /v1/snapshot", "GET /v1/watch"},
 		Why: "a host's agent may read the whole state (snapshot and watch) it needs to program its host"},

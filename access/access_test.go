@@ -228,10 +228,11 @@ func TestAccessEveryServerRoute(t *testing.T) {
 // TestAccessKube is the Kubernetes controller's least privilege over every
 // route the server registers: it reads every GET route but the
 // certificate inventory, and writes exactly hosts, tenants, segments,
-// policies, address sets and pod records.
+// policies, address sets and pod records, and releases the addresses of
+// hosts (the server confines that to the hosts it registered).
 func TestAccessKube(t *testing.T) {
 	writes := []string{
-		"POST /v1/hosts", "DELETE /v1/hosts/{name}",
+		"POST /v1/hosts", "DELETE /v1/hosts/{name}", "DELETE /v1/hosts/{name}/addresses",
 		"POST /v1/tenants", "DELETE /v1/tenants/{name}",
 		"POST /v1/tenants/{tenant}/segments", "DELETE /v1/tenants/{tenant}/segments/{name}",
 		"POST /v1/policies", "PUT /v1/policies/{name}", "DELETE /v1/policies/{name}",

@@ -138,3 +138,17 @@ func (p Pod) Validate() error {
 	}
 	return nil
 }
+
+// LabelSource is the host label naming who registered a host; the
+// Kubernetes controller labels its hosts SourceKubernetes, and its
+// identity may release the addresses of those hosts only.
+const (
+	LabelSource      = "romana.io/source"
+	SourceKubernetes = "kubernetes"
+)
+
+// ReleasedAddresses answers DELETE /v1/hosts/{name}/addresses.
+type ReleasedAddresses struct {
+	Host     string   `json:"host"`
+	Released []string `json:"released"`
+}

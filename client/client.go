@@ -12,6 +12,7 @@
 //	GET  /v1/networks/{name}               api.Network
 //	DEL  /v1/networks/{name}               204 (409 if addresses remain)
 //	GET|POST /v1/hosts, GET|DEL /v1/hosts/{name}                         api.Host
+//	DEL  /v1/hosts/{name}/addresses        api.ReleasedAddresses (releases every address of the host)
 //	GET|POST /v1/tenants, GET|DEL /v1/tenants/{name}                     api.Tenant
 //	GET  /v1/segments                      []api.Segment (all tenants)
 //	GET|POST /v1/tenants/{tenant}/segments, GET|DEL .../segments/{name} api.Segment
@@ -309,6 +310,14 @@ func (c *Client) ListHosts(ctx context.Context) ([]api.Host, error) {
 	var out []api.Host
 	return out, c.do(ctx, "GET", "/v1/hosts", nil, nil, &out)
 }
+// ReleaseHostAddresses releases every address of a host (a machine that
+// is gone) and returns their names.
+func (c *Client) ReleaseHostAddresses(ctx context.Context, name string) ([]string, error) {
+	var out api.ReleasedAddresses
+	err := c.do(ctx, "DELETE", "/v1/hosts/"+esc(name)+"/addresses", nil, nil, &out)
+	return out.Released, err
+}
+
 func (c *Client) RemoveHost(ctx context.Context, name string) error {
 	return c.do(ctx, "DELETE", "/v1/hosts/"+esc(name), nil, nil, nil)
 }

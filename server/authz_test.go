@@ -169,6 +169,7 @@ func authzCases() []authzCase {
 		{name: "hosts/add", route: "POST /v1/hosts", allow: kubeAdmin, status: http.StatusCreated, req: slugged("POST", "/v1/hosts", `{"name":"nh-%[1]s","ip":"192.0.2.%[2]d"}`)},
 		{name: "hosts/get", route: "GET /v1/hosts/{name}", allow: readers, status: http.StatusOK, req: getPath("/v1/hosts/h1")},
 		{name: "hosts/remove", route: "DELETE /v1/hosts/{name}", allow: kubeAdmin, status: http.StatusNoContent, req: slugged("DELETE", "/v1/hosts/vh-%[1]s", "")},
+		{name: "hosts/release", route: "DELETE /v1/hosts/{name}/addresses", allow: kubeAdmin, status: http.StatusOK, req: slugged("DELETE", "/v1/hosts/vk-%[1]s/addresses", "")},
 		{name: "hosts/token", route: "POST /v1/hosts/{name}/token", allow: onlyAdmin, status: http.StatusCreated, req: slugged("POST", "/v1/hosts/h1/token", `{"ttl":"5m"}`)},
 
 		{name: "tenants/list", route: "GET /v1/tenants", allow: readers, status: http.StatusOK, req: getPath("/v1/tenants")},
@@ -336,7 +337,8 @@ func (c *authzCaller) do(t *testing.T, in *servertest.Instance, method, path, bo
 // and h2, tenant t with segment s, addresses a1 (h1) and a2 (h2), service
 // function fw1, policy p, devices tor1, tor2, spine1, chain c1, address
 // set as1, pod ns1/pod1; and for each caller victims to remove: network
-// vn-SLUG, host vh-SLUG, tenant vt-SLUG, segment t/vs-SLUG, addresses
+// vn-SLUG, host vh-SLUG, host vk-SLUG (labelled as registered by the
+// Kubernetes controller) with address vk1-SLUG, tenant vt-SLUG, segment t/vs-SLUG, addresses
 // vn1-SLUG and vi1-SLUG on h1 and vn2-SLUG and vi2-SLUG on h2, policy
 // vp-SLUG, device vd-SLUG, chain vc-SLUG, address set vas-SLUG, pod
 // ns1/vpod-SLUG and a certificate.
@@ -400,6 +402,9 @@ func newAuthzWorld(t *testing.T, in *servertest.Instance) *authzWorld {
 		must(c.AddNetwork(ctx, api.Network{Name: "vn-" + s, CIDR: fmt.Sprintf("fd00:1:%x::/48", i),
 			Fields: []plan.Field{{Name: "host", Bits: 6}, {Name: "tenant", Bits: 8}, {Name: "segment", Bits: 8}}}))
 		must(c.AddHost(ctx, api.Host{Name: "vh-" + s, IP: netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + i)})}))
+		must(c.AddHost(ctx, api.Host{Name: "vk-" + s, IP: netip.AddrFrom4([4]byte{192, 0, 2, byte(150 + i)}),
+			Labels: map[string]string{api.LabelSource: api.SourceKubernetes}}))
+		alloc("vk1-"+s, "vk-"+s, "t", "s", "")
 		must(c.AddTenant(ctx, api.Tenant{Name: "vt-" + s}))
 		must(c.AddSegment(ctx, api.Segment{Tenant: "t", Name: "vs-" + s}))
 		alloc("vn1-"+s, "h1", "t", "s", "")

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
 
@@ -102,6 +103,38 @@ func (s *Server) removeHost(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// releaseHostAddresses releases every address of a host: the endpoints of
+// a machine that is gone (a deleted Kubernetes node, after its grace
+// period). The kube identity may do it only to hosts it registered
+// (labelled api.LabelSource=api.SourceKubernetes).
+func (s *Server) releaseHostAddresses(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	h, err := s.reg.GetHost(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	if c := callerOf(r); c.id.Role == pki.RoleKube && h.Labels[api.LabelSource] != api.SourceKubernetes {
+		err := api.Errorf(api.ReasonForbidden, "kube may release the addresses of hosts labelled %s=%s only; host %s is not", api.LabelSource, api.SourceKubernetes, name)
+		c.refusal = err
+		return err
+	}
+	addrs, err := s.reg.ListAddresses(r.Context(), api.AddressFilter{Host: name})
+	if err != nil {
+		return err
+	}
+	out := api.ReleasedAddresses{Host: name, Released: []string{}}
+	for _, a := range addrs {
+		// Confined to the host in the deleting transaction: an address
+		// re-allocated elsewhere meanwhile is not touched.
+		if err := s.reg.ReleaseOwned(r.Context(), a.Name, name); err != nil && !api.IsNotFound(err) {
+			return fmt.Errorf("release %s (%s) of host %s: %w", a.Name, a.IP, name, err)
+		}
+		out.Released = append(out.Released, a.Name)
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -169,6 +169,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/hosts", s.addHost)
 	s.handle("GET /v1/hosts/{name}", s.getHost)
 	s.handle("DELETE /v1/hosts/{name}", s.removeHost)
+	s.handle("DELETE /v1/hosts/{name}/addresses", s.releaseHostAddresses)
 
 	s.handle("GET /v1/tenants", s.listTenants)
 	s.handle("POST /v1/tenants", s.addTenant)
