@@ -49,6 +49,7 @@ func Commands() []*cobra.Command {
 		cmdline.NewRomanad(func(ctx context.Context, _ *cmdline.Romanad) error { return never(ctx) }),
 		cmdline.NewAgent(func(ctx context.Context, _ *cmdline.Agent) error { return never(ctx) }),
 		cmdline.NewCNI(func() error { return never(context.Background()) }),
+		cmdline.NewKube(func(ctx context.Context, _ *cmdline.Kube) error { return never(ctx) }),
 	}
 }
 

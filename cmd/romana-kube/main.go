@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -60,7 +61,17 @@ func run(ctx context.Context, f *cmdline.Kube, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c := &kube.Controller{Config: cfg, Kube: kc, Compile: compile, Log: log,
+	nets, err := rom.ListNetworks(ctx)
+	if err != nil {
+		return fmt.Errorf("romanad: list networks: %w", err)
+	}
+	var pools []netip.Prefix
+	for _, n := range nets {
+		if p, err := netip.ParsePrefix(n.CIDR); err == nil {
+			pools = append(pools, p)
+		}
+	}
+	c := &kube.Controller{Config: cfg, Kube: kc, Compile: kube.Policies(cfg, pools), Log: log,
 		Reconciler:  &kube.Reconciler{R: rom, Prefix: kube.DefaultPrefix, NodeGrace: f.NodeGrace},
 		MinInterval: f.MinInterval, Resync: f.Resync}
 	switch ok, err := kube.HasCNP(kc); {
@@ -102,7 +113,3 @@ func romanad(f *cmdline.Kube) (*client.Client, error) {
 	c, _, err := client.FromCredential(cred, f.Server)
 	return c, err
 }
-
-// compile is the policy compiler; replaced by netpol.Compile when that
-// package lands.
-var compile func(kube.State) kube.PolicySet
