@@ -102,6 +102,7 @@ type Cluster struct {
 
 	dir     string
 	logFile string
+	waited  string // the last not-ready answer of /readyz
 }
 
 // As returns a copy of the admin's configuration that impersonates user
@@ -199,6 +200,9 @@ func Start(t testing.TB) *Cluster {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c.ReadyTime = time.Since(began)
+	if c.waited != "" && c.ReadyTime > 10*time.Second {
+		t.Logf("kubetest: kube-apiserver took %v to be ready; its last answer before: %s", c.ReadyTime.Round(time.Millisecond), c.waited)
+	}
 
 	caPEM, err := os.ReadFile(filepath.Join(dir, "certs", "apiserver.crt"))
 	if err != nil {
@@ -436,6 +440,7 @@ func waitReady(c *Cluster, host string, exited <-chan struct{}) error {
 			return nil
 		}
 		last = fmt.Errorf("GET /readyz: %s: %s", resp.Status, failedChecks(body))
+		c.waited = last.Error()
 	}
 }
 
