@@ -18,6 +18,7 @@
 # runs wait for each other (flock) instead of building twice.
 set -euo pipefail
 export PATH="$PATH:/usr/local/go/bin"
+export GOWORK=off  # the throwaway module stands alone
 
 KUBE_VERSION=${KUBE_VERSION:-v1.36.3}
 TOOLS=${TOOLS:-$HOME/.cache/romana-tools}
