@@ -346,7 +346,9 @@ func tryAPIServer(t testing.TB, c *Cluster, bin, etcdURL string, port int) (stri
 	defer logf.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// If the test binary dies without its cleanups, so does the apiserver.
+	// If the test binary dies without its cleanups, so does the apiserver
+	// (strictly: when the OS thread that started it exits; Go keeps its
+	// threads unless a goroutine exits locked to one).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("start %s: %w", bin, err)
