@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -31,14 +32,22 @@ names the deciding policy and rule index (or the isolation default) and each
 step on the way.`,
 		Example: `  romana policy trace --from 10.1.16.3 --to 10.2.32.5 --proto tcp --port 80
   romana policy trace --from 10.1.16.3 --to 10.2.32.5 --proto icmp
-  romana policy trace --from 10.1.16.3 --to 10.2.32.5 --port 53 --proto udp -o json`,
+  romana policy trace --from 10.1.16.3 --to 10.2.32.5 --port 53 --proto udp -o json
+  # Kubernetes pods (romana-kube): names the NetworkPolicy or ClusterNetworkPolicy that decided
+  romana policy trace --from shop/web-1 --to db/postgres-0 --port 5432`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			src, err := parseAddrFlag("--from", from)
+			c, err := g.Client()
 			if err != nil {
 				return err
 			}
-			dst, err := parseAddrFlag("--to", to)
+			ctx, cancel := g.Context(cmd)
+			defer cancel()
+			src, err := traceEnd(ctx, c, "--from", from, netip.Addr{})
+			if err != nil {
+				return err
+			}
+			dst, err := traceEnd(ctx, c, "--to", to, src)
 			if err != nil {
 				return err
 			}
@@ -66,21 +75,21 @@ step on the way.`,
 			default:
 				return usagef("--proto: %q is not one of tcp, udp, sctp, icmp, icmpv6", proto)
 			}
-			c, err := g.Client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.Context(cmd)
-			defer cancel()
 			tr, err := c.PolicyTrace(ctx, req)
 			if err != nil {
 				return err
 			}
-			return g.Emit(cmd, tr, func(w io.Writer) { writeTrace(w, tr) })
+			desc := map[string]string{}
+			if tr.Decision.Policy != "" {
+				if p, err := c.GetPolicy(ctx, tr.Decision.Policy); err == nil {
+					desc[p.Name] = p.Description
+				}
+			}
+			return g.Emit(cmd, tr, func(w io.Writer) { writeTrace(w, tr, desc) })
 		},
 	}
-	cmd.Flags().StringVar(&from, "from", "", "source address")
-	cmd.Flags().StringVar(&to, "to", "", "destination address")
+	cmd.Flags().StringVar(&from, "from", "", "source address, or a Kubernetes pod as NAMESPACE/POD")
+	cmd.Flags().StringVar(&to, "to", "", "destination address, or a Kubernetes pod as NAMESPACE/POD")
 	cmd.Flags().StringVar(&proto, "proto", api.ProtoTCP, "protocol: tcp, udp, sctp, icmp (ICMPv6 between IPv6 addresses) or icmpv6")
 	cmd.Flags().Uint16Var(&port, "port", 0, "destination port (tcp, udp, sctp)")
 	cmd.Flags().Uint8Var(&icmpType, "icmp-type", 8, "ICMP type (icmp; default echo request: 8, or 128 between IPv6 addresses)")
@@ -90,12 +99,17 @@ step on the way.`,
 	return cmd
 }
 
-// writeTrace prints the verdict line, then each step.
-func writeTrace(w io.Writer, tr api.Trace) {
+// writeTrace prints the verdict line, then each step. desc holds the
+// description of the deciding policy (for a policy romana-kube made, the
+// Kubernetes object it comes from).
+func writeTrace(w io.Writer, tr api.Trace, desc map[string]string) {
 	d := tr.Decision
 	by := d.Reason
 	if d.Policy != "" && d.Rule != nil {
 		by = fmt.Sprintf("policy %s rule %d", d.Policy, *d.Rule)
+		if s := desc[d.Policy]; s != "" {
+			by += ": " + s
+		}
 	}
 	fmt.Fprintf(w, "%s: %s\n", strings.ToUpper(tr.Verdict), by)
 	row(w, "HOST", "STAGE", "RESULT", "REASON")
@@ -157,4 +171,37 @@ func writeStats(w io.Writer, st []api.HostPolicyStats) {
 	for _, l := range lines {
 		row(w, l.Policy, l.Rule, l.Stage, l.host, l.Packets, l.Bytes, l.age.UTC().Format(time.RFC3339))
 	}
+}
+
+// traceEnd resolves a trace endpoint: an address, or NAMESPACE/POD, the
+// address romanad allocated to that Kubernetes pod (of like's family when
+// like is valid and the pod has several).
+func traceEnd(ctx context.Context, c *client.Client, flag, v string, like netip.Addr) (netip.Addr, error) {
+	ns, pod, isPod := strings.Cut(strings.TrimSpace(v), "/")
+	if !isPod {
+		return parseAddrFlag(flag, v)
+	}
+	if ns == "" || pod == "" {
+		return netip.Addr{}, usagef("%s %q: want an address or NAMESPACE/POD", flag, v)
+	}
+	addrs, err := c.ListAddresses(ctx, api.AddressFilter{})
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	var found []netip.Addr
+	for _, a := range addrs {
+		if a.Attrs[api.AttrK8sNamespace] == ns && a.Attrs[api.AttrK8sPod] == pod {
+			found = append(found, a.IP)
+		}
+	}
+	slices.SortFunc(found, func(a, b netip.Addr) int { return a.Compare(b) })
+	for _, a := range found {
+		if !like.IsValid() || a.Is4() == like.Is4() {
+			return a, nil
+		}
+	}
+	if len(found) > 0 {
+		return found[0], nil
+	}
+	return netip.Addr{}, api.Errorf(api.ReasonNotFound, "%s %s: no address allocated to pod %s in namespace %s (is it running, with romana-cni in Kubernetes mode?)", flag, v, pod, ns)
 }

@@ -68,3 +68,49 @@ func TestPolicyTraceAndStatsCommands(t *testing.T) {
 		t.Fatalf("stats:\n%s", out)
 	}
 }
+
+// policy trace --from NAMESPACE/POD --to NAMESPACE/POD resolves the pods'
+// addresses (allocated for pod records) and names the Kubernetes object
+// behind the deciding policy.
+func TestPolicyTracePods(t *testing.T) {
+	srv := servertest.Start(t)
+	c := srv.Client
+	ctx := context.Background()
+	s := adminSession(t, srv)
+	if _, err := c.AddNetwork(ctx, api.Network{Name: "net1", CIDR: "10.0.0.0/8",
+		Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddHost(ctx, api.Host{Name: "n1", IP: netip.MustParseAddr("192.0.2.1")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{"x", "y"} {
+		if _, err := c.AddTenant(ctx, api.Tenant{Name: ns, Isolation: api.IsolationNone}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.AddSegment(ctx, api.Segment{Tenant: ns, Name: "default"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.PutPod(ctx, api.Pod{Namespace: ns, Name: "a", Tenant: ns, Segment: "default"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Allocate(ctx, api.AddressRequest{Name: "c-" + ns + ":eth0", Host: "n1", Pod: ns + "/a"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.PutPolicy(ctx, api.Policy{Name: "k8s.npi.x.deny", Description: "Kubernetes NetworkPolicy x/deny (ingress)",
+		Direction: []string{"ingress"}, AppliedTo: []api.Selector{{Tenant: "x"}}, Rules: []api.Rule{{Action: api.ActionDeny, Peers: []api.Peer{{Tenant: "y"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	out := s.ok("policy", "trace", "--from", "y/a", "--to", "x/a", "--port", "80")
+	if !strings.HasPrefix(out, "DENY: policy k8s.npi.x.deny rule 0: Kubernetes NetworkPolicy x/deny (ingress)\n") {
+		t.Errorf("trace y/a → x/a:\n%s", out)
+	}
+	if out := s.ok("policy", "trace", "--from", "x/a", "--to", "y/a", "--port", "80"); !strings.HasPrefix(out, "ALLOW: ") {
+		t.Errorf("trace x/a → y/a:\n%s", out)
+	}
+	r := s.run("", "policy", "trace", "--from", "x/nope", "--to", "x/a", "--port", "80")
+	if r.code == ExitOK || !strings.Contains(r.stderr, "no address allocated to pod nope in namespace x") {
+		t.Errorf("unknown pod: code %d, %s", r.code, r.stderr)
+	}
+}
