@@ -11,14 +11,18 @@ import (
 
 // traceSnap: net1 10.0.0.0/8 (host 8 | tenant 4 | segment 4 | endpoint 8),
 // hosts h1..h3, tenants acme (tenant mode), beta (segment mode: web, db),
-// open (none).
+// open (none); address sets s1 and s2 of endpoints (and s2 of an
+// underlay address and one outside every block).
 func traceSnap(t *testing.T, ps ...api.Policy) api.Snapshot {
 	t.Helper()
 	n := api.Network{Name: "net1", CIDR: "10.0.0.0/8", Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}
 	snap := api.Snapshot{Networks: []api.Network{n}, Policies: ps,
 		Tenants: []api.Tenant{{Name: "acme", ID: 1}, {Name: "beta", ID: 2, Isolation: "segment"}, {Name: "open", ID: 3, Isolation: "none"}},
 		Segments: []api.Segment{{Tenant: "acme", Name: "default"}, {Tenant: "beta", Name: "web"}, {Tenant: "beta", Name: "db", ID: 1},
-			{Tenant: "open", Name: "default"}}}
+			{Tenant: "open", Name: "default"}},
+		AddressSets: []api.AddressSet{
+			{Name: "s1", Addresses: addrs("10.1.16.7", "10.2.32.7", "10.2.33.7", "10.3.48.7")},
+			{Name: "s2", Addresses: addrs("10.1.32.7", "10.3.16.7", "10.200.0.1", "192.168.0.2")}}}
 	for i := 1; i <= 3; i++ {
 		snap.Hosts = append(snap.Hosts, api.Host{Name: "h" + string(rune('0'+i)), IP: netip.AddrFrom4([4]byte{192, 168, 0, byte(i)}),
 			Slots: []api.HostSlot{{Network: "net1", Loc: plan.Loc{Host: uint64(i)}, CIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16)}}})
@@ -71,4 +75,12 @@ func TestTrace(t *testing.T) {
 	if _, err := Trace(snap, Packet{Src: netip.MustParseAddr(a1), Dst: netip.MustParseAddr(w2), Proto: "tcp"}); api.ReasonOf(err) != api.ReasonInvalid {
 		t.Errorf("tcp without port: %v", err)
 	}
+}
+
+func addrs(ss ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	return out
 }

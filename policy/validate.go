@@ -27,6 +27,11 @@ func Validate(p api.Policy) error {
 	if p.Priority < 0 || p.Priority > MaxPriority {
 		v.add("priority", "%d is out of range 1-%d (0 or absent means the default, %d)", p.Priority, MaxPriority, api.DefaultPriority)
 	}
+	switch p.Tier {
+	case api.TierAdmin, api.TierDefault, api.TierBaseline:
+	default:
+		v.add("tier", "%q is not admin, baseline or empty (the default tier)", p.Tier)
+	}
 	if len(p.Description) > 1024 {
 		v.add("description", "longer than 1024 characters")
 	}
@@ -45,7 +50,7 @@ func Validate(p api.Policy) error {
 		seen[d] = true
 	}
 	if len(p.AppliedTo) == 0 {
-		v.add("appliedTo", "required: at least one selector (all, tenant, tenant+segment or host)")
+		v.add("appliedTo", "required: at least one selector (all, tenant, tenant+segment, host or set)")
 	}
 	for i, s := range p.AppliedTo {
 		v.selector(fmt.Sprintf("appliedTo[%d]", i), s)
@@ -125,13 +130,28 @@ func (v *validator) endpoints(f string, all bool, tenant, segment, host string) 
 }
 
 func (v *validator) selector(f string, s api.Selector) {
-	if v.endpoints(f, s.All, s.Tenant, s.Segment, s.Host) != 1 {
-		v.add(f, "set exactly one of all, tenant (optionally with segment) or host")
+	n := v.endpoints(f, s.All, s.Tenant, s.Segment, s.Host)
+	if s.Set == "" {
+		if n != 1 {
+			v.add(f, "set exactly one of all, tenant (optionally with segment), host or set")
+		}
+		return
+	}
+	v.name(f+".set", "address set", s.Set)
+	switch {
+	case s.Host != "":
+		v.add(f+".set", "cannot narrow host: use set alone (its addresses on every host) or with all or tenant")
+	case n > 1:
+		v.add(f, "set at most one of all or tenant (optionally with segment) with set")
 	}
 }
 
 func (v *validator) peer(f string, p api.Peer) {
 	n := v.endpoints(f, p.Any, p.Tenant, p.Segment, p.Host)
+	if p.Set != "" {
+		n++
+		v.name(f+".set", "address set", p.Set)
+	}
 	var cidr netip.Prefix
 	if p.CIDR != "" {
 		n++
@@ -162,15 +182,15 @@ func (v *validator) peer(f string, p api.Peer) {
 		}
 	}
 	if n != 1 {
-		v.add(f, "set exactly one of any, cidr (optionally with except), tenant (optionally with segment) or host")
+		v.add(f, "set exactly one of any, cidr (optionally with except), tenant (optionally with segment), host or set")
 	}
 }
 
 func (v *validator) rule(f string, r api.Rule) {
 	switch r.Action {
-	case "", api.ActionAllow, api.ActionDeny:
+	case "", api.ActionAllow, api.ActionDeny, api.ActionPass:
 	default:
-		v.add(f+".action", "%q is not allow or deny", r.Action)
+		v.add(f+".action", "%q is not allow, deny or pass", r.Action)
 	}
 	for i, p := range r.Peers {
 		v.peer(fmt.Sprintf("%s.peers[%d]", f, i), p)

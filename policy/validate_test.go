@@ -31,6 +31,15 @@ func TestValidateAccepts(t *testing.T) {
 			AppliedTo: []api.Selector{{Host: "h1"}, {All: true}},
 			Rules:     []api.Rule{{Peers: []api.Peer{{Tenant: "not-yet"}, {Host: "h2"}}, Protocol: "sctp", Ports: []uint16{1, 65535}}},
 		},
+		"tiers, pass and address sets": {
+			Name: "t", Tier: api.TierAdmin, Direction: []string{"ingress", "egress"},
+			AppliedTo: []api.Selector{{Set: "web-pods"}, {All: true, Set: "db.pods"}, {Tenant: "acme", Set: "x"}, {Tenant: "acme", Segment: "web", Set: "y"}},
+			Rules:     []api.Rule{{Action: "pass", Peers: []api.Peer{{Set: "clients"}, {Tenant: "beta"}}}, {Action: "deny"}},
+		},
+		"baseline tier": {
+			Name: "b", Tier: api.TierBaseline, Direction: []string{"ingress"}, AppliedTo: []api.Selector{{All: true}},
+			Rules: []api.Rule{{Action: "deny"}},
+		},
 		"ipv6 cidr": {
 			Name: "p6", Direction: []string{"egress"}, AppliedTo: []api.Selector{{All: true}},
 			Rules: []api.Rule{{Peers: []api.Peer{{CIDR: "fd00::/8", Except: []string{"fd00::/16", "fd00::1/128"}}}, Protocol: "udp", PortRanges: []string{"53-53"}}},
@@ -58,7 +67,7 @@ func TestValidateRejects(t *testing.T) {
 		{"icmp type with tcp", func(p *api.Policy) { p.Rules[0].ICMPType = u8(8) }, "rules[0]: icmpType and icmpCode need protocol icmp"},
 		{"icmp code without type", func(p *api.Policy) { p.Rules[1].ICMPType = nil }, "rules[1].icmpCode: needs icmpType"},
 		{"protocol", func(p *api.Policy) { p.Rules[0].Protocol = "gre" }, `rules[0].protocol: "gre" is not one of tcp, udp, sctp, icmp, any`},
-		{"action", func(p *api.Policy) { p.Rules[2].Action = "drop" }, `rules[2].action: "drop" is not allow or deny`},
+		{"action", func(p *api.Policy) { p.Rules[2].Action = "drop" }, `rules[2].action: "drop" is not allow, deny or pass`},
 		{"no direction", func(p *api.Policy) { p.Direction = nil }, "direction: required"},
 		{"bad direction", func(p *api.Policy) { p.Direction = []string{"ingress", "in"} }, `direction[1]: "in" is not ingress or egress`},
 		{"duplicate direction", func(p *api.Policy) { p.Direction = []string{"egress", "egress"} }, `direction[1]: "egress" appears twice`},
@@ -66,7 +75,16 @@ func TestValidateRejects(t *testing.T) {
 		{"negative priority", func(p *api.Policy) { p.Priority = -1 }, "priority: -1 is out of range"},
 		{"name", func(p *api.Policy) { p.Name = "Web_In" }, `name: invalid policy name "Web_In"`},
 		{"no appliedTo", func(p *api.Policy) { p.AppliedTo = nil }, "appliedTo: required"},
-		{"appliedTo two kinds", func(p *api.Policy) { p.AppliedTo[0].Host = "h1" }, "appliedTo[0]: set exactly one of all, tenant (optionally with segment) or host"},
+		{"appliedTo two kinds", func(p *api.Policy) { p.AppliedTo[0].Host = "h1" }, "appliedTo[0]: set exactly one of all, tenant (optionally with segment), host or set"},
+		{"tier", func(p *api.Policy) { p.Tier = "Admin" }, `tier: "Admin" is not admin, baseline or empty (the default tier)`},
+		{"set narrowing host", func(p *api.Policy) { p.AppliedTo = []api.Selector{{Host: "h1", Set: "web"}} }, "appliedTo[0].set: cannot narrow host"},
+		{"set with all and tenant", func(p *api.Policy) { p.AppliedTo = []api.Selector{{All: true, Tenant: "acme", Set: "web"}} },
+			"appliedTo[0]: set at most one of all or tenant"},
+		{"bad set name", func(p *api.Policy) { p.AppliedTo[0].Set = "Web_Pods" }, `appliedTo[0].set: invalid address set name "Web_Pods"`},
+		{"segment with set alone", func(p *api.Policy) { p.AppliedTo = []api.Selector{{Segment: "web", Set: "s"}} }, "appliedTo[0].segment: needs tenant"},
+		{"peer set and tenant", func(p *api.Policy) { p.Rules[0].Peers[0].Set = "web" }, "rules[0].peers[0]: set exactly one of"},
+		{"peer set and any", func(p *api.Policy) { p.Rules[2].Peers[0].Set = "web" }, "rules[2].peers[0]: set exactly one of"},
+		{"bad peer set name", func(p *api.Policy) { p.Rules[0].Peers = []api.Peer{{Set: "-x"}} }, `rules[0].peers[0].set: invalid address set name "-x"`},
 		{"appliedTo empty", func(p *api.Policy) { p.AppliedTo = []api.Selector{{}} }, "appliedTo[0]: set exactly one"},
 		{"segment without tenant", func(p *api.Policy) { p.AppliedTo = []api.Selector{{Segment: "web"}} }, "appliedTo[0].segment: needs tenant"},
 		{"bad tenant name", func(p *api.Policy) { p.AppliedTo[0].Tenant = "ACME" }, `appliedTo[0].tenant: invalid tenant name "ACME"`},
@@ -101,7 +119,7 @@ func TestValidateListsEveryProblem(t *testing.T) {
 	p.Rules[0].Ports = []uint16{0}
 	p.Rules[2].Action = "drop"
 	err := Validate(p)
-	want := `invalid policy web-in: rules[0].ports[0]: port 0 is out of range 1-65535; rules[2].action: "drop" is not allow or deny`
+	want := `invalid policy web-in: rules[0].ports[0]: port 0 is out of range 1-65535; rules[2].action: "drop" is not allow, deny or pass`
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v\nwant %s", err, want)
 	}
