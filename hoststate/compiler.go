@@ -27,6 +27,7 @@ import (
 type Compiler struct {
 	host, global string
 	byName       map[string]*compiledPolicy
+	compiles     int // policies compiled so far, for tests
 }
 
 // compiledPolicy is one policy compiled for the host and rendered.
@@ -97,6 +98,7 @@ func (c *Compiler) compile(m *model.Model, host string, local []policy.Local, po
 		e := c.byName[p.Name]
 		if e == nil || e.deps != deps || !samePolicy(e.raw, p) {
 			e = compileOne(m, p, host, local, deps)
+			c.compiles++
 		}
 		next[p.Name] = e
 		out = append(out, e)

@@ -23,11 +23,14 @@ func putEvent(rev int64, kind, name string, obj any) api.Event {
 
 // A Compiler kept across watch events computes what ComputeFirewall
 // computes from scratch, whatever changed: policies put, changed and
-// deleted, and the tenants, segments, hosts and networks they depend on.
+// deleted, and the tenants, segments, hosts and networks they depend on,
+// and address sets' members. An address set put or deleted compiles no
+// policy again (rules name sets, not their members).
 func TestCompilerMatchesCompute(t *testing.T) {
-	l, _ := dispatchLab(t)
+	l, eps := dispatchLab(t)
 	r := rand.New(rand.NewPCG(5, 9))
 	l.snap.Policies = randomPolicies(r, 12)
+	l.snap.AddressSets = randomSets(r, eps)
 	m := model.New(l.snap)
 	var c Compiler
 	rev := int64(1)
@@ -35,7 +38,15 @@ func TestCompilerMatchesCompute(t *testing.T) {
 	for step := range 300 {
 		rev++
 		var ev api.Event
-		switch k := r.IntN(10); {
+		switch k := r.IntN(12); {
+		case k >= 10: // an address set's members change, or it goes
+			s := randomSets(r, eps)[r.IntN(2)]
+			s.Name = []string{"sa", "sb", "sc"}[r.IntN(3)]
+			if r.IntN(4) == 0 {
+				ev = api.Event{Revision: rev, Type: api.EventDelete, Kind: api.KindAddressSet, Name: s.Name}
+			} else {
+				ev = putEvent(rev, api.KindAddressSet, s.Name, s)
+			}
 		case k < 2: // change only the ports of a policy's rule
 			ps := m.Policies()
 			if len(ps) == 0 {
@@ -76,13 +87,20 @@ func TestCompilerMatchesCompute(t *testing.T) {
 			ev = putEvent(rev, api.KindNetwork, n.Name, n)
 		}
 		ch, ok, err := m.Apply(ev)
-		if err != nil || !ok {
+		if err != nil {
 			t.Fatalf("step %d: apply %s %s: %v", step, ev.Kind, ev.Name, err)
 		}
+		if !ok {
+			continue // deleting a set that is not there
+		}
 		kinds[ch.Kind]++
+		compiles := c.compiles
 		got, gotProblems, err := c.Firewall(m, "h1", Options{})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if ev.Kind == api.KindAddressSet && c.compiles != compiles {
+			t.Fatalf("step %d: address set %s changed: %d policies compiled again", step, ev.Name, c.compiles-compiles)
 		}
 		want, wantProblems, err := ComputeFirewall(model.New(m.Snapshot()), "h1", Options{})
 		if err != nil {

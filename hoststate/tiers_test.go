@@ -1,0 +1,104 @@
+package hoststate
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
+	"github.com/romana/romana/policy"
+)
+
+// tierPolicies: an admin tier that denies SSH everywhere, quarantines an
+// address set and passes web traffic from acme on to the default tier; a
+// default tier allowing it, and a set of database clients to a set of
+// primaries; a baseline tier closing the open tenant to TCP from outside
+// it and denying SMTP out.
+func tierPolicies() []api.Policy {
+	return []api.Policy{
+		{Name: "no-ssh", Tier: api.TierAdmin, Priority: 10, Direction: []string{"ingress"},
+			AppliedTo: []api.Selector{{All: true}},
+			Rules: []api.Rule{{Action: "deny", Protocol: "tcp", Ports: []uint16{22}},
+				{Action: "pass", Peers: []api.Peer{{Tenant: "acme"}}, Protocol: "tcp", Ports: []uint16{80}}}},
+		{Name: "quarantine", Tier: api.TierAdmin, Priority: 20, Direction: []string{"ingress", "egress"},
+			AppliedTo: []api.Selector{{Set: "quarantined"}},
+			Rules:     []api.Rule{{Action: "deny"}}},
+		{Name: "web-from-acme", Direction: []string{"ingress"},
+			AppliedTo: []api.Selector{{Tenant: "beta", Segment: "web"}},
+			Rules:     []api.Rule{{Peers: []api.Peer{{Tenant: "acme"}}, Protocol: "tcp", Ports: []uint16{80}}}},
+		{Name: "db-clients", Direction: []string{"ingress"},
+			AppliedTo: []api.Selector{{Tenant: "beta", Segment: "db", Set: "db-primary"}},
+			Rules:     []api.Rule{{Peers: []api.Peer{{Set: "db-clients"}, {Set: "gone"}}, Protocol: "tcp", Ports: []uint16{5432}}}},
+		{Name: "open-closed", Tier: api.TierBaseline, Direction: []string{"ingress"},
+			AppliedTo: []api.Selector{{Tenant: "open"}},
+			Rules:     []api.Rule{{Peers: []api.Peer{{Tenant: "open"}}}, {Action: "deny", Protocol: "tcp"}}},
+		{Name: "no-smtp-out", Tier: api.TierBaseline, Direction: []string{"egress"},
+			AppliedTo: []api.Selector{{All: true}},
+			Rules:     []api.Rule{{Action: "deny", Protocol: "tcp", Ports: []uint16{25}}}},
+	}
+}
+
+func TestPolicyTiersGolden(t *testing.T) {
+	l := demoLab(t)
+	l.snap.Policies = tierPolicies()
+	acme1, acme2 := l.address(1, 1, 0, 1).IP, l.address(2, 1, 0, 1).IP
+	web1, db1, db1b := l.address(1, 2, 0, 1).IP, l.address(1, 2, 1, 1).IP, l.address(1, 2, 1, 2).IP
+	open1, open2 := l.address(1, 3, 0, 1).IP, l.address(2, 3, 0, 1).IP
+	quarantined := l.address(1, 1, 0, 2).IP
+	l.snap.AddressSets = []api.AddressSet{
+		{Name: "quarantined", Addresses: []netip.Addr{quarantined, netip.MustParseAddr("fd00::9")}},
+		{Name: "db-primary", Addresses: []netip.Addr{db1}},
+		{Name: "db-clients", Addresses: []netip.Addr{acme2, web1}},
+	}
+	st := l.compute("h1", ModeFlat)
+	expect.Golden(t, "policies-tiers-h1.txt", st.String())
+	nftCheck(t, st.Firewall)
+	if p := strings.Join(st.Problems, "\n"); !strings.Contains(p, `policy "db-clients": address set "gone" does not exist`) {
+		t.Errorf("missing set not reported: %q", st.Problems)
+	}
+	h2 := l.compute("h2", ModeFlat)
+
+	for _, c := range []struct {
+		what     string
+		src, dst netip.Addr
+		port     uint16
+		want     string
+	}{
+		{"admin deny before any default allow", acme2, web1, 22, "drop"},
+		{"admin pass, then the default tier allows", acme2, web1, 80, "accept"},
+		{"no pass for others: beta/db to beta/web is segment-isolated", db1, web1, 80, "drop"},
+		{"default tier allows a set to a set", web1, db1, 5432, "accept"},
+		{"a db endpoint outside the primary set is isolated", web1, db1b, 5432, "drop"},
+		{"a client outside the set is isolated", acme1, db1, 5432, "drop"},
+		{"baseline denies what no default policy matched", acme1, open1, 80, "drop"},
+		{"baseline allows the open tenant itself", open2, open1, 80, "accept"},
+		{"baseline egress deny", acme1, open2, 25, "drop"},
+		{"quarantined: ingress denied by admin", acme1, quarantined, 443, "drop"},
+		{"quarantined: egress denied by admin", quarantined, acme1, 443, "drop"},
+		{"same tenant otherwise", acme1, l.address(1, 1, 0, 3).IP, 443, "accept"},
+	} {
+		pk := packet{saddr: c.src, daddr: c.dst, proto: "tcp", port: c.port}
+		got := evaluatePacket(t, st.Firewall, pk)
+		if got == "accept" && !strings.HasPrefix(c.dst.String(), "10.1.") {
+			got = evaluatePacket(t, h2.Firewall, pk)
+		}
+		tr, err := policy.Trace(l.snap, policy.Packet{Src: c.src, Dst: c.dst, Proto: "tcp", Port: c.port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{api.ActionAllow: "accept", api.ActionDeny: "drop"}[tr.Verdict]
+		if got != c.want || want != c.want {
+			t.Errorf("%s: %s -> %s:%d: rulesets %s, trace %s (%s), want %s", c.what, c.src, c.dst, c.port, got, want, tr.Decision.Reason, c.want)
+		}
+	}
+
+	// Without admin and baseline policies the chains are those of
+	// before tiers: no suffix, no goto a next tier.
+	l.snap.Policies = tierPolicies()[2:4]
+	for _, ch := range l.compute("h1", ModeFlat).Firewall.Chains {
+		if strings.Contains(ch.Name, "-admin") || strings.Contains(ch.Name, "-baseline") {
+			t.Errorf("chain %s without admin or baseline policies", ch.Name)
+		}
+	}
+}
