@@ -30,12 +30,12 @@ const (
 	inChain
 	inDevice
 	inAddressSet // an address set's members (policies' nft sets)
-	inNeighbor // a remote host's link-layer address appeared or changed
-	inProbe    // a local service function's health changed
-	inLearned  // BGP sessions or learned routes changed
-	inStats    // time to report policy counters
-	inResync   // the resync interval: every manager checks the kernel
-	inRetry    // the manager failed or asked to be run again
+	inNeighbor   // a remote host's link-layer address appeared or changed
+	inProbe      // a local service function's health changed
+	inLearned    // BGP sessions or learned routes changed
+	inStats      // time to report policy counters
+	inResync     // the resync interval: every manager checks the kernel
+	inRetry      // the manager failed or asked to be run again
 
 	inAll = inRetry<<1 - 1
 )
