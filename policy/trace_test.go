@@ -84,3 +84,51 @@ func addrs(ss ...string) []netip.Addr {
 	}
 	return out
 }
+
+// Trace names the tier of a decision outside the default tier and lists
+// each pass as a step; a set it does not hold is empty and reported.
+func TestTraceTiers(t *testing.T) {
+	snap := traceSnap(t,
+		api.Policy{Name: "admin-web", Tier: api.TierAdmin, Direction: []string{"ingress"}, AppliedTo: []api.Selector{{Tenant: "beta"}},
+			Rules: []api.Rule{{Action: "pass", Peers: []api.Peer{{Tenant: "acme"}}, Protocol: "tcp", Ports: []uint16{80}},
+				{Action: "deny", Protocol: "tcp", Ports: []uint16{80, 22}}}},
+		api.Policy{Name: "web", Direction: []string{"ingress"}, AppliedTo: []api.Selector{{Tenant: "beta", Set: "s1"}},
+			Rules: []api.Rule{{Peers: []api.Peer{{Tenant: "acme"}}, Protocol: "tcp", Ports: []uint16{80}},
+				{Action: "pass", Peers: []api.Peer{{Set: "s2"}}}}},
+		api.Policy{Name: "floor", Tier: api.TierBaseline, Direction: []string{"ingress", "egress"}, AppliedTo: []api.Selector{{All: true}},
+			Rules: []api.Rule{{Action: "pass", Peers: []api.Peer{{Set: "missing"}}}, {Peers: []api.Peer{{Set: "s2"}}}, {Action: "deny", Protocol: "udp"}}},
+	)
+	a1, w2 := "10.1.16.1", "10.2.32.7" // w2 in s1
+	for _, c := range []struct {
+		from, to, proto string
+		port            uint16
+		verdict, by     string
+		passes          int
+	}{
+		{a1, w2, "tcp", 80, "allow", "policy web rule 0: allow", 1},
+		{a1, "10.2.32.8", "tcp", 80, "deny", "segment isolation of beta/web", 1}, // not in s1
+		{"10.1.32.7", w2, "tcp", 80, "deny", "policy admin-web rule 1 (tier admin): deny", 0},
+		{"10.3.16.7", w2, "tcp", 443, "allow", "policy floor rule 1 (tier baseline): allow", 1}, // s2: passed by web
+		{a1, "10.1.16.2", "udp", 53, "deny", "policy floor rule 2 (tier baseline): deny", 0},   // egress baseline
+	} {
+		p := Packet{Src: netip.MustParseAddr(c.from), Dst: netip.MustParseAddr(c.to), Proto: c.proto, Port: c.port}
+		tr, err := Trace(snap, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		passes := 0
+		for _, s := range tr.Steps {
+			if s.Result == api.ActionPass && s.Policy != "" {
+				passes++
+			}
+		}
+		if tr.Verdict != c.verdict || !strings.Contains(tr.Decision.Reason, c.by) || passes != c.passes {
+			t.Errorf("%s -> %s %s/%d: %s by %q, %d passes (steps %+v), want %s by %q, %d passes", c.from, c.to, c.proto, c.port,
+				tr.Verdict, tr.Decision.Reason, passes, tr.Steps, c.verdict, c.by, c.passes)
+		}
+	}
+	c := Compile(snap, "h2")
+	if !strings.Contains(strings.Join(c.Problems, "\n"), `address set "missing" does not exist`) {
+		t.Errorf("problems %q", c.Problems)
+	}
+}
