@@ -54,6 +54,28 @@ import (
 // "goto" keeps the semantics: a target or rest chain returns (an egress
 // allow, or no match) to the policies chain, as the entry chain would,
 // which then goes on to the ingress stage or to tenant isolation.
+//
+// Tiers. Each tier with rules in a stage (policy.Tiers: admin, default,
+// baseline) has a dispatch of its own as above. The default tier's chains
+// have the names above; the admin and baseline tiers' insert "-admin" or
+// "-baseline" after the stage's entry name ("policy-ingress-admin",
+// "policy-ingress-baseline.net1.t2.s0"), so a host without admin or
+// baseline policies renders as before tiers existed. The policies chain
+// jumps to the first tier's entry chain; every chain of a tier that would
+// end without a verdict (the entry chain without a rest chain, a target
+// chain not going to the rest chain, the rest chain) ends with "goto" the
+// next tier's entry chain when there is one; a pass rule's verdict is
+// "goto" the next tier's entry chain, "return" in the last tier. Since
+// every step after the policies chain's jump is a goto, "return" (an
+// egress allow, a pass or no match in the last tier) still goes back to
+// the policies chain: an egress allow ends the whole egress stage.
+//
+// Address sets. The rules of a policy naming an address set (as target
+// or peer) match "@" policy.AddressSetName(set, family), a named set of
+// the table that holds the set's members of that family. Which sets
+// exist depends on the rules only, their elements on the model's
+// members, read at every assembly: a change of members is a change of
+// elements, never of rules or chains, and recompiles no policy.
 const (
 	ChainPolicyEgress  = "policy-egress"
 	ChainPolicyIngress = "policy-ingress"
