@@ -17,8 +17,9 @@ const MaxPriority = 65535
 // Validate checks a policy and returns an *api.Error with reason Invalid
 // listing every problem with its field path, for example
 // `rules[1].ports[0]: port 0 is out of range 1-65535`. Names of tenants,
-// segments and hosts are checked for syntax only: a policy may name a
-// tenant that does not exist yet and takes effect when it appears.
+// segments, hosts and address sets are checked for syntax only: a policy
+// may name a tenant or a set that does not exist yet and takes effect when
+// it appears (agents treat a missing set as empty).
 func Validate(p api.Policy) error {
 	var v validator
 	if err := api.ValidateName("policy", p.Name); err != nil {
@@ -27,13 +28,13 @@ func Validate(p api.Policy) error {
 	if p.Priority < 0 || p.Priority > MaxPriority {
 		v.add("priority", "%d is out of range 1-%d (0 or absent means the default, %d)", p.Priority, MaxPriority, api.DefaultPriority)
 	}
+	if len(p.Description) > 1024 {
+		v.add("description", "longer than 1024 characters")
+	}
 	switch p.Tier {
 	case api.TierAdmin, api.TierDefault, api.TierBaseline:
 	default:
 		v.add("tier", "%q is not admin, baseline or empty (the default tier)", p.Tier)
-	}
-	if len(p.Description) > 1024 {
-		v.add("description", "longer than 1024 characters")
 	}
 	if len(p.Direction) == 0 {
 		v.add("direction", "required: ingress, egress or both")
@@ -50,7 +51,7 @@ func Validate(p api.Policy) error {
 		seen[d] = true
 	}
 	if len(p.AppliedTo) == 0 {
-		v.add("appliedTo", "required: at least one selector (all, tenant, tenant+segment, host or set)")
+		v.add("appliedTo", "required: at least one selector (all, tenant, tenant+segment or host)")
 	}
 	for i, s := range p.AppliedTo {
 		v.selector(fmt.Sprintf("appliedTo[%d]", i), s)
@@ -138,20 +139,13 @@ func (v *validator) selector(f string, s api.Selector) {
 		return
 	}
 	v.name(f+".set", "address set", s.Set)
-	switch {
-	case s.Host != "":
-		v.add(f+".set", "cannot narrow host: use set alone (its addresses on every host) or with all or tenant")
-	case n > 1:
-		v.add(f, "set at most one of all or tenant (optionally with segment) with set")
+	if n > 1 || s.Host != "" {
+		v.add(f, "set narrows all or tenant (optionally with segment), or stands alone; not with host")
 	}
 }
 
 func (v *validator) peer(f string, p api.Peer) {
 	n := v.endpoints(f, p.Any, p.Tenant, p.Segment, p.Host)
-	if p.Set != "" {
-		n++
-		v.name(f+".set", "address set", p.Set)
-	}
 	var cidr netip.Prefix
 	if p.CIDR != "" {
 		n++
@@ -165,6 +159,10 @@ func (v *validator) peer(f string, p api.Peer) {
 		case cidr.Masked() != cidr:
 			v.add(f+".cidr", "%q has bits set below the prefix length; did you mean %s?", p.CIDR, cidr.Masked())
 		}
+	}
+	if p.Set != "" {
+		n++
+		v.name(f+".set", "address set", p.Set)
 	}
 	if len(p.Except) > 0 && p.CIDR == "" {
 		v.add(f+".except", "needs cidr: except carves holes out of a cidr peer")

@@ -31,14 +31,14 @@ func TestValidateAccepts(t *testing.T) {
 			AppliedTo: []api.Selector{{Host: "h1"}, {All: true}},
 			Rules:     []api.Rule{{Peers: []api.Peer{{Tenant: "not-yet"}, {Host: "h2"}}, Protocol: "sctp", Ports: []uint16{1, 65535}}},
 		},
-		"tiers, pass and address sets": {
-			Name: "t", Tier: api.TierAdmin, Direction: []string{"ingress", "egress"},
-			AppliedTo: []api.Selector{{Set: "web-pods"}, {All: true, Set: "db.pods"}, {Tenant: "acme", Set: "x"}, {Tenant: "acme", Segment: "web", Set: "y"}},
-			Rules:     []api.Rule{{Action: "pass", Peers: []api.Peer{{Set: "clients"}, {Tenant: "beta"}}}, {Action: "deny"}},
+		"tiers, pass, address sets (that need not exist yet)": {
+			Name: "sets", Tier: api.TierAdmin, Direction: []string{"ingress"},
+			AppliedTo: []api.Selector{{Set: "web-pods"}, {All: true, Set: "a"}, {Tenant: "acme", Segment: "web", Set: "b"}},
+			Rules:     []api.Rule{{Action: api.ActionPass, Peers: []api.Peer{{Set: "not-yet"}}}},
 		},
 		"baseline tier": {
-			Name: "b", Tier: api.TierBaseline, Direction: []string{"ingress"}, AppliedTo: []api.Selector{{All: true}},
-			Rules: []api.Rule{{Action: "deny"}},
+			Name: "base", Tier: api.TierBaseline, Direction: []string{"egress"}, AppliedTo: []api.Selector{{All: true}},
+			Rules: []api.Rule{{Action: api.ActionDeny}},
 		},
 		"ipv6 cidr": {
 			Name: "p6", Direction: []string{"egress"}, AppliedTo: []api.Selector{{All: true}},
@@ -76,15 +76,6 @@ func TestValidateRejects(t *testing.T) {
 		{"name", func(p *api.Policy) { p.Name = "Web_In" }, `name: invalid policy name "Web_In"`},
 		{"no appliedTo", func(p *api.Policy) { p.AppliedTo = nil }, "appliedTo: required"},
 		{"appliedTo two kinds", func(p *api.Policy) { p.AppliedTo[0].Host = "h1" }, "appliedTo[0]: set exactly one of all, tenant (optionally with segment), host or set"},
-		{"tier", func(p *api.Policy) { p.Tier = "Admin" }, `tier: "Admin" is not admin, baseline or empty (the default tier)`},
-		{"set narrowing host", func(p *api.Policy) { p.AppliedTo = []api.Selector{{Host: "h1", Set: "web"}} }, "appliedTo[0].set: cannot narrow host"},
-		{"set with all and tenant", func(p *api.Policy) { p.AppliedTo = []api.Selector{{All: true, Tenant: "acme", Set: "web"}} },
-			"appliedTo[0]: set at most one of all or tenant"},
-		{"bad set name", func(p *api.Policy) { p.AppliedTo[0].Set = "Web_Pods" }, `appliedTo[0].set: invalid address set name "Web_Pods"`},
-		{"segment with set alone", func(p *api.Policy) { p.AppliedTo = []api.Selector{{Segment: "web", Set: "s"}} }, "appliedTo[0].segment: needs tenant"},
-		{"peer set and tenant", func(p *api.Policy) { p.Rules[0].Peers[0].Set = "web" }, "rules[0].peers[0]: set exactly one of"},
-		{"peer set and any", func(p *api.Policy) { p.Rules[2].Peers[0].Set = "web" }, "rules[2].peers[0]: set exactly one of"},
-		{"bad peer set name", func(p *api.Policy) { p.Rules[0].Peers = []api.Peer{{Set: "-x"}} }, `rules[0].peers[0].set: invalid address set name "-x"`},
 		{"appliedTo empty", func(p *api.Policy) { p.AppliedTo = []api.Selector{{}} }, "appliedTo[0]: set exactly one"},
 		{"segment without tenant", func(p *api.Policy) { p.AppliedTo = []api.Selector{{Segment: "web"}} }, "appliedTo[0].segment: needs tenant"},
 		{"bad tenant name", func(p *api.Policy) { p.AppliedTo[0].Tenant = "ACME" }, `appliedTo[0].tenant: invalid tenant name "ACME"`},
@@ -97,6 +88,12 @@ func TestValidateRejects(t *testing.T) {
 		{"except other family", func(p *api.Policy) { p.Rules[1].Peers[0].Except = []string{"::/128"} }, "except[0]: ::/128 is not within cidr"},
 		{"except without cidr", func(p *api.Policy) { p.Rules[0].Peers[0].Except = []string{"10.0.0.0/8"} }, "rules[0].peers[0].except: needs cidr"},
 		{"no rules", func(p *api.Policy) { p.Rules = nil }, "rules: required"},
+		{"tier", func(p *api.Policy) { p.Tier = "Admin" }, `tier: "Admin" is not admin, baseline or empty (the default tier)`},
+		{"set name", func(p *api.Policy) { p.AppliedTo[0].Set = "Web_Pods" }, `appliedTo[0].set: invalid address set name "Web_Pods"`},
+		{"set with host", func(p *api.Policy) { p.AppliedTo = []api.Selector{{Host: "h1", Set: "s"}} }, "appliedTo[0]: set narrows all or tenant"},
+		{"set with all and tenant", func(p *api.Policy) { p.AppliedTo = []api.Selector{{All: true, Tenant: "acme", Set: "s"}} }, "appliedTo[0]: set narrows all or tenant"},
+		{"peer set and tenant", func(p *api.Policy) { p.Rules[0].Peers[0].Set = "s" }, "rules[0].peers[0]: set exactly one of any, cidr (optionally with except), tenant (optionally with segment), host or set"},
+		{"peer set name", func(p *api.Policy) { p.Rules[2].Peers = []api.Peer{{Set: "-x"}} }, `rules[2].peers[0].set: invalid address set name "-x"`},
 	} {
 		p := good()
 		tc.mutate(&p)
