@@ -102,3 +102,37 @@ func TestPolicyTiersGolden(t *testing.T) {
 		}
 	}
 }
+
+// An egress allow ends the whole egress stage, in whatever tier: a later
+// tier's egress deny does not see the packet (every step between the
+// policies chain's jump and the verdict is a goto, so the allow's return
+// goes back to the policies chain). A pass goes on to the next tier, and
+// a pass in the last tier ends the stage without a verdict.
+func TestEgressAllowEndsTheStageAcrossTiers(t *testing.T) {
+	l := demoLab(t)
+	acme1, acme2 := l.address(1, 1, 0, 1).IP, l.address(2, 1, 0, 1).IP
+	l.snap.Policies = []api.Policy{
+		{Name: "admin-out", Tier: api.TierAdmin, Direction: []string{"egress"}, AppliedTo: []api.Selector{{Tenant: "acme"}},
+			Rules: []api.Rule{{Protocol: "tcp", Ports: []uint16{25}}, {Action: "pass", Protocol: "tcp", PortRanges: []string{"26-29"}},
+				{Action: "deny", Protocol: "tcp", PortRanges: []string{"26-29"}}}},
+		{Name: "default-out", Direction: []string{"egress"}, AppliedTo: []api.Selector{{All: true}},
+			Rules: []api.Rule{{Protocol: "tcp", Ports: []uint16{28}}, {Action: "pass", Protocol: "tcp", Ports: []uint16{27}}}},
+		{Name: "floor-out", Tier: api.TierBaseline, Direction: []string{"egress"}, AppliedTo: []api.Selector{{All: true}},
+			Rules: []api.Rule{{Action: "pass", Protocol: "tcp", Ports: []uint16{27}}, {Action: "deny", Protocol: "tcp", PortRanges: []string{"25-27"}}}},
+	}
+	rs := l.compute("h1", ModeFlat).Firewall
+	nftCheck(t, rs)
+	// 25: admin allow; 26: baseline deny; 27: passed by every tier; 28:
+	// default allow after an admin pass (the admin deny after the pass
+	// never sees it); 29: passed, then no rule.
+	for port, want := range map[uint16]string{25: "accept", 26: "drop", 27: "accept", 28: "accept", 29: "accept", 30: "accept"} {
+		got := evaluatePacket(t, rs, packet{saddr: acme1, daddr: acme2, proto: "tcp", port: port})
+		tr, err := policy.Trace(l.snap, policy.Packet{Src: acme1, Dst: acme2, Proto: "tcp", Port: port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want || map[string]string{api.ActionAllow: "accept", api.ActionDeny: "drop"}[tr.Verdict] != want {
+			t.Errorf("acme -> acme tcp %d: ruleset %s, trace %s (%s), want %s\n%s", port, got, tr.Verdict, tr.Decision.Reason, want, rs)
+		}
+	}
+}
