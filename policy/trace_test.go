@@ -109,7 +109,7 @@ func TestTraceTiers(t *testing.T) {
 		{a1, "10.2.32.8", "tcp", 80, "deny", "segment isolation of beta/web", 1}, // not in s1
 		{"10.1.32.7", w2, "tcp", 80, "deny", "policy admin-web rule 1 (tier admin): deny", 0},
 		{"10.3.16.7", w2, "tcp", 443, "allow", "policy floor rule 1 (tier baseline): allow", 1}, // s2: passed by web
-		{a1, "10.1.16.2", "udp", 53, "deny", "policy floor rule 2 (tier baseline): deny", 0},   // egress baseline
+		{a1, "10.1.16.2", "udp", 53, "deny", "policy floor rule 2 (tier baseline): deny", 0},    // egress baseline
 	} {
 		p := Packet{Src: netip.MustParseAddr(c.from), Dst: netip.MustParseAddr(c.to), Proto: c.proto, Port: c.port}
 		tr, err := Trace(snap, p)
