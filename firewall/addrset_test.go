@@ -1,7 +1,9 @@
 package firewall
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -71,5 +73,28 @@ func TestAddressSetMembersTouchElementsOnly(t *testing.T) {
 	}
 	if d := c.Dump(); !strings.Contains(d, "10.4.32.1") || strings.Contains(d, "10.1.16.9") {
 		t.Fatalf("table after the change:\n%s", d)
+	}
+}
+
+// A tier's first policy and its last going are deltas: its chains are
+// added or deleted, the chains that go to it rewritten, the table never
+// replaced.
+func TestTierAppearsAsDelta(t *testing.T) {
+	fw, c := newCounting()
+	web := api.Policy{Name: "web", Direction: []string{"ingress"}, AppliedTo: []api.Selector{{Tenant: "acme"}},
+		Rules: []api.Rule{{Peers: []api.Peer{{Tenant: "beta"}}, Protocol: "tcp", Ports: []uint16{80}}}}
+	floor := api.Policy{Name: "floor", Tier: api.TierBaseline, Direction: []string{"ingress"}, AppliedTo: []api.Selector{{All: true}},
+		Rules: []api.Rule{{Action: "deny", Protocol: "tcp"}}}
+	admin := api.Policy{Name: "first", Tier: api.TierAdmin, Direction: []string{"ingress"}, AppliedTo: []api.Selector{{Tenant: "beta"}},
+		Rules: []api.Rule{{Action: "pass", Protocol: "tcp", Ports: []uint16{80}}}}
+	steps := [][]api.Policy{{web}, {web, floor}, {web, floor, admin}, {web, admin}, {web}}
+	apply(t, fw, c, withPolicies(t, steps[0]...))
+	for i := 1; i < len(steps); i++ {
+		a, b := withPolicies(t, steps[i-1]...), withPolicies(t, steps[i]...)
+		got := apply(t, fw, c, b)
+		if slices.Contains(got, "delete table") {
+			t.Fatalf("step %d: table replaced: %q", i, got)
+		}
+		inOrder(t, fmt.Sprintf("step %d", i), a, b, got)
 	}
 }
