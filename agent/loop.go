@@ -29,12 +29,13 @@ const (
 	inPolicy
 	inChain
 	inDevice
-	inNeighbor // a remote host's link-layer address appeared or changed
-	inProbe    // a local service function's health changed
-	inLearned  // BGP sessions or learned routes changed
-	inStats    // time to report policy counters
-	inResync   // the resync interval: every manager checks the kernel
-	inRetry    // the manager failed or asked to be run again
+	inAddressSet // an address set's members (policies' nft sets)
+	inNeighbor   // a remote host's link-layer address appeared or changed
+	inProbe      // a local service function's health changed
+	inLearned    // BGP sessions or learned routes changed
+	inStats      // time to report policy counters
+	inResync     // the resync interval: every manager checks the kernel
+	inRetry      // the manager failed or asked to be run again
 
 	inAll = inRetry<<1 - 1
 )
@@ -42,6 +43,7 @@ const (
 var inputOfKind = map[string]input{
 	api.KindNetwork: inNetwork, api.KindHost: inHost, api.KindTenant: inTenant, api.KindSegment: inSegment,
 	api.KindPolicy: inPolicy, api.KindChain: inChain, api.KindDevice: inDevice,
+	api.KindAddressSet: inAddressSet,
 }
 
 // manager applies one part of the host's desired state. The loop runs a

@@ -157,7 +157,7 @@ type firewallManager struct {
 func (*firewallManager) name() string { return "firewall" }
 
 func (f *firewallManager) deps() input {
-	in := inNetwork | inHost | inTenant | inSegment | inPolicy | inChain | inFunction | inNeighbor | inResync | inRetry
+	in := inNetwork | inHost | inTenant | inSegment | inPolicy | inAddressSet | inChain | inFunction | inNeighbor | inResync | inRetry
 	if f.cfg.Flowtable {
 		in |= inAddressHere // the flowtable lists the endpoints' veths
 	}

@@ -16,7 +16,9 @@ import (
 // Compiler computes a host's firewall like ComputeFirewall, keeping every
 // policy compiled (and rendered) for the next call: a policy whose value
 // and dependencies (policy.Deps: the tenants, segments and hosts it names)
-// are unchanged is not compiled again, so a change to one policy among
+// are unchanged is not compiled again (address sets' members are no
+// dependency: rules name the sets, whose elements are filled in at every
+// call), so a change to one policy among
 // thousands costs the compilation of that one policy and the assembly of
 // the chains. Changing the networks or this host's blocks drops the whole
 // cache. It is pure data, no I/O; not safe for concurrent use (the agent's
@@ -25,17 +27,25 @@ import (
 type Compiler struct {
 	host, global string
 	byName       map[string]*compiledPolicy
+	compiles     int // policies compiled so far, for tests
 }
 
 // compiledPolicy is one policy compiled for the host and rendered.
 type compiledPolicy struct {
 	raw      api.Policy // as the model holds it, to tell a change
 	deps     string
+	tier     int // policy.TierRank
 	priority int // 0 replaced by the default
 	problem  string
 	stages   [2][]compiledRule // egress, ingress; in the policy's order
 	sets     []Set             // the named sets of its rules' peers
+	// addrSets are the address sets its rules name, by family: their
+	// names, not their members (which are read at every assembly).
+	addrSets []addrSetRef
 }
+
+// addrSetRef is an address set a rule names, in one family ("ip" or "ip6").
+type addrSetRef struct{ name, fam string }
 
 // compiledRule is one compiled rule and its nft rules (with the log rule).
 type compiledRule struct {
@@ -72,7 +82,7 @@ func (c *Compiler) reset() {
 }
 
 // compile returns the policies compiled for host, in precedence order
-// (ascending priority, ties by name), reusing those cached.
+// (tier, ascending priority, ties by name), reusing those cached.
 func (c *Compiler) compile(m *model.Model, host string, local []policy.Local, pols []api.Policy) []*compiledPolicy {
 	if c == nil {
 		c = &Compiler{}
@@ -88,19 +98,20 @@ func (c *Compiler) compile(m *model.Model, host string, local []policy.Local, po
 		e := c.byName[p.Name]
 		if e == nil || e.deps != deps || !samePolicy(e.raw, p) {
 			e = compileOne(m, p, host, local, deps)
+			c.compiles++
 		}
 		next[p.Name] = e
 		out = append(out, e)
 	}
 	c.byName = next
 	slices.SortFunc(out, func(a, b *compiledPolicy) int {
-		return cmp.Or(cmp.Compare(a.priority, b.priority), strings.Compare(a.raw.Name, b.raw.Name))
+		return cmp.Or(cmp.Compare(a.tier, b.tier), cmp.Compare(a.priority, b.priority), strings.Compare(a.raw.Name, b.raw.Name))
 	})
 	return out
 }
 
 func compileOne(m *model.Model, p api.Policy, host string, local []policy.Local, deps string) *compiledPolicy {
-	e := &compiledPolicy{raw: p, deps: deps, priority: p.Priority}
+	e := &compiledPolicy{raw: p, deps: deps, tier: policy.TierRank(p.Tier), priority: p.Priority}
 	if e.priority == 0 {
 		e.priority = api.DefaultPriority
 	}
@@ -110,6 +121,11 @@ func compileOne(m *model.Model, p api.Policy, host string, local []policy.Local,
 		e.stages[i] = make([]compiledRule, len(rules))
 		for j, r := range rules {
 			e.stages[i][j] = compiledRule{rule: r, nft: renderRule(r)}
+			for _, m := range []*policy.AddrMatch{&r.Target, r.Peer} {
+				if m != nil && m.AddressSet != "" && !slices.Contains(e.addrSets, addrSetRef{m.AddressSet, r.Family}) {
+					e.addrSets = append(e.addrSets, addrSetRef{m.AddressSet, r.Family})
+				}
+			}
 			if r.Peer != nil && r.Peer.Set != "" && !slices.ContainsFunc(e.sets, func(s Set) bool { return s.Name == r.Peer.Set }) {
 				_, keyType := familyKey(r.Family)
 				e.sets = append(e.sets, Set{Name: r.Peer.Set, KeyType: keyType, Interval: true,
@@ -145,7 +161,7 @@ func networksKey(m *model.Model, local []policy.Local) string {
 // unchanged policy's value as it is, slices included, so comparing the
 // slices' arrays settles most cases without reading them.
 func samePolicy(a, b api.Policy) bool {
-	if a.Name != b.Name || a.Priority != b.Priority || a.Log != b.Log || a.Description != b.Description {
+	if a.Name != b.Name || a.Priority != b.Priority || a.Tier != b.Tier || a.Log != b.Log || a.Description != b.Description {
 		return false
 	}
 	if sameSlice(a.Rules, b.Rules) && sameSlice(a.AppliedTo, b.AppliedTo) && sameSlice(a.Direction, b.Direction) {

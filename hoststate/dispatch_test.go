@@ -72,9 +72,27 @@ func dispatchLab(t *testing.T) (*lab, []netip.Addr) {
 	return l, eps
 }
 
+// randomSets: address sets sa and sb of random members among eps (sc,
+// which policies also name, does not exist).
+func randomSets(r *rand.Rand, eps []netip.Addr) []api.AddressSet {
+	var out []api.AddressSet
+	for _, name := range []string{"sa", "sb"} {
+		s := api.AddressSet{Name: name}
+		for _, a := range eps {
+			if r.IntN(4) == 0 {
+				s.Addresses = append(s.Addresses, a)
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
 // randomPolicies: policies over the dispatch lab's tenants, segments and
-// hosts, applied to all, a host, tenants and segments, interleaved by
-// priority (few values, so ties are ordered by name).
+// hosts, applied to all, a host, tenants and segments, and address sets
+// (alone, with all or narrowing a tenant), interleaved by tier and
+// priority (few values, so ties are ordered by name); rules allow, deny
+// or pass.
 func randomPolicies(r *rand.Rand, n int) []api.Policy {
 	tenants := map[string][]string{"acme": {"a", "b"}, "beta": {"web", "db", "cache"}, "open": {"default"}, "solo": {"x", "y"}, "ghost": {"none"}}
 	names := []string{"acme", "beta", "open", "solo", "ghost", "nobody"}
@@ -86,29 +104,40 @@ func randomPolicies(r *rand.Rand, n int) []api.Policy {
 		return tn, ""
 	}
 	host := func() string { return fmt.Sprintf("h%d", 1+r.IntN(4)) }
+	set := func() string { return []string{"sa", "sb", "sa", "sb", "sc"}[r.IntN(5)] }
 	var ps []api.Policy
 	for i := range n {
-		p := api.Policy{Name: fmt.Sprintf("p%02d", i), Priority: []int{0, 10, 100, 100, 1000}[r.IntN(5)],
+		p := api.Policy{Name: fmt.Sprintf("p%02d", i), Tier: []string{"", "", "admin", "baseline"}[r.IntN(4)], Priority: []int{0, 10, 100, 100, 1000}[r.IntN(5)],
 			Direction: [][]string{{"ingress"}, {"egress"}, {"ingress", "egress"}}[r.IntN(3)], Log: r.IntN(4) == 0}
 		for range 1 + r.IntN(2) {
 			var s api.Selector
-			switch r.IntN(5) {
+			switch r.IntN(6) {
 			case 0:
 				s.All = true
 			case 1:
 				s.Host = host()
+			case 2:
+				s.Set = set()
+				switch r.IntN(3) {
+				case 0:
+					s.All = true
+				case 1:
+					s.Tenant, s.Segment = group()
+				}
 			default:
 				s.Tenant, s.Segment = group()
 			}
 			p.AppliedTo = append(p.AppliedTo, s)
 		}
 		for range 1 + r.IntN(3) {
-			ru := api.Rule{Action: []string{"", "allow", "deny"}[r.IntN(3)], Protocol: []string{"", "tcp", "tcp", "udp", "icmp"}[r.IntN(5)]}
+			ru := api.Rule{Action: []string{"", "allow", "deny", "pass"}[r.IntN(4)], Protocol: []string{"", "tcp", "tcp", "udp", "icmp"}[r.IntN(5)]}
 			for range r.IntN(3) {
 				var pe api.Peer
-				switch r.IntN(5) {
+				switch r.IntN(6) {
 				case 0:
 					pe.Any = true
+				case 5:
+					pe.Set = set()
 				case 1:
 					pe.Host = host()
 				case 2:
@@ -187,11 +216,15 @@ func TestPolicyDispatchAgreesWithTrace(t *testing.T) {
 		}
 		plans[n.Name] = p
 	}
-	// applies reports whether policy p applies to endpoint a.
+	// applies reports whether policy p applies to endpoint a, but for
+	// the narrowing by address sets: a set narrowing a tenant is a match
+	// in the tenant's chain (dispatch is by tenant and segment), so its
+	// rules are met by the tenant's other endpoints too; a set alone is
+	// dispatched as all.
 	applies := func(p api.Policy, a netip.Addr) bool {
 		for _, s := range p.AppliedTo {
 			switch {
-			case s.All:
+			case s.All, s.Set != "" && s.Tenant == "" && s.Host == "":
 				return true
 			case s.Host != "":
 				if s.Host == hostOf(a) {
@@ -224,6 +257,7 @@ func TestPolicyDispatchAgreesWithTrace(t *testing.T) {
 	seen := map[string]int{}
 	for round := range 60 {
 		l.snap.Policies = randomPolicies(r, 2+r.IntN(8))
+		l.snap.AddressSets = randomSets(r, eps)
 		byName := map[string]api.Policy{}
 		for _, p := range l.snap.Policies {
 			byName[p.Name] = p
@@ -237,7 +271,26 @@ func TestPolicyDispatchAgreesWithTrace(t *testing.T) {
 					seen["peer set"]++
 				}
 			}
+			for _, set := range st.Firewall.Sets {
+				if strings.HasPrefix(set.Name, policy.AddressSetPrefix) {
+					seen["address set"]++
+				}
+			}
 			for _, c := range st.Firewall.Chains {
+				for _, ru := range c.Rules {
+					switch {
+					case strings.Contains(ru.Expr, "@"+policy.AddressSetPrefix):
+						seen["rule naming an address set"]++
+					case strings.HasPrefix(ru.Expr, "goto policy-") && !strings.HasSuffix(ru.Expr, restSuffix):
+						seen["goto the next tier"]++
+					}
+				}
+				switch {
+				case strings.HasPrefix(c.Name, ChainPolicyIngress+"-admin"), strings.HasPrefix(c.Name, ChainPolicyEgress+"-admin"):
+					seen["admin tier chain"]++
+				case strings.HasPrefix(c.Name, ChainPolicyIngress+"-baseline"), strings.HasPrefix(c.Name, ChainPolicyEgress+"-baseline"):
+					seen["baseline tier chain"]++
+				}
 				switch {
 				case strings.HasSuffix(c.Name, restSuffix):
 					seen["rest chain"]++
@@ -297,6 +350,12 @@ func TestPolicyDispatchAgreesWithTrace(t *testing.T) {
 			seen[got]++
 			if tr.Decision.Policy != "" {
 				seen["decided by a policy"]++
+				seen["decided by tier "+byName[tr.Decision.Policy].Tier]++
+			}
+			for _, st := range tr.Steps {
+				if st.Result == api.ActionPass {
+					seen["passed"]++
+				}
 			}
 			if met > 0 {
 				seen["met policy rules"]++
@@ -304,7 +363,9 @@ func TestPolicyDispatchAgreesWithTrace(t *testing.T) {
 		}
 	}
 	for _, k := range []string{"accept", "drop", "decided by a policy", "met policy rules", "rest chain", "segment chain", "peer set",
-		"chain in the network without segment bits", "chain in the v6 network"} {
+		"chain in the network without segment bits", "chain in the v6 network",
+		"address set", "rule naming an address set", "goto the next tier", "admin tier chain", "baseline tier chain",
+		"decided by tier admin", "decided by tier ", "decided by tier baseline", "passed"} {
 		if seen[k] == 0 {
 			t.Errorf("no case of %q: the test does not cover it (%v)", k, seen)
 		}

@@ -15,12 +15,17 @@ import (
 // with unique destinations and a device or a next hop, never into a
 // special range, via an address that is no underlay address or to a
 // device that is no endpoint interface; every jump/goto and vmap naming an
-// existing chain or map.
+// existing chain or map, every "@name" an existing map or set.
 func FuzzCompute(f *testing.F) {
 	l := demoLab(f)
 	seed, _ := json.Marshal(l.snap)
 	f.Add(seed, false)
 	f.Add(seed, true)
+	l.snap.Policies = tierPolicies()
+	l.snap.AddressSets = []api.AddressSet{{Name: "quarantined", Addresses: []netip.Addr{netip.MustParseAddr("10.1.16.2"), netip.MustParseAddr("fd00::9")}},
+		{Name: "db-clients", Addresses: []netip.Addr{netip.MustParseAddr("10.2.16.1")}}}
+	tiers, _ := json.Marshal(l.snap)
+	f.Add(tiers, false)
 	f.Add([]byte(`{"hosts":[{"name":"h1","ip":"192.168.0.1","slots":[{"network":"n","loc":{"host":1},"cidr":"10.1.0.0/16"}]}],
 		"networks":[{"name":"n","cidr":"10.0.0.0/8","fields":[{"name":"host","bits":8},{"name":"tenant","bits":8},{"name":"segment","bits":8}]}],
 		"tenants":[{"name":"t","id":300,"isolation":"segment"}],"segments":[{"tenant":"t","name":"s","id":1}],
@@ -71,7 +76,10 @@ func FuzzCompute(f *testing.F) {
 			}
 			chains[c.Name] = true
 		}
-		maps := map[string]bool{}
+		maps := map[string]bool{} // and sets
+		for _, s := range st.Firewall.Sets {
+			maps[s.Name] = true
+		}
 		for _, m := range st.Firewall.Maps {
 			maps[m.Name] = true
 			for _, e := range m.Elements {
@@ -91,7 +99,7 @@ func FuzzCompute(f *testing.F) {
 					case (w == "jump" || w == "goto") && i+1 < len(f) && !chains[f[i+1]]:
 						t.Fatalf("chain %s: %q names no chain", c.Name, r.Expr)
 					case strings.HasPrefix(w, "@") && !maps[w[1:]]:
-						t.Fatalf("chain %s: %q names no map", c.Name, r.Expr)
+						t.Fatalf("chain %s: %q names no map or set", c.Name, r.Expr)
 					}
 				}
 				if strings.ContainsAny(r.Comment, "\"\n") || len(r.Comment) > 128 {

@@ -54,6 +54,28 @@ import (
 // "goto" keeps the semantics: a target or rest chain returns (an egress
 // allow, or no match) to the policies chain, as the entry chain would,
 // which then goes on to the ingress stage or to tenant isolation.
+//
+// Tiers. Each tier with rules in a stage (policy.Tiers: admin, default,
+// baseline) has a dispatch of its own as above. The default tier's chains
+// have the names above; the admin and baseline tiers' insert "-admin" or
+// "-baseline" after the stage's entry name ("policy-ingress-admin",
+// "policy-ingress-baseline.net1.t2.s0"), so a host without admin or
+// baseline policies renders as before tiers existed. The policies chain
+// jumps to the first tier's entry chain; every chain of a tier that would
+// end without a verdict (the entry chain without a rest chain, a target
+// chain not going to the rest chain, the rest chain) ends with "goto" the
+// next tier's entry chain when there is one; a pass rule's verdict is
+// "goto" the next tier's entry chain, "return" in the last tier. Since
+// every step after the policies chain's jump is a goto, "return" (an
+// egress allow, a pass or no match in the last tier) still goes back to
+// the policies chain: an egress allow ends the whole egress stage.
+//
+// Address sets. The rules of a policy naming an address set (as target
+// or peer) match "@" policy.AddressSetName(set, family), a named set of
+// the table that holds the set's members of that family. Which sets
+// exist depends on the rules only, their elements on the model's
+// members, read at every assembly: a change of members is a change of
+// elements, never of rules or chains, and recompiles no policy.
 const (
 	ChainPolicyEgress  = "policy-egress"
 	ChainPolicyIngress = "policy-ingress"
@@ -108,11 +130,12 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	if pc == nil {
 		return
 	}
+	tiers := [2][]int{presentTiers(0, compiled), presentTiers(1, compiled)}
 	for _, l := range local {
-		pc.Rules = append(pc.Rules, Rule{Expr: fmt.Sprintf("%s saddr %s jump %s", l.Family(), l.Prefix, ChainPolicyEgress)})
+		pc.Rules = append(pc.Rules, Rule{Expr: fmt.Sprintf("%s saddr %s jump %s", l.Family(), l.Prefix, tierEntry(0, tiers[0][0]))})
 	}
 	for _, l := range local {
-		pc.Rules = append(pc.Rules, Rule{Expr: fmt.Sprintf("%s daddr %s jump %s", l.Family(), l.Prefix, ChainPolicyIngress)})
+		pc.Rules = append(pc.Rules, Rule{Expr: fmt.Sprintf("%s daddr %s jump %s", l.Family(), l.Prefix, tierEntry(1, tiers[1][0]))})
 	}
 	pc.Rules = append(pc.Rules, Rule{Expr: PoliciesEnd})
 	// The peer sets, shared by content.
@@ -126,12 +149,31 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 			}
 		}
 	}
+	// The address sets the rules name, one nft set per family, holding
+	// the set's members of that family now (a set the model does not
+	// hold is empty, and a problem).
+	var refs []addrSetRef
+	for _, p := range compiled {
+		if p.problem == "" {
+			for _, name := range policy.MissingSets(in.m, p.raw) {
+				in.problem("%s", name)
+			}
+		}
+		for _, r := range p.addrSets {
+			if !slices.Contains(refs, r) {
+				refs = append(refs, r)
+			}
+		}
+	}
+	for _, r := range refs {
+		sets = append(sets, addressSet(in.m, r))
+	}
 	if len(sets) > 0 {
 		rs.Sets = append(slices.Clone(rs.Sets), sets...)
 		slices.SortFunc(rs.Sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
 	}
-	chains := stageChains(0, compiled, local, in.m)
-	chains = append(chains, stageChains(1, compiled, local, in.m)...)
+	chains := stageChains(0, tiers[0], compiled, local, in.m)
+	chains = append(chains, stageChains(1, tiers[1], compiled, local, in.m)...)
 	// Policy chains go right after the policies chain.
 	i := 0
 	for i < len(rs.Chains) && rs.Chains[i].Name != ChainPolicies {
@@ -139,6 +181,50 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	}
 	rest := append(chains, rs.Chains[i+1:]...)
 	rs.Chains = append(rs.Chains[:i+1], rest...)
+}
+
+// addressSet is the nft set of an address set's members of one family.
+func addressSet(m *model.Model, r addrSetRef) Set {
+	_, keyType := familyKey(r.fam)
+	st := Set{Name: policy.AddressSetName(r.name, r.fam), KeyType: keyType, Comment: clip("address set " + r.name)}
+	as, _ := m.AddressSet(r.name)
+	var addrs []netip.Addr
+	for _, a := range as.Addresses {
+		if a = a.Unmap(); a.IsValid() && a.Is4() == (r.fam == "ip") {
+			addrs = append(addrs, a)
+		}
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	for _, a := range slices.Compact(addrs) {
+		st.Elements = append(st.Elements, a.String())
+	}
+	return st
+}
+
+// presentTiers returns the ranks (policy.TierRank) of the tiers with
+// rules in the stage, in order; just the default tier when none has.
+func presentTiers(stage int, pols []*compiledPolicy) []int {
+	var out []int
+	for _, p := range pols { // in precedence order: by tier first
+		if len(p.stages[stage]) > 0 && (len(out) == 0 || out[len(out)-1] != p.tier) {
+			out = append(out, p.tier)
+		}
+	}
+	if len(out) == 0 {
+		out = []int{policy.TierRank(api.TierDefault)}
+	}
+	return out
+}
+
+// tierEntry names a tier's entry chain in a stage: ChainPolicyEgress or
+// ChainPolicyIngress for the default tier, followed by "-admin" or
+// "-baseline" for the others.
+func tierEntry(stage, tier int) string {
+	name := stages[stage].entry
+	if t := policy.Tiers[tier]; t != api.TierDefault {
+		name += "-" + t
+	}
+	return name
 }
 
 // stages: index 0 is egress, 1 ingress.
@@ -164,28 +250,59 @@ type target struct {
 
 type matchKey struct{ mask, value netip.Addr }
 
-func (t *target) chain(stage int, networks []policy.Local) string {
-	s := stages[stage].entry + "." + networks[t.network].Network + ".t" + strconv.FormatUint(t.tenant, 10)
+func (t *target) chain(entry string, networks []policy.Local) string {
+	s := entry + "." + networks[t.network].Network + ".t" + strconv.FormatUint(t.tenant, 10)
 	if t.segment {
 		s += ".s" + strconv.FormatUint(t.seg, 10)
 	}
 	return s
 }
 
-// stageChains builds one stage's entry, target and rest chains (see the
-// comment on ChainPolicyEgress) from the compiled policies in precedence
+// stageChains builds one stage's chains, tier after tier (tiers: the
+// ranks of those with rules), from the compiled policies in precedence
 // order.
-func stageChains(stage int, pols []*compiledPolicy, local []policy.Local, m *model.Model) []Chain {
-	st := stages[stage]
-	n := 0
-	for _, p := range pols {
-		n += len(p.stages[stage])
-	}
-	rules := make([]*compiledRule, 0, n)
-	for _, p := range pols {
-		for i := range p.stages[stage] {
-			rules = append(rules, &p.stages[stage][i])
+func stageChains(stage int, tiers []int, pols []*compiledPolicy, local []policy.Local, m *model.Model) []Chain {
+	var out []Chain
+	for i, tier := range tiers {
+		n := 0
+		for _, p := range pols {
+			if p.tier == tier {
+				n += len(p.stages[stage])
+			}
 		}
+		rules := make([]*compiledRule, 0, n)
+		for _, p := range pols {
+			if p.tier == tier {
+				for j := range p.stages[stage] {
+					rules = append(rules, &p.stages[stage][j])
+				}
+			}
+		}
+		next := ""
+		if i+1 < len(tiers) {
+			next = tierEntry(stage, tiers[i+1])
+		}
+		out = append(out, tierChains(stage, tier, next, rules, local, m)...)
+	}
+	return out
+}
+
+// tierChains builds one tier's entry, target and rest chains in a stage
+// (see the comment on ChainPolicyEgress) from its rules in precedence
+// order. next is the next tier's entry chain, or "" for the last tier:
+// every chain that would end without a verdict goes to it, and so do the
+// tier's pass rules.
+func tierChains(stage, tier int, next string, rules []*compiledRule, local []policy.Local, m *model.Model) []Chain {
+	st := stages[stage]
+	entryName := tierEntry(stage, tier)
+	tierNote := ""
+	if t := policy.Tiers[tier]; t != api.TierDefault {
+		tierNote = t + " tier: "
+	}
+	passVerdict, fallOff := "return", []Rule(nil)
+	if next != "" {
+		passVerdict = "goto " + next
+		fallOff = []Rule{{Expr: "goto " + next}}
 	}
 	blockNet := map[netip.Prefix]int{}
 	for i, l := range local {
@@ -258,7 +375,18 @@ func stageChains(stage int, pols []*compiledPolicy, local []policy.Local, m *mod
 			genericAfter[n] = append(genericAfter[n], pos)
 		}
 	}
-	restName := st.entry + restSuffix
+	restName := entryName + restSuffix
+	// nftOf is a rule's nft rules, a pass rule's verdict filled in.
+	nftOf := func(pos int) []Rule {
+		r := rules[pos]
+		if r.rule.Action != api.ActionPass {
+			return r.nft
+		}
+		out := slices.Clone(r.nft)
+		last := &out[len(out)-1]
+		last.Expr = strings.TrimSuffix(last.Expr, policy.PassVerdict) + passVerdict
+		return out
+	}
 	render := func(c *Chain, positions []int) {
 		n := len(c.Rules) + 1 // and a goto
 		for _, pos := range positions {
@@ -266,12 +394,12 @@ func stageChains(stage int, pols []*compiledPolicy, local []policy.Local, m *mod
 		}
 		c.Rules = slices.Grow(c.Rules, n)
 		for _, pos := range positions {
-			c.Rules = append(c.Rules, rules[pos].nft...)
+			c.Rules = append(c.Rules, nftOf(pos)...)
 		}
 	}
-	entry := Chain{Name: st.entry, Comment: st.comment}
+	entry := Chain{Name: entryName, Comment: tierNote + st.comment}
 	for pos := 0; pos < first; pos++ {
-		entry.Rules = append(entry.Rules, rules[pos].nft...)
+		entry.Rules = append(entry.Rules, nftOf(pos)...)
 	}
 	for n, l := range local {
 		plan := nets[n].Plan
@@ -283,7 +411,7 @@ func stageChains(stage int, pols []*compiledPolicy, local []policy.Local, m *mod
 			var elems []string
 			for _, tg := range list {
 				if tg.network == n && tg.segment == segment {
-					elems = append(elems, tg.key.value.String()+" : goto "+tg.chain(stage, local))
+					elems = append(elems, tg.key.value.String()+" : goto "+tg.chain(entryName, local))
 				}
 			}
 			if len(elems) == 0 {
@@ -296,10 +424,12 @@ func stageChains(stage int, pols []*compiledPolicy, local []policy.Local, m *mod
 	}
 	if len(restRules) > 0 {
 		entry.Rules = append(entry.Rules, Rule{Expr: "goto " + restName})
+	} else {
+		entry.Rules = append(entry.Rules, fallOff...)
 	}
 	out := []Chain{entry}
 	for _, tg := range list {
-		c := Chain{Name: tg.chain(stage, local)}
+		c := Chain{Name: tg.chain(entryName, local)}
 		own := tg.rules
 		if tg.parent != nil {
 			own = mergeSorted(own, tg.parent.rules)
@@ -310,13 +440,16 @@ func stageChains(stage int, pols []*compiledPolicy, local []policy.Local, m *mod
 		render(&c, mergeSorted(own, generic[:cut]))
 		if cut < len(generic) {
 			c.Rules = append(c.Rules, Rule{Expr: "goto " + restName})
+		} else {
+			c.Rules = append(c.Rules, fallOff...)
 		}
-		c.Comment = targetComment(st.name, tg, m, nets[tg.network])
+		c.Comment = clip(tierNote + targetComment(st.name, tg, m, nets[tg.network]))
 		out = append(out, c)
 	}
 	if len(restRules) > 0 {
-		c := Chain{Name: restName, Comment: st.name + " policies applied to all, after the first applied to a tenant or segment"}
+		c := Chain{Name: restName, Comment: tierNote + st.name + " policies applied to all, after the first applied to a tenant or segment"}
 		render(&c, restRules)
+		c.Rules = append(c.Rules, fallOff...)
 		out = append(out, c)
 	}
 	return out

@@ -149,8 +149,9 @@ func New(s api.Snapshot) *Model {
 	}
 	for _, x := range s.Policies {
 		// Of a policy listed twice, the one first in precedence order
-		// (lower priority; 0 counts as the default) is the one enforced.
-		if old, dup := m.policies[x.Name]; dup && effectivePriority(x) < effectivePriority(old) {
+		// (earlier tier, then lower priority; 0 counts as the default) is
+		// the one enforced.
+		if old, dup := m.policies[x.Name]; dup && precedes(x, old) {
 			delete(m.policies, x.Name)
 		}
 		addFirst(m, api.KindPolicy, m.policies, x.Name, x)
@@ -165,6 +166,26 @@ func New(s api.Snapshot) *Model {
 		addFirst(m, api.KindAddressSet, m.sets, x.Name, x)
 	}
 	return m
+}
+
+// precedes reports whether a comes before b in precedence order (tier,
+// then priority), as package policy sorts them.
+func precedes(a, b api.Policy) bool {
+	rank := func(tier string) int {
+		switch tier {
+		case api.TierAdmin:
+			return 0
+		case api.TierDefault:
+			return 1
+		case api.TierBaseline:
+			return 2
+		}
+		return 3
+	}
+	if ra, rb := rank(a.Tier), rank(b.Tier); ra != rb {
+		return ra < rb
+	}
+	return effectivePriority(a) < effectivePriority(b)
 }
 
 func effectivePriority(p api.Policy) int {

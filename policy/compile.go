@@ -29,11 +29,21 @@ import (
 // (ascending priority, ties by name, then rule order) and the first rule
 // that matches decides.
 //
+// Tiers come first: every rule of an admin policy precedes every rule of a
+// default-tier policy, which precede those of baseline policies (Sorted).
+// A pass rule that matches skips the rest of its tier for the packet's
+// stage: evaluation goes on at the next tier's first rule, and after the
+// last tier as if no rule had matched (tenant isolation for ingress, the
+// end of the egress stage for egress).
+//
 // Every target and peer compiles to an address match: a prefix (a host's
 // block, a CIDR peer with holes carved by except) or a masked match on the
 // tenant/segment bits (plan.TenantMatch, plan.SegmentMatch), which covers
-// that tenant on every host. So the rule count grows with the policies and
-// the networks, never with the endpoints or hosts.
+// that tenant on every host, optionally narrowed to the members of an
+// address set (api.AddressSet), which nft holds as a named set the rule
+// refers to by name. So the rule count grows with the policies and the
+// networks, never with the endpoints or hosts, and a rule never depends on
+// an address set's members: a membership change changes set elements only.
 
 // Stage names.
 const (
@@ -74,13 +84,41 @@ func familyOf(a netip.Addr) string {
 // (when Mask is valid) a&Mask == Value, or (when Set is not empty) an
 // address in one of the Ranges, which nft holds as the named interval set
 // Set (the rule's peers, several prefixes with their holes carved out).
+//
+// AddressSet, when not empty, names an api.AddressSet: the address must
+// also be one of its members (nft: "@" AddressSetName(AddressSet,
+// family)). With neither a prefix nor a mask the match is the members
+// alone, of the family Fam ("ip" or "ip6"). The members are not part of
+// the match: Contains asks a SetMembers.
 type AddrMatch struct {
-	Prefix netip.Prefix
-	Except []netip.Prefix
-	Value  netip.Addr
-	Mask   netip.Addr
-	Set    string
-	Ranges []AddrRange // sorted, disjoint, not adjacent
+	Prefix     netip.Prefix
+	Except     []netip.Prefix
+	Value      netip.Addr
+	Mask       netip.Addr
+	Set        string
+	Ranges     []AddrRange // sorted, disjoint, not adjacent
+	AddressSet string
+	Fam        string // of a match on AddressSet alone
+}
+
+// SetMembers reports whether a is a member of the address set called
+// set; a nil SetMembers has no members in any set (as for a set that
+// does not exist).
+type SetMembers func(set string, a netip.Addr) bool
+
+// AddressSetPrefix starts the nft names of address sets.
+const AddressSetPrefix = "as-"
+
+// AddressSetName is the name of the nft set holding the members of family
+// fam ("ip" or "ip6") of the address set called name: "as-NAME-4" or
+// "as-NAME-6". Valid names (api.ValidateName: at most 63 characters of
+// [a-z0-9.-], starting with a letter or digit) make valid nft identifiers,
+// never a keyword (they contain "-").
+func AddressSetName(name, fam string) string {
+	if fam == "ip6" {
+		return AddressSetPrefix + name + "-6"
+	}
+	return AddressSetPrefix + name + "-4"
 }
 
 // AddrRange is an inclusive range of addresses of one family.
@@ -116,9 +154,21 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return a
 }
 
-// Contains reports whether a matches.
-func (m AddrMatch) Contains(a netip.Addr) bool {
+// Contains reports whether a matches when every address set is empty.
+func (m AddrMatch) Contains(a netip.Addr) bool { return m.ContainsIn(a, nil) }
+
+// ContainsIn reports whether a matches, with the address sets' members
+// given by in.
+func (m AddrMatch) ContainsIn(a netip.Addr, in SetMembers) bool {
 	a = a.Unmap()
+	if m.AddressSet != "" {
+		if in == nil || !in(m.AddressSet, a) || a.Is4() != m.is4() {
+			return false
+		}
+		if !m.Mask.IsValid() && !m.Prefix.IsValid() {
+			return true
+		}
+	}
 	if m.Mask.IsValid() {
 		return plan.Match{Value: m.Value, Mask: m.Mask}.Contains(a)
 	}
@@ -142,6 +192,9 @@ func (m AddrMatch) Contains(a netip.Addr) bool {
 }
 
 func (m AddrMatch) is4() bool {
+	if m.AddressSet != "" && !m.Mask.IsValid() && !m.Prefix.IsValid() {
+		return m.Fam != "ip6"
+	}
 	if m.Mask.IsValid() {
 		return m.Value.Is4()
 	}
@@ -156,6 +209,15 @@ func (m AddrMatch) expr(field string) string {
 	fam := "ip"
 	if !m.is4() {
 		fam = "ip6"
+	}
+	if m.AddressSet != "" {
+		set := fmt.Sprintf("%s %s @%s", fam, field, AddressSetName(m.AddressSet, fam))
+		if !m.Mask.IsValid() && !m.Prefix.IsValid() {
+			return set
+		}
+		n := m
+		n.AddressSet = ""
+		return n.expr(field) + " " + set
 	}
 	if m.Mask.IsValid() {
 		return fmt.Sprintf("%s %s & %s == %s", fam, field, m.Mask, m.Value)
@@ -175,6 +237,19 @@ func (m AddrMatch) expr(field string) string {
 }
 
 func (m AddrMatch) String() string {
+	if m.AddressSet != "" {
+		fam := "ip"
+		if !m.is4() {
+			fam = "ip6"
+		}
+		set := "set " + m.AddressSet + " (" + fam + ")"
+		if !m.Mask.IsValid() && !m.Prefix.IsValid() {
+			return set
+		}
+		n := m
+		n.AddressSet = ""
+		return n.String() + " in " + set
+	}
 	if m.Mask.IsValid() {
 		return m.Value.String() + "/" + m.Mask.String()
 	}
@@ -268,10 +343,11 @@ func (r PortRange) String() string {
 // peer address match of one family.
 type Rule struct {
 	Policy   string
+	Tier     string // the policy's tier: api.TierAdmin, api.TierDefault or api.TierBaseline
 	Priority int
 	Index    int    // the rule's index in the policy's rules
 	Stage    string // StageEgress or StageIngress
-	Action   string // api.ActionAllow or api.ActionDeny
+	Action   string // api.ActionAllow, api.ActionDeny or api.ActionPass
 	Family   string // "ip" or "ip6"
 	// Target selects the endpoints the policy applies to: the destination
 	// in the ingress stage, the source in the egress stage.
@@ -341,10 +417,18 @@ func (r Rule) Match() string {
 	return strings.Join(parts, " ")
 }
 
+// PassVerdict stands for a pass rule's verdict in Verdict and Expr: it
+// depends on the tiers a host has rules in, so hoststate renders it as
+// "goto" the next tier's entry chain, or "return" in the last one.
+const PassVerdict = "goto <next tier>"
+
 // Verdict is the rule's nft verdict: accept or drop, or return for an
-// egress allow (the packet goes on to the ingress stage).
+// egress allow (the packet goes on to the ingress stage); PassVerdict for
+// a pass rule.
 func (r Rule) Verdict() string {
 	switch {
+	case r.Action == api.ActionPass:
+		return PassVerdict
 	case r.Action == api.ActionDeny:
 		return "drop"
 	case r.Stage == StageEgress:
@@ -367,8 +451,12 @@ type Packet struct {
 }
 
 // Matches reports whether the rule matches p, with the semantics of its
-// nft rendering (Match).
-func (r Rule) Matches(p Packet) bool {
+// nft rendering (Match), when every address set is empty.
+func (r Rule) Matches(p Packet) bool { return r.MatchesIn(p, nil) }
+
+// MatchesIn reports whether the rule matches p, with the semantics of its
+// nft rendering (Match), the address sets' members given by in.
+func (r Rule) MatchesIn(p Packet, in SetMembers) bool {
 	if familyOf(p.Src) != r.Family || familyOf(p.Dst) != r.Family {
 		return false
 	}
@@ -376,7 +464,7 @@ func (r Rule) Matches(p Packet) bool {
 	if r.Stage == StageEgress {
 		target, peer = p.Src, p.Dst
 	}
-	if !r.Target.Contains(target) || (r.Peer != nil && !r.Peer.Contains(peer)) {
+	if !r.Target.ContainsIn(target, in) || (r.Peer != nil && !r.Peer.ContainsIn(peer, in)) {
 		return false
 	}
 	switch r.Proto {
@@ -437,6 +525,12 @@ func (ix *snapIndex) groupMatch(n *netw, tenant, segment string) (AddrMatch, boo
 func (ix *snapIndex) peerMatches(p api.Peer, is4 bool) []AddrMatch {
 	var out []AddrMatch
 	switch {
+	case p.Set != "":
+		fam := "ip"
+		if !is4 {
+			fam = "ip6"
+		}
+		out = append(out, AddrMatch{AddressSet: p.Set, Fam: fam})
 	case p.CIDR != "":
 		pfx, err := netip.ParsePrefix(p.CIDR)
 		if err != nil || pfx.Addr().Is4() != is4 {
@@ -514,17 +608,48 @@ func mergeRanges(rs []PortRange) []PortRange {
 	return out
 }
 
-// Sorted returns the policies in precedence order: ascending priority
-// (0 counts as api.DefaultPriority), ties by name.
+// Tiers are the policy tiers in evaluation order.
+var Tiers = []string{api.TierAdmin, api.TierDefault, api.TierBaseline}
+
+// TierRank is a tier's position in Tiers; an unknown tier (which
+// Validate rejects) ranks after them all.
+func TierRank(tier string) int {
+	switch tier {
+	case api.TierAdmin:
+		return 0
+	case api.TierDefault:
+		return 1
+	case api.TierBaseline:
+		return 2
+	}
+	return 3
+}
+
+// TierName names a tier in messages and nft names: "admin", "default"
+// or "baseline".
+func TierName(tier string) string {
+	if tier == api.TierDefault {
+		return "default"
+	}
+	return tier
+}
+
+// Sorted returns the policies in precedence order: by tier (admin,
+// default, baseline), then ascending priority (0 counts as
+// api.DefaultPriority), ties by name.
 func Sorted(ps []api.Policy) []api.Policy {
 	out := make([]api.Policy, len(ps))
 	for i, p := range ps {
 		out[i] = Normalize(p)
 	}
-	slices.SortStableFunc(out, func(a, b api.Policy) int {
-		return cmp.Or(cmp.Compare(a.Priority, b.Priority), strings.Compare(a.Name, b.Name))
-	})
+	slices.SortStableFunc(out, func(a, b api.Policy) int { return Compare(a, b) })
 	return out
+}
+
+// Compare orders two normalised policies by precedence: tier, priority,
+// name.
+func Compare(a, b api.Policy) int {
+	return cmp.Or(cmp.Compare(TierRank(a.Tier), TierRank(b.Tier)), cmp.Compare(a.Priority, b.Priority), strings.Compare(a.Name, b.Name))
 }
 
 // Compile compiles the snapshot's policies for host. It never fails: a
@@ -555,11 +680,46 @@ func compileIndexed(ix *snapIndex, policies []api.Policy, host string) Compiled 
 		eg, in, problem := ix.compileNormalized(p, host, c.Local)
 		if problem != "" {
 			c.Problems = append(c.Problems, problem)
+		} else {
+			c.Problems = append(c.Problems, MissingSets(ix.m, p)...)
 		}
 		c.Egress = append(c.Egress, eg...)
 		c.Ingress = append(c.Ingress, in...)
 	}
 	return c
+}
+
+// SetRefs returns the names of the address sets p names (selectors and
+// peers), sorted, each once.
+func SetRefs(p api.Policy) []string {
+	var out []string
+	for _, s := range p.AppliedTo {
+		if s.Set != "" {
+			out = append(out, s.Set)
+		}
+	}
+	for _, r := range p.Rules {
+		for _, pe := range r.Peers {
+			if pe.Set != "" {
+				out = append(out, pe.Set)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// MissingSets returns a problem for every address set p names that the
+// model does not hold: such a set is empty (it matches nothing) until it
+// appears.
+func MissingSets(m *model.Model, p api.Policy) []string {
+	var out []string
+	for _, name := range SetRefs(p) {
+		if _, ok := m.AddressSet(name); !ok {
+			out = append(out, fmt.Sprintf("policy %q: address set %q does not exist: it matches nothing until it does", p.Name, name))
+		}
+	}
+	return out
 }
 
 // Blocks returns host's blocks, one per network it has a valid slot in, in
@@ -655,7 +815,7 @@ func (ix *snapIndex) compilePolicy(p api.Policy, stage, host string, local []Loc
 		for _, s := range p.AppliedTo {
 			var m AddrMatch
 			switch {
-			case s.All:
+			case s.All, s.Tenant == "" && s.Host == "": // all, or a set alone
 				m = AddrMatch{Prefix: l.Prefix}
 			case s.Host != "":
 				if s.Host != host {
@@ -668,6 +828,7 @@ func (ix *snapIndex) compilePolicy(p api.Policy, stage, host string, local []Loc
 					continue
 				}
 			}
+			m.AddressSet = s.Set // narrowed to the set's members
 			if !slices.ContainsFunc(targets, func(t target) bool { return t.m.String() == m.String() }) {
 				targets = append(targets, target{m, l.Prefix.Addr().Is4()})
 			}
@@ -679,7 +840,7 @@ func (ix *snapIndex) compilePolicy(p api.Policy, stage, host string, local []Loc
 			fam = "ip6"
 		}
 		for i, r := range p.Rules {
-			base := Rule{Policy: p.Name, Priority: p.Priority, Index: i, Stage: stage, Action: r.Action,
+			base := Rule{Policy: p.Name, Tier: p.Tier, Priority: p.Priority, Index: i, Stage: stage, Action: r.Action,
 				Family: fam, Target: t.m, Log: p.Log && r.Action == api.ActionDeny}
 			if r.Protocol != api.ProtoAny {
 				base.Proto = r.Protocol
@@ -743,12 +904,12 @@ func (ix *snapIndex) compilePolicy(p api.Policy, stage, host string, local []Loc
 
 // foldPeers replaces the prefix matches among peers by one set match
 // when there are more than maxSplitPeers of them (the masked matches of
-// tenants stay as they are).
+// tenants and the address sets stay as they are).
 func foldPeers(peers []*AddrMatch) []*AddrMatch {
 	var pfx []AddrMatch
 	var out []*AddrMatch
 	for _, m := range peers {
-		if m.Mask.IsValid() {
+		if m.Mask.IsValid() || m.AddressSet != "" {
 			out = append(out, m)
 		} else {
 			pfx = append(pfx, *m)

@@ -126,9 +126,11 @@ func newRefEval(snap api.Snapshot) *refEval {
 	for i, p := range snap.Policies {
 		ps[i] = Normalize(p)
 	}
-	// Precedence: ascending priority, ties by name, then listing order.
+	// Precedence: tier (admin, default, baseline), ascending priority,
+	// ties by name, then listing order.
+	tier := map[string]int{"admin": 0, "": 1, "baseline": 2}
 	slices.SortStableFunc(ps, func(a, b api.Policy) int {
-		return cmp.Or(cmp.Compare(a.Priority, b.Priority), strings.Compare(a.Name, b.Name))
+		return cmp.Or(cmp.Compare(tier[a.Tier], tier[b.Tier]), cmp.Compare(a.Priority, b.Priority), strings.Compare(a.Name, b.Name))
 	})
 	e := &refEval{snap: snap}
 	seen := map[string]bool{}
@@ -186,13 +188,31 @@ func (e *refEval) inGroup(a netip.Addr, tenant, segment string) bool {
 	return j >= 0 && e.snap.Segments[j].ID == sid
 }
 
-// applies reports whether p applies to endpoint a on host.
+// inSet reports whether a is a member of the snapshot's address set
+// called name (none when it does not exist).
+func (e *refEval) inSet(name string, a netip.Addr) bool {
+	for _, s := range e.snap.AddressSets {
+		if s.Name == name {
+			return slices.Contains(s.Addresses, a)
+		}
+	}
+	return false
+}
+
+// applies reports whether p applies to endpoint a on host: a selector
+// with a set applies to the set's members that it selects without it
+// (all of them when it names nothing else).
 func (e *refEval) applies(p api.Policy, host string, a netip.Addr) bool {
 	for _, s := range p.AppliedTo {
+		if s.Set != "" && !e.inSet(s.Set, a) {
+			continue
+		}
 		switch {
 		case s.All, s.Host != "" && s.Host == host:
 			return true
 		case s.Tenant != "" && e.inGroup(a, s.Tenant, s.Segment):
+			return true
+		case s.Set != "" && s.Tenant == "" && s.Host == "":
 			return true
 		}
 	}
@@ -208,6 +228,10 @@ func (e *refEval) peer(r api.Rule, a netip.Addr) bool {
 		switch {
 		case pe.Any:
 			return true
+		case pe.Set != "":
+			if e.inSet(pe.Set, a) {
+				return true
+			}
 		case pe.CIDR != "":
 			c := netip.MustParsePrefix(pe.CIDR) // valid
 			if c.Addr().Is4() != a.Is4() || !c.Contains(a) {
@@ -269,14 +293,21 @@ func portRange(s string) (lo, hi uint16) {
 }
 
 // stage returns the first rule of the stage's policies that applies to
-// the endpoint local (on host) and matches pk.
+// the endpoint local (on host) and matches pk; a pass skips the rest of
+// its tier's policies.
 func (e *refEval) stage(stage, host string, local, peer netip.Addr, pk Packet) (decision, bool) {
+	passed := "-"
+policies:
 	for _, p := range e.policies {
-		if !slices.Contains(p.Direction, stage) || !e.applies(p, host, local) {
+		if p.Tier == passed || !slices.Contains(p.Direction, stage) || !e.applies(p, host, local) {
 			continue
 		}
 		for i, r := range p.Rules {
 			if e.matches(r, pk, peer) {
+				if r.Action == api.ActionPass {
+					passed = p.Tier
+					continue policies
+				}
 				return decision{verdict: r.Action, stage: stage, policy: p.Name, rule: i}, true
 			}
 		}
@@ -372,6 +403,14 @@ func fuzzPackets(js string, snap api.Snapshot, ps []api.Policy) []Packet {
 		}
 		return out
 	}
+	set := func(name string) []netip.Addr {
+		for _, s := range snap.AddressSets {
+			if s.Name == name {
+				return s.Addresses
+			}
+		}
+		return nil
+	}
 	host := func(name string) []netip.Addr {
 		for i := 1; i <= 3; i++ {
 			if name == "h"+strconv.Itoa(i) {
@@ -414,7 +453,7 @@ func fuzzPackets(js string, snap api.Snapshot, ps []api.Policy) []Packet {
 				egress = p.Direction[pick(len(p.Direction))] == StageEgress
 			}
 			for _, s := range p.AppliedTo {
-				target = append(append(target, group(s.Tenant, s.Segment)...), host(s.Host)...)
+				target = append(append(append(target, group(s.Tenant, s.Segment)...), host(s.Host)...), set(s.Set)...)
 				if s.All {
 					target = append(target, anywhere...)
 				}
@@ -423,7 +462,7 @@ func fuzzPackets(js string, snap api.Snapshot, ps []api.Policy) []Packet {
 				r = p.Rules[pick(len(p.Rules))]
 			}
 			for _, pe := range r.Peers {
-				peer = append(append(append(peer, cidr(pe.CIDR)...), group(pe.Tenant, pe.Segment)...), host(pe.Host)...)
+				peer = append(append(append(append(peer, cidr(pe.CIDR)...), group(pe.Tenant, pe.Segment)...), host(pe.Host)...), set(pe.Set)...)
 				for _, x := range pe.Except {
 					peer = append(peer, cidr(x)...)
 				}
@@ -482,9 +521,10 @@ func genPolicies(b []byte) []api.Policy {
 		return one("acme", "beta", "beta", "open", "nobody"), one("", "", "default", "web", "db", "x")
 	}
 	host := func() string { return one("h1", "h2", "h3", "h4") }
+	set := func() string { return one("s1", "s2", "missing") }
 	var ps []api.Policy
 	for range 1 + next(3) {
-		p := api.Policy{Name: one("a", "b", "c"), Priority: []int{0, 1, 5, 5, 1000}[next(5)], Log: next(2) == 0,
+		p := api.Policy{Name: one("a", "b", "c"), Tier: one("", "", "admin", "baseline"), Priority: []int{0, 1, 5, 5, 1000}[next(5)], Log: next(2) == 0,
 			Direction: [][]string{{"ingress"}, {"egress"}, {"ingress", "egress"}, {"egress", "ingress"}}[next(4)]}
 		if bad() {
 			p.Priority = 70000
@@ -494,26 +534,33 @@ func genPolicies(b []byte) []api.Policy {
 		}
 		for range 1 + next(2) {
 			var s api.Selector
-			switch next(4) {
+			switch next(5) {
 			case 0:
 				s.All = true
 			case 1:
 				s.Host = host()
+			case 2:
+				s.Set = set()
+				if next(2) == 0 {
+					s.Tenant, s.Segment = tenant()
+				}
 			default:
 				s.Tenant, s.Segment = tenant()
 			}
 			p.AppliedTo = append(p.AppliedTo, s)
 		}
 		for range 1 + next(3) {
-			r := api.Rule{Action: one("", "allow", "deny", "deny"), Protocol: one("", "any", "tcp", "tcp", "udp", "sctp", "icmp", "icmp")}
+			r := api.Rule{Action: one("", "allow", "deny", "deny", "pass"), Protocol: one("", "any", "tcp", "tcp", "udp", "sctp", "icmp", "icmp")}
 			if bad() {
 				r.Action = "maybe"
 			}
 			for range next(3) {
 				var pe api.Peer
-				switch next(5) {
+				switch next(6) {
 				case 0:
 					pe.Any = true
+				case 5:
+					pe.Set = set()
 				case 1:
 					pe.Host = host()
 				case 2:

@@ -24,6 +24,11 @@ const ProtoICMPv6 = "icmpv6"
 //  3. tenant isolation of the destination's tenant (as hoststate compiles
 //     it: tenant, segment or none; an unknown tenant is dropped).
 //
+// In each stage the rules are in precedence order (tier, priority, name,
+// rule); a pass rule that matches skips the rest of its tier, and is
+// listed as a step of its own (result "pass", its tier in the reason).
+// Address sets are the snapshot's (a set it does not hold is empty).
+//
 // A destination outside every host's blocks meets no ingress enforcement.
 // Trace does not model anti-spoofing (it assumes p.Src is genuine).
 func Trace(snap api.Snapshot, p Packet) (api.Trace, error) {
@@ -49,6 +54,7 @@ func Trace(snap api.Snapshot, p Packet) (api.Trace, error) {
 		return out, api.Errorf(api.ReasonInvalid, "trace: proto %q is not one of tcp, udp, sctp, icmp", p.Proto)
 	}
 	ix := indexSnapshot(snap)
+	in := ix.members()
 	decide := func(s api.TraceStep) (api.Trace, error) {
 		out.Steps = append(out.Steps, s)
 		out.Decision = s
@@ -58,7 +64,11 @@ func Trace(snap api.Snapshot, p Packet) (api.Trace, error) {
 	if src := ix.hostOf(p.Src); src != "" {
 		c := compileIndexed(ix, ix.m.Policies(), src)
 		step := api.TraceStep{Host: src, Stage: StageEgress, Result: "pass", Reason: "no egress policy matched"}
-		if r, ok := first(c.Egress, p); ok {
+		r, ok, passed := first(c.Egress, p, in)
+		for _, x := range passed {
+			out.Steps = append(out.Steps, ruleStep(src, x))
+		}
+		if ok {
 			step = ruleStep(src, r)
 			if r.Action == api.ActionDeny {
 				return decide(step)
@@ -72,26 +82,67 @@ func Trace(snap api.Snapshot, p Packet) (api.Trace, error) {
 			Reason: fmt.Sprintf("destination %s is in no host's block: no ingress enforcement", p.Dst)})
 	}
 	c := compileIndexed(ix, ix.m.Policies(), dst)
-	if r, ok := first(c.Ingress, p); ok {
+	r, ok, passed := first(c.Ingress, p, in)
+	for _, x := range passed {
+		out.Steps = append(out.Steps, ruleStep(dst, x))
+	}
+	if ok {
 		return decide(ruleStep(dst, r))
 	}
 	out.Steps = append(out.Steps, api.TraceStep{Host: dst, Stage: StageIngress, Result: "pass", Reason: "no ingress policy matched"})
 	return decide(ix.isolation(dst, p))
 }
 
-func first(rules []Rule, p Packet) (Rule, bool) {
+// first returns the rule that decides p among a stage's rules (in
+// precedence order), and the pass rules that matched before it: a pass
+// skips the rest of its tier.
+func first(rules []Rule, p Packet, in SetMembers) (decided Rule, ok bool, passed []Rule) {
+	skip := -1 // the rank of the tier a pass left
 	for _, r := range rules {
-		if r.Matches(p) {
-			return r, true
+		if TierRank(r.Tier) == skip || !r.MatchesIn(p, in) {
+			continue
 		}
+		if r.Action == api.ActionPass {
+			passed = append(passed, r)
+			skip = TierRank(r.Tier)
+			continue
+		}
+		return r, true, passed
 	}
-	return Rule{}, false
+	return Rule{}, false, passed
 }
 
+// ruleStep is the step of a matching rule. The reason names the tier
+// when it is not the default one; a pass names the tier it goes on to.
 func ruleStep(host string, r Rule) api.TraceStep {
 	i := r.Index
+	reason := r.Comment()
+	if r.Tier != api.TierDefault {
+		reason += " (tier " + TierName(r.Tier) + ")"
+	}
+	reason += ": " + r.Action
+	if r.Action == api.ActionPass {
+		next := "no tier left: as if no policy matched"
+		if k := TierRank(r.Tier) + 1; k < len(Tiers) {
+			next = "on to the " + TierName(Tiers[k]) + " tier"
+		}
+		reason += " (" + next + ")"
+	}
 	return api.TraceStep{Host: host, Stage: r.Stage, Result: r.Action, Policy: r.Policy, Rule: &i,
-		Reason: fmt.Sprintf("%s: %s", r.Comment(), r.Action), RuleNFT: r.Expr()}
+		Reason: reason, RuleNFT: r.Expr()}
+}
+
+// members returns the membership of the model's address sets.
+func (ix *snapIndex) members() SetMembers {
+	sets := map[string]map[netip.Addr]bool{}
+	for _, s := range ix.m.AddressSets() {
+		m := make(map[netip.Addr]bool, len(s.Addresses))
+		for _, a := range s.Addresses {
+			m[a.Unmap()] = true
+		}
+		sets[s.Name] = m
+	}
+	return func(set string, a netip.Addr) bool { return sets[set][a] }
 }
 
 // hostOf returns the host whose block holds a, or "".
