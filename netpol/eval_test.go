@@ -14,16 +14,12 @@ import (
 )
 
 // verdict decides a new connection from src to dst on probe p under the
-// compiled output: the one function every truth table calls.
-//
-// TEMPORARY: policy.Trace does not know tiers, pass and address sets yet
-// (the tiers track adds them), so verdict is localVerdict, a small
-// evaluator of the semantics docs/policy.md states. Once policy.Trace
-// knows them, verdict becomes traceVerdict and localVerdict goes.
-// TestLocalVerdictAgreesWithTrace keeps the two in step on what Trace
-// knows already.
+// compiled output: the one function every truth table calls. It is
+// Romana's own evaluator, policy.Trace (the semantics the agents' nft
+// rules are checked against in hoststate); localVerdict, an independent
+// reading of docs/policy.md, must agree with it on every cell (check).
 func verdict(t *testing.T, c *cluster, out Output, src, dst netip.Addr, p probe) (bool, string) {
-	return localVerdict(c, out, src, dst, p)
+	return traceVerdict(t, c, out, src, dst, p)
 }
 
 // traceVerdict asks policy.Trace, on the snapshot of c with out's
