@@ -1,0 +1,547 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/network-policy-api/apis/v1alpha2"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/cnirun"
+	"github.com/romana/romana/expect"
+	"github.com/romana/romana/kube"
+	"github.com/romana/romana/kubetest"
+	"github.com/romana/romana/pki"
+	"github.com/romana/romana/plan"
+	"github.com/romana/romana/sim"
+	"github.com/romana/romana/sim/simtest"
+)
+
+// kubeLab is a real kube-apiserver, romanad, romana-kube (in the test
+// process, identity kube) and one real agent per host namespace; pods are
+// network namespaces attached by romana-cni with the CNI_ARGS a kubelet
+// passes, and the test writes each pod's IP into its status as the
+// kubelet would.
+type kubeLab struct {
+	*cluster
+	k    *kubetest.Cluster
+	rts  map[string]*cnirun.Runtime // host → CNI runtime
+	pods map[string]*kubePod        // "ns/name"
+}
+
+type kubePod struct {
+	ns, name, host string
+	ep             *sim.Endpoint
+	id             string
+}
+
+// podPorts are the TCP ports every pod serves (echo), as in Kubernetes'
+// netpol e2e; podUDPPort is served by a UDP echo.
+var podPorts = []int{80, 81}
+
+const podUDPPort = 82
+
+func newKubeLab(t *testing.T, hosts ...string) *kubeLab {
+	simtest.Require(t, "nft", "ping")
+	k := kubetest.Start(t)
+	ctx := context.Background()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := simtest.New(t)
+	srv, ctl := startRomanad(t, lab)
+	c := &cluster{t: t, ctx: ctx, srv: srv, ctl: ctl, lab: lab, exe: exe, logDir: t.TempDir(), credDir: t.TempDir(),
+		hosts: map[string]*sim.Host{}, cidrs: map[string]netip.Prefix{}, eps: map[string]*sim.Endpoint{},
+		agents: map[string]*agentProc{}, resync: 2 * time.Second}
+	kl := &kubeLab{cluster: c, k: k, rts: map[string]*cnirun.Runtime{}, pods: map[string]*kubePod{}}
+	t.Cleanup(func() {
+		for name := range c.agents {
+			c.stopAgent(name)
+		}
+		if t.Failed() {
+			for _, h := range hosts {
+				b, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
+				t.Logf("agent %s log:\n%s", h, b)
+			}
+		}
+	})
+	if _, err := srv.Client.AddNetwork(ctx, api.Network{Name: "pods", CIDR: "10.0.0.0/8",
+		Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Nodes: the machines exist; romanad learns of them only from the
+	// Node objects.
+	for i, name := range hosts {
+		ip := netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)})
+		h, err := lab.AddHost(ctx, name, netip.PrefixFrom(ip, 24))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.hosts[name] = h
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		n, err = k.Clientset.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.String()}, {Type: corev1.NodeHostName, Address: name}}
+		if _, err := k.Clientset.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// romana-kube.
+	cfg := kube.Config{}
+	kctl := &kube.Controller{Config: cfg, Kube: k.Clientset, Policy: k.Policy,
+		Compile:     kube.Policies(cfg, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}),
+		Reconciler:  &kube.Reconciler{R: srv.ClientAs(t, pki.Kube), Prefix: kube.DefaultPrefix, NodeGrace: time.Minute},
+		MinInterval: 20 * time.Millisecond,
+		Log:         slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- kctl.Run(cctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("romana-kube: %v", err)
+		}
+	})
+	expect.Eventually(t, "hosts registered from the nodes", wait, func() error {
+		hs, err := srv.Client.ListHosts(ctx)
+		if err != nil {
+			return err
+		}
+		if len(hs) != len(hosts) {
+			return fmt.Errorf("hosts %v", hs)
+		}
+		return nil
+	})
+	dir := pluginDir(t)
+	for _, h := range hosts {
+		c.startAgent(h)
+		conf := fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"romana-k8s","type":"romana-cni","agentSocket":%q,"kubernetes":true}`, c.cniSock(h))
+		rt, err := cnirun.New(c.hosts[h].Path, []string{dir}, t.TempDir(), conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kl.rts[h] = rt
+	}
+	c.waitHealthy(hosts...)
+	return kl
+}
+
+// testWriter sends the controller's log to the test log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+func (kl *kubeLab) namespace(name string, labels map[string]string) {
+	kl.t.Helper()
+	if _, err := kl.k.Clientset.CoreV1().Namespaces().Create(kl.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{}); err != nil {
+		kl.t.Fatal(err)
+	}
+}
+
+// startPod does what the scheduler, kubelet and container runtime do for a
+// pod: creates it bound to host, attaches its sandbox with romana-cni and
+// the kubelet's CNI_ARGS, and writes its IP into its status.
+func (kl *kubeLab) startPod(ns, name, host string, labels map[string]string) *kubePod {
+	kl.t.Helper()
+	ctx := kl.ctx
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+		Spec: corev1.PodSpec{NodeName: host, Containers: []corev1.Container{{Name: "c", Image: "agnhost",
+			Ports: []corev1.ContainerPort{{Name: "serve-80", ContainerPort: 80}, {Name: "serve-81", ContainerPort: 81}}}}}}
+	p, err := kl.k.Clientset.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+	if err != nil {
+		kl.t.Fatal(err)
+	}
+	id := fmt.Sprintf("k%s%s", ns, name)
+	netns, err := kl.lab.AddNamespace(ctx, id)
+	if err != nil {
+		kl.t.Fatal(err)
+	}
+	args := [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", ns}, {"K8S_POD_NAME", name},
+		{"K8S_POD_INFRA_CONTAINER_ID", id}, {"K8S_POD_UID", string(p.UID)}}
+	r, err := kl.rts[host].Add(ctx, id, netns.Path, "eth0", args)
+	if err != nil {
+		kl.t.Fatalf("CNI ADD %s/%s: %v", ns, name, err)
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil || len(res.IPs) != 1 {
+		kl.t.Fatalf("CNI ADD %s/%s result %v: %v", ns, name, r, err)
+	}
+	ip, _ := netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
+	p.Status.PodIP = ip.String()
+	p.Status.PodIPs = []corev1.PodIP{{IP: ip.String()}}
+	p.Status.Phase = corev1.PodRunning
+	if _, err := kl.k.Clientset.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		kl.t.Fatal(err)
+	}
+	ep := &sim.Endpoint{Namespace: netns, Name: ns + "/" + name, IP: ip}
+	for _, port := range podPorts {
+		kl.serveEcho(ep, port)
+	}
+	serveUDPEcho(kl.t, ep, podUDPPort)
+	kp := &kubePod{ns: ns, name: name, host: host, ep: ep, id: id}
+	kl.pods[ns+"/"+name] = kp
+	kl.eps[ns+"/"+name] = ep
+	return kp
+}
+
+// serveUDPEcho answers every datagram to the endpoint's port with itself.
+func serveUDPEcho(t testing.TB, ep *sim.Endpoint, port int) {
+	var pc net.PacketConn
+	if err := ep.Do(func() (err error) {
+		pc, err = net.ListenPacket("udp", netip.AddrPortFrom(ep.IP, uint16(port)).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+}
+
+// reach probes from one pod to another: TCP (an echo exchange) or UDP (a
+// datagram and its echo).
+func (kl *kubeLab) reach(proto string, from, to string, port int) error {
+	src, dst := kl.pods[from], kl.pods[to]
+	addr := netip.AddrPortFrom(dst.ep.IP, uint16(port)).String()
+	return src.ep.Do(func() error {
+		conn, err := net.DialTimeout(proto, addr, time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(time.Second))
+		msg := fmt.Sprintf("%s->%s:%d\n", from, to, port)
+		if _, err := conn.Write([]byte(msg)); err != nil {
+			return err
+		}
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line != msg {
+			return fmt.Errorf("echo %q", line)
+		}
+		return nil
+	})
+}
+
+// cell is one probe of a truth table.
+type cell struct {
+	proto    string
+	from, to string
+	port     int
+}
+
+// matrix probes every pair of pods (not a pod to itself) on each port and
+// returns the reachable ones, one "proto from -> to:port" per line.
+func (kl *kubeLab) matrix(cells []cell) string {
+	var mu sync.Mutex
+	var ok []string
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, c := range cells {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if kl.reach(c.proto, c.from, c.to, c.port) == nil {
+				mu.Lock()
+				ok = append(ok, fmt.Sprintf("%s %s -> %s:%d", c.proto, c.from, c.to, c.port))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(ok)
+	return strings.Join(ok, "\n")
+}
+
+func (kl *kubeLab) cells(protoPorts ...string) []cell {
+	var out []cell
+	names := mapsKeys(kl.pods)
+	slices.Sort(names)
+	for _, pp := range protoPorts {
+		proto, port, _ := strings.Cut(pp, "/")
+		var n int
+		fmt.Sscan(port, &n)
+		for _, a := range names {
+			for _, b := range names {
+				if a != b {
+					out = append(out, cell{proto, a, b, n})
+				}
+			}
+		}
+	}
+	return out
+}
+
+func mapsKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// want renders the expected reachable cells: all of cells for which
+// allowed says so.
+func want(cells []cell, allowed func(c cell) bool) string {
+	var ok []string
+	for _, c := range cells {
+		if allowed(c) {
+			ok = append(ok, fmt.Sprintf("%s %s -> %s:%d", c.proto, c.from, c.to, c.port))
+		}
+	}
+	slices.Sort(ok)
+	return strings.Join(ok, "\n")
+}
+
+// expectMatrix waits until the probed matrix is the expected one (the
+// controller, romanad and the agents converge), then checks it stays so
+// for a second probe.
+func (kl *kubeLab) expectMatrix(what string, cells []cell, allowed func(c cell) bool) {
+	kl.t.Helper()
+	w := want(cells, allowed)
+	var last string
+	err := expect.Poll(wait, func() error {
+		last = kl.matrix(cells)
+		if last != w {
+			return errors.New("differs")
+		}
+		return nil
+	})
+	if err != nil {
+		kl.t.Fatalf("%s: reachable cells\n%s\nwant\n%s", what, last, w)
+	}
+}
+
+func ns(c string) string  { s, _, _ := strings.Cut(c, "/"); return s }
+func pod(c string) string { _, s, _ := strings.Cut(c, "/"); return s }
+
+// TestKubernetesEndToEnd: a real kube-apiserver, romana-kube, romanad and
+// agents on two simulated nodes. Nodes become hosts, namespaces tenants,
+// pods get addresses of their namespace's tenant through romana-cni; then
+// NetworkPolicies and ClusterNetworkPolicies, their updates and deletes,
+// and label changes of pods and namespaces, are followed and enforced on
+// real TCP and UDP traffic.
+func TestKubernetesEndToEnd(t *testing.T) {
+	kl := newKubeLab(t, "h1", "h2")
+	ctx := kl.ctx
+	cs := kl.k.Clientset
+	kl.namespace("x", map[string]string{"ns": "x"})
+	kl.namespace("y", map[string]string{"ns": "y"})
+	kl.startPod("x", "a", "h1", map[string]string{"pod": "a"})
+	kl.startPod("x", "b", "h2", map[string]string{"pod": "b"})
+	kl.startPod("y", "a", "h2", map[string]string{"pod": "a"})
+	kl.startPod("y", "b", "h1", map[string]string{"pod": "b", kube.DefaultSegmentLabel: "web"})
+
+	// Addresses carry their namespace and segment.
+	for key, p := range kl.pods {
+		d, err := kl.srv.Client.Decode(ctx, p.ep.IP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seg := "default"
+		if key == "y/b" {
+			seg = "web"
+		}
+		if d.Tenant != p.ns || d.Segment != seg || d.Host != p.host {
+			t.Errorf("pod %s: address %s decodes to %s/%s on %s, want %s/%s on %s", key, p.ep.IP, d.Tenant, d.Segment, d.Host, p.ns, seg, p.host)
+		}
+	}
+	cells := kl.cells("tcp/80", "tcp/81", "udp/82")
+	all := func(cell) bool { return true }
+	kl.expectMatrix("no policy: every pod reaches every pod", cells, all)
+
+	// 1. Deny all ingress in x.
+	denyAll := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "deny-all"},
+		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
+	if _, err := cs.NetworkingV1().NetworkPolicies("x").Create(ctx, denyAll, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kl.expectMatrix("deny-all ingress in x", cells, func(c cell) bool { return ns(c.to) != "x" })
+
+	// 2. Allow x/a from pods labelled role=client in any namespace, TCP 80
+	// (a pod selector: an address set), and UDP 82 from namespace y (a
+	// namespace: a masked match).
+	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
+	p80, p82 := intstr.FromInt32(80), intstr.FromInt32(82)
+	allow := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "allow-a"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "a"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{
+				{From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}, PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}}},
+					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &p80}}},
+				{From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"ns": "y"}}}},
+					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: &p82}}},
+			}}}
+	if _, err := cs.NetworkingV1().NetworkPolicies("x").Create(ctx, allow, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	clients := map[string]bool{}
+	policy2 := func(c cell) bool {
+		if ns(c.to) != "x" {
+			return true
+		}
+		if c.to != "x/a" {
+			return false
+		}
+		return (c.proto == "tcp" && c.port == 80 && clients[c.from]) || (c.proto == "udp" && c.port == 82 && ns(c.from) == "y")
+	}
+	kl.expectMatrix("x/a open to role=client on tcp/80 (none yet) and to y on udp/82", cells, policy2)
+
+	// 3. A running pod's label change: y/b becomes a client, then x/b too.
+	label := func(key string, labels map[string]string) {
+		t.Helper()
+		p, err := cs.CoreV1().Pods(ns(key)).Get(ctx, pod(key), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Labels = labels
+		if _, err := cs.CoreV1().Pods(ns(key)).Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	label("y/b", map[string]string{"pod": "b", kube.DefaultSegmentLabel: "web", "role": "client"})
+	label("x/b", map[string]string{"pod": "b", "role": "client"})
+	clients["y/b"], clients["x/b"] = true, true
+	kl.expectMatrix("y/b and x/b labelled role=client", cells, policy2)
+
+	// The set of role=client pods changed by elements only: the set
+	// holds exactly the two clients.
+	sets, err := kl.srv.Client.ListAddressSets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, s := range sets {
+		if slices.Equal(s.Addresses, sortedAddrs(kl.pods["x/b"].ep.IP, kl.pods["y/b"].ep.IP)) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no address set holds exactly x/b and y/b: %+v", sets)
+	}
+
+	// 4. A namespace's label change: y loses ns=y, so udp/82 from y closes.
+	nsy, err := cs.CoreV1().Namespaces().Get(ctx, "y", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsy.Labels = map[string]string{"ns": "other"}
+	if _, err := cs.CoreV1().Namespaces().Update(ctx, nsy, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kl.expectMatrix("namespace y relabelled", cells, func(c cell) bool {
+		return policy2(c) && !(c.proto == "udp" && c.to == "x/a")
+	})
+
+	// 5. A policy update: allow-a now admits tcp/81 from role=client too.
+	np, err := cs.NetworkingV1().NetworkPolicies("x").Get(ctx, "allow-a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p81 := intstr.FromInt32(81)
+	np.Spec.Ingress[0].Ports = append(np.Spec.Ingress[0].Ports, networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &p81})
+	if _, err := cs.NetworkingV1().NetworkPolicies("x").Update(ctx, np, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	policy5 := func(c cell) bool {
+		if ns(c.to) != "x" {
+			return true
+		}
+		return c.to == "x/a" && c.proto == "tcp" && clients[c.from]
+	}
+	kl.expectMatrix("allow-a updated to tcp/81", cells, policy5)
+
+	// 6. ClusterNetworkPolicy, admin tier: deny y → x/a on tcp/81 (before
+	// any NetworkPolicy), and pass y → x on tcp/80 (NetworkPolicy decides).
+	cnp := &v1alpha2.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "guard-x"},
+		Spec: v1alpha2.ClusterNetworkPolicySpec{Tier: v1alpha2.AdminTier, Priority: 10,
+			Subject: v1alpha2.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{"ns": "x"}}},
+			Ingress: []v1alpha2.ClusterNetworkPolicyIngressRule{
+				{Action: v1alpha2.ClusterNetworkPolicyRuleActionDeny, From: []v1alpha2.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{"ns": "other"}}}},
+					Protocols: []v1alpha2.ClusterNetworkPolicyProtocol{{TCP: &v1alpha2.ClusterNetworkPolicyProtocolTCP{DestinationPort: &v1alpha2.Port{Number: 81}}}}},
+				{Action: v1alpha2.ClusterNetworkPolicyRuleActionPass, From: []v1alpha2.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{}}}},
+			}}}
+	if _, err := kl.k.Policy.PolicyV1alpha2().ClusterNetworkPolicies().Create(ctx, cnp, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kl.expectMatrix("admin deny y → x on tcp/81", cells, func(c cell) bool {
+		return policy5(c) && !(ns(c.from) == "y" && ns(c.to) == "x" && c.proto == "tcp" && c.port == 81)
+	})
+
+	// 7. Delete the NetworkPolicies and the ClusterNetworkPolicy: open again.
+	for _, name := range []string{"deny-all", "allow-a"} {
+		if err := cs.NetworkingV1().NetworkPolicies("x").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := kl.k.Policy.PolicyV1alpha2().ClusterNetworkPolicies().Delete(ctx, "guard-x", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kl.expectMatrix("every policy deleted", cells, all)
+	pols, err := kl.srv.Client.ListPolicies(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pols) != 0 {
+		t.Errorf("policies left at romanad: %+v", pols)
+	}
+
+	// 8. A pod deleted (as the kubelet finishes it: grace period 0): its
+	// record goes; the CNI DEL releases its address.
+	var now int64
+	if err := cs.CoreV1().Pods("y").Delete(ctx, "a", metav1.DeleteOptions{GracePeriodSeconds: &now}); err != nil {
+		t.Fatal(err)
+	}
+	p := kl.pods["y/a"]
+	if err := kl.rts[p.host].Del(ctx, p.id, p.ep.Path, "eth0", nil); err != nil {
+		t.Fatal(err)
+	}
+	expect.Eventually(t, "pod record y/a removed", wait, func() error {
+		if _, err := kl.srv.Client.GetPod(ctx, "y", "a"); !api.IsNotFound(err) {
+			return fmt.Errorf("pod record: %v", err)
+		}
+		return nil
+	})
+	if _, err := kl.srv.Client.GetAddress(ctx, p.id+":eth0"); !api.IsNotFound(err) {
+		t.Errorf("y/a's address after CNI DEL: %v", err)
+	}
+}
+
+func sortedAddrs(a ...netip.Addr) []netip.Addr {
+	slices.SortFunc(a, func(x, y netip.Addr) int { return x.Compare(y) })
+	return a
+}
