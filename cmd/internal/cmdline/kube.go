@@ -49,7 +49,7 @@ It writes only its own objects: hosts labelled romana.io/source=kubernetes,
 pod records, and policies and address sets whose names start with "k8s.".
 It talks to romanad over mutual TLS as identity "kube", which may write
 hosts, tenants, segments, pods, policies and address sets and nothing else
-(romana cert issue kube). Run one replica.
+(romana cert issue --identity kube --out FILE). Run one replica.
 
 Exit codes: 0 stopped by a signal; 1 failed (cannot reach the API server or
 romanad); 2 the command line is wrong.`,
@@ -66,7 +66,7 @@ romanad); 2 the command line is wrong.`,
 	config.AddFlag(fs)
 	fs.StringVar(&f.Kubeconfig, "kubeconfig", "", "kubeconfig `file` (default: in-cluster configuration)")
 	fs.StringVar(&f.Server, "server", "", "romanad: https://HOST:PORT, or unix:///PATH as root on romanad's machine (default: the credential's)")
-	fs.StringVar(&f.Config, "config", "/etc/romana/kube.conf", "credential `file` of identity kube (romana cert issue kube)")
+	fs.StringVar(&f.Config, "config", "/etc/romana/kube.conf", "credential `file` of identity kube (romana cert issue --identity kube --out FILE)")
 	fs.StringVar(&f.TenantLabel, "tenant-label", "", "namespace label naming the namespace's tenant (default: each namespace is a tenant, by name)")
 	fs.StringVar(&f.SegmentLabel, "segment-label", kube.DefaultSegmentLabel, "pod label naming the pod's segment (pods without it: segment default)")
 	fs.StringVar(&f.IsolationLabel, "isolation-label", kube.DefaultIsolationLabel, "namespace label opting its tenant into isolation: tenant or segment")
