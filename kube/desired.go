@@ -23,20 +23,23 @@ import (
 	"sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/netpol"
 )
 
-// Defaults of Config.
+// Defaults of Config (the compiler's, package netpol, where they are
+// shared).
 const (
-	DefaultSegmentLabel   = "romana.io/segment"
+	DefaultSegmentLabel   = netpol.DefaultSegmentLabel
 	DefaultIsolationLabel = "romana.io/isolation"
-	DefaultPrefix         = "k8s."
-	DefaultSegment        = "default"
+	DefaultPrefix         = netpol.DefaultPrefix
+	DefaultSegment        = netpol.DefaultSegment
 )
 
 // Config says how Kubernetes objects map to Romana's.
 type Config struct {
-	// TenantLabel is a namespace label naming the namespace's tenant; ""
-	// (the default) makes each namespace its own tenant, by name.
+	// TenantLabel is a namespace label naming the namespace's tenant
+	// (several namespaces may share one); a namespace without it, or ""
+	// (the default), is its own tenant, by name.
 	TenantLabel string
 	// SegmentLabel is the pod label naming the pod's segment (default
 	// DefaultSegmentLabel); pods without it are in DefaultSegment.
@@ -274,29 +277,16 @@ func hostOf(cfg Config, n corev1.Node) (api.Host, error) {
 	return h, nil
 }
 
-// tenantOf is a namespace's tenant.
+// tenantOf is a namespace's tenant (netpol.TenantOf: the compiler and the
+// controller must agree).
 func tenantOf(cfg Config, ns corev1.Namespace) (string, error) {
-	t := ns.Name
-	if cfg.TenantLabel != "" {
-		v, ok := ns.Labels[cfg.TenantLabel]
-		if !ok {
-			return "", fmt.Errorf("no label %s naming its tenant", cfg.TenantLabel)
-		}
-		t = v
-	}
-	if err := api.ValidateName("tenant", t); err != nil {
-		return "", err
-	}
-	return t, nil
+	return netpol.TenantOf(netpol.Config{TenantLabel: cfg.TenantLabel}, ns)
 }
 
-// segmentOf is a pod's segment.
+// segmentOf is a pod's segment (netpol.SegmentOf).
 func segmentOf(cfg Config, p corev1.Pod) (string, error) {
-	s, ok := p.Labels[cfg.SegmentLabel]
-	if !ok {
-		return DefaultSegment, nil
-	}
-	if err := api.ValidateName("segment", s); err != nil {
+	s, err := netpol.SegmentOf(netpol.Config{SegmentLabel: cfg.SegmentLabel}, p)
+	if err != nil {
 		return "", fmt.Errorf("label %s: %w", cfg.SegmentLabel, err)
 	}
 	return s, nil

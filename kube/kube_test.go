@@ -137,13 +137,14 @@ func TestDesireTenantLabel(t *testing.T) {
 		Pods: []corev1.Pod{pod("a-dev", "p", nil), pod("a-prod", "q", nil), pod("stray", "r", nil)},
 	}
 	d := Desire(cfg, st, nil)
-	if len(d.Tenants) != 1 || d.Tenants[0].Name != "acme" {
-		t.Errorf("tenants %+v, want only acme", d.Tenants)
+	// A namespace without the label is its own tenant (as in netpol).
+	if len(d.Tenants) != 2 || d.Tenants[0].Name != "acme" || d.Tenants[1].Name != "stray" {
+		t.Errorf("tenants %+v, want acme and stray", d.Tenants)
 	}
-	if len(d.Pods) != 2 || d.Pods[0].Tenant != "acme" || d.Pods[1].Tenant != "acme" {
+	if len(d.Pods) != 3 || d.Pods[0].Tenant != "acme" || d.Pods[1].Tenant != "acme" || d.Pods[2].Tenant != "stray" {
 		t.Errorf("pods %+v", d.Pods)
 	}
-	if len(d.Problems) != 2 || !strings.Contains(d.Problems[0], "namespace stray: no label example.com/tenant") {
+	if len(d.Problems) != 0 {
 		t.Errorf("problems %q", d.Problems)
 	}
 }

@@ -34,6 +34,37 @@ const (
 	DefaultSegment = "default"
 )
 
+// TenantOf is the tenant of a namespace: the value of cfg.TenantLabel
+// when set and present, else the namespace's name; an error when that is
+// not a valid Romana name. It is the one rule romana-kube (package kube)
+// and the compiler share.
+func TenantOf(cfg Config, n corev1.Namespace) (string, error) {
+	t := n.Name
+	if cfg.TenantLabel != "" {
+		if v, ok := n.Labels[cfg.TenantLabel]; ok {
+			t = v
+		}
+	}
+	if err := api.ValidateName("tenant", t); err != nil {
+		return "", err
+	}
+	return t, nil
+}
+
+// SegmentOf is the segment of a pod: the value of its segment label
+// (cfg.SegmentLabel, default DefaultSegmentLabel), DefaultSegment without
+// it; an error when the value is not a valid Romana name.
+func SegmentOf(cfg Config, p corev1.Pod) (string, error) {
+	s, ok := p.Labels[cmp.Or(cfg.SegmentLabel, DefaultSegmentLabel)]
+	if !ok {
+		return DefaultSegment, nil
+	}
+	if err := api.ValidateName("segment", s); err != nil {
+		return "", err
+	}
+	return s, nil
+}
+
 // Priorities of the policies compiled from NetworkPolicies, in the default
 // tier: every NetworkPolicy allow comes before the isolation deny of the
 // pods they select. Romana's own policies (default priority 1000) come

@@ -64,16 +64,11 @@ func newWorld(in Input) *world {
 			w.problem("namespace %s given twice: kept the first", n.Name)
 			continue
 		}
-		x := &ns{name: n.Name, labels: labels.Set(n.Labels), tenant: n.Name}
-		if w.cfg.TenantLabel != "" {
-			if t, ok := n.Labels[w.cfg.TenantLabel]; ok {
-				x.tenant = t
-			}
-		}
-		if err := api.ValidateName("tenant", x.tenant); err != nil {
-			w.problem("namespace %s: tenant %q is not a Romana name: its pods are matched by address sets only", n.Name, x.tenant)
-			x.tenant = ""
+		x := &ns{name: n.Name, labels: labels.Set(n.Labels)}
+		if t, err := TenantOf(w.cfg, n); err != nil {
+			w.problem("namespace %s: tenant %q is not a Romana name: its pods are matched by address sets only", n.Name, n.Labels[w.cfg.TenantLabel])
 		} else {
+			x.tenant = t
 			w.tenantNS[x.tenant] = append(w.tenantNS[x.tenant], x.name)
 		}
 		w.nsByName[n.Name] = x
@@ -117,13 +112,10 @@ func newWorld(in Input) *world {
 			w.problem("pod %s: namespace %s is unknown: the pod is not an endpoint of any policy", x.key(), x.ns)
 			continue
 		}
-		x.segment = DefaultSegment
-		if s, ok := p.Labels[w.cfg.SegmentLabel]; ok {
+		if s, err := SegmentOf(w.cfg, *p); err != nil {
+			w.problem("pod %s: segment %q is not a Romana name", x.key(), p.Labels[w.cfg.SegmentLabel])
+		} else {
 			x.segment = s
-			if api.ValidateName("segment", s) != nil {
-				w.problem("pod %s: segment %q is not a Romana name", x.key(), s)
-				x.segment = ""
-			}
 		}
 		for _, c := range p.Spec.Containers {
 			x.ports = append(x.ports, c.Ports...)
