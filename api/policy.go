@@ -27,6 +27,21 @@ const (
 	TierBaseline = "baseline"
 )
 
+// TierRank is a tier's position in evaluation order (admin 0, default 1,
+// baseline 2); an unknown tier (which validation rejects) ranks after
+// them all.
+func TierRank(tier string) int {
+	switch tier {
+	case TierAdmin:
+		return 0
+	case TierDefault:
+		return 1
+	case TierBaseline:
+		return 2
+	}
+	return 3
+}
+
 // DefaultPriority is a policy's priority when none is given. Priorities
 // range over 1..65535; 0 (or absent) means DefaultPriority.
 const DefaultPriority = 1000

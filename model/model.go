@@ -171,18 +171,7 @@ func New(s api.Snapshot) *Model {
 // precedes reports whether a comes before b in precedence order (tier,
 // then priority), as package policy sorts them.
 func precedes(a, b api.Policy) bool {
-	rank := func(tier string) int {
-		switch tier {
-		case api.TierAdmin:
-			return 0
-		case api.TierDefault:
-			return 1
-		case api.TierBaseline:
-			return 2
-		}
-		return 3
-	}
-	if ra, rb := rank(a.Tier), rank(b.Tier); ra != rb {
+	if ra, rb := api.TierRank(a.Tier), api.TierRank(b.Tier); ra != rb {
 		return ra < rb
 	}
 	return effectivePriority(a) < effectivePriority(b)

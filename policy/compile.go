@@ -611,19 +611,8 @@ func mergeRanges(rs []PortRange) []PortRange {
 // Tiers are the policy tiers in evaluation order.
 var Tiers = []string{api.TierAdmin, api.TierDefault, api.TierBaseline}
 
-// TierRank is a tier's position in Tiers; an unknown tier (which
-// Validate rejects) ranks after them all.
-func TierRank(tier string) int {
-	switch tier {
-	case api.TierAdmin:
-		return 0
-	case api.TierDefault:
-		return 1
-	case api.TierBaseline:
-		return 2
-	}
-	return 3
-}
+// TierRank is a tier's position in Tiers (api.TierRank).
+func TierRank(tier string) int { return api.TierRank(tier) }
 
 // TierName names a tier in messages and nft names: "admin", "default"
 // or "baseline".
