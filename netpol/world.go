@@ -2,6 +2,7 @@ package netpol
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -56,10 +57,38 @@ func (w *world) problem(format string, args ...any) {
 	w.problems = append(w.problems, fmt.Sprintf(format, args...))
 }
 
+// canonical orders objects by key and, for one key given twice, by their
+// JSON form: which of two objects with one key is kept ("given twice:
+// kept the first") must not depend on the order of the input.
+func canonical[T any](in []T, key func(*T) string) []*T {
+	type item struct {
+		k, form string
+		v       *T
+	}
+	items := make([]item, len(in))
+	for i := range in {
+		items[i] = item{k: key(&in[i]), v: &in[i]}
+	}
+	slices.SortStableFunc(items, func(a, b item) int { return cmp.Compare(a.k, b.k) })
+	for i := range items {
+		if (i > 0 && items[i-1].k == items[i].k) || (i+1 < len(items) && items[i+1].k == items[i].k) {
+			b, _ := json.Marshal(items[i].v)
+			items[i].form = string(b)
+		}
+	}
+	slices.SortStableFunc(items, func(a, b item) int { return cmp.Or(cmp.Compare(a.k, b.k), cmp.Compare(a.form, b.form)) })
+	out := make([]*T, len(items))
+	for i, it := range items {
+		out[i] = it.v
+	}
+	return out
+}
+
 func newWorld(in Input) *world {
 	w := &world{cfg: in.Config.withDefaults(), nsByName: map[string]*ns{}, podsByNS: map[string][]*pod{},
 		tenantNS: map[string][]string{}, placed: map[netip.Addr]api.Address{}, sets: map[string]api.AddressSet{}}
-	for _, n := range in.Namespaces {
+	for _, np := range canonical(in.Namespaces, func(n *corev1.Namespace) string { return n.Name }) {
+		n := *np
 		if _, dup := w.nsByName[n.Name]; dup {
 			w.problem("namespace %s given twice: kept the first", n.Name)
 			continue
@@ -82,8 +111,7 @@ func newWorld(in Input) *world {
 		w.placed[a.IP.Unmap()] = a
 	}
 	seen := map[string]bool{}
-	for i := range in.Pods {
-		p := &in.Pods[i]
+	for _, p := range canonical(in.Pods, func(p *corev1.Pod) string { return p.Namespace + "/" + p.Name }) {
 		if p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
