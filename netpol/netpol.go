@@ -215,10 +215,12 @@ func Compile(in Input) Output {
 	w := newWorld(in)
 	var pols []api.Policy
 	pols = append(pols, w.networkPolicies(in.NetworkPolicies)...)
-	for _, c := range in.ClusterNetworkPolicies {
-		pols = append(pols, w.clusterNetworkPolicy(c)...)
+	for _, c := range canonical(in.ClusterNetworkPolicies, func(c *v1alpha2.ClusterNetworkPolicy) string { return c.Name }) {
+		pols = append(pols, w.clusterNetworkPolicy(*c)...)
 	}
-	slices.SortFunc(pols, func(a, b api.Policy) int { return cmp.Compare(a.Name, b.Name) })
+	// Stable: of two policies with one name, the first of the canonical
+	// order is kept.
+	slices.SortStableFunc(pols, func(a, b api.Policy) int { return cmp.Compare(a.Name, b.Name) })
 	pols = slices.CompactFunc(pols, func(a, b api.Policy) bool {
 		if a.Name == b.Name {
 			w.problem("policy name %s generated twice: kept the first", a.Name)

@@ -17,14 +17,12 @@ import (
 // every pod some NetworkPolicy of that direction selects. Pods no policy
 // selects meet neither: they stay open (or go on to the baseline tier).
 func (w *world) networkPolicies(nps []networkingv1.NetworkPolicy) []api.Policy {
-	nps = slices.Clone(nps)
-	slices.SortFunc(nps, func(a, b networkingv1.NetworkPolicy) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
+	ordered := canonical(nps, func(np *networkingv1.NetworkPolicy) string { return np.Namespace + "/" + np.Name })
 	var out []api.Policy
 	iso := map[string][]api.Selector{}
-	for i, np := range nps {
-		if i > 0 && np.Namespace == nps[i-1].Namespace && np.Name == nps[i-1].Name {
+	for i, npp := range ordered {
+		np := *npp
+		if i > 0 && np.Namespace == ordered[i-1].Namespace && np.Name == ordered[i-1].Name {
 			w.problem("networkpolicy %s/%s given twice: kept the first", np.Namespace, np.Name)
 			continue
 		}
