@@ -17,6 +17,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -68,13 +69,13 @@ const (
 //
 // Figures are logged, never asserted. Off unless ROMANA_KUBE_SCALE=1
 // (make bench-kube); ROMANA_KUBE_SCALE_HOSTS (default 4) and
-// ROMANA_KUBE_SCALE_SAMPLES (default 60) change the run.
+// ROMANA_KUBE_SCALE_SAMPLES (default 100) change the run.
 func TestKubernetesScale(t *testing.T) {
 	if os.Getenv("ROMANA_KUBE_SCALE") != "1" {
 		t.Skip("ROMANA_KUBE_SCALE=1 runs the Kubernetes scale measurement (make bench-kube)")
 	}
 	nHosts := envInt(t, "ROMANA_KUBE_SCALE_HOSTS", 4, 2, 16)
-	samples := envInt(t, "ROMANA_KUBE_SCALE_SAMPLES", 60, 1, 10000)
+	samples := envInt(t, "ROMANA_KUBE_SCALE_SAMPLES", 100, 1, 10000)
 	loadBefore := loadavg(t)
 	var hosts []string
 	for i := range nHosts {
@@ -133,12 +134,23 @@ func TestKubernetesScale(t *testing.T) {
 	t.Logf("%d pods created, allocated and applied in %v", scaleNamespaces*scalePodsPerNS, time.Since(setup).Round(time.Millisecond))
 	mem = append(mem, kl.memory("100 namespaces, 202 policies, 1,000 pods", hosts))
 
-	// What the hosts' kernels hold.
+	// What the hosts' kernels hold (ROMANA_KUBE_SCALE_DUMP=DIR keeps each
+	// host's listing as DIR/HOST.nft).
+	dump := os.Getenv("ROMANA_KUBE_SCALE_DUMP")
 	var counts []nftCounts
 	for _, h := range hosts {
 		c := countNFT(t, kl.hosts[h])
 		c.host = h
 		counts = append(counts, c)
+		if dump != "" {
+			out, err := kl.hosts[h].Exec(ctx, "nft", "list", "table", "inet", "romana")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dump, h+".nft"), []byte(out), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	pols, err := kl.srv.Client.ListPolicies(ctx)
 	if err != nil {
