@@ -36,6 +36,7 @@ import (
 	"github.com/romana/romana/client"
 	"github.com/romana/romana/cni"
 	"github.com/romana/romana/expect"
+	"github.com/romana/romana/kube"
 	"github.com/romana/romana/pki"
 	"github.com/romana/romana/plan"
 	"github.com/romana/romana/policy"
@@ -84,10 +85,12 @@ func TestKubernetesScale(t *testing.T) {
 	// 128 tenants (100 namespaces and Kubernetes' own), 2,048 addresses
 	// per block. The agents and romana-kube run with their binaries'
 	// default intervals, and the agents log at info.
+	synced := &syncWatch{}
 	kl := newKubeLabWith(t, kubeLabOptions{
-		fields:    []plan.Field{{Name: "host", Bits: 4}, {Name: "tenant", Bits: 7}, {Name: "segment", Bits: 2}},
-		resync:    10 * time.Second,
-		agentArgs: []string{"--log-level", "info"},
+		kubeOnSync: synced.onSync,
+		fields:     []plan.Field{{Name: "host", Bits: 4}, {Name: "tenant", Bits: 7}, {Name: "segment", Bits: 2}},
+		resync:     10 * time.Second,
+		agentArgs:  []string{"--log-level", "info"},
 		// romana-kube's defaults: --min-sync-interval 50ms, --resync 5m.
 		kubeMinInterval: 50 * time.Millisecond, kubeResync: 5 * time.Minute,
 		kubeLog:  slog.LevelWarn, // its info lines for 1,000 pods would flood the test log
@@ -126,7 +129,7 @@ func TestKubernetesScale(t *testing.T) {
 	parallel(t, 8, scaleNamespaces*scalePodsPerNS, func(i int) error {
 		k, j := i/scalePodsPerNS, i%scalePodsPerNS
 		h := hosts[i%len(hosts)]
-		ip, err := kl.bulkPod(clients[h], scaleNS(k), fmt.Sprintf("p-%d", j), h, scalePodLabels(j))
+		ip, err := kl.bulkPod(clients[h], scaleNS(k), fmt.Sprintf("p-%d", j), h, scalePodLabels(j), nil)
 		bulk.Store(scaleNS(k)+"/"+fmt.Sprintf("p-%d", j), ip)
 		return err
 	})
@@ -203,14 +206,19 @@ func TestKubernetesScale(t *testing.T) {
 	}
 
 	// Pod created → enforced.
-	var podAdd, podStatus, podOwn, podPeer, podDelOwn, podDelPeer []time.Duration
+	var podAdd, podKube, podStatus, podOwn, podPeer, podDelOwn, podDelPeer []time.Duration
 	for i := range samples {
 		k := 50 + i%50
 		own, peer := hosts[i%len(hosts)], hosts[(i+1)%len(hosts)]
 		name := fmt.Sprintf("bench-%d", i)
 		from := map[string]int{own: mons[own].mark(), peer: mons[peer].mark()}
+		var written *syncWatch
 		t0 := time.Now()
-		ip, err := kl.bulkPod(clients[own], scaleNS(k), name, own, map[string]string{"app": "api", "role": "client"})
+		ip, err := kl.bulkPod(clients[own], scaleNS(k), name, own, map[string]string{"app": "api", "role": "client"}, func(ip netip.Addr) {
+			written = synced.expect(func(d kube.Desired) bool {
+				return slices.ContainsFunc(d.Sets, func(s api.AddressSet) bool { return slices.Contains(s.Addresses, ip) })
+			})
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -218,7 +226,9 @@ func TestKubernetesScale(t *testing.T) {
 		added := func(l string) bool { return strings.HasPrefix(l, "add element inet romana ") && hasElement(l, ip) }
 		atOwn := mons[own].wait(t, from[own], added, time.Minute)
 		atPeer := mons[peer].wait(t, from[peer], added, time.Minute)
+		atKube := written.wait(t)
 		podAdd = append(podAdd, tStatus.Sub(t0))
+		podKube = append(podKube, atKube.Sub(tStatus))
 		podStatus = append(podStatus, atOwn.Sub(tStatus))
 		podOwn, podPeer = append(podOwn, atOwn.Sub(t0)), append(podPeer, atPeer.Sub(t0))
 
@@ -247,15 +257,22 @@ func TestKubernetesScale(t *testing.T) {
 	}
 	kl.settle()
 	var polCreate, polCreateAll, polUpdate, polUpdateAll []time.Duration
-	change := func(port int, do func() error) (each []time.Duration, all time.Duration) {
+	var polCreateKube, polUpdateKube []time.Duration
+	change := func(port int, do func() error) (each []time.Duration, all, kubeWrote time.Duration) {
 		from := map[string]int{}
 		for _, h := range hosts {
 			from[h] = mons[h].mark()
 		}
+		written := synced.expect(func(d kube.Desired) bool {
+			return slices.ContainsFunc(d.Policies, func(p api.Policy) bool {
+				return slices.ContainsFunc(p.Rules, func(r api.Rule) bool { return slices.Contains(r.Ports, uint16(port)) })
+			})
+		})
 		t0 := time.Now()
 		if err := do(); err != nil {
 			t.Fatal(err)
 		}
+		kubeWrote = written.wait(t).Sub(t0)
 		want := fmt.Sprintf("dport %d ", port)
 		for _, h := range hosts {
 			at := mons[h].wait(t, from[h], func(l string) bool {
@@ -264,17 +281,17 @@ func TestKubernetesScale(t *testing.T) {
 			each = append(each, at.Sub(t0))
 			all = max(all, at.Sub(t0))
 		}
-		return each, all
+		return each, all, kubeWrote
 	}
 	for i := range samples {
 		// A new policy in a namespace that already has others.
 		ns := scaleNS(60 + i%40)
 		np := scaleAllowPort(ns, fmt.Sprintf("bench-new-%d", i), 42000+i)
-		each, all := change(42000+i, func() error {
+		each, all, kw := change(42000+i, func() error {
 			_, err := kl.k.Clientset.NetworkingV1().NetworkPolicies(ns).Create(ctx, &np, metav1.CreateOptions{})
 			return err
 		})
-		polCreate, polCreateAll = append(polCreate, each...), append(polCreateAll, all)
+		polCreate, polCreateAll, polCreateKube = append(polCreate, each...), append(polCreateAll, all), append(polCreateKube, kw)
 		kl.settle()
 		if err := kl.k.Clientset.NetworkingV1().NetworkPolicies(ns).Delete(ctx, np.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
@@ -282,7 +299,7 @@ func TestKubernetesScale(t *testing.T) {
 		kl.settle()
 		// An update of an existing policy's port.
 		port := 41001 + i
-		each, all = change(port, func() error {
+		each, all, kw = change(port, func() error {
 			p, err := nps0.Get(ctx, "bench-update", metav1.GetOptions{})
 			if err != nil {
 				return err
@@ -292,7 +309,7 @@ func TestKubernetesScale(t *testing.T) {
 			_, err = nps0.Update(ctx, p, metav1.UpdateOptions{})
 			return err
 		})
-		polUpdate, polUpdateAll = append(polUpdate, each...), append(polUpdateAll, all)
+		polUpdate, polUpdateAll, polUpdateKube = append(polUpdate, each...), append(polUpdateAll, all), append(polUpdateKube, kw)
 		kl.settle()
 	}
 	loadAfter := loadavg(t)
@@ -313,23 +330,27 @@ func TestKubernetesScale(t *testing.T) {
 		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", what, len(d), ms(p50), ms(p99), ms(mx))
 	}
 	row("pod: create → CNI allocated and status written", podAdd)
+	row("pod: status written → romana-kube wrote its set to romanad", podKube)
 	row("pod: status written → element on its host", podStatus)
 	row("pod: create → element on its host", podOwn)
 	row("pod: create → element on a peer host", podPeer)
 	row("pod: delete → element gone on its host", podDelOwn)
 	row("pod: delete → element gone on a peer host", podDelPeer)
+	row("NetworkPolicy created → romana-kube wrote it to romanad", polCreateKube)
 	row("NetworkPolicy created → rule, each host", polCreate)
 	row("NetworkPolicy created → rule on all hosts", polCreateAll)
+	row("NetworkPolicy updated → romana-kube wrote it to romanad", polUpdateKube)
 	row("NetworkPolicy updated → rule, each host", polUpdate)
 	row("NetworkPolicy updated → rule on all hosts", polUpdateAll)
 	fmt.Fprintf(&b, "| memory | agent RSS (min–max of hosts) | agent Go heap in use | test process heap in use (romanad, etcd, romana-kube, clients) |\n|---|---|---|---|\n")
 	for _, m := range mem {
 		fmt.Fprintf(&b, "| %s | %s–%s | %s–%s | %s |\n", m.what, mib(m.rssMin), mib(m.rssMax), mib(m.heapMin), mib(m.heapMax), mib(m.self))
 	}
-	if len(mem) == 3 {
-		fmt.Fprintf(&b, "per pod (1,000 pods minus 0 pods, ÷ 1,000): agent RSS %.1f–%.1f KiB, agent heap %.1f–%.1f KiB, test process heap %.1f KiB\n",
-			perPod(mem[2].rssMin-mem[1].rssMin), perPod(mem[2].rssMax-mem[1].rssMax), perPod(mem[2].heapMin-mem[1].heapMin), perPod(mem[2].heapMax-mem[1].heapMax), perPod(mem[2].self-mem[1].self))
+	fmt.Fprintf(&b, "per pod (1,000 pods minus 0 pods, ÷ 1,000), per host:")
+	for _, h := range hosts {
+		fmt.Fprintf(&b, " %s RSS %.1f KiB heap %.1f KiB;", h, perPod(mem[2].rss[h]-mem[1].rss[h]), perPod(mem[2].heap[h]-mem[1].heap[h]))
 	}
+	fmt.Fprintf(&b, " test process heap %.1f KiB\n", perPod(mem[2].self-mem[1].self))
 	t.Log(b.String())
 }
 
@@ -428,7 +449,9 @@ func scaleAllowPort(ns, name string, port int) networkingv1.NetworkPolicy {
 // bound to host, allocates its address as the agent's CNI path does
 // (AddressRequest naming the pod, as host:NAME; romanad waits for
 // romana-kube's pod record) and writes the address into status.podIPs.
-func (kl *kubeLab) bulkPod(rd *client.Client, ns, name, host string, labels map[string]string) (netip.Addr, error) {
+// allocated, unless nil, is called with the address before the status
+// is written.
+func (kl *kubeLab) bulkPod(rd *client.Client, ns, name, host string, labels map[string]string, allocated func(netip.Addr)) (netip.Addr, error) {
 	ctx := kl.ctx
 	pods := kl.k.Clientset.CoreV1().Pods(ns)
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
@@ -446,6 +469,9 @@ func (kl *kubeLab) bulkPod(rd *client.Client, ns, name, host string, labels map[
 		return netip.Addr{}, fmt.Errorf("allocate %s for pod %s/%s: %w", alloc, ns, name, err)
 	}
 	ip := a.IP.Unmap()
+	if allocated != nil {
+		allocated(ip)
+	}
 	p.Status.PodIP = ip.String()
 	p.Status.PodIPs = []corev1.PodIP{{IP: ip.String()}}
 	p.Status.Phase = corev1.PodRunning
@@ -453,6 +479,45 @@ func (kl *kubeLab) bulkPod(rd *client.Client, ns, name, host string, labels map[
 		return netip.Addr{}, fmt.Errorf("update status of pod %s/%s: %w", ns, name, err)
 	}
 	return ip, nil
+}
+
+// syncWatch tells when romana-kube's first sync whose desired state
+// satisfies a condition ended (Controller.OnSync runs right after the
+// sync wrote romanad).
+type syncWatch struct {
+	mu   sync.Mutex
+	cond func(kube.Desired) bool
+	at   chan time.Time
+}
+
+func (w *syncWatch) onSync(d kube.Desired, err error) {
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err == nil && w.cond != nil && w.cond(d) {
+		w.at <- now
+		w.cond = nil
+	}
+}
+
+// expect arms the watch for cond; wait on the result.
+func (w *syncWatch) expect(cond func(kube.Desired) bool) *syncWatch {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cond, w.at = cond, make(chan time.Time, 1)
+	return w
+}
+
+// wait returns when the sync that satisfied the condition ended.
+func (w *syncWatch) wait(t *testing.T) time.Time {
+	t.Helper()
+	select {
+	case at := <-w.at:
+		return at
+	case <-time.After(time.Minute):
+		t.Fatal("romana-kube: no sync with the expected state within a minute")
+		return time.Time{}
+	}
 }
 
 // settle waits until romana-kube, romanad and every agent are quiet: the
@@ -492,6 +557,7 @@ type memSample struct {
 	what                             string
 	rssMin, rssMax, heapMin, heapMax int64
 	self                             int64
+	rss, heap                        map[string]int64 // per host
 }
 
 // memory reads, 20 times 250 ms apart, each agent's resident set
@@ -515,10 +581,11 @@ func (kl *kubeLab) memory(what string, hosts []string) memSample {
 			}
 		}
 	}
-	m := memSample{what: what, rssMin: 1 << 62, heapMin: 1 << 62}
+	m := memSample{what: what, rssMin: 1 << 62, heapMin: 1 << 62, rss: map[string]int64{}, heap: heap}
 	for _, h := range hosts {
 		slices.Sort(rss[h])
 		r := rss[h][len(rss[h])/2]
+		m.rss[h] = r
 		m.rssMin, m.rssMax = min(m.rssMin, r), max(m.rssMax, r)
 		m.heapMin, m.heapMax = min(m.heapMin, heap[h]), max(m.heapMax, heap[h])
 	}

@@ -74,6 +74,8 @@ type kubeLabOptions struct {
 	// agentExe runs another romana-agent binary than this test binary
 	// (which acts as one).
 	agentExe string
+	// kubeOnSync is romana-kube's Controller.OnSync.
+	kubeOnSync func(kube.Desired, error)
 }
 
 func newKubeLab(t *testing.T, hosts ...string) *kubeLab {
@@ -145,7 +147,7 @@ func newKubeLabWith(t *testing.T, o kubeLabOptions, hosts ...string) *kubeLab {
 	kctl := &kube.Controller{Config: cfg, Kube: k.Clientset, Policy: k.Policy,
 		Compile:     kube.Policies(cfg, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}),
 		Reconciler:  &kube.Reconciler{R: srv.ClientAs(t, pki.Kube), Prefix: kube.DefaultPrefix, NodeGrace: time.Minute},
-		MinInterval: o.kubeMinInterval, Resync: o.kubeResync,
+		MinInterval: o.kubeMinInterval, Resync: o.kubeResync, OnSync: o.kubeOnSync,
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: o.kubeLog})),
 	}
 	cctx, cancel := context.WithCancel(ctx)
