@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/netip"
 	"os"
@@ -125,13 +126,23 @@ func TestKubernetesScale(t *testing.T) {
 	for _, h := range hosts {
 		clients[h] = kl.srv.ClientAs(t, pki.Host(h))
 	}
-	var bulk sync.Map // "ns/name" → netip.Addr
+	bulk := map[netip.Addr]string{} // address → "ns/name"
+	var bulkMu sync.Mutex
 	parallel(t, 8, scaleNamespaces*scalePodsPerNS, func(i int) error {
 		k, j := i/scalePodsPerNS, i%scalePodsPerNS
 		h := hosts[i%len(hosts)]
-		ip, err := kl.bulkPod(clients[h], scaleNS(k), fmt.Sprintf("p-%d", j), h, scalePodLabels(j), nil)
-		bulk.Store(scaleNS(k)+"/"+fmt.Sprintf("p-%d", j), ip)
-		return err
+		name := fmt.Sprintf("p-%d", j)
+		ip, err := kl.bulkPod(clients[h], scaleNS(k), name, h, scalePodLabels(j), nil)
+		if err != nil {
+			return err
+		}
+		bulkMu.Lock()
+		defer bulkMu.Unlock()
+		if other, ok := bulk[ip]; ok {
+			return fmt.Errorf("pods %s and %s/%s both got %s", other, scaleNS(k), name, ip)
+		}
+		bulk[ip] = scaleNS(k) + "/" + name
+		return nil
 	})
 	kl.settle()
 	t.Logf("%d pods created, allocated and applied in %v", scaleNamespaces*scalePodsPerNS, time.Since(setup).Round(time.Millisecond))
@@ -167,22 +178,24 @@ func TestKubernetesScale(t *testing.T) {
 	for _, s := range sets {
 		members += len(s.Addresses)
 	}
-	// Every bulk pod in a set at romanad is an element on some host.
-	inSet := map[netip.Addr]bool{}
+	// Every set member at romanad is one of the pods' addresses, and,
+	// since every namespace has pods on every host, every host holds
+	// every set: its address-set elements are exactly those members.
+	var inSet []string
 	for _, s := range sets {
 		for _, a := range s.Addresses {
-			inSet[a] = true
+			if _, ok := bulk[a]; !ok {
+				t.Errorf("address set %s holds %s, no pod's address", s.Name, a)
+			}
+			inSet = append(inSet, a.String())
 		}
 	}
-	elems := map[string]bool{}
+	slices.Sort(inSet)
+	inSet = slices.Compact(inSet)
 	for _, c := range counts {
-		for e := range c.elements {
-			elems[e] = true
-		}
-	}
-	for a := range inSet {
-		if !elems[a.String()] {
-			t.Errorf("address %s is in an address set at romanad but in no host's nft set", a)
+		got := slices.Sorted(maps.Keys(c.elements))
+		if !slices.Equal(got, inSet) {
+			t.Errorf("host %s: %d address-set elements, want the %d members of romanad's sets", c.host, len(got), len(inSet))
 		}
 	}
 
