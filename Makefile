@@ -16,7 +16,7 @@ DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
 VPKG := github.com/romana/romana/version
 LDFLAGS := -X '$(VPKG).Version=$(VERSION)' -X '$(VPKG).Commit=$(COMMIT)' -X '$(VPKG).Date=$(DATE)'
 
-.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench bench-scale faults clean install deb deb-test nfpm kube-apiserver
+.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench bench-scale bench-kube faults clean install deb deb-test nfpm kube-apiserver
 
 all: build
 
@@ -94,6 +94,16 @@ bench: deps build
 # `make bench ONLY=...` will reuse this target as its scale part.
 bench-scale:
 	$(GO) run ./bench/romana-bench scale -dir docs/bench -doc docs/benchmarks.md
+
+# Kubernetes at scale on the real parts (issue 12; docs/benchmarks.md,
+# "Kubernetes scale (issue 12)"): a kube-apiserver, romanad, romana-kube
+# and 4 romana-agent processes in host namespaces; 1,000 pods, 100
+# namespaces, 200 NetworkPolicies: nft rules and elements per host, pod
+# and policy changes to the kernel (p50/p99), agent memory. Root; about
+# 10 minutes. ROMANA_KUBE_SCALE_HOSTS and ROMANA_KUBE_SCALE_SAMPLES
+# change the run.
+bench-kube: deps build kube-apiserver
+	ROMANA_KUBE_SCALE=1 ROMANA_BIN=$(BIN) ROMANA_KUBE_APISERVER=$(KUBE_APISERVER) $(GO) test -count=1 -timeout 40m -run '^TestKubernetesScale$$' -v ./cmd/romana-agent/
 
 # Install on a plain host (docs/install.md): binaries, the CNI plugin, the
 # systemd units (ExecStart pointing into BINDIR) and example configs. An

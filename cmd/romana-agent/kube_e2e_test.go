@@ -58,7 +58,40 @@ var podPorts = []int{80, 81}
 
 const podUDPPort = 82
 
+// kubeLabOptions change newKubeLab's defaults (the scale benchmark's
+// larger plan, quieter logs, the binaries' own sync intervals).
+type kubeLabOptions struct {
+	// fields of the pods network (default host 8, tenant 4, segment 4 bits).
+	fields []plan.Field
+	// resync is the agents' --resync (default 2s); agentArgs are added to
+	// their command lines.
+	resync    time.Duration
+	agentArgs []string
+	// kubeMinInterval and kubeResync are romana-kube's (default 20ms and
+	// none); kubeLog its log level (default info).
+	kubeMinInterval, kubeResync time.Duration
+	kubeLog                     slog.Level
+	// agentExe runs another romana-agent binary than this test binary
+	// (which acts as one).
+	agentExe string
+	// kubeOnSync is romana-kube's Controller.OnSync.
+	kubeOnSync func(kube.Desired, error)
+}
+
 func newKubeLab(t *testing.T, hosts ...string) *kubeLab {
+	return newKubeLabWith(t, kubeLabOptions{}, hosts...)
+}
+
+func newKubeLabWith(t *testing.T, o kubeLabOptions, hosts ...string) *kubeLab {
+	if o.fields == nil {
+		o.fields = []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}
+	}
+	if o.resync == 0 {
+		o.resync = 2 * time.Second
+	}
+	if o.kubeMinInterval == 0 {
+		o.kubeMinInterval = 20 * time.Millisecond
+	}
 	simtest.Require(t, "nft", "ping")
 	k := kubetest.Start(t)
 	ctx := context.Background()
@@ -66,11 +99,14 @@ func newKubeLab(t *testing.T, hosts ...string) *kubeLab {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.agentExe != "" {
+		exe = o.agentExe
+	}
 	lab := simtest.New(t)
 	srv, ctl := startRomanad(t, lab)
 	c := &cluster{t: t, ctx: ctx, srv: srv, ctl: ctl, lab: lab, exe: exe, logDir: t.TempDir(), credDir: t.TempDir(),
 		hosts: map[string]*sim.Host{}, cidrs: map[string]netip.Prefix{}, eps: map[string]*sim.Endpoint{},
-		agents: map[string]*agentProc{}, resync: 2 * time.Second}
+		agents: map[string]*agentProc{}, resync: o.resync}
 	kl := &kubeLab{cluster: c, k: k, rts: map[string]*cnirun.Runtime{}, pods: map[string]*kubePod{}}
 	t.Cleanup(func() {
 		for name := range c.agents {
@@ -84,7 +120,7 @@ func newKubeLab(t *testing.T, hosts ...string) *kubeLab {
 		}
 	})
 	if _, err := srv.Client.AddNetwork(ctx, api.Network{Name: "pods", CIDR: "10.0.0.0/8",
-		Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}); err != nil {
+		Fields: o.fields}); err != nil {
 		t.Fatal(err)
 	}
 	// Nodes: the machines exist; romanad learns of them only from the
@@ -111,8 +147,8 @@ func newKubeLab(t *testing.T, hosts ...string) *kubeLab {
 	kctl := &kube.Controller{Config: cfg, Kube: k.Clientset, Policy: k.Policy,
 		Compile:     kube.Policies(cfg, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}),
 		Reconciler:  &kube.Reconciler{R: srv.ClientAs(t, pki.Kube), Prefix: kube.DefaultPrefix, NodeGrace: time.Minute},
-		MinInterval: 20 * time.Millisecond,
-		Log:         slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		MinInterval: o.kubeMinInterval, Resync: o.kubeResync, OnSync: o.kubeOnSync,
+		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: o.kubeLog})),
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -135,7 +171,7 @@ func newKubeLab(t *testing.T, hosts ...string) *kubeLab {
 	})
 	dir := pluginDir(t)
 	for _, h := range hosts {
-		c.startAgent(h)
+		c.startAgent(h, o.agentArgs...)
 		conf := fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"romana-k8s","type":"romana-cni","agentSocket":%q,"kubernetes":true}`, c.cniSock(h))
 		rt, err := cnirun.New(c.hosts[h].Path, []string{dir}, t.TempDir(), conf)
 		if err != nil {
