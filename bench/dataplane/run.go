@@ -167,7 +167,11 @@ func Run(ctx context.Context, cfg Config) (_ Results, retErr error) {
 		r.Conditions = append(r.Conditions, PTP)
 	}
 	for _, h := range Hosts {
-		r.Notes = append(r.Notes, fmt.Sprintf("nftables tables in %s before measuring (Romana's table is added only while it is measured): %s", h, l.tables(ctx, h)))
+		t := l.tables(ctx, h)
+		if t == "" {
+			t = "none (flannel wrote no rule)"
+		}
+		r.Notes = append(r.Notes, fmt.Sprintf("nftables tables in %s before measuring (Romana's table is added only while Romana is measured): %s", h, t))
 	}
 	r.Notes = append(r.Notes, l.notes...)
 	started := map[string]bool{}
@@ -264,11 +268,9 @@ func versions(ctx context.Context, flannel string) Versions {
 	v := Versions{Flannel: flannel, Etcd: first("etcd", "--version"), Iperf3: first("iperf3", "--version"), Sockperf: "",
 		CNI: first("dpkg-query", "-W", "-f", "${Version}", "containernetworking-plugins")}
 	if out, err := exec.CommandContext(ctx, "sockperf", "--version").CombinedOutput(); err == nil {
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.HasPrefix(strings.TrimSpace(line), "version") {
-				v.Sockperf = strings.TrimSpace(line)
-			}
-		}
+		v.Sockperf = firstLine(out) // "sockperf, version 3.7-no.git" (exits 0 or not)
+	} else if s := firstLine(out); strings.HasPrefix(s, "sockperf") {
+		v.Sockperf = s
 	}
 	return v
 }

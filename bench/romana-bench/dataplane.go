@@ -16,7 +16,7 @@ import (
 // dataplaneFlags are the dataplane part's settings, shared with "run".
 type dataplaneFlags struct {
 	dir, doc, flanneld, flannelVersion, only string
-	quick, render, verbose             bool
+	quick, render, verbose                   bool
 }
 
 func (f *dataplaneFlags) register(fs *flag.FlagSet) {

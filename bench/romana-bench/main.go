@@ -1,12 +1,10 @@
 // Command romana-bench runs Romana's benchmark suite (issue 14) and writes
-// its results (JSON), plots and doc sections. Parts:
-//
-//   - "scale": scale curves from the pure code (no root, no network);
-//   - "dataplane": Romana beside the no-rule routed path, flannel (vxlan,
-//     host-gw), a kernel VXLAN overlay and the ptp CNI on simulated hosts
-//     (root; package bench/dataplane);
-//   - "run": the parts `make bench` runs, one after another, with one
-//     summary of ratios at the end.
+// its results (JSON), plots and doc sections. Parts: "scale", scale curves
+// from the pure code (no root, no network); "dataplane", Romana beside the
+// no-rule routed path, flannel (vxlan, host-gw), a kernel VXLAN overlay and
+// the ptp CNI on simulated hosts (root; package bench/dataplane); "run",
+// the parts `make bench` runs one after another, with one summary of ratios
+// at the end.
 //
 //	go run ./bench/romana-bench scale [-dir docs/bench] [-doc docs/benchmarks.md] [-runs 5] [-render]
 //	go run ./bench/romana-bench dataplane [-dir docs/bench] [-doc docs/benchmarks.md] [-quick] [-flanneld PATH] [-only CONDS] [-render]

@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
+	"github.com/romana/romana/bench/control"
 	"github.com/romana/romana/bench/dataplane"
 )
 
@@ -58,6 +60,12 @@ func runMain(ctx context.Context, args []string) int {
 		)
 		switch part {
 		case "dataplane":
+			if f.flanneld == "" {
+				fmt.Fprintln(os.Stderr, "dataplane: building or finding flanneld "+f.flannelVersion+" (scripts/flannel.sh; minutes the first time, then cached)")
+				if f.flanneld, err = buildFlannel(ctx, f.flannelVersion); err != nil {
+					fmt.Fprintf(os.Stderr, "dataplane: flannel left out: %v\n", err)
+				}
+			}
 			var r dataplane.Results
 			if r, err = runDataplane(ctx, f, command); err == nil {
 				sum = dataplane.Summary(r)
@@ -100,7 +108,34 @@ func contains(xs []string, x string) bool {
 	return false
 }
 
-// runControl is replaced by the control-plane part.
+// runControl runs the control-plane benchmarks (package bench/control)
+// and writes docs/bench/control.json and its doc block.
 func runControl(ctx context.Context, f dataplaneFlags, command string) (string, error) {
-	return "control: not wired yet\n", nil
+	if os.Geteuid() != 0 {
+		return "", fmt.Errorf("the control part needs root (network namespaces)")
+	}
+	r := control.RunAll(ctx, ".", f.quick, nil, progress("control"))
+	endProgress()
+	r.Command = command
+	if err := os.MkdirAll(f.dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := control.Write(f.dir, f.doc, r); err != nil {
+		return "", err
+	}
+	return control.Summary(r), nil
+}
+
+// buildFlannel runs scripts/flannel.sh (build once, then cached) and
+// returns flanneld's path, or "" and why not.
+func buildFlannel(ctx context.Context, version string) (string, error) {
+	cmd := exec.CommandContext(ctx, "scripts/flannel.sh")
+	cmd.Env = append(os.Environ(), "FLANNEL_VERSION="+version)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("scripts/flannel.sh: %w", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1], nil
 }
