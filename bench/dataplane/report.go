@@ -58,7 +58,7 @@ func abs(metric string, v float64) string {
 func Summary(r Results) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "dataplane: ratio to the no-rule routed path measured in the same run (latency: lower is better; medians of %d runs each)\n", r.Rounds)
-	for _, p := range []string{Cross, Same} {
+	for _, p := range r.Placements {
 		fmt.Fprintf(&b, "  %-40s", p)
 		for _, m := range Metrics {
 			fmt.Fprintf(&b, " %11s", short[m])
@@ -91,7 +91,7 @@ func Summary(r Results) string {
 func Render(r Results, plotDir string) string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	w("Command (root): `%s` — %s.\n\n", r.Command, map[bool]string{true: "a QUICK run (1 s per measurement, A-B-B-A once): a smoke figure, not the must-show full run", false: "a full run (3 s per measurement, A-B-B-A twice)"}[r.Quick])
+	w("Command (root): `%s` — %s.\n\n", r.Command, map[bool]string{true: "a QUICK run (1 s per measurement, A-B-B-A once, cross-host only): a smoke figure, not the must-show full run", false: "a full run (3 s per measurement, A-B-B-A twice)"}[r.Quick])
 	w("Machine: %d cores (%s), kernel %s, %s; load average %s before the measurements, %s after; %.0f s of measurements.\n\n",
 		r.Machine.Cores, r.Machine.CPU, r.Machine.Kernel, r.Machine.Go, r.Machine.LoadBefore, r.Machine.LoadAfter, r.Seconds)
 	w("Peers: flannel %s (flanneld built from the module proxy by scripts/flannel.sh, etcd backend: %s), %s, %s, reference CNI plugins %s.\n\n",
@@ -103,7 +103,7 @@ func Render(r Results, plotDir string) string {
 		w("- **Left out of this run**: %s\n", s)
 	}
 	w("\nRatio to the no-rule routed path measured in the same run (median of %d runs per cell; for latency lower is better):\n\n", r.Rounds)
-	for _, p := range []string{Cross, Same} {
+	for _, p := range r.Placements {
 		w("| %s | ", p)
 		for _, m := range Metrics {
 			w("%s | ", short[m])
@@ -126,7 +126,7 @@ func Render(r Results, plotDir string) string {
 	}
 	w("\n|---|---|---|---|---|---|---|\n")
 	for _, c := range r.Conditions {
-		for _, p := range []string{Cross, Same} {
+		for _, p := range r.Placements {
 			w("| %s | %s | ", Labels[c], p)
 			for _, m := range Metrics {
 				if cell, ok := Find(r.Cells, c, p, m); ok {
@@ -138,8 +138,11 @@ func Render(r Results, plotDir string) string {
 			w("\n")
 		}
 	}
-	w("\n![cross-host ratios](%s/%s)\n\n![same-host ratios](%s/%s)\n\n", plotDir, PlotCross, plotDir, PlotSame)
-	w("Measurement order (each condition's five metrics, cross-host then same-host): %s.\n\n", strings.Join(r.Order, ", "))
+	w("\n![cross-host ratios](%s/%s)\n\n", plotDir, PlotCross)
+	if len(r.Placements) > 1 {
+		w("![same-host ratios](%s/%s)\n\n", plotDir, PlotSame)
+	}
+	w("Measurement order (each condition's five metrics, %s): %s.\n\n", strings.Join(r.Placements, " then "), strings.Join(r.Order, ", "))
 	if len(r.Notes) > 0 {
 		w("Setup seen in this run:\n\n")
 		for _, n := range r.Notes {
@@ -192,6 +195,9 @@ func ReadJSON(dir string) (Results, error) {
 	var r Results
 	if err := json.Unmarshal(b, &r); err != nil {
 		return Results{}, fmt.Errorf("read %s: %w", p, err)
+	}
+	if len(r.Placements) == 0 { // written before QUICK ran cross-host only
+		r.Placements = []string{Cross, Same}
 	}
 	return r, nil
 }

@@ -61,6 +61,7 @@ type Results struct {
 	Policies   int        `json:"policies"`
 	Versions   Versions   `json:"versions"`
 	Conditions []string   `json:"conditions"`
+	Placements []string   `json:"placements"`
 	Notes      []string   `json:"notes,omitempty"`
 	Cells      []Cell     `json:"cells"`
 	Skipped    []string   `json:"skipped,omitempty"` // conditions that could not run, with why

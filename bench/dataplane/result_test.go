@@ -73,7 +73,7 @@ func TestUpdateDocKeepsOtherSections(t *testing.T) {
 	if err := os.WriteFile(doc, []byte(before), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := Results{Conditions: []string{Routed, Romana}, Rounds: 2,
+	r := Results{Conditions: []string{Routed, Romana}, Placements: []string{Cross}, Rounds: 2,
 		Cells: Summarize([]Sample{{Routed, Cross, Gbit1, 0, 10}, {Romana, Cross, Gbit1, 0, 9.5}}, []string{Routed, Romana})}
 	r.Goals = Goals(r.Cells)
 	if err := UpdateDoc(doc, filepath.Join(dir, "bench"), r); err != nil {

@@ -24,7 +24,7 @@ const LabPrefix = "rbench"
 
 // Config is one run's settings.
 type Config struct {
-	Quick          bool   // 1 s runs, 2 rounds (A-B-B-A once)
+	Quick          bool   // 1 s runs, 2 rounds (A-B-B-A once), cross-host only
 	Flanneld       string // flanneld binary; "" leaves both flannel conditions out
 	FlannelVersion string
 	Tenants        int                         // Romana's tenants (default 1,000)
@@ -65,6 +65,10 @@ func Run(ctx context.Context, cfg Config) (_ Results, retErr error) {
 	r := Results{Quick: cfg.Quick, Tenants: cfg.Tenants, Policies: cfg.Policies, RunSeconds: 3, Rounds: 4}
 	if cfg.Quick {
 		r.RunSeconds, r.Rounds = 1, 2
+	}
+	r.Placements = []string{Cross, Same}
+	if cfg.Quick {
+		r.Placements = []string{Cross}
 	}
 	r.Versions = versions(ctx, cfg.FlannelVersion)
 	// Leftovers of a killed run (namespaces with no process left).
@@ -200,7 +204,7 @@ func Run(ctx context.Context, cfg Config) (_ Results, retErr error) {
 	start := time.Now()
 	r.Machine.LoadBefore = loadavg()
 	order := Order(r.Conditions, r.Rounds)
-	n := r.Rounds * len(r.Conditions) * 2 * 4
+	n := r.Rounds * len(r.Conditions) * len(r.Placements) * 4
 	i := 0
 	connectFor := time.Second
 	if cfg.Quick {
@@ -213,7 +217,7 @@ func Run(ctx context.Context, cfg Config) (_ Results, retErr error) {
 				return r, err
 			}
 			f := l.flows[c]
-			for _, p := range []string{Cross, Same} {
+			for _, p := range r.Placements {
 				dst := f.dst(p)
 				add := func(metric string, v float64) {
 					r.Samples = append(r.Samples, Sample{Condition: c, Placement: p, Metric: metric, Round: round, Value: v})
