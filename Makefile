@@ -105,8 +105,8 @@ bench-go: deps build
 # top-of-rack and spine, compile time, beside the per-endpoint and
 # per-block schemes, up to 100,000 endpoints and 10,000 tenants. Writes
 # docs/bench/scale.json, docs/bench/*.png and the scale block of
-# docs/benchmarks.md; no root, no network, seconds. Issue 14's
-# `make bench ONLY=...` will reuse this target as its scale part.
+# docs/benchmarks.md; no root, no network, seconds. `make bench ONLY=scale`
+# runs the same.
 bench-scale:
 	$(GO) run ./bench/romana-bench scale -dir docs/bench -doc docs/benchmarks.md
 

@@ -73,11 +73,7 @@ func runMain(ctx context.Context, args []string) int {
 		case "control":
 			sum, err = runControl(ctx, f, command)
 		case "scale":
-			runs := 5
-			if f.quick {
-				runs = 1
-			}
-			err = run(ctx, f.dir, f.doc, runs, false)
+			err = run(ctx, f.dir, f.doc, 5, false) // seconds even in QUICK
 			if err == nil {
 				sum = "scale: curves written (docs/benchmarks.md, \"Scale curves\")\n"
 			}
