@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -27,11 +28,7 @@ const (
 // sockperf servers); stop kills it by its PID.
 type proc struct {
 	name string
-	cmd  interface {
-		Wait() error
-	}
-	pid  int
-	kill func() error
+	cmd  *exec.Cmd
 	log  *os.File
 }
 
@@ -48,9 +45,9 @@ func (l *lab) start(ctx context.Context, ns *sim.Namespace, name string, args ..
 		f.Close()
 		return nil, fmt.Errorf("start %s in %s: %w", name, ns.Name, err)
 	}
-	p := &proc{name: name, cmd: cmd, pid: cmd.Process.Pid, kill: cmd.Process.Kill, log: f}
+	p := &proc{name: name, cmd: cmd, log: f}
 	l.procs = append(l.procs, p)
-	l.log.Debug("started", "name", name, "pid", p.pid, "ns", ns.Name)
+	l.log.Debug("started", "name", name, "pid", cmd.Process.Pid, "ns", ns.Name)
 	return p, nil
 }
 
@@ -58,7 +55,7 @@ func (l *lab) start(ctx context.Context, ns *sim.Namespace, name string, args ..
 func (l *lab) stopAll() {
 	for i := len(l.procs) - 1; i >= 0; i-- {
 		p := l.procs[i]
-		_ = p.kill()
+		_ = p.cmd.Process.Kill() // by PID: this process only
 		_ = p.cmd.Wait()
 		p.log.Close()
 	}

@@ -2,15 +2,15 @@ package dataplane
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/romana/romana/firewall"
@@ -18,9 +18,39 @@ import (
 	"github.com/romana/romana/sim"
 )
 
-// LabPrefix starts the name of every namespace the benchmark creates
-// (rbench-<random>-...), so leftovers of a killed run can be found.
+// LabPrefix starts the name of every namespace the benchmark creates:
+// rbench-<PID of the run>-..., so that leftovers of a killed run can be
+// told from a run still going.
 const LabPrefix = "rbench"
+
+// cleanupDeadRuns deletes the namespaces of earlier runs whose process is
+// gone (killed before its cleanup), those with no process left in them;
+// namespaces of runs still going are not touched.
+func cleanupDeadRuns(log *slog.Logger) {
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return
+	}
+	seen := map[int]bool{}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), LabPrefix+"-")
+		if !ok {
+			continue
+		}
+		pidStr, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || pid <= 0 || seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			continue // that run is still going (or the PID is someone else's now)
+		}
+		if err := sim.CleanupAbandoned(fmt.Sprintf("%s-%d", LabPrefix, pid), 0); err != nil {
+			log.Warn("leftovers of an earlier run", "pid", pid, "err", err)
+		}
+	}
+}
 
 // Config is one run's settings.
 type Config struct {
@@ -71,16 +101,13 @@ func Run(ctx context.Context, cfg Config) (_ Results, retErr error) {
 		r.Placements = []string{Cross}
 	}
 	r.Versions = versions(ctx, cfg.FlannelVersion)
-	// Leftovers of a killed run (namespaces with no process left).
-	_ = sim.CleanupAbandoned(LabPrefix, time.Minute)
+	cleanupDeadRuns(cfg.Log)
 
 	dir, err := os.MkdirTemp("", "romana-bench-dataplane-")
 	if err != nil {
 		return r, err
 	}
-	var salt [2]byte
-	_, _ = rand.Read(salt[:])
-	sl, err := sim.New(ctx, LabPrefix+"-"+hex.EncodeToString(salt[:]), cfg.Log)
+	sl, err := sim.New(ctx, fmt.Sprintf("%s-%d", LabPrefix, os.Getpid()), cfg.Log)
 	if err != nil {
 		os.RemoveAll(dir)
 		return r, err
@@ -96,7 +123,7 @@ func Run(ctx context.Context, cfg Config) (_ Results, retErr error) {
 			retErr = errors.Join(retErr, fmt.Errorf("remove lab: %w", err))
 		}
 		if retErr != nil {
-			cfg.Log.Info("dataplane: logs of the failed run", "dir", dir)
+			retErr = fmt.Errorf("%w (the daemons' logs are kept in %s)", retErr, dir)
 			return
 		}
 		os.RemoveAll(dir)
