@@ -37,7 +37,7 @@ type Bench struct {
 var Benches = []Bench{
 	{Name: "cni", What: "CNI ADD/DEL p50/p99: romana-cni beside ptp + host-local and bridge + host-local (50 attachments each, interleaved A-B-C-C-B-A)",
 		Pkg: "./cni", Pattern: "CNIAddDel", Benchtime: "1x", QuickTime: "1x"},
-	{Name: "alloc", What: "address allocations per second through romanad, 64 concurrent clients, embedded etcd with fsync",
+	{Name: "alloc", What: "address allocations per second through romanad, 64 concurrent clients, on the embedded store (fsync) and on a 3-member etcd (etcd3-*)",
 		Pkg: "./server", Pattern: "Allocate64", Benchtime: "3000x", QuickTime: "300x"},
 	{Name: "enforce", What: "policy change → enforced on 20 real romana-agent processes (host namespaces, real nft), 100 and 10,000 policies",
 		Pkg: "./cmd/romana-agent", Pattern: "PolicyEnforcementAgents", Benchtime: "20x",
