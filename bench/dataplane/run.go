@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config) (_ Results, retErr error) {
 		if err := l.Close(); err != nil {
 			retErr = errors.Join(retErr, fmt.Errorf("remove lab: %w", err))
 		}
-		if retErr != nil {
+		if retErr != nil && ctx.Err() == nil {
 			retErr = fmt.Errorf("%w (the daemons' logs are kept in %s)", retErr, dir)
 			return
 		}
