@@ -137,16 +137,21 @@ func reach(ctx context.Context, src, dst endpoint, timeout time.Duration) error 
 
 // iperf runs an iperf3 client for secs seconds with streams parallel
 // streams and returns the Gbit/s received.
+// The server may not listen yet, or still be closing the previous test
+// ("the server is busy running a test"; seconds on a loaded machine).
 func iperf(ctx context.Context, src, dst endpoint, secs, streams int) (float64, error) {
-	var out []byte
-	err := poll(ctx, 5*time.Second, func() (err error) { // the server may not listen yet
-		out, err = src.ns.Command(ctx, "iperf3", "-c", dst.ip.String(), "-p", iperfPort, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J").Output()
-		return err
+	var g float64
+	err := poll(ctx, 30*time.Second, func() error {
+		out, err := src.ns.Command(ctx, "iperf3", "-c", dst.ip.String(), "-p", iperfPort, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J").Output()
+		if g, err = parseIperf(out); err != nil {
+			return err // iperf3 -J puts its error in the JSON, whatever its exit status
+		}
+		return nil
 	}, "iperf3 to "+dst.ip.String())
 	if err != nil {
-		return 0, fmt.Errorf("iperf3 %s -> %s: %w: %s", src.ns.Name, dst.ip, err, firstLine(out))
+		return 0, fmt.Errorf("iperf3 %s -> %s: %w", src.ns.Name, dst.ip, err)
 	}
-	return parseIperf(out)
+	return g, nil
 }
 
 func parseIperf(out []byte) (float64, error) {

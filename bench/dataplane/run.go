@@ -257,21 +257,21 @@ func Run(ctx context.Context, cfg Config) (_ Results, retErr error) {
 					step(fmt.Sprintf("iperf3 -P %d", streams))
 					g, err := iperf(ctx, f.src, dst, r.RunSeconds, streams)
 					if err != nil {
-						return r, err
+						return r, fmt.Errorf("%s %s: %w", c, p, err)
 					}
 					add(map[int]string{1: Gbit1, 8: Gbit8}[streams], g)
 				}
 				step("sockperf ping-pong")
 				p50, p99, err := sockperf(ctx, f.src, dst, r.RunSeconds) // 0.4 s of it warm-up
 				if err != nil {
-					return r, err
+					return r, fmt.Errorf("%s %s: %w", c, p, err)
 				}
 				add(LatP50, p50)
 				add(LatP99, p99)
 				step("TCP connects")
 				cps, err := connects(f.src, dst, connectFor)
 				if err != nil {
-					return r, err
+					return r, fmt.Errorf("%s %s: %w", c, p, err)
 				}
 				add(Connects, cps)
 			}
