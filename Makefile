@@ -16,7 +16,7 @@ DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
 VPKG := github.com/romana/romana/version
 LDFLAGS := -X '$(VPKG).Version=$(VERSION)' -X '$(VPKG).Commit=$(COMMIT)' -X '$(VPKG).Date=$(DATE)'
 
-.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench bench-scale bench-kube faults clean install deb deb-test nfpm kube-apiserver
+.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench bench-go bench-scale bench-kube faults clean install deb deb-test nfpm kube-apiserver
 
 all: build
 
@@ -82,7 +82,22 @@ demo: deps build
 faults: deps build
 	ROMANA_FAULTS=1 ROMANA_BIN=$(BIN) $(GO) test -count=1 -timeout 30m -run Faults -v ./server/ ./cmd/romana-agent/
 
+# The benchmark suite (issue 14; docs/benchmarks.md): Romana against real
+# peers and the no-rule routed path, side by side in one run, every figure a
+# ratio to a baseline measured in the same run (A-B-B-A), absolute numbers
+# printed, never asserted. Parts: dataplane (root; flannel built from Go
+# modules by scripts/flannel.sh and cached in $(TOOLS)), control, scale.
+# QUICK=1: a smoke run under 3 minutes; ONLY=part[,part]: some parts. Writes
+# docs/bench/*.json, docs/bench/*.png and the generated blocks of
+# docs/benchmarks.md; a summary of ratios on the terminal.
+QUICK ?=
+ONLY ?=
+FLANNEL_VERSION ?= v0.28.10
 bench: deps build
+	ROMANA_BIN=$(BIN) TOOLS=$(TOOLS) FLANNEL_VERSION=$(FLANNEL_VERSION) $(GO) run ./bench/romana-bench run -flannel-version $(FLANNEL_VERSION) $(if $(QUICK),-quick) $(if $(ONLY),-only $(ONLY))
+
+# Every Go benchmark of the repository, one iteration each (BENCHTIME).
+bench-go: deps build
 	ROMANA_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 60m ./...
 
 # Scale curves from the pure code (issue 14, item 3; docs/benchmarks.md,
@@ -90,8 +105,8 @@ bench: deps build
 # top-of-rack and spine, compile time, beside the per-endpoint and
 # per-block schemes, up to 100,000 endpoints and 10,000 tenants. Writes
 # docs/bench/scale.json, docs/bench/*.png and the scale block of
-# docs/benchmarks.md; no root, no network, seconds. Issue 14's
-# `make bench ONLY=...` will reuse this target as its scale part.
+# docs/benchmarks.md; no root, no network, seconds. `make bench ONLY=scale`
+# runs the same.
 bench-scale:
 	$(GO) run ./bench/romana-bench scale -dir docs/bench -doc docs/benchmarks.md
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,20 +18,28 @@ import (
 
 // BenchmarkAllocate64 measures allocations per second through the HTTP API
 // with 64 concurrent clients (each its own connection) on the embedded
-// store with fsync on, as romanad runs by default.
+// store with fsync on, as romanad runs by default, and on a 3-member etcd
+// cluster (Debian's etcd, loopback, fsync as etcd always does).
 //
 //	spread:    the clients allocate in 64 different segment blocks (8 hosts x 8 segments)
 //	one-block: all 64 allocate in the same segment of the same host
+//	etcd3-*:   the same on the 3-member cluster
 func BenchmarkAllocate64(b *testing.B) {
-	for _, mode := range []string{"spread", "one-block"} {
-		b.Run(mode, func(b *testing.B) { benchAllocate(b, mode == "one-block") })
+	for _, mode := range []string{"spread", "one-block", "etcd3-spread", "etcd3-one-block"} {
+		b.Run(mode, func(b *testing.B) {
+			opt := servertest.WithFsync()
+			if strings.HasPrefix(mode, "etcd3-") {
+				opt = servertest.WithEtcdEndpoints(servertest.StartEtcdCluster(b, 3).Endpoints()...)
+			}
+			benchAllocate(b, strings.HasSuffix(mode, "one-block"), opt)
+		})
 	}
 }
 
-func benchAllocate(b *testing.B, oneBlock bool) {
+func benchAllocate(b *testing.B, oneBlock bool, opt servertest.Option) {
 	const clients = 64
 	ctx := context.Background()
-	in := servertest.Start(b, servertest.WithFsync())
+	in := servertest.Start(b, opt)
 	c := in.Client
 	if _, err := c.AddNetwork(ctx, api.Network{Name: "bench", CIDR: "10.0.0.0/8", Fields: []plan.Field{
 		{Name: "host", Bits: 4}, {Name: "tenant", Bits: 2}, {Name: "segment", Bits: 2}}}); err != nil {

@@ -1,8 +1,14 @@
-// Command romana-bench computes Romana's benchmarks that need no network
-// and writes their results, plots and doc section. Today it has one part,
-// "scale" (issue 14, item 3): scale curves from the pure code.
+// Command romana-bench runs Romana's benchmark suite (issue 14) and writes
+// its results (JSON), plots and doc sections. Parts: "scale", scale curves
+// from the pure code (no root, no network); "dataplane", Romana beside the
+// no-rule routed path, flannel (vxlan, host-gw), a kernel VXLAN overlay and
+// the ptp CNI on simulated hosts (root; package bench/dataplane); "run",
+// the parts `make bench` runs one after another, with one summary of ratios
+// at the end.
 //
 //	go run ./bench/romana-bench scale [-dir docs/bench] [-doc docs/benchmarks.md] [-runs 5] [-render]
+//	go run ./bench/romana-bench dataplane [-dir docs/bench] [-doc docs/benchmarks.md] [-quick] [-flanneld PATH] [-only CONDS] [-render]
+//	go run ./bench/romana-bench run [-quick] [-only PARTS] [-flanneld PATH]
 package main
 
 import (
@@ -21,9 +27,17 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if len(os.Args) < 2 || os.Args[1] != "scale" {
-		fmt.Fprintln(os.Stderr, "usage: romana-bench scale [flags] (romana-bench scale -h for the flags)")
-		os.Exit(2)
+	if len(os.Args) < 2 {
+		usage()
+	}
+	switch os.Args[1] {
+	case "scale":
+	case "dataplane":
+		os.Exit(dataplaneMain(ctx, os.Args[2:]))
+	case "run":
+		os.Exit(runMain(ctx, os.Args[2:]))
+	default:
+		usage()
 	}
 	fs := flag.NewFlagSet("scale", flag.ExitOnError)
 	dir := fs.String("dir", "docs/bench", "directory for scale.json and the plots")
@@ -90,6 +104,11 @@ func run(ctx context.Context, dir, doc string, runs int, render bool) error {
 	}
 	fmt.Fprintln(os.Stderr)
 	return nil
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: romana-bench scale|dataplane|run [flags] (romana-bench PART -h for the flags)")
+	os.Exit(2)
 }
 
 func planFields() string {
