@@ -27,7 +27,10 @@ const (
 	DefaultConfDir  = "/etc/cni/net.d"
 	DefaultConfName = "10-romana.conflist"
 	PluginName      = "romana-cni"
-	NetworkName     = "romana"
+	// DefaultPluginSource is where the agent's image keeps the romana-cni
+	// binary that romana-agent install-cni copies onto the node.
+	DefaultPluginSource = "/opt/romana/bin/romana-cni"
+	NetworkName         = "romana"
 )
 
 // ErrForeign is returned when the config file to write exists and is not

@@ -15,10 +15,6 @@ type InstallCNI struct {
 	MTU                                       int
 }
 
-// DefaultPluginSource is where the agent's image keeps the romana-cni
-// binary that install-cni copies onto the node.
-const DefaultPluginSource = "/opt/romana/bin/romana-cni"
-
 // NewInstallCNI returns romana-agent's install-cni subcommand; run is what
 // it does with the flags.
 func NewInstallCNI(run func(ctx context.Context, f *InstallCNI) error) *cobra.Command {
@@ -44,7 +40,7 @@ wrong.`,
   romana-agent install-cni --bin-dir /host/opt/cni/bin --conf-dir /host/etc/cni/net.d`,
 	}
 	fs := c.Flags()
-	fs.StringVar(&f.Plugin, "plugin", DefaultPluginSource, "the romana-cni binary to install (`file`)")
+	fs.StringVar(&f.Plugin, "plugin", install.DefaultPluginSource, "the romana-cni binary to install (`file`)")
 	fs.StringVar(&f.BinDir, "bin-dir", install.DefaultBinDir, "the node's CNI binary `directory`")
 	fs.StringVar(&f.ConfDir, "conf-dir", install.DefaultConfDir, "the node's CNI config `directory`")
 	fs.StringVar(&f.ConfName, "conf-name", install.DefaultConfName, "file `name` of the network config list in --conf-dir")
