@@ -79,14 +79,15 @@ func TestApplyToAPIServer(t *testing.T) {
 	}
 	resources := []schema.GroupResource{
 		{Resource: "nodes"}, {Resource: "namespaces"}, {Resource: "pods"}, {Resource: "secrets"}, {Resource: "configmaps"},
-		{Resource: "services"}, {Resource: "serviceaccounts"}, {Resource: "pods", Group: ""},
+		{Resource: "services"}, {Resource: "serviceaccounts"},
 		{Group: "networking.k8s.io", Resource: "networkpolicies"},
 		{Group: "policy.networking.k8s.io", Resource: "clusternetworkpolicies"},
 		{Group: "apps", Resource: "daemonsets"}, {Group: "rbac.authorization.k8s.io", Resource: "clusterroles"},
 		{Group: "authentication.k8s.io", Resource: "tokenreviews"},
 	}
 	verbs := []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
-	for _, sa := range []string{"romana-kube", "romana-agent", "romanad"} {
+	bootstrap := map[string]bool{"list nodes /": true, "list nodes /romana-system": true, "create secrets /romana-system": true}
+	for _, sa := range []string{"romana-kube", "romana-agent", "romanad", "romana-bootstrap"} {
 		user := "system:serviceaccount:romana-system:" + sa
 		for _, gr := range resources {
 			for _, verb := range verbs {
@@ -99,12 +100,30 @@ func TestApplyToAPIServer(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					want := sa == "romana-kube" && read[verb] && kubeReads[gr]
+					want := sa == "romana-kube" && read[verb] && kubeReads[gr] ||
+						sa == "romana-bootstrap" && bootstrap[verb+" "+gr.String()+" /"+ns]
 					if r.Status.Allowed != want {
 						t.Errorf("%s %s %s (namespace %q): allowed %v, want %v", sa, verb, gr, ns, r.Status.Allowed, want)
 					}
 				}
 			}
+		}
+	}
+	// The bootstrap Job's Secrets by name: its own two only.
+	for _, x := range []struct {
+		verb, name string
+		want       bool
+	}{{"get", "romana-join", true}, {"update", "romana-kube", true}, {"get", "other", false}, {"delete", "romana-join", false}, {"patch", "romana-join", false}} {
+		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+			User: "system:serviceaccount:romana-system:romana-bootstrap", Groups: []string{"system:serviceaccounts", "system:authenticated"},
+			ResourceAttributes: &authzv1.ResourceAttributes{Namespace: "romana-system", Verb: x.verb, Resource: "secrets", Name: x.name},
+		}}
+		r, err := c.Clientset.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.Allowed != x.want {
+			t.Errorf("romana-bootstrap %s secret %s: allowed %v, want %v", x.verb, x.name, r.Status.Allowed, x.want)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -77,6 +78,12 @@ func load(t *testing.T) []object {
 			typed = &rbacv1.ClusterRole{}
 		case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
 			typed = &rbacv1.ClusterRoleBinding{}
+		case "rbac.authorization.k8s.io/v1/Role":
+			typed = &rbacv1.Role{}
+		case "rbac.authorization.k8s.io/v1/RoleBinding":
+			typed = &rbacv1.RoleBinding{}
+		case "batch/v1/Job":
+			typed = &batchv1.Job{}
 		case "apiextensions.k8s.io/v1/CustomResourceDefinition":
 			// No Go types in go.mod; TestCRDMatchesModule holds it to the
 			// module's own file.
@@ -117,12 +124,12 @@ func TestManifests(t *testing.T) {
 	}
 	sort.Strings(got)
 	want := []string{
-		"ClusterRole/romana-kube", "ClusterRoleBinding/romana-kube",
+		"ClusterRole/romana-bootstrap", "ClusterRole/romana-kube", "ClusterRoleBinding/romana-bootstrap", "ClusterRoleBinding/romana-kube",
 		"ConfigMap/romana-agent-config", "ConfigMap/romana-kube-config", "ConfigMap/romanad-config",
 		"CustomResourceDefinition/clusternetworkpolicies.policy.networking.k8s.io",
-		"DaemonSet/romana-agent", "Deployment/romana-kube", "Namespace/romana-system",
-		"Service/romanad",
-		"ServiceAccount/romana-agent", "ServiceAccount/romana-kube", "ServiceAccount/romanad",
+		"DaemonSet/romana-agent", "Deployment/romana-kube", "Job/romana-bootstrap", "Namespace/romana-system",
+		"Role/romana-bootstrap", "RoleBinding/romana-bootstrap", "Service/romanad",
+		"ServiceAccount/romana-agent", "ServiceAccount/romana-bootstrap", "ServiceAccount/romana-kube", "ServiceAccount/romanad",
 		"StatefulSet/romanad",
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -130,6 +137,7 @@ func TestManifests(t *testing.T) {
 	}
 	for _, w := range []struct{ kind, name, sa string }{
 		{"StatefulSet", "romanad", "romanad"}, {"DaemonSet", "romana-agent", "romana-agent"}, {"Deployment", "romana-kube", "romana-kube"},
+		{"Job", "romana-bootstrap", "romana-bootstrap"},
 	} {
 		if sa := podSpec(t, objs, w.kind, w.name).ServiceAccountName; sa != w.sa {
 			t.Errorf("%s %s runs as ServiceAccount %q, want %q", w.kind, w.name, sa, w.sa)
@@ -149,9 +157,16 @@ func podSpec(t *testing.T, objs []object, kind, name string) *corev1.PodSpec {
 		return &find[*appsv1.DaemonSet](t, objs, kind, name).Spec.Template.Spec
 	case "Deployment":
 		return &find[*appsv1.Deployment](t, objs, kind, name).Spec.Template.Spec
+	case "Job":
+		return &find[*batchv1.Job](t, objs, kind, name).Spec.Template.Spec
 	}
 	t.Fatalf("no pod template in a %s", kind)
 	return nil
+}
+
+// workloads are the manifests' pod templates.
+var workloads = []struct{ kind, name string }{
+	{"StatefulSet", "romanad"}, {"DaemonSet", "romana-agent"}, {"Deployment", "romana-kube"}, {"Job", "romana-bootstrap"},
 }
 
 // TestRBAC: romana-kube may get, list and watch nodes, namespaces, pods,
@@ -190,9 +205,21 @@ func TestRBAC(t *testing.T) {
 		t.Errorf("binding %+v %+v", b.RoleRef, b.Subjects)
 	}
 	for _, o := range objs {
-		if (o.kind == "ClusterRole" || o.kind == "ClusterRoleBinding" || o.kind == "Role" || o.kind == "RoleBinding") && o.name != "romana-kube" {
-			t.Errorf("%s %s: only romana-kube has a role", o.kind, o.name)
+		if (o.kind == "ClusterRole" || o.kind == "ClusterRoleBinding" || o.kind == "Role" || o.kind == "RoleBinding") && o.name != "romana-kube" && o.name != "romana-bootstrap" {
+			t.Errorf("%s %s: only romana-kube and romana-bootstrap have roles", o.kind, o.name)
 		}
+	}
+	// The bootstrap Job: list nodes; create Secrets, get and update its two.
+	br := find[*rbacv1.ClusterRole](t, objs, "ClusterRole", "romana-bootstrap")
+	if want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list"}}}; !reflect.DeepEqual(br.Rules, want) {
+		t.Errorf("romana-bootstrap ClusterRole %+v", br.Rules)
+	}
+	nr := find[*rbacv1.Role](t, objs, "Role", "romana-bootstrap")
+	if want := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"romana-kube", "romana-join"}, Verbs: []string{"get", "update"}},
+	}; !reflect.DeepEqual(nr.Rules, want) || nr.Namespace != "romana-system" {
+		t.Errorf("romana-bootstrap Role %+v", nr.Rules)
 	}
 	// The components that do not talk to the Kubernetes API get no token.
 	for _, w := range []struct{ kind, name string }{{"StatefulSet", "romanad"}, {"DaemonSet", "romana-agent"}} {
@@ -207,7 +234,7 @@ func TestRBAC(t *testing.T) {
 // NET_ADMIN, NET_RAW and SYS_ADMIN (its systemd unit's bounding set).
 func TestPrivileges(t *testing.T) {
 	objs := load(t)
-	for _, w := range []struct{ kind, name string }{{"StatefulSet", "romanad"}, {"DaemonSet", "romana-agent"}, {"Deployment", "romana-kube"}} {
+	for _, w := range workloads {
 		p := podSpec(t, objs, w.kind, w.name)
 		if !p.HostNetwork {
 			t.Errorf("%s %s: not hostNetwork (Romana cannot wait for the pod network it makes)", w.kind, w.name)
@@ -305,7 +332,7 @@ func TestAgentPaths(t *testing.T) {
 func TestImages(t *testing.T) {
 	objs := load(t)
 	used := map[string]bool{}
-	for _, w := range []struct{ kind, name string }{{"StatefulSet", "romanad"}, {"DaemonSet", "romana-agent"}, {"Deployment", "romana-kube"}} {
+	for _, w := range workloads {
 		p := podSpec(t, objs, w.kind, w.name)
 		for _, c := range append(slices.Clone(p.InitContainers), p.Containers...) {
 			ok := false
