@@ -16,7 +16,7 @@ DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
 VPKG := github.com/romana/romana/version
 LDFLAGS := -X '$(VPKG).Version=$(VERSION)' -X '$(VPKG).Commit=$(COMMIT)' -X '$(VPKG).Date=$(DATE)'
 
-.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench bench-scale faults clean install deb deb-test nfpm kube-apiserver images
+.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench bench-scale faults clean install deb deb-test nfpm kube-apiserver images images-test
 
 all: build
 
@@ -178,6 +178,13 @@ images:
 	  ./cmd/romanad ./cmd/romana ./cmd/romana-agent ./cmd/romana-cni ./cmd/romana-kube
 	$(GO) run ./deploy/romana-images -bin $(IMAGESTAGE) -out $(IMAGEDIR) -tag $(IMAGE_TAG) -registry $(IMAGE_REGISTRY) -epoch $(SOURCE_DATE_EPOCH)
 	rm -rf $(IMAGESTAGE)
+
+# Imports the images into a containerd of the test's own (ctr images
+# import), checks their names and runs them: --version of each binary, nft
+# in the agent's image, install-cni onto a temporary directory. Needs root,
+# containerd, ctr and runc.
+images-test: images
+	ROMANA_IMAGES=$(IMAGEDIR) $(GO) test -count=1 -v -run TestContainerd ./deploy/
 
 clean:
 	rm -rf $(BIN) $(DEBDIR)
