@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -56,12 +57,18 @@ func TestContainerd(t *testing.T) {
 	}
 
 	ctrd := startContainerd(t)
+	// Not canceled when the test function returns: its cleanups (which run
+	// after) use ctr too.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	ctr := func(args ...string) (string, error) {
 		out, err := exec.CommandContext(ctx, "ctr", append([]string{"--address", ctrd, "-n", "k8s.io"}, args...)...).CombinedOutput()
 		return string(out), err
 	}
+	// Container ids are the test's own, and so is runc's state directory:
+	// runc keeps state by namespace and id under one root otherwise.
+	id := func(name string) string { return filepath.Base(filepath.Dir(ctrd)) + "-" + name }
+	runcRoot := filepath.Join(filepath.Dir(ctrd), "runc")
 	for _, c := range Components {
 		if out, err := ctr("images", "import", filepath.Join(dir, c.Name+".tar")); err != nil {
 			t.Fatalf("import %s: %v\n%s", c.Name, err, out)
@@ -77,9 +84,9 @@ func TestContainerd(t *testing.T) {
 		}
 	}
 
-	run := func(id, img string, opts []string, args ...string) string {
+	run := func(name, img string, opts []string, args ...string) string {
 		t.Helper()
-		out, err := ctr(append(append([]string{"run", "--rm"}, opts...), append([]string{img, id}, args...)...)...)
+		out, err := ctr(append(append([]string{"run", "--rm", "--runc-root", runcRoot}, opts...), append([]string{img, id(name)}, args...)...)...)
 		if err != nil {
 			t.Fatalf("ctr run %s %v: %v\n%s", img, args, err, out)
 		}
@@ -97,6 +104,52 @@ func TestContainerd(t *testing.T) {
 	if !strings.Contains(out, "hook forward") {
 		t.Errorf("nft in the agent's image: %q", out)
 	}
+	// romanad with a read-only root and the ConfigMap's paths on volumes;
+	// romana, exec'd in its container as root, is admin over the socket.
+	data, sockDir := t.TempDir(), t.TempDir()
+	rd := id("romanad")
+	if out, err := ctr("run", "-d", "--runc-root", runcRoot, "--read-only", "--mount", "type=bind,src="+data+",dst=/var/lib/romana,options=rbind:rw",
+		"--mount", "type=bind,src="+sockDir+",dst=/run/romana,options=rbind:rw", "--mount", "type=tmpfs,src=tmpfs,dst=/tmp,options=rw",
+		names["romanad"], rd, "/usr/bin/romanad", "--socket=/run/romana/romanad.sock", "--pki-dir=/var/lib/romana/pki",
+		"--data-dir=/var/lib/romana/etcd", "--admin-config=/var/lib/romana/admin.conf", "--listen=127.0.0.1:9600",
+		"--advertise=romanad.romana-system.svc,10.96.0.20"); err != nil {
+		t.Fatalf("run romanad: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		_, _ = ctr("task", "kill", "-s", "SIGKILL", rd)
+		if err := expect.Poll(30*time.Second, func() error {
+			out, err := ctr("task", "rm", rd)
+			if err != nil && strings.Contains(out, "not found") {
+				return nil
+			}
+			return err
+		}); err != nil {
+			t.Errorf("remove romanad's task: %v", err)
+		}
+		if out, err := ctr("containers", "rm", rd); err != nil {
+			t.Errorf("remove romanad's container: %v\n%s", err, out)
+		}
+	})
+	nexec := 0
+	romana := func(args ...string) (string, error) {
+		nexec++
+		return ctr(append([]string{"task", "exec", "--exec-id", fmt.Sprint("e", nexec), rd, "/usr/bin/romana"}, args...)...)
+	}
+	if err := expect.Poll(60*time.Second, func() error { _, err := romana("network", "list"); return err }); err != nil {
+		t.Fatalf("romana network list in romanad's container: %v", err)
+	}
+	if out, err := romana("network", "add", "pods", "--cidr", "10.64.0.0/10", "--field", "host=8", "--field", "tenant=6", "--field", "segment=4"); err != nil {
+		t.Fatalf("romana network add: %v\n%s", err, out)
+	}
+	if out, _ := romana("network", "list"); !strings.Contains(out, "10.64.0.0/10") {
+		t.Errorf("romana network list: %q", out)
+	}
+	for _, f := range []string{"admin.conf", "pki", "etcd"} {
+		if _, err := os.Stat(filepath.Join(data, f)); err != nil {
+			t.Errorf("romanad's data volume: %v", err)
+		}
+	}
+
 	// install-cni onto the test's directories.
 	host := t.TempDir()
 	bin, conf := filepath.Join(host, "bin"), filepath.Join(host, "net.d")
@@ -165,6 +218,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 			b, _ := os.ReadFile(logf.Name())
 			t.Logf("containerd log:\n%s", tail(string(b), 30))
 		}
+		// Shims outlive containerd when a task was not removed; they are
+		// ours (started by our containerd, named by our socket): a leak.
+		for _, pid := range shimsOf(sock) {
+			t.Errorf("containerd shim %d of this test still runs: killed", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 		unmountUnder(t, dir)
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("remove %s: %v", dir, err)
@@ -178,6 +237,28 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		t.Fatalf("containerd did not make its socket: %v\n%s", err, tail(string(b), 30))
 	}
 	return sock
+}
+
+// shimsOf returns the PIDs of containerd shims started for the containerd
+// at sock.
+func shimsOf(sock string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if strings.Contains(args[0], "containerd-shim") && slices.Contains(args, sock) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // unmountUnder unmounts whatever is still mounted below dir, deepest first.
