@@ -2,11 +2,13 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
 	authzv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -67,6 +69,34 @@ func TestApplyToAPIServer(t *testing.T) {
 		delete(want, "status") // the server's to write (the CRD's manifest has an empty one)
 		if d := subset(want, got.Object, gvk.Kind+"/"+u.GetName()); d != "" {
 			t.Errorf("%s %s as the server holds it differs from the manifest: %s", gvk.Kind, u.GetName(), d)
+		}
+	}
+
+	// Each pod template makes a Pod the apiserver admits (dry run): its
+	// ServiceAccount exists, PodSecurity (the namespace's level), Priority
+	// (the priority classes) and validation (volumes, propagation,
+	// capabilities) agree.
+	for _, w := range workloads {
+		var u unstructured.Unstructured
+		for _, doc := range split(m) {
+			var o unstructured.Unstructured
+			if err := yaml.Unmarshal(doc, &o.Object); err == nil && o.GetKind() == w.kind && o.GetName() == w.name {
+				u = o
+			}
+		}
+		tmpl, ok, err := unstructured.NestedMap(u.Object, "spec", "template")
+		if !ok || err != nil {
+			t.Fatalf("%s %s: no pod template: %v", w.kind, w.name, err)
+		}
+		var pod corev1.Pod
+		js, _ := json.Marshal(tmpl)
+		if err := json.Unmarshal(js, &pod); err != nil {
+			t.Fatal(err)
+		}
+		pod.Name = w.name + "-dry-run"
+		pod.Spec.NodeName = "node-a"
+		if _, err := c.Clientset.CoreV1().Pods("romana-system").Create(ctx, &pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Errorf("a Pod of %s %s is not admitted: %v", w.kind, w.name, err)
 		}
 	}
 
