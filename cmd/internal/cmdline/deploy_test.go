@@ -20,9 +20,13 @@ import (
 func TestDeployConfigMaps(t *testing.T) {
 	nop := func(context.Context, any) error { return nil }
 	cmds := map[string]func() *cobra.Command{
-		"romanad.yaml":      func() *cobra.Command { return NewRomanad(func(ctx context.Context, f *Romanad) error { return nop(ctx, f) }) },
-		"romana-agent.yaml": func() *cobra.Command { return NewAgent(func(ctx context.Context, f *Agent) error { return nop(ctx, f) }) },
-		"romana-kube.yaml":  func() *cobra.Command { return NewKube(func(ctx context.Context, f *Kube) error { return nop(ctx, f) }) },
+		"romanad.yaml": func() *cobra.Command {
+			return NewRomanad(func(ctx context.Context, f *Romanad) error { return nop(ctx, f) })
+		},
+		"romana-agent.yaml": func() *cobra.Command {
+			return NewAgent(func(ctx context.Context, f *Agent) error { return nop(ctx, f) })
+		},
+		"romana-kube.yaml": func() *cobra.Command { return NewKube(func(ctx context.Context, f *Kube) error { return nop(ctx, f) }) },
 	}
 	m, err := deploy.Manifests()
 	if err != nil {
