@@ -112,8 +112,8 @@ func Layer(img Image) ([]byte, error) {
 		files[f.Path] = f
 	}
 	paths := make([]string, 0, len(files))
-	for p, f := range files {
-		if !f.Dir && files[path.Dir(p)].Path != "" && !files[path.Dir(p)].Dir {
+	for p := range files {
+		if parent, ok := files[path.Dir(p)]; ok && !parent.Dir {
 			return nil, fmt.Errorf("image %s: %s is under %s, which is not a directory", img.Name, p, path.Dir(p))
 		}
 		paths = append(paths, p)

@@ -105,6 +105,7 @@ func TestRefused(t *testing.T) {
 		"unclean path":  func(i *Image) { i.Files[0].Path = "/usr//bin/app" },
 		"twice":         func(i *Image) { i.Files[1].Path = i.Files[0].Path },
 		"under a file":  func(i *Image) { i.Files[1].Path = "/usr/bin/app/x" },
+		"under a link":  func(i *Image) { i.Files[3].Path = "/lib64/ld.so/tmp" },
 		"no arch":       func(i *Image) { i.Arch = "" },
 	} {
 		img := sample(time.Unix(0, 0))
