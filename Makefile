@@ -16,7 +16,7 @@ DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
 VPKG := github.com/romana/romana/version
 LDFLAGS := -X '$(VPKG).Version=$(VERSION)' -X '$(VPKG).Commit=$(COMMIT)' -X '$(VPKG).Date=$(DATE)'
 
-.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench bench-go bench-scale bench-kube faults clean install deb deb-test nfpm kube-apiserver
+.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench bench-go bench-scale bench-kube faults clean install deb deb-test nfpm kube-apiserver images images-test
 
 all: build
 
@@ -184,6 +184,32 @@ deb: $(NFPM)
 # from the units' ExecStart lines in a network namespace of its own.
 deb-test: deb
 	ROMANA_DEBS=$(DEBDIR) $(GO) test -count=1 -v -run . ./packaging/
+
+# Romana's container images for Kubernetes (deploy/kubernetes/README.md),
+# written without Docker or a registry as OCI layout archives into
+# $(IMAGEDIR): romanad.tar, romana-agent.tar (with romana-cni, its installer
+# and the build machine's nft with its libraries), romana-kube.tar, and
+# romana.yaml, the manifests naming $(IMAGE_REGISTRY)/NAME:$(IMAGE_TAG).
+# Reproducible as the .debs are: static, trimmed binaries without build
+# ids, every time stamp SOURCE_DATE_EPOCH. Import on a node with
+# `ctr -n k8s.io images import $(IMAGEDIR)/romanad.tar` (and the others).
+IMAGEDIR ?= $(DEBDIR)/images
+IMAGE_TAG ?= $(VERSION)
+IMAGE_REGISTRY ?= localhost/romana
+IMAGESTAGE := $(IMAGEDIR)/.bin
+images:
+	rm -rf $(IMAGESTAGE) && mkdir -p $(IMAGESTAGE)
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags="-s -w -buildid= $(LDFLAGS)" -o $(IMAGESTAGE)/ \
+	  ./cmd/romanad ./cmd/romana ./cmd/romana-agent ./cmd/romana-cni ./cmd/romana-kube
+	$(GO) run ./deploy/romana-images -bin $(IMAGESTAGE) -out $(IMAGEDIR) -tag $(IMAGE_TAG) -registry $(IMAGE_REGISTRY) -epoch $(SOURCE_DATE_EPOCH)
+	rm -rf $(IMAGESTAGE)
+
+# Imports the images into a containerd of the test's own (ctr images
+# import), checks their names and runs them: --version of each binary, nft
+# in the agent's image, install-cni onto a temporary directory. Needs root,
+# containerd, ctr and runc.
+images-test: images
+	ROMANA_IMAGES=$(IMAGEDIR) $(GO) test -count=1 -v -run TestContainerd ./deploy/
 
 clean:
 	rm -rf $(BIN) $(DEBDIR)

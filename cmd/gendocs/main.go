@@ -44,12 +44,16 @@ func main() {
 // them (their run functions are never called).
 func Commands() []*cobra.Command {
 	never := func(context.Context) error { return fmt.Errorf("gendocs: not run") }
+	agent := cmdline.NewAgent(func(ctx context.Context, _ *cmdline.Agent) error { return never(ctx) })
+	agent.AddCommand(cmdline.NewInstallCNI(func(ctx context.Context, _ *cmdline.InstallCNI) error { return never(ctx) }))
+	kube := cmdline.NewKube(func(ctx context.Context, _ *cmdline.Kube) error { return never(ctx) })
+	kube.AddCommand(cmdline.NewKubeBootstrap(func(ctx context.Context, _ *cmdline.KubeBootstrap) error { return never(ctx) }))
 	return []*cobra.Command{
 		cli.NewRoot(),
 		cmdline.NewRomanad(func(ctx context.Context, _ *cmdline.Romanad) error { return never(ctx) }),
-		cmdline.NewAgent(func(ctx context.Context, _ *cmdline.Agent) error { return never(ctx) }),
+		agent,
 		cmdline.NewCNI(func() error { return never(context.Background()) }),
-		cmdline.NewKube(func(ctx context.Context, _ *cmdline.Kube) error { return never(ctx) }),
+		kube,
 	}
 }
 

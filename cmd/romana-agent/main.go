@@ -42,6 +42,7 @@ func main() {
 // --version go to stdout, logs to stderr.
 func execute(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := cmdline.NewAgent(func(ctx context.Context, f *cmdline.Agent) error { return runAgent(ctx, f, stderr) })
+	cmd.AddCommand(cmdline.NewInstallCNI(func(ctx context.Context, f *cmdline.InstallCNI) error { return installCNI(f, stdout) }))
 	return cmdline.Execute(ctx, cmd, args, stdout, stderr)
 }
 

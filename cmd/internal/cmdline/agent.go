@@ -2,7 +2,11 @@ package cmdline
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	iofs "io/fs"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,6 +20,7 @@ import (
 // Agent holds romana-agent's flags.
 type Agent struct {
 	Host, Server, Config, Join, CNIConfig string
+	JoinFile                              string
 	CNISocket                             string
 	Mode                                  string
 	Resync, MinSyncInterval               time.Duration
@@ -96,6 +101,7 @@ or reach romanad, netlink or nftables refused); 2 the command line is wrong.`,
 	fs.StringVar(&f.Server, "server", "", "romanad: https://HOST:PORT, or unix:///PATH as root on romanad's machine (env "+EnvServer+"; default: the credential's)")
 	fs.StringVar(&f.Config, "config", "/var/lib/romana/agent/host.conf", "the agent's credential `file` (written by --join, renewed in place)")
 	fs.StringVar(&f.Join, "join", "", "single-use join `token` for the first start (env "+EnvJoinToken+"); ignored once --config exists")
+	fs.StringVar(&f.JoinFile, "join-file", "", "`file` holding the join token, used when neither --join nor "+EnvJoinToken+" gives one; a missing file is no token (a Kubernetes Secret with a key per node)")
 	fs.StringVar(&f.CNIConfig, "cni-config", "/etc/romana/cni.conf", "`file` to keep a CNI credential (cni:HOST) in, for plugins that talk to romanad themselves; romana-cni needs none (\"\" disables)")
 	fs.StringVar(&f.CNISocket, "cni-socket", forward.DefaultSocket, "unix socket `path` where the agent serves the romana-cni plugin's requests, root-only (\"\" disables); the network config's \"agentSocket\" must name it")
 	fs.StringVar(&f.Mode, "mode", string(hoststate.ModeFlat), "flat: route other hosts' CIDRs via their IPs (one L2 segment); fabric: the fabric routes them")
@@ -127,6 +133,13 @@ or reach romanad, netlink or nftables refused); 2 the command line is wrong.`,
 		}
 		if !cmd.Flags().Changed("join") {
 			f.Join = os.Getenv(EnvJoinToken)
+		}
+		if f.Join == "" && f.JoinFile != "" {
+			b, err := os.ReadFile(f.JoinFile)
+			if err != nil && !errors.Is(err, iofs.ErrNotExist) {
+				return fmt.Errorf("--join-file: %w", err)
+			}
+			f.Join = strings.TrimSpace(string(b))
 		}
 		return run(cmd.Context(), f)
 	})

@@ -53,6 +53,7 @@ func newCommand(c *cobra.Command, run func(cmd *cobra.Command) error) *cobra.Com
 	c.SilenceErrors = true
 	c.SilenceUsage = true
 	c.DisableAutoGenTag = true
+	c.CompletionOptions.DisableDefaultCmd = true // a subcommand (install-cni) would add one
 	c.Args = func(cmd *cobra.Command, args []string) error {
 		if len(args) > 0 {
 			return &UsageError{Err: fmt.Errorf("unexpected argument %q (%s takes flags only)", args[0], cmd.Name())}
