@@ -268,8 +268,8 @@ func (n *Node) kernelDefaults() (map[string]string, error) {
 }
 
 // startContainerd starts containerd in the host's namespace and a new
-// private mount namespace (with a tmpfs on /var/log and the kernel-default
-// binds), and waits until its CRI answers. Its CRI keeps containers'
+// private mount namespace (with a tmpfs on /var/log, one on /var/lib/cni
+// where the CNI library caches results, and the kernel-default binds), and waits until its CRI answers. Its CRI keeps containers'
 // oom_score_adj at or above its own (restrict_oom_score_adj): the kubelet
 // asks -998 for a sandbox, which needs CAP_SYS_RESOURCE, and a machine (a
 // container itself, like CI's) may not grant it; the kubelet and
@@ -279,7 +279,7 @@ func (n *Node) startContainerd(ctx context.Context, binds map[string]string) err
 	if err := os.WriteFile(cfg, []byte(n.containerdConfig()), 0o644); err != nil {
 		return err
 	}
-	script := "set -e; mount -t tmpfs tmpfs /var/log"
+	script := "set -e; mount -t tmpfs tmpfs /var/log; mkdir -p /var/lib/cni; mount -t tmpfs tmpfs /var/lib/cni"
 	keys := make([]string, 0, len(binds))
 	for k := range binds {
 		keys = append(keys, k)

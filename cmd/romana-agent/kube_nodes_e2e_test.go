@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,7 +204,9 @@ func TestKubeNodesSmoke(t *testing.T) {
 	}
 	slices.Sort(targets)
 	targets = append(targets, "svc")
-	matrix := func() string {
+	matrix := func() string { // probes in parallel: a blocked one waits its timeout
+		var mu sync.Mutex
+		var wg sync.WaitGroup
 		var lines []string
 		for _, from := range slices.Sorted(mapsKeysOf(probes)) {
 			for _, to := range targets {
@@ -214,11 +217,17 @@ func TestKubeNodesSmoke(t *testing.T) {
 				if to != "svc" {
 					dst = probes[to].ip
 				}
-				if _, err := probes[from].get(dst, "/hostname"); err == nil {
-					lines = append(lines, from+" -> "+to)
-				}
+				wg.Go(func() {
+					if _, err := probes[from].get(dst, "/hostname"); err == nil {
+						mu.Lock()
+						lines = append(lines, from+" -> "+to)
+						mu.Unlock()
+					}
+				})
 			}
 		}
+		wg.Wait()
+		slices.Sort(lines)
 		return strings.Join(lines, "\n")
 	}
 	expectMatrixOf := func(what string, allowed func(from, to string) bool) {
