@@ -45,9 +45,9 @@ kube-apiserver:
 # The rest of a real cluster for the node tests (package kubenode): kubelet,
 # kube-scheduler, kube-controller-manager, kube-proxy and the agnhost test
 # image's binary, built from Go modules by scripts/kube-node.sh into
-# $(TOOLS)/kube-node-$(KUBE_VERSION): about 4 minutes on 2 cores once
+# $(TOOLS)/kube-node-$(KUBE_VERSION): about 15 minutes on 2 cores once
 # kube-apiserver is cached, instant afterwards (docs/contributing.md,
-# "Real nodes").
+# "Real nodes in tests").
 KUBE_NODE = $(TOOLS)/kube-node-$(KUBE_VERSION)
 kube-node:
 	@KUBE_VERSION=$(KUBE_VERSION) TOOLS=$(TOOLS) ./scripts/kube-node.sh >/dev/null
