@@ -48,9 +48,9 @@ func StartControlPlane(t testing.TB, k *kubetest.Cluster) {
 		t.Fatal(err)
 	}
 	stopAtEnd(t, kcm)
-	// Both are up when the scheduler's and the controller-manager's
-	// leases... they hold none (no leader election): wait for a controller's
-	// visible work instead, the root CA ConfigMap in "default".
+	// Without leader election neither holds a lease to wait for: wait
+	// for a controller's visible work instead, the root CA ConfigMap in
+	// "default", and check that the scheduler is still running.
 	ctx := context.Background()
 	if err := waitFor(ctx, "kube-root-ca.crt in default (kube-controller-manager)", startTimeout, kcm, func() error {
 		_, err := k.Clientset.CoreV1().ConfigMaps("default").Get(ctx, "kube-root-ca.crt", getOpts)

@@ -410,10 +410,8 @@ conntrack:
   tcpCloseWaitTimeout: 0s
   udpTimeout: 0s
   udpStreamTimeout: 0s
-`, kubeconfig, n.Name, clusterCIDR, netipPrefix(n.Host.Addr.Addr().String()))
+`, kubeconfig, n.Name, clusterCIDR, n.Host.Addr.Addr().String()+"/32")
 }
-
-func netipPrefix(ip string) string { return ip + "/32" }
 
 // forwardAPI listens on 127.0.0.1:apiPort in the host's namespace and
 // forwards each connection to the apiserver (on 127.0.0.1 of the test's
