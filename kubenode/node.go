@@ -231,33 +231,52 @@ func (n *Node) writeCNI(cfg Config) error {
 	return os.WriteFile(filepath.Join(conf, "10-romana.conflist"), cfg.CNIConfig, 0o644)
 }
 
+// kubeletKernel are the kernel settings the kubelet insists on (its
+// setupKernelTunables), by path under /proc/sys.
+var kubeletKernel = map[string]string{
+	"vm/overcommit_memory":      "1",
+	"vm/panic_on_oom":           "0",
+	"kernel/panic":              "10",
+	"kernel/panic_on_oops":      "1",
+	"kernel/keys/root_maxkeys":  "1000000",
+	"kernel/keys/root_maxbytes": "25000000",
+}
+
+// differing returns the settings of want whose current value (read by
+// read) is another, with the wanted value.
+func differing(want map[string]string, read func(key string) (string, error)) (map[string]string, error) {
+	out := map[string]string{}
+	for key, v := range want {
+		got, err := read(key)
+		if err != nil {
+			return nil, fmt.Errorf("read kernel setting %s: %w", key, err)
+		}
+		if strings.TrimSpace(got) != v {
+			out[key] = v
+		}
+	}
+	return out, nil
+}
+
 // kernelDefaults returns, for each kernel setting the kubelet insists on
 // (it checks them with protectKernelDefaults, and would change them
 // machine-wide without), a file holding the value it wants where the
 // machine's differs: bound over /proc/sys in the node's private mount
 // namespace, so the kubelet reads what it wants and nothing global changes.
 func (n *Node) kernelDefaults() (map[string]string, error) {
-	want := map[string]string{
-		"vm/overcommit_memory":      "1",
-		"vm/panic_on_oom":           "0",
-		"kernel/panic":              "10",
-		"kernel/panic_on_oops":      "1",
-		"kernel/keys/root_maxkeys":  "1000000",
-		"kernel/keys/root_maxbytes": "25000000",
+	diff, err := differing(kubeletKernel, func(key string) (string, error) {
+		b, err := os.ReadFile("/proc/sys/" + key)
+		return string(b), err
+	})
+	if err != nil {
+		return nil, err
 	}
 	binds := map[string]string{}
 	d := filepath.Join(n.work, "sysctl")
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return nil, err
 	}
-	for key, v := range want {
-		b, err := os.ReadFile("/proc/sys/" + key)
-		if err != nil {
-			return nil, err
-		}
-		if strings.TrimSpace(string(b)) == v {
-			continue
-		}
+	for key, v := range diff {
 		f := filepath.Join(d, strings.ReplaceAll(key, "/", "."))
 		if err := os.WriteFile(f, []byte(v+"\n"), 0o444); err != nil {
 			return nil, err
