@@ -16,7 +16,7 @@ DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
 VPKG := github.com/romana/romana/version
 LDFLAGS := -X '$(VPKG).Version=$(VERSION)' -X '$(VPKG).Commit=$(COMMIT)' -X '$(VPKG).Date=$(DATE)'
 
-.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench bench-go bench-scale bench-kube faults clean install deb deb-test nfpm kube-apiserver images images-test
+.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench bench-go bench-scale bench-kube faults clean install deb deb-test nfpm kube-apiserver kube-node images images-test
 
 all: build
 
@@ -27,9 +27,9 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ $$($(GO) list ./cmd/... | grep -v /cmd/gendocs)
 
-test: deps build tidy docs-check kube-apiserver
+test: deps build tidy docs-check kube-apiserver kube-node
 	$(GO) vet ./...
-	ROMANA_BIN=$(BIN) ROMANA_KUBE_APISERVER=$(KUBE_APISERVER) $(GO) test -count=1 -timeout 20m ./...
+	ROMANA_BIN=$(BIN) ROMANA_KUBE_APISERVER=$(KUBE_APISERVER) ROMANA_KUBE_NODE=$(KUBE_NODE) $(GO) test -count=1 -timeout 20m ./...
 	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory deb-test
 
@@ -41,6 +41,16 @@ KUBE_VERSION ?= v1.36.3
 KUBE_APISERVER = $(TOOLS)/kube-apiserver-$(KUBE_VERSION)/kube-apiserver
 kube-apiserver:
 	@KUBE_VERSION=$(KUBE_VERSION) TOOLS=$(TOOLS) ./scripts/kube-apiserver.sh >/dev/null
+
+# The rest of a real cluster for the node tests (package kubenode): kubelet,
+# kube-scheduler, kube-controller-manager, kube-proxy and the agnhost test
+# image's binary, built from Go modules by scripts/kube-node.sh into
+# $(TOOLS)/kube-node-$(KUBE_VERSION): about 15 minutes on 2 cores once
+# kube-apiserver is cached, instant afterwards (docs/contributing.md,
+# "Real nodes in tests").
+KUBE_NODE = $(TOOLS)/kube-node-$(KUBE_VERSION)
+kube-node:
+	@KUBE_VERSION=$(KUBE_VERSION) TOOLS=$(TOOLS) ./scripts/kube-node.sh >/dev/null
 
 # go.mod and go.sum must be what `go mod tidy` makes of them: fails, printing
 # the difference, when they are not (run `go mod tidy` and commit the result).

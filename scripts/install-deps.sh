@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 pkgs=(iproute2 nftables iptables ipset iputils-ping netcat-openbsd tcpdump iperf3
       sockperf etcd-server etcd-client bird2 gobgpd containernetworking-plugins conntrack
-      systemd util-linux)  # systemd-analyze and setpriv: make deb-test checks the units
+      systemd util-linux containerd runc)  # systemd-analyze and setpriv: make deb-test checks the units; containerd and runc: the real-node tests (kubenode)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

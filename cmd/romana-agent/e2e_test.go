@@ -108,6 +108,9 @@ type cluster struct {
 	// by the agent).
 	credDir string
 	resync  time.Duration
+	// agentCommand, when set, makes the command that runs an agent on a
+	// host (default: the host's Command, `ip netns exec`).
+	agentCommand func(host string, args ...string) *exec.Cmd
 }
 
 type agentProc struct {
@@ -236,6 +239,9 @@ func (c *cluster) startAgentEnv(host string, env []string, extra ...string) {
 	args := append([]string{c.exe, "--host", host, "--server", c.url(), "--config", c.credPath(host), "--cni-config", c.cniPath(host),
 		"--cni-socket", c.cniSock(host), "--resync", c.resync.String(), "--log-level", "debug"}, extra...)
 	cmd := c.hosts[host].Command(context.Background(), args...)
+	if c.agentCommand != nil {
+		cmd = c.agentCommand(host, args...)
+	}
 	cmd.Env = append(append(os.Environ(), asAgent+"=1"), env...)
 	logPath := filepath.Join(c.logDir, host+".log")
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

@@ -30,6 +30,7 @@ import (
 	"github.com/romana/romana/kubetest"
 	"github.com/romana/romana/pki"
 	"github.com/romana/romana/plan"
+	"github.com/romana/romana/server/servertest"
 	"github.com/romana/romana/sim"
 	"github.com/romana/romana/sim/simtest"
 )
@@ -142,23 +143,7 @@ func newKubeLabWith(t *testing.T, o kubeLabOptions, hosts ...string) *kubeLab {
 			t.Fatal(err)
 		}
 	}
-	// romana-kube.
-	cfg := kube.Config{}
-	kctl := &kube.Controller{Config: cfg, Kube: k.Clientset, Policy: k.Policy,
-		Compile:     kube.Policies(cfg, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}),
-		Reconciler:  &kube.Reconciler{R: srv.ClientAs(t, pki.Kube), Prefix: kube.DefaultPrefix, NodeGrace: time.Minute},
-		MinInterval: o.kubeMinInterval, Resync: o.kubeResync, OnSync: o.kubeOnSync,
-		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: o.kubeLog})),
-	}
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- kctl.Run(cctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("romana-kube: %v", err)
-		}
-	})
+	runRomanaKube(t, k, srv, o)
 	expect.Eventually(t, "hosts registered from the nodes", wait, func() error {
 		hs, err := srv.Client.ListHosts(ctx)
 		if err != nil {
@@ -181,6 +166,31 @@ func newKubeLabWith(t *testing.T, o kubeLabOptions, hosts ...string) *kubeLab {
 	}
 	c.waitHealthy(hosts...)
 	return kl
+}
+
+// runRomanaKube runs romana-kube in the test process (identity kube) until
+// the test ends: pools from 10.0.0.0/8, the default configuration.
+func runRomanaKube(t *testing.T, k *kubetest.Cluster, srv *servertest.Instance, o kubeLabOptions) {
+	ctx := context.Background()
+	cfg := kube.Config{}
+	if o.kubeMinInterval == 0 {
+		o.kubeMinInterval = 20 * time.Millisecond
+	}
+	kctl := &kube.Controller{Config: cfg, Kube: k.Clientset, Policy: k.Policy,
+		Compile:     kube.Policies(cfg, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}),
+		Reconciler:  &kube.Reconciler{R: srv.ClientAs(t, pki.Kube), Prefix: kube.DefaultPrefix, NodeGrace: time.Minute},
+		MinInterval: o.kubeMinInterval, Resync: o.kubeResync, OnSync: o.kubeOnSync,
+		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: o.kubeLog})),
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- kctl.Run(cctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("romana-kube: %v", err)
+		}
+	})
 }
 
 // testWriter sends the controller's log to the test log.
