@@ -54,25 +54,25 @@ func TestReportPolicyStats(t *testing.T) {
 	}
 }
 
-// TestStatsDutyGate: a listing that took d is followed by 19·d without
-// one (5% of a core), whatever the report interval.
+// TestStatsDutyGate: a reading that took d is followed by 99·d without
+// one (1% of a core), whatever the report interval.
 func TestStatsDutyGate(t *testing.T) {
 	var g dutyGate
 	t0 := time.Unix(1000, 0)
 	if !g.allow(t0) {
 		t.Fatal("first listing refused")
 	}
-	g.spent(t0, t0.Add(2*time.Second)) // a 2 s listing: none until t0+40s
+	g.spent(t0, t0.Add(2*time.Second)) // a 2 s reading: none until t0+200s
 	for _, c := range []struct {
 		at   time.Duration
 		want bool
-	}{{2 * time.Second, false}, {10 * time.Second, false}, {39*time.Second + 999*time.Millisecond, false}, {40 * time.Second, true}, {time.Minute, true}} {
+	}{{2 * time.Second, false}, {40 * time.Second, false}, {199*time.Second + 999*time.Millisecond, false}, {200 * time.Second, true}, {5 * time.Minute, true}} {
 		if got := g.allow(t0.Add(c.at)); got != c.want {
 			t.Errorf("allow at t0+%v = %v, want %v", c.at, got, c.want)
 		}
 	}
-	g.spent(t0.Add(time.Minute), t0.Add(time.Minute+time.Millisecond)) // cheap: every kick again
-	if !g.allow(t0.Add(time.Minute + 20*time.Millisecond)) {
-		t.Error("a 1 ms listing held the next one back more than 19 ms")
+	g.spent(t0.Add(5*time.Minute), t0.Add(5*time.Minute+time.Millisecond)) // cheap: every kick again
+	if !g.allow(t0.Add(5*time.Minute + 100*time.Millisecond)) {
+		t.Error("a 1 ms reading held the next one back more than 99 ms")
 	}
 }

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,7 +31,14 @@ import (
 // after each reconciliation, once its nft transaction returned). The
 // latency of a host is romanad's arrival time of that report minus the
 // PUT's start, both on this process's clock; p50/p99/max are over all
-// hosts and changes. ROMANA_BENCH_AGENTS overrides the 20 agents.
+// hosts and changes. ROMANA_BENCH_AGENTS overrides the 20 agents;
+// ROMANA_BENCH_AGENT_EXE runs another romana-agent binary instead of this
+// test binary (to compare against another tree's agent in the same lab
+// setup); ROMANA_BENCH_AGENT_FLAGS adds flags to every agent (split on
+// spaces, e.g. "--stats-interval 0"). It also reports the CPU time the
+// agents spent during the measured changes, per agent and change: their
+// own (agent-cpu-ms) and that of the processes they ran and waited for
+// (child-cpu-ms: nft), from /proc/PID/stat.
 //
 //	go test ./cmd/romana-agent -run '^$' -bench PolicyEnforcementAgents -benchtime 20x
 func BenchmarkPolicyEnforcementAgents(b *testing.B) {
@@ -57,6 +66,13 @@ func enforcementAgents(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	c.exe = exe
+	if e := os.Getenv("ROMANA_BENCH_AGENT_EXE"); e != "" {
+		c.exe = e
+	}
+	agentFlags := []string{"--log-level", "info"}
+	if f := os.Getenv("ROMANA_BENCH_AGENT_FLAGS"); f != "" {
+		agentFlags = append(agentFlags, strings.Fields(f)...)
+	}
 	c.srv, c.ctl = startRomanad(b, lab)
 	b.Cleanup(func() {
 		for name := range c.agents {
@@ -128,7 +144,7 @@ func enforcementAgents(b *testing.B, n int) {
 	start := time.Now()
 	for _, name := range names {
 		c.srv.WriteCredential(b, pki.Host(name), c.credDir)
-		c.startAgent(name, "--log-level", "info")
+		c.startAgent(name, agentFlags...)
 	}
 	rev, err := cl.Status(ctx)
 	if err != nil {
@@ -179,9 +195,13 @@ func enforcementAgents(b *testing.B, n int) {
 	}
 	change() // the first change of a policy that did not exist
 	lat = nil
+	cpu0 := c.agentCPU()
+	changes := 0
 	for b.Loop() {
 		change()
+		changes++
 	}
+	cpu1 := c.agentCPU()
 	slices.Sort(lat)
 	pct := func(q float64) float64 {
 		return float64(lat[min(len(lat)-1, int(q*float64(len(lat))))].Microseconds()) / 1000
@@ -190,4 +210,35 @@ func enforcementAgents(b *testing.B, n int) {
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
 	b.ReportMetric(float64(len(lat)), "samples")
+	per := float64(changes * len(names))
+	b.ReportMetric(float64(cpu1.self-cpu0.self)/per/float64(time.Millisecond), "agent-cpu-ms")
+	b.ReportMetric(float64(cpu1.children-cpu0.children)/per/float64(time.Millisecond), "child-cpu-ms")
+}
+
+// cpuTimes is CPU time of processes: their own (user and system) and
+// that of their children they waited for.
+type cpuTimes struct{ self, children time.Duration }
+
+// agentCPU sums the CPU times of the running agents (/proc/PID/stat,
+// fields 14 to 17, in clock ticks of 10 ms).
+func (c *cluster) agentCPU() cpuTimes {
+	var t cpuTimes
+	for name, p := range c.agents {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+		if err != nil {
+			c.t.Fatalf("agent %s: %v", name, err)
+		}
+		// The command name (field 2) is in parentheses and may hold spaces.
+		f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+		tick := func(i int) time.Duration { // i: the field's number in proc(5)
+			v, err := strconv.ParseInt(f[i-3], 10, 64)
+			if err != nil {
+				c.t.Fatalf("agent %s: /proc stat field %d: %v", name, i, err)
+			}
+			return time.Duration(v) * 10 * time.Millisecond
+		}
+		t.self += tick(14) + tick(15)
+		t.children += tick(16) + tick(17)
+	}
+	return t
 }
