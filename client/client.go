@@ -310,6 +310,7 @@ func (c *Client) ListHosts(ctx context.Context) ([]api.Host, error) {
 	var out []api.Host
 	return out, c.do(ctx, "GET", "/v1/hosts", nil, nil, &out)
 }
+
 // ReleaseHostAddresses releases every address of a host (a machine that
 // is gone) and returns their names.
 func (c *Client) ReleaseHostAddresses(ctx context.Context, name string) ([]string, error) {

@@ -30,13 +30,8 @@ if [ -x "$bin" ]; then
   exit 0
 fi
 
-case $KUBE_VERSION in
-  v1.*.*) ;;
-  *) echo "kube-apiserver.sh: KUBE_VERSION $KUBE_VERSION is not v1.X.Y" >&2; exit 2 ;;
-esac
-rest=${KUBE_VERSION#v1.}
-minor=${rest%%.*}
-staging=v0.$rest  # k8s.io/api etc. are published as v0.X.Y for Kubernetes v1.X.Y
+. "$(dirname "$0")/kube-module.sh"
+kube_version kube-apiserver.sh
 
 mkdir -p "$dir"
 exec 9>"$dir/.lock"
@@ -52,32 +47,10 @@ start=$(date +%s)
 echo "kube-apiserver.sh: building kube-apiserver $KUBE_VERSION into $bin (about 10 minutes on 2 cores the first time)" >&2
 
 cd "$work"
-go mod init romana.local/kube-apiserver-build >/dev/null 2>&1
-# Kubernetes' go.mod: the staging modules are the ones it replaces with
-# ./staging/src/k8s.io/<name>; outside its repository they must point at
-# their published versions instead.
-kmod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | awk -F'"' '$2 == "GoMod" { print $4 }')
-if [ ! -f "$kmod" ]; then
-  echo "kube-apiserver.sh: go mod download k8s.io/kubernetes@$KUBE_VERSION gave no go.mod" >&2
-  exit 1
-fi
-mods=$(awk '$2 == "=>" && $3 ~ /^\.\/staging\// { print $1 }' "$kmod" | sort -u)
-if [ -z "$mods" ]; then
-  echo "kube-apiserver.sh: no staging replace lines in $kmod" >&2
-  exit 1
-fi
-args=()
-for m in $mods; do
-  args+=("-replace=$m=$m@$staging")
-done
-go mod edit "${args[@]}"
-echo "kube-apiserver.sh: $(echo "$mods" | wc -l) staging modules replaced by $staging" >&2
+kube_module kube-apiserver.sh
 go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" >&2
 
-vpkg=k8s.io/component-base/version
-ldflags="-X $vpkg.gitVersion=$KUBE_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor"
-ldflags="$ldflags -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z"
-go build -ldflags "$ldflags" -o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+go build -ldflags "$kube_ldflags" -o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
 "$dir/kube-apiserver.tmp" --version >&2
 mv "$dir/kube-apiserver.tmp" "$bin"  # atomic: a half-written binary is never at $bin
 echo "kube-apiserver.sh: built kube-apiserver $KUBE_VERSION in $(( $(date +%s) - start )) s" >&2

@@ -37,13 +37,8 @@ if have; then
   exit 0
 fi
 
-case $KUBE_VERSION in
-  v1.*.*) ;;
-  *) echo "kube-node.sh: KUBE_VERSION $KUBE_VERSION is not v1.X.Y" >&2; exit 2 ;;
-esac
-rest=${KUBE_VERSION#v1.}
-minor=${rest%%.*}
-staging=v0.$rest
+. "$(dirname "$0")/kube-module.sh"
+kube_version kube-node.sh
 
 mkdir -p "$dir"
 exec 9>"$dir/.lock"
@@ -59,22 +54,7 @@ start=$(date +%s)
 echo "kube-node.sh: building ${bins[*]} and agnhost $KUBE_VERSION into $dir (about 15 minutes on 2 cores the first time)" >&2
 
 cd "$work"
-go mod init romana.local/kube-node-build >/dev/null 2>&1
-kmod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | awk -F'"' '$2 == "GoMod" { print $4 }')
-if [ ! -f "$kmod" ]; then
-  echo "kube-node.sh: go mod download k8s.io/kubernetes@$KUBE_VERSION gave no go.mod" >&2
-  exit 1
-fi
-mods=$(awk '$2 == "=>" && $3 ~ /^\.\/staging\// { print $1 }' "$kmod" | sort -u)
-if [ -z "$mods" ]; then
-  echo "kube-node.sh: no staging replace lines in $kmod" >&2
-  exit 1
-fi
-args=()
-for m in $mods; do
-  args+=("-replace=$m=$m@$staging")
-done
-go mod edit "${args[@]}"
+kube_module kube-node.sh
 pkgs=()
 for b in "${bins[@]}"; do
   pkgs+=("k8s.io/kubernetes/cmd/$b")
@@ -84,14 +64,11 @@ for p in "${pkgs[@]}" "$agnhost"; do
   go get "$p@$KUBE_VERSION" >&2
 done
 
-vpkg=k8s.io/component-base/version
-ldflags="-X $vpkg.gitVersion=$KUBE_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor"
-ldflags="$ldflags -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z"
 mkdir -p "$work/out"
-go build -ldflags "$ldflags" -o "$work/out/" "${pkgs[@]}"
+go build -ldflags "$kube_ldflags" -o "$work/out/" "${pkgs[@]}"
 echo "kube-node.sh: built ${bins[*]} in $(( $(date +%s) - start )) s" >&2
 astart=$(date +%s)
-CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$work/out/agnhost" "$agnhost"
+CGO_ENABLED=0 go build -ldflags "$kube_ldflags" -o "$work/out/agnhost" "$agnhost"
 echo "kube-node.sh: built agnhost (static) in $(( $(date +%s) - astart )) s" >&2
 "$work/out/kubelet" --version >&2
 for b in "${bins[@]}" agnhost; do
