@@ -10,7 +10,6 @@ package control
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -20,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/romana/romana/bench/docblock"
 )
 
 // Bench is one `go test -bench` invocation.
@@ -270,27 +271,13 @@ func Render(r Results) string {
 // Write writes dir/control.json and regenerates the block of docPath
 // ("" for none).
 func Write(dir, docPath string, r Results) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, JSONFile), append(b, '\n'), 0o644); err != nil {
+	if err := docblock.WriteJSON(filepath.Join(dir, JSONFile), r); err != nil {
 		return err
 	}
 	if docPath == "" {
 		return nil
 	}
-	doc, err := os.ReadFile(docPath)
-	if err != nil {
-		return err
-	}
-	s := string(doc)
-	i, j := strings.Index(s, BeginMarker), strings.Index(s, EndMarker)
-	if i < 0 || j < i || strings.Count(s, BeginMarker) != 1 || strings.Count(s, EndMarker) != 1 {
-		return fmt.Errorf("%s: want exactly one %q followed by one %q", docPath, BeginMarker, EndMarker)
-	}
-	s = s[:i+len(BeginMarker)] + "\n" + strings.Trim(Render(r), "\n") + "\n" + s[j:]
-	return os.WriteFile(docPath, []byte(s), 0o644)
+	return docblock.Update(docPath, BeginMarker, EndMarker, Render(r))
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

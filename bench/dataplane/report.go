@@ -1,11 +1,11 @@
 package dataplane
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/romana/romana/bench/docblock"
 )
 
 // Files written into the output directory.
@@ -161,40 +161,22 @@ func orNone(s string) string {
 	return s
 }
 
-// Splice replaces what lies between the markers in doc with block. The
-// markers must each appear once, begin before end.
+// Splice replaces what lies between the markers in doc with block (see
+// docblock.Splice).
 func Splice(doc, block string) (string, error) {
-	i := strings.Index(doc, BeginMarker)
-	j := strings.Index(doc, EndMarker)
-	if i < 0 || j < 0 || j < i || strings.Count(doc, BeginMarker) != 1 || strings.Count(doc, EndMarker) != 1 {
-		return "", fmt.Errorf("want exactly one %q followed by one %q", BeginMarker, EndMarker)
-	}
-	return doc[:i+len(BeginMarker)] + "\n" + strings.Trim(block, "\n") + "\n" + doc[j:], nil
+	return docblock.Splice(doc, BeginMarker, EndMarker, block)
 }
 
 // WriteJSON writes r as dir/dataplane.json.
 func WriteJSON(dir string, r Results) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	p := filepath.Join(dir, JSONFile)
-	if err := os.WriteFile(p, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	return nil
+	return docblock.WriteJSON(filepath.Join(dir, JSONFile), r)
 }
 
 // ReadJSON reads dir/dataplane.json.
 func ReadJSON(dir string) (Results, error) {
-	p := filepath.Join(dir, JSONFile)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return Results{}, err
-	}
 	var r Results
-	if err := json.Unmarshal(b, &r); err != nil {
-		return Results{}, fmt.Errorf("read %s: %w", p, err)
+	if err := docblock.ReadJSON(filepath.Join(dir, JSONFile), &r); err != nil {
+		return Results{}, err
 	}
 	if len(r.Placements) == 0 { // written before QUICK ran cross-host only
 		r.Placements = []string{Cross, Same}
@@ -204,17 +186,9 @@ func ReadJSON(dir string) (Results, error) {
 
 // UpdateDoc regenerates the marked block of docPath from r.
 func UpdateDoc(docPath, dir string, r Results) error {
-	b, err := os.ReadFile(docPath)
-	if err != nil {
-		return err
-	}
 	rel, err := filepath.Rel(filepath.Dir(docPath), dir)
 	if err != nil {
 		return err
 	}
-	out, err := Splice(string(b), Render(r, filepath.ToSlash(rel)))
-	if err != nil {
-		return fmt.Errorf("%s: %w", docPath, err)
-	}
-	return os.WriteFile(docPath, []byte(out), 0o644)
+	return docblock.Update(docPath, BeginMarker, EndMarker, Render(r, filepath.ToSlash(rel)))
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"path"
 	"strings"
+
+	"github.com/romana/romana/bench/docblock"
 )
 
 // Machine describes where a run was taken.
@@ -141,13 +143,8 @@ func ruleTable(b *strings.Builder, c Curve, row func(...string)) {
 
 func secs(s float64) string { return fmt.Sprintf("%.0f s", s) }
 
-// Splice replaces what lies between the markers in doc with block. The
-// markers must each appear once, begin before end.
+// Splice replaces what lies between the markers in doc with block (see
+// docblock.Splice).
 func Splice(doc, block string) (string, error) {
-	i := strings.Index(doc, BeginMarker)
-	j := strings.Index(doc, EndMarker)
-	if i < 0 || j < 0 || j < i || strings.Count(doc, BeginMarker) != 1 || strings.Count(doc, EndMarker) != 1 {
-		return "", fmt.Errorf("want exactly one %q followed by one %q", BeginMarker, EndMarker)
-	}
-	return doc[:i+len(BeginMarker)] + "\n" + strings.Trim(block, "\n") + "\n" + doc[j:], nil
+	return docblock.Splice(doc, BeginMarker, EndMarker, block)
 }
