@@ -14,6 +14,7 @@ package kube
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -132,14 +133,14 @@ func Desire(cfg Config, st State, policies func(State) PolicySet) Desired {
 			}
 		}
 	}
-	for _, t := range uniqueSorted(mapValues(tenants)) {
+	for _, t := range slices.Compact(slices.Sorted(maps.Values(tenants))) {
 		// Tenants are always open: isolation a namespace opts into is a
 		// policy (isolationPolicy), so a label change never needs the
 		// tenant (and its addresses) to be recreated.
 		d.Tenants = append(d.Tenants, api.Tenant{Name: t, Isolation: api.IsolationNone})
 	}
 	segs := map[[2]string]bool{}
-	for _, t := range mapValues(tenants) {
+	for t := range maps.Values(tenants) {
 		segs[[2]string{t, DefaultSegment}] = true
 	}
 	for _, p := range st.Pods {
@@ -171,7 +172,7 @@ func Desire(cfg Config, st State, policies func(State) PolicySet) Desired {
 	slices.SortFunc(d.Segments, func(a, b api.Segment) int {
 		return cmp.Or(strings.Compare(a.Tenant, b.Tenant), strings.Compare(a.Name, b.Name))
 	})
-	for _, t := range uniqueSorted(mapKeys(isolation)) {
+	for _, t := range slices.Sorted(maps.Keys(isolation)) {
 		var segments []string
 		for _, s := range d.Segments {
 			if s.Tenant == t {
@@ -266,7 +267,7 @@ func hostOf(cfg Config, n corev1.Node) (api.Host, error) {
 	default:
 		return api.Host{}, fmt.Errorf("no InternalIP in its status yet")
 	}
-	for _, level := range uniqueSorted(mapKeys(cfg.Topology)) {
+	for _, level := range slices.Sorted(maps.Keys(cfg.Topology)) {
 		label := cfg.Topology[level]
 		v, ok := n.Labels[label]
 		if !ok {
@@ -290,25 +291,4 @@ func segmentOf(cfg Config, p corev1.Pod) (string, error) {
 		return "", fmt.Errorf("label %s: %w", cfg.SegmentLabel, err)
 	}
 	return s, nil
-}
-
-func mapValues(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
-}
-
-func mapKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
-
-func uniqueSorted(s []string) []string {
-	slices.Sort(s)
-	return slices.Compact(s)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -335,8 +336,7 @@ func (kl *kubeLab) matrix(cells []cell) string {
 
 func (kl *kubeLab) cells(protoPorts ...string) []cell {
 	var out []cell
-	names := mapsKeys(kl.pods)
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(kl.pods))
 	for _, pp := range protoPorts {
 		proto, port, _ := strings.Cut(pp, "/")
 		var n int
@@ -348,14 +348,6 @@ func (kl *kubeLab) cells(protoPorts ...string) []cell {
 				}
 			}
 		}
-	}
-	return out
-}
-
-func mapsKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
 	}
 	return out
 }
@@ -373,9 +365,9 @@ func want(cells []cell, allowed func(c cell) bool) string {
 	return strings.Join(ok, "\n")
 }
 
-// expectMatrix waits until the probed matrix is the expected one (the
-// controller, romanad and the agents converge), then checks it stays so
-// for a second probe.
+// expectMatrix probes the matrix until it is the expected one (the
+// controller, romanad and the agents converge) and fails the test with the
+// last matrix probed when it is not within wait.
 func (kl *kubeLab) expectMatrix(what string, cells []cell, allowed func(c cell) bool) {
 	kl.t.Helper()
 	w := want(cells, allowed)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -208,7 +209,7 @@ func TestKubeNodesSmoke(t *testing.T) {
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		var lines []string
-		for _, from := range slices.Sorted(mapsKeysOf(probes)) {
+		for _, from := range slices.Sorted(maps.Keys(probes)) {
 			for _, to := range targets {
 				if from == to {
 					continue
@@ -232,7 +233,7 @@ func TestKubeNodesSmoke(t *testing.T) {
 	}
 	expectMatrixOf := func(what string, allowed func(from, to string) bool) {
 		var want []string
-		for _, from := range slices.Sorted(mapsKeysOf(probes)) {
+		for _, from := range slices.Sorted(maps.Keys(probes)) {
 			for _, to := range targets {
 				if from != to && allowed(from, to) {
 					want = append(want, from+" -> "+to)
@@ -321,16 +322,6 @@ func ready(p *corev1.Pod) bool {
 		}
 	}
 	return false
-}
-
-func mapsKeysOf[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // probePod is a pod the test connects from, inside its network namespace.
