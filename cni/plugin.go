@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -265,22 +266,24 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 	// Both possible addresses of the attachment, whatever the config
 	// says now: the one it was added with may have named two networks.
 	names := AllocationNames(args.ContainerID, args.IfName, 2)
-	released := make(chan error, len(names))
-	for _, n := range names {
-		go func() {
+	// Released at once; the error reported is the first name's that
+	// failed, in names' order, whichever answer came first.
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Go(func() {
 			err := rd.Release(ctx, n)
 			if err != nil && !api.IsNotFound(err) {
-				err = AsCNIError(err, fmt.Sprintf("release %s at romanad %s", n, p.Server))
-			} else {
-				err = nil
+				errs[i] = AsCNIError(err, fmt.Sprintf("release %s at romanad %s", n, p.Server))
 			}
-			released <- err
-		}()
+		})
 	}
+	wg.Wait()
 	var relErr error
-	for range names {
-		if err := <-released; err != nil && relErr == nil {
+	for _, err := range errs {
+		if err != nil {
 			relErr = err
+			break
 		}
 	}
 	if relErr != nil {
