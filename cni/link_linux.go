@@ -24,16 +24,12 @@ const routeProtocol = netlink.RouteProtocol(route.Protocol)
 // (the host's) unless they enter the container's with ns.WithNetNSPath.
 
 // createVeth creates the pair: ifName inside the container's namespace at
-// netnsPath, hostVeth (up) in the current namespace. It fails if either name
-// exists. (It uses netlink directly rather than plugins/pkg/ip, whose
-// ip-masquerade code would pull iptables and nftables into the binary and
-// slow every plugin start.)
-func createVeth(netnsPath, ifName, hostVeth string, mtu int) (host, cont *current.Interface, err error) {
-	hostNS, err := ns.GetCurrentNS()
-	if err != nil {
-		return nil, nil, fmt.Errorf("open host netns: %w", err)
-	}
-	defer hostNS.Close()
+// netnsPath, hostVeth (up) in hostNS. It fails if either name exists. It
+// may run on any goroutine: it enters both namespaces itself. (It uses
+// netlink directly rather than plugins/pkg/ip, whose ip-masquerade code
+// would pull iptables and nftables into the binary and slow every plugin
+// start.)
+func createVeth(hostNS ns.NetNS, netnsPath, ifName, hostVeth string, mtu int) (host, cont *current.Interface, err error) {
 	err = ns.WithNetNSPath(netnsPath, func(_ ns.NetNS) error {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name, attrs.MTU = ifName, mtu
@@ -50,14 +46,21 @@ func createVeth(netnsPath, ifName, hostVeth string, mtu int) (host, cont *curren
 	if err != nil {
 		return nil, nil, fmt.Errorf("create veth %s (host) / %s (container %s): %w", hostVeth, ifName, netnsPath, err)
 	}
-	h, err := netlinksafe.LinkByName(hostVeth)
+	err = hostNS.Do(func(ns.NetNS) error {
+		h, err := netlinksafe.LinkByName(hostVeth)
+		if err != nil {
+			return fmt.Errorf("find %s: %w", hostVeth, err)
+		}
+		if err := netlink.LinkSetUp(h); err != nil {
+			return fmt.Errorf("set %s up: %w", hostVeth, err)
+		}
+		host = &current.Interface{Name: hostVeth, Mac: h.Attrs().HardwareAddr.String(), Mtu: h.Attrs().MTU}
+		return nil
+	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("create veth: find %s: %w", hostVeth, err)
+		return nil, nil, fmt.Errorf("create veth: %w", err)
 	}
-	if err := netlink.LinkSetUp(h); err != nil {
-		return nil, nil, fmt.Errorf("create veth: set %s up: %w", hostVeth, err)
-	}
-	return &current.Interface{Name: hostVeth, Mac: h.Attrs().HardwareAddr.String(), Mtu: h.Attrs().MTU}, cont, nil
+	return host, cont, nil
 }
 
 // configureContainer gives ifName in the container each address (/32 or

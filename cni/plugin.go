@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -133,16 +134,47 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 	}
 
 	names := AllocationNames(args.ContainerID, args.IfName, len(conf.Targets()))
+	// The veth pair does not depend on the addresses: create it while
+	// romanad allocates (each takes about 1 to 2 ms), and wait for it
+	// before returning, whatever happens.
+	type made struct {
+		host, cont *current.Interface
+		err        error
+	}
+	hostNS, err := ns.GetCurrentNS()
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("open the host's network namespace: %v", err), "")
+	}
+	defer hostNS.Close()
+	vethDone := make(chan made, 1)
+	go func() {
+		h, c, err := createVeth(hostNS, args.Netns, args.IfName, veth, conf.MTU)
+		vethDone <- made{h, c, err}
+	}()
+	var pair *made
+	waitVeth := func() *made {
+		if pair == nil {
+			m := <-vethDone
+			pair = &m
+		}
+		return pair
+	}
 	var allocated []string // names romanad may hold, for the undo
-	// From the first request on, undo on failure: an error without an
-	// answer (a timeout) may have allocated, so it is undone too.
+	// Undo on failure: the veth if it was made, and every name from the
+	// first request on (an error without an answer, a timeout, may have
+	// allocated).
 	defer func() {
-		if retErr == nil || len(allocated) == 0 {
+		if retErr == nil {
 			return
 		}
 		var undo []string
-		if err := deleteVeth(veth); err != nil {
-			undo = append(undo, err.Error())
+		if waitVeth().err == nil {
+			if err := deleteVeth(veth); err != nil {
+				undo = append(undo, err.Error())
+			}
+		}
+		if len(allocated) == 0 && len(undo) == 0 {
+			return
 		}
 		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), p.Timeout)
 		defer ucancel()
@@ -190,10 +222,11 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 	if err := p.fail("after-allocate"); err != nil {
 		return nil, err
 	}
-	host, cont, err := createVeth(args.Netns, args.IfName, veth, conf.MTU)
-	if err != nil {
-		return nil, types.NewError(types.ErrInternal, err.Error(), "")
+	m := waitVeth()
+	if m.err != nil {
+		return nil, types.NewError(types.ErrInternal, m.err.Error(), "")
 	}
+	host, cont := m.host, m.cont
 	if err := p.fail("after-veth"); err != nil {
 		return nil, err
 	}
@@ -233,22 +266,24 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 	// Both possible addresses of the attachment, whatever the config
 	// says now: the one it was added with may have named two networks.
 	names := AllocationNames(args.ContainerID, args.IfName, 2)
-	released := make(chan error, len(names))
-	for _, n := range names {
-		go func() {
+	// Released at once; the error reported is the first name's that
+	// failed, in names' order, whichever answer came first.
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Go(func() {
 			err := rd.Release(ctx, n)
 			if err != nil && !api.IsNotFound(err) {
-				err = AsCNIError(err, fmt.Sprintf("release %s at romanad %s", n, p.Server))
-			} else {
-				err = nil
+				errs[i] = AsCNIError(err, fmt.Sprintf("release %s at romanad %s", n, p.Server))
 			}
-			released <- err
-		}()
+		})
 	}
+	wg.Wait()
 	var relErr error
-	for range names {
-		if err := <-released; err != nil && relErr == nil {
+	for _, err := range errs {
+		if err != nil {
 			relErr = err
+			break
 		}
 	}
 	if relErr != nil {

@@ -4,8 +4,9 @@
 // writes the agent's answer, a result or a CNI error, as the CNI spec
 // wants it. The agent allocates, creates the veth and routes (package cni).
 //
-// It imports the standard library only (no net/http, no TLS, no CNI
-// library), so that the binary is small and starts in a few milliseconds.
+// It imports the standard library only, and of it not even package net
+// (see unix.go), no TLS and no CNI library, so that the binary is small,
+// static and starts in a few milliseconds.
 // It also holds the wire format, which the agent's server shares.
 package forward
 
@@ -18,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"syscall"
@@ -99,7 +99,7 @@ func New() *Plugin {
 	return &Plugin{
 		Getenv: os.Getenv, Environ: os.Environ, Stdin: os.Stdin, Stdout: os.Stdout,
 		Wait: 5 * time.Second, Timeout: 2 * time.Minute,
-		LinkExists: func(name string) bool { _, err := net.InterfaceByName(name); return err == nil },
+		LinkExists: linkExists,
 	}
 }
 
@@ -191,11 +191,10 @@ func (e *agentDown) Unwrap() error { return e.err }
 // to wait while the socket is missing or refuses, and returns its answer.
 func (p *Plugin) exchange(ctx context.Context, sock string, wait time.Duration, req Request) (Response, error) {
 	deadline := time.Now().Add(wait)
-	var conn net.Conn
+	var conn *unixConn
 	for {
 		var err error
-		var d net.Dialer
-		conn, err = d.DialContext(ctx, "unix", sock)
+		conn, err = dialUnix(sock)
 		if err == nil {
 			break
 		}
@@ -225,7 +224,7 @@ func (p *Plugin) exchange(ctx context.Context, sock string, wait time.Duration, 
 	if _, err := conn.Write(b); err != nil {
 		return Response{}, fmt.Errorf("romana-agent at %s: send request: %w", sock, err)
 	}
-	if err := conn.(*net.UnixConn).CloseWrite(); err != nil {
+	if err := conn.CloseWrite(); err != nil {
 		return Response{}, fmt.Errorf("romana-agent at %s: send request: %w", sock, err)
 	}
 	ans, err := io.ReadAll(conn)

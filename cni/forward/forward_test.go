@@ -156,7 +156,7 @@ func TestAgentDown(t *testing.T) {
 		code  uint // 0: success
 		msg   string
 	}{
-		{"ADD", nil, ErrTryAgainLater, "romana-agent at " + sock + ": no answer within 100ms: dial unix " + sock + ": connect: no such file or directory (is romana-agent running on this host?"},
+		{"ADD", nil, ErrTryAgainLater, "romana-agent at " + sock + ": no answer within 100ms: connect: no such file or directory (is romana-agent running on this host?"},
 		{"CHECK", nil, ErrTryAgainLater, "romana-agent at " + sock},
 		{"GC", nil, ErrTryAgainLater, "romana-agent at " + sock},
 		{"STATUS", nil, ErrPluginNotAvailable, "romana-agent at " + sock + ": cannot connect"},
@@ -195,5 +195,19 @@ func TestBadStdin(t *testing.T) {
 	c := plugin(map[string]string{"CNI_COMMAND": "ADD"}, `{"name":`, &out).Run(context.Background())
 	if e := decodeError(t, out.Bytes()); c != 1 || e.Code != ErrDecodingFailure {
 		t.Fatalf("exit %d, error %+v", c, e)
+	}
+}
+
+// TestLinkExists asks the test's own network namespace (it only reads):
+// lo is always there, and a name no one uses is not.
+func TestLinkExists(t *testing.T) {
+	if !linkExists("lo") {
+		t.Error("linkExists(lo) = false")
+	}
+	if linkExists("romtnolink0") {
+		t.Error("linkExists(romtnolink0) = true")
+	}
+	if linkExists("a-name-far-too-long-for-a-link") {
+		t.Error("linkExists(a name over IFNAMSIZ) = true")
 	}
 }
