@@ -87,6 +87,10 @@ func (s AddressSet) Validate() (AddressSet, error) {
 const (
 	AttrK8sNamespace = "k8s.namespace"
 	AttrK8sPod       = "k8s.pod"
+	// AttrK8sUID is the pod's UID, from its record, when the record has
+	// one: it tells a pod's address from an earlier pod's of the same
+	// name that is not released yet.
+	AttrK8sUID = "k8s.uid"
 )
 
 // podNameRE is a Kubernetes object name (DNS-1123 subdomain): lowercase

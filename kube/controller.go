@@ -39,6 +39,10 @@ type Controller struct {
 	MinInterval, Resync time.Duration
 	// OnSync, when set, is called after each sync (tests, metrics).
 	OnSync func(Desired, error)
+	// Addresses, when set, is romanad's snapshot and watch: a pod whose
+	// status has no IP yet takes the addresses romanad allocated for it
+	// (see addresses.go), so that policies select it from its CNI ADD on.
+	Addresses AddressSource
 }
 
 // Run runs the controller until ctx ends.
@@ -88,6 +92,14 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	f.Start(ctx.Done())
 	defer f.Shutdown()
+	var follower *addressFollower
+	if c.Addresses != nil {
+		follower = &addressFollower{src: c.Addresses, log: log, changed: poke}
+		fctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); follower.run(fctx) }()
+		defer func() { stop(); <-done }()
+	}
 	log.Info("waiting for the informers' initial lists")
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return ctx.Err()
@@ -115,7 +127,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		if err != nil {
 			return st, err
 		}
-		return State{Nodes: deref(n), Namespaces: deref(ns), Pods: deref(p), NetworkPolicies: deref(np), ClusterNetworkPolicies: cnp}, nil
+		pods := deref(p)
+		if follower != nil {
+			if idx, ok := follower.pods(); ok {
+				pods = WithAllocatedIPs(pods, idx)
+			}
+		}
+		return State{Nodes: deref(n), Namespaces: deref(ns), Pods: pods, NetworkPolicies: deref(np), ClusterNetworkPolicies: cnp}, nil
 	}
 	poke()
 	var (

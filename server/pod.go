@@ -131,5 +131,8 @@ func (s *Server) resolvePod(ctx context.Context, in api.AddressRequest) (api.Add
 		return in, err
 	}
 	fill(p.Tenant, p.Segment)
+	if p.UID != "" {
+		attrs[api.AttrK8sUID] = p.UID
+	}
 	return in, nil
 }

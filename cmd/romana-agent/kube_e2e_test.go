@@ -180,6 +180,7 @@ func runRomanaKube(t *testing.T, k *kubetest.Cluster, srv *servertest.Instance, 
 	kctl := &kube.Controller{Config: cfg, Kube: k.Clientset, Policy: k.Policy,
 		Compile:     kube.Policies(cfg, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}),
 		Reconciler:  &kube.Reconciler{R: srv.ClientAs(t, pki.Kube), Prefix: kube.DefaultPrefix, NodeGrace: time.Minute},
+		Addresses:   srv.ClientAs(t, pki.Kube),
 		MinInterval: o.kubeMinInterval, Resync: o.kubeResync, OnSync: o.kubeOnSync,
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: o.kubeLog})),
 	}
@@ -214,6 +215,14 @@ func (kl *kubeLab) namespace(name string, labels map[string]string) {
 // the kubelet's CNI_ARGS, and writes its IP into its status.
 func (kl *kubeLab) startPod(ns, name, host string, labels map[string]string) *kubePod {
 	kl.t.Helper()
+	return kl.attachPod(ns, name, host, labels, true)
+}
+
+// attachPod is startPod; with report false it leaves the pod's status
+// without its IP, as it is from the CNI ADD until the kubelet reports the
+// pod started (seconds on a real node).
+func (kl *kubeLab) attachPod(ns, name, host string, labels map[string]string, report bool) *kubePod {
+	kl.t.Helper()
 	ctx := kl.ctx
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
 		Spec: corev1.PodSpec{NodeName: host, Containers: []corev1.Container{{Name: "c", Image: "agnhost",
@@ -238,11 +247,13 @@ func (kl *kubeLab) startPod(ns, name, host string, labels map[string]string) *ku
 		kl.t.Fatalf("CNI ADD %s/%s result %v: %v", ns, name, r, err)
 	}
 	ip, _ := netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
-	p.Status.PodIP = ip.String()
-	p.Status.PodIPs = []corev1.PodIP{{IP: ip.String()}}
-	p.Status.Phase = corev1.PodRunning
-	if _, err := kl.k.Clientset.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-		kl.t.Fatal(err)
+	if report {
+		p.Status.PodIP = ip.String()
+		p.Status.PodIPs = []corev1.PodIP{{IP: ip.String()}}
+		p.Status.Phase = corev1.PodRunning
+		if _, err := kl.k.Clientset.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+			kl.t.Fatal(err)
+		}
 	}
 	ep := &sim.Endpoint{Namespace: netns, Name: ns + "/" + name, IP: ip}
 	for _, port := range podPorts {
@@ -490,6 +501,29 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no address set holds exactly x/b and y/b: %+v", sets)
+	}
+
+	// 3b. A pod the kubelet has not reported yet (no IP in its status):
+	// romana-kube takes its address from romanad's allocation, so the
+	// policy selects it from its CNI ADD on. y/c, a client, reaches x/a on
+	// tcp/80 and not on tcp/81; the clients' set holds it.
+	yc := kl.attachPod("y", "c", "h2", map[string]string{"role": "client"}, false)
+	expect.Eventually(t, "y/c (status without IP) in the clients' set and through to x/a tcp/80", wait, func() error {
+		sets, err := kl.srv.Client.ListAddressSets(ctx)
+		if err != nil {
+			return err
+		}
+		want := sortedAddrs(kl.pods["x/b"].ep.IP, kl.pods["y/b"].ep.IP, yc.ep.IP)
+		if !slices.ContainsFunc(sets, func(s api.AddressSet) bool { return slices.Equal(s.Addresses, want) }) {
+			return fmt.Errorf("no set holds exactly %v: %+v", want, sets)
+		}
+		return kl.reach("tcp", "y/c", "x/a", 80)
+	})
+	if err := kl.reach("tcp", "y/c", "x/a", 81); err == nil {
+		t.Error("y/c reaches x/a on tcp/81, which allow-a does not open")
+	}
+	if p, err := cs.CoreV1().Pods("y").Get(ctx, "c", metav1.GetOptions{}); err != nil || p.Status.PodIP != "" {
+		t.Fatalf("y/c's status has IP %q (%v); the test needs it empty", p.Status.PodIP, err)
 	}
 
 	// 4. A namespace's label change: y loses ns=y, so udp/82 from y closes.

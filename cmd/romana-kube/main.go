@@ -74,7 +74,7 @@ func run(ctx context.Context, f *cmdline.Kube, stderr io.Writer) error {
 	}
 	c := &kube.Controller{Config: cfg, Kube: kc, Compile: kube.Policies(cfg, pools), Log: log,
 		Reconciler:  &kube.Reconciler{R: rom, Prefix: kube.DefaultPrefix, NodeGrace: f.NodeGrace},
-		MinInterval: f.MinInterval, Resync: f.Resync}
+		MinInterval: f.MinInterval, Resync: f.Resync, Addresses: rom}
 	switch ok, err := kube.HasCNP(kc); {
 	case err != nil:
 		return err
