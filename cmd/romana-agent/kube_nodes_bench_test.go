@@ -1,0 +1,779 @@
+package main
+
+// Pod latency on real nodes (issue 13, "Must show"; docs/benchmarks.md,
+// "Kubernetes on real nodes: pod latency (issue 13)"): how long after a
+// pod is created it is reachable, and how long until a NetworkPolicy that
+// selects it is enforced on it, measured with real packets between pods
+// on the cluster of TestKubeNodesSmoke. `make bench-kube-nodes`; not part
+// of `make test`.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/expect"
+	"github.com/romana/romana/kubenode"
+	"github.com/romana/romana/kubetest"
+	"github.com/romana/romana/plan"
+	"github.com/romana/romana/sim"
+	"github.com/romana/romana/sim/simtest"
+)
+
+// kubeNodes is TestKubeNodesSmoke's cluster: a kubetest apiserver, the
+// real scheduler and controller-manager, romanad, romana-kube in this
+// process, one kubenode.Node and one romana-agent process per host.
+type kubeNodes struct {
+	*cluster
+	k     *kubetest.Cluster
+	nodes map[string]*kubenode.Node
+	names []string // the hosts, in order
+}
+
+// startKubeNodes starts that cluster on hosts with agentExe as the agents'
+// binary (run with agentArgs and --resync resync) and romana-kube syncing
+// at most every kubeMinInterval, and waits until every Node is Ready.
+func startKubeNodes(t *testing.T, hosts []string, agentExe string, resync, kubeMinInterval time.Duration, agentArgs ...string) *kubeNodes {
+	t.Helper()
+	simtest.Require(t, "nft", "ip")
+	bin := kubenode.Require(t)
+	began := time.Now()
+	k := kubetest.Start(t)
+	ctx := context.Background()
+	lab := simtest.New(t)
+	srv, ctl := startRomanad(t, lab)
+	c := &cluster{t: t, ctx: ctx, srv: srv, ctl: ctl, lab: lab, exe: agentExe, logDir: t.TempDir(), credDir: t.TempDir(),
+		hosts: map[string]*sim.Host{}, cidrs: map[string]netip.Prefix{}, eps: map[string]*sim.Endpoint{},
+		agents: map[string]*agentProc{}, resync: resync}
+	kn := &kubeNodes{cluster: c, k: k, nodes: map[string]*kubenode.Node{}, names: hosts}
+	// Registered before the nodes: the agents stop after them, so the
+	// sandboxes' CNI DELs still find them.
+	t.Cleanup(func() {
+		for name := range c.agents {
+			c.stopAgent(name)
+		}
+		if t.Failed() {
+			for _, h := range hosts {
+				b, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
+				t.Logf("agent %s log:\n%s", h, b)
+			}
+		}
+	})
+	if _, err := srv.Client.AddNetwork(ctx, api.Network{Name: "pods", CIDR: "10.0.0.0/8",
+		Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	runRomanaKube(t, k, srv, kubeLabOptions{kubeMinInterval: kubeMinInterval, kubeLog: slog.LevelWarn})
+	kubenode.StartControlPlane(t, k)
+	images := filepath.Join(t.TempDir(), "images.tar")
+	if err := kubenode.WriteImages(bin, images); err != nil {
+		t.Fatal(err)
+	}
+	plugin := filepath.Join(pluginDir(t), "romana-cni")
+	for i, name := range hosts {
+		ip := netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)})
+		h, err := lab.AddHost(ctx, name, netip.PrefixFrom(ip, 24))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.hosts[name] = h
+		conf := fmt.Appendf(nil, `{"cniVersion":"1.0.0","name":"romana","plugins":[{"type":"romana-cni","agentSocket":%q,"kubernetes":true}]}`, c.cniSock(name))
+		kn.nodes[name] = kubenode.Start(t, k, h, kubenode.Config{
+			CNIPlugins: map[string]string{"romana-cni": plugin}, CNIConfig: conf, Images: images, ClusterCIDR: "10.0.0.0/8"})
+	}
+	expect.Eventually(t, "hosts registered from the kubelets' nodes", wait, func() error {
+		hs, err := srv.Client.ListHosts(ctx)
+		if err != nil {
+			return err
+		}
+		if len(hs) != len(hosts) {
+			return fmt.Errorf("hosts %v", hs)
+		}
+		for _, h := range hs {
+			for _, s := range h.Slots {
+				c.cidrs[h.Name] = s.CIDR
+			}
+		}
+		return nil
+	})
+	c.agentCommand = func(host string, args ...string) *exec.Cmd { return kn.nodes[host].Command(args...) }
+	for _, h := range hosts {
+		c.startAgent(h, agentArgs...)
+	}
+	c.waitHealthy(hosts...)
+	for _, h := range hosts {
+		if err := kn.nodes[h].WaitReady(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("cluster up in %v: apiserver, scheduler, controller-manager, %d nodes, romanad, romana-kube, %d agents",
+		time.Since(began).Round(time.Millisecond), len(hosts), len(hosts))
+	return kn
+}
+
+// latPod is one measured pod: when each step was first seen, on the
+// test's clock. Zero: not seen.
+type latPod struct {
+	name string
+	// created: just before the Create call; acked: when it returned.
+	created, acked time.Time
+	// From the pod informer: spec.nodeName set, status.podIP set, Ready.
+	scheduled, podIP, ready time.Time
+	// allocated: romanad's watch sent the pod's address (romana-cni's ADD
+	// reached romanad); ip and node are the address's.
+	allocated time.Time
+	ip        netip.Addr
+	node      string
+	// route: `ip monitor route` on the pod's node printed the route to ip
+	// (the CNI ADD's host route); element: `nft monitor` on the pod's
+	// node printed ip added to a set (the NetworkPolicy's target set).
+	route, element time.Time
+	// Probes (see probeLoop), each the first round in which: firstPacket:
+	// the allowed prober's SYN was answered by the pod (SYN-ACK or RST:
+	// its network is up); reachable: its GET /hostname answered with the
+	// pod's name; enforcedNet: the allowed prober's SYN was answered and
+	// the denied prober's got no answer; enforced: the same with the GET
+	// answered (the pod serving).
+	firstPacket, reachable, enforcedNet, enforced time.Time
+	// through: rounds before enforcedNet in which the denied prober got
+	// an answer, firstThrough the first; reopened: rounds after it in
+	// which it did (none, if enforcement holds).
+	through, reopened int
+	firstThrough      time.Time
+	rounds            int
+}
+
+// The pod latency run's parameters (environment; make bench-kube-nodes).
+const (
+	latEnv         = "ROMANA_KUBE_NODES_BENCH"
+	latHostsEnv    = "ROMANA_KUBE_NODES_HOSTS"    // nodes, 2 or 3 (default 2)
+	latPodsEnv     = "ROMANA_KUBE_NODES_PODS"     // pods measured (default 100)
+	latIntervalEnv = "ROMANA_KUBE_NODES_INTERVAL" // between two creations (default 200ms; 0: all at once)
+)
+
+// Probe timings: how long a SYN may go unanswered before it counts as
+// dropped, how long a GET may take, and the pause between two rounds of a
+// pod's probes.
+const (
+	latDropAfter = 500 * time.Millisecond
+	latGetWithin = 2 * time.Second
+	latPollEvery = 20 * time.Millisecond
+)
+
+// TestKubeNodesLatency measures pod created → reachable and pod created →
+// policy enforced on real nodes (issue 13). The cluster is
+// TestKubeNodesSmoke's with the real romana-agent binary at its default
+// --resync (10s) and log level info, and romana-kube at its default
+// --min-sync-interval (50ms). In namespace "lat", two prober pods per
+// node, "client" (role=client) and "other" (role=other), and one
+// NetworkPolicy exist before any measured pod: pods labelled app=target
+// admit TCP port 80 from role=client only (an address set of targets on
+// each node: the policy selects pods by label). Then N pods app=target
+// (agnhost netexec, spread over the nodes) are created one every
+// interval; for each, t0 is the time just before its Create call.
+//
+// As soon as romanad's watch shows a pod's address (romana-cni's ADD
+// allocated it), the test probes it from a node other than its own, in
+// rounds every 20 ms: the client prober GETs /hostname (dial timeout
+// 500 ms) while the other prober, at the same instant, sends a SYN and
+// waits up to 500 ms for any answer. Each time below is the start of the
+// first round in which the state held:
+//   - first packet: the client's SYN was answered (SYN-ACK, or RST while
+//     the container is not listening yet);
+//   - reachable: the GET answered with the pod's own name;
+//   - enforced: the GET answered and the other's SYN got no answer.
+//
+// Rounds before enforced in which the other prober got an answer are
+// counted (the pod was open: not yet in the policy's set on its node).
+// The breakdown comes from the pod informer (scheduled, podIP in status,
+// Ready), romanad's watch (address allocated) and, on the pod's node,
+// `ip monitor route` (the host route of the CNI ADD) and `nft monitor`
+// (the pod's address added to the target set). Absolute numbers are
+// printed, nothing timed is asserted; the run fails only if a pod never
+// gets there, or if at the end a client cannot reach a target or an
+// other prober can.
+func TestKubeNodesLatency(t *testing.T) {
+	if os.Getenv(latEnv) != "1" {
+		t.Skip(latEnv + "=1 runs the pod latency measurement on real nodes (make bench-kube-nodes)")
+	}
+	nHosts := envInt(t, latHostsEnv, 2, 2, 3)
+	nPods := envInt(t, latPodsEnv, 100, 1, 200)
+	interval := 200 * time.Millisecond
+	if s := os.Getenv(latIntervalEnv); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			t.Fatalf("%s=%q: want a duration", latIntervalEnv, s)
+		}
+		interval = d
+	}
+	loadBefore := loadavg(t)
+	began := time.Now()
+	var hosts []string
+	for i := range nHosts {
+		hosts = append(hosts, fmt.Sprintf("h%d", i+1))
+	}
+	kn := startKubeNodes(t, hosts, agentBinary(t), 10*time.Second, 50*time.Millisecond, "--log-level", "info")
+	ctx := context.Background()
+	cs := kn.k.Clientset
+	const ns = "lat"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "target-from-client"}, Spec: networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "target"}},
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{
+			From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}}},
+			Ports: []networkingv1.NetworkPolicyPort{{Port: new(intstr.FromInt32(80))}},
+		}},
+	}}
+	if _, err := cs.NetworkingV1().NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The probers, two per node, placed by name.
+	for _, h := range hosts {
+		for _, role := range []string{"client", "other"} {
+			spec := podSpec()
+			spec.NodeName = h
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: role + "-" + h, Labels: map[string]string{"role": role}}, Spec: spec}
+			if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	probers := map[string]*probePod{} // "client@h1"
+	expect.Eventually(t, "the prober pods running", 2*time.Minute, func() error {
+		for _, h := range hosts {
+			for _, role := range []string{"client", "other"} {
+				name := role + "@" + h
+				if probers[name] != nil {
+					continue
+				}
+				p, err := cs.CoreV1().Pods(ns).Get(ctx, role+"-"+h, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				if p.Status.PodIP == "" || !ready(p) {
+					return fmt.Errorf("%s: %s, ip %q", p.Name, p.Status.Phase, p.Status.PodIP)
+				}
+				netns, err := kn.nodes[h].PodNetwork(ctx, p)
+				if err != nil {
+					return err
+				}
+				probers[name] = &probePod{name: p.Name, node: h, ip: netip.MustParseAddr(p.Status.PodIP), netns: netns}
+			}
+		}
+		return nil
+	})
+	// The policy's peer set (the clients) is on every node before any
+	// target exists.
+	for _, h := range hosts {
+		expect.Eventually(t, "the clients in the policy's peer set on "+h, wait, func() error {
+			els := countNFT(t, kn.hosts[h]).elements
+			for _, hh := range hosts {
+				if ip := probers["client@"+hh].ip; !els[ip.String()] {
+					return fmt.Errorf("%s not in an address set", ip)
+				}
+			}
+			return nil
+		})
+	}
+
+	// The monitors on every node, and romanad's watch of addresses.
+	routes, elements := map[string]*nftEvents{}, map[string]*nftEvents{}
+	for _, h := range hosts {
+		elements[h] = startNFTEvents(t, kn.hosts[h])
+		routes[h] = startRouteEvents(t, kn.hosts[h])
+	}
+	pods := make([]*latPod, nPods)
+	byName := map[string]*latPod{}
+	for i := range pods {
+		pods[i] = &latPod{name: fmt.Sprintf("t-%03d", i)}
+		byName[pods[i].name] = pods[i]
+	}
+	var mu sync.Mutex // guards pods' fields
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	defer stopProbes()
+	var probing sync.WaitGroup
+	snap, err := kn.srv.Client.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan error, 1)
+	go func() {
+		watchDone <- kn.srv.Client.Watch(watchCtx, snap.Revision+1, func(ev api.Event) error {
+			if ev.Kind != api.KindAddress || ev.Type != api.EventPut {
+				return nil
+			}
+			at := time.Now()
+			var a api.Address
+			if err := json.Unmarshal(ev.Object, &a); err != nil {
+				return fmt.Errorf("decode address %s: %w", ev.Name, err)
+			}
+			p := byName[a.Attrs[api.AttrK8sPod]]
+			if p == nil || a.Attrs[api.AttrK8sNamespace] != ns {
+				return nil
+			}
+			mu.Lock()
+			first := p.allocated.IsZero()
+			if first {
+				p.allocated, p.ip, p.node = at, a.IP, a.Host
+			}
+			mu.Unlock()
+			if first {
+				i := (slices.Index(hosts, a.Host) + 1) % len(hosts)
+				allowed, denied := probers["client@"+hosts[i]], probers["other@"+hosts[i]]
+				probing.Go(func() { probeLoop(probeCtx, &mu, p, allowed, denied) })
+			}
+			return nil
+		})
+	}()
+	// The pod informer records when each pod is first seen scheduled,
+	// with an address, and Ready.
+	inf := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns))
+	seen := func(obj any) {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok {
+			return
+		}
+		p := byName[pod.Name]
+		if p == nil {
+			return
+		}
+		at := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		if p.scheduled.IsZero() && pod.Spec.NodeName != "" {
+			p.scheduled = at
+		}
+		if p.podIP.IsZero() && pod.Status.PodIP != "" {
+			p.podIP = at
+		}
+		if p.ready.IsZero() && ready(pod) {
+			p.ready = at
+		}
+	}
+	if _, err := inf.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: seen, UpdateFunc: func(_, obj any) { seen(obj) }}); err != nil {
+		t.Fatal(err)
+	}
+	infStop := make(chan struct{})
+	defer close(infStop)
+	inf.Start(infStop)
+	inf.WaitForCacheSync(infStop)
+
+	loadStart := loadavg(t)
+	t.Logf("measuring %d pods on %d nodes, one created every %v (load average %s; %s before the cluster started)",
+		nPods, nHosts, interval, loadStart, loadBefore)
+	target := podSpec()
+	target.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
+		WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "target"}}}}
+	measured := time.Now()
+	var creating sync.WaitGroup
+	for i, p := range pods {
+		if i > 0 && interval > 0 {
+			time.Sleep(time.Until(measured.Add(time.Duration(i) * interval))) // the creation schedule, not a wait for state
+		}
+		creating.Go(func() {
+			obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Labels: map[string]string{"app": "target"}}, Spec: target}
+			mu.Lock()
+			p.created = time.Now()
+			mu.Unlock()
+			_, err := cs.CoreV1().Pods(ns).Create(ctx, obj, metav1.CreateOptions{})
+			mu.Lock()
+			p.acked = time.Now()
+			mu.Unlock()
+			if err != nil {
+				t.Errorf("create pod %s: %v", p.name, err)
+			}
+		})
+	}
+	creating.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	expect.Eventually(t, fmt.Sprintf("all %d pods reachable and the policy enforced on each", nPods), 10*time.Minute, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		var left []string
+		for _, p := range pods {
+			if p.enforced.IsZero() {
+				left = append(left, p.name)
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("%d not yet: %v", len(left), left[:min(len(left), 10)])
+		}
+		return nil
+	})
+	stopProbes()
+	probing.Wait()
+	done := time.Now()
+	loadEnd := loadavg(t)
+	stopWatch()
+	if err := <-watchDone; err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("romanad watch: %v", err)
+	}
+
+	// The state at the end, once more for every pod: the client gets its
+	// name back, the other prober gets no answer.
+	var wg sync.WaitGroup
+	for _, p := range pods {
+		i := (slices.Index(hosts, p.node) + 1) % len(hosts)
+		wg.Go(func() {
+			if name, err := probers["client@"+hosts[i]].getWithin(p.ip, latDropAfter, latGetWithin); err != nil || name != p.name {
+				t.Errorf("at the end, client@%s GET %s (%s): %q, %v", hosts[i], p.ip, p.name, name, err)
+			}
+			if answered, err := probers["other@"+hosts[i]].syn(p.ip, latDropAfter); answered {
+				t.Errorf("at the end, other@%s reaches %s (%s): %v", hosts[i], p.ip, p.name, err)
+			}
+		})
+	}
+	wg.Wait()
+
+	// The kernel's times, from the monitors on each pod's node.
+	for _, p := range pods {
+		p.route = routes[p.node].first(func(l string) bool {
+			f := strings.Fields(l)
+			return len(f) > 0 && (f[0] == p.ip.String() || f[0] == p.ip.String()+"/32")
+		})
+		p.element = elements[p.node].first(func(l string) bool {
+			return strings.HasPrefix(l, "add element inet romana ") && hasElement(l, p.ip)
+		})
+	}
+	perNode := map[string]int{}
+	for _, p := range pods {
+		perNode[p.node]++
+	}
+	t.Logf("%d pods (per node %v) created over %v, all enforced %v after the first creation; load average %s at the start, %s at the end",
+		nPods, perNode, pods[nPods-1].created.Sub(pods[0].created).Round(time.Millisecond),
+		done.Sub(measured).Round(time.Millisecond), loadStart, loadEnd)
+	t.Log(latReport(pods))
+	t.Logf("whole run %v", time.Since(began).Round(time.Second))
+}
+
+// latTick is one round of a pod's probes, sent at one instant.
+type latTick struct {
+	at time.Time
+	// resolved: both probes have their answer.
+	resolved bool
+	// synAnswered: the allowed prober's SYN was answered (SYN-ACK or RST);
+	// got: its GET answered with the pod's name; deniedAnswered: the
+	// denied prober's SYN was answered.
+	synAnswered, got, deniedAnswered bool
+	pending                          int
+}
+
+// probeLoop probes p from a node other than its own (see
+// TestKubeNodesLatency): every latPollEvery a round starts, whatever the
+// earlier rounds' probes still wait for, so a dropped SYN never delays the
+// next round. It stops starting rounds once one has shown the policy
+// enforced with the pod serving, waits for the rounds in flight, and
+// records the first round of each state.
+func probeLoop(ctx context.Context, mu *sync.Mutex, p *latPod, allowed, denied *probePod) {
+	mu.Lock()
+	ip, name := p.ip, p.name
+	mu.Unlock()
+	var (
+		tmu      sync.Mutex // guards ticks
+		ticks    []*latTick
+		inFlight sync.WaitGroup
+		finished = make(chan struct{}, 1) // a round showed enforced and serving
+	)
+	resolve := func(tk *latTick, set func()) {
+		tmu.Lock()
+		defer tmu.Unlock()
+		set()
+		if tk.pending--; tk.pending == 0 {
+			tk.resolved = true
+			if tk.got && !tk.deniedAnswered {
+				select {
+				case finished <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+	timer := time.NewTicker(latPollEvery)
+	defer timer.Stop()
+rounds:
+	for {
+		tk := &latTick{at: time.Now(), pending: 2}
+		tmu.Lock()
+		ticks = append(ticks, tk)
+		tmu.Unlock()
+		inFlight.Go(func() {
+			body, err := allowed.getWithin(ip, latDropAfter, latGetWithin)
+			// A refused connection, or an error after the connection was
+			// made, still had its SYN answered by the pod.
+			answered := err == nil || errors.Is(err, syscall.ECONNREFUSED) || !isDialError(err)
+			resolve(tk, func() { tk.synAnswered, tk.got = answered, err == nil && body == name })
+		})
+		inFlight.Go(func() {
+			answered, _ := denied.syn(ip, latDropAfter)
+			resolve(tk, func() { tk.deniedAnswered = answered })
+		})
+		select {
+		case <-ctx.Done():
+			break rounds
+		case <-finished:
+			break rounds
+		case <-timer.C:
+		}
+	}
+	inFlight.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	p.rounds = len(ticks)
+	for _, tk := range ticks { // in the order they were sent
+		if tk.synAnswered && p.firstPacket.IsZero() {
+			p.firstPacket = tk.at
+		}
+		if tk.got && p.reachable.IsZero() {
+			p.reachable = tk.at
+		}
+		if tk.synAnswered && !tk.deniedAnswered && p.enforcedNet.IsZero() {
+			p.enforcedNet = tk.at
+		}
+		if tk.got && !tk.deniedAnswered && p.enforced.IsZero() {
+			p.enforced = tk.at
+		}
+		if tk.deniedAnswered && p.enforcedNet.IsZero() {
+			p.through++
+			if p.firstThrough.IsZero() {
+				p.firstThrough = tk.at
+			}
+		}
+		if tk.deniedAnswered && !p.enforcedNet.IsZero() {
+			p.reopened++
+		}
+	}
+}
+
+// dialError marks an error of the dial itself (no answer to the SYN, or
+// one that refused it), as opposed to one after the connection was made.
+type dialError struct{ err error }
+
+func (e dialError) Error() string { return "dial: " + e.err.Error() }
+func (e dialError) Unwrap() error { return e.err }
+
+func isDialError(err error) bool {
+	var d dialError
+	return errors.As(err, &d)
+}
+
+// dial connects from inside the pod to dst:80 within the timeout. Only
+// the socket is made inside the pod's namespace (a socket stays in the
+// namespace it was made in); the connect waits in Go's poller, so many
+// probes in flight hold no thread each.
+func (p *probePod) dial(dst netip.Addr, within time.Duration) (net.Conn, error) {
+	var fd int
+	if err := p.netns.Do(func() (err error) {
+		fd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("socket in %s: %w", p.name, err)
+	}
+	if err := syscall.Connect(fd, &syscall.SockaddrInet4{Port: 80, Addr: dst.As4()}); err != nil && err != syscall.EINPROGRESS {
+		syscall.Close(fd)
+		return nil, dialError{err}
+	}
+	f := os.NewFile(uintptr(fd), "probe")
+	conn, err := net.FileConn(f) // a dup of fd, in the poller
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	rc, err := conn.(syscall.Conn).SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetWriteDeadline(time.Now().Add(within))
+	var connErr error
+	if err := rc.Write(func(fd uintptr) bool {
+		v, err := syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
+		switch {
+		case err != nil:
+			connErr = err
+		case v != 0:
+			connErr = syscall.Errno(v)
+		default:
+			if _, err := syscall.Getpeername(int(fd)); err != nil {
+				return false // still connecting: wait until writable
+			}
+		}
+		return true
+	}); err != nil {
+		conn.Close()
+		return nil, dialError{err} // the deadline: no answer
+	}
+	if connErr != nil {
+		conn.Close()
+		return nil, dialError{connErr}
+	}
+	conn.SetWriteDeadline(time.Time{})
+	return conn, nil
+}
+
+// getWithin sends GET /hostname from inside the pod to dst:80 (the dial
+// bounded by dialWithin, the whole GET by within) and returns the body; a
+// dial failure is a dialError.
+func (p *probePod) getWithin(dst netip.Addr, dialWithin, within time.Duration) (string, error) {
+	conn, err := p.dial(dst, dialWithin)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(within))
+	fmt.Fprintf(conn, "GET /hostname HTTP/1.0\r\n\r\n")
+	b, err := io.ReadAll(io.LimitReader(conn, 4096))
+	if err != nil {
+		return "", err
+	}
+	status, rest, _ := strings.Cut(string(b), "\r\n")
+	if !strings.HasPrefix(status, "HTTP/1.") || !strings.Contains(status, " 200 ") {
+		return "", fmt.Errorf("bad answer %q", status)
+	}
+	_, body, _ := strings.Cut(rest, "\r\n\r\n")
+	return body, nil
+}
+
+// syn reports whether a TCP SYN from the pod to dst:80 got any answer
+// within the timeout: a connection (SYN-ACK) or a refusal (RST).
+func (p *probePod) syn(dst netip.Addr, within time.Duration) (bool, error) {
+	conn, err := p.dial(dst, within)
+	if err == nil {
+		conn.Close()
+		return true, nil
+	}
+	return errors.Is(err, syscall.ECONNREFUSED), err
+}
+
+// startRouteEvents records `ip -4 monitor route` in the host, checked to
+// be subscribed with a blackhole route of its own (198.51.100.77, a
+// documentation address, in the host's namespace only) added and deleted.
+func startRouteEvents(t *testing.T, h *sim.Host) *nftEvents {
+	m := startLineEvents(t, h, "ip", "-4", "monitor", "route")
+	ctx := context.Background()
+	expect.Eventually(t, "ip monitor route subscribed", wait, func() error {
+		from := m.mark()
+		for _, args := range [][]string{{"add", "blackhole", "198.51.100.77/32"}, {"del", "blackhole", "198.51.100.77/32"}} {
+			if _, err := h.Exec(ctx, append([]string{"ip", "route"}, args...)...); err != nil {
+				return err
+			}
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, l := range m.lines[from:] {
+			if strings.HasPrefix(l, "Deleted blackhole 198.51.100.77") {
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+	return m
+}
+
+// first returns the time of the first line recorded so far that match
+// accepts, or zero.
+func (m *nftEvents) first(match func(string) bool) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, l := range m.lines {
+		if match(l) {
+			return m.at[i]
+		}
+	}
+	return time.Time{}
+}
+
+// latReport renders the run: every step's delay after creation and the
+// intervals between steps, p50 / p99 / max over the pods that have both
+// ends, and the open windows.
+func latReport(pods []*latPod) string {
+	type span struct {
+		name     string
+		from, to func(*latPod) time.Time
+	}
+	created := func(p *latPod) time.Time { return p.created }
+	steps := []span{
+		{"Create call returned (API ack)", created, func(p *latPod) time.Time { return p.acked }},
+		{"scheduled (informer: spec.nodeName)", created, func(p *latPod) time.Time { return p.scheduled }},
+		{"address allocated (romanad watch)", created, func(p *latPod) time.Time { return p.allocated }},
+		{"host route on its node (ip monitor)", created, func(p *latPod) time.Time { return p.route }},
+		{"first packet answered by the pod", created, func(p *latPod) time.Time { return p.firstPacket }},
+		{"REACHABLE: GET answered, across nodes", created, func(p *latPod) time.Time { return p.reachable }},
+		{"podIP in status (informer)", created, func(p *latPod) time.Time { return p.podIP }},
+		{"Ready (informer)", created, func(p *latPod) time.Time { return p.ready }},
+		{"in the target set on its node (nft monitor)", created, func(p *latPod) time.Time { return p.element }},
+		{"ENFORCED: allowed SYN answered, denied SYN dropped", created, func(p *latPod) time.Time { return p.enforcedNet }},
+		{"enforced and serving: allowed GET answered, denied dropped", created, func(p *latPod) time.Time { return p.enforced }},
+	}
+	parts := []span{
+		{"scheduling: created → scheduled", created, func(p *latPod) time.Time { return p.scheduled }},
+		{"kubelet, sandbox, CNI ADD to romanad: scheduled → allocated", func(p *latPod) time.Time { return p.scheduled }, func(p *latPod) time.Time { return p.allocated }},
+		{"CNI ADD after the allocation: allocated → host route", func(p *latPod) time.Time { return p.allocated }, func(p *latPod) time.Time { return p.route }},
+		{"host route → first packet answered", func(p *latPod) time.Time { return p.route }, func(p *latPod) time.Time { return p.firstPacket }},
+		{"container start: first packet → GET answered", func(p *latPod) time.Time { return p.firstPacket }, func(p *latPod) time.Time { return p.reachable }},
+		{"kubelet status: allocated → podIP in status", func(p *latPod) time.Time { return p.allocated }, func(p *latPod) time.Time { return p.podIP }},
+		{"romana-kube, romanad, agent: podIP in status → set element", func(p *latPod) time.Time { return p.podIP }, func(p *latPod) time.Time { return p.element }},
+		{"set element → enforcement observed", func(p *latPod) time.Time { return p.element }, func(p *latPod) time.Time { return p.enforcedNet }},
+		{"first packet → enforced", func(p *latPod) time.Time { return p.firstPacket }, func(p *latPod) time.Time { return p.enforcedNet }},
+	}
+	var b strings.Builder
+	table := func(title string, spans []span) {
+		fmt.Fprintf(&b, "\n%-62s %6s %10s %10s %10s\n", title, "pods", "p50", "p99", "max")
+		for _, s := range spans {
+			var d []time.Duration
+			for _, p := range pods {
+				from, to := s.from(p), s.to(p)
+				if !from.IsZero() && !to.IsZero() {
+					d = append(d, to.Sub(from))
+				}
+			}
+			p50, p99, mx := percentiles(d)
+			fmt.Fprintf(&b, "%-62s %6d %10s %10s %10s\n", s.name, len(d), ms(p50), ms(p99), ms(mx))
+		}
+	}
+	table("after the Create call", steps)
+	table("intervals (negative: the second came first)", parts)
+	var open []time.Duration
+	rounds, reopened := 0, 0
+	for _, p := range pods {
+		rounds += p.rounds
+		reopened += p.reopened
+		if !p.firstThrough.IsZero() {
+			open = append(open, p.enforcedNet.Sub(p.firstThrough))
+		}
+	}
+	p50, p99, mx := percentiles(open)
+	fmt.Fprintf(&b, "\nopen before enforced (the denied prober's SYN answered): %d of %d pods; its first such round → enforced p50 %s, p99 %s, max %s\n",
+		len(open), len(pods), ms(p50), ms(p99), ms(mx))
+	fmt.Fprintf(&b, "%d probe rounds in all (one every %v per pod); rounds after enforcement in which the denied prober got an answer: %d\n",
+		rounds, latPollEvery, reopened)
+	return b.String()
+}
