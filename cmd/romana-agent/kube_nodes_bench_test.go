@@ -19,9 +19,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -32,6 +34,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/vishvananda/netns"
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/expect"
@@ -153,16 +157,19 @@ type latPod struct {
 	// Probes (see probeLoop), each the first round in which: firstPacket:
 	// the allowed prober's SYN was answered by the pod (SYN-ACK or RST:
 	// its network is up); reachable: its GET /hostname answered with the
-	// pod's name; enforcedNet: the allowed prober's SYN was answered and
-	// the denied prober's got no answer; enforced: the same with the GET
-	// answered (the pod serving).
+	// pod's name; after the last round in which the denied prober's SYN
+	// was answered, enforcedNet: the allowed prober's SYN was answered
+	// (and the denied one's dropped); enforced: its GET answered.
 	firstPacket, reachable, enforcedNet, enforced time.Time
-	// through: rounds before enforcedNet in which the denied prober got
-	// an answer, firstThrough the first; reopened: rounds after it in
-	// which it did (none, if enforcement holds).
-	through, reopened int
-	firstThrough      time.Time
-	rounds            int
+	// through: rounds in which the denied prober got an answer,
+	// firstThrough the first; falseDrops: rounds before the last of
+	// those in which the allowed prober's SYN was answered and the
+	// denied one's was not (the policy looked enforced but was not: a
+	// SYN or its answer slower than latDropAfter).
+	through, falseDrops int
+	firstThrough        time.Time
+	rounds              int
+	roundEvery          time.Duration // mean time between two rounds
 }
 
 // The pod latency run's parameters (environment; make bench-kube-nodes).
@@ -180,6 +187,11 @@ const (
 	latDropAfter = 500 * time.Millisecond
 	latGetWithin = 2 * time.Second
 	latPollEvery = 20 * time.Millisecond
+	// latRoundsPerSecond bounds the rounds of all pods together: with n
+	// pods probed at once, each pod's rounds are n/latRoundsPerSecond
+	// apart when that is longer than latPollEvery, so the probes do not
+	// take the CPU the pods need to start.
+	latRoundsPerSecond = 500
 )
 
 // TestKubeNodesLatency measures pod created → reachable and pod created →
@@ -196,17 +208,26 @@ const (
 //
 // As soon as romanad's watch shows a pod's address (romana-cni's ADD
 // allocated it), the test probes it from a node other than its own, in
-// rounds every 20 ms: the client prober GETs /hostname (dial timeout
-// 500 ms) while the other prober, at the same instant, sends a SYN and
-// waits up to 500 ms for any answer. Each time below is the start of the
-// first round in which the state held:
+// rounds started every 20 ms (less often when many pods are probed at
+// once: at most 500 rounds a second in all, so the probes do not take
+// the CPU the pods need to start), whatever earlier rounds still wait
+// for: in
+// each, at the same instant, the client prober GETs /hostname and the
+// other prober sends a SYN; a SYN unanswered after 500 ms counts as
+// dropped. Each time below is when the first round showing the state was
+// sent:
 //   - first packet: the client's SYN was answered (SYN-ACK, or RST while
 //     the container is not listening yet);
 //   - reachable: the GET answered with the pod's own name;
-//   - enforced: the GET answered and the other's SYN got no answer.
+//   - enforced: the client's SYN was answered and the other's dropped, in
+//     the first such round after the last one in which the other's SYN
+//     was answered (so a SYN merely slowed by load does not count);
+//   - enforced and serving: the same with the GET answered.
 //
-// Rounds before enforced in which the other prober got an answer are
-// counted (the pod was open: not yet in the policy's set on its node).
+// A pod's probes stop after 10 rounds in a row saw it enforced and
+// serving. Rounds in which the other prober got an answer show the pod
+// open (not yet in the policy's set on its node); rounds that looked
+// enforced before the last of those are counted as load noise.
 // The breakdown comes from the pod informer (scheduled, podIP in status,
 // Ready), romanad's watch (address allocated) and, on the pod's node,
 // `ip monitor route` (the host route of the CNI ADD) and `nft monitor`
@@ -263,7 +284,7 @@ func TestKubeNodesLatency(t *testing.T) {
 			}
 		}
 	}
-	probers := map[string]*probePod{} // "client@h1"
+	probers := map[string]*latProber{} // "client@h1"
 	expect.Eventually(t, "the prober pods running", 2*time.Minute, func() error {
 		for _, h := range hosts {
 			for _, role := range []string{"client", "other"} {
@@ -282,7 +303,7 @@ func TestKubeNodesLatency(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				probers[name] = &probePod{name: p.Name, node: h, ip: netip.MustParseAddr(p.Status.PodIP), netns: netns}
+				probers[name] = newLatProber(t, p.Name, h, netip.MustParseAddr(p.Status.PodIP), netns)
 			}
 		}
 		return nil
@@ -317,6 +338,7 @@ func TestKubeNodesLatency(t *testing.T) {
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()
 	var probing sync.WaitGroup
+	var active atomic.Int64 // pods being probed
 	snap, err := kn.srv.Client.Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -346,7 +368,7 @@ func TestKubeNodesLatency(t *testing.T) {
 			if first {
 				i := (slices.Index(hosts, a.Host) + 1) % len(hosts)
 				allowed, denied := probers["client@"+hosts[i]], probers["other@"+hosts[i]]
-				probing.Go(func() { probeLoop(probeCtx, &mu, p, allowed, denied) })
+				probing.Go(func() { probeLoop(probeCtx, &mu, &active, p, allowed, denied) })
 			}
 			return nil
 		})
@@ -391,6 +413,11 @@ func TestKubeNodesLatency(t *testing.T) {
 	target := podSpec()
 	target.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
 		WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "target"}}}}
+	reconciles := map[string]int{}
+	for _, h := range hosts {
+		reconciles[h] = kn.reconciles(h)
+	}
+	cpuStart := processCPU(t)
 	measured := time.Now()
 	var creating sync.WaitGroup
 	for i, p := range pods {
@@ -432,6 +459,7 @@ func TestKubeNodesLatency(t *testing.T) {
 	stopProbes()
 	probing.Wait()
 	done := time.Now()
+	cpu := processCPU(t) - cpuStart
 	loadEnd := loadavg(t)
 	stopWatch()
 	if err := <-watchDone; err != nil && !errors.Is(err, context.Canceled) {
@@ -468,32 +496,57 @@ func TestKubeNodesLatency(t *testing.T) {
 	for _, p := range pods {
 		perNode[p.node]++
 	}
-	t.Logf("%d pods (per node %v) created over %v, all enforced %v after the first creation; load average %s at the start, %s at the end",
+	t.Logf("%d pods (per node %v) created over %v, all enforced %v after the first creation; load average %s at the start, %s at the end; this process (romanad, romana-kube, the probes) used %v of CPU meanwhile",
 		nPods, perNode, pods[nPods-1].created.Sub(pods[0].created).Round(time.Millisecond),
-		done.Sub(measured).Round(time.Millisecond), loadStart, loadEnd)
+		done.Sub(measured).Round(time.Millisecond), loadStart, loadEnd, cpu.Round(time.Millisecond))
+	var agents []string
+	for _, h := range hosts {
+		agents = append(agents, fmt.Sprintf("%s %d", h, kn.reconciles(h)-reconciles[h]))
+	}
+	t.Logf("agents' reconciliations during the run (romana_agent_reconciles_total): %s", strings.Join(agents, ", "))
 	t.Log(latReport(pods))
 	t.Logf("whole run %v", time.Since(began).Round(time.Second))
+}
+
+// processCPU is the user and system CPU time this process used so far.
+func processCPU(t *testing.T) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // latTick is one round of a pod's probes, sent at one instant.
 type latTick struct {
 	at time.Time
-	// resolved: both probes have their answer.
-	resolved bool
+	// pending: probes of the round without their answer yet.
+	pending int
 	// synAnswered: the allowed prober's SYN was answered (SYN-ACK or RST);
 	// got: its GET answered with the pod's name; deniedAnswered: the
 	// denied prober's SYN was answered.
 	synAnswered, got, deniedAnswered bool
-	pending                          int
 }
+
+// held reports whether the round saw the policy enforced with the pod
+// serving.
+func (tk *latTick) held() bool { return tk.pending == 0 && tk.got && !tk.deniedAnswered }
+
+// latSettle is how many rounds in a row (sent one after the other, all
+// answered) must see the policy enforced and the pod serving before a
+// pod's probes stop.
+const latSettle = 10
 
 // probeLoop probes p from a node other than its own (see
 // TestKubeNodesLatency): every latPollEvery a round starts, whatever the
 // earlier rounds' probes still wait for, so a dropped SYN never delays the
-// next round. It stops starting rounds once one has shown the policy
-// enforced with the pod serving, waits for the rounds in flight, and
-// records the first round of each state.
-func probeLoop(ctx context.Context, mu *sync.Mutex, p *latPod, allowed, denied *probePod) {
+// next round. Once latSettle rounds in a row saw the policy enforced with
+// the pod serving, it starts no more, waits for the rounds in flight, and
+// records the first round of each state (enforcement: the first after the
+// last round in which the denied prober got an answer).
+func probeLoop(ctx context.Context, mu *sync.Mutex, active *atomic.Int64, p *latPod, allowed, denied *latProber) {
+	active.Add(1)
+	defer active.Add(-1)
 	mu.Lock()
 	ip, name := p.ip, p.name
 	mu.Unlock()
@@ -501,26 +554,28 @@ func probeLoop(ctx context.Context, mu *sync.Mutex, p *latPod, allowed, denied *
 		tmu      sync.Mutex // guards ticks
 		ticks    []*latTick
 		inFlight sync.WaitGroup
-		finished = make(chan struct{}, 1) // a round showed enforced and serving
 	)
-	resolve := func(tk *latTick, set func()) {
+	// settled: the last latSettle rounds of the longest run of answered
+	// rounds from the first all held.
+	settled := func() bool {
 		tmu.Lock()
 		defer tmu.Unlock()
-		set()
-		if tk.pending--; tk.pending == 0 {
-			tk.resolved = true
-			if tk.got && !tk.deniedAnswered {
-				select {
-				case finished <- struct{}{}:
-				default:
-				}
+		n := 0
+		for n < len(ticks) && ticks[n].pending == 0 {
+			n++
+		}
+		if n < latSettle {
+			return false
+		}
+		for _, tk := range ticks[n-latSettle : n] {
+			if !tk.held() {
+				return false
 			}
 		}
+		return true
 	}
-	timer := time.NewTicker(latPollEvery)
-	defer timer.Stop()
-rounds:
-	for {
+	next := time.Now()
+	for ctx.Err() == nil && !settled() {
 		tk := &latTick{at: time.Now(), pending: 2}
 		tmu.Lock()
 		ticks = append(ticks, tk)
@@ -530,47 +585,104 @@ rounds:
 			// A refused connection, or an error after the connection was
 			// made, still had its SYN answered by the pod.
 			answered := err == nil || errors.Is(err, syscall.ECONNREFUSED) || !isDialError(err)
-			resolve(tk, func() { tk.synAnswered, tk.got = answered, err == nil && body == name })
+			tmu.Lock()
+			tk.synAnswered, tk.got = answered, err == nil && body == name
+			tk.pending--
+			tmu.Unlock()
 		})
 		inFlight.Go(func() {
 			answered, _ := denied.syn(ip, latDropAfter)
-			resolve(tk, func() { tk.deniedAnswered = answered })
+			tmu.Lock()
+			tk.deniedAnswered = answered
+			tk.pending--
+			tmu.Unlock()
 		})
+		next = next.Add(max(latPollEvery, time.Duration(active.Load())*time.Second/latRoundsPerSecond))
 		select {
 		case <-ctx.Done():
-			break rounds
-		case <-finished:
-			break rounds
-		case <-timer.C:
+		case <-time.After(time.Until(next)):
 		}
 	}
 	inFlight.Wait()
 	mu.Lock()
 	defer mu.Unlock()
 	p.rounds = len(ticks)
-	for _, tk := range ticks { // in the order they were sent
+	if len(ticks) > 1 {
+		p.roundEvery = ticks[len(ticks)-1].at.Sub(ticks[0].at) / time.Duration(len(ticks)-1)
+	}
+	last := -1 // the last round in which the denied prober got an answer
+	for i, tk := range ticks {
+		if tk.deniedAnswered {
+			last = i
+			p.through++
+			if p.firstThrough.IsZero() {
+				p.firstThrough = tk.at
+			}
+		}
+	}
+	for i, tk := range ticks { // in the order they were sent
 		if tk.synAnswered && p.firstPacket.IsZero() {
 			p.firstPacket = tk.at
 		}
 		if tk.got && p.reachable.IsZero() {
 			p.reachable = tk.at
 		}
-		if tk.synAnswered && !tk.deniedAnswered && p.enforcedNet.IsZero() {
-			p.enforcedNet = tk.at
-		}
-		if tk.got && !tk.deniedAnswered && p.enforced.IsZero() {
-			p.enforced = tk.at
-		}
-		if tk.deniedAnswered && p.enforcedNet.IsZero() {
-			p.through++
-			if p.firstThrough.IsZero() {
-				p.firstThrough = tk.at
+		if tk.synAnswered && !tk.deniedAnswered {
+			if i < last {
+				p.falseDrops++
+			} else if p.enforcedNet.IsZero() {
+				p.enforcedNet = tk.at
 			}
 		}
-		if tk.deniedAnswered && !p.enforcedNet.IsZero() {
-			p.reopened++
+		if i > last && tk.got && p.enforced.IsZero() {
+			p.enforced = tk.at
 		}
 	}
+}
+
+// latProber is a prober pod whose sockets are made in its network
+// namespace by one goroutine that stays there (its thread locked), so a
+// probe costs no namespace switch, and connects wait in Go's poller, so
+// probes in flight hold no thread each.
+type latProber struct {
+	name, node string
+	ip         netip.Addr
+	req        chan chan latSocket
+}
+
+type latSocket struct {
+	fd  int
+	err error
+}
+
+// newLatProber starts the prober's socket maker in ns; it ends with the
+// test.
+func newLatProber(t *testing.T, name, node string, ip netip.Addr, ns *sim.Namespace) *latProber {
+	p := &latProber{name: name, node: node, ip: ip, req: make(chan chan latSocket)}
+	entered := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread ends with this goroutine instead of
+		// going back to the pool inside the pod's namespace.
+		runtime.LockOSThread()
+		h, err := netns.GetFromPath(ns.Path)
+		if err == nil {
+			err = netns.Set(h)
+			h.Close()
+		}
+		entered <- err
+		if err != nil {
+			return
+		}
+		for r := range p.req {
+			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+			r <- latSocket{fd, err}
+		}
+	}()
+	if err := <-entered; err != nil {
+		t.Fatalf("prober %s: enter %s: %v", name, ns.Path, err)
+	}
+	t.Cleanup(func() { close(p.req) })
+	return p
 }
 
 // dialError marks an error of the dial itself (no answer to the SYN, or
@@ -585,18 +697,15 @@ func isDialError(err error) bool {
 	return errors.As(err, &d)
 }
 
-// dial connects from inside the pod to dst:80 within the timeout. Only
-// the socket is made inside the pod's namespace (a socket stays in the
-// namespace it was made in); the connect waits in Go's poller, so many
-// probes in flight hold no thread each.
-func (p *probePod) dial(dst netip.Addr, within time.Duration) (net.Conn, error) {
-	var fd int
-	if err := p.netns.Do(func() (err error) {
-		fd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("socket in %s: %w", p.name, err)
+// dial connects from inside the pod to dst:80 within the timeout.
+func (p *latProber) dial(dst netip.Addr, within time.Duration) (net.Conn, error) {
+	r := make(chan latSocket, 1)
+	p.req <- r
+	sock := <-r
+	if sock.err != nil {
+		return nil, fmt.Errorf("socket in %s: %w", p.name, sock.err)
 	}
+	fd := sock.fd
 	if err := syscall.Connect(fd, &syscall.SockaddrInet4{Port: 80, Addr: dst.As4()}); err != nil && err != syscall.EINPROGRESS {
 		syscall.Close(fd)
 		return nil, dialError{err}
@@ -642,7 +751,7 @@ func (p *probePod) dial(dst netip.Addr, within time.Duration) (net.Conn, error) 
 // getWithin sends GET /hostname from inside the pod to dst:80 (the dial
 // bounded by dialWithin, the whole GET by within) and returns the body; a
 // dial failure is a dialError.
-func (p *probePod) getWithin(dst netip.Addr, dialWithin, within time.Duration) (string, error) {
+func (p *latProber) getWithin(dst netip.Addr, dialWithin, within time.Duration) (string, error) {
 	conn, err := p.dial(dst, dialWithin)
 	if err != nil {
 		return "", err
@@ -664,7 +773,7 @@ func (p *probePod) getWithin(dst netip.Addr, dialWithin, within time.Duration) (
 
 // syn reports whether a TCP SYN from the pod to dst:80 got any answer
 // within the timeout: a connection (SYN-ACK) or a refusal (RST).
-func (p *probePod) syn(dst netip.Addr, within time.Duration) (bool, error) {
+func (p *latProber) syn(dst netip.Addr, within time.Duration) (bool, error) {
 	conn, err := p.dial(dst, within)
 	if err == nil {
 		conn.Close()
@@ -743,6 +852,7 @@ func latReport(pods []*latPod) string {
 		{"romana-kube, romanad, agent: podIP in status → set element", func(p *latPod) time.Time { return p.podIP }, func(p *latPod) time.Time { return p.element }},
 		{"set element → enforcement observed", func(p *latPod) time.Time { return p.element }, func(p *latPod) time.Time { return p.enforcedNet }},
 		{"first packet → enforced", func(p *latPod) time.Time { return p.firstPacket }, func(p *latPod) time.Time { return p.enforcedNet }},
+		{"reachable → enforced (positive: served while open)", func(p *latPod) time.Time { return p.reachable }, func(p *latPod) time.Time { return p.enforcedNet }},
 	}
 	var b strings.Builder
 	table := func(title string, spans []span) {
@@ -762,18 +872,30 @@ func latReport(pods []*latPod) string {
 	table("after the Create call", steps)
 	table("intervals (negative: the second came first)", parts)
 	var open []time.Duration
-	rounds, reopened := 0, 0
+	rounds, falseDrops := 0, 0
 	for _, p := range pods {
 		rounds += p.rounds
-		reopened += p.reopened
+		falseDrops += p.falseDrops
 		if !p.firstThrough.IsZero() {
 			open = append(open, p.enforcedNet.Sub(p.firstThrough))
 		}
 	}
+	var every []time.Duration
+	for _, p := range pods {
+		every = append(every, p.roundEvery)
+	}
+	e50, _, emx := percentiles(every)
 	p50, p99, mx := percentiles(open)
-	fmt.Fprintf(&b, "\nopen before enforced (the denied prober's SYN answered): %d of %d pods; its first such round → enforced p50 %s, p99 %s, max %s\n",
+	served := 0
+	for _, p := range pods {
+		if !p.reachable.IsZero() && p.reachable.Before(p.enforcedNet) {
+			served++
+		}
+	}
+	fmt.Fprintf(&b, "\nserving before enforced (a GET answered in a round before the enforced one): %d of %d pods\n", served, len(pods))
+	fmt.Fprintf(&b, "open before enforced (the denied prober's SYN answered): %d of %d pods; its first such round → enforced p50 %s, p99 %s, max %s\n",
 		len(open), len(pods), ms(p50), ms(p99), ms(mx))
-	fmt.Fprintf(&b, "%d probe rounds in all (one every %v per pod); rounds after enforcement in which the denied prober got an answer: %d\n",
-		rounds, latPollEvery, reopened)
+	fmt.Fprintf(&b, "%d probe rounds in all; a pod's rounds came every %s (p50 over the pods; max %s); rounds that looked enforced before the denied prober's last answer (a SYN or answer slower than %v): %d\n",
+		rounds, ms(e50), ms(emx), latDropAfter, falseDrops)
 	return b.String()
 }
