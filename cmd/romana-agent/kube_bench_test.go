@@ -651,8 +651,7 @@ func procField(status, key string) int64 {
 
 // nftEvents records every line `nft monitor` prints in a host's
 // namespace (netlink events of all tables, one line each, flushed per
-// event) with the time it was read; startLineEvents records another
-// monitor's (`ip monitor route`) the same way. (faults_e2e_test.go's nftMonitor
+// event) with the time it was read. (faults_e2e_test.go's nftMonitor
 // keeps the text between two markers; this one keeps each line's time.)
 type nftEvents struct {
 	mu      sync.Mutex
@@ -664,35 +663,8 @@ type nftEvents struct {
 }
 
 func startNFTEvents(t *testing.T, h *sim.Host) *nftEvents {
-	m := startLineEvents(t, h, "nft", "monitor")
-	ctx := context.Background()
-	// nft monitor subscribes some time after it starts: a table of ours
-	// added and deleted until it reports the deletion.
-	expect.Eventually(t, "nft monitor subscribed", wait, func() error {
-		from := m.mark()
-		for _, args := range [][]string{{"add", "table", "ip", "romk_start"}, {"delete", "table", "ip", "romk_start"}} {
-			if _, err := h.Exec(ctx, append([]string{"nft"}, args...)...); err != nil {
-				return err
-			}
-		}
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		for _, l := range m.lines[from:] {
-			if strings.Contains(l, "delete table ip romk_start") {
-				return nil
-			}
-		}
-		return errors.New("not yet")
-	})
-	return m
-}
-
-// startLineEvents runs args (a monitor: nft monitor, ip monitor) in the
-// host's namespace until the test ends, recording each line it prints
-// with the time it was read.
-func startLineEvents(t *testing.T, h *sim.Host, args ...string) *nftEvents {
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := h.Command(ctx, args...)
+	cmd := h.Command(ctx, "nft", "monitor")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -717,13 +689,31 @@ func startLineEvents(t *testing.T, h *sim.Host, args ...string) *nftEvents {
 		}
 		err := cmd.Wait()
 		m.mu.Lock()
-		m.ended = fmt.Errorf("%s in %s ended (%v): %s", strings.Join(args, " "), h.Name, cmp.Or(sc.Err(), err), m.stderr.String())
+		m.ended = fmt.Errorf("nft monitor in %s ended (%v): %s", h.Name, cmp.Or(sc.Err(), err), m.stderr.String())
 		close(m.changed)
 		m.mu.Unlock()
 	}()
 	t.Cleanup(func() {
-		cancel() // kills the process we started (exec.CommandContext)
+		cancel() // kills the nft process we started (exec.CommandContext)
 		<-done
+	})
+	// nft monitor subscribes some time after it starts: a table of ours
+	// added and deleted until it reports the deletion.
+	expect.Eventually(t, "nft monitor subscribed", wait, func() error {
+		from := m.mark()
+		for _, args := range [][]string{{"add", "table", "ip", "romk_start"}, {"delete", "table", "ip", "romk_start"}} {
+			if _, err := h.Exec(ctx, append([]string{"nft"}, args...)...); err != nil {
+				return err
+			}
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, l := range m.lines[from:] {
+			if strings.Contains(l, "delete table ip romk_start") {
+				return nil
+			}
+		}
+		return errors.New("not yet")
 	})
 	return m
 }
