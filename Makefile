@@ -138,7 +138,8 @@ bench-kube: deps build kube-apiserver
 # with real packets between pods across nodes. Root; a few minutes.
 # ROMANA_KUBE_NODES_HOSTS (2 or 3), ROMANA_KUBE_NODES_PODS and
 # ROMANA_KUBE_NODES_INTERVAL (between creations, default 200ms; 0: all at
-# once) change the run.
+# once) and ROMANA_KUBE_NODES_SELECT (label, default, or segment: how the
+# NetworkPolicy selects the pods) change the run.
 bench-kube-nodes: deps build kube-apiserver kube-node
 	ROMANA_KUBE_NODES_BENCH=1 ROMANA_BIN=$(BIN) ROMANA_KUBE_APISERVER=$(KUBE_APISERVER) ROMANA_KUBE_NODE=$(KUBE_NODE) $(GO) test -count=1 -timeout 30m -run '^TestKubeNodesLatency$$' -v ./cmd/romana-agent/
 

@@ -34,6 +34,7 @@ import (
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/expect"
+	"github.com/romana/romana/kube"
 	"github.com/romana/romana/kubenode"
 	"github.com/romana/romana/kubetest"
 	"github.com/romana/romana/plan"
@@ -132,6 +133,10 @@ func startKubeNodes(t *testing.T, hosts []string, agentExe string, resync, kubeM
 	return kn
 }
 
+// kubeSegmentLabel is the pod label romana-kube takes a pod's segment
+// from (its default).
+const kubeSegmentLabel = kube.DefaultSegmentLabel
+
 // latPod is one measured pod: when each step was first seen, on the
 // test's clock. Zero: not seen.
 type latPod struct {
@@ -173,6 +178,7 @@ const (
 	latHostsEnv    = "ROMANA_KUBE_NODES_HOSTS"    // nodes, 2 or 3 (default 2)
 	latPodsEnv     = "ROMANA_KUBE_NODES_PODS"     // pods measured (default 100)
 	latIntervalEnv = "ROMANA_KUBE_NODES_INTERVAL" // between two creations (default 200ms; 0: all at once)
+	latSelectEnv   = "ROMANA_KUBE_NODES_SELECT"   // how the policy selects the pods: label (default) or segment
 )
 
 // Probe timings: how long a SYN may go unanswered before it counts as
@@ -197,20 +203,22 @@ const (
 // node, "client" (role=client) and "other" (role=other), and one
 // NetworkPolicy exist before any measured pod: pods labelled app=target
 // admit TCP port 80 from role=client only (an address set of targets on
-// each node: the policy selects pods by label). Then N pods app=target
-// (agnhost netexec, spread over the nodes) are created one every
-// interval; for each, t0 is the time just before its Create call.
+// each node: the policy selects pods by label). With
+// ROMANA_KUBE_NODES_SELECT=segment the targets are also labelled
+// romana.io/segment=target and the policy selects that label instead (a
+// masked match of the segment: no set). Then N pods app=target (agnhost
+// netexec, spread over the nodes) are created one every interval; for
+// each, t0 is the time just before its Create call.
 //
 // As soon as romanad's watch shows a pod's address (romana-cni's ADD
 // allocated it), the test probes it from a node other than its own, in
 // rounds started every 20 ms (less often when many pods are probed at
 // once: at most 500 rounds a second in all, so the probes do not take
 // the CPU the pods need to start), whatever earlier rounds still wait
-// for: in
-// each, at the same instant, the client prober GETs /hostname and the
-// other prober sends a SYN; a SYN unanswered after 500 ms counts as
-// dropped. Each time below is when the first round showing the state was
-// sent:
+// for. In each, at the same instant, the client prober GETs /hostname
+// and the other prober sends a SYN; a SYN unanswered after 500 ms counts
+// as dropped. Each time below is when the first round showing the state
+// was sent:
 //   - first packet: the client's SYN was answered (SYN-ACK, or RST while
 //     the container is not listening yet);
 //   - reachable: the GET answered with the pod's own name;
@@ -224,13 +232,13 @@ const (
 // open (not yet in the policy's set on its node); rounds that looked
 // enforced before the last of those are counted as load noise.
 // The breakdown comes from the pod informer (scheduled, podIP in status,
-// Ready), romanad's watch (address allocated) and, on the pod's node,
-// a netlink route subscription (the host route of the CNI ADD) and `nft
-// monitor` (the pod's address added to the target set: the time the test
-// read nft's line, late by as long as nft waited for the CPU). Absolute numbers are
-// printed, nothing timed is asserted; the run fails only if a pod never
-// gets there, or if at the end a client cannot reach a target or an
-// other prober can.
+// Ready), romanad's watch (address allocated) and, on the pod's node, a
+// netlink route subscription (the host route of the CNI ADD) and `nft
+// monitor` (the pod's address added to the target set). Those are the
+// times the test read the event, late by as long as the reader waited
+// for a CPU. Absolute numbers are printed, nothing timed is asserted;
+// the run fails only if a pod never gets there, or if at the end a
+// client cannot reach a target or an other prober can.
 func TestKubeNodesLatency(t *testing.T) {
 	if os.Getenv(latEnv) != "1" {
 		t.Skip(latEnv + "=1 runs the pod latency measurement on real nodes (make bench-kube-nodes)")
@@ -244,6 +252,16 @@ func TestKubeNodesLatency(t *testing.T) {
 			t.Fatalf("%s=%q: want a duration", latIntervalEnv, s)
 		}
 		interval = d
+	}
+	targetLabels := map[string]string{"app": "target"}
+	selector := targetLabels
+	switch sel := os.Getenv(latSelectEnv); sel {
+	case "", "label":
+	case "segment":
+		targetLabels = map[string]string{"app": "target", kubeSegmentLabel: "target"}
+		selector = map[string]string{kubeSegmentLabel: "target"}
+	default:
+		t.Fatalf("%s=%q: want label or segment", latSelectEnv, sel)
 	}
 	loadBefore := loadavg(t)
 	began := time.Now()
@@ -259,7 +277,7 @@ func TestKubeNodesLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "target-from-client"}, Spec: networkingv1.NetworkPolicySpec{
-		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "target"}},
+		PodSelector: metav1.LabelSelector{MatchLabels: selector},
 		Ingress: []networkingv1.NetworkPolicyIngressRule{{
 			From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}}},
 			Ports: []networkingv1.NetworkPolicyPort{{Port: new(intstr.FromInt32(80))}},
@@ -269,6 +287,15 @@ func TestKubeNodesLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if selector[kubeSegmentLabel] != "" {
+		// The segment exists before the measured pods, as it does when an
+		// app scales up (romana-kube makes a segment for its first pod;
+		// until it exists, a policy naming it compiles to nothing).
+		expect.Eventually(t, "segment lat/target added", wait, func() error {
+			_, err := kn.srv.Client.AddSegment(ctx, api.Segment{Tenant: ns, Name: "target"})
+			return err
+		})
+	}
 	// The probers, two per node, placed by name.
 	for _, h := range hosts {
 		for _, role := range []string{"client", "other"} {
@@ -404,8 +431,8 @@ func TestKubeNodesLatency(t *testing.T) {
 	inf.WaitForCacheSync(infStop)
 
 	loadStart := loadavg(t)
-	t.Logf("measuring %d pods on %d nodes, one created every %v (load average %s; %s before the cluster started)",
-		nPods, nHosts, interval, loadStart, loadBefore)
+	t.Logf("measuring %d pods on %d nodes, one created every %v, the policy selecting %v (load average %s; %s before the cluster started)",
+		nPods, nHosts, interval, selector, loadStart, loadBefore)
 	target := podSpec()
 	target.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
 		WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "target"}}}}
@@ -421,7 +448,7 @@ func TestKubeNodesLatency(t *testing.T) {
 			time.Sleep(time.Until(measured.Add(time.Duration(i) * interval))) // the creation schedule, not a wait for state
 		}
 		creating.Go(func() {
-			obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Labels: map[string]string{"app": "target"}}, Spec: target}
+			obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Labels: targetLabels}, Spec: target}
 			mu.Lock()
 			p.created = time.Now()
 			mu.Unlock()
