@@ -16,7 +16,7 @@ DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
 VPKG := github.com/romana/romana/version
 LDFLAGS := -X '$(VPKG).Version=$(VERSION)' -X '$(VPKG).Commit=$(COMMIT)' -X '$(VPKG).Date=$(DATE)'
 
-.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench bench-go bench-scale bench-kube bench-kube-nodes faults clean install deb deb-test nfpm kube-apiserver kube-node images images-test
+.PHONY: all deps build test tidy docs docs-check unit fuzz demo bench bench-go bench-scale bench-kube faults clean install deb deb-test nfpm kube-apiserver kube-node images images-test
 
 all: build
 
@@ -136,10 +136,11 @@ bench-kube: deps build kube-apiserver
 # scheduler and controller-manager, romanad, romana-kube, the agents), 100
 # pods: created → reachable and created → NetworkPolicy enforced, p50/p99,
 # with real packets between pods across nodes. Root; a few minutes.
-# ROMANA_KUBE_NODES_HOSTS (2 or 3), ROMANA_KUBE_NODES_PODS and
+# ROMANA_KUBE_NODES_HOSTS (2 or 3), ROMANA_KUBE_NODES_PODS,
 # ROMANA_KUBE_NODES_INTERVAL (between creations, default 200ms; 0: all at
 # once) and ROMANA_KUBE_NODES_SELECT (label, default, or segment: how the
 # NetworkPolicy selects the pods) change the run.
+.PHONY: bench-kube-nodes
 bench-kube-nodes: deps build kube-apiserver kube-node
 	ROMANA_KUBE_NODES_BENCH=1 ROMANA_BIN=$(BIN) ROMANA_KUBE_APISERVER=$(KUBE_APISERVER) ROMANA_KUBE_NODE=$(KUBE_NODE) $(GO) test -count=1 -timeout 30m -run '^TestKubeNodesLatency$$' -v ./cmd/romana-agent/
 
