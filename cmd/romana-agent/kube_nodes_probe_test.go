@@ -171,22 +171,41 @@ func newLatProber(t *testing.T, name, node string, ip netip.Addr, ns *sim.Namesp
 	p := &latProber{name: name, node: node, ip: ip, req: make(chan chan latSocket)}
 	entered := make(chan error, 1)
 	go func() {
-		// Never unlocked: the thread ends with this goroutine instead of
-		// going back to the pool inside the pod's namespace.
+		// The thread must not end with this goroutine (what Go does to a
+		// thread still locked when its goroutine returns): the kernel
+		// sends a process's children their parent-death signal when the
+		// thread that started them ends, and kubenode starts containerd
+		// and the kubelet with one (SIGKILL) from whatever thread it ran
+		// on. So the thread goes back to the pool, in its own namespace.
 		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			entered <- err
+			return
+		}
+		defer orig.Close()
 		h, err := netns.GetFromPath(ns.Path)
 		if err == nil {
 			err = netns.Set(h)
 			h.Close()
 		}
-		entered <- err
 		if err != nil {
+			runtime.UnlockOSThread()
+			entered <- err
 			return
 		}
+		entered <- nil
 		for r := range p.req {
 			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
 			r <- latSocket{fd, err}
 		}
+		if err := netns.Set(orig); err != nil {
+			// Neither back to the pool in the pod's namespace, nor ended:
+			// parked until the test process exits.
+			select {}
+		}
+		runtime.UnlockOSThread()
 	}()
 	if err := <-entered; err != nil {
 		t.Fatalf("prober %s: enter %s: %v", name, ns.Path, err)
