@@ -130,6 +130,20 @@ bench-scale:
 bench-kube: deps build kube-apiserver
 	ROMANA_KUBE_SCALE=1 ROMANA_BIN=$(BIN) ROMANA_KUBE_APISERVER=$(KUBE_APISERVER) $(GO) test -count=1 -timeout 40m -run '^TestKubernetesScale$$' -v ./cmd/romana-agent/
 
+# Pod latency on real nodes (issue 13; docs/benchmarks.md, "Kubernetes on
+# real nodes: pod latency (issue 13)"): the cluster of TestKubeNodesSmoke
+# (kubelet, containerd and kube-proxy per host namespace, the real
+# scheduler and controller-manager, romanad, romana-kube, the agents), 100
+# pods: created → reachable and created → NetworkPolicy enforced, p50/p99,
+# with real packets between pods across nodes. Root; a few minutes.
+# ROMANA_KUBE_NODES_HOSTS (2 or 3), ROMANA_KUBE_NODES_PODS,
+# ROMANA_KUBE_NODES_INTERVAL (between creations, default 200ms; 0: all at
+# once) and ROMANA_KUBE_NODES_SELECT (label, default, or segment: how the
+# NetworkPolicy selects the pods) change the run.
+.PHONY: bench-kube-nodes
+bench-kube-nodes: deps build kube-apiserver kube-node
+	ROMANA_KUBE_NODES_BENCH=1 ROMANA_BIN=$(BIN) ROMANA_KUBE_APISERVER=$(KUBE_APISERVER) ROMANA_KUBE_NODE=$(KUBE_NODE) $(GO) test -count=1 -timeout 30m -run '^TestKubeNodesLatency$$' -v ./cmd/romana-agent/
+
 # Install on a plain host (docs/install.md): binaries, the CNI plugin, the
 # systemd units (ExecStart pointing into BINDIR) and example configs. An
 # existing config in /etc/romana is never overwritten. DESTDIR installs into
