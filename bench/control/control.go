@@ -1,6 +1,7 @@
 // Package control runs the control-plane benchmarks that live beside their
 // packages (CNI ADD/DEL against ptp and bridge, allocations per second,
-// policy change to enforcement on 20 real agents) as `go test -bench`
+// policy change to enforcement on 20 real agents, one agent's memory and
+// CPU at 10,000 endpoints) as `go test -bench`
 // subprocesses, reads the metrics they report, and puts them in the same
 // results, table and doc as the dataplane (issue 14, item 2). Each
 // benchmark keeps its own baseline and alternation (A-B-...-B-A inside
@@ -32,6 +33,7 @@ type Bench struct {
 	Benchtime string
 	Quick     string // -bench pattern in a QUICK run ("" = Pattern)
 	QuickTime string // -benchtime in a QUICK run
+	NotQuick  bool   // left out of a QUICK run (too long for its 3 minutes)
 }
 
 // Benches are the control-plane benchmarks, in run order.
@@ -43,6 +45,8 @@ var Benches = []Bench{
 	{Name: "enforce", What: "policy change → enforced on 20 real romana-agent processes (host namespaces, real nft), 100 and 10,000 policies",
 		Pkg: "./cmd/romana-agent", Pattern: "PolicyEnforcementAgents", Benchtime: "20x",
 		Quick: "PolicyEnforcementAgents/policies=100$", QuickTime: "3x"},
+	{Name: "endpoints", What: "one real romana-agent (host namespace, real nft) with 10,000 endpoints on its host (a veth, an address and the agent's route each) beside 100, A-B-B-A: RSS, Go heap, idle CPU per minute, CPU per endpoint added and removed",
+		Pkg: "./cmd/romana-agent", Pattern: "AgentEndpoints/endpoints=10000$", Benchtime: "1x", NotQuick: true},
 }
 
 // Run is one benchmark's outcome: its metrics by sub-benchmark (the name
@@ -105,12 +109,25 @@ func ParseBench(out, pattern string) map[string]map[string]float64 {
 	return res
 }
 
+// Selected are the benchmarks a run takes: all of them, or in a QUICK
+// run those not marked NotQuick.
+func Selected(quick bool) []Bench {
+	var bs []Bench
+	for _, b := range Benches {
+		if !quick || !b.NotQuick {
+			bs = append(bs, b)
+		}
+	}
+	return bs
+}
+
 // RunAll runs the benchmarks (QUICK settings when quick) from the module
 // root dir, with env added to each.
 func RunAll(ctx context.Context, dir string, quick bool, env []string, progress func(i, n int, what string)) Results {
 	r := Results{Quick: quick, LoadBefore: loadavg()}
 	start := time.Now()
-	for i, b := range Benches {
+	benches := Selected(quick)
+	for i, b := range benches {
 		pat, bt := b.Pattern, b.Benchtime
 		if quick {
 			bt = b.QuickTime
@@ -120,7 +137,7 @@ func RunAll(ctx context.Context, dir string, quick bool, env []string, progress 
 		}
 		args := []string{"test", "-count=1", "-run", "^$", "-bench", pat, "-benchtime", bt, "-timeout", "30m", b.Pkg}
 		run := Run{Name: b.Name, What: b.What, Command: "go " + shellJoin(args)}
-		progress(i+1, len(Benches), b.Name+": "+run.Command)
+		progress(i+1, len(benches), b.Name+": "+run.Command)
 		t0 := time.Now()
 		cmd := exec.CommandContext(ctx, "go", args...)
 		cmd.Dir = dir
@@ -252,7 +269,7 @@ func Render(r Results) string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	w("Command (root): `%s`%s; load average %s before, %s after; %.0f s.\n\n", r.Command,
-		map[bool]string{true: " (QUICK: fewer iterations, 100 policies only)", false: ""}[r.Quick], r.LoadBefore, r.LoadAfter, r.Seconds)
+		map[bool]string{true: " (QUICK: fewer iterations, 100 policies only, no endpoints run)", false: ""}[r.Quick], r.LoadBefore, r.LoadAfter, r.Seconds)
 	for _, g := range r.Goals {
 		w("- Goal: %s\n", g)
 	}

@@ -3,6 +3,7 @@ package control
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -64,5 +65,21 @@ func TestWriteKeepsOtherSections(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, JSONFile)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSelected(t *testing.T) {
+	names := func(bs []Bench) (out []string) {
+		for _, b := range bs {
+			out = append(out, b.Name)
+		}
+		return out
+	}
+	full, quick := names(Selected(false)), names(Selected(true))
+	if len(full) != len(Benches) || !slices.Contains(full, "endpoints") {
+		t.Fatalf("a full run takes every benchmark: %v", full)
+	}
+	if slices.Contains(quick, "endpoints") || !slices.Contains(quick, "enforce") {
+		t.Fatalf("a QUICK run leaves out the endpoints benchmark only: %v", quick)
 	}
 }
