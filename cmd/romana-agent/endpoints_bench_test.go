@@ -43,11 +43,14 @@ import (
 // nothing to it (only tenants, segments and policies do).
 //
 // The run is A-B-B-A: 100 endpoints (A1), N (B1, B2), 100 again (A2). At
-// each point: idle CPU over ROMANA_BENCH_IDLE (default 30s) with the
-// agent's default --resync (10s) and nothing changing; then memory (VmRSS
+// each point: idle CPU over ROMANA_BENCH_IDLE (default 30s, after 2 s of
+// quiet) with the agent's default --resync (10s) and nothing changing;
+// then memory (VmRSS
 // from /proc/PID/status, median of 20 reads 250 ms apart, and
 // go_memstats_heap_inuse_bytes from the agent's /metrics, the least of
-// the same reads, as in "Agent memory" of docs/benchmarks.md); then churn:
+// the same reads, as in "Agent memory" of docs/benchmarks.md, and the
+// heap goal of the last GC, go_memstats_next_gc_bytes, about twice the
+// heap live after it); then churn:
 // ROMANA_BENCH_CHURN (default 20) endpoints added one at a time (veth
 // made, address allocated, wait for the agent's route in the kernel) and
 // then removed one at a time (address released, wait for the agent to
@@ -93,7 +96,7 @@ type epEndpoint struct {
 type epPoint struct {
 	n                     int
 	idleSelf, idleChild   float64 // ms of CPU per minute
-	rss, heap             float64 // MiB
+	rss, heap, goal       float64 // MiB
 	addCPU, delCPU        float64 // ms per endpoint, agent and children
 	addP50, delP50        float64 // ms
 	addSamples, delSample int
@@ -206,8 +209,8 @@ func agentEndpoints(b *testing.B, n int) {
 	a2 := r.point(epBase, idle, churn)
 
 	for _, p := range []epPoint{a1, b1, b2, a2} {
-		b.Logf("%5d endpoints: RSS %.1f MiB, heap %.1f MiB, idle %.0f+%.0f ms/min, add %.2f ms CPU (p50 %.1f ms), remove %.2f ms CPU (p50 %.1f ms)",
-			p.n, p.rss, p.heap, p.idleSelf, p.idleChild, p.addCPU, p.addP50, p.delCPU, p.delP50)
+		b.Logf("%5d endpoints: RSS %.1f MiB, heap %.1f MiB (GC goal %.1f MiB), idle %.0f+%.0f ms/min, add %.2f ms CPU (p50 %.1f ms), remove %.2f ms CPU (p50 %.1f ms)",
+			p.n, p.rss, p.heap, p.goal, p.idleSelf, p.idleChild, p.addCPU, p.addP50, p.delCPU, p.delP50)
 	}
 	mean := func(f func(epPoint) float64, x, y epPoint) float64 { return (f(x) + f(y)) / 2 }
 	at := func(k int) string { return "@" + strconv.Itoa(k) }
@@ -218,6 +221,8 @@ func agentEndpoints(b *testing.B, n int) {
 	rep(a1.heap, "heap-MiB"+at(epBase))
 	rep(mean(func(p epPoint) float64 { return p.heap }, b1, b2), "heap-MiB"+at(n))
 	rep(a2.heap, "heap-MiB"+at(epBase)+"-after")
+	rep(a1.goal, "gc-goal-MiB"+at(epBase))
+	rep(mean(func(p epPoint) float64 { return p.goal }, b1, b2), "gc-goal-MiB"+at(n))
 	perEp := float64(n - epBase)
 	rep((mean(func(p epPoint) float64 { return p.rss }, b1, b2)-a1.rss)*1024/perEp, "rss-KiB/endpoint")
 	rep((mean(func(p epPoint) float64 { return p.heap }, b1, b2)-a1.heap)*1024/perEp, "heap-KiB/endpoint")
@@ -263,7 +268,7 @@ func (r *epRun) point(n int, idle time.Duration, churn int) epPoint {
 	perMin := float64(time.Minute) / float64(time.Since(t0)) / float64(time.Millisecond)
 	p.idleSelf = float64(cpu1.self-cpu0.self) * perMin
 	p.idleChild = float64(cpu1.children-cpu0.children) * perMin
-	p.rss, p.heap = r.memory()
+	p.rss, p.heap, p.goal = r.memory()
 
 	var add, del []time.Duration
 	eps := make([]epEndpoint, 0, churn)
@@ -290,11 +295,13 @@ func p50ms(ds []time.Duration) float64 {
 	return float64(ds[len(ds)/2].Microseconds()) / 1000
 }
 
-// memory is the agent's VmRSS (median of 20 reads 250 ms apart) and Go
-// heap in use (least of the same reads), in MiB.
-func (r *epRun) memory() (rss, heap float64) {
+// memory is the agent's VmRSS (median of 20 reads 250 ms apart), Go
+// heap in use (least of the same reads) and the heap goal the last GC
+// set (go_memstats_next_gc_bytes, median: with GOGC=100 about twice the
+// heap live after that GC, plus the goroutine stacks), in MiB.
+func (r *epRun) memory() (rss, heap, goal float64) {
 	r.b.Helper()
-	var rs []int64
+	var rs, goals []int64
 	least := int64(1 << 62)
 	pid := r.c.agents["h1"].cmd.Process.Pid
 	for i := range 20 {
@@ -310,22 +317,30 @@ func (r *epRun) memory() (rss, heap float64) {
 		if err != nil {
 			r.b.Fatal(err)
 		}
-		found := false
-		for l := range strings.Lines(out) {
-			if v, ok := strings.CutPrefix(l, "go_memstats_heap_inuse_bytes "); ok {
-				f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-				if err != nil {
-					r.b.Fatalf("agent /metrics: %q: %v", l, err)
-				}
-				least, found = min(least, int64(f)), true
-			}
-		}
-		if !found {
-			r.b.Fatal("agent /metrics: no go_memstats_heap_inuse_bytes")
-		}
+		least = min(least, promValue(r.b, out, "go_memstats_heap_inuse_bytes"))
+		goals = append(goals, promValue(r.b, out, "go_memstats_next_gc_bytes"))
 	}
 	slices.Sort(rs)
-	return float64(rs[len(rs)/2]) / (1 << 20), float64(least) / (1 << 20)
+	slices.Sort(goals)
+	mib := func(v int64) float64 { return float64(v) / (1 << 20) }
+	return mib(rs[len(rs)/2]), mib(least), mib(goals[len(goals)/2])
+}
+
+// promValue is the value of the metric name (without labels) in a
+// Prometheus text exposition.
+func promValue(t testing.TB, exposition, name string) int64 {
+	t.Helper()
+	for l := range strings.Lines(exposition) {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("agent /metrics: %q: %v", l, err)
+			}
+			return int64(f)
+		}
+	}
+	t.Fatalf("agent /metrics: no %s", name)
+	return 0
 }
 
 // converged waits until the agent has applied the store's newest
