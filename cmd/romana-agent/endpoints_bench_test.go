@@ -51,7 +51,7 @@ import (
 // the same reads, as in "Agent memory" of docs/benchmarks.md, and the
 // heap goal of the last GC, go_memstats_next_gc_bytes, about twice the
 // heap live after it); then churn:
-// ROMANA_BENCH_CHURN (default 20) endpoints added one at a time (veth
+// ROMANA_BENCH_CHURN (default 10) endpoints added one at a time (veth
 // made, address allocated, wait for the agent's route in the kernel) and
 // then removed one at a time (address released, wait for the agent to
 // delete the route, veth deleted by the benchmark, as the agent's CNI
@@ -112,7 +112,7 @@ func agentEndpoints(b *testing.B, n int) {
 		}
 		idle = d
 	}
-	churn := 20
+	churn := 10
 	if s := os.Getenv("ROMANA_BENCH_CHURN"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 || v > 1000 {
