@@ -81,9 +81,7 @@ type epRun struct {
 	host *sim.Host
 	hh   *netlink.Handle // in the host's namespace
 	pods []*sim.Namespace
-	next int // next endpoint number
-	// live endpoints by name
-	live map[string]epEndpoint
+	next int // the last endpoint number given
 }
 
 type epEndpoint struct {
@@ -94,12 +92,11 @@ type epEndpoint struct {
 
 // epPoint is what was measured at one point of the run.
 type epPoint struct {
-	n                     int
-	idleSelf, idleChild   float64 // ms of CPU per minute
-	rss, heap, goal       float64 // MiB
-	addCPU, delCPU        float64 // ms per endpoint, agent and children
-	addP50, delP50        float64 // ms
-	addSamples, delSample int
+	n                   int
+	idleSelf, idleChild float64 // ms of CPU per minute
+	rss, heap, goal     float64 // MiB
+	addCPU, delCPU      float64 // ms per endpoint, agent and children
+	addP50, delP50      float64 // ms
 }
 
 func agentEndpoints(b *testing.B, n int) {
@@ -174,7 +171,7 @@ func agentEndpoints(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	b.Cleanup(hh.Close)
-	r := &epRun{b: b, c: c, ctx: ctx, host: h, hh: hh, live: map[string]epEndpoint{}}
+	r := &epRun{b: b, c: c, ctx: ctx, host: h, hh: hh}
 
 	t0 := time.Now()
 	r.addBulk("e", epBase)
@@ -433,9 +430,6 @@ func (r *epRun) allocate(eps []epEndpoint) {
 		e.ip = a.IP
 		return err
 	})
-	for _, e := range eps {
-		r.live[e.name] = e
-	}
 }
 
 // epRequest is the address request of the i-th endpoint: tenants and
@@ -448,9 +442,6 @@ func epRequest(i int, e epEndpoint) api.AddressRequest {
 func (r *epRun) release(eps []epEndpoint) {
 	r.b.Helper()
 	r.parallel(eps, func(_ int, e *epEndpoint) error { return r.c.srv.Client.Release(r.ctx, e.name) })
-	for _, e := range eps {
-		delete(r.live, e.name)
-	}
 }
 
 func (r *epRun) parallel(eps []epEndpoint, fn func(i int, e *epEndpoint) error) {
@@ -604,7 +595,6 @@ func (r *epRun) addOne() (epEndpoint, time.Duration) {
 	if err := ph.AddrAdd(pl, &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(e.ip.AsSlice()), Mask: net.CIDRMask(32, 32)}}); err != nil {
 		r.b.Fatal(err)
 	}
-	r.live[e.name] = e
 	return e, lat
 }
 
@@ -626,7 +616,6 @@ func (r *epRun) removeOne(e epEndpoint) time.Duration {
 	if err := r.hh.LinkDel(hl); err != nil {
 		r.b.Fatalf("delete veth %s: %v", e.iface, err)
 	}
-	delete(r.live, e.name)
 	return lat
 }
 
