@@ -1,6 +1,7 @@
 // Package control runs the control-plane benchmarks that live beside their
 // packages (CNI ADD/DEL against ptp and bridge, allocations per second,
-// policy change to enforcement on 20 real agents) as `go test -bench`
+// policy change to enforcement on 20 real agents, one agent's memory and
+// CPU at 10,000 endpoints) as `go test -bench`
 // subprocesses, reads the metrics they report, and puts them in the same
 // results, table and doc as the dataplane (issue 14, item 2). Each
 // benchmark keeps its own baseline and alternation (A-B-...-B-A inside
@@ -32,6 +33,7 @@ type Bench struct {
 	Benchtime string
 	Quick     string // -bench pattern in a QUICK run ("" = Pattern)
 	QuickTime string // -benchtime in a QUICK run
+	NotQuick  bool   // left out of a QUICK run (too long for its 3 minutes)
 }
 
 // Benches are the control-plane benchmarks, in run order.
@@ -43,6 +45,8 @@ var Benches = []Bench{
 	{Name: "enforce", What: "policy change → enforced on 20 real romana-agent processes (host namespaces, real nft), 100 and 10,000 policies",
 		Pkg: "./cmd/romana-agent", Pattern: "PolicyEnforcementAgents", Benchtime: "20x",
 		Quick: "PolicyEnforcementAgents/policies=100$", QuickTime: "3x"},
+	{Name: "endpoints", What: "one real romana-agent (host namespace, real nft) with 10,000 endpoints on its host (a veth, an address and the agent's route each) beside 100, A-B-B-A: RSS, Go heap, idle CPU per minute, CPU per endpoint added and removed",
+		Pkg: "./cmd/romana-agent", Pattern: "AgentEndpoints/endpoints=10000$", Benchtime: "1x", NotQuick: true},
 }
 
 // Run is one benchmark's outcome: its metrics by sub-benchmark (the name
@@ -54,6 +58,12 @@ type Run struct {
 	Seconds float64                       `json:"seconds"`
 	Metrics map[string]map[string]float64 `json:"metrics"`
 	Error   string                        `json:"error,omitempty"`
+	// LoadBefore and LoadAfter are the load average around this run.
+	LoadBefore string `json:"load_before,omitempty"`
+	LoadAfter  string `json:"load_after,omitempty"`
+	// Alone is the command that ran this benchmark on its own and merged
+	// it into an earlier run's results ("" when it ran with the others).
+	Alone string `json:"alone,omitempty"`
 }
 
 // Results is the control part of one `make bench`.
@@ -105,12 +115,52 @@ func ParseBench(out, pattern string) map[string]map[string]float64 {
 	return res
 }
 
+// Selected are the benchmarks a run takes: all of them, or in a QUICK
+// run those not marked NotQuick.
+func Selected(quick bool) []Bench {
+	var bs []Bench
+	for _, b := range Benches {
+		if !quick || !b.NotQuick {
+			bs = append(bs, b)
+		}
+	}
+	return bs
+}
+
 // RunAll runs the benchmarks (QUICK settings when quick) from the module
 // root dir, with env added to each.
 func RunAll(ctx context.Context, dir string, quick bool, env []string, progress func(i, n int, what string)) Results {
+	return RunBenches(ctx, dir, Selected(quick), quick, env, progress)
+}
+
+// Named are the benchmarks of the given names, in run order, or an error
+// naming one that does not exist.
+func Named(names []string) ([]Bench, error) {
+	var bs []Bench
+	for _, n := range names {
+		i := slices.IndexFunc(Benches, func(b Bench) bool { return b.Name == n })
+		if i < 0 {
+			var all []string
+			for _, b := range Benches {
+				all = append(all, b.Name)
+			}
+			return nil, fmt.Errorf("control benchmark %q: no such benchmark (have %s)", n, strings.Join(all, ", "))
+		}
+		bs = append(bs, Benches[i])
+	}
+	slices.SortStableFunc(bs, func(a, b Bench) int {
+		return slices.IndexFunc(Benches, func(x Bench) bool { return x.Name == a.Name }) -
+			slices.IndexFunc(Benches, func(x Bench) bool { return x.Name == b.Name })
+	})
+	return bs, nil
+}
+
+// RunBenches runs benches (QUICK settings when quick) from the module root
+// dir, with env added to each.
+func RunBenches(ctx context.Context, dir string, benches []Bench, quick bool, env []string, progress func(i, n int, what string)) Results {
 	r := Results{Quick: quick, LoadBefore: loadavg()}
 	start := time.Now()
-	for i, b := range Benches {
+	for i, b := range benches {
 		pat, bt := b.Pattern, b.Benchtime
 		if quick {
 			bt = b.QuickTime
@@ -119,14 +169,15 @@ func RunAll(ctx context.Context, dir string, quick bool, env []string, progress 
 			}
 		}
 		args := []string{"test", "-count=1", "-run", "^$", "-bench", pat, "-benchtime", bt, "-timeout", "30m", b.Pkg}
-		run := Run{Name: b.Name, What: b.What, Command: "go " + shellJoin(args)}
-		progress(i+1, len(Benches), b.Name+": "+run.Command)
+		run := Run{Name: b.Name, What: b.What, Command: "go " + shellJoin(args), LoadBefore: loadavg()}
+		progress(i+1, len(benches), b.Name+": "+run.Command)
 		t0 := time.Now()
 		cmd := exec.CommandContext(ctx, "go", args...)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), env...)
 		out, err := cmd.CombinedOutput()
 		run.Seconds = time.Since(t0).Seconds()
+		run.LoadAfter = loadavg()
 		run.Metrics = ParseBench(string(out), b.Pattern)
 		if err != nil || len(run.Metrics) == 0 {
 			run.Error = fmt.Sprintf("%v: %s", err, tail(string(out), 800))
@@ -140,6 +191,39 @@ func RunAll(ctx context.Context, dir string, quick bool, env []string, progress 
 	r.LoadAfter = loadavg()
 	r.Goals = Goals(r.Runs)
 	return r
+}
+
+// Merge puts runs, made on their own by the command alone, into old (an
+// earlier run's results): each replaces old's run of the same name or is
+// added in Benches' order; old's other runs, command and load averages
+// stay as they were, and the goals are read again.
+func Merge(old Results, alone string, runs []Run) Results {
+	out := old
+	out.Runs = slices.Clone(old.Runs)
+	for _, run := range runs {
+		run.Alone = alone
+		if i := slices.IndexFunc(out.Runs, func(x Run) bool { return x.Name == run.Name }); i >= 0 {
+			out.Runs[i] = run
+			continue
+		}
+		out.Runs = append(out.Runs, run)
+	}
+	order := func(name string) int {
+		if i := slices.IndexFunc(Benches, func(b Bench) bool { return b.Name == name }); i >= 0 {
+			return i
+		}
+		return len(Benches)
+	}
+	slices.SortStableFunc(out.Runs, func(a, b Run) int { return order(a.Name) - order(b.Name) })
+	out.Goals = Goals(out.Runs)
+	return out
+}
+
+// ReadJSON reads dir/control.json.
+func ReadJSON(dir string) (Results, error) {
+	var r Results
+	err := docblock.ReadJSON(filepath.Join(dir, JSONFile), &r)
+	return r, err
 }
 
 // GoalRead is one control-plane goal against this run.
@@ -252,7 +336,13 @@ func Render(r Results) string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	w("Command (root): `%s`%s; load average %s before, %s after; %.0f s.\n\n", r.Command,
-		map[bool]string{true: " (QUICK: fewer iterations, 100 policies only)", false: ""}[r.Quick], r.LoadBefore, r.LoadAfter, r.Seconds)
+		map[bool]string{true: " (QUICK: fewer iterations, 100 policies only, no endpoints run)", false: ""}[r.Quick], r.LoadBefore, r.LoadAfter, r.Seconds)
+	for _, run := range r.Runs {
+		if run.Alone != "" {
+			w("`%s` ran later on its own and was merged in: `%s`; load average %s before, %s after; %.0f s.\n\n",
+				run.Name, run.Alone, run.LoadBefore, run.LoadAfter, run.Seconds)
+		}
+	}
 	for _, g := range r.Goals {
 		w("- Goal: %s\n", g)
 	}

@@ -3,6 +3,7 @@ package control
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -64,5 +65,56 @@ func TestWriteKeepsOtherSections(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, JSONFile)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSelected(t *testing.T) {
+	names := func(bs []Bench) (out []string) {
+		for _, b := range bs {
+			out = append(out, b.Name)
+		}
+		return out
+	}
+	full, quick := names(Selected(false)), names(Selected(true))
+	if len(full) != len(Benches) || !slices.Contains(full, "endpoints") {
+		t.Fatalf("a full run takes every benchmark: %v", full)
+	}
+	if slices.Contains(quick, "endpoints") || !slices.Contains(quick, "enforce") {
+		t.Fatalf("a QUICK run leaves out the endpoints benchmark only: %v", quick)
+	}
+}
+
+func TestMergeKeepsOtherRuns(t *testing.T) {
+	m := ParseBench(benchOut, "")
+	old := Results{Command: "make bench", LoadBefore: "0.45 0.30 0.20",
+		Runs: []Run{{Name: "cni", Metrics: map[string]map[string]float64{"": m[""]}},
+			{Name: "enforce", Metrics: map[string]map[string]float64{"policies=100": m["policies=100"]}}}}
+	old.Goals = Goals(old.Runs)
+	ep := Run{Name: "endpoints", Command: "go test", LoadBefore: "9.0 9.0 9.0", Metrics: map[string]map[string]float64{"endpoints=10000": {"rss-MiB@10000": 225}}}
+	got := Merge(old, "romana-bench control -only endpoints", []Run{ep})
+	if got.Command != "make bench" || got.LoadBefore != "0.45 0.30 0.20" || len(got.Runs) != 3 {
+		t.Fatalf("merge changed the earlier run: %+v", got)
+	}
+	if got.Runs[2].Name != "endpoints" || got.Runs[2].Alone == "" || old.Runs[1].Alone != "" {
+		t.Fatalf("merged run: %+v (old %+v)", got.Runs, old.Runs)
+	}
+	again := Merge(got, "again", []Run{{Name: "cni", Error: "boom"}})
+	if len(again.Runs) != 3 || again.Runs[0].Error != "boom" || again.Runs[0].Alone != "again" || !again.Goals[0].Missing {
+		t.Fatalf("a run of the same name replaces the old one and the goals are read again: %+v", again)
+	}
+	var b strings.Builder
+	b.WriteString(Render(got))
+	if !strings.Contains(b.String(), "`endpoints` ran later on its own") || !strings.Contains(b.String(), "225 rss-MiB@10000") {
+		t.Fatalf("render of a merged run:\n%s", b.String())
+	}
+}
+
+func TestNamed(t *testing.T) {
+	bs, err := Named([]string{"endpoints", "cni"})
+	if err != nil || len(bs) != 2 || bs[0].Name != "cni" || bs[1].Name != "endpoints" {
+		t.Fatalf("Named: %v %v", bs, err)
+	}
+	if _, err := Named([]string{"nope"}); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("an unknown name must be an error naming it: %v", err)
 	}
 }

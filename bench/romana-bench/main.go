@@ -4,11 +4,13 @@
 // no-rule routed path, flannel (vxlan, host-gw), a kernel VXLAN overlay and
 // the ptp CNI on simulated hosts (root; package bench/dataplane); "run",
 // the parts `make bench` runs one after another, with one summary of ratios
-// at the end.
+// at the end; "control", some control-plane benchmarks on their own,
+// merged into the committed results.
 //
 //	go run ./bench/romana-bench scale [-dir docs/bench] [-doc docs/benchmarks.md] [-runs 5] [-render]
 //	go run ./bench/romana-bench dataplane [-dir docs/bench] [-doc docs/benchmarks.md] [-quick] [-flanneld PATH] [-only CONDS] [-render]
 //	go run ./bench/romana-bench run [-quick] [-only PARTS] [-flanneld PATH]
+//	go run ./bench/romana-bench control -only NAMES [-dir docs/bench] [-doc docs/benchmarks.md]
 package main
 
 import (
@@ -36,6 +38,8 @@ func main() {
 		os.Exit(dataplaneMain(ctx, os.Args[2:]))
 	case "run":
 		os.Exit(runMain(ctx, os.Args[2:]))
+	case "control":
+		os.Exit(controlMain(ctx, os.Args[2:]))
 	default:
 		usage()
 	}
@@ -107,7 +111,7 @@ func run(ctx context.Context, dir, doc string, runs int, render bool) error {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: romana-bench scale|dataplane|run [flags] (romana-bench PART -h for the flags)")
+	fmt.Fprintln(os.Stderr, "usage: romana-bench scale|dataplane|run|control [flags] (romana-bench PART -h for the flags)")
 	os.Exit(2)
 }
 

@@ -135,3 +135,47 @@ func buildFlannel(ctx context.Context, version string) (string, error) {
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	return lines[len(lines)-1], nil
 }
+
+// controlMain runs the control benchmarks named by -only on their own and
+// merges them into dir/control.json (the other benchmarks' results, and
+// the run they came from, stay as they were), then regenerates the doc
+// block: a benchmark added or changed is measured without running the
+// whole control part again.
+func controlMain(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("control", flag.ExitOnError)
+	dir := fs.String("dir", "docs/bench", "directory holding control.json")
+	doc := fs.String("doc", "docs/benchmarks.md", "markdown file whose control block is regenerated (empty: none)")
+	only := fs.String("only", "", "comma-separated control benchmarks to run (required)")
+	_ = fs.Parse(args)
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "romana-bench control:", err)
+		return 1
+	}
+	if *only == "" {
+		return fail(fmt.Errorf("-only is required (make bench ONLY=control runs them all)"))
+	}
+	if os.Geteuid() != 0 {
+		return fail(fmt.Errorf("needs root (network namespaces)"))
+	}
+	benches, err := control.Named(strings.Split(*only, ","))
+	if err != nil {
+		return fail(err)
+	}
+	old, err := control.ReadJSON(*dir)
+	if err != nil {
+		return fail(fmt.Errorf("read the results to merge into: %w", err))
+	}
+	r := control.RunBenches(ctx, ".", benches, false, nil, progress("control"))
+	endProgress()
+	merged := control.Merge(old, "go run ./bench/romana-bench control "+strings.Join(args, " "), r.Runs)
+	if err := control.Write(*dir, *doc, merged); err != nil {
+		return fail(err)
+	}
+	fmt.Fprint(os.Stderr, control.Summary(r))
+	for _, run := range r.Runs {
+		if run.Error != "" {
+			return 1
+		}
+	}
+	return 0
+}
