@@ -120,7 +120,10 @@ func start(name, logPath string, args []string) (*proc, error) {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// If the test binary dies without its cleanups, so does the daemon.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// A process group of its own: a Ctrl-C at the terminal reaches the
+	// program that started it, which stops it in order, and not the
+	// daemon directly.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
