@@ -347,6 +347,10 @@ func (n *Node) startContainerd(ctx context.Context, binds map[string]string, nc 
 		}
 		script += fmt.Sprintf("; mount -t tmpfs tmpfs %s", ovl)
 		for i, d := range nc.Overlays {
+			// Mounts below d would stay in the mount table, hidden
+			// under the overlay, and mislead lookups by path (containerd
+			// takes the first mount of /run/netns for the one in use).
+			script += fmt.Sprintf(`; for m in $(awk -v d=%s/ 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null || true; done`, d)
 			up, wk := filepath.Join(ovl, fmt.Sprintf("up%d", i)), filepath.Join(ovl, fmt.Sprintf("wk%d", i))
 			script += fmt.Sprintf("; mkdir %s %s; mount -t overlay overlay -o lowerdir=%s,upperdir=%s,workdir=%s %s", up, wk, d, up, wk, d)
 		}
