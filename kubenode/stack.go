@@ -17,7 +17,8 @@ import (
 // in for the testing.TB they take. What they register with Cleanup is kept
 // on a stack that Close runs last-in first-out, as `go test` would at the
 // end of a test; a Fatal (or Skip) ends the function given to Run, not the
-// program. Log lines go to the writer given to NewStack.
+// program. Log lines go to the writer given to NewStack. Package kubetest's
+// and this package's Skip when binaries are missing becomes Run's error.
 //
 // Only Run may call the start functions (a Fatal ends Run's goroutine);
 // Close may be called from any goroutine, once, after Run returned.
@@ -32,6 +33,8 @@ type Stack struct {
 	dirs     []string
 	failed   bool
 	errs     []string
+	skipped  bool
+	skipMsg  string
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
@@ -47,7 +50,7 @@ func NewStack(name string, log io.Writer) *Stack {
 var errFatal = errors.New("fatal")
 
 // Run calls fn with the stack as its testing.TB on a goroutine of its own
-// and returns when fn returns or calls Fatal, Fatalf, FailNow or Skip:
+// and returns when fn returns or calls Fatal, Fatalf, FailNow or a Skip:
 // then with the error (the message), and the cleanups registered so far
 // stay on the stack for Close.
 func (s *Stack) Run(fn func(t testing.TB)) error {
@@ -63,9 +66,12 @@ func (s *Stack) Run(fn func(t testing.TB)) error {
 				done <- fmt.Errorf("panic: %v", r)
 				return
 			}
-			// runtime.Goexit from FailNow.
+			// runtime.Goexit from FailNow or SkipNow.
 			s.mu.Lock()
 			msg := strings.Join(s.errs, "; ")
+			if s.skipped && !s.failed {
+				msg = s.skipMsg
+			}
 			s.mu.Unlock()
 			done <- fmt.Errorf("%w: %s", errFatal, msg)
 		}()
@@ -179,12 +185,30 @@ func (s *Stack) Failed() bool {
 	defer s.mu.Unlock()
 	return s.failed
 }
-func (s *Stack) Skip(args ...any)                 { s.Fatal(append([]any{"cannot run: "}, args...)...) }
-func (s *Stack) Skipf(format string, args ...any) { s.Fatalf("cannot run: "+format, args...) }
-func (s *Stack) SkipNow()                         { s.FailNow() }
-func (s *Stack) Skipped() bool                    { return false }
-func (s *Stack) Helper()                          {}
-func (s *Stack) Name() string                     { return s.name }
+
+// Skip, Skipf and SkipNow end Run like Fatal without marking the stack
+// failed (so the start functions' cleanups print no daemon logs): Run
+// still returns an error, the message. A demo stopped by Ctrl-C ends so.
+func (s *Stack) Skip(args ...any) { s.skip(fmt.Sprint(args...)) }
+func (s *Stack) Skipf(format string, args ...any) {
+	s.skip(fmt.Sprintf(format, args...))
+}
+func (s *Stack) SkipNow() { s.skip("skipped") }
+func (s *Stack) skip(msg string) {
+	s.mu.Lock()
+	s.skipped = true
+	s.skipMsg = msg
+	s.mu.Unlock()
+	s.Log(msg)
+	runtime.Goexit()
+}
+func (s *Stack) Skipped() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.skipped
+}
+func (s *Stack) Helper()      {}
+func (s *Stack) Name() string { return s.name }
 func (s *Stack) Setenv(key, value string) {
 	old, had := os.LookupEnv(key)
 	if err := os.Setenv(key, value); err != nil {

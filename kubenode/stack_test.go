@@ -53,4 +53,11 @@ func TestStack(t *testing.T) {
 	if err := NewStack("kubenode-stack-test", &log).Run(func(testing.TB) {}); err != nil {
 		t.Errorf("Run of a function that returns: %v", err)
 	}
+	sk := NewStack("kubenode-stack-test", &log)
+	if err := sk.Run(func(tb testing.TB) { tb.Skipf("no %s", "binaries") }); err == nil || !strings.Contains(err.Error(), "no binaries") {
+		t.Errorf("Run ended by Skipf: %v, want its message", err)
+	}
+	if sk.Failed() || !sk.Skipped() {
+		t.Errorf("after Skipf: Failed %v, Skipped %v; want false, true", sk.Failed(), sk.Skipped())
+	}
 }
