@@ -77,6 +77,28 @@ const (
 
 var nodeNames = []string{"node1", "node2", "node3"}
 
+// zoneLabel is the node label romana-kube reads the rack from.
+const zoneLabel = "topology.kubernetes.io/zone"
+
+// rackOf: node1 and node2 on rack1, node3 on rack2.
+func rackOf(i int) string { return fmt.Sprintf("rack%d", 1+i/2) }
+
+// rackConfigMap returns romana-kube's ConfigMap from its manifest with the
+// commented-out topology line set.
+func rackConfigMap(manifest string) ([]byte, error) {
+	b, err := os.ReadFile(manifest)
+	if err != nil {
+		return nil, err
+	}
+	const off = "# topology: [rack=" + zoneLabel + "]"
+	for _, doc := range strings.Split(string(b), "\n---\n") {
+		if strings.Contains(doc, "kind: ConfigMap") && strings.Contains(doc, off) {
+			return []byte(strings.Replace(doc, off, "topology: [rack="+zoneLabel+"]", 1) + "\n"), nil
+		}
+	}
+	return nil, fmt.Errorf("%s: no ConfigMap with %q", manifest, off)
+}
+
 type demo struct {
 	images, manifests, romana string
 	out                       io.Writer
@@ -225,19 +247,35 @@ func (d *demo) run(ctx context.Context, t testing.TB) {
 		})
 	}
 
-	step("installing Romana: kubectl apply of %s", d.manifests)
+	step("installing Romana: kubectl apply of %s; the nodes on two racks (label %s), which romana-kube maps to the plan's rack level", d.manifests, zoneLabel)
 	d.must(t, "label", "node", nodeNames[0], "romana.io/romanad=true")
+	for i, n := range nodeNames {
+		d.must(t, "label", "node", n, fmt.Sprintf("%s=%s", zoneLabel, rackOf(i)))
+	}
 	d.must(t, "apply", "-f", d.manifests)
+	// romana-kube's --topology, the knob its ConfigMap has commented out:
+	// set as an operator would, then a new romana-kube pod reads it.
+	cm, err := rackConfigMap(filepath.Join(d.manifests, "30-romana-kube.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmFile := filepath.Join(t.TempDir(), "romana-kube-config.yaml")
+	if err := os.WriteFile(cmFile, cm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.say("  romana-kube-config with `topology: [rack=%s]`", zoneLabel)
+	d.must(t, "apply", "-f", cmFile)
+	d.must(t, "-n", "romana-system", "rollout", "restart", "deployment/romana-kube")
 
 	step("waiting for romanad-0 on %s, then adding the address plan as romanad's admin (its unix socket on that node)", nodeNames[0])
 	d.waitFor(ctx, t, "romanad-0 running", 3*time.Minute, func() error { return d.podRunning(ctx, "romana-system", "romanad-0") })
 	var plan string
 	d.waitFor(ctx, t, "romana network add", time.Minute, func() error {
-		out, err := d.romanaCLI(ctx, "network", "add", "pods", "--cidr", podCIDR, "--field", "host=8", "--field", "tenant=6", "--field", "segment=4")
+		out, err := d.romanaCLI(ctx, "network", "add", "pods", "--cidr", podCIDR, "--field", "rack=2", "--field", "host=6", "--field", "tenant=6", "--field", "segment=4")
 		plan = out
 		return err
 	})
-	d.say("  $ romana network add pods --cidr %s --field host=8 --field tenant=6 --field segment=4\n%s", podCIDR, indentText(plan))
+	d.say("  $ romana network add pods --cidr %s --field rack=2 --field host=6 --field tenant=6 --field segment=4\n%s", podCIDR, indentText(plan))
 
 	step("waiting for the bootstrap Job, romana-kube, an agent on each node, and the nodes Ready")
 	d.waitFor(ctx, t, "Romana installed", 5*time.Minute, func() error { return d.romanaReady(ctx) })
@@ -478,11 +516,16 @@ func decoded(js string) string {
 	var a struct {
 		Network, Host, Tenant, Segment string
 		Endpoint                       uint64
+		Loc                            struct{ Groups []uint64 }
 	}
 	if err := json.Unmarshal([]byte(js), &a); err != nil {
 		return strings.TrimSpace(js)
 	}
-	return fmt.Sprintf("%s/%s  (network %s, host %s, endpoint %d)", a.Tenant, a.Segment, a.Network, a.Host, a.Endpoint)
+	rack := ""
+	if len(a.Loc.Groups) > 0 {
+		rack = fmt.Sprintf("rack %d, ", a.Loc.Groups[0])
+	}
+	return fmt.Sprintf("%s/%s  (network %s, %shost %s, endpoint %d)", a.Tenant, a.Segment, a.Network, rack, a.Host, a.Endpoint)
 }
 
 func (d *demo) deleteApp() {
