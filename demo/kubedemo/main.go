@@ -372,14 +372,20 @@ func (d *demo) romanaCLI(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// waitFor polls cond every half second until it returns nil; after
-// timeout, or on Ctrl-C, it is fatal.
+// waitFor polls cond every half second until it returns nil, saying what
+// it still waits for every 15 s; after timeout it is fatal, on Ctrl-C it
+// ends the run (Skip).
 func (d *demo) waitFor(ctx context.Context, t testing.TB, what string, timeout time.Duration, cond func() error) {
 	deadline := time.Now().Add(timeout)
+	lastSaid := time.Now()
 	for {
 		err := cond()
 		if err == nil {
 			return
+		}
+		if time.Since(lastSaid) > 15*time.Second {
+			d.say("  still waiting for %s: %v", what, err)
+			lastSaid = time.Now()
 		}
 		if time.Now().After(deadline) {
 			d.diagnose()
