@@ -93,7 +93,7 @@ demo: deps build
 # a NetworkPolicy and the connectivity matrix before and after; everything
 # torn down at the end, on failure and on Ctrl-C. Root; the first run builds
 # the Kubernetes binaries from Go modules (about 25 minutes on 2 cores, said
-# as it starts), later ones take about 2 minutes.
+# as it starts), later ones take 2 to 4 minutes.
 KDEMO_IMAGES ?= $(DEBDIR)/kdemo-images
 demo-kubernetes: deps build kube-apiserver kube-node
 	@$(MAKE) --no-print-directory images IMAGE_TAG=dev IMAGEDIR=$(KDEMO_IMAGES) >/dev/null
