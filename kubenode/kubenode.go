@@ -3,7 +3,9 @@
 // kubelet and a kube-proxy in nftables mode, plus kube-scheduler and
 // kube-controller-manager against a kubetest cluster, and the upstream test
 // images (agnhost, pause) built locally as an OCI layout. It is test
-// support: import it only from _test.go files.
+// support, imported from _test.go files, and the Kubernetes demo's
+// (demo/kubedemo), which runs its start functions through a Stack instead
+// of a testing.TB.
 //
 // The Kubernetes binaries are built from Go modules and cached outside the
 // repository by scripts/kube-node.sh (`make kube-node`; `make test` runs
