@@ -46,7 +46,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"github.com/romana/romana/kubenode"
 	"github.com/romana/romana/kubetest"
@@ -416,17 +415,20 @@ func (d *demo) diagnose() {
 	}
 }
 
+// ref returns a pointer to v (the API's optional fields).
+func ref[T any](v T) *T { return &v }
+
 func (d *demo) kubernetesEndpoints(ctx context.Context, addrs []netip.Addr) error {
 	var eps []discoveryv1.Endpoint
 	for _, a := range addrs {
-		eps = append(eps, discoveryv1.Endpoint{Addresses: []string{a.String()}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
+		eps = append(eps, discoveryv1.Endpoint{Addresses: []string{a.String()}, Conditions: discoveryv1.EndpointConditions{Ready: ref(true)}})
 	}
 	es := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: "default", Labels: map[string]string{
 			discoveryv1.LabelServiceName: "kubernetes", discoveryv1.LabelManagedBy: "romana-kubedemo"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints:   eps,
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To(int32(6443)), Protocol: ptr.To(corev1.ProtocolTCP)}},
+		Ports:       []discoveryv1.EndpointPort{{Name: ref("https"), Port: ref(int32(6443)), Protocol: ref(corev1.ProtocolTCP)}},
 	}
 	if _, err := d.k.Clientset.DiscoveryV1().EndpointSlices("default").Create(ctx, es, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create EndpointSlice default/kubernetes: %w", err)
