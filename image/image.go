@@ -206,35 +206,65 @@ func digest(b []byte) string {
 // Write writes img as an OCI image layout archive to w and returns the
 // manifest's digest (what `ctr images ls` shows as the image's digest).
 func Write(w io.Writer, img Image) (string, error) {
-	layer, err := Layer(img)
+	ds, err := WriteAll(w, img)
 	if err != nil {
 		return "", err
 	}
-	var cfg config
-	cfg.Created = img.Created.UTC().Format(time.RFC3339)
-	cfg.Architecture, cfg.OS = img.Arch, img.OS
-	cfg.Config = RunConfig{Entrypoint: img.Entrypoint, Cmd: img.Cmd, Env: img.Env, WorkingDir: img.WorkingDir, Labels: img.Labels}
-	cfg.RootFS.Type = "layers"
-	cfg.RootFS.DiffIDs = []string{digest(layer)}
-	cfgJSON, err := json.Marshal(cfg)
-	if err != nil {
-		return "", err
+	return ds[0], nil
+}
+
+// WriteAll writes imgs as one OCI image layout archive to w, index.json
+// naming each, every distinct blob once (images with the same files share
+// their layer's blob), and returns each image's manifest digest. The
+// archive's own entries are dated the latest Created of the images.
+// `ctr images import` imports every image of it.
+func WriteAll(w io.Writer, imgs ...Image) ([]string, error) {
+	if len(imgs) == 0 {
+		return nil, fmt.Errorf("write images: none given")
 	}
-	man, err := json.Marshal(manifest{SchemaVersion: 2, MediaType: MediaTypeManifest,
-		Config: Descriptor{MediaType: MediaTypeConfig, Digest: digest(cfgJSON), Size: int64(len(cfgJSON))},
-		Layers: []Descriptor{{MediaType: MediaTypeLayer, Digest: digest(layer), Size: int64(len(layer))}}})
-	if err != nil {
-		return "", err
+	blobs := map[string][]byte{}
+	var manifests []Descriptor
+	var digests []string
+	var newest time.Time
+	for _, img := range imgs {
+		layer, err := Layer(img)
+		if err != nil {
+			return nil, err
+		}
+		var cfg config
+		cfg.Created = img.Created.UTC().Format(time.RFC3339)
+		cfg.Architecture, cfg.OS = img.Arch, img.OS
+		cfg.Config = RunConfig{Entrypoint: img.Entrypoint, Cmd: img.Cmd, Env: img.Env, WorkingDir: img.WorkingDir, Labels: img.Labels}
+		cfg.RootFS.Type = "layers"
+		cfg.RootFS.DiffIDs = []string{digest(layer)}
+		cfgJSON, err := json.Marshal(cfg)
+		if err != nil {
+			return nil, err
+		}
+		man, err := json.Marshal(manifest{SchemaVersion: 2, MediaType: MediaTypeManifest,
+			Config: Descriptor{MediaType: MediaTypeConfig, Digest: digest(cfgJSON), Size: int64(len(cfgJSON))},
+			Layers: []Descriptor{{MediaType: MediaTypeLayer, Digest: digest(layer), Size: int64(len(layer))}}})
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range [][]byte{layer, cfgJSON, man} {
+			blobs[digest(b)] = b
+		}
+		manifests = append(manifests, Descriptor{
+			MediaType: MediaTypeManifest, Digest: digest(man), Size: int64(len(man)),
+			Platform:    &Platform{Architecture: img.Arch, OS: img.OS},
+			Annotations: map[string]string{AnnotationContainerdName: img.Name, AnnotationRefName: Tag(img.Name)},
+		})
+		digests = append(digests, digest(man))
+		if img.Created.After(newest) {
+			newest = img.Created
+		}
 	}
-	idx, err := json.Marshal(index{SchemaVersion: 2, MediaType: MediaTypeIndex, Manifests: []Descriptor{{
-		MediaType: MediaTypeManifest, Digest: digest(man), Size: int64(len(man)),
-		Platform:    &Platform{Architecture: img.Arch, OS: img.OS},
-		Annotations: map[string]string{AnnotationContainerdName: img.Name, AnnotationRefName: Tag(img.Name)},
-	}}})
+	idx, err := json.Marshal(index{SchemaVersion: 2, MediaType: MediaTypeIndex, Manifests: manifests})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	mtime := img.Created.UTC().Truncate(time.Second)
+	mtime := newest.UTC().Truncate(time.Second)
 	tw := tar.NewWriter(w)
 	entries := []struct {
 		name string
@@ -243,7 +273,6 @@ func Write(w io.Writer, img Image) (string, error) {
 		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
 		{"index.json", idx},
 	}
-	blobs := map[string][]byte{digest(layer): layer, digest(cfgJSON): cfgJSON, digest(man): man}
 	names := make([]string, 0, len(blobs))
 	for d := range blobs {
 		names = append(names, d)
@@ -251,7 +280,7 @@ func Write(w io.Writer, img Image) (string, error) {
 	sort.Strings(names)
 	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
 		if err := tw.WriteHeader(&tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mtime, Format: tar.FormatPAX}); err != nil {
-			return "", err
+			return nil, err
 		}
 	}
 	for _, d := range names {
@@ -262,16 +291,16 @@ func Write(w io.Writer, img Image) (string, error) {
 	}
 	for _, e := range entries {
 		if err := tw.WriteHeader(&tar.Header{Name: e.name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(e.data)), ModTime: mtime, Format: tar.FormatPAX}); err != nil {
-			return "", fmt.Errorf("image %s: write %s: %w", img.Name, e.name, err)
+			return nil, fmt.Errorf("image %s: write %s: %w", imgs[0].Name, e.name, err)
 		}
 		if _, err := tw.Write(e.data); err != nil {
-			return "", fmt.Errorf("image %s: write %s: %w", img.Name, e.name, err)
+			return nil, fmt.Errorf("image %s: write %s: %w", imgs[0].Name, e.name, err)
 		}
 	}
 	if err := tw.Close(); err != nil {
-		return "", fmt.Errorf("image %s: %w", img.Name, err)
+		return nil, fmt.Errorf("image %s: %w", imgs[0].Name, err)
 	}
-	return digest(man), nil
+	return digests, nil
 }
 
 // Archive is what Read found in an OCI layout archive.

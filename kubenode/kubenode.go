@@ -3,7 +3,9 @@
 // kubelet and a kube-proxy in nftables mode, plus kube-scheduler and
 // kube-controller-manager against a kubetest cluster, and the upstream test
 // images (agnhost, pause) built locally as an OCI layout. It is test
-// support: import it only from _test.go files.
+// support, imported from _test.go files, and the Kubernetes demo's
+// (demo/kubedemo), which runs its start functions through a Stack instead
+// of a testing.TB.
 //
 // The Kubernetes binaries are built from Go modules and cached outside the
 // repository by scripts/kube-node.sh (`make kube-node`; `make test` runs
@@ -120,7 +122,10 @@ func start(name, logPath string, args []string) (*proc, error) {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// If the test binary dies without its cleanups, so does the daemon.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// A process group of its own: a Ctrl-C at the terminal reaches the
+	// program that started it, which stops it in order, and not the
+	// daemon directly.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -47,6 +48,34 @@ type Config struct {
 	// ClusterCIDR is the pods' range, for kube-proxy (traffic from outside
 	// it to a Service is masqueraded).
 	ClusterCIDR string
+
+	// The fields below make a node that a network plugin is installed on
+	// as on a real one, by a DaemonSet through hostPath volumes (the
+	// Kubernetes demo); their zero values keep the test's own setup above.
+
+	// ExtraImages are more OCI layout tars imported like Images.
+	ExtraImages []string
+	// Overlays are directories of the machine (e.g. /etc, /opt, /var/lib,
+	// /run) that the node sees through an overlay: the machine's files
+	// below, the node's writes above, in a tmpfs of its own mount
+	// namespace. hostPath volumes under them are the node's own, like a
+	// real node's disk, and vanish with the node.
+	Overlays []string
+	// NodeCNIDirs has containerd read the CNI configuration from
+	// /etc/cni/net.d and run plugins from /opt/cni/bin, as on a real node,
+	// instead of from CNIConfig and CNIPlugins; only the reference
+	// loopback plugin is put there first. Both must be under Overlays.
+	NodeCNIDirs bool
+	// NetnsInRun has containerd mount the pods' network namespaces under
+	// /run/netns (its default on a real node, where the network plugin's
+	// DaemonSet mounts that directory), on a tmpfs of the node's mount
+	// namespace made shared (so a HostToContainer mount sees new ones);
+	// otherwise they are under containerd's state directory.
+	NetnsInRun bool
+	// ServeAPI also forwards the node's own address, port 6443, to the
+	// apiserver: that address can be an endpoint of the `kubernetes`
+	// Service, through which pods (in-cluster clients) reach the apiserver.
+	ServeAPI bool
 }
 
 // Node is a real Kubernetes node in a simulated host's network namespace:
@@ -68,7 +97,8 @@ type Node struct {
 	kubelet, proxy *proc
 	conn           *grpc.ClientConn
 	cri            runtimeapi.RuntimeServiceClient
-	apiLn          net.Listener
+	apiLns         []net.Listener
+	cfg            Config
 }
 
 // apiPort is where a node reaches the apiserver: 127.0.0.1 in the host's
@@ -86,7 +116,7 @@ func Start(t testing.TB, k *kubetest.Cluster, h *sim.Host, cfg Config) *Node {
 	t.Helper()
 	dir := Require(t)
 	ctx := context.Background()
-	n := &Node{Name: h.Name, Host: h, work: t.TempDir()}
+	n := &Node{Name: h.Name, Host: h, work: t.TempDir(), cfg: cfg}
 	n.sock = filepath.Join(n.work, "c.sock")
 	n.cgroup = fmt.Sprintf("/romana-kn-%d-%s", os.Getpid(), h.Name)
 	t.Cleanup(func() { n.stop(t) })
@@ -94,21 +124,30 @@ func Start(t testing.TB, k *kubetest.Cluster, h *sim.Host, cfg Config) *Node {
 	if err := n.makeCgroups(); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.writeCNI(cfg); err != nil {
-		t.Fatal(err)
+	if !cfg.NodeCNIDirs {
+		if err := n.writeCNI(cfg); err != nil {
+			t.Fatal(err)
+		}
 	}
 	sysctls, err := n.kernelDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.startContainerd(ctx, sysctls); err != nil {
+	if err := n.startContainerd(ctx, sysctls, cfg); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("ctr", "--address", n.sock, "-n", "k8s.io", "images", "import", cfg.Images).CombinedOutput(); err != nil {
-		t.Fatalf("node %s: import %s: %v\n%s", n.Name, cfg.Images, err, out)
+	for _, img := range append([]string{cfg.Images}, cfg.ExtraImages...) {
+		if out, err := exec.Command("ctr", "--address", n.sock, "-n", "k8s.io", "images", "import", img).CombinedOutput(); err != nil {
+			t.Fatalf("node %s: import %s: %v\n%s", n.Name, img, err, out)
+		}
 	}
-	if err := n.forwardAPI(k); err != nil {
+	if err := n.forwardAPI(k, net.JoinHostPort("127.0.0.1", strconv.Itoa(apiPort))); err != nil {
 		t.Fatal(err)
+	}
+	if cfg.ServeAPI {
+		if err := n.forwardAPI(k, netip.AddrPortFrom(h.Addr.Addr(), apiPort).String()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	kubeconfig := filepath.Join(n.work, "kubeconfig")
 	if err := writeKubeconfig(kubeconfig, k); err != nil {
@@ -293,12 +332,36 @@ func (n *Node) kernelDefaults() (map[string]string, error) {
 // asks -998 for a sandbox, which needs CAP_SYS_RESOURCE, and a machine (a
 // container itself, like CI's) may not grant it; the kubelet and
 // kube-proxy are told to leave their own at 0 for the same reason.
-func (n *Node) startContainerd(ctx context.Context, binds map[string]string) error {
+func (n *Node) startContainerd(ctx context.Context, binds map[string]string, nc Config) error {
 	cfg := filepath.Join(n.work, "containerd.toml")
 	if err := os.WriteFile(cfg, []byte(n.containerdConfig()), 0o644); err != nil {
 		return err
 	}
-	script := "set -e; mount -t tmpfs tmpfs /var/log; mkdir -p /var/lib/cni; mount -t tmpfs tmpfs /var/lib/cni"
+	script := "set -e"
+	if len(nc.Overlays) > 0 {
+		// One tmpfs holds every overlay's upper and work directories
+		// (they must share a file system, which must not be an overlay).
+		ovl := filepath.Join(n.work, "overlay")
+		if err := os.MkdirAll(ovl, 0o755); err != nil {
+			return err
+		}
+		script += fmt.Sprintf("; mount -t tmpfs tmpfs %s", ovl)
+		for i, d := range nc.Overlays {
+			// Mounts below d would stay in the mount table, hidden
+			// under the overlay, and mislead lookups by path (containerd
+			// takes the first mount of /run/netns for the one in use).
+			script += fmt.Sprintf(`; for m in $(awk -v d=%s/ 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null || true; done`, d)
+			up, wk := filepath.Join(ovl, fmt.Sprintf("up%d", i)), filepath.Join(ovl, fmt.Sprintf("wk%d", i))
+			script += fmt.Sprintf("; mkdir %s %s; mount -t overlay overlay -o lowerdir=%s,upperdir=%s,workdir=%s %s", up, wk, d, up, wk, d)
+		}
+	}
+	script += "; mount -t tmpfs tmpfs /var/log; mkdir -p /var/lib/cni; mount -t tmpfs tmpfs /var/lib/cni"
+	if nc.NodeCNIDirs {
+		script += "; mkdir -p /etc/cni/net.d /opt/cni/bin; cp /usr/lib/cni/loopback /opt/cni/bin/"
+	}
+	if nc.NetnsInRun {
+		script += "; mkdir -p /run/netns; mount -t tmpfs tmpfs /run/netns; mount --make-shared /run/netns"
+	}
 	keys := make([]string, 0, len(binds))
 	for k := range binds {
 		keys = append(keys, k)
@@ -333,6 +396,10 @@ func (n *Node) startContainerd(ctx context.Context, binds map[string]string) err
 
 func (n *Node) containerdConfig() string {
 	w := n.work
+	cniBin, cniConf := filepath.Join(w, "cni", "bin"), filepath.Join(w, "cni", "net.d")
+	if n.cfg.NodeCNIDirs {
+		cniBin, cniConf = "/opt/cni/bin", "/etc/cni/net.d"
+	}
 	return fmt.Sprintf(`version = 2
 root = %[1]q
 state = %[2]q
@@ -346,7 +413,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %[5]q
-  netns_mounts_under_state_dir = true
+  netns_mounts_under_state_dir = %[9]v
   disable_apparmor = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
@@ -368,7 +435,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   SystemdCgroup = false
   Root = %[8]q
 `, filepath.Join(w, "root"), filepath.Join(w, "state"), n.sock, filepath.Join(w, "opt"), PauseImage,
-		filepath.Join(w, "cni", "bin"), filepath.Join(w, "cni", "net.d"), filepath.Join(w, "runc"))
+		cniBin, cniConf, filepath.Join(w, "runc"), !n.cfg.NetnsInRun)
 }
 
 // kubeletConfig: cgroup v1 with cgroupfs and a root of the node's own;
@@ -432,20 +499,21 @@ conntrack:
 `, kubeconfig, n.Name, clusterCIDR, n.Host.Addr.Addr().String()+"/32")
 }
 
-// forwardAPI listens on 127.0.0.1:apiPort in the host's namespace and
+// forwardAPI listens on addr (127.0.0.1:apiPort, or the host's own
+// address with ServeAPI) in the host's namespace and
 // forwards each connection to the apiserver (on 127.0.0.1 of the test's
 // namespace): the node's programs reach the apiserver, the machine's
 // network is untouched.
-func (n *Node) forwardAPI(k *kubetest.Cluster) error {
+func (n *Node) forwardAPI(k *kubetest.Cluster, addr string) error {
 	u, err := url.Parse(k.Config.Host)
 	if err != nil {
 		return err
 	}
-	ln, err := n.Host.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(apiPort)))
+	ln, err := n.Host.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	n.apiLn = ln
+	n.apiLns = append(n.apiLns, ln)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -551,8 +619,8 @@ func (n *Node) stop(t testing.TB) {
 			t.Logf("%s's last lines (%s):\n%s", p.name, p.log, p.tail(25))
 		}
 	}
-	if n.apiLn != nil {
-		n.apiLn.Close()
+	for _, ln := range n.apiLns {
+		ln.Close()
 	}
 	// The shims' sockets, read before the sandboxes go (each shim writes
 	// its address into its bundle).
@@ -568,7 +636,13 @@ func (n *Node) stop(t testing.TB) {
 			if resp, err := n.cri.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err != nil {
 				t.Errorf("node %s: list sandboxes: %v", n.Name, err)
 			} else {
-				for _, sb := range resp.Items {
+				// Pods on the node's network last: a network plugin's
+				// agent among them still answers the others' CNI DELs.
+				items := resp.Items
+				slices.SortStableFunc(items, func(a, b *runtimeapi.PodSandbox) int {
+					return boolInt(n.hostNetwork(ctx, a.Id)) - boolInt(n.hostNetwork(ctx, b.Id))
+				})
+				for _, sb := range items {
 					if _, err := n.cri.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
 						t.Errorf("node %s: stop sandbox %s (%s/%s): %v", n.Name, sb.Id, sb.Metadata.Namespace, sb.Metadata.Name, err)
 					}
@@ -608,6 +682,22 @@ func (n *Node) stop(t testing.TB) {
 	if err := n.removeCgroups(); err != nil {
 		t.Errorf("node %s: %v", n.Name, err)
 	}
+}
+
+// hostNetwork reports whether a sandbox uses the node's network namespace.
+func (n *Node) hostNetwork(ctx context.Context, id string) bool {
+	st, err := n.cri.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
+	if err != nil {
+		return false
+	}
+	return st.GetStatus().GetLinux().GetNamespaces().GetOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // shims returns the PIDs of containerd shims serving the containerd at

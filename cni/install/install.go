@@ -66,8 +66,12 @@ func Conflist(socket string, mtu int) []byte {
 	if mtu > 0 {
 		plugin["mtu"] = mtu
 	}
+	// 1.0.0, not 1.1.0: containerd 1.6 and 1.7 (libcni 1.1) refuse a
+	// 1.1.0 list ("unsupported CNI result version"), which the kubelets
+	// of `make demo-kubernetes` showed; 1.1.0 would add only GC and
+	// STATUS, which those runtimes never call.
 	b, err := json.MarshalIndent(map[string]any{
-		"cniVersion": "1.1.0",
+		"cniVersion": "1.0.0",
 		"name":       NetworkName,
 		"plugins":    []any{plugin},
 	}, "", "  ")

@@ -64,7 +64,7 @@ func TestInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]any{"type": "romana-cni", "agentSocket": "/run/romana-agent/cni.sock", "kubernetes": true}
-	if conf.CNIVersion != "1.1.0" || conf.Name != "romana" || len(conf.Plugins) != 1 || !reflect.DeepEqual(conf.Plugins[0], want) {
+	if conf.CNIVersion != "1.0.0" || conf.Name != "romana" || len(conf.Plugins) != 1 || !reflect.DeepEqual(conf.Plugins[0], want) {
 		t.Fatalf("conflist %s", b)
 	}
 
