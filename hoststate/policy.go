@@ -120,10 +120,17 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	if len(local) == 0 {
 		return
 	}
+	if cache == nil {
+		cache = &Compiler{}
+	}
 	compiled := cache.compile(in.m, in.host.Name, local, pols)
+	defer cache.asm.sweep(cache.call)
 	for _, p := range compiled {
 		if p.problem != "" {
 			in.problem("%s", p.problem)
+		}
+		for _, x := range p.missing {
+			in.problem("%s", x)
 		}
 	}
 	pc := rs.Chain(ChainPolicies)
@@ -154,11 +161,6 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	// hold is empty, and a problem).
 	var refs []addrSetRef
 	for _, p := range compiled {
-		if p.problem == "" {
-			for _, name := range policy.MissingSets(in.m, p.raw) {
-				in.problem("%s", name)
-			}
-		}
 		for _, r := range p.addrSets {
 			if !slices.Contains(refs, r) {
 				refs = append(refs, r)
@@ -172,8 +174,8 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 		rs.Sets = append(slices.Clone(rs.Sets), sets...)
 		slices.SortFunc(rs.Sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
 	}
-	chains := stageChains(0, tiers[0], compiled, local, in.m)
-	chains = append(chains, stageChains(1, tiers[1], compiled, local, in.m)...)
+	chains := stageChains(cache, 0, tiers[0], compiled, local, in.m)
+	chains = append(chains, stageChains(cache, 1, tiers[1], compiled, local, in.m)...)
 	// Policy chains go right after the policies chain.
 	i := 0
 	for i < len(rs.Chains) && rs.Chains[i].Name != ChainPolicies {
@@ -260,27 +262,39 @@ func (t *target) chain(entry string, networks []policy.Local) string {
 
 // stageChains builds one stage's chains, tier after tier (tiers: the
 // ranks of those with rules), from the compiled policies in precedence
-// order.
-func stageChains(stage int, tiers []int, pols []*compiledPolicy, local []policy.Local, m *model.Model) []Chain {
+// order: a tier without rules applied to all endpoints with c's cache
+// (tierChainsCached), any other whole (tierChains).
+func stageChains(c *Compiler, stage int, tiers []int, pols []*compiledPolicy, local []policy.Local, m *model.Model) []Chain {
+	nets := make([]*model.Network, len(local))
+	for i, l := range local {
+		nets[i] = m.Network(l.Network)
+	}
 	var out []Chain
 	for i, tier := range tiers {
-		n := 0
+		var tp []*compiledPolicy
+		generic, n := false, 0
 		for _, p := range pols {
-			if p.tier == tier {
+			if p.tier == tier && len(p.stages[stage]) > 0 {
+				tp = append(tp, p)
+				generic = generic || p.generic[stage]
 				n += len(p.stages[stage])
-			}
-		}
-		rules := make([]*compiledRule, 0, n)
-		for _, p := range pols {
-			if p.tier == tier {
-				for j := range p.stages[stage] {
-					rules = append(rules, &p.stages[stage][j])
-				}
 			}
 		}
 		next := ""
 		if i+1 < len(tiers) {
 			next = tierEntry(stage, tiers[i+1])
+		}
+		if !generic {
+			if chains, ok := c.tierChainsCached(stage, tier, next, tp, local, nets, m); ok {
+				out = append(out, chains...)
+				continue
+			}
+		}
+		rules := make([]*compiledRule, 0, n)
+		for _, p := range tp {
+			for j := range p.stages[stage] {
+				rules = append(rules, &p.stages[stage][j])
+			}
 		}
 		out = append(out, tierChains(stage, tier, next, rules, local, m)...)
 	}
@@ -428,6 +442,7 @@ func tierChains(stage, tier int, next string, rules []*compiledRule, local []pol
 		entry.Rules = append(entry.Rules, fallOff...)
 	}
 	out := []Chain{entry}
+	var tenants map[uint64]api.Tenant // by ID, made when a comment is needed
 	for _, tg := range list {
 		c := Chain{Name: tg.chain(entryName, local)}
 		own := tg.rules
@@ -443,7 +458,13 @@ func tierChains(stage, tier int, next string, rules []*compiledRule, local []pol
 		} else {
 			c.Rules = append(c.Rules, fallOff...)
 		}
-		c.Comment = clip(tierNote + targetComment(st.name, tg, m, nets[tg.network]))
+		if tenants == nil {
+			tenants = map[uint64]api.Tenant{}
+			for _, t := range m.Tenants() {
+				tenants[t.ID] = t
+			}
+		}
+		c.Comment = clip(tierNote + targetCommentIn(st.name, tg, m, nets[tg.network], tenants))
 		out = append(out, c)
 	}
 	if len(restRules) > 0 {
@@ -480,19 +501,26 @@ func newTarget(k matchKey, nets []*model.Network) *target {
 
 // targetComment names the tenant (and segment) of a target chain.
 func targetComment(stage string, tg *target, m *model.Model, n *model.Network) string {
-	name := "tenant id " + strconv.FormatUint(tg.tenant, 10)
+	tenants := map[uint64]api.Tenant{}
 	for _, t := range m.Tenants() {
-		if t.ID == tg.tenant && n.Admits(t.Name) {
-			name = "tenant " + t.Name
-			if tg.segment {
-				name += " segment id " + strconv.FormatUint(tg.seg, 10)
-				for _, s := range m.Segments(t.Name) {
-					if s.ID == tg.seg {
-						name = "tenant " + t.Name + " segment " + s.Name
-					}
+		tenants[t.ID] = t
+	}
+	return targetCommentIn(stage, tg, m, n, tenants)
+}
+
+// targetCommentIn is targetComment with the model's tenants by ID (the
+// model keeps their IDs unique).
+func targetCommentIn(stage string, tg *target, m *model.Model, n *model.Network, tenants map[uint64]api.Tenant) string {
+	name := "tenant id " + strconv.FormatUint(tg.tenant, 10)
+	if t, ok := tenants[tg.tenant]; ok && n.Admits(t.Name) {
+		name = "tenant " + t.Name
+		if tg.segment {
+			name += " segment id " + strconv.FormatUint(tg.seg, 10)
+			for _, s := range m.Segments(t.Name) {
+				if s.ID == tg.seg {
+					name = "tenant " + t.Name + " segment " + s.Name
 				}
 			}
-			break
 		}
 	}
 	return clip(fmt.Sprintf("%s policies of %s in network %s", stage, name, n.Name))

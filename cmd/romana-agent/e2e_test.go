@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -46,11 +47,38 @@ func TestMain(m *testing.M) {
 	}
 	if os.Getenv(asAgent) == "1" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		stopProfile := agentProfile()
 		err := execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stopProfile()
 		stop()
 		os.Exit(cmdline.Exit(os.Stderr, "romana-agent", err))
 	}
 	os.Exit(m.Run())
+}
+
+// agentProfile starts a CPU profile of an agent run by a test when
+// ROMANA_AGENT_TEST_CPUPROFILE names a directory (written there as
+// agent-<pid>.cpu when the agent stops); it returns the function that
+// stops it.
+func agentProfile() func() {
+	dir := os.Getenv("ROMANA_AGENT_TEST_CPUPROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("agent-%d.cpu", os.Getpid())))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cpu profile:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "cpu profile:", err)
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 const echoPort = 7777
