@@ -59,24 +59,18 @@ type assembledEntry struct {
 }
 
 // tierChainsCached returns what tierChains returns for a tier without
-// rules applied to all endpoints (pols: the tier's policies with rules in
-// the stage, in precedence order), reusing the chains assembled at earlier
-// calls whose policies are the same. ok is false when a target is not a
+// rules applied to all endpoints (byKey: the tier's policies with rules
+// in the stage, by target, in precedence order; tierIndex), reusing the
+// chains assembled at earlier calls whose policies are the same. ok is false when a target is not a
 // tenant or segment of this host's networks (tierChains then evaluates
 // its rules in the rest chain).
-func (c *Compiler) tierChainsCached(stage, tier int, next string, pols []*compiledPolicy, local []policy.Local, nets []*model.Network, m *model.Model) (out []Chain, ok bool) {
+func (c *Compiler) tierChainsCached(stage, tier int, next string, byKey map[matchKey][]*compiledPolicy, local []policy.Local, nets []*model.Network, m *model.Model) (out []Chain, ok bool) {
 	a := &c.asm
 	if a.targets == nil {
 		a.targets = map[matchKey]*target{}
 	}
 	if a.chains == nil {
 		a.chains, a.entries = map[string]*assembledChain{}, map[string]*assembledEntry{}
-	}
-	byKey := map[matchKey][]*compiledPolicy{}
-	for _, p := range pols {
-		for _, k := range p.keys[stage] {
-			byKey[k] = append(byKey[k], p)
-		}
 	}
 	list := make([]*target, 0, len(byKey))
 	for k := range byKey {

@@ -52,22 +52,27 @@ func TestAssembledChainsMatchWhole(t *testing.T) {
 					if i+1 < len(tiers) {
 						next = tierEntry(stage, tiers[i+1])
 					}
-					var tp []*compiledPolicy
+					byKey := map[matchKey][]*compiledPolicy{}
 					var rules []*compiledRule
 					for _, p := range compiled {
 						if p.tier == tier && len(p.stages[stage]) > 0 {
 							if p.generic[stage] {
 								t.Fatalf("seed %d: policy %s applies to all: %+v", seed, p.raw.Name, p.raw.AppliedTo)
 							}
-							tp = append(tp, p)
+							for _, k := range p.keys[stage] {
+								byKey[k] = append(byKey[k], p)
+							}
 							for j := range p.stages[stage] {
 								rules = append(rules, &p.stages[stage][j])
 							}
 						}
 					}
+					if ti := c.idx.tiers[stage][tier]; ti != nil && !reflect.DeepEqual(ti.byKey, byKey) {
+						t.Fatalf("seed %d host %s stage %d tier %d: the compiler's index differs from its policies", seed, host, stage, tier)
+					}
 					want := tierChains(stage, tier, next, rules, local, m)
 					for round := range 2 {
-						got, ok := c.tierChainsCached(stage, tier, next, tp, local, nets, m)
+						got, ok := c.tierChainsCached(stage, tier, next, byKey, local, nets, m)
 						if !ok {
 							t.Fatalf("seed %d host %s stage %d tier %d: a target outside the host's networks", seed, host, stage, tier)
 						}

@@ -38,6 +38,8 @@ type Compiler struct {
 	byName       map[string]*compiledPolicy
 	// order holds byName's policies in precedence order.
 	order []*compiledPolicy
+	// idx indexes them by stage, tier and target (index.go).
+	idx policyIndex
 	// The model's lists when order was last brought up to date: the
 	// model shares them until their kind changes (model.Model), so their
 	// identity tells whether anything of that kind changed.
@@ -147,52 +149,74 @@ func (c *Compiler) compile(m *model.Model, host string, local []policy.Local, po
 	}
 	c.tenants, c.hosts = tenants, hosts
 	if depsSame && sameList(pols, c.policies) {
-		c.updateMissing(m, c.order)
+		c.updateMissing(m)
 		return c.order
 	}
+	prev := c.policies
 	c.policies = pols
 	if c.byName == nil {
 		c.byName = make(map[string]*compiledPolicy, len(pols))
 	}
-	type change struct{ old, new *compiledPolicy }
 	var changes []change
-	for _, p := range pols { // sorted by name, one per name
-		e := c.byName[p.Name]
-		var deps string
-		if e != nil && samePolicy(e.raw, p) {
-			if depsSame {
-				e.seen = c.call
-				continue
-			}
-			if deps = policy.Deps(m, p); deps == e.deps {
-				e.seen = c.call
-				continue
-			}
-		} else {
-			deps = policy.Deps(m, p)
-		}
+	compile := func(p api.Policy, old *compiledPolicy, deps string) {
 		n := compileOne(m, p, host, local, deps)
 		n.seen = c.call
 		c.compiles++
 		c.byName[p.Name] = n
-		changes = append(changes, change{e, n})
+		changes = append(changes, change{old, n})
 	}
-	if len(c.byName) > len(pols) {
-		for name, e := range c.byName {
-			if e.seen != c.call {
-				delete(c.byName, name)
-				changes = append(changes, change{e, nil})
+	if depsSame && len(prev) > 0 {
+		// Only policies changed: walk both lists (sorted by name) side by
+		// side; the model keeps an unchanged policy's value as it was.
+		i, j := 0, 0
+		for i < len(prev) || j < len(pols) {
+			switch {
+			case j == len(pols) || i < len(prev) && prev[i].Name < pols[j].Name: // gone
+				if e := c.byName[prev[i].Name]; e != nil {
+					delete(c.byName, prev[i].Name)
+					changes = append(changes, change{e, nil})
+				}
+				i++
+			case i == len(prev) || pols[j].Name < prev[i].Name: // new
+				compile(pols[j], c.byName[pols[j].Name], policy.Deps(m, pols[j]))
+				j++
+			default:
+				if e := c.byName[pols[j].Name]; e == nil || !samePolicy(e.raw, pols[j]) {
+					compile(pols[j], e, policy.Deps(m, pols[j]))
+				}
+				i++
+				j++
+			}
+		}
+	} else {
+		for _, p := range pols { // sorted by name, one per name
+			e := c.byName[p.Name]
+			deps := policy.Deps(m, p)
+			if e != nil && samePolicy(e.raw, p) && deps == e.deps {
+				e.seen = c.call
+				continue
+			}
+			compile(p, e, deps)
+		}
+		if len(c.byName) > len(pols) {
+			for name, e := range c.byName {
+				if e.seen != c.call {
+					delete(c.byName, name)
+					changes = append(changes, change{e, nil})
+				}
 			}
 		}
 	}
-	if len(changes) > 64 || len(c.order)+len(changes) > 0 && c.order == nil {
-		c.order = c.order[:0]
+	if len(changes) > 64 || len(changes) > 0 && c.order == nil {
+		c.order = make([]*compiledPolicy, 0, len(pols))
 		for _, p := range pols {
 			c.order = append(c.order, c.byName[p.Name])
 		}
 		slices.SortFunc(c.order, precedence)
+		c.idx.rebuild(c.order)
 	} else {
 		for _, ch := range changes {
+			c.idx.update(ch)
 			if ch.old != nil {
 				i, ok := slices.BinarySearchFunc(c.order, ch.old, precedence)
 				if ok && ch.new != nil && precedence(ch.old, ch.new) == 0 {
@@ -209,17 +233,21 @@ func (c *Compiler) compile(m *model.Model, host string, local []policy.Local, po
 			}
 		}
 	}
-	c.updateMissing(m, c.order)
+	c.updateMissing(m)
 	return c.order
 }
 
+// change is one policy compiled again (old and new), new (old nil) or
+// gone (new nil).
+type change struct{ old, new *compiledPolicy }
+
 // updateMissing finds again the address sets that policies naming sets
 // lack, when the sets changed (a new policy found its own in compileOne).
-func (c *Compiler) updateMissing(m *model.Model, pols []*compiledPolicy) {
+func (c *Compiler) updateMissing(m *model.Model) {
 	if !c.setsChanged {
 		return
 	}
-	for _, p := range pols {
+	for p := range c.idx.extras {
 		if len(p.setRefs) > 0 {
 			p.missing = policy.MissingSets(m, p.raw)
 		}

@@ -125,7 +125,14 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	}
 	compiled := cache.compile(in.m, in.host.Name, local, pols)
 	defer cache.asm.sweep(cache.call)
-	for _, p := range compiled {
+	// What policies hold besides their chains' rules (problems, sets),
+	// in precedence order.
+	extras := make([]*compiledPolicy, 0, len(cache.idx.extras))
+	for p := range cache.idx.extras {
+		extras = append(extras, p)
+	}
+	slices.SortFunc(extras, precedence)
+	for _, p := range extras {
 		if p.problem != "" {
 			in.problem("%s", p.problem)
 		}
@@ -137,7 +144,7 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	if pc == nil {
 		return
 	}
-	tiers := [2][]int{presentTiers(0, compiled), presentTiers(1, compiled)}
+	tiers := [2][]int{cache.idx.present(0), cache.idx.present(1)}
 	for _, l := range local {
 		pc.Rules = append(pc.Rules, Rule{Expr: fmt.Sprintf("%s saddr %s jump %s", l.Family(), l.Prefix, tierEntry(0, tiers[0][0]))})
 	}
@@ -148,7 +155,7 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	// The peer sets, shared by content.
 	var sets []Set
 	seen := map[string]bool{}
-	for _, p := range compiled {
+	for _, p := range extras {
 		for _, st := range p.sets {
 			if !seen[st.Name] {
 				seen[st.Name] = true
@@ -160,7 +167,7 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	// the set's members of that family now (a set the model does not
 	// hold is empty, and a problem).
 	var refs []addrSetRef
-	for _, p := range compiled {
+	for _, p := range extras {
 		for _, r := range p.addrSets {
 			if !slices.Contains(refs, r) {
 				refs = append(refs, r)
@@ -262,8 +269,8 @@ func (t *target) chain(entry string, networks []policy.Local) string {
 
 // stageChains builds one stage's chains, tier after tier (tiers: the
 // ranks of those with rules), from the compiled policies in precedence
-// order: a tier without rules applied to all endpoints with c's cache
-// (tierChainsCached), any other whole (tierChains).
+// order: a tier without rules applied to all endpoints from c's index
+// and cache (tierChainsCached), any other whole (tierChains).
 func stageChains(c *Compiler, stage int, tiers []int, pols []*compiledPolicy, local []policy.Local, m *model.Model) []Chain {
 	nets := make([]*model.Network, len(local))
 	for i, l := range local {
@@ -271,29 +278,28 @@ func stageChains(c *Compiler, stage int, tiers []int, pols []*compiledPolicy, lo
 	}
 	var out []Chain
 	for i, tier := range tiers {
-		var tp []*compiledPolicy
-		generic, n := false, 0
-		for _, p := range pols {
-			if p.tier == tier && len(p.stages[stage]) > 0 {
-				tp = append(tp, p)
-				generic = generic || p.generic[stage]
-				n += len(p.stages[stage])
-			}
-		}
 		next := ""
 		if i+1 < len(tiers) {
 			next = tierEntry(stage, tiers[i+1])
 		}
-		if !generic {
-			if chains, ok := c.tierChainsCached(stage, tier, next, tp, local, nets, m); ok {
+		t := c.idx.tiers[stage][tier]
+		if t == nil {
+			// No rules: the default tier's entry chain alone.
+			out = append(out, tierChains(stage, tier, next, nil, local, m)...)
+			continue
+		}
+		if t.generic == 0 {
+			if chains, ok := c.tierChainsCached(stage, tier, next, t.byKey, local, nets, m); ok {
 				out = append(out, chains...)
 				continue
 			}
 		}
-		rules := make([]*compiledRule, 0, n)
-		for _, p := range tp {
-			for j := range p.stages[stage] {
-				rules = append(rules, &p.stages[stage][j])
+		var rules []*compiledRule
+		for _, p := range pols {
+			if p.tier == tier {
+				for j := range p.stages[stage] {
+					rules = append(rules, &p.stages[stage][j])
+				}
 			}
 		}
 		out = append(out, tierChains(stage, tier, next, rules, local, m)...)
