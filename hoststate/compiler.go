@@ -181,7 +181,11 @@ func (c *Compiler) compile(m *model.Model, host string, local []policy.Local, po
 				compile(pols[j], c.byName[pols[j].Name], policy.Deps(m, pols[j]))
 				j++
 			default:
-				if e := c.byName[pols[j].Name]; e == nil || !samePolicy(e.raw, pols[j]) {
+				// prev[i] is what the policy's compiled value was
+				// compiled from (or equal to it): comparing the two lists
+				// reads them in order, not the compiled values.
+				if !samePolicy(prev[i], pols[j]) {
+					e := c.byName[pols[j].Name]
 					compile(pols[j], e, policy.Deps(m, pols[j]))
 				}
 				i++
