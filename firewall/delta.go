@@ -196,6 +196,9 @@ func rest(rs hoststate.Ruleset) *hoststate.Ruleset {
 // sameRules compares what the kernel holds of two rule lists: expressions
 // and comments (a rule's Policy is not written).
 func sameRules(a, b []hoststate.Rule) bool {
+	if len(a) > 0 && len(a) == len(b) && &a[0] == &b[0] {
+		return true // one list (the compiler keeps unchanged chains)
+	}
 	return slices.EqualFunc(a, b, func(x, y hoststate.Rule) bool { return x.Expr == y.Expr && x.Comment == y.Comment })
 }
 

@@ -54,7 +54,12 @@ type written struct {
 	rs hoststate.Ruleset
 	// hashes are rs's own (desired), of which its stamps are made.
 	hashes map[string]string
-	sums   map[string]string
+	// sums are the listing's hashes of every block but the pending ones.
+	sums map[string]string
+	// pending are the blocks written by deltas since they were last
+	// listed (pending.go): the table holds what the adapter wrote there,
+	// but nft has not listed them yet.
+	pending map[string]bool
 	// gen is the kernel's ruleset generation when the table was as sums
 	// says, if genOK: nothing was committed between the listing and the
 	// reading of gen but the adapter's own write of the sums.
@@ -266,8 +271,17 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 	stamps := stampsOf(hashes, rs)
 	if last != nil && last.genOK {
 		if g, ok := f.readGen(); ok && g == last.gen {
-			f.last = last
-			return false, nil
+			if len(last.pending) == 0 {
+				f.last = last
+				return false, nil
+			}
+			// Nothing was committed since the adapter's own last write:
+			// the pending blocks hold what it wrote; list them now.
+			err := f.settle(ctx, last, settleAuto)
+			if err == nil {
+				return false, nil
+			}
+			f.log.Warn("nftables: listing the blocks written since the last check failed; listing the table", "table", string(Family)+" "+hoststate.Table, "err", err)
 		}
 	}
 	g0, ok0 := f.readGen()
@@ -281,12 +295,30 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 		return false, fmt.Errorf("read table %s %s: %w", Family, hoststate.Table, err)
 	default:
 		sums := live.blockSums()
-		if why = check(live, sums, last, stamps); why == "" {
-			why = flowtablesMissing(live, rs)
+		var pending map[string]bool
+		if pending, why = pendingOf(live, sums, last); why == "" {
+			if why = check(live, sums, last, stamps, pending); why == "" {
+				why = flowtablesMissing(live, rs)
+			}
 		}
 		if why == "" {
-			f.last = &written{rs: rs, hashes: hashes, sums: sums, gen: g1, genOK: ok0 && ok1 && g0 == g1}
-			return false, nil
+			for b := range pending {
+				delete(sums, b)
+			}
+			w := &written{rs: rs, hashes: hashes, sums: sums, pending: pending, gen: g1, genOK: ok0 && ok1 && g0 == g1}
+			if len(pending) == 0 {
+				f.last = w
+				return false, nil
+			}
+			// The rest of the table is as written; the blocks written
+			// since they were last listed cannot be told from an edit:
+			// write them again, then list them.
+			if err := f.settle(ctx, w, settleRewrite); err != nil {
+				f.log.Warn("nftables: rewriting the blocks written since the last check failed; replacing the table", "table", string(Family)+" "+hoststate.Table, "err", err)
+				why = "rewriting unlisted blocks failed"
+			} else {
+				return true, nil
+			}
 		}
 	}
 	return f.replace(ctx, rs, hashes, why)
@@ -294,9 +326,11 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 
 // check compares a listing of the whole table, whose block hashes are
 // sums, with what the adapter wrote: the hashes of last (nil when it knows
-// nothing) and the comments stored in sumChain (rs's stamps and the hash
-// of the listing after the write). It returns what differs, or "".
-func check(live *listing, sums map[string]string, last *written, stamps []string) string {
+// nothing) and the comments stored in sumChain (rs's stamps, the hash of
+// the listing of every block but the pending ones, and which blocks are
+// pending). Pending blocks are not compared. It returns what differs, or
+// "".
+func check(live *listing, sums map[string]string, last *written, stamps []string, pending map[string]bool) string {
 	if last != nil {
 		for _, b := range sortedKeys(last.sums) {
 			s, ok := sums[b]
@@ -308,7 +342,7 @@ func check(live *listing, sums map[string]string, last *written, stamps []string
 			}
 		}
 		for _, b := range sortedKeys(sums) {
-			if _, ok := last.sums[b]; !ok {
+			if _, ok := last.sums[b]; !ok && !pending[b] {
 				return "unexpected " + b
 			}
 		}
@@ -317,7 +351,7 @@ func check(live *listing, sums map[string]string, last *written, stamps []string
 	if len(stored) < len(stamps) || !slices.Equal(stored[:len(stamps)], stamps) {
 		return "table not written for this ruleset (stamps differ)"
 	}
-	if !slices.Equal(stored[len(stamps):], []string{listingComment(sums)}) {
+	if !slices.Equal(stored[len(stamps):], storedTail(sums, pending)) {
 		return "table edited since written (listing differs)"
 	}
 	return ""
@@ -329,41 +363,50 @@ func listingComment(sums map[string]string) string {
 	return sumPrefix + "table " + combine(sums)
 }
 
-// update sends d, the difference from last to rs, in one transaction, then
-// lists the blocks it wrote and stores the new hashes.
+// update sends d, the difference from last to rs, in one transaction with
+// the new stamps, and marks the blocks it wrote pending: they are listed
+// at the next check (pending.go). Only when more than maxPending blocks
+// would be pending, or the kernel's generation is not known, does it list
+// them at once.
 func (f *Firewall) update(ctx context.Context, last *written, rs hoststate.Ruleset, hashes map[string]string, d *delta) error {
+	sums := maps.Clone(last.sums)
+	pending := maps.Clone(last.pending)
+	if pending == nil {
+		pending = map[string]bool{}
+	}
+	for _, b := range d.gone {
+		delete(sums, b)
+		delete(pending, b)
+	}
+	for _, b := range d.touched {
+		delete(sums, b)
+		pending[b] = true
+	}
 	tx := f.nft.NewTransaction()
 	d.fill(tx)
 	ops := tx.NumOperations()
+	storeTx(tx, append(stampsOf(hashes, rs), storedTail(sums, pending)...))
+	g0, ok0 := f.readGen()
 	if err := f.nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("update table %s %s (%d operations): %w", Family, hoststate.Table, ops, err)
 	}
-	g0, ok0 := f.readGen()
-	sums := maps.Clone(last.sums)
-	for _, b := range d.gone {
-		delete(sums, b)
-	}
-	if len(d.touched) > 0 {
-		live, err := f.lister.listBlocks(ctx, d.touched)
-		if err != nil {
-			return fmt.Errorf("list %d blocks of table %s %s after writing them: %w", len(d.touched), Family, hoststate.Table, err)
-		}
-		for _, b := range d.touched {
-			s, ok := live.blockSum(b)
-			if !ok {
-				return fmt.Errorf("list table %s %s after writing it: %s missing", Family, hoststate.Table, b)
-			}
-			sums[b] = s
-		}
-	}
-	if err := f.store(ctx, stampsOf(hashes, rs), sums); err != nil {
-		return err
-	}
 	g1, ok1 := f.readGen()
-	f.last = &written{rs: rs, hashes: hashes, sums: sums, gen: g1, genOK: ok0 && ok1 && g1 == g0+1}
+	// The generation moved by exactly this transaction, and nothing was
+	// committed between the last write (or check) and it.
+	genOK := last.genOK && ok0 && ok1 && g0 == last.gen && g1 == g0+1
+	w := &written{rs: rs, hashes: hashes, sums: sums, pending: pending, gen: g1, genOK: genOK}
+	f.last = w
 	f.log.Info("nftables table updated", "table", string(Family)+" "+hoststate.Table, "operations", ops,
 		"chainsAdded", len(d.newChains), "chainsRewritten", len(d.changed), "chainsDeleted", len(d.goneChains),
-		"rulesWritten", d.rules(), "elementsAdded", len(d.addElems), "elementsDeleted", len(d.delElems))
+		"rulesWritten", d.rules(), "elementsAdded", len(d.addElems), "elementsDeleted", len(d.delElems), "pending", len(pending))
+	switch {
+	case !ok1:
+		f.last = nil // set again by settle
+		return f.settle(ctx, w, settleList)
+	case len(pending) > maxPending:
+		f.last = nil
+		return f.settle(ctx, w, settleAuto)
+	}
 	return nil
 }
 
@@ -385,7 +428,7 @@ func (f *Firewall) replace(ctx context.Context, rs hoststate.Ruleset, hashes map
 		return true, err
 	}
 	g1, ok1 := f.readGen()
-	f.last = &written{rs: rs, hashes: hashes, sums: sums, gen: g1, genOK: ok0 && ok1 && g1 == g0+1}
+	f.last = &written{rs: rs, hashes: hashes, sums: sums, pending: map[string]bool{}, gen: g1, genOK: ok0 && ok1 && g1 == g0+1}
 	f.log.Info("nftables table replaced", "table", string(Family)+" "+hoststate.Table, "reason", why,
 		"rules", rs.RuleCount(), "elements", rs.ElementCount(), "stamp", strings.TrimPrefix(stamps[0], stampPrefix))
 	return true, nil
@@ -408,7 +451,7 @@ func (f *Firewall) readGen() (uint32, bool) {
 // sumChain.
 func (f *Firewall) store(ctx context.Context, stamps []string, sums map[string]string) error {
 	tx := f.nft.NewTransaction()
-	storeTx(tx, append(slices.Clone(stamps), listingComment(sums)))
+	storeTx(tx, append(slices.Clone(stamps), storedTail(sums, nil)...))
 	if err := f.nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("store listing sums in table %s %s: %w", Family, hoststate.Table, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os/exec"
 	"slices"
@@ -387,7 +388,8 @@ func (l *listing) blockSum(b string) (sum string, ok bool) {
 	}
 	h := sha256.New()
 	for _, line := range lines {
-		fmt.Fprintf(h, "%s\n", line)
+		io.WriteString(h, line)
+		h.Write([]byte{'\n'})
 	}
 	return hex.EncodeToString(h.Sum(nil)[:12]), true
 }
@@ -433,8 +435,10 @@ func sortedElements(lines []string) []string {
 // combine hashes block sums into one, the one stored in the table.
 func combine(sums map[string]string) string {
 	h := sha256.New()
+	var line []byte
 	for _, b := range sortedKeys(sums) {
-		fmt.Fprintf(h, "%s %s\n", b, sums[b])
+		line = append(append(append(append(line[:0], b...), ' '), sums[b]...), '\n') // "%s %s\n", without fmt's cost
+		h.Write(line)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }

@@ -13,24 +13,56 @@ import (
 	"github.com/romana/romana/policy"
 )
 
-// Compiler computes a host's firewall like ComputeFirewall, keeping every
-// policy compiled (and rendered) for the next call: a policy whose value
-// and dependencies (policy.Deps: the tenants, segments and hosts it names)
-// are unchanged is not compiled again (address sets' members are no
-// dependency: rules name the sets, whose elements are filled in at every
-// call), so a change to one policy among
-// thousands costs the compilation of that one policy and the assembly of
-// the chains. Changing the networks or this host's blocks drops the whole
-// cache. It is pure data, no I/O; not safe for concurrent use (the agent's
-// loop owns one). The zero value is ready to use; a nil *Compiler caches
+// Compiler computes a host's firewall like ComputeFirewall, keeping what
+// it computed for the next call, so that a change to one policy among
+// thousands costs about what that policy touches:
+//
+//   - every policy compiled (and rendered): a policy whose value and
+//     dependencies (policy.Deps: the tenants, segments and hosts it names)
+//     are unchanged is not compiled again (address sets' members are no
+//     dependency: rules name the sets, whose elements are filled in at
+//     every call). Dependencies are computed again only when the model's
+//     tenants (and segments) or hosts changed, and policies are looked at
+//     only when the model's policies changed;
+//   - the policies in precedence order, updated by insertion and removal;
+//   - the target chains of the dispatch (assemble.go), each kept with the
+//     policies it was assembled from: a chain whose policies are the same
+//     compiled values is not assembled again.
+//
+// Changing the networks or this host's blocks drops the whole cache. It
+// is pure data, no I/O; not safe for concurrent use (the agent's loop
+// owns one). The zero value is ready to use; a nil *Compiler caches
 // nothing.
 type Compiler struct {
 	host, global string
 	byName       map[string]*compiledPolicy
-	compiles     int // policies compiled so far, for tests
+	// order holds byName's policies in precedence order.
+	order []*compiledPolicy
+	// idx indexes them by stage, tier and target (index.go).
+	idx policyIndex
+	// The model's lists when order was last brought up to date: the
+	// model shares them until their kind changes (model.Model), so their
+	// identity tells whether anything of that kind changed.
+	policies []api.Policy
+	tenants  []api.Tenant
+	hosts    []api.Host
+	// sets is the model's address sets at the last call; setsChanged
+	// tells whether they changed since the call before.
+	sets        []api.AddressSet
+	setsChanged bool
+	// asm is what the dispatch's assembly keeps (assemble.go).
+	asm      assembly
+	call     uint64 // calls so far
+	compiles int    // policies compiled so far, for tests
+	// assembled names the target chains the last call assembled (not
+	// reused), for tests.
+	assembled []string
 }
 
-// compiledPolicy is one policy compiled for the host and rendered.
+// compiledPolicy is one policy compiled for the host and rendered. Its
+// rules are never modified once made (only missing and seen are kept up
+// to date): a change makes a new one, so its identity tells whether the
+// policy or its rules changed.
 type compiledPolicy struct {
 	raw      api.Policy // as the model holds it, to tell a change
 	deps     string
@@ -42,6 +74,16 @@ type compiledPolicy struct {
 	// addrSets are the address sets its rules name, by family: their
 	// names, not their members (which are read at every assembly).
 	addrSets []addrSetRef
+	// setRefs are the address sets the policy names (policy.SetRefs);
+	// missing, the problems of those the model lacked at the last call.
+	setRefs []string
+	missing []string
+	// keys are, per stage, the targets (masked matches) of its rules, each
+	// once, in the order of their first rule; generic tells whether any
+	// rule of the stage applies to all endpoints (its target a block).
+	keys    [2][]matchKey
+	generic [2]bool
+	seen    uint64 // the last call that found it in the model
 }
 
 // addrSetRef is an address set a rule names, in one family ("ip" or "ip6").
@@ -77,37 +119,148 @@ func (c *Compiler) Cached() int {
 
 func (c *Compiler) reset() {
 	if c != nil {
-		c.byName = nil
+		*c = Compiler{compiles: c.compiles}
 	}
 }
 
+// sameList reports whether a and b are the same list of the model (not
+// merely equal): non-empty, with the same array.
+func sameList[T any](a, b []T) bool {
+	return len(a) > 0 && len(a) == len(b) && unsafe.SliceData(a) == unsafe.SliceData(b)
+}
+
 // compile returns the policies compiled for host, in precedence order
-// (tier, ascending priority, ties by name), reusing those cached.
+// (tier, ascending priority, ties by name), reusing those cached. The
+// list returned is the compiler's own: callers must not keep it.
 func (c *Compiler) compile(m *model.Model, host string, local []policy.Local, pols []api.Policy) []*compiledPolicy {
-	if c == nil {
-		c = &Compiler{}
-	}
 	global := networksKey(m, local)
 	if c.host != host || c.global != global {
-		c.host, c.global, c.byName = host, global, nil
+		c.reset()
+		c.host, c.global = host, global
 	}
-	next := make(map[string]*compiledPolicy, len(pols))
-	out := make([]*compiledPolicy, 0, len(pols))
-	for _, p := range pols { // sorted by name, one per name
-		deps := policy.Deps(m, p)
-		e := c.byName[p.Name]
-		if e == nil || e.deps != deps || !samePolicy(e.raw, p) {
-			e = compileOne(m, p, host, local, deps)
-			c.compiles++
+	c.call++
+	c.assembled = c.assembled[:0]
+	tenants, hosts, sets := m.Tenants(), m.Hosts(), m.AddressSets()
+	c.setsChanged = c.byName == nil || !sameList(sets, c.sets) && (len(sets) > 0 || len(c.sets) > 0)
+	c.sets = sets
+	depsSame := c.byName != nil && sameList(tenants, c.tenants) && sameList(hosts, c.hosts)
+	if !sameList(tenants, c.tenants) {
+		c.asm.reset() // chain comments name tenants and segments
+	}
+	c.tenants, c.hosts = tenants, hosts
+	if depsSame && sameList(pols, c.policies) {
+		c.updateMissing(m)
+		return c.order
+	}
+	prev := c.policies
+	c.policies = pols
+	if c.byName == nil {
+		c.byName = make(map[string]*compiledPolicy, len(pols))
+	}
+	var changes []change
+	compile := func(p api.Policy, old *compiledPolicy, deps string) {
+		n := compileOne(m, p, host, local, deps)
+		n.seen = c.call
+		c.compiles++
+		c.byName[p.Name] = n
+		changes = append(changes, change{old, n})
+	}
+	if depsSame && len(prev) > 0 {
+		// Only policies changed: walk both lists (sorted by name) side by
+		// side; the model keeps an unchanged policy's value as it was.
+		i, j := 0, 0
+		for i < len(prev) || j < len(pols) {
+			switch {
+			case j == len(pols) || i < len(prev) && prev[i].Name < pols[j].Name: // gone
+				if e := c.byName[prev[i].Name]; e != nil {
+					delete(c.byName, prev[i].Name)
+					changes = append(changes, change{e, nil})
+				}
+				i++
+			case i == len(prev) || pols[j].Name < prev[i].Name: // new
+				compile(pols[j], c.byName[pols[j].Name], policy.Deps(m, pols[j]))
+				j++
+			default:
+				// prev[i] is what the policy's compiled value was
+				// compiled from (or equal to it): comparing the two lists
+				// reads them in order, not the compiled values.
+				if !samePolicy(prev[i], pols[j]) {
+					e := c.byName[pols[j].Name]
+					compile(pols[j], e, policy.Deps(m, pols[j]))
+				}
+				i++
+				j++
+			}
 		}
-		next[p.Name] = e
-		out = append(out, e)
+	} else {
+		for _, p := range pols { // sorted by name, one per name
+			e := c.byName[p.Name]
+			deps := policy.Deps(m, p)
+			if e != nil && samePolicy(e.raw, p) && deps == e.deps {
+				e.seen = c.call
+				continue
+			}
+			compile(p, e, deps)
+		}
+		if len(c.byName) > len(pols) {
+			for name, e := range c.byName {
+				if e.seen != c.call {
+					delete(c.byName, name)
+					changes = append(changes, change{e, nil})
+				}
+			}
+		}
 	}
-	c.byName = next
-	slices.SortFunc(out, func(a, b *compiledPolicy) int {
-		return cmp.Or(cmp.Compare(a.tier, b.tier), cmp.Compare(a.priority, b.priority), strings.Compare(a.raw.Name, b.raw.Name))
-	})
-	return out
+	if len(changes) > 64 || len(changes) > 0 && c.order == nil {
+		c.order = make([]*compiledPolicy, 0, len(pols))
+		for _, p := range pols {
+			c.order = append(c.order, c.byName[p.Name])
+		}
+		slices.SortFunc(c.order, precedence)
+		c.idx.rebuild(c.order)
+	} else {
+		for _, ch := range changes {
+			c.idx.update(ch)
+			if ch.old != nil {
+				i, ok := slices.BinarySearchFunc(c.order, ch.old, precedence)
+				if ok && ch.new != nil && precedence(ch.old, ch.new) == 0 {
+					c.order[i] = ch.new
+					continue
+				}
+				if ok {
+					c.order = slices.Delete(c.order, i, i+1)
+				}
+			}
+			if ch.new != nil {
+				i, _ := slices.BinarySearchFunc(c.order, ch.new, precedence)
+				c.order = slices.Insert(c.order, i, ch.new)
+			}
+		}
+	}
+	c.updateMissing(m)
+	return c.order
+}
+
+// change is one policy compiled again (old and new), new (old nil) or
+// gone (new nil).
+type change struct{ old, new *compiledPolicy }
+
+// updateMissing finds again the address sets that policies naming sets
+// lack, when the sets changed (a new policy found its own in compileOne).
+func (c *Compiler) updateMissing(m *model.Model) {
+	if !c.setsChanged {
+		return
+	}
+	for p := range c.idx.extras {
+		if len(p.setRefs) > 0 {
+			p.missing = policy.MissingSets(m, p.raw)
+		}
+	}
+}
+
+// precedence orders compiled policies: tier, ascending priority, name.
+func precedence(a, b *compiledPolicy) int {
+	return cmp.Or(cmp.Compare(a.tier, b.tier), cmp.Compare(a.priority, b.priority), strings.Compare(a.raw.Name, b.raw.Name))
 }
 
 func compileOne(m *model.Model, p api.Policy, host string, local []policy.Local, deps string) *compiledPolicy {
@@ -117,10 +270,22 @@ func compileOne(m *model.Model, p api.Policy, host string, local []policy.Local,
 	}
 	eg, in, problem := policy.CompilePolicy(m, p, host, local)
 	e.problem = problem
+	if problem == "" {
+		if e.setRefs = policy.SetRefs(p); len(e.setRefs) > 0 {
+			e.missing = policy.MissingSets(m, p)
+		}
+	}
 	for i, rules := range [][]policy.Rule{eg, in} {
 		e.stages[i] = make([]compiledRule, len(rules))
 		for j, r := range rules {
 			e.stages[i][j] = compiledRule{rule: r, nft: renderRule(r)}
+			if t := r.Target; t.Mask.IsValid() {
+				if k := (matchKey{t.Mask, t.Value}); !slices.Contains(e.keys[i], k) {
+					e.keys[i] = append(e.keys[i], k)
+				}
+			} else {
+				e.generic[i] = true
+			}
 			for _, m := range []*policy.AddrMatch{&r.Target, r.Peer} {
 				if m != nil && m.AddressSet != "" && !slices.Contains(e.addrSets, addrSetRef{m.AddressSet, r.Family}) {
 					e.addrSets = append(e.addrSets, addrSetRef{m.AddressSet, r.Family})

@@ -120,17 +120,31 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	if len(local) == 0 {
 		return
 	}
+	if cache == nil {
+		cache = &Compiler{}
+	}
 	compiled := cache.compile(in.m, in.host.Name, local, pols)
-	for _, p := range compiled {
+	defer cache.asm.sweep(cache.call)
+	// What policies hold besides their chains' rules (problems, sets),
+	// in precedence order.
+	extras := make([]*compiledPolicy, 0, len(cache.idx.extras))
+	for p := range cache.idx.extras {
+		extras = append(extras, p)
+	}
+	slices.SortFunc(extras, precedence)
+	for _, p := range extras {
 		if p.problem != "" {
 			in.problem("%s", p.problem)
+		}
+		for _, x := range p.missing {
+			in.problem("%s", x)
 		}
 	}
 	pc := rs.Chain(ChainPolicies)
 	if pc == nil {
 		return
 	}
-	tiers := [2][]int{presentTiers(0, compiled), presentTiers(1, compiled)}
+	tiers := [2][]int{cache.idx.present(0), cache.idx.present(1)}
 	for _, l := range local {
 		pc.Rules = append(pc.Rules, Rule{Expr: fmt.Sprintf("%s saddr %s jump %s", l.Family(), l.Prefix, tierEntry(0, tiers[0][0]))})
 	}
@@ -141,7 +155,7 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	// The peer sets, shared by content.
 	var sets []Set
 	seen := map[string]bool{}
-	for _, p := range compiled {
+	for _, p := range extras {
 		for _, st := range p.sets {
 			if !seen[st.Name] {
 				seen[st.Name] = true
@@ -153,12 +167,7 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	// the set's members of that family now (a set the model does not
 	// hold is empty, and a problem).
 	var refs []addrSetRef
-	for _, p := range compiled {
-		if p.problem == "" {
-			for _, name := range policy.MissingSets(in.m, p.raw) {
-				in.problem("%s", name)
-			}
-		}
+	for _, p := range extras {
 		for _, r := range p.addrSets {
 			if !slices.Contains(refs, r) {
 				refs = append(refs, r)
@@ -172,8 +181,8 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 		rs.Sets = append(slices.Clone(rs.Sets), sets...)
 		slices.SortFunc(rs.Sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
 	}
-	chains := stageChains(0, tiers[0], compiled, local, in.m)
-	chains = append(chains, stageChains(1, tiers[1], compiled, local, in.m)...)
+	chains := stageChains(cache, 0, tiers[0], compiled, local, in.m)
+	chains = append(chains, stageChains(cache, 1, tiers[1], compiled, local, in.m)...)
 	// Policy chains go right after the policies chain.
 	i := 0
 	for i < len(rs.Chains) && rs.Chains[i].Name != ChainPolicies {
@@ -260,27 +269,38 @@ func (t *target) chain(entry string, networks []policy.Local) string {
 
 // stageChains builds one stage's chains, tier after tier (tiers: the
 // ranks of those with rules), from the compiled policies in precedence
-// order.
-func stageChains(stage int, tiers []int, pols []*compiledPolicy, local []policy.Local, m *model.Model) []Chain {
+// order: a tier without rules applied to all endpoints from c's index
+// and cache (tierChainsCached), any other whole (tierChains).
+func stageChains(c *Compiler, stage int, tiers []int, pols []*compiledPolicy, local []policy.Local, m *model.Model) []Chain {
+	nets := make([]*model.Network, len(local))
+	for i, l := range local {
+		nets[i] = m.Network(l.Network)
+	}
 	var out []Chain
 	for i, tier := range tiers {
-		n := 0
-		for _, p := range pols {
-			if p.tier == tier {
-				n += len(p.stages[stage])
+		next := ""
+		if i+1 < len(tiers) {
+			next = tierEntry(stage, tiers[i+1])
+		}
+		t := c.idx.tiers[stage][tier]
+		if t == nil {
+			// No rules: the default tier's entry chain alone.
+			out = append(out, tierChains(stage, tier, next, nil, local, m)...)
+			continue
+		}
+		if t.generic == 0 {
+			if chains, ok := c.tierChainsCached(stage, tier, next, t.byKey, local, nets, m); ok {
+				out = append(out, chains...)
+				continue
 			}
 		}
-		rules := make([]*compiledRule, 0, n)
+		var rules []*compiledRule
 		for _, p := range pols {
 			if p.tier == tier {
 				for j := range p.stages[stage] {
 					rules = append(rules, &p.stages[stage][j])
 				}
 			}
-		}
-		next := ""
-		if i+1 < len(tiers) {
-			next = tierEntry(stage, tiers[i+1])
 		}
 		out = append(out, tierChains(stage, tier, next, rules, local, m)...)
 	}
@@ -428,6 +448,7 @@ func tierChains(stage, tier int, next string, rules []*compiledRule, local []pol
 		entry.Rules = append(entry.Rules, fallOff...)
 	}
 	out := []Chain{entry}
+	var tenants map[uint64]api.Tenant // by ID, made when a comment is needed
 	for _, tg := range list {
 		c := Chain{Name: tg.chain(entryName, local)}
 		own := tg.rules
@@ -443,7 +464,13 @@ func tierChains(stage, tier int, next string, rules []*compiledRule, local []pol
 		} else {
 			c.Rules = append(c.Rules, fallOff...)
 		}
-		c.Comment = clip(tierNote + targetComment(st.name, tg, m, nets[tg.network]))
+		if tenants == nil {
+			tenants = map[uint64]api.Tenant{}
+			for _, t := range m.Tenants() {
+				tenants[t.ID] = t
+			}
+		}
+		c.Comment = clip(tierNote + targetCommentIn(st.name, tg, m, nets[tg.network], tenants))
 		out = append(out, c)
 	}
 	if len(restRules) > 0 {
@@ -480,19 +507,26 @@ func newTarget(k matchKey, nets []*model.Network) *target {
 
 // targetComment names the tenant (and segment) of a target chain.
 func targetComment(stage string, tg *target, m *model.Model, n *model.Network) string {
-	name := "tenant id " + strconv.FormatUint(tg.tenant, 10)
+	tenants := map[uint64]api.Tenant{}
 	for _, t := range m.Tenants() {
-		if t.ID == tg.tenant && n.Admits(t.Name) {
-			name = "tenant " + t.Name
-			if tg.segment {
-				name += " segment id " + strconv.FormatUint(tg.seg, 10)
-				for _, s := range m.Segments(t.Name) {
-					if s.ID == tg.seg {
-						name = "tenant " + t.Name + " segment " + s.Name
-					}
+		tenants[t.ID] = t
+	}
+	return targetCommentIn(stage, tg, m, n, tenants)
+}
+
+// targetCommentIn is targetComment with the model's tenants by ID (the
+// model keeps their IDs unique).
+func targetCommentIn(stage string, tg *target, m *model.Model, n *model.Network, tenants map[uint64]api.Tenant) string {
+	name := "tenant id " + strconv.FormatUint(tg.tenant, 10)
+	if t, ok := tenants[tg.tenant]; ok && n.Admits(t.Name) {
+		name = "tenant " + t.Name
+		if tg.segment {
+			name += " segment id " + strconv.FormatUint(tg.seg, 10)
+			for _, s := range m.Segments(t.Name) {
+				if s.ID == tg.seg {
+					name = "tenant " + t.Name + " segment " + s.Name
 				}
 			}
-			break
 		}
 	}
 	return clip(fmt.Sprintf("%s policies of %s in network %s", stage, name, n.Name))

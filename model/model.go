@@ -17,6 +17,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/plan"
@@ -220,7 +221,9 @@ func (m *Model) Apply(ev api.Event) (c Change, ok bool, err error) {
 		c.Hosts, err = m.applyAddress(ev)
 	case api.KindPolicy:
 		err = applyTo(m.policies, ev)
-		m.policyLst = nil
+		if err == nil && m.policyLst != nil {
+			m.policyLst = updated(m.policyLst, m.policies, ev.Name, func(p api.Policy) string { return p.Name })
+		}
 	case api.KindChain:
 		err = applyTo(m.chains, ev)
 		m.chainLst = nil
@@ -332,6 +335,30 @@ func (m *Model) Snapshot() api.Snapshot {
 		Devices:     slices.Clone(m.Devices()),
 		AddressSets: slices.Clone(m.AddressSets()),
 	}
+}
+
+// updated returns lst, objs' values sorted by name before one event on
+// the object called name, as objs holds it now (put or gone), in a new
+// array (lists handed out are never modified): a copy instead of sorting
+// every name again (3 ms at 10,000 policies).
+func updated[T any](lst []T, objs map[string]T, name string, nameOf func(T) string) []T {
+	i, found := slices.BinarySearchFunc(lst, name, func(x T, n string) int { return strings.Compare(nameOf(x), n) })
+	v, ok := objs[name]
+	switch {
+	case ok && found:
+		out := slices.Clone(lst)
+		out[i] = v
+		return out
+	case ok:
+		out := make([]T, 0, len(lst)+1)
+		return append(append(append(out, lst[:i]...), v), lst[i:]...)
+	case found:
+		if len(lst) == 1 {
+			return nil
+		}
+		return slices.Concat(lst[:i], lst[i+1:])
+	}
+	return lst
 }
 
 func sortedValues[T any](objs map[string]T) []T {

@@ -62,3 +62,37 @@ func TestApply(t *testing.T) {
 		t.Errorf("model -> snapshot -> model changed it:\n%+v\n%+v", s, s2)
 	}
 }
+
+// Policies stays sorted by name and equal to the model's policies as
+// events put and delete them one by one (the list is updated, not sorted
+// again), and a list handed out earlier never changes.
+func TestPoliciesUpdatedInPlaceOfSorting(t *testing.T) {
+	m := New(testSnapshot())
+	type handed struct {
+		list []api.Policy
+		want []api.Policy
+	}
+	var earlier []handed
+	names := []string{"a", "b", "c", "d", "e"}
+	for i := range 200 {
+		name := names[(i*7+i/3)%len(names)]
+		ev := api.Event{Revision: int64(i + 2), Kind: api.KindPolicy, Name: name, Type: api.EventDelete}
+		if i%3 != 2 {
+			b, _ := json.Marshal(api.Policy{Name: name, Priority: i})
+			ev.Type, ev.Object = api.EventPut, b
+		}
+		if _, _, err := m.Apply(ev); err != nil {
+			t.Fatal(err)
+		}
+		got := m.Policies()
+		if want := sortedValues(m.policies); !reflect.DeepEqual(got, want) {
+			t.Fatalf("event %d (%s %s): Policies() = %v, want %v", i, ev.Type, name, got, want)
+		}
+		earlier = append(earlier, handed{got, append([]api.Policy(nil), got...)})
+	}
+	for i, h := range earlier {
+		if !reflect.DeepEqual(h.list, h.want) {
+			t.Fatalf("the list handed out after event %d changed later", i)
+		}
+	}
+}

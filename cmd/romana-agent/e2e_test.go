@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -46,11 +47,54 @@ func TestMain(m *testing.M) {
 	}
 	if os.Getenv(asAgent) == "1" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		stopProfile := agentProfile()
 		err := execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stopProfile()
 		stop()
 		os.Exit(cmdline.Exit(os.Stderr, "romana-agent", err))
 	}
 	os.Exit(m.Run())
+}
+
+// agentProfile starts a CPU profile of an agent run by a test when
+// ROMANA_AGENT_TEST_CPUPROFILE names a directory (written there as
+// agent-<pid>.cpu when the agent stops), after the agent has run for
+// ROMANA_AGENT_TEST_CPUPROFILE_DELAY (a duration, to leave its start
+// out); it returns the function that stops it.
+func agentProfile() func() {
+	dir := os.Getenv("ROMANA_AGENT_TEST_CPUPROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	delay, _ := time.ParseDuration(os.Getenv("ROMANA_AGENT_TEST_CPUPROFILE_DELAY"))
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("agent-%d.cpu", os.Getpid())))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cpu profile:", err)
+		return func() {}
+	}
+	var mu sync.Mutex
+	started, stopped := false, false
+	time.AfterFunc(delay, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "cpu profile:", err)
+			return
+		}
+		started = true
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		if started {
+			pprof.StopCPUProfile()
+		}
+		f.Close()
+	}
 }
 
 const echoPort = 7777
