@@ -1,0 +1,323 @@
+//go:build conformance
+
+package main
+
+// make conformance: upstream suites against a real cluster. Not part of
+// make test (the build tag keeps it out): it takes about an hour.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/romana/romana/api"
+	"github.com/romana/romana/bench/docblock"
+	"github.com/romana/romana/conformance"
+	"github.com/romana/romana/expect"
+	"github.com/romana/romana/kubenode"
+	"github.com/romana/romana/kubetest"
+	"github.com/romana/romana/plan"
+	"github.com/romana/romana/sim"
+	"github.com/romana/romana/sim/simtest"
+)
+
+// The environment make conformance sets.
+const (
+	// envE2E is the directory of scripts/kube-e2e.sh's e2e.test and kubectl.
+	envE2E = "ROMANA_KUBE_E2E"
+	// envNPAPI is the directory of its network-policy-api conformance.test.
+	envNPAPI = "ROMANA_NPAPI_CONFORMANCE"
+	// envDoc names docs/conformance.md, whose results block is rewritten.
+	envDoc = "ROMANA_CONFORMANCE_DOC"
+	// envOut is a directory that keeps the suites' logs and reports.
+	envOut = "ROMANA_CONFORMANCE_OUT"
+	// envSuites picks suites: "netpol", "cnp" or both (default), comma
+	// separated; envFocus narrows the NetworkPolicy e2e (a regexp), for
+	// debugging.
+	envSuites = "ROMANA_CONFORMANCE_SUITES"
+	envFocus  = "ROMANA_CONFORMANCE_FOCUS"
+)
+
+// The image the ClusterNetworkPolicy suite's manifests name
+// (conformance/base/manifests.yaml at v0.3.0).
+const npapiAgnhost = "registry.k8s.io/e2e-test-images/agnhost:2.45"
+
+// noSCTP is why the SCTP cases are skipped.
+const noSCTP = "SCTP: this kernel has no SCTP (/proc/sys/net/sctp is absent), so no SCTP socket can be opened"
+
+// netpolFocus selects Kubernetes' NetworkPolicy e2e (test/e2e/network/netpol:
+// "Netpol", "Netpol [LinuxOnly]" and "Netpol API").
+const netpolFocus = `\[sig-network\] Netpol`
+
+var netpolSkips = []conformance.Skip{{Pattern: regexp.MustCompile(`SCTPConnectivity`), Cause: noSCTP}}
+
+// The ClusterNetworkPolicy suite's SCTP cases, skipped with -test.skip.
+var (
+	cnpSCTP  = []string{"CNPAdminTierEgressSCTP", "CNPAdminTierIngressSCTP", "CNPBaselineTierEgressSCTP", "CNPBaselineTierIngressSCTP"}
+	cnpSkips = []conformance.Skip{{Pattern: regexp.MustCompile(`SCTP$`), Cause: noSCTP}}
+)
+
+func TestConformance(t *testing.T) {
+	simtest.Require(t, "nft", "ping")
+	bin := kubenode.Require(t)
+	e2eDir, npDir := os.Getenv(envE2E), os.Getenv(envNPAPI)
+	if e2eDir == "" || npDir == "" {
+		t.Fatalf("$%s and $%s must name the binaries of scripts/kube-e2e.sh (run make conformance)", envE2E, envNPAPI)
+	}
+	suites := os.Getenv(envSuites)
+	if suites == "" {
+		suites = "cnp,netpol"
+	}
+	out := os.Getenv(envOut)
+	if out == "" {
+		out = t.TempDir()
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	ctx := context.Background()
+
+	// The apiserver reaches kubelets (exec into the suites' agnhost pods)
+	// through the proxy, which dials 127.0.0.1:10250 inside the node's
+	// host namespace.
+	work := t.TempDir()
+	sock := filepath.Join(work, "kubelet-proxy.sock")
+	proxy, err := conformance.ListenKubeletProxy(sock, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	egress := filepath.Join(work, "egress.yaml")
+	if err := os.WriteFile(egress, []byte(conformance.EgressSelectorConfig(sock)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k := kubetest.StartWithArgs(t, "--egress-selector-config-file="+egress)
+
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := simtest.New(t)
+	srv, ctl := startRomanad(t, lab)
+	c := &cluster{t: t, ctx: ctx, srv: srv, ctl: ctl, lab: lab, exe: exe, logDir: t.TempDir(), credDir: t.TempDir(),
+		hosts: map[string]*sim.Host{}, cidrs: map[string]netip.Prefix{}, eps: map[string]*sim.Endpoint{},
+		agents: map[string]*agentProc{}, resync: 2 * time.Second}
+	hosts := []string{"h1", "h2"}
+	t.Cleanup(func() {
+		for name := range c.agents {
+			c.stopAgent(name)
+		}
+		for _, h := range hosts { // the agents' logs outlive the run
+			b, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
+			os.WriteFile(filepath.Join(out, "agent-"+h+".log"), b, 0o644)
+		}
+	})
+	if _, err := srv.Client.AddNetwork(ctx, api.Network{Name: "pods", CIDR: "10.0.0.0/8",
+		Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	runRomanaKube(t, k, srv, kubeLabOptions{kubeLog: slog.LevelWarn})
+	kubenode.StartControlPlane(t, k)
+	images := filepath.Join(t.TempDir(), "images.tar")
+	writeConformanceImages(t, bin, images)
+	plugin := filepath.Join(pluginDir(t), "romana-cni")
+	nodes := map[string]*kubenode.Node{}
+	for i, name := range hosts {
+		ip := netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)})
+		h, err := lab.AddHost(ctx, name, netip.PrefixFrom(ip, 24))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.hosts[name] = h
+		proxy.AddNode(dialIn(h.Namespace), name, ip.String())
+		conf := fmt.Appendf(nil, `{"cniVersion":"1.0.0","name":"romana","plugins":[{"type":"romana-cni","agentSocket":%q,"kubernetes":true}]}`, c.cniSock(name))
+		nodes[name] = kubenode.Start(t, k, h, kubenode.Config{
+			CNIPlugins: map[string]string{"romana-cni": plugin}, CNIConfig: conf, Images: images, ClusterCIDR: "10.0.0.0/8"})
+	}
+	expect.Eventually(t, "hosts registered from the kubelets' nodes", wait, func() error {
+		hs, err := srv.Client.ListHosts(ctx)
+		if err != nil {
+			return err
+		}
+		if len(hs) != len(hosts) {
+			return fmt.Errorf("hosts %v", hs)
+		}
+		return nil
+	})
+	c.agentCommand = func(host string, args ...string) *exec.Cmd { return nodes[host].Command(args...) }
+	for _, h := range hosts {
+		c.startAgent(h)
+	}
+	c.waitHealthy(hosts...)
+	for _, h := range hosts {
+		if err := nodes[h].WaitReady(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("cluster up in %v: apiserver, scheduler, controller-manager, %d nodes, romanad, romana-kube, %d agents",
+		time.Since(began).Round(time.Millisecond), len(hosts), len(hosts))
+
+	var blocks bytes.Buffer
+	var failed []string
+	if strings.Contains(suites, "cnp") {
+		cases := runCNPConformance(t, k, npDir, out)
+		conformance.Render(&blocks, "ClusterNetworkPolicy conformance (sigs.k8s.io/network-policy-api v0.3.0)", cases)
+		blocks.WriteString("\n")
+		failed = append(failed, failures(cases)...)
+	}
+	if strings.Contains(suites, "netpol") {
+		cases := runNetpolE2E(t, k, e2eDir, out)
+		conformance.Render(&blocks, "Kubernetes NetworkPolicy e2e (k8s.io/kubernetes "+kubetest.Version+" test/e2e/network/netpol)", cases)
+		failed = append(failed, failures(cases)...)
+	}
+	block := fmt.Sprintf("Run of %s, %d nodes, in %s; load average at the end: %s.\n\n%s",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), len(hosts), time.Since(began).Round(time.Second), loadAverage(), blocks.String())
+	if err := os.WriteFile(filepath.Join(out, "results.md"), []byte(block), 0o644); err != nil {
+		t.Error(err)
+	}
+	if doc := os.Getenv(envDoc); doc != "" {
+		if err := docblock.Update(doc, "<!-- conformance results begin -->", "<!-- conformance results end -->", block); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Logf("results (also in %s):\n%s", filepath.Join(out, "results.md"), block)
+	for _, f := range failed {
+		t.Errorf("failed: %s", f)
+	}
+}
+
+func failures(cases []conformance.Case) []string {
+	var f []string
+	for _, c := range cases {
+		if c.State == conformance.Failed {
+			f = append(f, c.Suite+": "+c.Name)
+		}
+	}
+	return f
+}
+
+// writeConformanceImages writes kubenode's test images (agnhost and pause
+// under the names the e2e suites of kubetest.Version reference) and the
+// agnhost the ClusterNetworkPolicy suite names, with a /bin/bash stand-in
+// (package conformance/bashshim) because its manifests run `/bin/bash -c`,
+// as one OCI layout tar. That agnhost runs `agnhost pause` when a
+// container gives no command, as upstream's image does (CMD ["pause"]).
+func writeConformanceImages(t *testing.T, bin, path string) {
+	t.Helper()
+	agnhost, err := os.ReadFile(filepath.Join(bin, "agnhost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shim := filepath.Join(t.TempDir(), "bash")
+	build := exec.Command("go", "build", "-o", shim, "github.com/romana/romana/conformance/bashshim")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the bash stand-in: %v\n%s", err, out)
+	}
+	bash, err := os.ReadFile(shim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := []kubenode.File{{Path: "agnhost", Mode: 0o755, Data: agnhost}, {Path: "tmp/.keep", Mode: 0o644}}
+	withBash := append(files[:2:2], kubenode.File{Path: "bin/bash", Mode: 0o755, Data: bash})
+	var buf bytes.Buffer
+	if err := kubenode.WriteLayout(&buf,
+		kubenode.Image{Name: kubenode.AgnhostImage, Entrypoint: []string{"/agnhost"}, Files: files},
+		kubenode.Image{Name: kubenode.PauseImage, Entrypoint: []string{"/agnhost", "pause"}, Files: files},
+		kubenode.Image{Name: npapiAgnhost, Entrypoint: []string{"/agnhost", "pause"}, Files: withBash},
+	); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runCNPConformance runs the network-policy-api conformance suite (its
+// test binary, through test2json) with every feature Romana supports, the
+// SCTP cases left out.
+func runCNPConformance(t *testing.T, k *kubetest.Cluster, dir, out string) []conformance.Case {
+	t.Helper()
+	report := filepath.Join(out, "cnp.jsonl")
+	f, err := os.Create(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command("go", "tool", "test2json", "-t", "-p", "network-policy-api/conformance",
+		filepath.Join(dir, "conformance.test"), "-test.v=test2json", "-test.run", "^TestConformance$",
+		"-test.skip", "^TestConformance$/SCTP$", "-test.timeout", "2h", "-all-features", "-debug")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+k.Kubeconfig)
+	cmd.Stdout, cmd.Stderr = f, f
+	start := time.Now()
+	t.Logf("network-policy-api conformance: running (output in %s)", report)
+	runErr := cmd.Run()
+	t.Logf("network-policy-api conformance: ended in %v (%v)", time.Since(start).Round(time.Second), runErr)
+	f.Seek(0, 0)
+	all := make([]string, len(cnpSCTP))
+	for i, n := range cnpSCTP {
+		all[i] = "TestConformance/" + n
+	}
+	cases, err := conformance.ParseGoTest(f, "ClusterNetworkPolicy", 2, all, cnpSkips)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cases) == 0 {
+		t.Errorf("network-policy-api conformance ran no case (%v); see %s", runErr, report)
+	}
+	return cases
+}
+
+// runNetpolE2E runs e2e.test focused on the NetworkPolicy e2e, SCTP left
+// out.
+func runNetpolE2E(t *testing.T, k *kubetest.Cluster, dir, out string) []conformance.Case {
+	t.Helper()
+	report := filepath.Join(out, "netpol.json")
+	logPath := filepath.Join(out, "netpol.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	focus := netpolFocus
+	if extra := os.Getenv(envFocus); extra != "" {
+		focus = netpolFocus + ".*" + extra
+	}
+	cmd := exec.Command(filepath.Join(dir, "e2e.test"),
+		"--kubeconfig="+k.Kubeconfig, "--provider=skeleton", "--kubectl-path="+filepath.Join(dir, "kubectl"),
+		"--ginkgo.focus="+focus, "--ginkgo.skip=SCTPConnectivity",
+		"--ginkgo.json-report="+report, "--ginkgo.no-color", "--ginkgo.v", "--ginkgo.timeout=3h",
+		"--node-schedulable-timeout=5m", "--disable-log-dump", "--report-dir="+out)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	start := time.Now()
+	t.Logf("NetworkPolicy e2e: running (log in %s)", logPath)
+	runErr := cmd.Run()
+	t.Logf("NetworkPolicy e2e: ended in %v (%v)", time.Since(start).Round(time.Second), runErr)
+	data, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatalf("NetworkPolicy e2e wrote no report (%v): %v; see %s", runErr, err, logPath)
+	}
+	cases, err := conformance.ParseGinkgo(data, "NetworkPolicy", regexp.MustCompile(focus), netpolSkips)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cases
+}
+
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
