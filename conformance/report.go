@@ -25,7 +25,13 @@ type Case struct {
 	State    string // Passed, Failed or Skipped
 	Reason   string // why it failed or was skipped (empty when passed)
 	Duration time.Duration
+	// FailedProtocols are the protocols of the probes that failed in a
+	// failed case of ParseGoTest (the --protocol of the suite's
+	// "FAILED Command was [/agnhost connect ...]" lines), sorted, unique.
+	FailedProtocols []string
 }
+
+var protocolRE = regexp.MustCompile(`FAILED Command was .*--protocol=([a-z]+)`)
 
 // Skip is a case left out on purpose: a pattern over its name and why.
 type Skip struct {
@@ -150,6 +156,17 @@ func ParseGoTest(r io.Reader, suite string, depth int, all []string, skips []Ski
 			c.State, c.Reason = Skipped, skipReason(out[name])
 		default:
 			c.State, c.Reason = Failed, failReason(name, order, final, out)
+			for sub, lines := range out {
+				if sub != name && !strings.HasPrefix(sub, name+"/") {
+					continue
+				}
+				for _, l := range lines {
+					if m := protocolRE.FindStringSubmatch(l); m != nil && !slices.Contains(c.FailedProtocols, m[1]) {
+						c.FailedProtocols = append(c.FailedProtocols, m[1])
+					}
+				}
+			}
+			slices.Sort(c.FailedProtocols)
 		}
 		cases = append(cases, c)
 	}
@@ -193,9 +210,12 @@ func failReason(name string, order []string, final map[string]testEvent, out map
 			continue
 		}
 		var what []string
-		for _, l := range out[sub] {
+		for i, l := range out[sub] {
 			t := strings.TrimSpace(l)
-			if strings.Contains(t, "FAILED") || strings.Contains(t, "Error:") || strings.Contains(t, "expected") {
+			if strings.HasPrefix(t, "Error:") && i+1 < len(out[sub]) { // testify: the error is on the next line
+				t += " " + strings.TrimSpace(out[sub][i+1])
+			}
+			if (strings.Contains(t, "FAILED") || strings.Contains(t, "Error:") || strings.Contains(t, "Expected")) && !slices.Contains(what, t) {
 				what = append(what, t)
 			}
 		}

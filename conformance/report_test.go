@@ -52,7 +52,8 @@ func TestParseGoTest(t *testing.T) {
 {"Action":"pass","Test":"TestConformance/A","Elapsed":2.5}
 {"Action":"run","Test":"TestConformance/B"}
 {"Action":"run","Test":"TestConformance/B/step_1"}
-{"Action":"output","Test":"TestConformance/B/step_1","Output":"    helper.go:96: FAILED to execute command x\n"}
+{"Action":"output","Test":"TestConformance/B/step_1","Output":"    helper.go:96: FAILED Command was [/agnhost connect --protocol=sctp 10.1.128.1:9003]\n"}
+{"Action":"output","Test":"TestConformance/B/step_1","Output":"    helper.go:96: FAILED Command was [/agnhost connect --protocol=sctp 10.1.128.1:9003]\n"}
 {"Action":"output","Test":"TestConformance/B/step_1","Output":"    noise\n"}
 {"Action":"fail","Test":"TestConformance/B/step_1","Elapsed":3}
 {"Action":"fail","Test":"TestConformance/B","Elapsed":3}
@@ -74,7 +75,7 @@ func TestParseGoTest(t *testing.T) {
 	}
 	want := []string{
 		"TestConformance/A passed ",
-		"TestConformance/B failed step_1: helper.go:96: FAILED to execute command x",
+		"TestConformance/B failed step_1: helper.go:96: FAILED Command was [/agnhost connect --protocol=sctp 10.1.128.1:9003]",
 		"TestConformance/C skipped suite.go:1: Skipping C: unsupported feature",
 		"TestConformance/D failed no result (the run ended before this test did)",
 		"TestConformance/ESCTP skipped no SCTP",
@@ -82,9 +83,12 @@ func TestParseGoTest(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("cases:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	if p := strings.Join(cases[1].FailedProtocols, ","); p != "sctp" {
+		t.Errorf("B's failed protocols: %q, want sctp (once)", p)
+	}
 	var b bytes.Buffer
 	Render(&b, "CNP", cases)
-	for _, s := range []string{"1 passed, 2 failed, 2 skipped (of 5).", "| TestConformance/B | step_1: helper.go:96: FAILED to execute command x |", "- TestConformance/A (2 s)"} {
+	for _, s := range []string{"1 passed, 2 failed, 2 skipped (of 5).", "| TestConformance/B | step_1: helper.go:96: FAILED Command was [/agnhost connect --protocol=sctp 10.1.128.1:9003] |", "- TestConformance/A (2 s)"} {
 		if !strings.Contains(b.String(), s) {
 			t.Errorf("Render lacks %q:\n%s", s, b.String())
 		}

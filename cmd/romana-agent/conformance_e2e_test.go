@@ -15,9 +15,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	npv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	"sigs.k8s.io/yaml"
 
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/bench/docblock"
@@ -26,6 +33,7 @@ import (
 	"github.com/romana/romana/kubenode"
 	"github.com/romana/romana/kubetest"
 	"github.com/romana/romana/plan"
+	"github.com/romana/romana/server/servertest"
 	"github.com/romana/romana/sim"
 	"github.com/romana/romana/sim/simtest"
 )
@@ -108,7 +116,12 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	lab := simtest.New(t)
-	srv, ctl := startRomanad(t, lab)
+	rlog, err := os.Create(filepath.Join(out, "romanad.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rlog.Close() })
+	srv, ctl := startRomanad(t, lab, servertest.WithLogger(slog.New(slog.NewTextHandler(rlog, nil))))
 	c := &cluster{t: t, ctx: ctx, srv: srv, ctl: ctl, lab: lab, exe: exe, logDir: t.TempDir(), credDir: t.TempDir(),
 		hosts: map[string]*sim.Host{}, cidrs: map[string]netip.Prefix{}, eps: map[string]*sim.Endpoint{},
 		agents: map[string]*agentProc{}, resync: 2 * time.Second}
@@ -127,6 +140,9 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	runRomanaKube(t, k, srv, kubeLabOptions{kubeLog: slog.LevelWarn})
+	if strings.Contains(suites, "cnp") {
+		installExperimentalCRD(t, k)
+	}
 	kubenode.StartControlPlane(t, k)
 	images := filepath.Join(t.TempDir(), "images.tar")
 	writeConformanceImages(t, bin, images)
@@ -194,6 +210,46 @@ func TestConformance(t *testing.T) {
 	for _, f := range failed {
 		t.Errorf("failed: %s", f)
 	}
+}
+
+// installExperimentalCRD replaces kubetest's ClusterNetworkPolicy CRD (the
+// standard channel's) with the experimental channel's of the same module
+// version: the suite's named-port and nodes-peer cases (features Romana
+// compiles) use fields only that one accepts. It waits until the apiserver
+// admits a policy with a nodes peer (a server-side dry run).
+func installExperimentalCRD(t *testing.T, k *kubetest.Cluster) {
+	t.Helper()
+	ctx := context.Background()
+	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/network-policy-api").Output()
+	if err != nil {
+		t.Fatalf("find module sigs.k8s.io/network-policy-api: %v", err)
+	}
+	b, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(dir)), "config/crd/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crd := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(b, &crd.Object); err != nil {
+		t.Fatalf("decode the experimental CRD: %v", err)
+	}
+	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	old, err := k.Dynamic.Resource(gvr).Get(ctx, crd.GetName(), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crd.SetResourceVersion(old.GetResourceVersion())
+	if _, err := k.Dynamic.Resource(gvr).Update(ctx, crd, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("update CRD %s to the experimental channel: %v", crd.GetName(), err)
+	}
+	probe := &npv1alpha2.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "romana-crd-probe"},
+		Spec: npv1alpha2.ClusterNetworkPolicySpec{Tier: npv1alpha2.AdminTier, Priority: 1,
+			Subject: npv1alpha2.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{}},
+			Egress: []npv1alpha2.ClusterNetworkPolicyEgressRule{{Action: npv1alpha2.ClusterNetworkPolicyRuleActionAccept,
+				To: []npv1alpha2.ClusterNetworkPolicyEgressPeer{{Nodes: &metav1.LabelSelector{}}}}}}}
+	expect.Eventually(t, "the experimental CRD served (a nodes peer admitted)", wait, func() error {
+		_, err := k.Policy.PolicyV1alpha2().ClusterNetworkPolicies().Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err
+	})
 }
 
 func failures(cases []conformance.Case) []string {
@@ -271,6 +327,11 @@ func runCNPConformance(t *testing.T, k *kubetest.Cluster, dir, out string) []con
 	cases, err := conformance.ParseGoTest(f, "ClusterNetworkPolicy", 2, all, cnpSkips)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i, c := range cases { // cases that mix SCTP probes with others
+		if c.State == conformance.Failed && slices.Equal(c.FailedProtocols, []string{"sctp"}) {
+			cases[i].Reason = "only its SCTP probes failed (" + noSCTP + "): " + c.Reason
+		}
 	}
 	if len(cases) == 0 {
 		t.Errorf("network-policy-api conformance ran no case (%v); see %s", runErr, report)
