@@ -29,6 +29,10 @@ type Case struct {
 	// failed case of ParseGoTest (the --protocol of the suite's
 	// "FAILED Command was [/agnhost connect ...]" lines), sorted, unique.
 	FailedProtocols []string
+	// SCTPProbesNotMade counts the SCTP probes a case of ParseGoTest
+	// logged as not made ("SKIPPED SCTP probe": the suite ran with
+	// $NPAPI_SKIP_SCTP_PROBES, see scripts/kube-e2e.sh).
+	SCTPProbesNotMade int
 }
 
 var protocolRE = regexp.MustCompile(`FAILED Command was .*--protocol=([a-z]+)`)
@@ -147,6 +151,15 @@ func ParseGoTest(r io.Reader, suite string, depth int, all []string, skips []Ski
 		seen[name] = true
 		e, ok := final[name]
 		c := Case{Suite: suite, Name: name, Duration: time.Duration(e.Elapsed * float64(time.Second))}
+		for sub, lines := range out {
+			if sub == name || strings.HasPrefix(sub, name+"/") {
+				for _, l := range lines {
+					if strings.Contains(l, "SKIPPED SCTP probe") {
+						c.SCTPProbesNotMade++
+					}
+				}
+			}
+		}
 		switch {
 		case !ok:
 			c.State, c.Reason = Failed, "no result (the run ended before this test did)"
@@ -266,7 +279,7 @@ func Render(w io.Writer, title string, cases []Case) {
 		}
 		fmt.Fprintf(w, "\n%s:\n\n| case | reason |\n|---|---|\n", st.head)
 		for _, c := range rows {
-			fmt.Fprintf(w, "| %s | %s |\n", cell(c.Name), cell(c.Reason))
+			fmt.Fprintf(w, "| %s | %s%s |\n", cell(c.Name), cell(c.Reason), sctpNote(c))
 		}
 	}
 	var passed []string
@@ -274,13 +287,21 @@ func Render(w io.Writer, title string, cases []Case) {
 	for _, c := range cases {
 		total += c.Duration
 		if c.State == Passed {
-			passed = append(passed, fmt.Sprintf("- %s (%.0f s)", c.Name, c.Duration.Seconds()))
+			passed = append(passed, fmt.Sprintf("- %s (%.0f s%s)", c.Name, c.Duration.Seconds(), sctpNote(c)))
 		}
 	}
 	if len(passed) > 0 {
 		fmt.Fprintf(w, "\n<details><summary>Passed (%d)</summary>\n\n%s\n\n</details>\n", len(passed), strings.Join(passed, "\n"))
 	}
 	fmt.Fprintf(w, "\nTime in the cases: %s.\n", total.Round(time.Second))
+}
+
+// sctpNote says how many SCTP probes a case did not make.
+func sctpNote(c Case) string {
+	if c.SCTPProbesNotMade == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d SCTP probes not made", c.SCTPProbesNotMade)
 }
 
 // cell makes s safe in a markdown table cell.

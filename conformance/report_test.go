@@ -48,6 +48,7 @@ func TestParseGoTest(t *testing.T) {
 	stream := `{"Action":"run","Test":"TestConformance"}
 {"Action":"run","Test":"TestConformance/A"}
 {"Action":"run","Test":"TestConformance/A/step_1"}
+{"Action":"output","Test":"TestConformance/A/step_1","Output":"    pokesctp.go:20: SKIPPED SCTP probe from a/b to 10.0.0.1:9003\n"}
 {"Action":"pass","Test":"TestConformance/A/step_1","Elapsed":1}
 {"Action":"pass","Test":"TestConformance/A","Elapsed":2.5}
 {"Action":"run","Test":"TestConformance/B"}
@@ -88,7 +89,7 @@ func TestParseGoTest(t *testing.T) {
 	}
 	var b bytes.Buffer
 	Render(&b, "CNP", cases)
-	for _, s := range []string{"1 passed, 2 failed, 2 skipped (of 5).", "| TestConformance/B | step_1: helper.go:96: FAILED Command was [/agnhost connect --protocol=sctp 10.1.128.1:9003] |", "- TestConformance/A (2 s)"} {
+	for _, s := range []string{"1 passed, 2 failed, 2 skipped (of 5).", "| TestConformance/B | step_1: helper.go:96: FAILED Command was [/agnhost connect --protocol=sctp 10.1.128.1:9003] |", "- TestConformance/A (2 s; 1 SCTP probes not made)"} {
 		if !strings.Contains(b.String(), s) {
 			t.Errorf("Render lacks %q:\n%s", s, b.String())
 		}
