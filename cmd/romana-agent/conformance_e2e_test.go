@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,8 +50,9 @@ const (
 	// envOut is a directory that keeps the suites' logs and reports.
 	envOut = "ROMANA_CONFORMANCE_OUT"
 	// envSuites picks suites: "netpol", "cnp" or both (default), comma
-	// separated; envFocus narrows the NetworkPolicy e2e (a regexp), for
-	// debugging.
+	// separated; envFocus narrows both (a regexp over the NetworkPolicy
+	// e2e's names, and over the ClusterNetworkPolicy suite's case names),
+	// for debugging.
 	envSuites = "ROMANA_CONFORMANCE_SUITES"
 	envFocus  = "ROMANA_CONFORMANCE_FOCUS"
 )
@@ -135,8 +137,10 @@ func TestConformance(t *testing.T) {
 			os.WriteFile(filepath.Join(out, "agent-"+h+".log"), b, 0o644)
 		}
 	})
+	// 10 tenant bits: every NetworkPolicy case makes three namespaces
+	// (tenants), 4 bits ran out after five cases.
 	if _, err := srv.Client.AddNetwork(ctx, api.Network{Name: "pods", CIDR: "10.0.0.0/8",
-		Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}); err != nil {
+		Fields: []plan.Field{{Name: "host", Bits: 4}, {Name: "tenant", Bits: 10}, {Name: "segment", Bits: 2}}}); err != nil {
 		t.Fatal(err)
 	}
 	runRomanaKube(t, k, srv, kubeLabOptions{kubeLog: slog.LevelWarn})
@@ -180,33 +184,35 @@ func TestConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	clusterUp := time.Since(began)
 	t.Logf("cluster up in %v: apiserver, scheduler, controller-manager, %d nodes, romanad, romana-kube, %d agents",
 		time.Since(began).Round(time.Millisecond), len(hosts), len(hosts))
 
-	var blocks bytes.Buffer
 	var failed []string
+	header := func() string {
+		return fmt.Sprintf("Run of %s, %d nodes, cluster up in %s; load average (1, 5, 15 min) at the end: %s.\n\n",
+			time.Now().UTC().Format("2006-01-02 15:04 UTC"), len(hosts), clusterUp.Round(time.Second), loadAverage())
+	}
 	if strings.Contains(suites, "cnp") {
+		start := time.Now()
 		cases := runCNPConformance(t, k, npDir, out)
-		conformance.Render(&blocks, "ClusterNetworkPolicy conformance (sigs.k8s.io/network-policy-api v0.3.0)", cases)
-		blocks.WriteString("\n")
+		var b bytes.Buffer
+		b.WriteString(header())
+		conformance.Render(&b, "ClusterNetworkPolicy conformance (sigs.k8s.io/network-policy-api v0.3.0)", cases)
+		fmt.Fprintf(&b, "Suite run: %s.\n", time.Since(start).Round(time.Second))
+		writeResults(t, out, "cnp", b.String())
 		failed = append(failed, failures(cases)...)
 	}
 	if strings.Contains(suites, "netpol") {
+		start := time.Now()
 		cases := runNetpolE2E(t, k, e2eDir, out)
-		conformance.Render(&blocks, "Kubernetes NetworkPolicy e2e (k8s.io/kubernetes "+kubetest.Version+" test/e2e/network/netpol)", cases)
+		var b bytes.Buffer
+		b.WriteString(header())
+		conformance.Render(&b, "Kubernetes NetworkPolicy e2e (k8s.io/kubernetes "+kubetest.Version+" test/e2e/network/netpol)", cases)
+		fmt.Fprintf(&b, "Suite run: %s.\n", time.Since(start).Round(time.Second))
+		writeResults(t, out, "netpol", b.String())
 		failed = append(failed, failures(cases)...)
 	}
-	block := fmt.Sprintf("Run of %s, %d nodes, in %s; load average at the end: %s.\n\n%s",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), len(hosts), time.Since(began).Round(time.Second), loadAverage(), blocks.String())
-	if err := os.WriteFile(filepath.Join(out, "results.md"), []byte(block), 0o644); err != nil {
-		t.Error(err)
-	}
-	if doc := os.Getenv(envDoc); doc != "" {
-		if err := docblock.Update(doc, "<!-- conformance results begin -->", "<!-- conformance results end -->", block); err != nil {
-			t.Error(err)
-		}
-	}
-	t.Logf("results (also in %s):\n%s", filepath.Join(out, "results.md"), block)
 	for _, f := range failed {
 		t.Errorf("failed: %s", f)
 	}
@@ -250,6 +256,35 @@ func installExperimentalCRD(t *testing.T, k *kubetest.Cluster) {
 		_, err := k.Policy.PolicyV1alpha2().ClusterNetworkPolicies().Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		return err
 	})
+}
+
+// writeResults writes one suite's results block into out and, with
+// $ROMANA_CONFORMANCE_DOC, between that suite's markers in
+// docs/conformance.md (under an exclusive lock of the file: two runs of
+// single suites may end together).
+func writeResults(t *testing.T, out, suite, block string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(out, suite+"-results.md"), []byte(block), 0o644); err != nil {
+		t.Error(err)
+	}
+	t.Logf("results (also in %s):\n%s", filepath.Join(out, suite+"-results.md"), block)
+	doc := os.Getenv(envDoc)
+	if doc == "" {
+		return
+	}
+	f, err := os.Open(doc)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Error(err)
+		return
+	}
+	if err := docblock.Update(doc, "<!-- "+suite+" results begin -->", "<!-- "+suite+" results end -->", block); err != nil {
+		t.Error(err)
+	}
 }
 
 func failures(cases []conformance.Case) []string {
@@ -305,13 +340,17 @@ func writeConformanceImages(t *testing.T, bin, path string) {
 func runCNPConformance(t *testing.T, k *kubetest.Cluster, dir, out string) []conformance.Case {
 	t.Helper()
 	report := filepath.Join(out, "cnp.jsonl")
+	run := "^TestConformance$"
+	if extra := os.Getenv(envFocus); extra != "" {
+		run += "/" + extra
+	}
 	f, err := os.Create(report)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	cmd := exec.Command("go", "tool", "test2json", "-t", "-p", "network-policy-api/conformance",
-		filepath.Join(dir, "conformance.test"), "-test.v=test2json", "-test.run", "^TestConformance$",
+		filepath.Join(dir, "conformance.test"), "-test.v=test2json", "-test.run", run,
 		"-test.skip", "^TestConformance$/SCTP$", "-test.timeout", "2h", "-all-features", "-debug")
 	// SCTP probes inside other cases are logged and not made (see
 	// scripts/kube-e2e.sh): without it the first one would end its case.
