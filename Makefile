@@ -58,7 +58,7 @@ kube-node:
 # built from Go modules by scripts/kube-e2e.sh into $(TOOLS) (a few minutes
 # the first time with kube-apiserver's build cache, instant afterwards).
 # Rewrites the results block of docs/conformance.md; fails when a case
-# failed. Not part of make test: it takes about half an hour on 2 cores.
+# failed. Not part of make test: about 20-30 minutes on 2 cores.
 KUBE_E2E = $(TOOLS)/kube-e2e-$(KUBE_VERSION)
 NPAPI_VERSION = $(shell $(GO) list -m -f '{{.Version}}' sigs.k8s.io/network-policy-api)
 CONFORMANCE_OUT ?= $(or $(TMPDIR),/tmp)/romana-conformance
