@@ -16,7 +16,7 @@ DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
 VPKG := github.com/romana/romana/version
 LDFLAGS := -X '$(VPKG).Version=$(VERSION)' -X '$(VPKG).Commit=$(COMMIT)' -X '$(VPKG).Date=$(DATE)'
 
-.PHONY: all deps build test tidy docs docs-check unit fuzz demo demo-kubernetes bench bench-go bench-scale bench-kube faults clean install deb deb-test nfpm kube-apiserver kube-node images images-test
+.PHONY: all deps build test tidy docs docs-check unit fuzz demo demo-kubernetes bench bench-go bench-scale bench-kube faults clean install deb deb-test nfpm kube-apiserver kube-node images images-test conformance
 
 all: build
 
@@ -51,6 +51,23 @@ kube-apiserver:
 KUBE_NODE = $(TOOLS)/kube-node-$(KUBE_VERSION)
 kube-node:
 	@KUBE_VERSION=$(KUBE_VERSION) TOOLS=$(TOOLS) ./scripts/kube-node.sh >/dev/null
+
+# Upstream NetworkPolicy suites against a real cluster of nodes (package
+# kubenode): Kubernetes' NetworkPolicy e2e (e2e.test) and the
+# ClusterNetworkPolicy conformance suite of sigs.k8s.io/network-policy-api,
+# built from Go modules by scripts/kube-e2e.sh into $(TOOLS) (a few minutes
+# the first time with kube-apiserver's build cache, instant afterwards).
+# Rewrites the results block of docs/conformance.md; fails when a case
+# failed. Not part of make test: about 20-30 minutes on 2 cores.
+KUBE_E2E = $(TOOLS)/kube-e2e-$(KUBE_VERSION)
+NPAPI_VERSION = $(shell $(GO) list -m -f '{{.Version}}' sigs.k8s.io/network-policy-api)
+CONFORMANCE_OUT ?= $(or $(TMPDIR),/tmp)/romana-conformance
+conformance: deps build kube-apiserver kube-node
+	@KUBE_VERSION=$(KUBE_VERSION) NPAPI_VERSION=$(NPAPI_VERSION) TOOLS=$(TOOLS) ./scripts/kube-e2e.sh >/dev/null
+	ROMANA_BIN=$(BIN) ROMANA_KUBE_APISERVER=$(KUBE_APISERVER) ROMANA_KUBE_NODE=$(KUBE_NODE) \
+	  ROMANA_KUBE_E2E=$(KUBE_E2E) ROMANA_NPAPI_CONFORMANCE=$(TOOLS)/network-policy-api-$(NPAPI_VERSION) \
+	  ROMANA_CONFORMANCE_DOC=$(CURDIR)/docs/conformance.md ROMANA_CONFORMANCE_OUT=$(CONFORMANCE_OUT) \
+	  $(GO) test -tags conformance -count=1 -timeout 3h -run '^TestConformance$$' -v ./cmd/romana-agent
 
 # go.mod and go.sum must be what `go mod tidy` makes of them: fails, printing
 # the difference, when they are not (run `go mod tidy` and commit the result).

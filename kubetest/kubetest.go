@@ -100,9 +100,10 @@ type Cluster struct {
 	// ReadyTime is how long the apiserver took to answer /readyz.
 	ReadyTime time.Duration
 
-	dir     string
-	logFile string
-	waited  string // the last not-ready answer of /readyz
+	dir       string
+	logFile   string
+	extraArgs []string // StartWithArgs' apiserver flags
+	waited    string   // the last not-ready answer of /readyz
 }
 
 // As returns a copy of the admin's configuration that impersonates user
@@ -174,6 +175,15 @@ func CachePath() (string, error) {
 // ServiceAccount, which pods need.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
+	return StartWithArgs(t)
+}
+
+// StartWithArgs is Start with more kube-apiserver flags, added after
+// Start's own (a flag given twice takes its last value): for example
+// --egress-selector-config-file, for a test that must reach kubelets
+// through a proxy of its own.
+func StartWithArgs(t testing.TB, apiserverArgs ...string) *Cluster {
+	t.Helper()
 	bin, err := Binary()
 	if err != nil {
 		if os.Getenv(EnvBinary) != "" || os.Getenv("CI") == "true" {
@@ -187,7 +197,7 @@ func Start(t testing.TB) *Cluster {
 	}
 	began := time.Now()
 	dir := t.TempDir()
-	c := &Cluster{dir: dir, logFile: filepath.Join(dir, "kube-apiserver.log")}
+	c := &Cluster{dir: dir, logFile: filepath.Join(dir, "kube-apiserver.log"), extraArgs: apiserverArgs}
 
 	etcdURL := startEtcd(t, filepath.Join(dir, "etcd"))
 	token := randomHex(t, 32)
@@ -339,6 +349,7 @@ func tryAPIServer(t testing.TB, c *Cluster, bin, etcdURL string, port int) (stri
 		"--profiling=false",
 		"--v=1",
 	}
+	args = append(args, c.extraArgs...)
 	logf, err := os.OpenFile(c.logFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return "", err
