@@ -42,7 +42,7 @@ import (
 	"github.com/romana/romana/sim/simtest"
 )
 
-// kubeNodes is TestKubeNodesSmoke's cluster: a kubetest apiserver, the
+// kubeNodes is the real-node cluster of TestKubeNodesSmoke and TestKubeNodesLatency: a kubetest apiserver, the
 // real scheduler and controller-manager, romanad, romana-kube in this
 // process, one kubenode.Node and one romana-agent process per host.
 type kubeNodes struct {

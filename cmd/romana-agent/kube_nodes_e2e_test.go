@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -23,11 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/romana/romana/api"
 	"github.com/romana/romana/expect"
 	"github.com/romana/romana/kubenode"
-	"github.com/romana/romana/kubetest"
-	"github.com/romana/romana/plan"
 	"github.com/romana/romana/sim"
 	"github.com/romana/romana/sim/simtest"
 )
@@ -45,85 +40,16 @@ import (
 // (kubenode's cleanup reports what it had to force).
 func TestKubeNodesSmoke(t *testing.T) {
 	simtest.Require(t, "nft", "ping")
-	bin := kubenode.Require(t)
 	began := time.Now()
-	k := kubetest.Start(t)
-	ctx := context.Background()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	lab := simtest.New(t)
-	srv, ctl := startRomanad(t, lab)
-	c := &cluster{t: t, ctx: ctx, srv: srv, ctl: ctl, lab: lab, exe: exe, logDir: t.TempDir(), credDir: t.TempDir(),
-		hosts: map[string]*sim.Host{}, cidrs: map[string]netip.Prefix{}, eps: map[string]*sim.Endpoint{},
-		agents: map[string]*agentProc{}, resync: 2 * time.Second}
 	hosts := []string{"h1", "h2"}
-	// Registered before the nodes: the agents stop after them, so the
-	// sandboxes' CNI DELs still find them.
-	t.Cleanup(func() {
-		for name := range c.agents {
-			c.stopAgent(name)
-		}
-		if t.Failed() {
-			for _, h := range hosts {
-				b, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
-				t.Logf("agent %s log:\n%s", h, b)
-			}
-		}
-	})
-	if _, err := srv.Client.AddNetwork(ctx, api.Network{Name: "pods", CIDR: "10.0.0.0/8",
-		Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}); err != nil {
-		t.Fatal(err)
-	}
-	runRomanaKube(t, k, srv, kubeLabOptions{})
-	kubenode.StartControlPlane(t, k)
-	images := filepath.Join(t.TempDir(), "images.tar")
-	if err := kubenode.WriteImages(bin, images); err != nil {
-		t.Fatal(err)
-	}
-	plugin := filepath.Join(pluginDir(t), "romana-cni")
-	nodes := map[string]*kubenode.Node{}
-	for i, name := range hosts {
-		ip := netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)})
-		h, err := lab.AddHost(ctx, name, netip.PrefixFrom(ip, 24))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.hosts[name] = h
-		conf := fmt.Appendf(nil, `{"cniVersion":"1.0.0","name":"romana","plugins":[{"type":"romana-cni","agentSocket":%q,"kubernetes":true}]}`, c.cniSock(name))
-		nodes[name] = kubenode.Start(t, k, h, kubenode.Config{
-			CNIPlugins: map[string]string{"romana-cni": plugin}, CNIConfig: conf, Images: images, ClusterCIDR: "10.0.0.0/8"})
-	}
-	// The kubelets registered the Nodes; romana-kube makes them hosts.
-	expect.Eventually(t, "hosts registered from the kubelets' nodes", wait, func() error {
-		hs, err := srv.Client.ListHosts(ctx)
-		if err != nil {
-			return err
-		}
-		if len(hs) != len(hosts) {
-			return fmt.Errorf("hosts %v", hs)
-		}
-		for _, h := range hs {
-			for _, s := range h.Slots {
-				c.cidrs[h.Name] = s.CIDR
-			}
-		}
-		return nil
-	})
-	// The agents run in their node's mount namespace, where containerd
-	// mounts the pods' network namespaces that romana-cni hands them.
-	c.agentCommand = func(host string, args ...string) *exec.Cmd { return nodes[host].Command(args...) }
-	for _, h := range hosts {
-		c.startAgent(h)
-	}
-	c.waitHealthy(hosts...)
-	for _, h := range hosts {
-		if err := nodes[h].WaitReady(ctx, k); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("cluster up in %v: apiserver, scheduler, controller-manager, 2 nodes, romanad, romana-kube, 2 agents", time.Since(began).Round(time.Millisecond))
+	// The test binary is the agent (TestMain), resync 2 s; romana-kube at
+	// runRomanaKube's default interval.
+	kn := startKubeNodes(t, hosts, exe, 2*time.Second, 20*time.Millisecond)
+	ctx, k, c, nodes := context.Background(), kn.k, kn.cluster, kn.nodes
 
 	const ns = "smoke"
 	cs := k.Clientset
