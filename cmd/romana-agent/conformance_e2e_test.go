@@ -27,7 +27,6 @@ import (
 	npv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 	"sigs.k8s.io/yaml"
 
-	"github.com/romana/romana/api"
 	"github.com/romana/romana/bench/docblock"
 	"github.com/romana/romana/conformance"
 	"github.com/romana/romana/expect"
@@ -78,7 +77,6 @@ var (
 
 func TestConformance(t *testing.T) {
 	simtest.Require(t, "nft", "ping")
-	bin := kubenode.Require(t)
 	e2eDir, npDir := os.Getenv(envE2E), os.Getenv(envNPAPI)
 	if e2eDir == "" || npDir == "" {
 		t.Fatalf("$%s and $%s must name the binaries of scripts/kube-e2e.sh (run make conformance)", envE2E, envNPAPI)
@@ -95,7 +93,6 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	began := time.Now()
-	ctx := context.Background()
 
 	// The apiserver reaches kubelets (exec into the suites' agnhost pods)
 	// through the proxy, which dials 127.0.0.1:10250 inside the node's
@@ -111,79 +108,36 @@ func TestConformance(t *testing.T) {
 	if err := os.WriteFile(egress, []byte(conformance.EgressSelectorConfig(sock)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	k := kubetest.StartWithArgs(t, "--egress-selector-config-file="+egress)
-
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	lab := simtest.New(t)
 	rlog, err := os.Create(filepath.Join(out, "romanad.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rlog.Close() })
-	srv, ctl := startRomanad(t, lab, servertest.WithLogger(slog.New(slog.NewTextHandler(rlog, nil))))
-	c := &cluster{t: t, ctx: ctx, srv: srv, ctl: ctl, lab: lab, exe: exe, logDir: t.TempDir(), credDir: t.TempDir(),
-		hosts: map[string]*sim.Host{}, cidrs: map[string]netip.Prefix{}, eps: map[string]*sim.Endpoint{},
-		agents: map[string]*agentProc{}, resync: 2 * time.Second}
 	hosts := []string{"h1", "h2"}
-	t.Cleanup(func() {
-		for name := range c.agents {
-			c.stopAgent(name)
-		}
-		for _, h := range hosts { // the agents' logs outlive the run
-			b, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
-			os.WriteFile(filepath.Join(out, "agent-"+h+".log"), b, 0o644)
-		}
+	kn := startKubeNodesWith(t, hosts, kubeNodesOptions{
+		agentExe:      exe,
+		resync:        2 * time.Second,
+		apiserverArgs: []string{"--egress-selector-config-file=" + egress},
+		romanad:       []servertest.Option{servertest.WithLogger(slog.New(slog.NewTextHandler(rlog, nil)))},
+		// 10 tenant bits: every NetworkPolicy case makes three namespaces
+		// (tenants), 4 bits ran out after five cases.
+		fields: []plan.Field{{Name: "host", Bits: 4}, {Name: "tenant", Bits: 10}, {Name: "segment", Bits: 2}},
+		beforeControlPlane: func(k *kubetest.Cluster) {
+			if strings.Contains(suites, "cnp") {
+				installExperimentalCRD(t, k)
+			}
+		},
+		images: func(bin, path string) { writeConformanceImages(t, bin, path) },
+		onHost: func(name string, h *sim.Host, ip netip.Addr) {
+			proxy.AddNode(dialIn(h.Namespace), name, ip.String())
+		},
+		logs: out, // the agents' logs outlive the run
 	})
-	// 10 tenant bits: every NetworkPolicy case makes three namespaces
-	// (tenants), 4 bits ran out after five cases.
-	if _, err := srv.Client.AddNetwork(ctx, api.Network{Name: "pods", CIDR: "10.0.0.0/8",
-		Fields: []plan.Field{{Name: "host", Bits: 4}, {Name: "tenant", Bits: 10}, {Name: "segment", Bits: 2}}}); err != nil {
-		t.Fatal(err)
-	}
-	runRomanaKube(t, k, srv, kubeLabOptions{kubeLog: slog.LevelWarn})
-	if strings.Contains(suites, "cnp") {
-		installExperimentalCRD(t, k)
-	}
-	kubenode.StartControlPlane(t, k)
-	images := filepath.Join(t.TempDir(), "images.tar")
-	writeConformanceImages(t, bin, images)
-	plugin := filepath.Join(pluginDir(t), "romana-cni")
-	nodes := map[string]*kubenode.Node{}
-	for i, name := range hosts {
-		ip := netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)})
-		h, err := lab.AddHost(ctx, name, netip.PrefixFrom(ip, 24))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.hosts[name] = h
-		proxy.AddNode(dialIn(h.Namespace), name, ip.String())
-		conf := fmt.Appendf(nil, `{"cniVersion":"1.0.0","name":"romana","plugins":[{"type":"romana-cni","agentSocket":%q,"kubernetes":true}]}`, c.cniSock(name))
-		nodes[name] = kubenode.Start(t, k, h, kubenode.Config{
-			CNIPlugins: map[string]string{"romana-cni": plugin}, CNIConfig: conf, Images: images, ClusterCIDR: "10.0.0.0/8"})
-	}
-	expect.Eventually(t, "hosts registered from the kubelets' nodes", wait, func() error {
-		hs, err := srv.Client.ListHosts(ctx)
-		if err != nil {
-			return err
-		}
-		if len(hs) != len(hosts) {
-			return fmt.Errorf("hosts %v", hs)
-		}
-		return nil
-	})
-	c.agentCommand = func(host string, args ...string) *exec.Cmd { return nodes[host].Command(args...) }
-	for _, h := range hosts {
-		c.startAgent(h)
-	}
-	c.waitHealthy(hosts...)
-	for _, h := range hosts {
-		if err := nodes[h].WaitReady(ctx, k); err != nil {
-			t.Fatal(err)
-		}
-	}
+	k := kn.k
 	clusterUp := time.Since(began)
 	t.Logf("cluster up in %v: apiserver, scheduler, controller-manager, %d nodes, romanad, romana-kube, %d agents",
 		time.Since(began).Round(time.Millisecond), len(hosts), len(hosts))

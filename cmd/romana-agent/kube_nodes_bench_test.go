@@ -38,6 +38,7 @@ import (
 	"github.com/romana/romana/kubenode"
 	"github.com/romana/romana/kubetest"
 	"github.com/romana/romana/plan"
+	"github.com/romana/romana/server/servertest"
 	"github.com/romana/romana/sim"
 	"github.com/romana/romana/sim/simtest"
 )
@@ -57,16 +58,50 @@ type kubeNodes struct {
 // at most every kubeMinInterval, and waits until every Node is Ready.
 func startKubeNodes(t *testing.T, hosts []string, agentExe string, resync, kubeMinInterval time.Duration, agentArgs ...string) *kubeNodes {
 	t.Helper()
+	return startKubeNodesWith(t, hosts, kubeNodesOptions{agentExe: agentExe, resync: resync,
+		kubeMinInterval: kubeMinInterval, agentArgs: agentArgs})
+}
+
+// kubeNodesOptions are what the clusters of startKubeNodesWith differ in.
+// The zero value of every field but agentExe is a default.
+type kubeNodesOptions struct {
+	agentExe        string
+	resync          time.Duration
+	kubeMinInterval time.Duration
+	agentArgs       []string
+	// apiserverArgs are extra kube-apiserver flags.
+	apiserverArgs []string
+	// romanad are options of the romanad instance (a logger, ...).
+	romanad []servertest.Option
+	// fields are the pod network's fields; default host 8, tenant 4,
+	// segment 4 bits of 10.0.0.0/8.
+	fields []plan.Field
+	// beforeControlPlane runs once romana-kube runs, before the scheduler
+	// and controller-manager start (CRDs to install, ...).
+	beforeControlPlane func(k *kubetest.Cluster)
+	// images writes the nodes' image tarball to path; default
+	// kubenode.WriteImages.
+	images func(bin, path string)
+	// onHost runs for every host namespace before its node starts.
+	onHost func(name string, h *sim.Host, ip netip.Addr)
+	// logs, if set, is a directory the agents' logs are copied to when the
+	// test ends, failed or not.
+	logs string
+}
+
+// startKubeNodesWith starts the cluster of startKubeNodes with o.
+func startKubeNodesWith(t *testing.T, hosts []string, o kubeNodesOptions) *kubeNodes {
+	t.Helper()
 	simtest.Require(t, "nft", "ip")
 	bin := kubenode.Require(t)
 	began := time.Now()
-	k := kubetest.Start(t)
+	k := kubetest.StartWithArgs(t, o.apiserverArgs...)
 	ctx := context.Background()
 	lab := simtest.New(t)
-	srv, ctl := startRomanad(t, lab)
-	c := &cluster{t: t, ctx: ctx, srv: srv, ctl: ctl, lab: lab, exe: agentExe, logDir: t.TempDir(), credDir: t.TempDir(),
+	srv, ctl := startRomanad(t, lab, o.romanad...)
+	c := &cluster{t: t, ctx: ctx, srv: srv, ctl: ctl, lab: lab, exe: o.agentExe, logDir: t.TempDir(), credDir: t.TempDir(),
 		hosts: map[string]*sim.Host{}, cidrs: map[string]netip.Prefix{}, eps: map[string]*sim.Endpoint{},
-		agents: map[string]*agentProc{}, resync: resync}
+		agents: map[string]*agentProc{}, resync: o.resync}
 	kn := &kubeNodes{cluster: c, k: k, nodes: map[string]*kubenode.Node{}, names: hosts}
 	// Registered before the nodes: the agents stop after them, so the
 	// sandboxes' CNI DELs still find them.
@@ -74,21 +109,32 @@ func startKubeNodes(t *testing.T, hosts []string, agentExe string, resync, kubeM
 		for name := range c.agents {
 			c.stopAgent(name)
 		}
-		if t.Failed() {
-			for _, h := range hosts {
-				b, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
+		for _, h := range hosts {
+			b, _ := os.ReadFile(filepath.Join(c.logDir, h+".log"))
+			if o.logs != "" {
+				os.WriteFile(filepath.Join(o.logs, "agent-"+h+".log"), b, 0o644)
+			}
+			if t.Failed() {
 				t.Logf("agent %s log:\n%s", h, b)
 			}
 		}
 	})
-	if _, err := srv.Client.AddNetwork(ctx, api.Network{Name: "pods", CIDR: "10.0.0.0/8",
-		Fields: []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}}); err != nil {
+	fields := o.fields
+	if fields == nil {
+		fields = []plan.Field{{Name: "host", Bits: 8}, {Name: "tenant", Bits: 4}, {Name: "segment", Bits: 4}}
+	}
+	if _, err := srv.Client.AddNetwork(ctx, api.Network{Name: "pods", CIDR: "10.0.0.0/8", Fields: fields}); err != nil {
 		t.Fatal(err)
 	}
-	runRomanaKube(t, k, srv, kubeLabOptions{kubeMinInterval: kubeMinInterval, kubeLog: slog.LevelWarn})
+	runRomanaKube(t, k, srv, kubeLabOptions{kubeMinInterval: o.kubeMinInterval, kubeLog: slog.LevelWarn})
+	if o.beforeControlPlane != nil {
+		o.beforeControlPlane(k)
+	}
 	kubenode.StartControlPlane(t, k)
 	images := filepath.Join(t.TempDir(), "images.tar")
-	if err := kubenode.WriteImages(bin, images); err != nil {
+	if o.images != nil {
+		o.images(bin, images)
+	} else if err := kubenode.WriteImages(bin, images); err != nil {
 		t.Fatal(err)
 	}
 	plugin := filepath.Join(pluginDir(t), "romana-cni")
@@ -99,6 +145,9 @@ func startKubeNodes(t *testing.T, hosts []string, agentExe string, resync, kubeM
 			t.Fatal(err)
 		}
 		c.hosts[name] = h
+		if o.onHost != nil {
+			o.onHost(name, h, ip)
+		}
 		conf := fmt.Appendf(nil, `{"cniVersion":"1.0.0","name":"romana","plugins":[{"type":"romana-cni","agentSocket":%q,"kubernetes":true}]}`, c.cniSock(name))
 		kn.nodes[name] = kubenode.Start(t, k, h, kubenode.Config{
 			CNIPlugins: map[string]string{"romana-cni": plugin}, CNIConfig: conf, Images: images, ClusterCIDR: "10.0.0.0/8"})
@@ -120,7 +169,7 @@ func startKubeNodes(t *testing.T, hosts []string, agentExe string, resync, kubeM
 	})
 	c.agentCommand = func(host string, args ...string) *exec.Cmd { return kn.nodes[host].Command(args...) }
 	for _, h := range hosts {
-		c.startAgent(h, agentArgs...)
+		c.startAgent(h, o.agentArgs...)
 	}
 	c.waitHealthy(hosts...)
 	for _, h := range hosts {
