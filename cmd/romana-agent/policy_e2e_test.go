@@ -101,9 +101,11 @@ func (c *cluster) probeDst(p pprobe) netip.Addr {
 // run performs one probe; nil means the traffic got through (and back).
 func (c *cluster) run(p pprobe) error {
 	dst := c.probeDst(p)
-	from := c.eps[p.from].Namespace
+	var from *sim.Namespace
 	if p.fromHost {
 		from = c.hosts[p.from].Namespace
+	} else {
+		from = c.eps[p.from].Namespace
 	}
 	switch p.kind {
 	case "ping":
@@ -486,7 +488,11 @@ func (c *cluster) randomized(t *testing.T) {
 		}
 		return pprobe{kind: "tcp", from: from, to: to, port: []uint16{echoPort, 8081, 9000}[r.IntN(3)]}
 	}
-	toHosts := 0
+	toHosts, toOwnHost := 0, 0
+	hostOf := map[string]string{}
+	for _, e := range layout {
+		hostOf[e.name] = e.host
+	}
 	for round := 0; round < 3; round++ {
 		c.removeAllPolicies()
 		var ps []api.Policy
@@ -530,6 +536,8 @@ func (c *cluster) randomized(t *testing.T) {
 				p.ok = tr.Verdict == api.ActionAllow
 				if p.ok {
 					allowed++
+				} else if hostOf[from] == h {
+					toOwnHost++
 				} else {
 					toHosts++
 				}
@@ -551,6 +559,6 @@ func (c *cluster) randomized(t *testing.T) {
 			c.expect(fmt.Sprintf("round %d (seed %d)", round, seed), probes)
 		}()
 	}
-	t.Logf("%d probes to a host's address denied by the trace (and dropped)", toHosts)
+	t.Logf("probes to a host's address denied by the trace (and dropped): %d to the source's own host (input hook), %d to another host", toOwnHost, toHosts)
 	c.removeAllPolicies()
 }
