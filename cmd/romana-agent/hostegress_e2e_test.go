@@ -218,6 +218,12 @@ func TestEndpointToHostEndToEnd(t *testing.T) {
 	// h1 also serves on its link-local gateway address on a1's veth.
 	c.serveEchoAt(&sim.Endpoint{Namespace: c.hosts["h1"].Namespace}, netip.MustParseAddr("fe80::1%rv-a1"), echoPort)
 	c.waitHealthy("h1", "h2", "h3")
+	for _, h := range []string{"h1", "h2", "h3"} {
+		expect.Eventually(t, h+" has its input chain", wait, func() error {
+			_, err := c.hosts[h].Exec(c.ctx, "nft", "list", "chain", "inet", "romana", "input")
+			return err
+		})
+	}
 	step := func(name string, f func(t *testing.T)) {
 		t.Run(name, func(t *testing.T) { c.t = t; f(t) })
 		c.t = t
@@ -251,9 +257,12 @@ func TestEndpointToHostEndToEnd(t *testing.T) {
 			}
 		}
 		before := c.inputCounter("h1", "no policy can name it")
-		if err := linkLocal("a1"); err == nil {
-			t.Errorf("a1 connected to h1's [fe80::1]:%d, a link-local source no policy can name", echoPort)
-		}
+		expect.Eventually(t, "a1's link-local connection to h1 dropped", wait, func() error {
+			if err := linkLocal("a1"); err == nil {
+				return fmt.Errorf("a1 connected to h1's [fe80::1]:%d, a link-local source no policy can name", echoPort)
+			}
+			return nil
+		})
 		if after := c.inputCounter("h1", "no policy can name it"); after <= before {
 			t.Errorf("h1's link-local rule counted %d packets, want more than %d", after, before)
 		}
