@@ -254,8 +254,12 @@ func newPolicyCluster(t *testing.T) *cluster {
 
 func TestPolicyEndToEnd(t *testing.T) {
 	c := newPolicyCluster(t)
-	tcp := func(from, to string, port uint16, ok bool) pprobe { return pprobe{kind: "tcp", from: from, to: to, port: port, ok: ok} }
-	udp := func(from, to string, ok bool) pprobe { return pprobe{kind: "udp", from: from, to: to, port: udpPort, ok: ok} }
+	tcp := func(from, to string, port uint16, ok bool) pprobe {
+		return pprobe{kind: "tcp", from: from, to: to, port: port, ok: ok}
+	}
+	udp := func(from, to string, ok bool) pprobe {
+		return pprobe{kind: "udp", from: from, to: to, port: udpPort, ok: ok}
+	}
 	ping := func(from, to string, ok bool) pprobe { return pprobe{kind: "ping", from: from, to: to, ok: ok} }
 	step := func(name string, f func(t *testing.T)) {
 		t.Run(name, func(t *testing.T) { c.t = t; f(t) })
