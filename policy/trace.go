@@ -40,9 +40,10 @@ const ProtoICMPv6 = "icmpv6"
 // one's. The other way, a host's own address (or the gateway) to one of
 // its endpoints is allowed: the host sends through its output hook, which
 // Romana does not filter (only another host's packets meet the
-// destination's forward hook). Trace does not model anti-spoofing (it assumes p.Src is genuine)
-// nor what the input chain does with IPv6 link-local sources (neighbour
-// discovery and pings accepted, the rest dropped).
+// destination's forward hook). Trace does not model anti-spoofing (it
+// assumes p.Src is genuine) nor what the input chain does with IPv6
+// link-local sources (neighbour discovery and pings accepted, the rest
+// dropped).
 func Trace(snap api.Snapshot, p Packet) (api.Trace, error) {
 	p.Src, p.Dst = p.Src.Unmap(), p.Dst.Unmap()
 	req := api.TraceRequest{From: p.Src, To: p.Dst, Proto: p.Proto, Port: p.Port, ICMPType: p.ICMPType, ICMPCode: p.ICMPCode}
