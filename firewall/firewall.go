@@ -207,10 +207,22 @@ func fields(w io.Writer, ss ...string) {
 	}
 }
 
-// validate rejects a ruleset without the base chain.
+// baseChains are the base chains a ruleset may hold, by name, with their
+// hooks: the forward chain is required, the input chain optional (a
+// ruleset written without it, by hand in a test, still applies).
+var baseChains = map[string]string{hoststate.ChainForward: "forward", hoststate.ChainInput: "input"}
+
+// validate rejects a ruleset without the forward base chain, or with a
+// base chain other than baseChains' (on another hook, or under another
+// name): the table's chains hook only where the agent knows they do.
 func validate(rs hoststate.Ruleset) error {
 	if fwd := rs.Chain(hoststate.ChainForward); fwd == nil || fwd.Hook == "" {
 		return fmt.Errorf("ruleset has no base chain %q", hoststate.ChainForward)
+	}
+	for _, c := range rs.Chains {
+		if want, ok := baseChains[c.Name]; (ok || c.Hook != "") && c.Hook != want {
+			return fmt.Errorf("ruleset chain %q: hook %q, want %q", c.Name, c.Hook, want)
+		}
 	}
 	return nil
 }

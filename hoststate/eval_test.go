@@ -42,16 +42,33 @@ type packet struct {
 	// met, when set, is called for every rule a policy names that the
 	// packet is matched against.
 	met func(chain string, r Rule)
+	// established: the packet belongs to a connection conntrack knows
+	// (a reply); otherwise it is a new connection's first packet.
+	established bool
 }
 
 func evaluatePacket(t *testing.T, rs Ruleset, p packet) string {
 	t.Helper()
-	v, final := evalChain(t, rs, ChainForward, p, 0)
+	return evaluateHook(t, rs, ChainForward, p)
+}
+
+// evaluateHook runs p through the base chain called chain (ChainForward,
+// ChainInput) and returns "accept" or "drop".
+func evaluateHook(t *testing.T, rs Ruleset, chain string, p packet) string {
+	t.Helper()
+	if c := rs.Chain(chain); c == nil || c.Hook == "" {
+		t.Fatalf("no base chain %q", chain)
+	}
+	v, final := evalChain(t, rs, chain, p, 0)
 	if !final {
 		return "accept" // the base chain's policy
 	}
 	return v
 }
+
+// icmpTypes are the ICMP and ICMPv6 type names the rules use.
+var icmpTypes = map[string]int{"echo-request": 8, "nd-router-solicit": 133, "nd-neighbor-solicit": 135,
+	"nd-neighbor-advert": 136, "mld-listener-report": 131, "mld-listener-done": 132, "mld2-listener-report": 143}
 
 func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (string, bool) {
 	t.Helper()
@@ -64,6 +81,9 @@ func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (stri
 	}
 	for _, r := range c.Rules {
 		if strings.HasPrefix(r.Expr, "ct state") {
+			if p.established && r.Expr == "ct state established,related accept" {
+				return "accept", true
+			}
 			continue // a new connection is neither established nor invalid
 		}
 		if r.Policy != "" && p.met != nil {
@@ -162,6 +182,11 @@ func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (stri
 				matched = p.rpfFails
 				toks = toks[6:]
 			case "meta":
+				if toks[1] == "nfproto" {
+					matched = (toks[2] == "ipv4") == p.saddr.Is4()
+					toks = toks[3:]
+					break
+				}
 				if toks[1] == "l4proto" {
 					want := map[string]string{"ipv6-icmp": "icmp"}[toks[2]]
 					if want == "" {
@@ -202,16 +227,37 @@ func evalChain(t *testing.T, rs Ruleset, name string, p packet, depth int) (stri
 				}
 				matched = p.proto == proto && in
 			case "icmp", "icmpv6":
-				v, _ := strconv.Atoi(toks[2])
-				switch toks[1] {
-				case "type":
-					matched = p.proto == "icmp" && int(p.icmpType) == v
-				case "code":
-					matched = p.proto == "icmp" && int(p.icmpCode) == v
-				default:
-					t.Fatalf("rule %q: unknown icmp expression", r.Expr)
+				// icmp type N | icmpv6 type NAME | icmpv6 type { NAME, ... }
+				list := toks[2:3]
+				rest := toks[3:]
+				if list[0] == "{" {
+					i := slices.Index(toks, "}")
+					list, rest = toks[3:i], toks[i+1:]
 				}
-				toks = toks[3:]
+				in := false
+				for _, w := range list {
+					w = strings.TrimSuffix(w, ",")
+					v, err := strconv.Atoi(w)
+					if err != nil {
+						var ok bool
+						if v, ok = icmpTypes[w]; !ok {
+							t.Fatalf("rule %q: unknown icmp type %q", r.Expr, w)
+						}
+						if w == "echo-request" && toks[0] == "icmpv6" {
+							v = 128
+						}
+					}
+					switch toks[1] {
+					case "type":
+						in = in || int(p.icmpType) == v
+					case "code":
+						in = in || int(p.icmpCode) == v
+					default:
+						t.Fatalf("rule %q: unknown icmp expression", r.Expr)
+					}
+				}
+				matched = p.proto == "icmp" && (toks[0] == "icmp") == p.saddr.Is4() && in
+				toks = rest
 			case "limit":
 				// limit rate N/second burst N packets: never exhausted here
 				toks = toks[6:]

@@ -13,21 +13,30 @@ import (
 // outside it is ever touched.
 const (
 	Table = "romana"
-	// ChainForward is the only base chain: filter hook forward, priority
-	// filter, policy accept (traffic not addressed to a local Romana endpoint
-	// is none of our business).
+	// ChainForward is the base chain of forwarded traffic: filter hook
+	// forward, priority filter, policy accept (traffic not addressed to a
+	// local Romana endpoint is none of our business).
 	ChainForward = "forward"
+	// ChainInput is the base chain of traffic from this host's endpoints
+	// to the host itself (any of its addresses, the gateway's included):
+	// filter hook input, priority filter, policy accept. Its first rule
+	// returns every packet that did not arrive on an endpoint interface
+	// (api.EndpointInterfacePrefixes): the uplink's, loopback's and the
+	// host's own traffic are none of its business. See endpointInput.
+	ChainInput = "input"
 	// ChainPolicies is the extension point for policies: a regular chain
-	// jumped to after the conntrack rules and before tenant isolation. A
-	// policy rule that accepts or drops decides; traffic that falls through
-	// (returns) meets tenant isolation. Compute leaves it empty: the policy
-	// compiler fills State.Firewall's ChainPolicies chain (and may add chains
-	// and maps of its own, named "policy-*").
+	// jumped to after the conntrack rules, by the forward chain before
+	// tenant isolation and by the input chain last. A policy rule that
+	// accepts or drops decides; traffic that falls through (returns) meets
+	// tenant isolation (forward) or is accepted (input). Compute leaves it
+	// empty: the policy compiler fills State.Firewall's ChainPolicies chain
+	// (and may add chains and maps of its own, named "policy-*").
 	ChainPolicies = "policies"
 )
 
-// JumpPolicies is the forward chain's rule that enters ChainPolicies. It
-// is in every ruleset, after conntrack and before isolation.
+// JumpPolicies is the base chains' rule that enters ChainPolicies. It is
+// in every ruleset: in the forward chain after conntrack and before
+// isolation, in the input chain last.
 const JumpPolicies = "jump " + ChainPolicies
 
 // TenantChain and SegmentChain name the per-tenant and per-segment chains.
@@ -41,7 +50,8 @@ func TenantMap(network string) string { return "tenants-" + network }
 
 // Ruleset is the desired content of table inet romana, as plain data. Sets
 // come first, then maps, each sorted by name; chains are in a fixed order
-// (forward, policies, then tenants by id, each followed by its segments).
+// (forward, input, policies, then tenants by id, each followed by its
+// segments).
 // Every verdict map maps an address to a verdict.
 type Ruleset struct {
 	Sets   []Set
@@ -62,7 +72,8 @@ type Set struct {
 	Elements []string
 }
 
-// Chain is one nftables chain. Hook is set ("forward") only for the base chain.
+// Chain is one nftables chain. Hook is set ("forward", "input") only for
+// a base chain (type filter, priority filter, policy accept).
 type Chain struct {
 	Name    string
 	Hook    string
@@ -275,7 +286,7 @@ func isolation(in *inputs, steering bool) Ruleset {
 			Rule{Expr: fmt.Sprintf("%s daddr %s %s daddr & %s vmap @%s", proto, n.mine, proto, n.Plan.TenantMask(), m.Name)},
 			Rule{Expr: fmt.Sprintf("%s daddr %s counter drop", proto, n.mine), Comment: "network " + n.Name + ": unknown tenant"})
 	}
-	rs := Ruleset{Sets: in.sources, Maps: maps, Chains: []Chain{fwd, policies}}
+	rs := Ruleset{Sets: in.sources, Maps: maps, Chains: []Chain{fwd, endpointInput(exempt), policies}}
 	for _, t := range in.tenants {
 		if used[t.ID] {
 			rs.Chains = append(rs.Chains, tenantChains(in, t)...)
@@ -292,6 +303,72 @@ func isolation(in *inputs, steering bool) Ruleset {
 		}
 	}
 	return rs
+}
+
+// endpointLinks is the set of endpoint interface name patterns, as nft
+// writes it: { "romana*", "rv-*", "veth*" }.
+func endpointLinks() string {
+	var out []string
+	for _, p := range api.EndpointInterfacePrefixes {
+		out = append(out, fmt.Sprintf("%q", p+"*"))
+	}
+	return "{ " + strings.Join(out, ", ") + " }"
+}
+
+// ndpTypes are the ICMPv6 messages an endpoint sends its host to keep its
+// link working: router and neighbour solicitation, neighbour
+// advertisement, multicast listener reports and done (RFC 4861, 2710,
+// 3810).
+const ndpTypes = "{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld-listener-done, mld2-listener-report }"
+
+// endpointInput is the input chain: packets from this host's endpoints to
+// the host itself (its underlay address, the gateway, any address it
+// holds), which the forward chain never sees. They meet the egress stage
+// of the policies, as a packet from the same endpoint to another host
+// does; the ingress stage and tenant isolation are about packets to
+// endpoints, so they do not apply (the policies chain's ingress dispatch
+// matches destinations in this host's blocks, which the host's own
+// addresses are not). With no egress policy applied to the endpoint the
+// packet is accepted (here: other tables still see it), the Kubernetes
+// default.
+//
+// Only packets arriving on an endpoint interface are looked at; the rest
+// return at once (the base chain's policy, accept), so the uplink's,
+// loopback's and the host's own traffic are untouched. In order:
+//
+//  1. neighbour discovery and multicast listener reports (IPv6) are
+//     accepted: they keep the endpoint's link working whatever its
+//     policies (a solicitation of the gateway fe80::1 carries the
+//     endpoint's own address as its source when it has one);
+//  2. anti-spoofing: a packet whose source does not route back through
+//     the interface it arrived on is dropped, whatever its source (a
+//     pool's or not: one outside every pool would escape the egress
+//     dispatch, which goes by source), with the forward chain's exemption
+//     of packets carrying the steering mark;
+//  3. conntrack: established and related accepted (replies to the host's
+//     connections to the endpoint, kubelet's probes among them), invalid
+//     dropped;
+//  4. a new connection from an IPv6 link-local source: an echo request
+//     (a ping of the gateway fe80::1) is accepted, anything else dropped:
+//     no policy can name a link-local address, and an endpoint under an
+//     egress deny must not reach the host's services through fe80::1;
+//  5. the policies chain: its egress dispatch by source decides (a deny
+//     drops); what returns is accepted.
+func endpointInput(exempt string) Chain {
+	spoofed := "fib saddr . iif oif missing counter drop"
+	if exempt != "" {
+		spoofed = strings.TrimSpace(exempt) + " " + spoofed
+	}
+	return Chain{Name: ChainInput, Hook: "input", Comment: "from this host's endpoints to the host itself: egress policies", Rules: []Rule{
+		{Expr: "iifname != " + endpointLinks() + " return", Comment: "not from an endpoint: none of Romana's business"},
+		{Expr: "meta nfproto ipv6 icmpv6 type " + ndpTypes + " accept", Comment: "neighbour discovery and multicast listener reports"},
+		{Expr: spoofed, Comment: "spoofed source"},
+		{Expr: "ct state established,related accept"},
+		{Expr: "ct state invalid drop"},
+		{Expr: "ip6 saddr fe80::/10 icmpv6 type echo-request accept", Comment: "ping of the gateway from a link-local source"},
+		{Expr: "ip6 saddr fe80::/10 counter drop", Comment: "link-local source: no policy can name it"},
+		{Expr: JumpPolicies},
+	}}
 }
 
 // underlayRules check where packets with a pool source come from, beyond
@@ -317,17 +394,13 @@ func isolation(in *inputs, steering bool) Ruleset {
 // another host.
 func underlayRules(in *inputs, exempt string) []Rule {
 	var out []Rule
-	var endpointLinks []string
-	for _, p := range api.EndpointInterfacePrefixes {
-		endpointLinks = append(endpointLinks, fmt.Sprintf("%q", p+"*"))
-	}
 	for _, n := range in.networks {
 		if !n.mine.IsValid() {
 			continue
 		}
 		proto, _ := family(n)
 		out = append(out, Rule{
-			Expr:    fmt.Sprintf("%s saddr %s%s iifname != { %s } counter drop", proto, n.mine, exempt, strings.Join(endpointLinks, ", ")),
+			Expr:    fmt.Sprintf("%s saddr %s%s iifname != %s counter drop", proto, n.mine, exempt, endpointLinks()),
 			Comment: "network " + n.Name + ": this host's block from a link that is no endpoint's",
 		})
 	}

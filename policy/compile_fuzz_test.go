@@ -103,8 +103,11 @@ func (d decision) String() string {
 
 func decisionOf(tr api.Trace) decision {
 	d := decision{verdict: tr.Verdict, stage: tr.Decision.Stage, policy: tr.Decision.Policy, rule: -1}
-	if tr.Decision.Host == "" && tr.Decision.Stage == StageIngress && tr.Decision.Policy == "" {
-		d.stage = "" // destination in no host's block
+	if tr.Decision.Stage == StageIngress && tr.Decision.Policy == "" {
+		// No ingress enforcement: a destination in no host's block (a
+		// host's address among them), or a host's own address sending
+		// to its own endpoint.
+		d.stage = ""
 	}
 	if tr.Decision.Rule != nil {
 		d.rule = *tr.Decision.Rule
@@ -324,6 +327,9 @@ func (e *refEval) decide(pk Packet) decision {
 	dst := e.host(pk.Dst)
 	if dst == "" {
 		return decision{verdict: api.ActionAllow, rule: -1}
+	}
+	if slices.ContainsFunc(e.snap.Hosts, func(h api.Host) bool { return h.Name == dst && h.IP == pk.Src }) {
+		return decision{verdict: api.ActionAllow, rule: -1} // the host's own output hook
 	}
 	if d, ok := e.stage(StageIngress, dst, pk.Dst, pk.Src, pk); ok {
 		return d

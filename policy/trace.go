@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/romana/romana/api"
+	"github.com/romana/romana/model"
 )
 
 // ProtoICMPv6 is accepted by Trace as another name of api.ProtoICMP
@@ -29,8 +30,20 @@ const ProtoICMPv6 = "icmpv6"
 // listed as a step of its own (result "pass", its tier in the reason).
 // Address sets are the snapshot's (a set it does not hold is empty).
 //
-// A destination outside every host's blocks meets no ingress enforcement.
-// Trace does not model anti-spoofing (it assumes p.Src is genuine).
+// A destination outside every host's blocks meets no ingress enforcement:
+// the egress stage on the source's host decided. That holds for a host's
+// own addresses too (its underlay addresses, and the endpoints' gateway,
+// which every host holds): a packet from an endpoint to an address of its
+// own host meets the egress stage in that host's input hook (hoststate's
+// input chain), one to another host's address in the forward hook, the
+// same rules either way; the step names the host when the destination is
+// one's. The other way, a host's own address (or the gateway) to one of
+// its endpoints is allowed: the host sends through its output hook, which
+// Romana does not filter (only another host's packets meet the
+// destination's forward hook). Trace does not model anti-spoofing (it
+// assumes p.Src is genuine) nor what the input chain does with IPv6
+// link-local sources (neighbour discovery and pings accepted, the rest
+// dropped).
 func Trace(snap api.Snapshot, p Packet) (api.Trace, error) {
 	p.Src, p.Dst = p.Src.Unmap(), p.Dst.Unmap()
 	req := api.TraceRequest{From: p.Src, To: p.Dst, Proto: p.Proto, Port: p.Port, ICMPType: p.ICMPType, ICMPCode: p.ICMPCode}
@@ -78,8 +91,11 @@ func Trace(snap api.Snapshot, p Packet) (api.Trace, error) {
 	}
 	dst := ix.hostOf(p.Dst)
 	if dst == "" {
-		return decide(api.TraceStep{Stage: StageIngress, Result: api.ActionAllow,
-			Reason: fmt.Sprintf("destination %s is in no host's block: no ingress enforcement", p.Dst)})
+		return decide(ix.toHost(p, ix.hostOf(p.Src)))
+	}
+	if h := ix.addressHost(p.Src); h == dst || p.Src == model.Gateway || p.Src == model.Gateway6 {
+		return decide(api.TraceStep{Host: dst, Stage: StageIngress, Result: api.ActionAllow,
+			Reason: fmt.Sprintf("source %s is an address of host %s, the destination's own: it sends through its output hook, where no policy applies", p.Src, dst)})
 	}
 	c := compileIndexed(ix, ix.m.Policies(), dst)
 	r, ok, passed := first(c.Ingress, p, in)
@@ -91,6 +107,41 @@ func Trace(snap api.Snapshot, p Packet) (api.Trace, error) {
 	}
 	out.Steps = append(out.Steps, api.TraceStep{Host: dst, Stage: StageIngress, Result: "pass", Reason: "no ingress policy matched"})
 	return decide(ix.isolation(dst, p))
+}
+
+// toHost is the last step of a packet whose destination is in no host's
+// block, from an endpoint of host src ("" if p.Src is none's): allowed,
+// the egress stage having let it through; the reason says whether the
+// destination is an address of src itself (met in its input hook), of
+// another host, or of none.
+func (ix *snapIndex) toHost(p Packet, src string) api.TraceStep {
+	step := api.TraceStep{Stage: StageIngress, Result: api.ActionAllow}
+	h := ix.addressHost(p.Dst)
+	if p.Dst == model.Gateway || p.Dst == model.Gateway6 {
+		h = src // every host holds it: the source's own
+	}
+	switch {
+	case h == "":
+		step.Reason = fmt.Sprintf("destination %s is in no host's block: no ingress enforcement", p.Dst)
+	case h == src:
+		step.Host = h
+		step.Reason = fmt.Sprintf("destination %s is an address of host %s, the source's own: egress policies applied in its input hook; no ingress enforcement", p.Dst, h)
+	default:
+		step.Host = h
+		step.Reason = fmt.Sprintf("destination %s is an address of host %s, not an endpoint's: no ingress enforcement", p.Dst, h)
+	}
+	return step
+}
+
+// addressHost returns the host whose underlay address (ip or ip6) a is,
+// or "".
+func (ix *snapIndex) addressHost(a netip.Addr) string {
+	for _, h := range ix.m.Hosts() {
+		if h.IP.Unmap() == a || h.IP6.Unmap() == a {
+			return h.Name
+		}
+	}
+	return ""
 }
 
 // first returns the rule that decides p among a stage's rules (in

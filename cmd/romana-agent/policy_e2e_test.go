@@ -32,27 +32,47 @@ var extraTCP = []uint16{8081, 9000}
 const udpPort = 5353
 
 // pprobe is one probe: kind "tcp" (port), "udp" (port) or "ping", from an
-// endpoint (or, with fromHost, a host's own namespace) to an endpoint.
+// endpoint (or, with fromHost, a host's own namespace) to an endpoint (or,
+// with toHost, a host's underlay address, where newPolicyCluster serves
+// the same ports).
 type pprobe struct {
 	kind     string
 	from, to string
 	port     uint16
 	ok       bool
 	fromHost bool
+	toHost   bool
 }
 
 func (p pprobe) String() string {
-	s := fmt.Sprintf("%s %s -> %s", p.kind, p.from, p.to)
+	from, to := p.from, p.to
+	if p.fromHost {
+		from = "host " + from
+	}
+	if p.toHost {
+		to = "host " + to
+	}
+	s := fmt.Sprintf("%s %s -> %s", p.kind, from, to)
 	if p.port != 0 {
 		s += fmt.Sprintf(":%d", p.port)
 	}
 	return s
 }
 
-func (c *cluster) serveUDP(ep *sim.Endpoint) {
+func (c *cluster) serveUDP(ep *sim.Endpoint) { c.serveUDPAt(ep.Namespace, ep.IP) }
+
+// serveEchoHost runs a TCP echo server on host h's own address and port
+// until the test ends.
+func (c *cluster) serveEchoHost(h string, port uint16) {
+	c.serveEchoAt(&sim.Endpoint{Namespace: c.hosts[h].Namespace}, c.hostIP(h), int(port))
+}
+
+// serveUDPAt runs a UDP echo server on ip:udpPort inside ns until the
+// test ends.
+func (c *cluster) serveUDPAt(ns *sim.Namespace, ip netip.Addr) {
 	var pc net.PacketConn
-	if err := ep.Do(func() (err error) {
-		pc, err = net.ListenPacket("udp", fmt.Sprintf("%s:%d", ep.IP, udpPort))
+	if err := ns.Do(func() (err error) {
+		pc, err = net.ListenPacket("udp", netip.AddrPortFrom(ip, udpPort).String())
 		return err
 	}); err != nil {
 		c.t.Fatal(err)
@@ -70,18 +90,29 @@ func (c *cluster) serveUDP(ep *sim.Endpoint) {
 	}()
 }
 
+// probeDst is the probe's destination address.
+func (c *cluster) probeDst(p pprobe) netip.Addr {
+	if p.toHost {
+		return c.hostIP(p.to)
+	}
+	return c.eps[p.to].IP
+}
+
 // run performs one probe; nil means the traffic got through (and back).
 func (c *cluster) run(p pprobe) error {
-	dst := c.eps[p.to].IP
+	dst := c.probeDst(p)
+	var from *sim.Namespace
+	if p.fromHost {
+		from = c.hosts[p.from].Namespace
+	} else {
+		from = c.eps[p.from].Namespace
+	}
 	switch p.kind {
 	case "ping":
-		if p.fromHost {
-			_, err := c.hosts[p.from].Exec(c.ctx, "ping", "-c1", "-W1", dst.String())
-			return err
-		}
-		return c.ping(p.from, p.to)
+		_, err := from.Exec(c.ctx, "ping", "-c1", "-W1", dst.String())
+		return err
 	case "tcp", "udp":
-		return c.eps[p.from].Do(func() error {
+		return from.Do(func() error {
 			conn, err := net.DialTimeout(p.kind, fmt.Sprintf("%s:%d", dst, p.port), time.Second)
 			if err != nil {
 				return err
@@ -114,7 +145,7 @@ func (c *cluster) trace(p pprobe) (api.Trace, error) {
 	} else {
 		src = c.eps[p.from].IP
 	}
-	req := api.TraceRequest{From: src, To: c.eps[p.to].IP, Proto: p.kind, Port: p.port}
+	req := api.TraceRequest{From: src, To: c.probeDst(p), Proto: p.kind, Port: p.port}
 	if p.kind == "ping" {
 		req.Proto, req.ICMPType = api.ProtoICMP, 8
 	}
@@ -209,6 +240,11 @@ func newPolicyCluster(t *testing.T) *cluster {
 		c.serveUDP(ep)
 	}
 	for _, h := range []string{"h1", "h2", "h3"} {
+		// The host serves the endpoints' ports too, on its own address.
+		for _, port := range append([]uint16{echoPort}, extraTCP...) {
+			c.serveEchoHost(h, port)
+		}
+		c.serveUDPAt(c.hosts[h].Namespace, c.hostIP(h))
 		c.startAgent(h, "--stats-interval", "200ms")
 	}
 	c.waitHealthy("h1", "h2", "h3")
@@ -218,9 +254,13 @@ func newPolicyCluster(t *testing.T) *cluster {
 
 func TestPolicyEndToEnd(t *testing.T) {
 	c := newPolicyCluster(t)
-	tcp := func(from, to string, port uint16, ok bool) pprobe { return pprobe{"tcp", from, to, port, ok, false} }
-	udp := func(from, to string, ok bool) pprobe { return pprobe{"udp", from, to, udpPort, ok, false} }
-	ping := func(from, to string, ok bool) pprobe { return pprobe{"ping", from, to, 0, ok, false} }
+	tcp := func(from, to string, port uint16, ok bool) pprobe {
+		return pprobe{kind: "tcp", from: from, to: to, port: port, ok: ok}
+	}
+	udp := func(from, to string, ok bool) pprobe {
+		return pprobe{kind: "udp", from: from, to: to, port: udpPort, ok: ok}
+	}
+	ping := func(from, to string, ok bool) pprobe { return pprobe{kind: "ping", from: from, to: to, ok: ok} }
 	step := func(name string, f func(t *testing.T)) {
 		t.Run(name, func(t *testing.T) { c.t = t; f(t) })
 		c.t = t
@@ -369,7 +409,9 @@ func TestPolicyEndToEnd(t *testing.T) {
 }
 
 // randomized puts random policies and checks, for every ordered pair of
-// endpoints, that one random probe does what the trace says.
+// endpoints and every pair of an endpoint and a host's address (its own
+// host's: the input hook; another's: the forward hook), that one random
+// probe does what the trace says.
 func (c *cluster) randomized(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -394,9 +436,13 @@ func (c *cluster) randomized(t *testing.T) {
 		return api.Selector{Tenant: tnames[r.IntN(3)]}
 	}
 	peer := func() api.Peer {
-		switch r.IntN(6) {
+		switch r.IntN(8) {
 		case 0:
 			return api.Peer{Any: true}
+		case 6:
+			return api.Peer{CIDR: "192.168.77.0/24"} // every host's address
+		case 7:
+			return api.Peer{CIDR: c.hostIP(hosts[r.IntN(3)]).String() + "/32"}
 		case 1:
 			h := hosts[r.IntN(3)]
 			p := api.Peer{CIDR: c.cidrs[h].String()}
@@ -446,6 +492,11 @@ func (c *cluster) randomized(t *testing.T) {
 		}
 		return pprobe{kind: "tcp", from: from, to: to, port: []uint16{echoPort, 8081, 9000}[r.IntN(3)]}
 	}
+	toHosts, toOwnHost := 0, 0
+	hostOf := map[string]string{}
+	for _, e := range layout {
+		hostOf[e.name] = e.host
+	}
 	for round := 0; round < 3; round++ {
 		c.removeAllPolicies()
 		var ps []api.Policy
@@ -479,8 +530,25 @@ func (c *cluster) randomized(t *testing.T) {
 				}
 				probes = append(probes, p)
 			}
+			for _, h := range hosts {
+				p := probe(from, h)
+				p.toHost = true
+				tr, err := c.trace(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p.ok = tr.Verdict == api.ActionAllow
+				if p.ok {
+					allowed++
+				} else if hostOf[from] == h {
+					toOwnHost++
+				} else {
+					toHosts++
+				}
+				probes = append(probes, p)
+			}
 		}
-		t.Logf("round %d: %d policies, %d probes, %d allowed by trace", round, len(ps), len(probes), allowed)
+		t.Logf("round %d: %d policies, %d probes (%d to hosts' addresses), %d allowed by trace", round, len(ps), len(probes), len(names)*len(hosts), allowed)
 		if t.Failed() {
 			return
 		}
@@ -495,5 +563,6 @@ func (c *cluster) randomized(t *testing.T) {
 			c.expect(fmt.Sprintf("round %d (seed %d)", round, seed), probes)
 		}()
 	}
+	t.Logf("probes to a host's address denied by the trace (and dropped): %d to the source's own host (input hook), %d to another host", toOwnHost, toHosts)
 	c.removeAllPolicies()
 }

@@ -24,7 +24,9 @@ import (
 //     and from the set "bad": members change, connections follow.
 func TestTiersAndAddressSetsEndToEnd(t *testing.T) {
 	c := newPolicyCluster(t)
-	tcp := func(from, to string, port uint16, ok bool) pprobe { return pprobe{"tcp", from, to, port, ok, false} }
+	tcp := func(from, to string, port uint16, ok bool) pprobe {
+		return pprobe{kind: "tcp", from: from, to: to, port: port, ok: ok}
+	}
 	set := func(name string, members ...string) {
 		t.Helper()
 		s := api.AddressSet{Name: name, Addresses: []netip.Addr{}}
