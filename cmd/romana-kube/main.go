@@ -32,7 +32,7 @@ func main() {
 
 func execute(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := cmdline.NewKube(func(ctx context.Context, f *cmdline.Kube) error { return run(ctx, f, stderr) })
-	cmd.AddCommand(cmdline.NewKubeBootstrap(func(ctx context.Context, f *cmdline.KubeBootstrap) error { return runBootstrap(ctx, f, stdout) }))
+	cmd.AddCommand(cmdline.NewKubeBootstrap(func(ctx context.Context, f *cmdline.KubeBootstrap) error { return runBootstrap(ctx, f, stdout, stderr) }))
 	return cmdline.Execute(ctx, cmd, args, stdout, stderr)
 }
 
