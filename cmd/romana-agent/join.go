@@ -19,9 +19,14 @@ import (
 // next sync of the pod (within its sync period, a minute by default).
 // Waiting here, rather than exiting until the file is there, keeps the
 // agent out of the kubelet's restart back-off (10, 20, 40, 80 s...).
-func waitJoinToken(ctx context.Context, log *slog.Logger, file string, interval, timeout time.Duration) (string, error) {
+//
+// With secret set, it also reads the token from the Secret through the
+// API server each interval (secretSource), whichever comes first; a
+// failed read is said, not fatal (the API server may not answer yet).
+func waitJoinToken(ctx context.Context, log *slog.Logger, file string, secret *secretSource, interval, timeout time.Duration) (string, error) {
 	start := time.Now()
 	said := time.Time{}
+	var lastErr error // of the Secret's last read
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -35,11 +40,21 @@ func waitJoinToken(ctx context.Context, log *slog.Logger, file string, interval,
 		case err != nil && !errors.Is(err, os.ErrNotExist):
 			return "", fmt.Errorf("--join-file %s: %w", file, err)
 		}
+		if secret != nil {
+			tok, err := secret.get(ctx)
+			switch {
+			case err != nil:
+				lastErr = err
+			case tok != "":
+				log.Info("join token read from the Secret", "secret", secret.url, "key", secret.key, "waited", time.Since(start).Round(time.Millisecond))
+				return tok, nil
+			}
+		}
 		if time.Since(start) >= timeout {
 			return "", fmt.Errorf("no join token in %s after %v (--join-wait): in Kubernetes the bootstrap Job writes the node's key of Secret romana-join once romana-kube has made the node a Romana host (kubectl -n romana-system get job,pods; the bootstrap's log names the nodes it waits for)", file, timeout)
 		}
 		if said.IsZero() || time.Since(said) >= 30*time.Second {
-			log.Info("no credential yet: waiting for the join token", "file", file, "waited", time.Since(start).Round(time.Second), "timeout", timeout)
+			log.Info("no credential yet: waiting for the join token", "file", file, "secret", secret != nil, "waited", time.Since(start).Round(time.Second), "timeout", timeout, "lastSecretError", lastErr)
 			said = time.Now()
 		}
 		select {

@@ -80,7 +80,13 @@ func runAgent(ctx context.Context, f *cmdline.Agent, stderr io.Writer) error {
 		token := f.Join
 		if token == "" && f.JoinFile != "" && f.JoinWait > 0 && !strings.HasPrefix(f.Server, "unix://") {
 			if _, err := os.Stat(f.Config); errors.Is(err, os.ErrNotExist) {
-				if token, err = waitJoinToken(ctx, log, f.JoinFile, time.Second, f.JoinWait); err != nil {
+				var secret *secretSource
+				if f.JoinKube != "" {
+					if secret, err = newSecretSource(f.JoinKube, f.Host); err != nil {
+						return nil, "", err
+					}
+				}
+				if token, err = waitJoinToken(ctx, log, f.JoinFile, secret, time.Second, f.JoinWait); err != nil {
 					return nil, "", err
 				}
 			}
