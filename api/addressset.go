@@ -143,9 +143,10 @@ func (p Pod) Validate() error {
 	return nil
 }
 
-// LabelSource is the host label naming who registered a host; the
-// Kubernetes controller labels its hosts SourceKubernetes, and its
-// identity may release the addresses of those hosts only.
+// LabelSource is the host (and tenant) label naming who registered a host
+// or created a tenant; the Kubernetes controller labels its hosts and
+// tenants SourceKubernetes, and its identity may release the addresses of
+// those hosts only, and remove those tenants (and their segments) only.
 const (
 	LabelSource      = "romana.io/source"
 	SourceKubernetes = "kubernetes"

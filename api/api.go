@@ -65,11 +65,16 @@ type HostSlot struct {
 	CIDR    netip.Prefix `json:"cidr"`
 }
 
-// Tenant is an isolation domain. ID is assigned by romanad (smallest free).
+// Tenant is an isolation domain. ID is assigned by romanad (smallest free:
+// the id of a removed tenant is the next one given). Labels are set when
+// the tenant is created and never change (re-adding a tenant returns the
+// stored one, whatever labels it asks for); LabelSource names who created
+// it (the Kubernetes controller removes only its own).
 type Tenant struct {
-	Name      string `json:"name"`
-	ID        uint64 `json:"id"`
-	Isolation string `json:"isolation,omitempty"`
+	Name      string            `json:"name"`
+	ID        uint64            `json:"id"`
+	Isolation string            `json:"isolation,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
 }
 
 // Segment is a part of a tenant (a microservice boundary). ID is assigned by

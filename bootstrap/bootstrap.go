@@ -7,15 +7,20 @@
 //
 // Run is one pass and safe to repeat: an existing credential is kept, a
 // node that has a token in the Secret gets no other, and a node whose
-// Romana host romana-kube has not made yet is reported, to be retried
-// (the bootstrap Job's restarts).
+// Romana host romana-kube has not made yet is reported, to be retried.
+// Until repeats it, within the one run of the bootstrap Job, until every
+// node has its token: each node's token is written as soon as its host
+// exists (its agent waits for it), and nothing waits for the Job's
+// restart back-off.
 package bootstrap
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -135,6 +140,63 @@ func Run(ctx context.Context, cfg Config, rom Romanad, kc kubernetes.Interface) 
 		}
 	}
 	return r, nil
+}
+
+// Until runs Run every interval until no node waits for its Romana host,
+// ctx ends or timeout passes: romanad's socket not there yet, the API
+// server unreachable and nodes without a host are all waited for (said
+// in log when what it waits for changes, and every 30 s). The Result
+// gathers what every pass did; after the timeout the error names what
+// was still missing.
+func Until(ctx context.Context, cfg Config, rom Romanad, kc kubernetes.Interface, log *slog.Logger, interval, timeout time.Duration) (Result, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	start := time.Now()
+	var (
+		all       Result
+		said      string
+		saidAt    time.Time
+		tick      = time.NewTicker(interval)
+		lastError error
+	)
+	defer tick.Stop()
+	for {
+		r, err := Run(ctx, cfg, rom, kc)
+		all.KubeIssued = all.KubeIssued || r.KubeIssued
+		all.Tokens = append(all.Tokens, r.Tokens...)
+		all.Waiting = r.Waiting
+		if r.KubeIssued {
+			log.Info("wrote romana-kube's credential (identity kube)", "secret", cfg.Namespace+"/"+cfg.KubeSecret)
+		}
+		if len(r.Tokens) > 0 {
+			log.Info("wrote join tokens", "nodes", r.Tokens, "secret", cfg.Namespace+"/"+cfg.JoinSecret)
+		}
+		if err == nil && len(r.Waiting) == 0 {
+			return all, nil
+		}
+		var what string
+		if err != nil {
+			what, lastError = err.Error(), err
+		} else {
+			what, lastError = "nodes without a Romana host yet (romana-kube makes them): "+fmt.Sprint(r.Waiting), nil
+		}
+		if time.Since(start) >= timeout {
+			if lastError != nil {
+				return all, fmt.Errorf("bootstrap: not done after %v: %w", timeout, lastError)
+			}
+			return all, fmt.Errorf("bootstrap: not done after %v: %s", timeout, what)
+		}
+		if what != said || time.Since(saidAt) >= 30*time.Second {
+			log.Info("waiting", "for", what, "waited", time.Since(start).Round(time.Second))
+			said, saidAt = what, time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return all, fmt.Errorf("bootstrap: %w while waiting for %s", ctx.Err(), what)
+		case <-tick.C:
+		}
+	}
 }
 
 // kubeCredential makes a key, has romanad sign a certificate of identity

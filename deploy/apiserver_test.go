@@ -139,13 +139,17 @@ func TestApplyToAPIServer(t *testing.T) {
 			}
 		}
 	}
-	// The bootstrap Job's Secrets by name: its own two only.
+	// Secrets by name: the bootstrap Job's own two only; the agent may
+	// get romana-join and nothing else.
 	for _, x := range []struct {
-		verb, name string
-		want       bool
-	}{{"get", "romana-join", true}, {"update", "romana-kube", true}, {"get", "other", false}, {"delete", "romana-join", false}, {"patch", "romana-join", false}} {
+		sa, verb, name string
+		want           bool
+	}{{"romana-bootstrap", "get", "romana-join", true}, {"romana-bootstrap", "update", "romana-kube", true}, {"romana-bootstrap", "get", "other", false},
+		{"romana-bootstrap", "delete", "romana-join", false}, {"romana-bootstrap", "patch", "romana-join", false},
+		{"romana-agent", "get", "romana-join", true}, {"romana-agent", "get", "romana-kube", false}, {"romana-agent", "update", "romana-join", false},
+		{"romana-agent", "watch", "romana-join", false}, {"romana-kube", "get", "romana-join", false}} {
 		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
-			User: "system:serviceaccount:romana-system:romana-bootstrap", Groups: []string{"system:serviceaccounts", "system:authenticated"},
+			User: "system:serviceaccount:romana-system:" + x.sa, Groups: []string{"system:serviceaccounts", "system:authenticated"},
 			ResourceAttributes: &authzv1.ResourceAttributes{Namespace: "romana-system", Verb: x.verb, Resource: "secrets", Name: x.name},
 		}}
 		r, err := c.Clientset.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
@@ -153,7 +157,7 @@ func TestApplyToAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		if r.Status.Allowed != x.want {
-			t.Errorf("romana-bootstrap %s secret %s: allowed %v, want %v", x.verb, x.name, r.Status.Allowed, x.want)
+			t.Errorf("%s %s secret %s: allowed %v, want %v", x.sa, x.verb, x.name, r.Status.Allowed, x.want)
 		}
 	}
 }

@@ -128,7 +128,7 @@ func TestManifests(t *testing.T) {
 		"ConfigMap/romana-agent-config", "ConfigMap/romana-kube-config", "ConfigMap/romanad-config",
 		"CustomResourceDefinition/clusternetworkpolicies.policy.networking.k8s.io",
 		"DaemonSet/romana-agent", "Deployment/romana-kube", "Job/romana-bootstrap", "Namespace/romana-system",
-		"Role/romana-bootstrap", "RoleBinding/romana-bootstrap", "Service/romanad",
+		"Role/romana-agent-join", "Role/romana-bootstrap", "RoleBinding/romana-agent-join", "RoleBinding/romana-bootstrap", "Service/romanad",
 		"ServiceAccount/romana-agent", "ServiceAccount/romana-bootstrap", "ServiceAccount/romana-kube", "ServiceAccount/romanad",
 		"StatefulSet/romanad",
 	}
@@ -205,8 +205,8 @@ func TestRBAC(t *testing.T) {
 		t.Errorf("binding %+v %+v", b.RoleRef, b.Subjects)
 	}
 	for _, o := range objs {
-		if (o.kind == "ClusterRole" || o.kind == "ClusterRoleBinding" || o.kind == "Role" || o.kind == "RoleBinding") && o.name != "romana-kube" && o.name != "romana-bootstrap" {
-			t.Errorf("%s %s: only romana-kube and romana-bootstrap have roles", o.kind, o.name)
+		if (o.kind == "ClusterRole" || o.kind == "ClusterRoleBinding" || o.kind == "Role" || o.kind == "RoleBinding") && o.name != "romana-kube" && o.name != "romana-bootstrap" && o.name != "romana-agent-join" {
+			t.Errorf("%s %s: only romana-kube, romana-bootstrap and the agent's romana-agent-join have roles", o.kind, o.name)
 		}
 	}
 	// The bootstrap Job: list nodes; create Secrets, get and update its two.
@@ -221,8 +221,15 @@ func TestRBAC(t *testing.T) {
 	}; !reflect.DeepEqual(nr.Rules, want) || nr.Namespace != "romana-system" {
 		t.Errorf("romana-bootstrap Role %+v", nr.Rules)
 	}
+	// The agent may get its join Secret, nothing else.
+	ar := find[*rbacv1.Role](t, objs, "Role", "romana-agent-join")
+	if want := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"romana-join"}, Verbs: []string{"get"}},
+	}; !reflect.DeepEqual(ar.Rules, want) || ar.Namespace != "romana-system" {
+		t.Errorf("romana-agent-join Role %+v", ar.Rules)
+	}
 	// The components that do not talk to the Kubernetes API get no token.
-	for _, w := range []struct{ kind, name string }{{"StatefulSet", "romanad"}, {"DaemonSet", "romana-agent"}} {
+	for _, w := range []struct{ kind, name string }{{"StatefulSet", "romanad"}} {
 		if p := podSpec(t, objs, w.kind, w.name); p.AutomountServiceAccountToken == nil || *p.AutomountServiceAccountToken {
 			t.Errorf("%s %s mounts a ServiceAccount token it does not use", w.kind, w.name)
 		}

@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"errors"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -46,7 +47,9 @@ func pickID(kind, name string, want uint64, used map[uint64]bool, takenBy func(u
 }
 
 // AddTenant creates a tenant with the smallest free id (or the id asked
-// for, if free). Re-adding an identical tenant succeeds (created is false).
+// for, if free): a removed tenant's id is reused. Re-adding an identical
+// tenant succeeds (created is false) and returns the stored one, labels
+// included (they are set at creation only).
 func (r *Registry) AddTenant(ctx context.Context, t api.Tenant) (_ api.Tenant, created bool, _ error) {
 	if err := api.ValidateName("tenant", t.Name); err != nil {
 		return api.Tenant{}, false, err
@@ -57,6 +60,14 @@ func (r *Registry) AddTenant(ctx context.Context, t api.Tenant) (_ api.Tenant, c
 	case api.IsolationTenant, api.IsolationSegment, api.IsolationNone:
 	default:
 		return api.Tenant{}, false, api.Errorf(api.ReasonInvalid, "tenant %s: isolation %q is not one of tenant, segment, none", t.Name, t.Isolation)
+	}
+	for k, v := range t.Labels {
+		if len(k) > 253 || !labelKeyRE.MatchString(k) {
+			return api.Tenant{}, false, api.Errorf(api.ReasonInvalid, "tenant %s: invalid label key %q", t.Name, k)
+		}
+		if !labelValueRE.MatchString(v) {
+			return api.Tenant{}, false, api.Errorf(api.ReasonInvalid, "tenant %s: label %s: invalid value %q: use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", t.Name, k, v)
+		}
 	}
 	op := "add tenant " + t.Name
 	var out api.Tenant
@@ -82,6 +93,9 @@ func (r *Registry) AddTenant(ctx context.Context, t api.Tenant) (_ api.Tenant, c
 			return err
 		}
 		nt := api.Tenant{Name: t.Name, ID: id, Isolation: t.Isolation}
+		if len(t.Labels) > 0 {
+			nt.Labels = maps.Clone(t.Labels)
+		}
 		_, err = r.commit(ctx, op,
 			[]clientv3.Cmp{absent(r.k.tenant(t.Name)), absent(r.k.tenantID(id))},
 			[]clientv3.Op{clientv3.OpPut(r.k.tenant(t.Name), mustJSON(nt)), clientv3.OpPut(r.k.tenantID(id), t.Name)})

@@ -51,6 +51,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if c.Reconciler.Log == nil {
+		c.Reconciler.Log = log
+	}
 	kick := make(chan struct{}, 1)
 	poke := func() {
 		select {

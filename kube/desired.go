@@ -6,9 +6,9 @@
 //
 // The thinking is pure (Desire: Kubernetes objects in, the Romana objects
 // they call for out); the controller only watches, computes and writes the
-// difference, owning only the objects it made: hosts labelled
-// api.LabelSource, policies and address sets named with Config.Prefix, and
-// pod records.
+// difference, owning only the objects it made: hosts and tenants labelled
+// api.LabelSource (a tenant with its segments), policies and address sets
+// named with Config.Prefix, and pod records.
 package kube
 
 import (
@@ -137,7 +137,10 @@ func Desire(cfg Config, st State, policies func(State) PolicySet) Desired {
 		// Tenants are always open: isolation a namespace opts into is a
 		// policy (isolationPolicy), so a label change never needs the
 		// tenant (and its addresses) to be recreated.
-		d.Tenants = append(d.Tenants, api.Tenant{Name: t, Isolation: api.IsolationNone})
+		// Labelled as the controller's: it removes them (and only them)
+		// once no namespace maps to them (Reconciler.Sync).
+		d.Tenants = append(d.Tenants, api.Tenant{Name: t, Isolation: api.IsolationNone,
+			Labels: map[string]string{api.LabelSource: api.SourceKubernetes}})
 	}
 	segs := map[[2]string]bool{}
 	for t := range maps.Values(tenants) {

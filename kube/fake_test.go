@@ -13,7 +13,10 @@ import (
 
 // fakeRomana is a stateful in-memory romanad for the Reconciler: it keeps
 // objects, refuses what romanad refuses (a changed host, a tenant that
-// exists with other isolation, a host with addresses), and counts calls.
+// exists with other isolation, a host with addresses, a segment with
+// addresses, a tenant with segments, the kube identity's removal of a
+// tenant it did not create), gives tenants the smallest free id, as
+// romanad does, and counts calls.
 type fakeRomana struct {
 	hosts    map[string]api.Host
 	tenants  map[string]api.Tenant
@@ -23,17 +26,19 @@ type fakeRomana struct {
 	policies map[string]api.Policy
 	sets     map[string]api.AddressSet
 	calls    int
+	count    map[string]int   // method → calls
 	failNext map[string]error // method → error returned once
 }
 
 func newFake() *fakeRomana {
 	return &fakeRomana{hosts: map[string]api.Host{}, tenants: map[string]api.Tenant{}, segments: map[[2]string]api.Segment{},
 		addrs: map[string]api.Address{}, pods: map[string]api.Pod{}, policies: map[string]api.Policy{}, sets: map[string]api.AddressSet{},
-		failNext: map[string]error{}}
+		count: map[string]int{}, failNext: map[string]error{}}
 }
 
 func (f *fakeRomana) call(m string) error {
 	f.calls++
+	f.count[m]++
 	if err, ok := f.failNext[m]; ok {
 		delete(f.failNext, m)
 		return err
@@ -93,9 +98,56 @@ func (f *fakeRomana) AddTenant(_ context.Context, t api.Tenant) (api.Tenant, err
 		}
 		return old, nil
 	}
-	t.ID = uint64(len(f.tenants) + 1)
+	used := map[uint64]bool{}
+	for _, o := range f.tenants {
+		used[o.ID] = true
+	}
+	for t.ID = 0; used[t.ID]; t.ID++ {
+	}
+	t.Labels = maps.Clone(t.Labels)
 	f.tenants[t.Name] = t
 	return t, nil
+}
+func (f *fakeRomana) RemoveTenant(_ context.Context, name string) error {
+	if err := f.call("RemoveTenant"); err != nil {
+		return err
+	}
+	t, ok := f.tenants[name]
+	if !ok {
+		return notFound("tenant %s not found", name)
+	}
+	if t.Labels[api.LabelSource] != api.SourceKubernetes {
+		return api.Errorf(api.ReasonForbidden, "tenant %s is not kube's", name)
+	}
+	for k := range f.segments {
+		if k[0] == name {
+			return api.Errorf(api.ReasonConflict, "tenant %s still has segment(s)", name)
+		}
+	}
+	delete(f.tenants, name)
+	return nil
+}
+func (f *fakeRomana) RemoveSegment(_ context.Context, tenant, name string) error {
+	if err := f.call("RemoveSegment"); err != nil {
+		return err
+	}
+	if _, ok := f.segments[[2]string{tenant, name}]; !ok {
+		return notFound("segment %s/%s not found", tenant, name)
+	}
+	if f.tenants[tenant].Labels[api.LabelSource] != api.SourceKubernetes {
+		return api.Errorf(api.ReasonForbidden, "tenant %s is not kube's", tenant)
+	}
+	n := 0
+	for _, a := range f.addrs {
+		if a.Tenant == tenant && a.Segment == name {
+			n++
+		}
+	}
+	if n > 0 {
+		return api.Errorf(api.ReasonConflict, "segment %s/%s still has %d allocated address(es); release them first", tenant, name, n)
+	}
+	delete(f.segments, [2]string{tenant, name})
+	return nil
 }
 func (f *fakeRomana) ListSegments(_ context.Context, tenant string) ([]api.Segment, error) {
 	var out []api.Segment
@@ -211,6 +263,11 @@ func (f *fakeRomana) addAddress(name, host string, ip string) {
 	f.addrs[name] = api.Address{Name: name, Host: host, IP: netip.MustParseAddr(ip)}
 }
 
+// addPodAddress allocates an address on a host in a tenant's segment.
+func (f *fakeRomana) addPodAddress(name, host, ip, tenant, segment string) {
+	f.addrs[name] = api.Address{Name: name, Host: host, IP: netip.MustParseAddr(ip), Tenant: tenant, Segment: segment}
+}
+
 // dump renders the fake's objects, one per line, for comparisons.
 func (f *fakeRomana) dump() string {
 	var b strings.Builder
@@ -218,7 +275,7 @@ func (f *fakeRomana) dump() string {
 		fmt.Fprintf(&b, "host %s %s %s %v\n", h.Name, h.IP, h.IP6, h.Labels)
 	}
 	for _, t := range values(f.tenants, func(a, b api.Tenant) int { return strings.Compare(a.Name, b.Name) }) {
-		fmt.Fprintf(&b, "tenant %s %s\n", t.Name, t.Isolation)
+		fmt.Fprintf(&b, "tenant %s %d %s %v\n", t.Name, t.ID, t.Isolation, t.Labels)
 	}
 	for _, s := range values(f.segments, func(a, b api.Segment) int { return strings.Compare(a.Tenant+"/"+a.Name, b.Tenant+"/"+b.Name) }) {
 		fmt.Fprintf(&b, "segment %s/%s\n", s.Tenant, s.Name)

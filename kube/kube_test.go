@@ -141,6 +141,12 @@ func TestDesireTenantLabel(t *testing.T) {
 	if len(d.Tenants) != 2 || d.Tenants[0].Name != "acme" || d.Tenants[1].Name != "stray" {
 		t.Errorf("tenants %+v, want acme and stray", d.Tenants)
 	}
+	// Each labelled as the controller's (it removes only those).
+	for _, x := range d.Tenants {
+		if x.Labels[api.LabelSource] != api.SourceKubernetes {
+			t.Errorf("tenant %s labels %v, want %s=%s", x.Name, x.Labels, api.LabelSource, api.SourceKubernetes)
+		}
+	}
 	if len(d.Pods) != 3 || d.Pods[0].Tenant != "acme" || d.Pods[1].Tenant != "acme" || d.Pods[2].Tenant != "stray" {
 		t.Errorf("pods %+v", d.Pods)
 	}
@@ -180,8 +186,8 @@ func TestReconcilerConvergesAndOwnsOnlyItsObjects(t *testing.T) {
 	wantDump := `host bare 192.0.2.99 invalid IP map[]
 host n1 192.0.2.11 invalid IP map[romana.io/source:kubernetes]
 host n2 192.0.2.12 invalid IP map[romana.io/source:kubernetes]
-tenant ops tenant
-tenant shop none
+tenant ops 7 tenant map[]
+tenant shop 0 none map[romana.io/source:kubernetes]
 segment ops/default
 segment shop/default
 segment shop/frontend

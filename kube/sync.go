@@ -1,12 +1,15 @@
 package kube
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/romana/romana/api"
@@ -20,8 +23,10 @@ type Romana interface {
 	RemoveHost(ctx context.Context, name string) error
 	ListTenants(ctx context.Context) ([]api.Tenant, error)
 	AddTenant(ctx context.Context, t api.Tenant) (api.Tenant, error)
+	RemoveTenant(ctx context.Context, name string) error
 	ListSegments(ctx context.Context, tenant string) ([]api.Segment, error)
 	AddSegment(ctx context.Context, s api.Segment) (api.Segment, error)
+	RemoveSegment(ctx context.Context, tenant, name string) error
 	ReleaseHostAddresses(ctx context.Context, host string) ([]string, error)
 	ListPods(ctx context.Context, namespace string) ([]api.Pod, error)
 	PutPod(ctx context.Context, p api.Pod) (api.Pod, error)
@@ -36,8 +41,8 @@ type Romana interface {
 
 // Observed is what romanad holds of the objects the controller owns or
 // creates: hosts, tenants and segments (all of them: the controller adds
-// missing ones, removes only its own hosts), pod records, and the
-// policies and address sets named with the prefix.
+// missing ones, removes only its own hosts and tenants), pod records, and
+// the policies and address sets named with the prefix.
 type Observed struct {
 	Hosts    map[string]api.Host
 	Tenants  map[string]api.Tenant
@@ -110,14 +115,44 @@ type Reconciler struct {
 	// NodeGrace is how long a host whose node is gone keeps its addresses
 	// (a node deleted and re-created keeps its pods' addresses).
 	NodeGrace time.Duration
+	// TenantRetry is how soon Sync tries again to remove a tenant that
+	// romanad refused to remove because its pods' addresses are not all
+	// released yet (default DefaultTenantRetry). A release seen on
+	// romanad's watch (Controller.Addresses) triggers a sync sooner.
+	TenantRetry time.Duration
+	// Log, when set, says which tenants of deleted namespaces wait for
+	// what, and which were removed.
+	Log *slog.Logger
 
-	have  *Observed
-	gone  map[string]time.Time // owned host → when its node was first seen gone
-	Stats Stats
+	have    *Observed
+	gone    map[string]time.Time  // owned host → when its node was first seen gone
+	waiting map[string]tenantWait // owned tenant no namespace maps to, not removed yet
+	Stats   Stats
+}
+
+// DefaultTenantRetry is Reconciler.TenantRetry's default.
+const DefaultTenantRetry = 5 * time.Second
+
+// tenantWait is why a tenant of deleted namespaces is still there, and
+// when to try its removal again.
+type tenantWait struct {
+	why   string
+	retry time.Time
 }
 
 // Stats counts the writes of a Reconciler.
 type Stats struct{ Writes, Deletes, Errors int }
+
+// Waiting returns the tenants the controller made whose namespaces are
+// gone but which romanad still holds, each with the reason (addresses of
+// their pods not released yet), by name.
+func (rc *Reconciler) Waiting() map[string]string {
+	out := map[string]string{}
+	for name, w := range rc.waiting {
+		out[name] = w.why
+	}
+	return out
+}
 
 // Sync makes romanad's objects what want says, in dependency order
 // (tenants and segments, hosts, pod records, address sets, policies; then
@@ -135,6 +170,9 @@ func (rc *Reconciler) Sync(ctx context.Context, want Desired, now time.Time) (ne
 	}
 	if rc.gone == nil {
 		rc.gone = map[string]time.Time{}
+	}
+	if rc.waiting == nil {
+		rc.waiting = map[string]tenantWait{}
 	}
 	h := rc.have
 	var errs []error
@@ -273,6 +311,7 @@ func (rc *Reconciler) Sync(ctx context.Context, want Desired, now time.Time) (ne
 		rc.Stats.Deletes++
 		delete(h.Pods, key)
 	}
+	next = rc.removeTenants(ctx, want, now, next, fail)
 	// Hosts of deleted nodes: after the grace period, release their
 	// addresses (pods on a deleted node are gone) and remove them.
 	for _, name := range slices.Sorted(maps.Keys(h.Hosts)) {
@@ -305,6 +344,102 @@ func (rc *Reconciler) Sync(ctx context.Context, want Desired, now time.Time) (ne
 	return next, errors.Join(errs...)
 }
 
+// removeTenants removes the tenants the controller made (labelled
+// api.LabelSource) that no namespace maps to any more: first their
+// segments, then the tenant, each once romanad agrees. romanad refuses
+// (Conflict) to remove a segment that still has addresses, or a tenant
+// that still has segments: the pods of a deleted namespace may still be
+// terminating, their CNI DEL not done. Such a tenant waits and is tried
+// again TenantRetry later (returned as next when sooner; not at every
+// sync: a segment's removal reads every address). Its id is free again
+// once it is removed (romanad gives the smallest free id), so churn of
+// namespaces never exhausts the plan's tenant bits. A namespace
+// re-created while its tenant waits finds the tenant still there (its
+// segments re-added if they went). Tenants an operator made, and tenants
+// made before the controller labelled its own, are never removed.
+func (rc *Reconciler) removeTenants(ctx context.Context, want Desired, now, next time.Time, fail func(error)) time.Time {
+	h := rc.have
+	wanted := map[string]bool{}
+	for _, t := range want.Tenants {
+		wanted[t.Name] = true
+	}
+	for name := range rc.waiting {
+		if _, ok := h.Tenants[name]; !ok || wanted[name] {
+			delete(rc.waiting, name)
+		}
+	}
+	records := map[string]bool{} // tenants of pod records still held
+	for _, p := range h.Pods {
+		records[p.Tenant] = true
+	}
+	retry := cmp.Or(rc.TenantRetry, DefaultTenantRetry)
+	later := func(at time.Time) {
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	wait := func(name, why string) {
+		if rc.waiting[name].why != why && rc.Log != nil {
+			rc.Log.Info("the tenant of deleted namespace(s) waits before its removal", "tenant", name, "for", why)
+		}
+		rc.waiting[name] = tenantWait{why: why, retry: now.Add(retry)}
+		later(now.Add(retry))
+	}
+	for _, name := range slices.Sorted(maps.Keys(h.Tenants)) {
+		t := h.Tenants[name]
+		if wanted[name] || t.Labels[api.LabelSource] != api.SourceKubernetes {
+			continue
+		}
+		if w, ok := rc.waiting[name]; ok && now.Before(w.retry) {
+			later(w.retry)
+			continue
+		}
+		if records[name] {
+			wait(name, "its pod records' removal")
+			continue
+		}
+		var busy []string
+		for _, k := range slices.SortedFunc(maps.Keys(h.Segments), func(a, b [2]string) int { return cmp.Compare(a[1], b[1]) }) {
+			if k[0] != name {
+				continue
+			}
+			err := rc.R.RemoveSegment(ctx, name, k[1])
+			switch {
+			case err == nil || isNotFound(err):
+				rc.Stats.Deletes++
+				delete(h.Segments, k)
+			case isConflict(err):
+				busy = append(busy, err.Error())
+			default:
+				busy = append(busy, "segment "+k[1]+": "+err.Error())
+				fail(fmt.Errorf("remove segment %s/%s of deleted namespace(s): %w", name, k[1], err))
+			}
+		}
+		if len(busy) > 0 {
+			wait(name, strings.Join(busy, "; "))
+			continue
+		}
+		err := rc.R.RemoveTenant(ctx, name)
+		switch {
+		case err == nil || isNotFound(err):
+			rc.Stats.Deletes++
+			delete(h.Tenants, name)
+			delete(rc.waiting, name)
+			if rc.Log != nil {
+				rc.Log.Info("removed the tenant of deleted namespace(s)", "tenant", name, "id", t.ID)
+			}
+		case isConflict(err):
+			// A segment added meanwhile: romanad is read anew next time.
+			wait(name, err.Error())
+			rc.have = nil
+		default:
+			wait(name, err.Error())
+			fail(fmt.Errorf("remove tenant %s of deleted namespace(s): %w", name, err))
+		}
+	}
+	return next
+}
+
 // removeHost releases a host's addresses and removes it.
 func (rc *Reconciler) removeHost(ctx context.Context, name string) error {
 	if _, err := rc.R.ReleaseHostAddresses(ctx, name); err != nil && !isNotFound(err) {
@@ -319,6 +454,11 @@ func (rc *Reconciler) removeHost(ctx context.Context, name string) error {
 func isNotFound(err error) bool {
 	var e *api.Error
 	return errors.As(err, &e) && e.Reason == api.ReasonNotFound
+}
+
+func isConflict(err error) bool {
+	var e *api.Error
+	return errors.As(err, &e) && e.Reason == api.ReasonConflict
 }
 
 func sameHost(a, b api.Host) bool {

@@ -181,7 +181,7 @@ func authzCases() []authzCase {
 		{name: "segments/list", route: "GET /v1/tenants/{tenant}/segments", allow: readers, status: http.StatusOK, req: getPath("/v1/tenants/t/segments")},
 		{name: "segments/add", route: "POST /v1/tenants/{tenant}/segments", allow: kubeAdmin, status: http.StatusCreated, req: slugged("POST", "/v1/tenants/t/segments", `{"name":"ns-%[1]s"}`)},
 		{name: "segments/get", route: "GET /v1/tenants/{tenant}/segments/{name}", allow: readers, status: http.StatusOK, req: getPath("/v1/tenants/t/segments/s")},
-		{name: "segments/remove", route: "DELETE /v1/tenants/{tenant}/segments/{name}", allow: kubeAdmin, status: http.StatusNoContent, req: slugged("DELETE", "/v1/tenants/t/segments/vs-%[1]s", "")},
+		{name: "segments/remove", route: "DELETE /v1/tenants/{tenant}/segments/{name}", allow: kubeAdmin, status: http.StatusNoContent, req: slugged("DELETE", "/v1/tenants/tk/segments/vs-%[1]s", "")},
 
 		{name: "addresses/allocate-h1", route: "POST /v1/addresses", allow: h1Writers, status: http.StatusCreated, req: slugged("POST", "/v1/addresses",
 			`{"name":"pod1-%[1]s","network":"net","host":"h1","tenant":"t","segment":"s"}`)},
@@ -338,7 +338,8 @@ func (c *authzCaller) do(t *testing.T, in *servertest.Instance, method, path, bo
 // function fw1, policy p, devices tor1, tor2, spine1, chain c1, address
 // set as1, pod ns1/pod1; and for each caller victims to remove: network
 // vn-SLUG, host vh-SLUG, host vk-SLUG (labelled as registered by the
-// Kubernetes controller) with address vk1-SLUG, tenant vt-SLUG, segment t/vs-SLUG, addresses
+// Kubernetes controller) with address vk1-SLUG, tenant vt-SLUG, segment tk/vs-SLUG (both
+// tenants labelled as the controller's), addresses
 // vn1-SLUG and vi1-SLUG on h1 and vn2-SLUG and vi2-SLUG on h2, policy
 // vp-SLUG, device vd-SLUG, chain vc-SLUG, address set vas-SLUG, pod
 // ns1/vpod-SLUG and a certificate.
@@ -371,6 +372,10 @@ func newAuthzWorld(t *testing.T, in *servertest.Instance) *authzWorld {
 	must(c.AddTenant(ctx, api.Tenant{Name: "t"}))
 	must(c.AddSegment(ctx, api.Segment{Tenant: "t", Name: "s"}))
 	must(c.AddTenant(ctx, api.Tenant{Name: "infra"}))
+	// Tenant victims (and tenant tk of the segment victims) labelled as the
+	// Kubernetes controller's: kube may remove only those.
+	kubeMade := map[string]string{api.LabelSource: api.SourceKubernetes}
+	must(c.AddTenant(ctx, api.Tenant{Name: "tk", Labels: kubeMade}))
 	must(c.AddSegment(ctx, api.Segment{Tenant: "infra", Name: "fw"}))
 	alloc := func(name, host, tenant, segment, iface string) {
 		t.Helper()
@@ -405,8 +410,8 @@ func newAuthzWorld(t *testing.T, in *servertest.Instance) *authzWorld {
 		must(c.AddHost(ctx, api.Host{Name: "vk-" + s, IP: netip.AddrFrom4([4]byte{192, 0, 2, byte(150 + i)}),
 			Labels: map[string]string{api.LabelSource: api.SourceKubernetes}}))
 		alloc("vk1-"+s, "vk-"+s, "t", "s", "")
-		must(c.AddTenant(ctx, api.Tenant{Name: "vt-" + s}))
-		must(c.AddSegment(ctx, api.Segment{Tenant: "t", Name: "vs-" + s}))
+		must(c.AddTenant(ctx, api.Tenant{Name: "vt-" + s, Labels: kubeMade}))
+		must(c.AddSegment(ctx, api.Segment{Tenant: "tk", Name: "vs-" + s}))
 		alloc("vn1-"+s, "h1", "t", "s", "")
 		alloc("vi1-"+s, "h1", "t", "s", "")
 		alloc("vn2-"+s, "h2", "t", "s", "")

@@ -171,7 +171,13 @@ func (s *Server) getTenant(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// removeTenant removes a tenant without segments. The kube identity may
+// remove only the tenants it created (labelled
+// api.LabelSource=api.SourceKubernetes): a deleted namespace's.
 func (s *Server) removeTenant(w http.ResponseWriter, r *http.Request) error {
+	if err := s.kubeOwnsTenant(r, r.PathValue("name")); err != nil {
+		return err
+	}
 	if err := s.reg.RemoveTenant(r.Context(), r.PathValue("name")); err != nil {
 		return err
 	}
@@ -230,7 +236,31 @@ func (s *Server) getSegment(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// kubeOwnsTenant refuses the kube identity a removal in a tenant it did
+// not create; other callers pass.
+func (s *Server) kubeOwnsTenant(r *http.Request, name string) error {
+	c := callerOf(r)
+	if c.id.Role != pki.RoleKube {
+		return nil
+	}
+	t, err := s.reg.GetTenant(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	if t.Labels[api.LabelSource] != api.SourceKubernetes {
+		err := api.Errorf(api.ReasonForbidden, "kube may remove tenants (and their segments) labelled %s=%s only; tenant %s is not", api.LabelSource, api.SourceKubernetes, name)
+		c.refusal = err
+		return err
+	}
+	return nil
+}
+
+// removeSegment removes a segment without addresses; the kube identity
+// only in a tenant it created (kubeOwnsTenant).
 func (s *Server) removeSegment(w http.ResponseWriter, r *http.Request) error {
+	if err := s.kubeOwnsTenant(r, r.PathValue("tenant")); err != nil {
+		return err
+	}
 	if err := s.reg.RemoveSegment(r.Context(), r.PathValue("tenant"), r.PathValue("name")); err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/network-policy-api/apis/v1alpha2"
@@ -405,7 +406,23 @@ func pod(c string) string { _, s, _ := strings.Cut(c, "/"); return s }
 // and label changes of pods and namespaces, are followed and enforced on
 // real TCP and UDP traffic.
 func TestKubernetesEndToEnd(t *testing.T) {
-	kl := newKubeLab(t, "h1", "h2")
+	// synced has romana-kube's desired tenants of its last successful
+	// sync.
+	var (
+		mu     sync.Mutex
+		synced []string
+	)
+	kl := newKubeLabWith(t, kubeLabOptions{kubeOnSync: func(d kube.Desired, err error) {
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		synced = synced[:0]
+		for _, x := range d.Tenants {
+			synced = append(synced, x.Name)
+		}
+	}}, "h1", "h2")
 	ctx := kl.ctx
 	cs := kl.k.Clientset
 	kl.namespace("x", map[string]string{"ns": "x"})
@@ -611,6 +628,138 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	if _, err := kl.srv.Client.GetAddress(ctx, p.id+":eth0"); !api.IsNotFound(err) {
 		t.Errorf("y/a's address after CNI DEL: %v", err)
 	}
+
+	// 9. A namespace deleted while its pod still terminates (deleted from
+	// the API, its CNI DEL not done: a force delete): the tenant stays,
+	// as romanad refuses to remove a segment with addresses.
+	kl.namespace("z", nil)
+	za := kl.startPod("z", "a", "h1", nil)
+	tz, err := kl.srv.Client.GetTenant(ctx, "z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tz.Labels[api.LabelSource] != api.SourceKubernetes {
+		t.Errorf("tenant z: labels %v, want %s=%s", tz.Labels, api.LabelSource, api.SourceKubernetes)
+	}
+	kl.deletePod(za, false)
+	kl.deleteNamespace("z")
+	// A sync without z (z was in every sync since its pod started) has
+	// tried to remove its tenant.
+	expect.Eventually(t, "romana-kube synced without namespace z", wait, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if slices.Contains(synced, "z") {
+			return fmt.Errorf("last sync's tenants %v", synced)
+		}
+		return nil
+	})
+	if got, err := kl.srv.Client.GetTenant(ctx, "z"); err != nil || got.ID != tz.ID {
+		t.Fatalf("tenant z while z/a's address is held: %+v, %v; want it kept with id %d", got, err, tz.ID)
+	}
+	// Re-created under the same name meanwhile: the same tenant, and a new
+	// pod's address in it.
+	kl.namespace("z", nil)
+	zb := kl.startPod("z", "b", "h2", nil)
+	if d, err := kl.srv.Client.Decode(ctx, zb.ep.IP); err != nil || d.Tenant != "z" || d.TenantID != tz.ID {
+		t.Errorf("re-created z: z/b's address %s decodes to %+v, %v; want tenant z id %d", zb.ep.IP, d, err, tz.ID)
+	}
+	// The old pod's CNI DEL, then z deleted for good: its segments and
+	// tenant go.
+	if err := kl.rts[za.host].Del(ctx, za.id, za.ep.Path, "eth0", nil); err != nil {
+		t.Fatal(err)
+	}
+	kl.deletePod(zb, true)
+	kl.deleteNamespace("z")
+	expect.Eventually(t, "tenant z and its segments removed", wait, func() error {
+		if _, err := kl.srv.Client.GetTenant(ctx, "z"); !api.IsNotFound(err) {
+			return fmt.Errorf("tenant z: %v", err)
+		}
+		return nil
+	})
+	// A new namespace takes z's id.
+	kl.namespace("w", nil)
+	wa := kl.startPod("w", "a", "h2", nil)
+	if tw, err := kl.srv.Client.GetTenant(ctx, "w"); err != nil || tw.ID != tz.ID {
+		t.Errorf("tenant w: %+v, %v; want z's id %d", tw, err, tz.ID)
+	}
+	if err := kl.reach("tcp", "w/a", "x/a", 80); err != nil {
+		t.Errorf("w/a to x/a: %v", err)
+	}
+	kl.deletePod(wa, true)
+	kl.deleteNamespace("w")
+
+	// 10. Churn: 16 namespaces, one after another, each with a pod: with
+	// the 6 live ones, more than the plan's 4 tenant bits hold; each gets
+	// an id (its pod an address) because the gone ones' are free again.
+	for i := range 16 {
+		name := fmt.Sprintf("churn-%d", i)
+		kl.namespace(name, nil)
+		p := kl.startPod(name, "p", []string{"h1", "h2"}[i%2], nil)
+		kl.deletePod(p, true)
+		kl.deleteNamespace(name)
+	}
+	expect.Eventually(t, "the churned namespaces' tenants removed", wait, func() error {
+		ts, err := kl.srv.Client.ListTenants(ctx)
+		if err != nil {
+			return err
+		}
+		var left []string
+		for _, x := range ts {
+			if x.Labels[api.LabelSource] == api.SourceKubernetes && (strings.HasPrefix(x.Name, "churn-") || x.Name == "w") {
+				left = append(left, x.Name)
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("left: %v", left)
+		}
+		return nil
+	})
+}
+
+// deletePod deletes a pod as the kubelet finishes it (grace period 0) and,
+// with cniDel, does its CNI DEL (which releases its address).
+func (kl *kubeLab) deletePod(p *kubePod, cniDel bool) {
+	kl.t.Helper()
+	var now int64
+	if err := kl.k.Clientset.CoreV1().Pods(p.ns).Delete(kl.ctx, p.name, metav1.DeleteOptions{GracePeriodSeconds: &now}); err != nil {
+		kl.t.Fatal(err)
+	}
+	if cniDel {
+		if err := kl.rts[p.host].Del(kl.ctx, p.id, p.ep.Path, "eth0", nil); err != nil {
+			kl.t.Fatal(err)
+		}
+	}
+	delete(kl.pods, p.ns+"/"+p.name)
+	delete(kl.eps, p.ns+"/"+p.name)
+}
+
+// deleteNamespace deletes an empty namespace and, as the namespace
+// controller would (kubetest runs none), finalizes it, and waits until it
+// is gone.
+func (kl *kubeLab) deleteNamespace(name string) {
+	kl.t.Helper()
+	nss := kl.k.Clientset.CoreV1().Namespaces()
+	if err := nss.Delete(kl.ctx, name, metav1.DeleteOptions{}); err != nil {
+		kl.t.Fatal(err)
+	}
+	n, err := nss.Get(kl.ctx, name, metav1.GetOptions{})
+	if err == nil {
+		n.Spec.Finalizers = nil
+		if _, err := nss.Finalize(kl.ctx, n, metav1.UpdateOptions{}); err != nil {
+			kl.t.Fatalf("finalize namespace %s: %v", name, err)
+		}
+	}
+	expect.Eventually(kl.t, "namespace "+name+" gone", wait, func() error {
+		if _, err := nss.Get(kl.ctx, name, metav1.GetOptions{}); err == nil {
+			if err := nss.Delete(kl.ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+			return errors.New("still there")
+		} else if !apierrors.IsNotFound(err) {
+			return err
+		}
+		return nil
+	})
 }
 
 func sortedAddrs(a ...netip.Addr) []netip.Addr {

@@ -77,7 +77,21 @@ func runAgent(ctx context.Context, f *cmdline.Agent, stderr io.Writer) error {
 		return err
 	}
 	connect := func(ctx context.Context) (*client.Client, string, error) {
-		return connectRomanad(ctx, log, f.Server, f.Config, f.Join, f.Host, f.CNIConfig)
+		token := f.Join
+		if token == "" && f.JoinFile != "" && f.JoinWait > 0 && !strings.HasPrefix(f.Server, "unix://") {
+			if _, err := os.Stat(f.Config); errors.Is(err, os.ErrNotExist) {
+				var secret *secretSource
+				if f.JoinKube != "" {
+					if secret, err = newSecretSource(f.JoinKube, f.Host); err != nil {
+						return nil, "", err
+					}
+				}
+				if token, err = waitJoinToken(ctx, log, f.JoinFile, secret, time.Second, f.JoinWait); err != nil {
+					return nil, "", err
+				}
+			}
+		}
+		return connectRomanad(ctx, log, f.Server, f.Config, token, f.Host, f.CNIConfig)
 	}
 	if f.Cleanup {
 		if err := errors.Join(agent.Cleanup(ctx, routes, fw), bf.cleanup(ctx, log, connect),

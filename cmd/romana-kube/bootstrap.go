@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 
@@ -14,7 +16,7 @@ import (
 )
 
 // runBootstrap is romana-kube bootstrap: package bootstrap does the work.
-func runBootstrap(ctx context.Context, f *cmdline.KubeBootstrap, stdout io.Writer) error {
+func runBootstrap(ctx context.Context, f *cmdline.KubeBootstrap, stdout, stderr io.Writer) error {
 	if !strings.HasPrefix(f.Romanad, "unix://") {
 		return cmdline.Usagef("--romanad %q: want unix:///PATH (romanad's socket, where this is admin)", f.Romanad)
 	}
@@ -33,8 +35,15 @@ func runBootstrap(ctx context.Context, f *cmdline.KubeBootstrap, stdout io.Write
 	if err != nil {
 		return err
 	}
-	r, err := bootstrap.Run(ctx, bootstrap.Config{Namespace: f.Namespace, KubeSecret: f.KubeSecret, JoinSecret: f.JoinSecret,
-		Server: f.Server, TokenTTL: f.TokenTTL}, rom, kc)
+	cfg := bootstrap.Config{Namespace: f.Namespace, KubeSecret: f.KubeSecret, JoinSecret: f.JoinSecret,
+		Server: f.Server, TokenTTL: f.TokenTTL}
+	var r bootstrap.Result
+	if f.Wait > 0 {
+		log := slog.New(slog.NewTextHandler(stderr, nil))
+		r, err = bootstrap.Until(ctx, cfg, rom, kc, log, time.Second, f.Wait)
+	} else {
+		r, err = bootstrap.Run(ctx, cfg, rom, kc)
+	}
 	if r.KubeIssued {
 		fmt.Fprintf(stdout, "wrote romana-kube's credential (identity kube) to Secret %s/%s\n", f.Namespace, f.KubeSecret)
 	}

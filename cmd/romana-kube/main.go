@@ -11,12 +11,14 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	npclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
+	"github.com/romana/romana/api"
 	"github.com/romana/romana/client"
 	"github.com/romana/romana/cmd/internal/cmdline"
 	"github.com/romana/romana/kube"
@@ -32,7 +34,7 @@ func main() {
 
 func execute(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := cmdline.NewKube(func(ctx context.Context, f *cmdline.Kube) error { return run(ctx, f, stderr) })
-	cmd.AddCommand(cmdline.NewKubeBootstrap(func(ctx context.Context, f *cmdline.KubeBootstrap) error { return runBootstrap(ctx, f, stdout) }))
+	cmd.AddCommand(cmdline.NewKubeBootstrap(func(ctx context.Context, f *cmdline.KubeBootstrap) error { return runBootstrap(ctx, f, stdout, stderr) }))
 	return cmdline.Execute(ctx, cmd, args, stdout, stderr)
 }
 
@@ -62,9 +64,22 @@ func run(ctx context.Context, f *cmdline.Kube, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	nets, err := rom.ListNetworks(ctx)
-	if err != nil {
-		return fmt.Errorf("romanad: list networks: %w", err)
+	// romanad may not answer yet (installed at the same time): wait for
+	// it, saying so, rather than exit into the kubelet's restart back-off.
+	var nets []api.Network
+	start := time.Now()
+	for {
+		if nets, err = rom.ListNetworks(ctx); err == nil {
+			break
+		}
+		if time.Since(start) > 5*time.Minute || ctx.Err() != nil {
+			return fmt.Errorf("romanad: list networks (tried for %v): %w", time.Since(start).Round(time.Second), err)
+		}
+		log.Info("waiting for romanad", "err", err, "waited", time.Since(start).Round(time.Second))
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
 	}
 	var pools []netip.Prefix
 	for _, n := range nets {

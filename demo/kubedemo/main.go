@@ -251,6 +251,7 @@ func (d *demo) run(ctx context.Context, t testing.TB) {
 	for i, n := range nodeNames {
 		d.must(t, "label", "node", n, fmt.Sprintf("%s=%s", zoneLabel, rackOf(i)))
 	}
+	applied0 := time.Now()
 	d.must(t, "apply", "-f", d.manifests)
 	// romana-kube's --topology, the knob its ConfigMap has commented out:
 	// set as an operator would, then a new romana-kube pod reads it.
@@ -283,6 +284,8 @@ func (d *demo) run(ctx context.Context, t testing.TB) {
 			t.Fatal(err)
 		}
 	}
+	d.say("Romana installed %.1fs after kubectl apply", time.Since(applied0).Seconds())
+	d.printTimeline(ctx, applied0)
 	d.show(t, "-n", "romana-system", "get", "pods", "-o", "wide")
 	d.show(t, "get", "nodes", "-o", "wide")
 

@@ -21,6 +21,8 @@ import (
 type Agent struct {
 	Host, Server, Config, Join, CNIConfig string
 	JoinFile                              string
+	JoinWait                              time.Duration
+	JoinKube                              string
 	CNISocket                             string
 	Mode                                  string
 	Resync, MinSyncInterval               time.Duration
@@ -102,6 +104,8 @@ or reach romanad, netlink or nftables refused); 2 the command line is wrong.`,
 	fs.StringVar(&f.Config, "config", "/var/lib/romana/agent/host.conf", "the agent's credential `file` (written by --join, renewed in place)")
 	fs.StringVar(&f.Join, "join", "", "single-use join `token` for the first start (env "+EnvJoinToken+"); ignored once --config exists")
 	fs.StringVar(&f.JoinFile, "join-file", "", "`file` holding the join token, used when neither --join nor "+EnvJoinToken+" gives one; a missing file is no token (a Kubernetes Secret with a key per node)")
+	fs.DurationVar(&f.JoinWait, "join-wait", 10*time.Minute, "with --join-file and no credential in --config yet, how long to wait for the file to hold a token (read each second; a Kubernetes Secret's key appears once the bootstrap Job wrote it and the kubelet updated the volume); then fail (0: do not wait)")
+	fs.StringVar(&f.JoinKube, "join-kube", "", "while waiting for --join-file, also read the token through the Kubernetes API server, with the pod's ServiceAccount, from the key named --host of the Secret `NAMESPACE/NAME` (a Secret volume shows a new key only at the kubelet's next sync of the pod, a minute and more later)")
 	fs.StringVar(&f.CNIConfig, "cni-config", "/etc/romana/cni.conf", "`file` to keep a CNI credential (cni:HOST) in, for plugins that talk to romanad themselves; romana-cni needs none (\"\" disables)")
 	fs.StringVar(&f.CNISocket, "cni-socket", forward.DefaultSocket, "unix socket `path` where the agent serves the romana-cni plugin's requests, root-only (\"\" disables); the network config's \"agentSocket\" must name it")
 	fs.StringVar(&f.Mode, "mode", string(hoststate.ModeFlat), "flat: route other hosts' CIDRs via their IPs (one L2 segment); fabric: the fabric routes them")

@@ -2,6 +2,7 @@ package cmdline
 
 import (
 	"context"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,6 +14,7 @@ type KubeBootstrap struct {
 	Kubeconfig, Romanad, Server       string
 	Namespace, KubeSecret, JoinSecret string
 	TokenTTL                          string
+	Wait                              time.Duration
 }
 
 // NewKubeBootstrap returns romana-kube's bootstrap subcommand; run is what
@@ -32,12 +34,14 @@ writes two Secrets in --namespace:
                  no key yet and whose Romana host exists
 
 romana-kube makes a host for each node; until it has, the node waits. The
-command is safe to repeat: it exits 1 while some node waits, so that the
-Job runs it again. Delete a node's key to give it a new token (a node
-reinstalled, or a token that expired unused).
+command tries again each second (romanad's socket or the API server not
+answering yet, nodes without a host), writing each node's token as soon as
+its host exists, for up to --wait; it is safe to repeat. Delete a node's
+key to give it a new token (a node reinstalled, or a token that expired
+unused).
 
-Exit codes: 0 every node has a token; 1 failed, or nodes still wait; 2 the
-command line is wrong.`,
+Exit codes: 0 every node has a token; 1 failed, or nodes still wait after
+--wait; 2 the command line is wrong.`,
 		Example: `  # the bootstrap Job of deploy/kubernetes
   romana-kube bootstrap --romanad unix:///run/romana/romanad.sock \
     --server https://10.96.0.20:9600`,
@@ -50,5 +54,6 @@ command line is wrong.`,
 	fs.StringVar(&f.KubeSecret, "kube-secret", bootstrap.DefaultKubeSecret, "Secret `name` of romana-kube's credential")
 	fs.StringVar(&f.JoinSecret, "join-secret", bootstrap.DefaultJoinSecret, "Secret `name` of the join tokens")
 	fs.StringVar(&f.TokenTTL, "token-ttl", "", "how long a join token may be used (default romanad's, 1h)")
+	fs.DurationVar(&f.Wait, "wait", 10*time.Minute, "how long to keep trying until every node has a token (0: one pass)")
 	return newCommand(c, func(cmd *cobra.Command) error { return run(cmd.Context(), f) })
 }
