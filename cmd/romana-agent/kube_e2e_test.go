@@ -526,6 +526,43 @@ func TestKubernetesEndToEnd(t *testing.T) {
 		t.Fatalf("y/c's status has IP %q (%v); the test needs it empty", p.Status.PodIP, err)
 	}
 
+	// 3c. A new pod guarded by a label-selected policy is enforced from
+	// its first packet: its sets list it by name before it exists, the
+	// agents add its address to them from the allocation's own watch
+	// event, and the CNI ADD makes it routable only once its host's
+	// firewall has done so. Probed once, right after the ADD returned (no
+	// waiting): y/a, not a client, is refused; y/b, a client, gets in.
+	guard := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "y", Name: "guard-g"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "g"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &p80}}}}}}
+	if _, err := cs.NetworkingV1().NetworkPolicies("y").Create(ctx, guard, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expect.Eventually(t, "guard-g at romanad", wait, func() error {
+		pols, err := kl.srv.Client.ListPolicies(ctx)
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(pols, func(p api.Policy) bool { return strings.Contains(p.Name, "guard-g") }) {
+			return fmt.Errorf("no policy for guard-g in %d", len(pols))
+		}
+		return nil
+	})
+	for _, host := range []string{"h1", "h2"} { // y/a, the denied peer, is on h2
+		yg := kl.attachPod("y", "g"+host[1:], host, map[string]string{"pod": "g"}, false)
+		key := "y/" + yg.name
+		if err := kl.reach("tcp", "y/a", key, 80); err == nil {
+			t.Errorf("%s on %s: y/a (not a client) reached it right after its CNI ADD", key, host)
+		}
+		expect.Eventually(t, "y/b (a client) reaches "+key, wait, func() error { return kl.reach("tcp", "y/b", key, 80) })
+	}
+	if err := cs.NetworkingV1().NetworkPolicies("y").Delete(ctx, "guard-g", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	// 4. A namespace's label change: y loses ns=y, so udp/82 from y closes.
 	nsy, err := cs.CoreV1().Namespaces().Get(ctx, "y", metav1.GetOptions{})
 	if err != nil {
