@@ -46,6 +46,9 @@ type kubeLab struct {
 	k    *kubetest.Cluster
 	rts  map[string]*cnirun.Runtime // host → CNI runtime
 	pods map[string]*kubePod        // "ns/name"
+	// olderAgents: the agents are $ROMANA_KUBE_E2E_AGENT, a romana-agent
+	// binary older than this romanad (the upgrade path).
+	olderAgents bool
 }
 
 type kubePod struct {
@@ -80,6 +83,11 @@ type kubeLabOptions struct {
 	kubeOnSync func(kube.Desired, error)
 }
 
+// olderAgentEnv names an older romana-agent binary for the agents of
+// newKubeLab, to check the upgrade path (agents older than romanad and
+// romana-kube): TestKubernetesEndToEnd then expects what such agents do.
+const olderAgentEnv = "ROMANA_KUBE_E2E_AGENT"
+
 func newKubeLab(t *testing.T, hosts ...string) *kubeLab {
 	return newKubeLabWith(t, kubeLabOptions{}, hosts...)
 }
@@ -101,6 +109,11 @@ func newKubeLabWith(t *testing.T, o kubeLabOptions, hosts ...string) *kubeLab {
 	if err != nil {
 		t.Fatal(err)
 	}
+	older := os.Getenv(olderAgentEnv)
+	if o.agentExe == "" && older != "" {
+		o.agentExe = older
+		t.Logf("agents: %s (%s)", older, olderAgentEnv)
+	}
 	if o.agentExe != "" {
 		exe = o.agentExe
 	}
@@ -109,7 +122,7 @@ func newKubeLabWith(t *testing.T, o kubeLabOptions, hosts ...string) *kubeLab {
 	c := &cluster{t: t, ctx: ctx, srv: srv, ctl: ctl, lab: lab, exe: exe, logDir: t.TempDir(), credDir: t.TempDir(),
 		hosts: map[string]*sim.Host{}, cidrs: map[string]netip.Prefix{}, eps: map[string]*sim.Endpoint{},
 		agents: map[string]*agentProc{}, resync: o.resync}
-	kl := &kubeLab{cluster: c, k: k, rts: map[string]*cnirun.Runtime{}, pods: map[string]*kubePod{}}
+	kl := &kubeLab{cluster: c, k: k, rts: map[string]*cnirun.Runtime{}, pods: map[string]*kubePod{}, olderAgents: o.agentExe == older && older != ""}
 	t.Cleanup(func() {
 		for name := range c.agents {
 			c.stopAgent(name)
@@ -554,7 +567,16 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	for _, host := range []string{"h1", "h2"} { // y/a, the denied peer, is on h2
 		yg := kl.attachPod("y", "g"+host[1:], host, map[string]string{"pod": "g"}, false)
 		key := "y/" + yg.name
-		if err := kl.reach("tcp", "y/a", key, 80); err == nil {
+		if kl.olderAgents {
+			// Agents older than address sets' pods and the CNI wait:
+			// enforced once romana-kube wrote the address into the set.
+			expect.Eventually(t, "y/a refused by "+key+" (older agents)", wait, func() error {
+				if err := kl.reach("tcp", "y/a", key, 80); err == nil {
+					return errors.New("y/a reaches it")
+				}
+				return nil
+			})
+		} else if err := kl.reach("tcp", "y/a", key, 80); err == nil {
 			t.Errorf("%s on %s: y/a (not a client) reached it right after its CNI ADD", key, host)
 		}
 		expect.Eventually(t, "y/b (a client) reaches "+key, wait, func() error { return kl.reach("tcp", "y/b", key, 80) })
