@@ -187,6 +187,9 @@ func (l *loop) take() {
 }
 
 func (l *loop) inputOf(c model.Change) input {
+	if c.Kind == api.KindAddressSet && !c.SetMember {
+		return 0 // the same members: nothing to enforce anew
+	}
 	if c.Kind != api.KindAddress {
 		return inputOfKind[c.Kind]
 	}

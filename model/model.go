@@ -76,10 +76,14 @@ type Change struct {
 	// Hosts are the hosts of the address before and after the event (an
 	// address that moved has two); empty for other kinds.
 	Hosts []string
-	// SetMember is set when the address, before or after the event, is
-	// allocated for a pod that an address set lists (api.AddressSet.Pods),
-	// or is an address a set lists: the event may change that set's
-	// members.
+	// SetMember is set, for an address, when it is, before or after the
+	// event, allocated for a pod that an address set lists
+	// (api.AddressSet.Pods) or an address a set lists: the event may
+	// change that set's members; for an address set, when the set came,
+	// went or its members (AddressSetMembers) changed. A set rewritten
+	// with the same members (its writer adding the address of a pod it
+	// already listed, which agents have resolved since the allocation)
+	// changes nothing an agent enforces.
 	SetMember bool
 }
 
@@ -248,14 +252,20 @@ func (m *Model) Apply(ev api.Event) (c Change, ok bool, err error) {
 		m.deviceLst = nil
 	case api.KindAddressSet:
 		old, had := m.sets[ev.Name]
+		var before []netip.Addr
+		if had {
+			before = m.AddressSetMembers(ev.Name)
+		}
 		err = applyTo(m.sets, ev)
 		if err == nil {
 			if had {
 				m.countSetPods(old, -1)
 			}
-			if x, ok := m.sets[ev.Name]; ok {
+			x, has := m.sets[ev.Name]
+			if has {
 				m.countSetPods(x, 1)
 			}
+			c.SetMember = had != has || !slices.Equal(before, m.AddressSetMembers(ev.Name))
 		}
 		m.setLst = nil
 	default:

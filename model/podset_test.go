@@ -101,3 +101,45 @@ func TestAddressSetPodMembers(t *testing.T) {
 		t.Errorf("rebuilt: %v, incremental: %v", got, want)
 	}
 }
+
+// A set rewritten with the same members (its writer adding the address of
+// a pod it lists, already resolved) is no change; one whose members or
+// existence change is.
+func TestAddressSetChangeOnlyWhenMembersChange(t *testing.T) {
+	a := netip.MustParseAddr
+	snap := testSnapshot()
+	snap.Addresses = []api.Address{{Name: "c1:eth0", IP: a("10.1.16.5"), Host: "h1", Tenant: "acme", Segment: "default",
+		Attrs: map[string]string{api.AttrK8sNamespace: "shop", api.AttrK8sPod: "web-1"}}}
+	m := New(snap)
+	rev := int64(1)
+	put := func(s *api.AddressSet) bool {
+		t.Helper()
+		rev++
+		ev := api.Event{Revision: rev, Type: api.EventDelete, Kind: api.KindAddressSet, Name: "web"}
+		if s != nil {
+			b, _ := json.Marshal(s)
+			ev.Type, ev.Object = api.EventPut, b
+		}
+		c, ok, err := m.Apply(ev)
+		if err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		return c.SetMember
+	}
+	for i, tc := range []struct {
+		set  *api.AddressSet
+		want bool
+	}{
+		{&api.AddressSet{Name: "web", Pods: []string{"shop/web-1"}}, true},                                           // created
+		{&api.AddressSet{Name: "web", Pods: []string{"shop/web-1"}, Addresses: []netip.Addr{a("10.1.16.5")}}, false}, // its address added: same members
+		{&api.AddressSet{Name: "web", Pods: []string{"shop/web-1"}, Description: "d"}, false},                        // description only
+		{&api.AddressSet{Name: "web", Pods: []string{"shop/web-1"}, Addresses: []netip.Addr{a("10.9.0.1")}}, true},   // a member more
+		{&api.AddressSet{Name: "web"}, true},                                                                         // none left
+		{&api.AddressSet{Name: "web"}, false},                                                                        // still none
+		{nil, true},                                                                                                  // gone (a missing set is not an empty one to policies)
+	} {
+		if got := put(tc.set); got != tc.want {
+			t.Errorf("step %d (%+v): SetMember %v, want %v", i, tc.set, got, tc.want)
+		}
+	}
+}
