@@ -86,6 +86,9 @@ type Config struct {
 	// FlowtableSupporter; on a kernel without flowtables the agent runs
 	// without it and reports a problem (flowtable.go).
 	Flowtable bool
+	// Settled, optional, lets the CNI plugin wait until the firewall
+	// enforces the sets a new address belongs to (settle.go).
+	Settled *Settled
 }
 
 func (c *Config) defaults() error {
@@ -152,6 +155,10 @@ func Run(ctx context.Context, cfg Config) error {
 	l := &loop{cfg: cfg, log: log, wake: make(chan struct{}, 1), neighbors: neighborMemory{},
 		limit: newLimiter(cfg.MinSyncInterval, cfg.SyncBurst),
 		retry: backoff{min: cfg.MinBackoff, max: cfg.MaxBackoff}}
+	if cfg.Settled != nil {
+		cfg.Settled.setPoke(l.poke)
+		defer cfg.Settled.setPoke(nil)
+	}
 	l.feed = &follower{src: cfg.Source, log: log, minBackoff: cfg.MinBackoff, maxBackoff: cfg.MaxBackoff, notify: l.poke}
 	l.routes = &routeManager{cfg: &l.cfg, log: log}
 	l.firewall = &firewallManager{cfg: &l.cfg, log: log}

@@ -187,6 +187,9 @@ func (l *loop) take() {
 }
 
 func (l *loop) inputOf(c model.Change) input {
+	if c.Kind == api.KindAddressSet && !c.SetMember {
+		return 0 // the same members: nothing to enforce anew
+	}
 	if c.Kind != api.KindAddress {
 		return inputOfKind[c.Kind]
 	}
@@ -196,6 +199,9 @@ func (l *loop) inputOf(c model.Change) input {
 	}
 	if l.m.HasChains() {
 		in |= inFunction
+	}
+	if c.SetMember {
+		in |= inAddressSet // a pod's address: members of the sets listing the pod
 	}
 	return in
 }
@@ -239,6 +245,7 @@ func (l *loop) run(ctx context.Context) {
 		if l.m == nil {
 			continue // nothing before the first snapshot
 		}
+		l.settle() // changes that leave the firewall as it is
 		// Changes run at once (within the limiter); managers that only
 		// wait for a retry run when it is due.
 		now := time.Now()
@@ -258,6 +265,7 @@ func (l *loop) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		l.settle()
 		if failed {
 			retryAt = time.Now().Add(l.retry.failed())
 		} else {

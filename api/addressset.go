@@ -16,10 +16,23 @@ const KindAddressSet = "addressset"
 // Kubernetes label selector picks. Agents hold each set as nft named sets
 // (one per family) and follow membership changes by adding and deleting
 // elements, never by rewriting rules. Addresses are sorted and distinct.
+//
+// Pods are members by name ("namespace/name", sorted and distinct): every
+// agent resolves them to the addresses romanad allocated for those pods
+// (the attributes AttrK8sNamespace and AttrK8sPod), so a pod's address is
+// in its sets from the watch event that brings the allocation, on every
+// host, without waiting for the set's writer to learn the address. The
+// Kubernetes controller writes a pod's memberships before its pod record,
+// and an allocation naming a pod needs the record: an address allocated
+// for a pod is never without its pod's memberships. Addresses remain for
+// what has no allocation at romanad (and for agents older than Pods, which
+// read only Addresses). A set's members are Addresses plus the resolved
+// pods.
 type AddressSet struct {
 	Name        string       `json:"name"`
 	Description string       `json:"description,omitempty"`
 	Addresses   []netip.Addr `json:"addresses"`
+	Pods        []string     `json:"pods,omitempty"`
 }
 
 // KindPod is the kind of pod records: what romanad knows of a Kubernetes
@@ -44,7 +57,8 @@ type Pod struct {
 // Key returns "namespace/name".
 func (p Pod) Key() string { return p.Namespace + "/" + p.Name }
 
-// Address set limits. MaxAddressSetSize bounds a set's addresses;
+// Address set limits. MaxAddressSetSize bounds a set's addresses, and
+// separately its pods;
 // MaxAddressSetBytes bounds its stored JSON, which must fit one etcd
 // request (1.5 MiB by default) with room to spare: 65,536 IPv4 addresses
 // fit, as many IPv6 addresses do not.
@@ -54,8 +68,9 @@ const (
 )
 
 // Validate checks an address set and returns its canonical form:
-// addresses unmapped, sorted and distinct. Errors are ReasonInvalid and
-// name the set and the offending address.
+// addresses unmapped, sorted and distinct; pods valid "namespace/name"
+// keys (ParsePodKey), sorted and distinct. Errors are ReasonInvalid and
+// name the set and the offending address or pod.
 func (s AddressSet) Validate() (AddressSet, error) {
 	if err := ValidateName("address set", s.Name); err != nil {
 		return AddressSet{}, err
@@ -79,6 +94,21 @@ func (s AddressSet) Validate() (AddressSet, error) {
 	}
 	slices.SortFunc(out.Addresses, netip.Addr.Compare)
 	out.Addresses = slices.Compact(out.Addresses)
+	if len(s.Pods) > MaxAddressSetSize {
+		return AddressSet{}, Errorf(ReasonInvalid, "address set %s has %d pods; a set holds at most %d: split it into several sets (a policy may name several)",
+			s.Name, len(s.Pods), MaxAddressSetSize)
+	}
+	if len(s.Pods) > 0 {
+		out.Pods = make([]string, 0, len(s.Pods))
+		for i, p := range s.Pods {
+			if _, _, err := ParsePodKey(p); err != nil {
+				return AddressSet{}, Errorf(ReasonInvalid, "address set %s: pods[%d]: %v", s.Name, i, err)
+			}
+			out.Pods = append(out.Pods, p)
+		}
+		slices.Sort(out.Pods)
+		out.Pods = slices.Compact(out.Pods)
+	}
 	return out, nil
 }
 

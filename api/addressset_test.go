@@ -66,3 +66,28 @@ func TestPodKeyAndValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestAddressSetValidatePods(t *testing.T) {
+	got, err := AddressSet{Name: "web", Pods: []string{"ns/b", "ns/a", "ns/b", "other/a"}}.Validate()
+	want := AddressSet{Name: "web", Addresses: []netip.Addr{}, Pods: []string{"ns/a", "ns/b", "other/a"}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("Validate = %+v, %v; want %+v", got, err, want)
+	}
+	if got, err := (AddressSet{Name: "nopods"}).Validate(); err != nil || got.Pods != nil {
+		t.Errorf("a set without pods: %+v, %v; want Pods nil (left out of the JSON, as agents older than Pods expect)", got, err)
+	}
+	for _, tc := range []struct {
+		pods []string
+		want string
+	}{
+		{[]string{"ns/a", "ns"}, `pods[1]: pod "ns": want namespace/name`},
+		{[]string{"NS/a"}, `pods[0]: invalid namespace name "NS"`},
+		{[]string{"ns/a/b"}, `pods[0]: invalid pod name "a/b"`},
+		{[]string{""}, `pods[0]: pod "": want namespace/name`},
+		{make([]string, MaxAddressSetSize+1), "has 65537 pods; a set holds at most 65536"},
+	} {
+		if _, err := (AddressSet{Name: "s", Pods: tc.pods}).Validate(); ReasonOf(err) != ReasonInvalid || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate(pods %.40q) = %v; want Invalid containing %q", tc.pods, err, tc.want)
+		}
+	}
+}

@@ -90,9 +90,13 @@ type Segment struct {
 // empty when exactly one network accepts the tenant.
 //
 // Pod ("namespace/name") names the Kubernetes pod the address is for.
-// romanad takes the Tenant or Segment left empty from the pod's record
-// (KindPod), waiting a bounded time for the record to appear; either way
-// the address gets the attributes AttrK8sNamespace and AttrK8sPod.
+// romanad needs the pod's record (KindPod), waiting a bounded time for it
+// to appear, and takes the Tenant or Segment left empty from it; the
+// address gets the attributes AttrK8sNamespace and AttrK8sPod (and
+// AttrK8sUID), which make it a member of the address sets that list the
+// pod (AddressSet.Pods). PodUID, when given (the kubelet's K8S_POD_UID),
+// must be the record's UID: a record of an earlier pod of the same name
+// is waited on until the controller rewrites it.
 type AddressRequest struct {
 	Name      string            `json:"name"`
 	Network   string            `json:"network,omitempty"`
@@ -102,6 +106,7 @@ type AddressRequest struct {
 	Interface string            `json:"interface,omitempty"`
 	Attrs     map[string]string `json:"attrs,omitempty"`
 	Pod       string            `json:"pod,omitempty"`
+	PodUID    string            `json:"podUID,omitempty"`
 }
 
 // Address is an allocated endpoint address. Interface is the host-side

@@ -185,4 +185,15 @@ func writeAddressSet(w io.Writer, s api.AddressSet) {
 		b.WriteString("  " + a.String() + "\n")
 	}
 	io.WriteString(w, b.String())
+	if len(s.Pods) == 0 {
+		return
+	}
+	// Pods: members by name; agents add the addresses romanad allocates
+	// for them.
+	row(w, "Pods:", len(s.Pods))
+	b.Reset()
+	for _, p := range s.Pods {
+		b.WriteString("  " + p + "\n")
+	}
+	io.WriteString(w, b.String())
 }

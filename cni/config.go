@@ -169,6 +169,10 @@ type Target struct {
 	// With Tenant and Segment empty, romanad resolves both from the pod's
 	// record; either way the address is marked with the pod.
 	Pod string
+	// PodUID is the pod's UID (CNI_ARGS K8S_POD_UID) when Pod is set and
+	// the runtime gives it: romanad allocates only once the pod's record
+	// is of this pod, not of an earlier one of the same name.
+	PodUID string
 }
 
 // Resolve picks the tenant and segment of an invocation. Each is taken from
@@ -206,6 +210,9 @@ func Resolve(c *NetConf, cniArgs string) (Target, error) {
 		t.Pod = args["K8S_POD_NAMESPACE"] + "/" + args["K8S_POD_NAME"]
 		if _, _, err := api.ParsePodKey(t.Pod); err != nil {
 			return Target{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS K8S_POD_NAMESPACE/K8S_POD_NAME: %v", err), "")
+		}
+		if uid := args["K8S_POD_UID"]; uid != "" && len(uid) <= 128 {
+			t.PodUID = uid
 		}
 		fromPod := "pod " + t.Pod + "'s record at romanad"
 		t.Tenant, t.TenantFrom = first(

@@ -147,6 +147,7 @@ func TestResolve(t *testing.T) {
 		segment  string
 		segFrom  string
 		pod      string
+		podUID   string
 		errCode  uint
 		errMatch string
 	}{
@@ -171,7 +172,7 @@ func TestResolve(t *testing.T) {
 			errCode: types.ErrInvalidEnvironmentVariables, errMatch: "not KEY=VALUE"},
 		// Kubernetes mode: romanad resolves what args leave out from the pod's record.
 		{name: "kubernetes mode", conf: base(kube), cniArgs: "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;K8S_POD_UID=u",
-			tenFrom: "pod shop/web-1's record at romanad", segFrom: "pod shop/web-1's record at romanad", pod: "shop/web-1"},
+			tenFrom: "pod shop/web-1's record at romanad", segFrom: "pod shop/web-1's record at romanad", pod: "shop/web-1", podUID: "u"},
 		{name: "kubernetes mode, explicit segment", conf: base(kube), cniArgs: "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;ROMANA_SEGMENT=db",
 			tenFrom: "pod shop/web-1's record at romanad", segment: "db", segFrom: "CNI_ARGS ROMANA_SEGMENT", pod: "shop/web-1"},
 		{name: "kubernetes mode, explicit tenant and segment win", conf: base(func(c *NetConf) { kube(c); withArgs("blue", "")(c) }),
@@ -197,7 +198,7 @@ func TestResolve(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := Target{Tenant: tt.tenant, TenantFrom: tt.tenFrom, Segment: tt.segment, SegmentFrom: tt.segFrom, Pod: tt.pod}
+			want := Target{Tenant: tt.tenant, TenantFrom: tt.tenFrom, Segment: tt.segment, SegmentFrom: tt.segFrom, Pod: tt.pod, PodUID: tt.podUID}
 			if got != want {
 				t.Errorf("got %+v, want %+v", got, want)
 			}

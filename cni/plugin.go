@@ -50,6 +50,13 @@ type Plugin struct {
 	Host, Server string
 	// Timeout bounds each command's calls to romanad.
 	Timeout time.Duration
+	// Settle, when set, is called by ADD for a Kubernetes pod's attachment
+	// (the request names the pod) once romanad allocated its addresses;
+	// the host route that makes them reachable is added only after it
+	// returned: it returns once this host's firewall enforces the address
+	// sets the pod belongs to (agent.Settled.Wait), so the pod's first
+	// packet meets its policies. An error fails the ADD (try again later).
+	Settle func(ctx context.Context, addrs []api.Address) error
 	// failAt, when not empty, is a FailPoints step at which ADD fails on
 	// purpose; only this package's tests set it.
 	failAt string
@@ -190,10 +197,11 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 		}
 	}()
 	var ips []netip.Addr
+	var addrs []api.Address
 	for i, network := range conf.Targets() {
 		req := api.AddressRequest{
 			Name: names[i], Host: p.Host, Tenant: target.Tenant, Segment: target.Segment,
-			Network: network, Interface: veth, Pod: target.Pod,
+			Network: network, Interface: veth, Pod: target.Pod, PodUID: target.PodUID,
 			Attrs: map[string]string{
 				AttrOwner: Owner, AttrNetwork: conf.Name,
 				AttrContainerID: args.ContainerID, AttrIfName: args.IfName, AttrNetNS: args.Netns,
@@ -215,12 +223,21 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 			return nil, AsCNIError(err, fmt.Sprintf("allocate %s at romanad %s", names[i], p.Server))
 		}
 		ips = append(ips, addr.IP.Unmap())
+		addrs = append(addrs, addr)
 	}
 	if err := CheckFamilies(ips); err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("allocate %s: networks %q: %v", name, conf.Networks, err), "")
 	}
 	if err := p.fail("after-allocate"); err != nil {
 		return nil, err
+	}
+	// The pod's policies first (while the veth and the container side are
+	// made): its address must be in its sets before it is routable.
+	settled := make(chan error, 1)
+	if p.Settle != nil && target.Pod != "" {
+		go func() { settled <- p.Settle(ctx, addrs) }()
+	} else {
+		settled <- nil
 	}
 	m := waitVeth()
 	if m.err != nil {
@@ -235,6 +252,9 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 	}
 	if err := p.fail("after-container"); err != nil {
 		return nil, err
+	}
+	if err := <-settled; err != nil {
+		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("attachment %s of pod %s: %v", name, target.Pod, err), "")
 	}
 	if err := configureHost(veth, ips); err != nil {
 		return nil, types.NewError(types.ErrInternal, err.Error(), "")

@@ -196,16 +196,12 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 func addressSet(m *model.Model, r addrSetRef) Set {
 	_, keyType := familyKey(r.fam)
 	st := Set{Name: policy.AddressSetName(r.name, r.fam), KeyType: keyType, Comment: clip("address set " + r.name)}
-	as, _ := m.AddressSet(r.name)
-	var addrs []netip.Addr
-	for _, a := range as.Addresses {
-		if a = a.Unmap(); a.IsValid() && a.Is4() == (r.fam == "ip") {
-			addrs = append(addrs, a)
+	// Members: the set's addresses and its pods' (model.AddressSetMembers),
+	// unmapped, sorted, distinct.
+	for _, a := range m.AddressSetMembers(r.name) {
+		if a.IsValid() && a.Is4() == (r.fam == "ip") {
+			st.Elements = append(st.Elements, a.String())
 		}
-	}
-	slices.SortFunc(addrs, netip.Addr.Compare)
-	for _, a := range slices.Compact(addrs) {
-		st.Elements = append(st.Elements, a.String())
 	}
 	return st
 }

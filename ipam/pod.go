@@ -83,10 +83,21 @@ func (r *Registry) RemovePod(ctx context.Context, ns, name string) error {
 // ctx ends, then returns a NotFound error; the caller bounds the wait with
 // ctx's deadline.
 func (r *Registry) WaitPod(ctx context.Context, ns, name string) (api.Pod, error) {
+	return r.WaitPodUID(ctx, ns, name, "")
+}
+
+// WaitPodUID is WaitPod for the record of the pod with that UID: a record
+// with another UID (of an earlier pod of the same name, not yet rewritten
+// by the controller) is waited past like a missing one. uid "" takes any
+// record, and so does a record without a UID. When ctx ends first the
+// error is NotFound (no record) or Conflict (the record of another pod).
+func (r *Registry) WaitPodUID(ctx context.Context, ns, name, uid string) (api.Pod, error) {
+	ours := func(p api.Pod) bool { return uid == "" || p.UID == "" || p.UID == uid }
 	p, rev, err := r.getPod(ctx, ns, name)
-	if !api.IsNotFound(err) {
+	if err == nil && ours(p) || err != nil && !api.IsNotFound(err) {
 		return p, err
 	}
+	other := err == nil // a record of another pod
 	r.podWaits.Add(1)
 	defer r.podWaits.Add(-1)
 	wctx, cancel := context.WithCancel(ctx)
@@ -97,10 +108,19 @@ func (r *Registry) WaitPod(ctx context.Context, ns, name string) (api.Pod, error
 			return api.Pod{}, storeErr("wait for pod "+ns+"/"+name, err)
 		}
 		for _, ev := range wr.Events {
-			if ev.Type == clientv3.EventTypePut {
-				return decode[api.Pod](ev.Kv)
+			if ev.Type != clientv3.EventTypePut {
+				other = false
+				continue
 			}
+			p, err := decode[api.Pod](ev.Kv)
+			if err != nil || ours(p) {
+				return p, err
+			}
+			other = true
 		}
+	}
+	if err := ctx.Err(); err != nil && other {
+		return api.Pod{}, api.Errorf(api.ReasonConflict, "pod %s/%s: the record is of another pod (not uid %s): waited for its rewrite until %v", ns, name, uid, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return api.Pod{}, api.Errorf(api.ReasonNotFound, "pod %s/%s not found: waited for its record until %v", ns, name, err)

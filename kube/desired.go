@@ -13,6 +13,7 @@ package kube
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -169,7 +170,9 @@ func Desire(cfg Config, st State, policies func(State) PolicySet) Desired {
 	if policies != nil {
 		ps := policies(st)
 		d.Policies = append(d.Policies, ps.Policies...)
-		d.Sets = append(d.Sets, ps.Sets...)
+		for _, set := range ps.Sets {
+			d.Sets = append(d.Sets, fitSet(set, problem))
+		}
 		d.Problems = append(d.Problems, ps.Problems...)
 	}
 	slices.SortFunc(d.Segments, func(a, b api.Segment) int {
@@ -294,4 +297,21 @@ func segmentOf(cfg Config, p corev1.Pod) (string, error) {
 		return "", fmt.Errorf("label %s: %w", cfg.SegmentLabel, err)
 	}
 	return s, nil
+}
+
+// fitSet returns s, without its pods when with them it would pass romanad's
+// limits (api.MaxAddressSetSize pods, api.MaxAddressSetBytes stored) and
+// without them it would not: such a set's members are its addresses only,
+// so a new pod of it waits for its address to reach the set (reported as
+// a problem).
+func fitSet(s api.AddressSet, problem func(string, ...any)) api.AddressSet {
+	if len(s.Pods) == 0 {
+		return s
+	}
+	if b, err := json.Marshal(s); err == nil && len(s.Pods) <= api.MaxAddressSetSize && len(b) <= api.MaxAddressSetBytes {
+		return s
+	}
+	problem("address set %s: %d pods do not fit one set; it lists their addresses only, so its new pods are enforced once romana-kube wrote their addresses", s.Name, len(s.Pods))
+	s.Pods = nil
+	return s
 }

@@ -28,6 +28,9 @@ type fakeRomana struct {
 	calls    int
 	count    map[string]int   // method → calls
 	failNext map[string]error // method → error returned once
+	// writes are the successful puts, in order: "pod NS/NAME", "set NAME",
+	// "policy NAME".
+	writes []string
 }
 
 func newFake() *fakeRomana {
@@ -202,6 +205,7 @@ func (f *fakeRomana) PutPod(_ context.Context, p api.Pod) (api.Pod, error) {
 		return api.Pod{}, err
 	}
 	f.pods[p.Key()] = p
+	f.writes = append(f.writes, "pod "+p.Key())
 	return p, nil
 }
 func (f *fakeRomana) RemovePod(_ context.Context, ns, name string) error {
@@ -225,6 +229,7 @@ func (f *fakeRomana) PutPolicy(_ context.Context, p api.Policy) (api.Policy, err
 	// difference.
 	p = normPolicy(p)
 	f.policies[p.Name] = p
+	f.writes = append(f.writes, "policy "+p.Name)
 	return p, nil
 }
 func (f *fakeRomana) RemovePolicy(_ context.Context, name string) error {
@@ -245,6 +250,7 @@ func (f *fakeRomana) PutAddressSet(_ context.Context, s api.AddressSet) (api.Add
 		return api.AddressSet{}, err
 	}
 	f.sets[s.Name] = s
+	f.writes = append(f.writes, "set "+s.Name)
 	return s, nil
 }
 func (f *fakeRomana) RemoveAddressSet(_ context.Context, name string) error {

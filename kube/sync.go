@@ -155,8 +155,8 @@ func (rc *Reconciler) Waiting() map[string]string {
 }
 
 // Sync makes romanad's objects what want says, in dependency order
-// (tenants and segments, hosts, pod records, address sets, policies; then
-// deletions in the reverse order). It returns the first errors met,
+// (tenants and segments, hosts, address sets, policies, pod records; then
+// deletions of policies, sets and pod records). It returns the first errors met,
 // joined; what succeeded stays done, and the next Sync re-reads romanad
 // and retries the rest. next is when Sync must run again (a node's grace
 // period ending), zero when it need not.
@@ -229,23 +229,16 @@ func (rc *Reconciler) Sync(ctx context.Context, want Desired, now time.Time) (ne
 		rc.Stats.Writes++
 		h.Hosts[w.Name] = out
 	}
-	for _, p := range want.Pods {
-		if old, ok := h.Pods[p.Key()]; ok && old == p {
-			continue
-		}
-		if _, err := rc.R.PutPod(ctx, p); err != nil {
-			fail(fmt.Errorf("put pod record %s: %w", p.Key(), err))
-			continue
-		}
-		rc.Stats.Writes++
-		h.Pods[p.Key()] = p
-	}
+	unlisted := map[string]bool{} // pods of sets not written: no new record yet
 	for _, s := range want.Sets {
 		if old, ok := h.Sets[s.Name]; ok && sameSet(old, s) {
 			continue
 		}
 		if _, err := rc.R.PutAddressSet(ctx, s); err != nil {
 			fail(fmt.Errorf("put address set %s: %w", s.Name, err))
+			for _, p := range s.Pods {
+				unlisted[p] = true
+			}
 			continue
 		}
 		rc.Stats.Writes++
@@ -263,6 +256,21 @@ func (rc *Reconciler) Sync(ctx context.Context, want Desired, now time.Time) (ne
 		// What was written, not romanad's answer: the next comparison is
 		// with the desired form (romanad fills defaults).
 		h.Policies[p.Name] = p
+	}
+	// Pod records after the sets and policies: an allocation for a pod
+	// needs its record, so a pod that can get an address is already in
+	// the sets that list it (api.AddressSet.Pods).
+	for _, p := range want.Pods {
+		old, ok := h.Pods[p.Key()]
+		if ok && old == p || !ok && unlisted[p.Key()] {
+			continue
+		}
+		if _, err := rc.R.PutPod(ctx, p); err != nil {
+			fail(fmt.Errorf("put pod record %s: %w", p.Key(), err))
+			continue
+		}
+		rc.Stats.Writes++
+		h.Pods[p.Key()] = p
 	}
 	// Deletions: policies before the sets they name.
 	wantPol := map[string]bool{}
@@ -474,7 +482,7 @@ func hostString(h api.Host) string {
 }
 
 func sameSet(a, b api.AddressSet) bool {
-	return a.Description == b.Description && slices.Equal(a.Addresses, b.Addresses)
+	return a.Description == b.Description && slices.Equal(a.Addresses, b.Addresses) && slices.Equal(a.Pods, b.Pods)
 }
 
 // normPolicy is p as romanad stores it, for comparing a desired policy

@@ -76,6 +76,15 @@ type Change struct {
 	// Hosts are the hosts of the address before and after the event (an
 	// address that moved has two); empty for other kinds.
 	Hosts []string
+	// SetMember is set, for an address, when it is, before or after the
+	// event, allocated for a pod that an address set lists
+	// (api.AddressSet.Pods) or an address a set lists: the event may
+	// change that set's members; for an address set, when the set came,
+	// went or its members (AddressSetMembers) changed. A set rewritten
+	// with the same members (its writer adding the address of a pod it
+	// already listed, which agents have resolved since the allocation)
+	// changes nothing an agent enforces.
+	SetMember bool
 }
 
 // Model is the indexed state. The zero value is not usable: use New.
@@ -98,6 +107,13 @@ type Model struct {
 	// Indexes kept current by Apply.
 	byHost map[string]map[string]api.Address // host → name → address
 	byIP   map[netip.Addr]map[string]bool    // ip → address names
+	// byPod: "namespace/name" → the names of the addresses whose
+	// attributes (api.AttrK8sNamespace, api.AttrK8sPod) name that pod.
+	byPod map[string]map[string]bool
+	// setPods: "namespace/name" → how many address sets list the pod;
+	// setAddrs: address → how many sets list it in Addresses.
+	setPods  map[string]int
+	setAddrs map[netip.Addr]int
 
 	// Derived views, rebuilt on first use after a change of their kind.
 	nets      *netIndex
@@ -128,7 +144,8 @@ func New(s api.Snapshot) *Model {
 		networks: map[string]api.Network{}, hosts: map[string]api.Host{}, tenants: map[string]api.Tenant{},
 		segments: map[string]api.Segment{}, addresses: map[string]api.Address{}, policies: map[string]api.Policy{},
 		chains: map[string]api.Chain{}, devices: map[string]api.Device{}, sets: map[string]api.AddressSet{},
-		byHost: map[string]map[string]api.Address{}, byIP: map[netip.Addr]map[string]bool{}, dups: map[string][]string{}}
+		byHost: map[string]map[string]api.Address{}, byIP: map[netip.Addr]map[string]bool{}, dups: map[string][]string{},
+		byPod: map[string]map[string]bool{}, setPods: map[string]int{}, setAddrs: map[netip.Addr]int{}}
 	for _, x := range s.Networks {
 		addFirst(m, api.KindNetwork, m.networks, x.Name, x)
 	}
@@ -165,6 +182,9 @@ func New(s api.Snapshot) *Model {
 	}
 	for _, x := range s.AddressSets {
 		addFirst(m, api.KindAddressSet, m.sets, x.Name, x)
+	}
+	for _, x := range m.sets {
+		m.countSetPods(x, 1)
 	}
 	return m
 }
@@ -218,7 +238,7 @@ func (m *Model) Apply(ev api.Event) (c Change, ok bool, err error) {
 		err = applyTo(m.segments, ev)
 		m.tens = nil
 	case api.KindAddress:
-		c.Hosts, err = m.applyAddress(ev)
+		c.Hosts, c.SetMember, err = m.applyAddress(ev)
 	case api.KindPolicy:
 		err = applyTo(m.policies, ev)
 		if err == nil && m.policyLst != nil {
@@ -231,7 +251,22 @@ func (m *Model) Apply(ev api.Event) (c Change, ok bool, err error) {
 		err = applyTo(m.devices, ev)
 		m.deviceLst = nil
 	case api.KindAddressSet:
+		old, had := m.sets[ev.Name]
+		var before []netip.Addr
+		if had {
+			before = m.AddressSetMembers(ev.Name)
+		}
 		err = applyTo(m.sets, ev)
+		if err == nil {
+			if had {
+				m.countSetPods(old, -1)
+			}
+			x, has := m.sets[ev.Name]
+			if has {
+				m.countSetPods(x, 1)
+			}
+			c.SetMember = had != has || !slices.Equal(before, m.AddressSetMembers(ev.Name))
+		}
 		m.setLst = nil
 	default:
 		return Change{}, false, nil
@@ -270,14 +305,14 @@ func applyTo[T any](objs map[string]T, ev api.Event) error {
 	return nil
 }
 
-func (m *Model) applyAddress(ev api.Event) ([]string, error) {
+func (m *Model) applyAddress(ev api.Event) (hosts []string, member bool, _ error) {
 	v, err := decodeEvent[api.Address](ev)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var hosts []string
 	if old, ok := m.addresses[ev.Name]; ok {
 		hosts = append(hosts, old.Host)
+		member = m.listed(old)
 		m.dropAddress(ev.Name, old)
 	}
 	if ev.Type == api.EventPut {
@@ -285,8 +320,44 @@ func (m *Model) applyAddress(ev api.Event) ([]string, error) {
 		if !slices.Contains(hosts, v.Host) {
 			hosts = append(hosts, v.Host)
 		}
+		member = member || m.listed(v)
 	}
-	return hosts, nil
+	return hosts, member, nil
+}
+
+// listed reports whether a set lists a's pod or a's IP.
+func (m *Model) listed(a api.Address) bool {
+	return m.setPods[podOf(a)] > 0 || m.setAddrs[a.IP.Unmap()] > 0
+}
+
+// podOf is the "namespace/name" of the pod an address was allocated for
+// (its attributes api.AttrK8sNamespace and api.AttrK8sPod), or "".
+func podOf(a api.Address) string {
+	ns, name := a.Attrs[api.AttrK8sNamespace], a.Attrs[api.AttrK8sPod]
+	if ns == "" || name == "" {
+		return ""
+	}
+	return ns + "/" + name
+}
+
+// countSetPods adds d to the count of sets listing each of s's pods and
+// addresses.
+func (m *Model) countSetPods(s api.AddressSet, d int) {
+	for _, p := range s.Pods {
+		if n := m.setPods[p] + d; n > 0 {
+			m.setPods[p] = n
+		} else {
+			delete(m.setPods, p)
+		}
+	}
+	for _, a := range s.Addresses {
+		a = a.Unmap()
+		if n := m.setAddrs[a] + d; n > 0 {
+			m.setAddrs[a] = n
+		} else {
+			delete(m.setAddrs, a)
+		}
+	}
 }
 
 func (m *Model) putAddress(name string, a api.Address) {
@@ -302,6 +373,12 @@ func (m *Model) putAddress(name string, a api.Address) {
 		m.byIP[ip] = map[string]bool{}
 	}
 	m.byIP[ip][name] = true
+	if p := podOf(a); p != "" {
+		if m.byPod[p] == nil {
+			m.byPod[p] = map[string]bool{}
+		}
+		m.byPod[p][name] = true
+	}
 }
 
 func (m *Model) dropAddress(name string, a api.Address) {
@@ -317,6 +394,14 @@ func (m *Model) dropAddress(name string, a api.Address) {
 		delete(s, name)
 		if len(s) == 0 {
 			delete(m.byIP, ip)
+		}
+	}
+	if p := podOf(a); p != "" {
+		if s := m.byPod[p]; s != nil {
+			delete(s, name)
+			if len(s) == 0 {
+				delete(m.byPod, p)
+			}
 		}
 	}
 }
@@ -551,6 +636,12 @@ func (m *Model) TenantMatch(n *Network, tenant, segment string) (plan.Match, boo
 	return x, err == nil
 }
 
+// Address returns the address called name.
+func (m *Model) Address(name string) (api.Address, bool) {
+	a, ok := m.addresses[name]
+	return a, ok
+}
+
 // AddressesOn returns host's addresses, sorted by name.
 func (m *Model) AddressesOn(host string) []api.Address { return sortedValues(m.byHost[host]) }
 
@@ -600,6 +691,70 @@ func (m *Model) AddressSets() []api.AddressSet {
 func (m *Model) AddressSet(name string) (api.AddressSet, bool) {
 	s, ok := m.sets[name]
 	return s, ok
+}
+
+// AddressSetMembers returns the members of the address set of that name:
+// its addresses and the addresses allocated for its pods (those whose
+// attributes name one of s.Pods), unmapped, sorted and distinct. A set
+// that does not exist has none.
+//
+// A set that lists pods is its writer's word on which pods are members:
+// an address of its Addresses that is now allocated for a pod it does
+// not list (the address of a deleted member, released and given to
+// another pod before the writer caught up) is not a member. Addresses no
+// pod holds (host-network pods, other CNIs, not allocated) are.
+func (m *Model) AddressSetMembers(name string) []netip.Addr {
+	s, ok := m.sets[name]
+	if !ok {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(s.Addresses)+len(s.Pods))
+	var pods map[string]bool
+	if len(s.Pods) > 0 {
+		pods = make(map[string]bool, len(s.Pods))
+		for _, p := range s.Pods {
+			pods[p] = true
+		}
+	}
+	for _, a := range s.Addresses {
+		a = a.Unmap()
+		if pods == nil || m.heldByListed(a, pods) {
+			out = append(out, a)
+		}
+	}
+	for _, p := range s.Pods {
+		for n := range m.byPod[p] {
+			out = append(out, m.addresses[n].IP.Unmap())
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+// heldByListed reports whether ip is held by no pod's address, or by one
+// of a pod in pods.
+func (m *Model) heldByListed(ip netip.Addr, pods map[string]bool) bool {
+	held := false
+	for n := range m.byIP[ip] {
+		if p := podOf(m.addresses[n]); p != "" {
+			if pods[p] {
+				return true
+			}
+			held = true
+		}
+	}
+	return !held
+}
+
+// PodAddresses returns the addresses allocated for the pod
+// "namespace/name" (by their attributes), sorted by name.
+func (m *Model) PodAddresses(pod string) []api.Address {
+	names := slices.Sorted(maps.Keys(m.byPod[pod]))
+	out := make([]api.Address, len(names))
+	for i, n := range names {
+		out[i] = m.addresses[n]
+	}
+	return out
 }
 
 // HasChains reports whether any service chain exists (the firewall then

@@ -250,7 +250,7 @@ func (w *world) cnpRule(where string, action v1alpha2.ClusterNetworkPolicyRuleAc
 			if len(fixed) == 0 {
 				// No node matches: an empty set keeps the peer matching nothing.
 				s, _ := w.parseSel(p.Nodes)
-				fixed = []api.Peer{{Set: w.set("nodes:"+s.text, nil)}}
+				fixed = []api.Peer{{Set: w.set("nodes:"+s.text, nil, nil)}}
 			}
 			kr.peers = append(kr.peers, peerSpec{fixed: fixed})
 		default:

@@ -110,9 +110,11 @@ func (c Config) withDefaults() Config {
 type Input struct {
 	Config     Config
 	Namespaces []corev1.Namespace
-	// Pods are endpoints when they have an IP (status.podIPs, else
-	// status.podIP), are not hostNetwork and have not terminated
-	// (Succeeded or Failed).
+	// Pods are endpoints when they are not hostNetwork and have not
+	// terminated (Succeeded or Failed): with their IPs (status.podIPs,
+	// else status.podIP) in the address sets that select them, and by
+	// name (api.AddressSet.Pods) also before they have one, unless they
+	// are being deleted.
 	Pods []corev1.Pod
 	// Nodes give the addresses of ClusterNetworkPolicy "nodes" peers.
 	Nodes []corev1.Node
@@ -152,7 +154,11 @@ func (o Output) String() string {
 		}
 	}
 	for _, s := range o.Sets {
-		fmt.Fprintf(&b, "set %s %v (%s)\n", s.Name, s.Addresses, s.Description)
+		pods := ""
+		if len(s.Pods) > 0 {
+			pods = fmt.Sprintf(" pods=%v", s.Pods)
+		}
+		fmt.Fprintf(&b, "set %s %v%s (%s)\n", s.Name, s.Addresses, pods, s.Description)
 	}
 	for _, p := range o.Problems {
 		fmt.Fprintf(&b, "problem %s\n", p)

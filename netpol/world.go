@@ -133,9 +133,12 @@ func newWorld(in Input) *world {
 			}
 			x.ips = append(x.ips, a.Unmap())
 		}
-		if len(x.ips) == 0 {
+		if len(x.ips) == 0 && p.DeletionTimestamp != nil {
 			continue
 		}
+		// A pod without an address yet is an endpoint too: the sets
+		// selecting it list it by name (api.AddressSet.Pods), and every
+		// agent adds its address the moment romanad allocates it.
 		if _, ok := w.nsByName[x.ns]; !ok {
 			w.problem("pod %s: namespace %s is unknown: the pod is not an endpoint of any policy", x.key(), x.ns)
 			continue
@@ -290,6 +293,7 @@ func (w *world) parts(g group, allPods bool) []part {
 	}
 	rest := len(out) == 0
 	var addrs []netip.Addr
+	var pods []string
 	for _, x := range nss {
 		if masked[x.name] {
 			continue
@@ -298,11 +302,12 @@ func (w *world) parts(g group, allPods bool) []part {
 		for _, p := range w.podsByNS[x.name] {
 			if g.pods.s.Matches(p.labels) {
 				addrs = append(addrs, p.ips...)
+				pods = append(pods, p.key())
 			}
 		}
 	}
 	if rest {
-		out = append(out, part{set: w.set(g.key(), addrs)})
+		out = append(out, part{set: w.set(g.key(), addrs, pods)})
 	}
 	return out
 }
@@ -333,20 +338,25 @@ func (w *world) placedIn(tenant, segment string, namespaces []string) bool {
 	return true
 }
 
-// set records an address set named after key and returns its name. Sets
-// of equal keys are one set.
-func (w *world) set(key string, addrs []netip.Addr) string {
+// set records an address set named after key and returns its name: the
+// given addresses (the pods' known ones, which agents older than
+// api.AddressSet.Pods read) and pods ("namespace/name", every selected
+// pod, addressed or not, which agents resolve to the pods' allocations).
+// Sets of equal keys are one set.
+func (w *world) set(key string, addrs []netip.Addr, pods []string) string {
 	name := w.cfg.Prefix + "set." + hash(key)
 	slices.SortFunc(addrs, func(a, b netip.Addr) int { return a.Compare(b) })
 	addrs = slices.Compact(addrs)
 	if addrs == nil {
 		addrs = []netip.Addr{}
 	}
+	slices.Sort(pods)
+	pods = slices.Compact(pods)
 	desc := key
 	if len(desc) > 1024 {
 		desc = desc[:1024]
 	}
-	w.sets[name] = api.AddressSet{Name: name, Description: desc, Addresses: addrs}
+	w.sets[name] = api.AddressSet{Name: name, Description: desc, Addresses: addrs, Pods: pods}
 	return name
 }
 
@@ -357,10 +367,12 @@ func (p part) peer() api.Peer {
 // podsSet records the set of the given pods' addresses under key.
 func (w *world) podsSet(key string, pods []*pod) string {
 	var addrs []netip.Addr
+	var keys []string
 	for _, p := range pods {
 		addrs = append(addrs, p.ips...)
+		keys = append(keys, p.key())
 	}
-	return w.set(key, addrs)
+	return w.set(key, addrs, keys)
 }
 
 // selectors compiles a group as policy targets: masked matches where

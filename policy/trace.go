@@ -187,9 +187,10 @@ func ruleStep(host string, r Rule) api.TraceStep {
 func (ix *snapIndex) members() SetMembers {
 	sets := map[string]map[netip.Addr]bool{}
 	for _, s := range ix.m.AddressSets() {
-		m := make(map[netip.Addr]bool, len(s.Addresses))
-		for _, a := range s.Addresses {
-			m[a.Unmap()] = true
+		members := ix.m.AddressSetMembers(s.Name) // addresses and pods' addresses
+		m := make(map[netip.Addr]bool, len(members))
+		for _, a := range members {
+			m[a] = true
 		}
 		sets[s.Name] = m
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"net/http"
+	"strings"
 
 	"github.com/romana/romana/api"
 )
@@ -78,13 +79,24 @@ func (s *Server) removePod(w http.ResponseWriter, r *http.Request) error {
 
 // resolvePod completes an address request that names a pod: it adds the
 // pod's attributes, and takes the tenant or segment the request leaves
-// empty from the pod's record. A record not there yet is waited for up to
+// empty from the pod's record. The record is required even when the
+// request names both (the attributes make the address a member of the
+// address sets that list the pod, api.AddressSet.Pods, and the controller
+// writes those before the record: a pod with a record has its
+// memberships). A record not there yet is waited for up to
 // Config.PodWait (the controller writes it when it sees the pod, which may
 // be after the kubelet asks for the pod's network); then the request fails
 // with a retriable Unavailable error naming the pod. An address already
 // allocated under the request's name for this pod is answered without the
-// record (a retried ADD after the pod's record was removed).
+// record (a retried ADD after the pod's record was removed). The
+// attributes api.AttrK8s* are romanad's to set: a request giving them
+// itself is refused.
 func (s *Server) resolvePod(ctx context.Context, in api.AddressRequest) (api.AddressRequest, error) {
+	for k := range in.Attrs {
+		if strings.HasPrefix(k, "k8s.") {
+			return in, api.Errorf(api.ReasonInvalid, "address %s: attribute %q: the k8s.* attributes are set by romanad from the pod's record; name the pod in \"pod\" instead", in.Name, k)
+		}
+	}
 	if in.Pod == "" {
 		return in, nil
 	}
@@ -98,9 +110,6 @@ func (s *Server) resolvePod(ctx context.Context, in api.AddressRequest) (api.Add
 	}
 	attrs[api.AttrK8sNamespace], attrs[api.AttrK8sPod] = ns, name
 	in.Attrs = attrs
-	if in.Tenant != "" && in.Segment != "" {
-		return in, nil
-	}
 	fill := func(tenant, segment string) {
 		if in.Tenant == "" {
 			in.Tenant = tenant
@@ -109,19 +118,28 @@ func (s *Server) resolvePod(ctx context.Context, in api.AddressRequest) (api.Add
 			in.Segment = segment
 		}
 	}
+	if len(in.PodUID) > 128 {
+		return in, api.Errorf(api.ReasonInvalid, "address %s: podUID longer than 128 characters", in.Name)
+	}
 	p, err := s.reg.GetPod(ctx, ns, name)
-	if api.IsNotFound(err) {
+	stale := err == nil && in.PodUID != "" && p.UID != "" && p.UID != in.PodUID
+	if api.IsNotFound(err) || stale {
 		if a, aerr := s.reg.GetAddress(ctx, in.Name); aerr == nil && a.Host == in.Host &&
 			a.Attrs[api.AttrK8sNamespace] == ns && a.Attrs[api.AttrK8sPod] == name {
 			fill(a.Tenant, a.Segment)
 			return in, nil
 		}
 		wctx, cancel := context.WithTimeout(ctx, s.podWait)
-		p, err = s.reg.WaitPod(wctx, ns, name)
+		p, err = s.reg.WaitPodUID(wctx, ns, name, in.PodUID)
 		cancel()
-		if api.IsNotFound(err) && ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case api.IsNotFound(err):
 			return in, api.Errorf(api.ReasonUnavailable,
 				"no pod record for %s/%s after waiting %s: is romana-kube running? (it records each pod's tenant and segment; try again)", ns, name, s.podWait)
+		case api.ReasonOf(err) == api.ReasonConflict:
+			return in, api.Errorf(api.ReasonUnavailable,
+				"the pod record of %s/%s is of an earlier pod (not uid %s) after waiting %s: is romana-kube running? (try again)", ns, name, in.PodUID, s.podWait)
 		}
 	}
 	if err != nil {

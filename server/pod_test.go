@@ -122,7 +122,12 @@ func TestAllocatePod(t *testing.T) {
 		t.Errorf("retry without the record: %+v, %v; want %s", again, err, a.IP)
 	}
 
-	// Explicit tenant and segment win; the pod's attributes are still set.
+	// Explicit tenant and segment win; the pod's attributes are still set,
+	// and the record is still required (it comes after the pod's set
+	// memberships).
+	if _, err := c.PutPod(ctx, api.Pod{Namespace: "other", Name: "p", Tenant: "acme", Segment: "web"}); err != nil {
+		t.Fatal(err)
+	}
 	ex := api.AddressRequest{Name: "c2:eth0", Host: "h1", Tenant: "globex", Segment: "db", Pod: "other/p"}
 	if a, err := c.Allocate(ctx, ex); err != nil || a.Tenant != "globex" || a.Segment != "db" || !reflect.DeepEqual(a.Attrs, k8s("other", "p", nil)) {
 		t.Errorf("Allocate(%+v) = %+v, %v", ex, a, err)
@@ -169,6 +174,20 @@ func TestAllocatePod(t *testing.T) {
 		t.Errorf("%d allocations still waiting", n)
 	}
 
+	// The k8s.* attributes are romanad's: a request giving them (with or
+	// without a pod) is refused, and allocates nothing.
+	for _, r := range []api.AddressRequest{
+		{Name: "forged:eth0", Host: "h0", Tenant: "acme", Segment: "web", Attrs: map[string]string{api.AttrK8sNamespace: "shop", api.AttrK8sPod: "web-1"}},
+		{Name: "forged:eth0", Host: "h0", Pod: "shop/web-1", Attrs: map[string]string{api.AttrK8sUID: "u"}},
+	} {
+		if _, err := c.Allocate(ctx, r); api.ReasonOf(err) != api.ReasonInvalid || !strings.Contains(err.Error(), "set by romanad") {
+			t.Errorf("Allocate with attrs %v: %v; want Invalid", r.Attrs, err)
+		}
+	}
+	if _, err := c.GetAddress(ctx, "forged:eth0"); !api.IsNotFound(err) {
+		t.Errorf("a forged request allocated: %v", err)
+	}
+
 	// Bad pod keys are refused at once.
 	for _, pod := range []string{"web-1", "shop/", "/web-1", "Shop/web-1", "shop/web_1"} {
 		_, err := c.Allocate(ctx, api.AddressRequest{Name: "bad:eth0", Host: "h0", Pod: pod})
@@ -197,5 +216,76 @@ func TestAllocatePodAbsent(t *testing.T) {
 	}
 	if n := in.Registry().Stats().PodWaits; n != 0 {
 		t.Errorf("%d allocations still waiting", n)
+	}
+}
+
+// TestAllocatePodUID: an allocation naming the pod's UID (the kubelet's
+// K8S_POD_UID) waits past a record of an earlier pod of the same name
+// until the controller rewrites it, so the address never gets the earlier
+// pod's tenant, segment or set memberships; without a rewrite it fails,
+// retriable, naming the pod.
+func TestAllocatePodUID(t *testing.T) {
+	in := servertest.Start(t, servertest.WithServerConfig(func(c *server.Config) { c.PodWait = time.Minute }))
+	c := in.Client
+	ctx := context.Background()
+	populate(t, c)
+	if _, err := c.PutPod(ctx, api.Pod{Namespace: "shop", Name: "web-0", UID: "old", Tenant: "acme", Segment: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		a   api.Address
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		a, err := c.Allocate(ctx, api.AddressRequest{Name: "c1:eth0", Host: "h0", Pod: "shop/web-0", PodUID: "new"})
+		done <- result{a, err}
+	}()
+	expect.Eventually(t, "the allocation waits past the earlier pod's record", 30*time.Second, func() error {
+		if n := in.Registry().Stats().PodWaits; n != 1 {
+			return fmt.Errorf("%d waiting", n)
+		}
+		return nil
+	})
+	select {
+	case r := <-done:
+		t.Fatalf("allocated with the earlier pod's record: %+v, %v", r.a, r.err)
+	default:
+	}
+	if _, err := c.PutPod(ctx, api.Pod{Namespace: "shop", Name: "web-0", UID: "new", Tenant: "globex", Segment: "db"}); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || r.a.Tenant != "globex" || r.a.Segment != "db" || r.a.Attrs[api.AttrK8sUID] != "new" {
+		t.Errorf("allocation after the rewrite: %+v, %v; want globex/db, uid new", r.a, r.err)
+	}
+	// The record's UID matches, or the record has none: at once.
+	if a, err := c.Allocate(ctx, api.AddressRequest{Name: "c2:eth0", Host: "h0", Pod: "shop/web-0", PodUID: "new"}); err != nil || a.Tenant != "globex" {
+		t.Errorf("matching uid: %+v, %v", a, err)
+	}
+	if _, err := c.PutPod(ctx, api.Pod{Namespace: "shop", Name: "nouid", Tenant: "acme", Segment: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := c.Allocate(ctx, api.AddressRequest{Name: "c3:eth0", Host: "h0", Pod: "shop/nouid", PodUID: "any"}); err != nil || a.Tenant != "acme" {
+		t.Errorf("record without a uid: %+v, %v", a, err)
+	}
+}
+
+// TestAllocatePodUIDStale: a record that stays of another pod fails the
+// allocation after the bound, retriable, and allocates nothing.
+func TestAllocatePodUIDStale(t *testing.T) {
+	in := servertest.Start(t, servertest.WithServerConfig(func(c *server.Config) { c.PodWait = 100 * time.Millisecond }))
+	c := in.Client
+	ctx := context.Background()
+	populate(t, c)
+	if _, err := c.PutPod(ctx, api.Pod{Namespace: "shop", Name: "web-0", UID: "old", Tenant: "acme", Segment: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Allocate(ctx, api.AddressRequest{Name: "c9:eth0", Host: "h0", Pod: "shop/web-0", PodUID: "new"})
+	if api.ReasonOf(err) != api.ReasonUnavailable || !strings.Contains(err.Error(), "of an earlier pod (not uid new)") {
+		t.Fatalf("allocation against a stale record: %v; want Unavailable naming the earlier pod", err)
+	}
+	if _, err := c.GetAddress(ctx, "c9:eth0"); !api.IsNotFound(err) {
+		t.Errorf("an address was allocated: %v", err)
 	}
 }

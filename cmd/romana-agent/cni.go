@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/romana/romana/agent"
 	"github.com/romana/romana/client"
 	"github.com/romana/romana/cmd/internal/cmdline"
 	"github.com/romana/romana/cni"
@@ -13,8 +14,10 @@ import (
 
 // serveCNI serves the CNI plugin's requests on --cni-socket (unless "")
 // with the agent's own romanad client, until ctx ends; the returned wait
-// blocks until the requests in flight are done.
-func serveCNI(ctx context.Context, log *slog.Logger, f *cmdline.Agent, cl *client.Client) (wait func(), err error) {
+// blocks until the requests in flight are done. An ADD for a Kubernetes
+// pod makes the pod routable only once the agent's loop (settled) has
+// put its addresses into the address sets that list the pod.
+func serveCNI(ctx context.Context, log *slog.Logger, f *cmdline.Agent, cl *client.Client, settled *agent.Settled) (wait func(), err error) {
 	if f.CNISocket == "" {
 		return func() {}, nil
 	}
@@ -28,7 +31,8 @@ func serveCNI(ctx context.Context, log *slog.Logger, f *cmdline.Agent, cl *clien
 			server = cred.Server
 		}
 	}
-	srv := &cni.Server{Log: log, Plugin: &cni.Plugin{Log: log, Romanad: cl, Host: f.Host, Server: server, Timeout: 30 * time.Second}}
+	srv := &cni.Server{Log: log, Plugin: &cni.Plugin{Log: log, Romanad: cl, Host: f.Host, Server: server, Timeout: 30 * time.Second,
+		Settle: settled.Wait}}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

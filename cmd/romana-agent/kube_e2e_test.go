@@ -47,6 +47,9 @@ type kubeLab struct {
 	k    *kubetest.Cluster
 	rts  map[string]*cnirun.Runtime // host → CNI runtime
 	pods map[string]*kubePod        // "ns/name"
+	// olderAgents: the agents are $ROMANA_KUBE_E2E_AGENT, a romana-agent
+	// binary older than this romanad (the upgrade path).
+	olderAgents bool
 }
 
 type kubePod struct {
@@ -81,6 +84,11 @@ type kubeLabOptions struct {
 	kubeOnSync func(kube.Desired, error)
 }
 
+// olderAgentEnv names an older romana-agent binary for the agents of
+// newKubeLab, to check the upgrade path (agents older than romanad and
+// romana-kube): TestKubernetesEndToEnd then expects what such agents do.
+const olderAgentEnv = "ROMANA_KUBE_E2E_AGENT"
+
 func newKubeLab(t *testing.T, hosts ...string) *kubeLab {
 	return newKubeLabWith(t, kubeLabOptions{}, hosts...)
 }
@@ -102,6 +110,11 @@ func newKubeLabWith(t *testing.T, o kubeLabOptions, hosts ...string) *kubeLab {
 	if err != nil {
 		t.Fatal(err)
 	}
+	older := os.Getenv(olderAgentEnv)
+	if o.agentExe == "" && older != "" {
+		o.agentExe = older
+		t.Logf("agents: %s (%s)", older, olderAgentEnv)
+	}
 	if o.agentExe != "" {
 		exe = o.agentExe
 	}
@@ -110,7 +123,7 @@ func newKubeLabWith(t *testing.T, o kubeLabOptions, hosts ...string) *kubeLab {
 	c := &cluster{t: t, ctx: ctx, srv: srv, ctl: ctl, lab: lab, exe: exe, logDir: t.TempDir(), credDir: t.TempDir(),
 		hosts: map[string]*sim.Host{}, cidrs: map[string]netip.Prefix{}, eps: map[string]*sim.Endpoint{},
 		agents: map[string]*agentProc{}, resync: o.resync}
-	kl := &kubeLab{cluster: c, k: k, rts: map[string]*cnirun.Runtime{}, pods: map[string]*kubePod{}}
+	kl := &kubeLab{cluster: c, k: k, rts: map[string]*cnirun.Runtime{}, pods: map[string]*kubePod{}, olderAgents: o.agentExe == older && older != ""}
 	t.Cleanup(func() {
 		for name := range c.agents {
 			c.stopAgent(name)
@@ -541,6 +554,52 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	}
 	if p, err := cs.CoreV1().Pods("y").Get(ctx, "c", metav1.GetOptions{}); err != nil || p.Status.PodIP != "" {
 		t.Fatalf("y/c's status has IP %q (%v); the test needs it empty", p.Status.PodIP, err)
+	}
+
+	// 3c. A new pod guarded by a label-selected policy is enforced from
+	// its first packet: its sets list it by name before it exists, the
+	// agents add its address to them from the allocation's own watch
+	// event, and the CNI ADD makes it routable only once its host's
+	// firewall has done so. Probed once, right after the ADD returned (no
+	// waiting): y/a, not a client, is refused; y/b, a client, gets in.
+	guard := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "y", Name: "guard-g"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "g"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &p80}}}}}}
+	if _, err := cs.NetworkingV1().NetworkPolicies("y").Create(ctx, guard, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expect.Eventually(t, "guard-g at romanad", wait, func() error {
+		pols, err := kl.srv.Client.ListPolicies(ctx)
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(pols, func(p api.Policy) bool { return strings.Contains(p.Name, "guard-g") }) {
+			return fmt.Errorf("no policy for guard-g in %d", len(pols))
+		}
+		return nil
+	})
+	for _, host := range []string{"h1", "h2"} { // y/a, the denied peer, is on h2
+		yg := kl.attachPod("y", "g"+host[1:], host, map[string]string{"pod": "g"}, false)
+		key := "y/" + yg.name
+		if kl.olderAgents {
+			// Agents older than address sets' pods and the CNI wait:
+			// enforced once romana-kube wrote the address into the set.
+			expect.Eventually(t, "y/a refused by "+key+" (older agents)", wait, func() error {
+				if err := kl.reach("tcp", "y/a", key, 80); err == nil {
+					return errors.New("y/a reaches it")
+				}
+				return nil
+			})
+		} else if err := kl.reach("tcp", "y/a", key, 80); err == nil {
+			t.Errorf("%s on %s: y/a (not a client) reached it right after its CNI ADD", key, host)
+		}
+		expect.Eventually(t, "y/b (a client) reaches "+key, wait, func() error { return kl.reach("tcp", "y/b", key, 80) })
+	}
+	if err := cs.NetworkingV1().NetworkPolicies("y").Delete(ctx, "guard-g", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
 	}
 
 	// 4. A namespace's label change: y loses ns=y, so udp/82 from y closes.

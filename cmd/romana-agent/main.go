@@ -141,14 +141,15 @@ func runAgent(ctx context.Context, f *cmdline.Agent, stderr io.Writer) error {
 	}
 	report := &agent.Report{Sink: cl, Sessions: bgpSessions(speaker)} // every half --resync, at least 1 s
 	// The CNI plugin's requests (cni.go).
-	waitCNI, err := serveCNI(ctx, log, f, cl)
+	settled := &agent.Settled{}
+	waitCNI, err := serveCNI(ctx, log, f, cl, settled)
 	if err != nil {
 		stopBGP()
 		return err
 	}
 	err = agent.Run(ctx, agent.Config{Host: f.Host, Mode: m, Resync: f.Resync, Source: cl, Routes: routes, Firewall: fw,
 		Log: log, Metrics: metrics, BGP: speaker, Steering: steerer, PolicyStats: stats, Report: report,
-		MinSyncInterval: f.MinSyncInterval, Flowtable: f.Flowtable})
+		MinSyncInterval: f.MinSyncInterval, Flowtable: f.Flowtable, Settled: settled})
 	stopBGP()
 	waitCNI()
 	log.Info("romana-agent stopped; host state left in place")
