@@ -57,8 +57,9 @@ var verdictRE = regexp.MustCompile(`\s*(accept|drop|return|(goto|jump) \S+)$`)
 // runs, interleaved, each one nft -f of a file:
 //
 //   - add-chain: add one empty chain;
-//   - target-400: flush and refill the target chain of tenant t1 (about
-//     400 rules at 10,000 policies), as a policy change does;
+//   - target: flush and refill the target chain of tenant t1 (about 400
+//     rules at 10,000 policies; its first piece when cut), as a policy
+//     change does;
 //   - copy-400, copy-40: flush and refill a chain no rule jumps to,
 //     holding a copy of the first 400 or 40 rules of that chain;
 //   - copy-400-nov, copy-40-nov: the same with every rule's verdict
@@ -91,10 +92,22 @@ func BenchmarkNftCommitCost(b *testing.B) {
 		b.Fatal("no chain holds policy p00001")
 	}
 	target := tc.Name
-	b.Logf("big: %d rules, %d chains, %s: %d rules; small: %d rules, %d chains", big.RuleCount(), len(big.Chains), target, len(tc.Rules), small.RuleCount(), len(small.Chains))
+	// The copies take the policy rules of the target chain and of its
+	// pieces (hoststate cuts target chains into pieces joined by goto).
+	var policyRules []hoststate.Rule
+	for _, c := range big.Chains {
+		if c.Name == target || strings.HasPrefix(c.Name, target+".p") {
+			for _, r := range c.Rules {
+				if r.Policy != "" {
+					policyRules = append(policyRules, r)
+				}
+			}
+		}
+	}
+	b.Logf("big: %d rules, %d chains, %s: %d rules (%d of its policies in all); small: %d rules, %d chains", big.RuleCount(), len(big.Chains), target, len(tc.Rules), len(policyRules), small.RuleCount(), len(small.Chains))
 	copyOf := func(name string, k int, noVerdict bool) hoststate.Chain {
 		c := hoststate.Chain{Name: name}
-		for _, r := range tc.Rules[:min(k, len(tc.Rules))] {
+		for _, r := range policyRules[:min(k, len(policyRules))] {
 			if noVerdict {
 				r.Expr = verdictRE.ReplaceAllString(r.Expr, "")
 				if !strings.Contains(r.Expr, "counter") {
@@ -113,7 +126,8 @@ func BenchmarkNftCommitCost(b *testing.B) {
 		return tx.String()
 	}
 	ops := map[string]string{
-		"target-400":   refill(*tc),
+		"target":       refill(*tc),
+		"target-alone": refill(copyOf(target, len(tc.Rules), false)),
 		"copy-400":     refill(copyOf("bench-400", 400, false)),
 		"copy-40":      refill(copyOf("bench-40", 40, false)),
 		"copy-400-nov": refill(copyOf("bench-400n", 400, true)),
@@ -131,7 +145,7 @@ func BenchmarkNftCommitCost(b *testing.B) {
 	ops["payload-40"] = refill(exprs("bench-40", "ip saddr 10.9.0.%d counter"))
 	ops["meta-40"] = refill(exprs("bench-40", "meta l4proto tcp ip saddr 10.9.0.%d counter"))
 	ops["accept-40"] = refill(exprs("bench-40", "ip saddr 10.9.0.%d accept"))
-	kinds := []string{"add-chain", "target-400", "copy-400", "copy-40", "copy-400-nov", "copy-40-nov", "payload-40", "meta-40", "accept-40"}
+	kinds := []string{"add-chain", "target", "copy-400", "copy-40", "copy-400-nov", "copy-40-nov", "payload-40", "meta-40", "accept-40"}
 	orphans := small
 	orphans.Chains = slices.Clone(small.Chains)
 	for i := range 100 {
@@ -184,6 +198,9 @@ func BenchmarkNftCommitCost(b *testing.B) {
 		for _, t := range tables {
 			for _, k := range kinds {
 				path := files[k]
+				if k == "target" && t.name != "big" {
+					path = files["target-alone"] // the goto to its next piece left out
+				}
 				if k == "add-chain" {
 					path = filepath.Join(dir, fmt.Sprintf("add-%s-%d.nft", t.name, run))
 					os.WriteFile(path, fmt.Appendf(nil, "add chain inet romana bench-empty-%d\n", run), 0o644)
