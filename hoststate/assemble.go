@@ -3,6 +3,8 @@ package hoststate
 import (
 	"cmp"
 	"fmt"
+	"hash/fnv"
+	"math/bits"
 	"slices"
 	"strings"
 
@@ -42,12 +44,14 @@ func (a *assembly) reset() {
 	a.chains, a.entries = nil, nil
 }
 
-// assembledChain is a target chain and what it was assembled from.
+// assembledChain is a target chain, cut into pieces (splitChain), and
+// what it was assembled from.
 type assembledChain struct {
 	own, parent []*compiledPolicy
 	next        string // the next tier's entry chain, or ""
+	maxPieces   int
 	seen        uint64 // the last call that used it
-	chain       Chain
+	pieces      []Chain
 }
 
 // assembledEntry is an entry chain and the targets it dispatches to.
@@ -64,7 +68,7 @@ type assembledEntry struct {
 // chains assembled at earlier calls whose policies are the same. ok is false when a target is not a
 // tenant or segment of this host's networks (tierChains then evaluates
 // its rules in the rest chain).
-func (c *Compiler) tierChainsCached(stage, tier int, next string, byKey map[matchKey][]*compiledPolicy, local []policy.Local, nets []*model.Network, m *model.Model) (out []Chain, ok bool) {
+func (c *Compiler) tierChainsCached(stage, tier, maxPieces int, next string, byKey map[matchKey][]*compiledPolicy, local []policy.Local, nets []*model.Network, m *model.Model) (out []Chain, ok bool) {
 	a := &c.asm
 	if a.targets == nil {
 		a.targets = map[matchKey]*target{}
@@ -140,7 +144,7 @@ func (c *Compiler) tierChainsCached(stage, tier int, next string, byKey map[matc
 		}
 		name := tg.chain(entryName, local)
 		ac := a.chains[name]
-		if ac == nil || ac.next != next || !slices.Equal(ac.own, own) || !slices.Equal(ac.parent, parent) {
+		if ac == nil || ac.next != next || ac.maxPieces != maxPieces || !slices.Equal(ac.own, own) || !slices.Equal(ac.parent, parent) {
 			if tenants == nil {
 				tenants = map[uint64]api.Tenant{}
 				for _, t := range m.Tenants() {
@@ -166,14 +170,148 @@ func (c *Compiler) tierChainsCached(stage, tier int, next string, byKey map[matc
 				}
 			}
 			ch.Rules = append(ch.Rules, fallOff...)
-			ac = &assembledChain{own: own, parent: parent, next: next, chain: ch}
+			pieces := splitChain(ch, maxPieces)
+			// A piece whose rules are as before stays the value it was
+			// (the firewall adapter then compares nothing of it).
+			var old map[string]*Chain
+			if ac != nil {
+				old = make(map[string]*Chain, len(ac.pieces))
+				for i := range ac.pieces {
+					old[ac.pieces[i].Name] = &ac.pieces[i]
+				}
+			}
+			for i, p := range pieces {
+				if o := old[p.Name]; o != nil && o.Comment == p.Comment && slices.Equal(o.Rules, p.Rules) {
+					pieces[i] = *o
+					continue
+				}
+				c.assembled = append(c.assembled, p.Name)
+			}
+			ac = &assembledChain{own: own, parent: parent, next: next, maxPieces: maxPieces, pieces: pieces}
 			a.chains[name] = ac
-			c.assembled = append(c.assembled, name)
 		}
 		ac.seen = c.call
-		out = append(out, ac.chain)
+		out = append(out, ac.pieces...)
 	}
 	return out, true
+}
+
+// Pieces. A target chain holding the rules of many policies is cut into
+// pieces joined by "goto", so that a change to one policy rewrites the
+// piece holding its rules, not the whole chain (nft's work and the
+// kernel's grow with the rules a transaction writes). The first piece
+// keeps the chain's name (the entry chain's verdict maps name it); a new
+// piece starts before the first rule of a policy whose name's hash
+// (pieceHash) ends with at least j zero bits (the chain's first policy
+// excepted), and is named after the chain and that hash:
+// "<chain>.p<12 hex digits>". A boundary thus depends on the policy found
+// there only, never on its position: adding, changing or removing a
+// policy changes the piece holding it (and, when it starts a piece, the
+// "goto" ending the piece before), not the other pieces. Each piece but
+// the last ends with "goto" the next one; the chain's own ending (a
+// "goto" to the rest chain or the next tier) stays in the last. Since
+// every step is a goto, a "return" in any piece returns where the chain
+// would (the policies chain), and the rules are met in exactly the order
+// of the uncut chain.
+//
+// The kernel refuses a ruleset in which a chain is more than 15 jumps or
+// gotos (NFT_JUMP_STACK_SIZE 16; it counts a goto as a jump when it
+// validates the table) from its base chain, so a chain is cut into at
+// most maxPieces pieces (piecesPerChain): j is the smallest from
+// minPieceBits on that gives no more pieces; average pieces thus hold 2^j
+// policies, at least 4. j changes, and the whole chain with it, only when
+// the chain's policies grow or shrink past such a limit.
+const minPieceBits = 2
+
+// maxPolicyDepth is the deepest a policy chain may be from the forward
+// chain, in jumps and gotos: the kernel's 15, less 2 for what base chains
+// may add before the policies chain.
+const maxPolicyDepth = 13
+
+// piecesPerChain returns how many pieces each target chain of a stage
+// may have, given its tiers with rules and how many of them have a rest
+// chain (at most). The policies chain is 1 jump from the forward chain,
+// the first tier's entry chain 2; within a tier whose entry chain is at
+// depth e, its target chains' pieces reach e+pieces, its rest chain one
+// more, and the next tier's entry chain one more again. So the deepest
+// chain is at 2 + tiers*pieces + rests + tiers-1.
+func piecesPerChain(tiers, rests int) int {
+	if tiers < 1 {
+		return 1
+	}
+	return max(1, (maxPolicyDepth-1-rests-tiers)/tiers)
+}
+
+// pieceSuffix starts the suffix naming a piece.
+const pieceSuffix = ".p"
+
+// pieceHash is the hash of a policy's name that decides and names the
+// pieces starting at it (48 bits: 12 hex digits).
+func pieceHash(policy string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(policy))
+	return h.Sum64() >> 16
+}
+
+// splitChain cuts ch into at most maxPieces pieces (see minPieceBits).
+// A chain with no cut is returned as it is.
+func splitChain(ch Chain, maxPieces int) []Chain {
+	if maxPieces <= 1 {
+		return []Chain{ch}
+	}
+	// The places a piece may start: the first rule of each policy but
+	// the first, with the trailing zero bits of its hash.
+	type cut struct {
+		at   int
+		bits int
+		name string
+	}
+	var cuts []cut
+	prev := ""
+	for i, r := range ch.Rules {
+		if r.Policy == "" || r.Policy == prev {
+			continue
+		}
+		first := prev == ""
+		prev = r.Policy
+		h := pieceHash(r.Policy)
+		z := bits.TrailingZeros64(h | 1<<48)
+		if first || z < minPieceBits {
+			continue
+		}
+		name := ch.Name + pieceSuffix + fmt.Sprintf("%012x", h)
+		if slices.ContainsFunc(cuts, func(c cut) bool { return c.name == name }) {
+			continue // a policy's rules in two places, or the same hash twice
+		}
+		cuts = append(cuts, cut{i, z, name})
+	}
+	j := minPieceBits
+	for ; ; j++ {
+		n := 1
+		for _, c := range cuts {
+			if c.bits >= j {
+				n++
+			}
+		}
+		if n <= maxPieces {
+			break
+		}
+	}
+	var out []Chain
+	start, name, comment := 0, ch.Name, ch.Comment
+	for _, c := range cuts {
+		if c.bits < j {
+			continue
+		}
+		rules := make([]Rule, 0, c.at-start+1)
+		rules = append(append(rules, ch.Rules[start:c.at]...), Rule{Expr: "goto " + c.name})
+		out = append(out, Chain{Name: name, Comment: comment, Rules: rules})
+		start, name, comment = c.at, c.name, clip(ch.Comment+", from policy "+ch.Rules[c.at].Policy)
+	}
+	if out == nil {
+		return []Chain{ch}
+	}
+	return append(out, Chain{Name: name, Comment: comment, Rules: ch.Rules[start:len(ch.Rules):len(ch.Rules)]})
 }
 
 // sweep forgets the chains the last call did not use.

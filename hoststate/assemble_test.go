@@ -1,9 +1,12 @@
 package hoststate
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/romana/romana/api"
@@ -47,6 +50,7 @@ func TestAssembledChainsMatchWhole(t *testing.T) {
 			compiled := c.compile(m, host, local, m.Policies())
 			for stage := range 2 {
 				tiers := presentTiers(stage, compiled)
+				mp := piecesPerChain(len(tiers), 0)
 				for i, tier := range tiers {
 					next := ""
 					if i+1 < len(tiers) {
@@ -70,9 +74,9 @@ func TestAssembledChainsMatchWhole(t *testing.T) {
 					if ti := c.idx.tiers[stage][tier]; ti != nil && !reflect.DeepEqual(ti.byKey, byKey) {
 						t.Fatalf("seed %d host %s stage %d tier %d: the compiler's index differs from its policies", seed, host, stage, tier)
 					}
-					want := tierChains(stage, tier, next, rules, local, m)
+					want := tierChains(stage, tier, mp, next, rules, local, m)
 					for round := range 2 {
-						got, ok := c.tierChainsCached(stage, tier, next, byKey, local, nets, m)
+						got, ok := c.tierChainsCached(stage, tier, mp, next, byKey, local, nets, m)
 						if !ok {
 							t.Fatalf("seed %d host %s stage %d tier %d: a target outside the host's networks", seed, host, stage, tier)
 						}
@@ -166,4 +170,184 @@ func isTargetChain(name string) bool {
 		}
 	}
 	return false
+}
+
+// splitChain cuts a chain into pieces joined by goto that hold, in
+// order, exactly its rules; a boundary depends on the policy found there
+// only, so adding or removing a policy changes the piece holding it and
+// at most the piece before (its goto), never the others.
+func TestSplitChainPieces(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 1))
+	chainOf := func(pols []string) Chain {
+		c := Chain{Name: "policy-ingress.net1.t1", Comment: "ingress policies of tenant t1"}
+		for _, p := range pols {
+			for i := range 1 + len(p)%3 {
+				c.Rules = append(c.Rules, Rule{Expr: "tcp dport " + strconv.Itoa(i) + " counter accept", Comment: "policy " + p, Policy: p})
+			}
+		}
+		return c
+	}
+	cuts := 0
+	for round := range 200 {
+		var pols []string
+		for i := range 5 + r.IntN(60) {
+			pols = append(pols, fmt.Sprintf("pol-%d-%d", round, i))
+		}
+		whole := chainOf(pols)
+		whole.Rules = append(whole.Rules, Rule{Expr: "goto policy-ingress.rest"})
+		pieces := splitChain(whole, 1000)
+		if pieces[0].Name != whole.Name || pieces[0].Comment != whole.Comment {
+			t.Fatalf("round %d: first piece %q (%q), want the chain's name and comment", round, pieces[0].Name, pieces[0].Comment)
+		}
+		var joined []Rule
+		for i, p := range pieces {
+			rules := p.Rules
+			if i+1 < len(pieces) {
+				if last := rules[len(rules)-1]; last.Expr != "goto "+pieces[i+1].Name || last.Policy != "" {
+					t.Fatalf("round %d: piece %s ends with %q, want goto %s", round, p.Name, last.Expr, pieces[i+1].Name)
+				}
+				rules = rules[:len(rules)-1]
+			}
+			if i > 0 && !strings.HasPrefix(p.Name, whole.Name+pieceSuffix) {
+				t.Fatalf("round %d: piece %s not named after its chain", round, p.Name)
+			}
+			joined = append(joined, rules...)
+		}
+		if !reflect.DeepEqual(joined, whole.Rules) {
+			t.Fatalf("round %d: the pieces hold other rules than the chain", round)
+		}
+		cuts += len(pieces) - 1
+		// One policy more (or fewer) somewhere: the other pieces stay.
+		k := r.IntN(len(pols))
+		var changed []string
+		if r.IntN(2) == 0 {
+			changed = slices.Concat(pols[:k], []string{fmt.Sprintf("new-%d", round)}, pols[k:])
+		} else {
+			changed = slices.Concat(pols[:k], pols[k+1:])
+		}
+		other := chainOf(changed)
+		other.Rules = append(other.Rules, Rule{Expr: "goto policy-ingress.rest"})
+		after := map[string]Chain{}
+		for _, p := range splitChain(other, 1000) {
+			after[p.Name] = p
+		}
+		differ := 0
+		for _, p := range pieces {
+			if a, ok := after[p.Name]; !ok || !reflect.DeepEqual(a, p) {
+				differ++
+			}
+		}
+		if differ > 2 {
+			t.Fatalf("round %d: one policy changed %d pieces of %d", round, differ, len(pieces))
+		}
+		// A bound on the pieces holds, and they still hold the rules.
+		for _, limit := range []int{1, 2, 3, 5, 11} {
+			got := splitChain(whole, limit)
+			if len(got) > limit {
+				t.Fatalf("round %d: %d pieces, at most %d wanted", round, len(got), limit)
+			}
+			var rules []Rule
+			for i, p := range got {
+				n := len(p.Rules)
+				if i+1 < len(got) {
+					n--
+				}
+				rules = append(rules, p.Rules[:n]...)
+			}
+			if !reflect.DeepEqual(rules, whole.Rules) {
+				t.Fatalf("round %d, at most %d pieces: other rules than the chain's", round, limit)
+			}
+		}
+	}
+	if cuts == 0 {
+		t.Fatal("no chain was cut: the test tests nothing")
+	}
+	t.Logf("%d cuts in 200 chains", cuts)
+}
+
+// chainDepth returns the largest number of jumps and gotos from the
+// forward chain to any chain of rs, as the kernel counts them when it
+// validates a table (a goto counts as a jump there), following rules'
+// verdicts, anonymous verdict maps and named maps.
+func chainDepth(t *testing.T, rs Ruleset) int {
+	maps := map[string][]string{}
+	for _, m := range rs.Maps {
+		for _, e := range m.Elements {
+			maps[m.Name] = append(maps[m.Name], e.Verdict)
+		}
+	}
+	targets := func(c *Chain) []string {
+		var out []string
+		for _, r := range c.Rules {
+			f := strings.Fields(r.Expr)
+			for i, w := range f {
+				switch {
+				case (w == "jump" || w == "goto") && i+1 < len(f):
+					out = append(out, strings.TrimSuffix(f[i+1], ","))
+				case w == "vmap" && i+1 < len(f) && strings.HasPrefix(f[i+1], "@"):
+					for _, v := range maps[f[i+1][1:]] {
+						if _, to, ok := strings.Cut(v, " "); ok {
+							out = append(out, to)
+						}
+					}
+				}
+			}
+		}
+		return out
+	}
+	// The longest path from each chain (the graph has no loop: the
+	// kernel refuses one), each chain's found once.
+	longest := map[string]int{}
+	var walk func(name string, depth int) int
+	walk = func(name string, depth int) int {
+		if depth > 30 {
+			t.Fatalf("chain %s: a loop", name)
+		}
+		if n, ok := longest[name]; ok {
+			return n
+		}
+		c := rs.Chain(name)
+		if c == nil {
+			t.Fatalf("no chain %s", name)
+		}
+		n := 0
+		for _, to := range targets(c) {
+			n = max(n, 1+walk(to, depth+1))
+		}
+		longest[name] = n
+		return n
+	}
+	return walk(ChainForward, 0)
+}
+
+// Cutting target chains into pieces keeps every chain within
+// maxPolicyDepth jumps and gotos of the forward chain (the kernel refuses
+// a table with a chain more than 15 away), whatever tiers and rest chains
+// there are, and the pieces still decide as the policies do.
+func TestPiecesWithinJumpDepth(t *testing.T) {
+	l, _ := dispatchLab(t)
+	pieces := 0
+	for seed := range 12 {
+		r := rand.New(rand.NewPCG(uint64(seed), 5))
+		ps := randomPolicies(r, 150+r.IntN(300))
+		if seed%2 == 0 {
+			ps = targetedOnly(r, ps)
+		}
+		l.snap.Policies = ps
+		for _, h := range l.snap.Hosts {
+			rs := l.compute(h.Name, ModeFlat).Firewall
+			if d := chainDepth(t, rs); d > maxPolicyDepth {
+				t.Fatalf("seed %d host %s: a chain %d jumps from the forward chain, more than %d", seed, h.Name, d, maxPolicyDepth)
+			}
+			for _, c := range rs.Chains {
+				if strings.Contains(c.Name, pieceSuffix) && IsPolicyChain(c.Name) {
+					pieces++
+				}
+			}
+		}
+	}
+	if pieces == 0 {
+		t.Fatal("no chain was cut: the test tests nothing")
+	}
+	t.Logf("%d pieces", pieces)
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -196,6 +197,7 @@ func randomPolicies(r *rand.Rand, n int) []api.Policy {
 // And a packet meets only rules of policies that apply to its endpoint
 // (the destination in the ingress stage, the source in the egress stage).
 func TestPolicyDispatchAgreesWithTrace(t *testing.T) {
+	pieceName := regexp.MustCompile(`\` + pieceSuffix + `[0-9a-f]{12}$`)
 	l, eps := dispatchLab(t)
 	r := rand.New(rand.NewPCG(17, 1))
 	hostOf := func(a netip.Addr) string {
@@ -281,6 +283,8 @@ func TestPolicyDispatchAgreesWithTrace(t *testing.T) {
 					switch {
 					case strings.Contains(ru.Expr, "@"+policy.AddressSetPrefix):
 						seen["rule naming an address set"]++
+					case strings.HasPrefix(ru.Expr, "goto policy-") && pieceName.MatchString(ru.Expr):
+						seen["goto the next piece"]++
 					case strings.HasPrefix(ru.Expr, "goto policy-") && !strings.HasSuffix(ru.Expr, restSuffix):
 						seen["goto the next tier"]++
 					}
@@ -367,7 +371,7 @@ func TestPolicyDispatchAgreesWithTrace(t *testing.T) {
 	}
 	for _, k := range []string{"accept", "drop", "decided by a policy", "met policy rules", "rest chain", "segment chain", "peer set",
 		"chain in the network without segment bits", "chain in the v6 network",
-		"address set", "rule naming an address set", "goto the next tier", "admin tier chain", "baseline tier chain",
+		"address set", "rule naming an address set", "goto the next tier", "goto the next piece", "admin tier chain", "baseline tier chain",
 		"decided by tier admin", "decided by tier ", "decided by tier baseline", "passed"} {
 		if seen[k] == 0 {
 			t.Errorf("no case of %q: the test does not cover it (%v)", k, seen)

@@ -46,7 +46,10 @@ import (
 // those of another tenant's or segment's policies, whatever their number.
 // Target chains are named ChainPolicyEgress or ChainPolicyIngress followed
 // by ".<network>.t<tenant id>" and, for a segment, ".s<segment id>"; the
-// rest chains by ".rest". A plan without segment bits has no segment
+// rest chains by ".rest". A target chain of many policies is cut into
+// pieces joined by "goto" (splitChain, assemble.go), named after it with
+// ".p<hash>", so that one policy change rewrites a piece of a few
+// policies' rules, not the chain. A plan without segment bits has no segment
 // lookup (a segment target is its tenant's). The verdict maps are
 // anonymous, part of the entry chain's rules, so every policy object is in
 // a policy chain (IsPolicyChain) and a policy change rewrites only those.
@@ -272,6 +275,13 @@ func stageChains(c *Compiler, stage int, tiers []int, pols []*compiledPolicy, lo
 	for i, l := range local {
 		nets[i] = m.Network(l.Network)
 	}
+	rests := 0
+	for _, tier := range tiers {
+		if t := c.idx.tiers[stage][tier]; t != nil && t.generic > 0 {
+			rests++
+		}
+	}
+	maxPieces := piecesPerChain(len(tiers), rests)
 	var out []Chain
 	for i, tier := range tiers {
 		next := ""
@@ -281,11 +291,11 @@ func stageChains(c *Compiler, stage int, tiers []int, pols []*compiledPolicy, lo
 		t := c.idx.tiers[stage][tier]
 		if t == nil {
 			// No rules: the default tier's entry chain alone.
-			out = append(out, tierChains(stage, tier, next, nil, local, m)...)
+			out = append(out, tierChains(stage, tier, maxPieces, next, nil, local, m)...)
 			continue
 		}
 		if t.generic == 0 {
-			if chains, ok := c.tierChainsCached(stage, tier, next, t.byKey, local, nets, m); ok {
+			if chains, ok := c.tierChainsCached(stage, tier, maxPieces, next, t.byKey, local, nets, m); ok {
 				out = append(out, chains...)
 				continue
 			}
@@ -298,7 +308,7 @@ func stageChains(c *Compiler, stage int, tiers []int, pols []*compiledPolicy, lo
 				}
 			}
 		}
-		out = append(out, tierChains(stage, tier, next, rules, local, m)...)
+		out = append(out, tierChains(stage, tier, maxPieces, next, rules, local, m)...)
 	}
 	return out
 }
@@ -307,8 +317,9 @@ func stageChains(c *Compiler, stage int, tiers []int, pols []*compiledPolicy, lo
 // (see the comment on ChainPolicyEgress) from its rules in precedence
 // order. next is the next tier's entry chain, or "" for the last tier:
 // every chain that would end without a verdict goes to it, and so do the
-// tier's pass rules.
-func tierChains(stage, tier int, next string, rules []*compiledRule, local []policy.Local, m *model.Model) []Chain {
+// tier's pass rules. Target chains are cut into at most maxPieces pieces
+// (splitChain).
+func tierChains(stage, tier, maxPieces int, next string, rules []*compiledRule, local []policy.Local, m *model.Model) []Chain {
 	st := stages[stage]
 	entryName := tierEntry(stage, tier)
 	tierNote := ""
@@ -467,7 +478,7 @@ func tierChains(stage, tier int, next string, rules []*compiledRule, local []pol
 			}
 		}
 		c.Comment = clip(tierNote + targetCommentIn(st.name, tg, m, nets[tg.network], tenants))
-		out = append(out, c)
+		out = append(out, splitChain(c, maxPieces)...)
 	}
 	if len(restRules) > 0 {
 		c := Chain{Name: restName, Comment: tierNote + st.name + " policies applied to all, after the first applied to a tenant or segment"}
