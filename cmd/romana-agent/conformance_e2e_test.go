@@ -139,8 +139,6 @@ func TestConformance(t *testing.T) {
 	})
 	k := kn.k
 	clusterUp := time.Since(began)
-	t.Logf("cluster up in %v: apiserver, scheduler, controller-manager, %d nodes, romanad, romana-kube, %d agents",
-		time.Since(began).Round(time.Millisecond), len(hosts), len(hosts))
 
 	var failed []string
 	header := func() string {

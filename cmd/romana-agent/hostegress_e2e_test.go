@@ -14,13 +14,11 @@ package main
 // host's address is also traced, and the trace must agree.
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -126,43 +124,7 @@ func (c *cluster) traceH(p hprobe) (api.Trace, error) {
 // romanad's trace agrees, or the wait is over.
 func (c *cluster) expectH(what string, probes []hprobe) {
 	c.t.Helper()
-	pending := probes
-	err := expect.Poll(wait, func() error {
-		var mu sync.Mutex
-		var failed []hprobe
-		var why []string
-		var wg sync.WaitGroup
-		for _, p := range pending {
-			wg.Go(func() {
-				err := c.runH(p)
-				tr, terr := c.traceH(p)
-				bad := ""
-				switch {
-				case (err == nil) != p.ok:
-					bad = fmt.Sprintf("%s: want ok=%v, got %v", p, p.ok, err)
-				case terr != nil:
-					bad = fmt.Sprintf("%s: trace: %v", p, terr)
-				case (tr.Verdict == api.ActionAllow) != p.ok:
-					bad = fmt.Sprintf("%s: traffic ok=%v but trace says %s (%s)", p, p.ok, tr.Verdict, tr.Decision.Reason)
-				}
-				if bad != "" {
-					mu.Lock()
-					failed, why = append(failed, p), append(why, bad)
-					mu.Unlock()
-				}
-			})
-		}
-		wg.Wait()
-		if len(failed) == 0 {
-			return nil
-		}
-		pending = failed
-		slices.Sort(why)
-		return errors.New(strings.Join(why, "\n"))
-	})
-	if err != nil {
-		c.t.Fatalf("%s:\n%v", what, err)
-	}
+	pollProbes(c.t, what, wait, probes, func(p hprobe) bool { return p.ok }, c.runH, c.traceH)
 }
 
 // both returns the probe over IPv4 and over IPv6.

@@ -161,25 +161,35 @@ func (c *cluster) hostIP(h string) netip.Addr {
 // returns how long it took.
 func (c *cluster) expect(what string, probes []pprobe) time.Duration {
 	c.t.Helper()
+	return pollProbes(c.t, what, 20*time.Second, probes, func(p pprobe) bool { return p.ok }, c.run, c.trace)
+}
+
+// pollProbes runs the probes in parallel until each gives want(p) (an
+// error from run is a refused probe) and trace agrees with it, probing
+// again only those that did not, or fails t after timeout. It returns
+// how long it took.
+func pollProbes[P fmt.Stringer](t testing.TB, what string, timeout time.Duration, probes []P, want func(P) bool,
+	run func(P) error, trace func(P) (api.Trace, error)) time.Duration {
+	t.Helper()
 	start := time.Now()
 	pending := probes
-	err := expect.Poll(20*time.Second, func() error {
+	err := expect.Poll(timeout, func() error {
 		var mu sync.Mutex
-		var failed []pprobe
+		var failed []P
 		var why []string
 		var wg sync.WaitGroup
 		for _, p := range pending {
 			wg.Go(func() {
-				err := c.run(p)
-				tr, terr := c.trace(p)
+				err := run(p)
+				tr, terr := trace(p)
 				bad := ""
 				switch {
-				case (err == nil) != p.ok:
-					bad = fmt.Sprintf("%s: want ok=%v, got %v", p, p.ok, err)
+				case (err == nil) != want(p):
+					bad = fmt.Sprintf("%s: want ok=%v, got %v", p, want(p), err)
 				case terr != nil:
 					bad = fmt.Sprintf("%s: trace: %v", p, terr)
-				case (tr.Verdict == api.ActionAllow) != p.ok:
-					bad = fmt.Sprintf("%s: traffic ok=%v but trace says %s (%s)", p, p.ok, tr.Verdict, tr.Decision.Reason)
+				case (tr.Verdict == api.ActionAllow) != want(p):
+					bad = fmt.Sprintf("%s: traffic ok=%v but trace says %s (%s)", p, want(p), tr.Verdict, tr.Decision.Reason)
 				}
 				if bad != "" {
 					mu.Lock()
@@ -198,7 +208,7 @@ func (c *cluster) expect(what string, probes []pprobe) time.Duration {
 		return errors.New(strings.Join(why, "\n"))
 	})
 	if err != nil {
-		c.t.Fatalf("%s: after %v:\n%v", what, time.Since(start).Round(time.Millisecond), err)
+		t.Fatalf("%s: after %v:\n%v", what, time.Since(start).Round(time.Millisecond), err)
 	}
 	return time.Since(start)
 }
