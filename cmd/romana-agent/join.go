@@ -46,7 +46,7 @@ func waitJoinToken(ctx context.Context, log *slog.Logger, file string, secret *s
 			case err != nil:
 				lastErr = err
 			case tok != "":
-				log.Info("join token read from the Secret", "secret", secret.url, "key", secret.key, "waited", time.Since(start).Round(time.Millisecond))
+				log.Info("join token read from the Secret", "secret", secret.ref, "key", secret.key, "waited", time.Since(start).Round(time.Millisecond))
 				return tok, nil
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/rest"
 )
 
 // TestWaitJoinToken: the agent waits for its join file (missing, then
@@ -91,14 +94,20 @@ func TestWaitJoinTokenFromSecret(t *testing.T) {
 			w.WriteHeader(status)
 			return
 		}
-		json.NewEncoder(w).Encode(map[string]any{"data": data})
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"kind": "Secret", "apiVersion": "v1", "data": data})
 	}))
 	defer srv.Close()
 	tokFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokFile, []byte("sa-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	src := &secretSource{url: srv.URL + "/api/v1/namespaces/romana-system/secrets/romana-join", token: tokFile, client: srv.Client(), key: "node1"}
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	src, err := secretSourceFor(&rest.Config{Host: srv.URL, BearerTokenFile: tokFile,
+		TLSClientConfig: rest.TLSClientConfig{CAData: ca}}, "romana-system/romana-join", "node1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	if _, err := src.get(ctx); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Errorf("a refusal: %v", err)
