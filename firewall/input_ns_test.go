@@ -135,12 +135,12 @@ func TestInputChainInNamespace(t *testing.T) {
 	}
 	handle := ""
 	for _, line := range strings.Split(out, "\n") {
-		if m := handleRE.FindStringSubmatch(line); m != nil && strings.TrimSpace(m[1]) == hoststate.JumpPolicies {
+		if m := handleRE.FindStringSubmatch(line); m != nil && strings.TrimSpace(m[1]) == hoststate.JumpPoliciesEgress {
 			handle = m[2]
 		}
 	}
 	if handle == "" {
-		t.Fatalf("no %q in the input chain:\n%s", hoststate.JumpPolicies, out)
+		t.Fatalf("no %q in the input chain:\n%s", hoststate.JumpPoliciesEgress, out)
 	}
 	nft("delete", "rule", "inet", hoststate.Table, hoststate.ChainInput, "handle", handle)
 	traffic("jump deleted by hand", true)

@@ -16,8 +16,10 @@ import (
 // Policy chains. The policies chain (ChainPolicies) sends packets from this
 // host's blocks through ChainPolicyEgress and packets to them through
 // ChainPolicyIngress, the stages' entry chains. The policies chain ends
-// with PoliciesEnd. When there are no policies the policies chain is
-// empty and the policy-* chains do not exist.
+// with PoliciesEnd. The policies-egress chain (ChainPoliciesEgress, the
+// input chain's) holds the same egress rules and PoliciesEnd, and no
+// ingress rule. When there are no policies both are empty and the
+// policy-* chains do not exist.
 //
 // Dispatch. A stage's entry chain does not hold every policy's rules: it
 // sends a packet, by the address of its endpoint (the destination in the
@@ -91,7 +93,7 @@ const restSuffix = ".rest"
 // IsPolicyChain reports whether a chain holds only policy rules: the
 // firewall adapter rewrites these alone when nothing else changed.
 func IsPolicyChain(name string) bool {
-	return name == ChainPolicies || strings.HasPrefix(name, "policy-")
+	return name == ChainPolicies || name == ChainPoliciesEgress || strings.HasPrefix(name, "policy-")
 }
 
 // PolicyChainStage returns the stage (api.DirectionEgress or
@@ -143,14 +145,17 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 			in.problem("%s", x)
 		}
 	}
-	pc := rs.Chain(ChainPolicies)
-	if pc == nil {
+	pc, ec := rs.Chain(ChainPolicies), rs.Chain(ChainPoliciesEgress)
+	if pc == nil || ec == nil {
 		return
 	}
 	tiers := [2][]int{cache.idx.present(0), cache.idx.present(1)}
 	for _, l := range local {
-		pc.Rules = append(pc.Rules, Rule{Expr: fmt.Sprintf("%s saddr %s jump %s", l.Family(), l.Prefix, tierEntry(0, tiers[0][0]))})
+		r := Rule{Expr: fmt.Sprintf("%s saddr %s jump %s", l.Family(), l.Prefix, tierEntry(0, tiers[0][0]))}
+		pc.Rules = append(pc.Rules, r)
+		ec.Rules = append(ec.Rules, r)
 	}
+	ec.Rules = append(ec.Rules, Rule{Expr: PoliciesEnd})
 	for _, l := range local {
 		pc.Rules = append(pc.Rules, Rule{Expr: fmt.Sprintf("%s daddr %s jump %s", l.Family(), l.Prefix, tierEntry(1, tiers[1][0]))})
 	}
@@ -186,9 +191,9 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	}
 	chains := stageChains(cache, 0, tiers[0], compiled, local, in.m)
 	chains = append(chains, stageChains(cache, 1, tiers[1], compiled, local, in.m)...)
-	// Policy chains go right after the policies chain.
+	// Policy chains go right after the policies-egress chain.
 	i := 0
-	for i < len(rs.Chains) && rs.Chains[i].Name != ChainPolicies {
+	for i < len(rs.Chains) && rs.Chains[i].Name != ChainPoliciesEgress {
 		i++
 	}
 	rest := append(chains, rs.Chains[i+1:]...)

@@ -25,19 +25,35 @@ const (
 	// host's own traffic are none of its business. See endpointInput.
 	ChainInput = "input"
 	// ChainPolicies is the extension point for policies: a regular chain
-	// jumped to after the conntrack rules, by the forward chain before
-	// tenant isolation and by the input chain last. A policy rule that
-	// accepts or drops decides; traffic that falls through (returns) meets
-	// tenant isolation (forward) or is accepted (input). Compute leaves it
-	// empty: the policy compiler fills State.Firewall's ChainPolicies chain
-	// (and may add chains and maps of its own, named "policy-*").
+	// jumped to by the forward chain after the conntrack rules and before
+	// tenant isolation. A policy rule that accepts or drops decides;
+	// traffic that falls through (returns) meets tenant isolation. Compute
+	// leaves it empty: the policy compiler fills State.Firewall's
+	// ChainPolicies chain (and may add chains and maps of its own, named
+	// "policy-*").
 	ChainPolicies = "policies"
+	// ChainPoliciesEgress is the input chain's way into the policies: a
+	// regular chain, jumped to by the input chain last, holding only the
+	// egress stage's dispatch (the ingress stage is about packets to
+	// endpoints, which traffic to the host is not). Traffic that falls
+	// through is accepted. Compute leaves it empty; the policy compiler
+	// fills it beside ChainPolicies. It exists so that the input chain
+	// reaches the egress stage's chains only: the kernel validates, at
+	// every commit that adds a rule, every chain reachable from each base
+	// chain once per path, so an input chain jumping to ChainPolicies
+	// made every change pay for walking the ingress stage's chains twice
+	// (docs/benchmarks.md, "The merged tree").
+	ChainPoliciesEgress = "policies-egress"
 )
 
-// JumpPolicies is the base chains' rule that enters ChainPolicies. It is
-// in every ruleset: in the forward chain after conntrack and before
-// isolation, in the input chain last.
-const JumpPolicies = "jump " + ChainPolicies
+// JumpPolicies is the forward chain's rule that enters ChainPolicies,
+// after conntrack and before isolation; JumpPoliciesEgress the input
+// chain's last rule, entering ChainPoliciesEgress. Both are in every
+// ruleset.
+const (
+	JumpPolicies       = "jump " + ChainPolicies
+	JumpPoliciesEgress = "jump " + ChainPoliciesEgress
+)
 
 // TenantChain and SegmentChain name the per-tenant and per-segment chains.
 func TenantChain(tenantID uint64) string { return "tenant-" + strconv.FormatUint(tenantID, 10) }
@@ -50,7 +66,8 @@ func TenantMap(network string) string { return "tenants-" + network }
 
 // Ruleset is the desired content of table inet romana, as plain data. Sets
 // come first, then maps, each sorted by name; chains are in a fixed order
-// (forward, input, policies, then tenants by id, each followed by its
+// (forward, input, policies, policies-egress, the policy chains, then
+// tenants by id, each followed by its
 // segments).
 // Every verdict map maps an address to a verdict.
 type Ruleset struct {
@@ -261,6 +278,7 @@ func isolation(in *inputs, steering bool) Ruleset {
 		Rule{Expr: JumpPolicies},
 	)
 	policies := Chain{Name: ChainPolicies, Comment: "policies, evaluated before tenant isolation"}
+	egress := Chain{Name: ChainPoliciesEgress, Comment: "egress policies of traffic from endpoints to this host"}
 	var maps []Map
 	used := map[uint64]bool{}
 	for _, n := range in.networks {
@@ -286,7 +304,7 @@ func isolation(in *inputs, steering bool) Ruleset {
 			Rule{Expr: fmt.Sprintf("%s daddr %s %s daddr & %s vmap @%s", proto, n.mine, proto, n.Plan.TenantMask(), m.Name)},
 			Rule{Expr: fmt.Sprintf("%s daddr %s counter drop", proto, n.mine), Comment: "network " + n.Name + ": unknown tenant"})
 	}
-	rs := Ruleset{Sets: in.sources, Maps: maps, Chains: []Chain{fwd, endpointInput(exempt), policies}}
+	rs := Ruleset{Sets: in.sources, Maps: maps, Chains: []Chain{fwd, endpointInput(exempt), policies, egress}}
 	for _, t := range in.tenants {
 		if used[t.ID] {
 			rs.Chains = append(rs.Chains, tenantChains(in, t)...)
@@ -326,9 +344,9 @@ const ndpTypes = "{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, 
 // holds), which the forward chain never sees. They meet the egress stage
 // of the policies, as a packet from the same endpoint to another host
 // does; the ingress stage and tenant isolation are about packets to
-// endpoints, so they do not apply (the policies chain's ingress dispatch
-// matches destinations in this host's blocks, which the host's own
-// addresses are not). With no egress policy applied to the endpoint the
+// endpoints, so they do not apply (the ingress dispatch matches destinations
+// in this host's blocks, which the host's own addresses are not, so the
+// input chain does not even reach it). With no egress policy applied to the endpoint the
 // packet is accepted (here: other tables still see it), the Kubernetes
 // default.
 //
@@ -352,8 +370,11 @@ const ndpTypes = "{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, 
 //     (a ping of the gateway fe80::1) is accepted, anything else dropped:
 //     no policy can name a link-local address, and an endpoint under an
 //     egress deny must not reach the host's services through fe80::1;
-//  5. the policies chain: its egress dispatch by source decides (a deny
-//     drops); what returns is accepted.
+//  5. the policies-egress chain (ChainPoliciesEgress): the egress
+//     stage's dispatch by source decides (a deny drops); what returns is
+//     accepted. Not the policies chain: the ingress stage could not match
+//     (the host's own addresses are in none of its blocks), and the
+//     kernel would walk its chains once more at every commit.
 func endpointInput(exempt string) Chain {
 	spoofed := "fib saddr . iif oif missing counter drop"
 	if exempt != "" {
@@ -367,7 +388,7 @@ func endpointInput(exempt string) Chain {
 		{Expr: "ct state invalid drop"},
 		{Expr: "ip6 saddr fe80::/10 icmpv6 type echo-request accept", Comment: "ping of the gateway from a link-local source"},
 		{Expr: "ip6 saddr fe80::/10 counter drop", Comment: "link-local source: no policy can name it"},
-		{Expr: JumpPolicies},
+		{Expr: JumpPoliciesEgress},
 	}}
 }
 

@@ -47,7 +47,7 @@ func TestHostToOwnPodsIsNotFiltered(t *testing.T) {
 		switch r.Expr {
 		case "ct state established,related accept":
 			established = i
-		case hoststate.JumpPolicies:
+		case hoststate.JumpPoliciesEgress:
 			jump = i
 		}
 	}
