@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,10 +37,14 @@ import (
 // ROMANA_BENCH_AGENT_EXE runs another romana-agent binary instead of this
 // test binary (to compare against another tree's agent in the same lab
 // setup); ROMANA_BENCH_AGENT_FLAGS adds flags to every agent (split on
-// spaces, e.g. "--stats-interval 0"). It also reports the CPU time the
-// agents spent during the measured changes, per agent and change: their
-// own (agent-cpu-ms) and that of the processes they ran and waited for
-// (child-cpu-ms: nft), from /proc/PID/stat.
+// spaces, e.g. "--stats-interval 0"); ROMANA_BENCH_POLL sets how often the
+// harness asks romanad's status during a change (default 20ms);
+// ROMANA_BENCH_PROFILE=FILE writes this process's CPU profile over the
+// measured changes. It also reports the CPU time the agents spent during
+// the measured changes, per agent and change: their own (agent-cpu-ms)
+// and that of the processes they ran and waited for (child-cpu-ms: nft),
+// from /proc/PID/stat; and this process's (romanad, its embedded etcd and
+// the harness), per change (romanad-cpu-ms).
 //
 //	go test ./cmd/romana-agent -run '^$' -bench PolicyEnforcementAgents -benchtime 20x
 func BenchmarkPolicyEnforcementAgents(b *testing.B) {
@@ -150,6 +156,18 @@ func enforcementAgents(b *testing.B, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The arrival times are romanad's (each report's receipt), so how
+	// often the harness asks only delays the next change; every ask costs
+	// romanad CPU the agents would have had (2 ms, the interval until
+	// 2026-12-01, cost about 15 ms of romanad's CPU per change).
+	pollEvery := 20 * time.Millisecond
+	if s := os.Getenv("ROMANA_BENCH_POLL"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			b.Fatalf("ROMANA_BENCH_POLL=%q: %v", s, err)
+		}
+		pollEvery = d
+	}
 	arrivals := func(want int64, since time.Time, deadline time.Duration) map[string]time.Time {
 		got := map[string]time.Time{}
 		limit := time.Now().Add(deadline)
@@ -168,7 +186,7 @@ func enforcementAgents(b *testing.B, n int) {
 			if time.Now().After(limit) {
 				b.Fatalf("revision %d: %d of %d agents applied it within %v", want, len(got), len(names), deadline)
 			}
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(pollEvery)
 		}
 		return got
 	}
@@ -195,13 +213,17 @@ func enforcementAgents(b *testing.B, n int) {
 	}
 	change() // the first change of a policy that did not exist
 	lat = nil
-	cpu0 := c.agentCPU()
+	if f := os.Getenv("ROMANA_BENCH_PROFILE"); f != "" {
+		stop := profileCPU(b, f)
+		defer stop()
+	}
+	cpu0, self0 := c.agentCPU(), selfCPU(b)
 	changes := 0
 	for b.Loop() {
 		change()
 		changes++
 	}
-	cpu1 := c.agentCPU()
+	cpu1, self1 := c.agentCPU(), selfCPU(b)
 	slices.Sort(lat)
 	pct := func(q float64) float64 {
 		return float64(lat[min(len(lat)-1, int(q*float64(len(lat))))].Microseconds()) / 1000
@@ -213,6 +235,37 @@ func enforcementAgents(b *testing.B, n int) {
 	per := float64(changes * len(names))
 	b.ReportMetric(float64(cpu1.self-cpu0.self)/per/float64(time.Millisecond), "agent-cpu-ms")
 	b.ReportMetric(float64(cpu1.children-cpu0.children)/per/float64(time.Millisecond), "child-cpu-ms")
+	// This process is romanad (with its embedded etcd) and the harness
+	// polling its status: its CPU competes with the agents' for the same
+	// cores, per change (not per agent).
+	b.ReportMetric(float64(self1-self0)/float64(changes)/float64(time.Millisecond), "romanad-cpu-ms")
+}
+
+// profileCPU writes this process's CPU profile (romanad's and the
+// harness's) over the measured changes to file; stop ends it.
+func profileCPU(t testing.TB, file string) (stop func()) {
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Fatalf("cpu profile: %v", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// selfCPU is this process's CPU time, user and system.
+func selfCPU(t testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // cpuTimes is CPU time of processes: their own (user and system) and
