@@ -23,31 +23,57 @@ import (
 
 // fwdVariants are the forward-path conditions of BenchmarkForwardPathCost,
 // in the order they are measured (then backwards). Each takes Romana's
-// ruleset for a host (1000 tenants, 1000 policies) and returns the table
-// to load, or nil for no table at all. The variants that drop or reorder
-// the anti-spoofing rules are measurements only: they lose the check.
+// ruleset for a host (1000 tenants, 1000 policies) and the host's one
+// endpoint, and returns the table to load, or nil for no table at all.
+// nofib and epset are measurements only: nofib loses the anti-spoofing
+// check, epset writes it for this lab's single endpoint per host.
 var fwdVariants = []struct {
 	name string
-	make func(hoststate.Ruleset) *hoststate.Ruleset
+	make func(rs hoststate.Ruleset, ep endpointLink) *hoststate.Ruleset
 }{
-	{"none", func(hoststate.Ruleset) *hoststate.Ruleset { return nil }},
+	{"none", func(hoststate.Ruleset, endpointLink) *hoststate.Ruleset { return nil }},
 	// A forward base chain with no rule: the hook's cost, no conntrack.
-	{"hook", func(hoststate.Ruleset) *hoststate.Ruleset {
+	{"hook", func(hoststate.Ruleset, endpointLink) *hoststate.Ruleset {
 		return &hoststate.Ruleset{Chains: []hoststate.Chain{{Name: hoststate.ChainForward, Hook: "forward"}}}
 	}},
 	// One rule that needs conntrack: the kernel now tracks every packet.
-	{"ct", func(hoststate.Ruleset) *hoststate.Ruleset {
+	{"ct", func(hoststate.Ruleset, endpointLink) *hoststate.Ruleset {
 		return &hoststate.Ruleset{Chains: []hoststate.Chain{{Name: hoststate.ChainForward, Hook: "forward",
 			Rules: []hoststate.Rule{{Expr: "ct state established,related accept"}}}}}
 	}},
 	// Romana's table with the forward chain's fib rule left out.
-	{"nofib", func(rs hoststate.Ruleset) *hoststate.Ruleset {
+	{"nofib", func(rs hoststate.Ruleset, _ endpointLink) *hoststate.Ruleset {
 		return withForward(rs, func(rules []hoststate.Rule) []hoststate.Rule {
 			return slices.DeleteFunc(rules, func(r hoststate.Rule) bool { return strings.Contains(r.Expr, " fib ") })
 		})
 	}},
+	// Romana's table with the fib rule split by where a packet comes
+	// from: from an endpoint link, its source and link must be one of the
+	// host's (address . veth) pairs, a hash lookup; from any other link a
+	// pool source still meets fib.
+	{"epset", func(rs hoststate.Ruleset, ep endpointLink) *hoststate.Ruleset {
+		return withForward(rs, func(rules []hoststate.Rule) []hoststate.Rule {
+			var out []hoststate.Rule
+			for _, r := range rules {
+				if strings.Contains(r.Expr, " fib ") {
+					out = append(out,
+						hoststate.Rule{Expr: fmt.Sprintf(`iifname "rv-*" ip saddr . iifname != { %s . %q } counter drop`, ep.addr, ep.veth)},
+						hoststate.Rule{Expr: `iifname != "rv-*" ` + r.Expr})
+					continue
+				}
+				out = append(out, r)
+			}
+			return out
+		})
+	}},
 	// Romana's table as it is.
-	{"romana", func(rs hoststate.Ruleset) *hoststate.Ruleset { return &rs }},
+	{"romana", func(rs hoststate.Ruleset, _ endpointLink) *hoststate.Ruleset { return &rs }},
+}
+
+// endpointLink is a host's one endpoint: its address and its veth.
+type endpointLink struct {
+	addr netip.Addr
+	veth string
 }
 
 // withForward returns a copy of rs whose forward chain's rules are
@@ -101,7 +127,7 @@ func BenchmarkForwardPathCost(b *testing.B) {
 			if tables[v.name] == nil {
 				tables[v.name] = map[string]*hoststate.Ruleset{}
 			}
-			tables[v.name][h] = v.make(st.Firewall)
+			tables[v.name][h] = v.make(st.Firewall, endpointLink{eps[h].IP, "rv-e" + h})
 		}
 		if err := host.Do(func() (err error) {
 			fws[h], err = programHost(ctx, st)
