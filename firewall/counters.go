@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/romana/romana/api"
@@ -17,7 +16,7 @@ import (
 // PolicyCounters reads the counters of the policy rules (the policy-egress
 // and policy-ingress chains and their target and rest chains), summed per
 // policy, rule index and stage, from netlink dumps of the policy chains'
-// rules (kernelRuleCounters) in the calling thread's network namespace. A
+// rules (kernelPolicyCounters) in the calling thread's network namespace. A
 // missing table gives no counters.
 //
 // It used to run `nft -j list table inet romana`, which loads and prints
@@ -28,11 +27,11 @@ func (f *Firewall) PolicyCounters(ctx context.Context) ([]api.RuleCounter, error
 	if f.gen == nil { // knftables' fake: nothing to dump, use its listing
 		return f.nftCounters(ctx)
 	}
-	rules, err := kernelRuleCounters(hoststate.Table, func(c string) bool { return hoststate.PolicyChainStage(c) != "" })
+	cs, err := kernelPolicyCounters(hoststate.Table, hoststate.PolicyChainStage)
 	if err != nil {
 		return nil, fmt.Errorf("read counters of table %s %s: %w", Family, hoststate.Table, err)
 	}
-	return sumCounters(rules), nil
+	return cs, nil
 }
 
 // nftCounters reads the counters with `nft -j list table`.
@@ -60,36 +59,101 @@ type countedRule struct {
 // NAME rule I" (the log rules, "... log", are skipped) and that hold a
 // counter.
 func sumCounters(rules []countedRule) []api.RuleCounter {
-	type key struct {
-		policy, stage string
-		rule          int
-	}
-	sums := map[key]*api.RuleCounter{}
+	sums := newCounterSums()
 	for _, r := range rules {
 		stage := hoststate.PolicyChainStage(r.chain)
 		if stage == "" || !r.hasCounter {
 			continue
 		}
-		f := strings.Fields(r.comment)
-		if len(f) != 4 || f[0] != "policy" || f[2] != "rule" {
-			continue
+		if name, idx, ok := policyRule([]byte(r.comment)); ok {
+			sums.add(sums.intern(name), idx, stage, r.packets, r.bytes)
 		}
-		idx, err := strconv.Atoi(f[3])
-		if err != nil {
-			continue
-		}
-		k := key{f[1], stage, idx}
-		c := sums[k]
-		if c == nil {
-			c = &api.RuleCounter{Policy: f[1], Rule: idx, Stage: stage}
-			sums[k] = c
-		}
-		c.Packets += r.packets
-		c.Bytes += r.bytes
 	}
-	out := make([]api.RuleCounter, 0, len(sums))
-	for _, c := range sums {
-		out = append(out, *c)
+	return sums.list()
+}
+
+// policyRule parses a policy rule's comment, "policy NAME rule I" (four
+// fields separated by white space, I a decimal number); name aliases
+// comment.
+func policyRule(comment []byte) (name []byte, idx int, ok bool) {
+	var f [4][]byte
+	n := 0
+	for i := 0; i < len(comment); {
+		for i < len(comment) && asciiSpace(comment[i]) {
+			i++
+		}
+		if i == len(comment) {
+			break
+		}
+		j := i
+		for j < len(comment) && !asciiSpace(comment[j]) {
+			j++
+		}
+		if n == len(f) {
+			return nil, 0, false
+		}
+		f[n], n, i = comment[i:j], n+1, j
+	}
+	if n != 4 || string(f[0]) != "policy" || string(f[2]) != "rule" || len(f[3]) > 9 {
+		return nil, 0, false
+	}
+	for _, c := range f[3] {
+		if c < '0' || c > '9' {
+			return nil, 0, false
+		}
+		idx = idx*10 + int(c-'0')
+	}
+	return f[1], idx, true
+}
+
+func asciiSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+}
+
+// counterSums sums policy rule counters by policy, rule index and stage.
+type counterSums struct {
+	names map[string]string // policy names, each allocated once
+	index map[counterKey]int
+	out   []api.RuleCounter
+}
+
+type counterKey struct {
+	policy, stage string
+	rule          int
+}
+
+func newCounterSums() *counterSums {
+	return &counterSums{names: map[string]string{}, index: map[counterKey]int{}}
+}
+
+// intern returns name as a string, allocated once per policy.
+func (s *counterSums) intern(name []byte) string {
+	if p, ok := s.names[string(name)]; ok {
+		return p
+	}
+	p := string(name)
+	s.names[p] = p
+	return p
+}
+
+// add counts one counter of rule idx of policy in stage.
+func (s *counterSums) add(policy string, idx int, stage string, packets, bytes uint64) {
+	k := counterKey{policy, stage, idx}
+	i, ok := s.index[k]
+	if !ok {
+		i = len(s.out)
+		s.index[k] = i
+		s.out = append(s.out, api.RuleCounter{Policy: policy, Rule: idx, Stage: stage})
+	}
+	s.out[i].Packets += packets
+	s.out[i].Bytes += bytes
+}
+
+// list returns the sums sorted by policy, rule and stage.
+func (s *counterSums) list() []api.RuleCounter {
+	out := slices.Clone(s.out)
+	if out == nil {
+		out = []api.RuleCounter{}
 	}
 	slices.SortFunc(out, func(a, b api.RuleCounter) int {
 		return cmp.Or(strings.Compare(a.Policy, b.Policy), cmp.Compare(a.Rule, b.Rule), strings.Compare(a.Stage, b.Stage))

@@ -1,10 +1,12 @@
 package firewall
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -112,6 +114,90 @@ func TestPolicyCountersNoTableInNamespace(t *testing.T) {
 			err = fmt.Errorf("counters %+v without a table", cs)
 		}
 		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A policy rule's comment: four fields, "policy NAME rule I".
+func TestPolicyRuleComment(t *testing.T) {
+	for _, c := range []struct {
+		comment, name string
+		idx           int
+		ok            bool
+	}{
+		{"policy web rule 1", "web", 1, true},
+		{"policy  p00017\trule 12", "p00017", 12, true},
+		{"policy web rule 1 log", "", 0, false},
+		{"policy web rule x", "", 0, false},
+		{"policy web rule", "", 0, false},
+		{"tenant acme: isolation", "", 0, false},
+		{"", "", 0, false},
+		{"policy web rules 1", "", 0, false},
+	} {
+		name, idx, ok := policyRule([]byte(c.comment))
+		if string(name) != c.name || idx != c.idx || ok != c.ok {
+			t.Errorf("%q: %q %d %v, want %q %d %v", c.comment, name, idx, ok, c.name, c.idx, c.ok)
+		}
+	}
+}
+
+// Reading the counters allocates nothing per rule: 1,000 counted rules
+// (40 policies of 25 rules, in 4 chains) are read with fewer than 1,000
+// allocations, and summed right. (The netlink library's parser took about
+// 40 allocations per rule.)
+func TestPolicyCountersAllocsInNamespace(t *testing.T) {
+	simtest.Require(t, "nft")
+	ctx := context.Background()
+	h, err := simtest.New(t).AddHost(ctx, "h1", netip.MustParsePrefix("192.168.66.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var script strings.Builder
+	script.WriteString("table inet romana {\n")
+	var want []api.RuleCounter
+	for c := range 4 {
+		fmt.Fprintf(&script, "chain policy-ingress.net1.t%d {\n", c)
+		for p := range 10 {
+			name := fmt.Sprintf("p%02d", c*10+p)
+			for r := range 25 {
+				fmt.Fprintf(&script, "tcp dport %d counter packets %d bytes %d accept comment \"policy %s rule %d\"\n", 1000+r, r+1, 100*(r+1), name, r)
+				want = append(want, api.RuleCounter{Policy: name, Rule: r, Stage: "ingress", Packets: uint64(r + 1), Bytes: uint64(100 * (r + 1))})
+			}
+		}
+		script.WriteString("}\n")
+	}
+	script.WriteString("}\n")
+	slices.SortFunc(want, func(a, b api.RuleCounter) int {
+		return cmp.Or(strings.Compare(a.Policy, b.Policy), cmp.Compare(a.Rule, b.Rule))
+	})
+	if err := h.Do(func() error {
+		cmd := h.Command(ctx, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(script.String())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("nft -f: %w: %s", err, out)
+		}
+		fw, err := New(nil)
+		if err != nil {
+			return err
+		}
+		got, err := fw.PolicyCounters(ctx)
+		if err != nil {
+			return err
+		}
+		if !reflect.DeepEqual(got, want) {
+			return fmt.Errorf("counters %d, want %d: %+v", len(got), len(want), got[:min(5, len(got))])
+		}
+		allocs := testing.AllocsPerRun(5, func() {
+			if _, err := fw.PolicyCounters(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+		t.Logf("%.0f allocations per read of 1,000 rules", allocs)
+		if allocs >= 1000 {
+			return fmt.Errorf("%.0f allocations per read of 1,000 rules: some per rule", allocs)
+		}
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}

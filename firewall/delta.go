@@ -30,6 +30,10 @@ type delta struct {
 	// touched are the listing blocks ("chain x", "set s", "map m") that
 	// exist after the transaction and whose listing it may change.
 	touched []string
+	// sets and maps are the touched sets and maps, as want holds them:
+	// new ones and those whose elements changed.
+	sets []*hoststate.Set
+	maps []*hoststate.Map
 	// gone are the listing blocks the transaction deletes.
 	gone []string
 }
@@ -59,24 +63,21 @@ func diff(old, want hoststate.Ruleset) (d delta, replace string) {
 			return delta{}, "ruleset objects other than sets, maps and chains changed"
 		}
 	}
-	oldSets := map[string]*hoststate.Set{}
-	for i := range old.Sets {
-		oldSets[old.Sets[i].Name] = &old.Sets[i]
-	}
-	wantSets := map[string]bool{}
-	for _, st := range want.Sets {
-		wantSets[st.Name] = true
-		o := oldSets[st.Name]
+	why := pair(old.Sets, want.Sets, func(st *hoststate.Set) string { return st.Name }, func(o, st *hoststate.Set) string {
 		if o == nil {
-			d.newSets = append(d.newSets, st)
+			d.newSets = append(d.newSets, *st)
 			d.touched = append(d.touched, "set "+st.Name)
+			d.sets = append(d.sets, st)
 			for _, e := range st.Elements {
 				d.addElems = append(d.addElems, setElement(st.Name, e))
 			}
-			continue
+			return ""
 		}
 		if o.KeyType != st.KeyType || o.Interval != st.Interval || o.Comment != st.Comment {
-			return delta{}, fmt.Sprintf("set %s changed its type, flags or comment", st.Name)
+			return fmt.Sprintf("set %s changed its type, flags or comment", st.Name)
+		}
+		if sameStrings(o.Elements, st.Elements) {
+			return ""
 		}
 		had := toSet(o.Elements)
 		has := toSet(st.Elements)
@@ -93,39 +94,38 @@ func diff(old, want hoststate.Ruleset) (d delta, replace string) {
 		}
 		if len(d.delElems)+len(d.addElems) > n {
 			d.touched = append(d.touched, "set "+st.Name)
+			d.sets = append(d.sets, st)
 		}
-	}
-	for _, st := range old.Sets {
-		if !wantSets[st.Name] {
-			d.goneSets = append(d.goneSets, st.Name)
-			d.gone = append(d.gone, "set "+st.Name)
-		}
+		return ""
+	}, func(o *hoststate.Set) {
+		d.goneSets = append(d.goneSets, o.Name)
+		d.gone = append(d.gone, "set "+o.Name)
+	})
+	if why != "" {
+		return delta{}, why
 	}
 
-	oldMaps := map[string]*hoststate.Map{}
-	for i := range old.Maps {
-		oldMaps[old.Maps[i].Name] = &old.Maps[i]
-	}
-	wantMaps := map[string]bool{}
-	for _, m := range want.Maps {
-		wantMaps[m.Name] = true
-		o := oldMaps[m.Name]
+	why = pair(old.Maps, want.Maps, func(m *hoststate.Map) string { return m.Name }, func(o, m *hoststate.Map) string {
 		if o == nil {
-			d.newMaps = append(d.newMaps, m)
+			d.newMaps = append(d.newMaps, *m)
 			d.touched = append(d.touched, "map "+m.Name)
+			d.maps = append(d.maps, m)
 			for _, e := range m.Elements {
 				d.addElems = append(d.addElems, mapElement(m.Name, e))
 			}
-			continue
+			return ""
 		}
 		if o.KeyType != m.KeyType || o.Comment != m.Comment {
-			return delta{}, fmt.Sprintf("map %s changed its type or comment", m.Name)
+			return fmt.Sprintf("map %s changed its type or comment", m.Name)
 		}
-		had := map[string]string{}
+		if slices.Equal(o.Elements, m.Elements) {
+			return ""
+		}
+		had := make(map[string]string, len(o.Elements))
 		for _, e := range o.Elements {
 			had[e.Key] = e.Verdict
 		}
-		has := map[string]string{}
+		has := make(map[string]string, len(m.Elements))
 		for _, e := range m.Elements {
 			has[e.Key] = e.Verdict
 		}
@@ -142,42 +142,82 @@ func diff(old, want hoststate.Ruleset) (d delta, replace string) {
 		}
 		if len(d.delElems)+len(d.addElems) > n {
 			d.touched = append(d.touched, "map "+m.Name)
+			d.maps = append(d.maps, m)
 		}
-	}
-	for _, m := range old.Maps {
-		if !wantMaps[m.Name] {
-			d.goneMaps = append(d.goneMaps, m.Name)
-			d.gone = append(d.gone, "map "+m.Name)
-		}
+		return ""
+	}, func(o *hoststate.Map) {
+		d.goneMaps = append(d.goneMaps, o.Name)
+		d.gone = append(d.gone, "map "+o.Name)
+	})
+	if why != "" {
+		return delta{}, why
 	}
 
-	oldChains := map[string]*hoststate.Chain{}
-	for i := range old.Chains {
-		oldChains[old.Chains[i].Name] = &old.Chains[i]
-	}
-	wantChains := map[string]bool{}
-	for _, c := range want.Chains {
-		wantChains[c.Name] = true
-		o := oldChains[c.Name]
+	why = pair(old.Chains, want.Chains, func(c *hoststate.Chain) string { return c.Name }, func(o, c *hoststate.Chain) string {
 		switch {
 		case o == nil:
-			d.newChains = append(d.newChains, c)
+			d.newChains = append(d.newChains, *c)
 		case o.Hook != c.Hook || o.Comment != c.Comment:
-			return delta{}, fmt.Sprintf("chain %s changed its hook or comment", c.Name)
+			return fmt.Sprintf("chain %s changed its hook or comment", c.Name)
 		case !sameRules(o.Rules, c.Rules):
-			d.changed = append(d.changed, c)
+			d.changed = append(d.changed, *c)
 		default:
-			continue
+			return ""
 		}
 		d.touched = append(d.touched, "chain "+c.Name)
-	}
-	for _, c := range old.Chains {
-		if !wantChains[c.Name] {
-			d.goneChains = append(d.goneChains, c.Name)
-			d.gone = append(d.gone, "chain "+c.Name)
-		}
+		return ""
+	}, func(o *hoststate.Chain) {
+		d.goneChains = append(d.goneChains, o.Name)
+		d.gone = append(d.gone, "chain "+o.Name)
+	})
+	if why != "" {
+		return delta{}, why
 	}
 	return d, ""
+}
+
+// pair calls both for each element of want, in want's order, with the
+// element of old of the same name (nil if none), stopping at the first
+// reason it returns; then gone for each element of old whose name want
+// lacks, in old's order. Names are unique within each list. When old and
+// want name the same elements in the same order (a ruleset computed
+// again after a change inside a few chains), it pairs them by position
+// and builds no index.
+func pair[T any](old, want []T, name func(*T) string, both func(o, w *T) string, gone func(o *T)) string {
+	if len(old) == len(want) {
+		aligned := true
+		for i := range want {
+			if name(&old[i]) != name(&want[i]) {
+				aligned = false
+				break
+			}
+		}
+		if aligned {
+			for i := range want {
+				if why := both(&old[i], &want[i]); why != "" {
+					return why
+				}
+			}
+			return ""
+		}
+	}
+	olds := make(map[string]*T, len(old))
+	for i := range old {
+		olds[name(&old[i])] = &old[i]
+	}
+	wants := make(map[string]bool, len(want))
+	for i := range want {
+		wants[name(&want[i])] = true
+		if why := both(olds[name(&want[i])], &want[i]); why != "" {
+			return why
+		}
+	}
+	for i := range old {
+		if !wants[name(&old[i])] {
+			gone(&old[i])
+		}
+	}
+	return ""
 }
 
 // rest returns the ruleset without its sets, maps and chains, or nil if
@@ -200,6 +240,15 @@ func sameRules(a, b []hoststate.Rule) bool {
 		return true // one list (the compiler keeps unchanged chains)
 	}
 	return slices.EqualFunc(a, b, func(x, y hoststate.Rule) bool { return x.Expr == y.Expr && x.Comment == y.Comment })
+}
+
+// sameStrings reports whether two lists hold the same strings in the same
+// order, at once when they are one list.
+func sameStrings(a, b []string) bool {
+	if len(a) > 0 && len(a) == len(b) && &a[0] == &b[0] {
+		return true
+	}
+	return slices.Equal(a, b)
 }
 
 func toSet(xs []string) map[string]bool {

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"slices"
 	"strings"
 
@@ -50,12 +49,15 @@ type Firewall struct {
 // written is a ruleset as the adapter wrote it, and the hash of
 // each block of the table's listing ("chain x", "map m", "set s", any
 // other kind nft lists) right after the write, sumChain excluded.
+//
+// A delta updates the written of the last one in place (Apply forgets it
+// first, so a failure leaves nothing half updated in f.last).
 type written struct {
 	rs hoststate.Ruleset
 	// hashes are rs's own (desired), of which its stamps are made.
-	hashes map[string]string
+	hashes *hashIndex
 	// sums are the listing's hashes of every block but the pending ones.
-	sums map[string]string
+	sums *hashIndex
 	// pending are the blocks written by deltas since they were last
 	// listed (pending.go): the table holds what the adapter wrote there,
 	// but nft has not listed them yet.
@@ -111,64 +113,53 @@ func PolicyStamp(rs hoststate.Ruleset) string {
 const policyStampPrefix = "romana policies "
 
 // stampsOf returns Stamp and PolicyStamp of rs, whose blocks hash to
-// hashes (desired).
-func stampsOf(hashes map[string]string, rs hoststate.Ruleset) []string {
-	base, pol := map[string]string{}, map[string]string{}
-	for b, h := range hashes {
-		if name, ok := strings.CutPrefix(b, "chain "); ok && hoststate.IsPolicyChain(name) {
-			pol[b] = h
-		} else {
-			base[b] = h
-		}
-	}
+// hashes (desired): the combinations hashes keeps (hashindex.go), so this
+// costs nothing per block.
+func stampsOf(hashes *hashIndex, rs hoststate.Ruleset) []string {
+	extra := ""
 	if r := rest(rs); r != nil {
-		base["rest"] = fmt.Sprintf("%+v", *r)
+		extra = fmt.Sprintf("%+v", *r)
 	}
-	return []string{stampPrefix + combine(base), policyStampPrefix + combine(pol)}
+	return []string{stampPrefix + hashes.sumBase(extra), policyStampPrefix + hashes.sumPolicy()}
 }
 
 // desired returns the hash of each chain, set and map of rs, by the name
 // of its block in a listing ("chain x", "set s", "map m"): what the
 // stamps are made of. The hashes of a ruleset differing in a few blocks
 // from one already hashed are cheaper to get with rehash.
-func desired(rs hoststate.Ruleset) map[string]string {
-	out := make(map[string]string, len(rs.Sets)+len(rs.Maps)+len(rs.Chains))
+func desired(rs hoststate.Ruleset) *hashIndex {
+	out := newHashIndex(len(rs.Sets) + len(rs.Maps) + len(rs.Chains))
 	for _, st := range rs.Sets {
-		out["set "+st.Name] = hashSet(st)
+		out.set("set "+st.Name, hashSet(st))
 	}
 	for _, m := range rs.Maps {
-		out["map "+m.Name] = hashMap(m)
+		out.set("map "+m.Name, hashMap(m))
 	}
 	for _, c := range rs.Chains {
-		out["chain "+c.Name] = hashChain(c)
+		out.set("chain "+c.Name, hashChain(c))
 	}
 	return out
 }
 
-// rehash returns the hashes of rs (desired), given those of the ruleset
-// d leads from.
-func rehash(last map[string]string, rs hoststate.Ruleset, d *delta) map[string]string {
-	out := maps.Clone(last)
+// rehash turns hashes, those of the ruleset d leads from, into those of
+// the ruleset it leads to, in place: only the blocks d deletes or writes
+// are hashed again.
+func rehash(hashes *hashIndex, d *delta) {
 	for _, b := range d.gone {
-		delete(out, b)
+		hashes.del(b)
 	}
-	touched := toSet(d.touched)
-	for _, st := range rs.Sets {
-		if touched["set "+st.Name] {
-			out["set "+st.Name] = hashSet(st)
-		}
+	for _, st := range d.sets {
+		hashes.set("set "+st.Name, hashSet(*st))
 	}
-	for _, m := range rs.Maps {
-		if touched["map "+m.Name] {
-			out["map "+m.Name] = hashMap(m)
-		}
+	for _, m := range d.maps {
+		hashes.set("map "+m.Name, hashMap(*m))
 	}
-	for _, c := range rs.Chains {
-		if touched["chain "+c.Name] {
-			out["chain "+c.Name] = hashChain(c)
-		}
+	for _, c := range d.newChains {
+		hashes.set("chain "+c.Name, hashChain(c))
 	}
-	return out
+	for _, c := range d.changed {
+		hashes.set("chain "+c.Name, hashChain(c))
+	}
 }
 
 func hashChain(c hoststate.Chain) string {
@@ -220,6 +211,9 @@ func validate(rs hoststate.Ruleset) error {
 		return fmt.Errorf("ruleset has no base chain %q", hoststate.ChainForward)
 	}
 	for _, c := range rs.Chains {
+		if c.Hook == "" && c.Name != hoststate.ChainForward && c.Name != hoststate.ChainInput {
+			continue // a regular chain (most of them): no map look-up
+		}
 		if want, ok := baseChains[c.Name]; (ok || c.Hook != "") && c.Hook != want {
 			return fmt.Errorf("ruleset chain %q: hook %q, want %q", c.Name, c.Hook, want)
 		}
@@ -261,14 +255,17 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 	defer f.afterApply(ctx, rs, &changed, &err) // flowtable devices (flowtable.go)
 	last := f.last
 	f.last = nil // set again on success
-	var hashes map[string]string
+	var hashes *hashIndex
 	if last != nil {
 		d, why := diff(last.rs, rs)
 		switch {
 		case why != "":
 			return f.replace(ctx, rs, desired(rs), why)
 		case !d.empty():
-			hashes = rehash(last.hashes, rs, &d)
+			// last is forgotten: its hashes, sums and pending blocks
+			// become the new ruleset's, in place.
+			hashes = last.hashes
+			rehash(hashes, &d)
 			err := f.update(ctx, last, rs, hashes, &d)
 			if err == nil {
 				return true, nil
@@ -306,16 +303,16 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 	case err != nil:
 		return false, fmt.Errorf("read table %s %s: %w", Family, hoststate.Table, err)
 	default:
-		sums := live.blockSums()
+		sums := indexOf(live.blockSums())
 		var pending map[string]bool
-		if pending, why = pendingOf(live, sums, last); why == "" {
+		if pending, why = pendingOf(live, sums.m, last); why == "" {
 			if why = check(live, sums, last, stamps, pending); why == "" {
 				why = flowtablesMissing(live, rs)
 			}
 		}
 		if why == "" {
 			for b := range pending {
-				delete(sums, b)
+				sums.del(b)
 			}
 			w := &written{rs: rs, hashes: hashes, sums: sums, pending: pending, gen: g1, genOK: ok0 && ok1 && g0 == g1}
 			if len(pending) == 0 {
@@ -342,19 +339,19 @@ func (f *Firewall) Apply(ctx context.Context, rs hoststate.Ruleset) (changed boo
 // the listing of every block but the pending ones, and which blocks are
 // pending). Pending blocks are not compared. It returns what differs, or
 // "".
-func check(live *listing, sums map[string]string, last *written, stamps []string, pending map[string]bool) string {
+func check(live *listing, sums *hashIndex, last *written, stamps []string, pending map[string]bool) string {
 	if last != nil {
-		for _, b := range sortedKeys(last.sums) {
-			s, ok := sums[b]
+		for _, b := range sortedKeys(last.sums.m) {
+			s, ok := sums.get(b)
 			switch {
 			case !ok:
 				return b + " missing"
-			case s != last.sums[b]:
+			case s != last.sums.m[b]:
 				return b + " edited since written (listing differs)"
 			}
 		}
-		for _, b := range sortedKeys(sums) {
-			if _, ok := last.sums[b]; !ok && !pending[b] {
+		for _, b := range sortedKeys(sums.m) {
+			if _, ok := last.sums.get(b); !ok && !pending[b] {
 				return "unexpected " + b
 			}
 		}
@@ -369,10 +366,10 @@ func check(live *listing, sums map[string]string, last *written, stamps []string
 	return ""
 }
 
-// listingComment is the comment of sumChain's rule holding the hash of the
-// listing's block hashes.
-func listingComment(sums map[string]string) string {
-	return sumPrefix + "table " + combine(sums)
+// listingComment is the comment of sumChain's rule holding the combined
+// hash of the listing's block hashes, skip's excepted.
+func listingComment(sums *hashIndex, skip map[string]bool) string {
+	return sumPrefix + "table " + sums.sumWithout(skip)
 }
 
 // update sends d, the difference from last to rs, in one transaction with
@@ -380,18 +377,21 @@ func listingComment(sums map[string]string) string {
 // at the next check (pending.go). Only when more than maxPending blocks
 // would be pending, or the kernel's generation is not known, does it list
 // them at once.
-func (f *Firewall) update(ctx context.Context, last *written, rs hoststate.Ruleset, hashes map[string]string, d *delta) error {
-	sums := maps.Clone(last.sums)
-	pending := maps.Clone(last.pending)
+//
+// last, which Apply has forgotten, is updated in place: its sums and
+// pending blocks become the new ruleset's.
+func (f *Firewall) update(ctx context.Context, last *written, rs hoststate.Ruleset, hashes *hashIndex, d *delta) error {
+	sums := last.sums
+	pending := last.pending
 	if pending == nil {
 		pending = map[string]bool{}
 	}
 	for _, b := range d.gone {
-		delete(sums, b)
+		sums.del(b)
 		delete(pending, b)
 	}
 	for _, b := range d.touched {
-		delete(sums, b)
+		sums.del(b)
 		pending[b] = true
 	}
 	tx := f.nft.NewTransaction()
@@ -424,7 +424,7 @@ func (f *Firewall) update(ctx context.Context, last *written, rs hoststate.Rules
 
 // replace replaces the table with rs in one transaction, then lists it
 // and stores the stamps and the listing's hash.
-func (f *Firewall) replace(ctx context.Context, rs hoststate.Ruleset, hashes map[string]string, why string) (bool, error) {
+func (f *Firewall) replace(ctx context.Context, rs hoststate.Ruleset, hashes *hashIndex, why string) (bool, error) {
 	stamps := stampsOf(hashes, rs)
 	tx := f.replaceTx(rs)
 	if err := f.nft.Run(ctx, tx); err != nil {
@@ -435,7 +435,7 @@ func (f *Firewall) replace(ctx context.Context, rs hoststate.Ruleset, hashes map
 	if err != nil {
 		return true, fmt.Errorf("list table %s %s after writing it: %w", Family, hoststate.Table, err)
 	}
-	sums := live.blockSums()
+	sums := indexOf(live.blockSums())
 	if err := f.store(ctx, stamps, sums); err != nil {
 		return true, err
 	}
@@ -461,7 +461,7 @@ func (f *Firewall) readGen() (uint32, bool) {
 
 // store writes the stamps and the hash of the listing's block hashes into
 // sumChain.
-func (f *Firewall) store(ctx context.Context, stamps []string, sums map[string]string) error {
+func (f *Firewall) store(ctx context.Context, stamps []string, sums *hashIndex) error {
 	tx := f.nft.NewTransaction()
 	storeTx(tx, append(slices.Clone(stamps), storedTail(sums, nil)...))
 	if err := f.nft.Run(ctx, tx); err != nil {

@@ -432,17 +432,6 @@ func sortedElements(lines []string) []string {
 	return append(slices.Clone(lines[:i]), "elements = { "+strings.Join(elems, ", ")+" }")
 }
 
-// combine hashes block sums into one, the one stored in the table.
-func combine(sums map[string]string) string {
-	h := sha256.New()
-	var line []byte
-	for _, b := range sortedKeys(sums) {
-		line = append(append(append(append(line[:0], b...), ' '), sums[b]...), '\n') // "%s %s\n", without fmt's cost
-		h.Write(line)
-	}
-	return hex.EncodeToString(h.Sum(nil)[:12])
-}
-
 // stored returns the comments of sumChain's rules.
 func (l *listing) stored() []string {
 	c := l.chains[sumChain]

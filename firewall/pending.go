@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"maps"
 	"strings"
 
 	"sigs.k8s.io/knftables"
@@ -55,18 +54,12 @@ func pendingMark(b string) string {
 }
 
 // storedTail returns the comments sumChain holds after the stamps: the
-// hash of the listing of every block but the pending ones (sums: the
-// listing's block hashes, pending ones included or not), then one mark
-// per pending block, in the order of their names.
-func storedTail(sums map[string]string, pending map[string]bool) []string {
-	rest := sums
-	if len(pending) > 0 {
-		rest = maps.Clone(sums)
-		for b := range pending {
-			delete(rest, b)
-		}
-	}
-	out := []string{listingComment(rest)}
+// combined hash of the listing of every block but the pending ones (sums:
+// the listing's block hashes, pending ones included or not), then one
+// mark per pending block, in the order of their names.
+func storedTail(sums *hashIndex, pending map[string]bool) []string {
+	out := make([]string, 0, 1+len(pending))
+	out = append(out, listingComment(sums, pending))
 	for _, b := range sortedKeys(pending) {
 		out = append(out, pendingMark(b))
 	}
@@ -146,13 +139,13 @@ func (f *Firewall) settle(ctx context.Context, w *written, mode settleMode) erro
 	if err != nil {
 		return fmt.Errorf("list %d blocks of table %s %s written since the last listing: %w", len(blocks), Family, hoststate.Table, err)
 	}
-	sums := maps.Clone(w.sums)
+	sums := w.sums.clone()
 	for _, b := range blocks {
 		s, ok := live.blockSum(b)
 		if !ok {
 			return fmt.Errorf("list table %s %s: %s missing", Family, hoststate.Table, b)
 		}
-		sums[b] = s
+		sums.set(b, s)
 	}
 	if err := f.store(ctx, stampsOf(w.hashes, w.rs), sums); err != nil {
 		return err

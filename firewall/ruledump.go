@@ -5,38 +5,77 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/romana/romana/api"
 )
 
-// kernelRuleCounters returns the chain, comment and counters of each rule
-// in the chains of table inet <table> that keep(chain) selects, read over
+// kernelPolicyCounters sums the counters of the policy rules in the
+// chains of table inet <table> that stage(chain) gives a stage, read over
 // netlink in the calling thread's network namespace: one dump of the
 // chains, then one dump of the rules per selected chain (NFT_MSG_GETRULE
-// filtered by table and chain in the kernel). A missing table gives none.
+// filtered by table and chain in the kernel), all over one socket into
+// one buffer, parsed where they lie. A missing table gives none.
 //
 // One dump per chain, because the kernel resumes a rule dump for each
 // message buffer it fills by walking the table's rules from the start: a
 // single dump of 50,000 rules costs seconds of system time, quadratic in
 // the table's size, and one per chain only the chain's own rules.
-func kernelRuleCounters(table string, keep func(chain string) bool) ([]countedRule, error) {
-	chains, err := retryDump(func() ([]string, error) { return dumpChains(table) })
+//
+// Nothing is allocated per rule (a policy's name once per read): at
+// 10,000 policies a read parses about 50,000 rules, and the netlink
+// library's general parser allocated about 200 MB for them, for the
+// garbage collector to sweep again every read.
+func kernelPolicyCounters(table string, stage func(chain string) string) ([]api.RuleCounter, error) {
+	s, err := openNF()
 	if err != nil {
 		return nil, err
 	}
-	var rules []countedRule
+	defer s.close()
+	chains, err := retryDump(func() ([]string, error) { return s.dumpChains(table) })
+	if err != nil {
+		return nil, err
+	}
+	sums := newCounterSums()
+	var staged []stagedCounter
 	for _, c := range chains {
-		if !keep(c) {
+		st := stage(c)
+		if st == "" {
 			continue
 		}
-		rs, err := retryDump(func() ([]countedRule, error) { return dumpRuleCounters(table, c) })
+		// A dump the kernel flags interrupted (the table changed
+		// meanwhile) is read again; only a whole one is summed.
+		for try := 0; ; try++ {
+			staged = staged[:0]
+			err = s.dumpRuleCounters(table, c, func(comment []byte, packets, bytes uint64) {
+				if name, idx, ok := policyRule(comment); ok {
+					staged = append(staged, stagedCounter{policy: sums.intern(name), rule: idx, packets: packets, bytes: bytes})
+				}
+			})
+			if !errors.Is(err, errDumpInterrupted) || try == 2 {
+				break
+			}
+		}
 		if err != nil {
 			return nil, err
 		}
-		rules = append(rules, rs...)
+		for _, sc := range staged {
+			sums.add(sc.policy, sc.rule, st, sc.packets, sc.bytes)
+		}
 	}
-	return rules, nil
+	return sums.list(), nil
 }
+
+// stagedCounter is one counter of a chain's dump, summed when the dump
+// completes.
+type stagedCounter struct {
+	policy         string
+	rule           int
+	packets, bytes uint64
+}
+
+// errDumpInterrupted is a dump the kernel flagged NLM_F_DUMP_INTR.
+var errDumpInterrupted = errors.New("netlink dump interrupted (the table changed meanwhile)")
 
 // retryDump runs dump again, up to three times in all, while the kernel
 // reports it interrupted (the table changed meanwhile).
@@ -45,204 +84,268 @@ func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
 	for range 3 {
 		var out []T
 		out, err = dump()
-		if !errors.Is(err, nl.ErrDumpInterrupted) {
+		if !errors.Is(err, errDumpInterrupted) {
 			return out, err
 		}
 	}
 	return nil, err
 }
 
-// dumpChains returns the names of the chains of table inet <table>; none
-// when there is no such table.
-func dumpChains(table string) ([]string, error) {
-	req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETCHAIN, unix.NLM_F_DUMP)
-	req.AddData(nfgenmsgFamily(unix.NFPROTO_INET))
-	var names []string
-	var perr error
-	err := req.ExecuteIter(unix.NETLINK_NETFILTER, 0, func(msg []byte) bool {
-		if len(msg) < 4 {
-			perr = errors.New("short chain message")
-			return false
+// nfSocket is a netlink socket to nftables in the network namespace of
+// the thread that opened it, with one receive buffer for a series of
+// dumps.
+type nfSocket struct {
+	fd  int
+	seq uint32
+	buf []byte
+}
+
+// nfTimeout bounds a send or a receive on an nfSocket.
+var nfTimeout = unix.Timeval{Sec: 60}
+
+func openNF() (*nfSocket, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink socket: %w", err)
+	}
+	s := &nfSocket{fd: fd, buf: make([]byte, 64<<10)}
+	for _, opt := range []int{unix.SO_RCVTIMEO, unix.SO_SNDTIMEO} {
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &nfTimeout); err != nil {
+			s.close()
+			return nil, fmt.Errorf("set nftables netlink socket timeout: %w", err)
 		}
-		attrs, err := nl.ParseRouteAttr(msg[4:])
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		s.close()
+		return nil, fmt.Errorf("bind nftables netlink socket: %w", err)
+	}
+	return s, nil
+}
+
+func (s *nfSocket) close() { unix.Close(s.fd) }
+
+// dump sends an NFT_MSG_GET* dump request (msg) for the inet family with
+// attrs (netlink attributes), and calls fn with the attributes of each
+// message of the answer, which alias the socket's buffer. It returns the
+// kernel's error as a unix.Errno, errDumpInterrupted when the kernel
+// flagged the dump.
+func (s *nfSocket) dump(msg uint16, attrs []byte, fn func(attrs []byte) error) error {
+	s.seq++
+	req := make([]byte, unix.NLMSG_HDRLEN+4, unix.NLMSG_HDRLEN+4+len(attrs))
+	req = append(req, attrs...)
+	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
+	binary.NativeEndian.PutUint16(req[4:], unix.NFNL_SUBSYS_NFTABLES<<8|msg)
+	binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	binary.NativeEndian.PutUint32(req[8:], s.seq)
+	req[unix.NLMSG_HDRLEN] = unix.NFPROTO_INET
+	req[unix.NLMSG_HDRLEN+1] = unix.NFNETLINK_V0
+	if err := unix.Sendto(s.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("send netlink dump request: %w", err)
+	}
+	interrupted := false
+	for {
+		n, _, err := unix.Recvfrom(s.fd, s.buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
 		if err != nil {
-			perr = fmt.Errorf("chain attributes: %w", err)
-			return false
+			return fmt.Errorf("receive netlink dump: %w", err)
 		}
-		var tbl, name string
-		for _, a := range attrs {
-			switch attrType(a.Attr.Type) {
-			case unix.NFTA_CHAIN_TABLE:
-				tbl = cString(a.Value)
-			case unix.NFTA_CHAIN_NAME:
-				name = cString(a.Value)
+		b := s.buf[:n]
+		for len(b) >= unix.NLMSG_HDRLEN {
+			l := int(binary.NativeEndian.Uint32(b[0:]))
+			typ := binary.NativeEndian.Uint16(b[4:])
+			flags := binary.NativeEndian.Uint16(b[6:])
+			seq := binary.NativeEndian.Uint32(b[8:])
+			if l < unix.NLMSG_HDRLEN || l > len(b) {
+				return fmt.Errorf("receive netlink dump: malformed message (length %d of %d bytes)", l, len(b))
+			}
+			body := b[unix.NLMSG_HDRLEN:l]
+			b = b[min(align4(l), len(b)):]
+			if seq != s.seq {
+				continue // an earlier request's
+			}
+			if flags&unix.NLM_F_DUMP_INTR != 0 {
+				interrupted = true
+			}
+			switch typ {
+			case unix.NLMSG_DONE, unix.NLMSG_ERROR:
+				if len(body) >= 4 {
+					if e := int32(binary.NativeEndian.Uint32(body)); e < 0 {
+						return unix.Errno(-e)
+					}
+				}
+				if typ == unix.NLMSG_ERROR {
+					continue // an acknowledgement
+				}
+				if interrupted {
+					return errDumpInterrupted
+				}
+				return nil
+			}
+			if len(body) < 4 {
+				continue
+			}
+			if err := fn(body[4:]); err != nil { // past nfgenmsg
+				return err
 			}
 		}
-		if tbl == table {
-			names = append(names, name)
-		}
-		return true
-	})
-	if err == nil {
-		err = perr
 	}
+}
+
+func align4(n int) int { return (n + 3) &^ 3 }
+
+// attrs walks netlink attributes: next returns each one's type (nested
+// and byte-order flags stripped) and value.
+type attrs []byte
+
+func (a *attrs) next() (typ uint16, v []byte, ok bool) {
+	b := *a
+	if len(b) < 4 {
+		return 0, nil, false
+	}
+	l := int(binary.NativeEndian.Uint16(b[0:]))
+	if l < 4 || l > len(b) {
+		*a = nil
+		return 0, nil, false
+	}
+	typ = attrType(binary.NativeEndian.Uint16(b[2:]))
+	*a = b[min(align4(l), len(b)):]
+	return typ, b[4:l], true
+}
+
+// strAttr appends a NUL-terminated string attribute.
+func strAttr(b []byte, typ uint16, v string) []byte {
+	l := 4 + len(v) + 1
+	b = binary.NativeEndian.AppendUint16(b, uint16(l))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(append(b, v...), 0)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// dumpChains returns the names of the chains of table inet <table>; none
+// when there is no such table.
+func (s *nfSocket) dumpChains(table string) ([]string, error) {
+	var names []string
+	err := s.dump(unix.NFT_MSG_GETCHAIN, nil, func(b []byte) error {
+		a := attrs(b)
+		var tbl, name []byte
+		for typ, v, ok := a.next(); ok; typ, v, ok = a.next() {
+			switch typ {
+			case unix.NFTA_CHAIN_TABLE:
+				tbl = cBytes(v)
+			case unix.NFTA_CHAIN_NAME:
+				name = cBytes(v)
+			}
+		}
+		if string(tbl) == table {
+			names = append(names, string(name))
+		}
+		return nil
+	})
 	if err != nil {
 		return names, fmt.Errorf("dump chains of table inet %s: %w", table, err)
 	}
 	return names, nil
 }
 
-// dumpRuleCounters dumps the rules of one chain; none when the chain (or
-// its table) is gone.
-func dumpRuleCounters(table, chain string) ([]countedRule, error) {
-	req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETRULE, unix.NLM_F_DUMP)
-	req.AddData(nfgenmsgFamily(unix.NFPROTO_INET))
-	req.AddData(nl.NewRtAttr(unix.NFTA_RULE_TABLE, nl.ZeroTerminated(table)))
-	req.AddData(nl.NewRtAttr(unix.NFTA_RULE_CHAIN, nl.ZeroTerminated(chain)))
-	var rules []countedRule
-	var perr error
-	err := req.ExecuteIter(unix.NETLINK_NETFILTER, 0, func(msg []byte) bool {
-		r, err := parseRuleMsg(msg)
-		if err != nil {
-			perr = err
-			return false
-		}
-		rules = append(rules, r...)
-		return true
+// dumpRuleCounters dumps the rules of one chain and calls fn with each
+// counter expression's packets and bytes and its rule's comment (which
+// aliases the socket's buffer); nothing when the chain (or its table) is
+// gone.
+func (s *nfSocket) dumpRuleCounters(table, chain string, fn func(comment []byte, packets, bytes uint64)) error {
+	req := strAttr(strAttr(nil, unix.NFTA_RULE_TABLE, table), unix.NFTA_RULE_CHAIN, chain)
+	err := s.dump(unix.NFT_MSG_GETRULE, req, func(b []byte) error {
+		return ruleCounters(b, fn)
 	})
-	if err == nil {
-		err = perr
-	}
 	switch {
 	case errors.Is(err, unix.ENOENT):
-		return nil, nil
+		return nil
 	case err != nil:
-		return rules, fmt.Errorf("dump rules of chain %s in table inet %s: %w", chain, table, err)
+		return fmt.Errorf("dump rules of chain %s in table inet %s: %w", chain, table, err)
 	}
-	return rules, nil
+	return nil
 }
 
-// parseRuleMsg reads one NFT_MSG_NEWRULE message of a dump (nfgenmsg, then
-// the rule's attributes): its chain, its comment (the userdata's
-// NFTNL_UDATA_RULE_COMMENT) and one countedRule per counter expression,
-// or one without a counter if it has none.
-func parseRuleMsg(msg []byte) ([]countedRule, error) {
-	if len(msg) < 4 {
-		return nil, errors.New("short rule message")
-	}
-	attrs, err := nl.ParseRouteAttr(msg[4:])
-	if err != nil {
-		return nil, fmt.Errorf("rule attributes: %w", err)
-	}
-	var r countedRule
-	var counters [][2]uint64
-	for _, a := range attrs {
-		switch attrType(a.Attr.Type) {
-		case unix.NFTA_RULE_CHAIN:
-			r.chain = cString(a.Value)
+// ruleCounters reads the attributes of one NFT_MSG_NEWRULE message of a
+// dump and calls fn for each "counter" expression with its packets and
+// bytes and the rule's comment (the userdata's NFTNL_UDATA_RULE_COMMENT).
+func ruleCounters(b []byte, fn func(comment []byte, packets, bytes uint64)) error {
+	var exprs, comment []byte
+	a := attrs(b)
+	for typ, v, ok := a.next(); ok; typ, v, ok = a.next() {
+		switch typ {
 		case unix.NFTA_RULE_USERDATA:
-			r.comment = userdataComment(a.Value)
+			comment = userdataComment(v)
 		case unix.NFTA_RULE_EXPRESSIONS:
-			if counters, err = parseCounterExprs(a.Value); err != nil {
-				return nil, err
-			}
+			exprs = v
 		}
 	}
-	if len(counters) == 0 {
-		return []countedRule{r}, nil
-	}
-	out := make([]countedRule, 0, len(counters))
-	for _, c := range counters {
-		x := r
-		x.bytes, x.packets, x.hasCounter = c[0], c[1], true
-		out = append(out, x)
-	}
-	return out, nil
-}
-
-// parseCounterExprs returns bytes and packets of each "counter" expression
-// in an NFTA_RULE_EXPRESSIONS list.
-func parseCounterExprs(b []byte) ([][2]uint64, error) {
-	elems, err := nl.ParseRouteAttr(b)
-	if err != nil {
-		return nil, fmt.Errorf("rule expressions: %w", err)
-	}
-	var out [][2]uint64
-	for _, el := range elems {
-		if attrType(el.Attr.Type) != unix.NFTA_LIST_ELEM {
+	list := attrs(exprs)
+	for typ, el, ok := list.next(); ok; typ, el, ok = list.next() {
+		if typ != unix.NFTA_LIST_ELEM {
 			continue
 		}
-		parts, err := nl.ParseRouteAttr(el.Value)
-		if err != nil {
-			return nil, fmt.Errorf("rule expression: %w", err)
-		}
-		var name string
-		var data []byte
-		for _, p := range parts {
-			switch attrType(p.Attr.Type) {
+		var name, data []byte
+		parts := attrs(el)
+		for typ, v, ok := parts.next(); ok; typ, v, ok = parts.next() {
+			switch typ {
 			case unix.NFTA_EXPR_NAME:
-				name = cString(p.Value)
+				name = cBytes(v)
 			case unix.NFTA_EXPR_DATA:
-				data = p.Value
+				data = v
 			}
 		}
-		if name != "counter" {
+		if string(name) != "counter" {
 			continue
 		}
-		cs, err := nl.ParseRouteAttr(data)
-		if err != nil {
-			return nil, fmt.Errorf("counter expression: %w", err)
-		}
-		var c [2]uint64
-		for _, a := range cs {
-			if len(a.Value) != 8 {
+		var packets, bytes uint64
+		cs := attrs(data)
+		for typ, v, ok := cs.next(); ok; typ, v, ok = cs.next() {
+			if len(v) != 8 {
 				continue
 			}
-			switch attrType(a.Attr.Type) {
+			switch typ {
 			case unix.NFTA_COUNTER_BYTES:
-				c[0] = binary.BigEndian.Uint64(a.Value)
+				bytes = binary.BigEndian.Uint64(v)
 			case unix.NFTA_COUNTER_PACKETS:
-				c[1] = binary.BigEndian.Uint64(a.Value)
+				packets = binary.BigEndian.Uint64(v)
 			}
 		}
-		out = append(out, c)
+		fn(comment, packets, bytes)
 	}
-	return out, nil
+	return nil
 }
 
 // userdataComment returns the comment in a rule's userdata (type-length-
 // value records of one byte each; the comment is type 0, NUL-terminated),
-// or "".
-func userdataComment(b []byte) string {
+// or nil.
+func userdataComment(b []byte) []byte {
 	for len(b) >= 2 {
 		typ, n := b[0], int(b[1])
 		if len(b) < 2+n {
-			return ""
+			return nil
 		}
 		if typ == 0 { // NFTNL_UDATA_RULE_COMMENT
-			return cString(b[2 : 2+n])
+			return cBytes(b[2 : 2+n])
 		}
 		b = b[2+n:]
 	}
-	return ""
+	return nil
 }
 
 // attrType strips the nested and byte-order flags off an attribute type.
 func attrType(t uint16) uint16 { return t &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER) }
 
-// cString returns b up to its first NUL.
-func cString(b []byte) string {
+// cBytes returns b up to its first NUL.
+func cBytes(b []byte) []byte {
 	for i, c := range b {
 		if c == 0 {
-			return string(b[:i])
+			return b[:i]
 		}
 	}
-	return string(b)
+	return b
 }
-
-// nfgenmsgFamily is an nfnetlink header for one address family, version
-// 0, resource id 0.
-type nfgenmsgFamily uint8
-
-func (nfgenmsgFamily) Len() int            { return 4 }
-func (f nfgenmsgFamily) Serialize() []byte { return []byte{byte(f), unix.NFNETLINK_V0, 0, 0} }
