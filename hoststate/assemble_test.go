@@ -47,7 +47,7 @@ func TestAssembledChainsMatchWhole(t *testing.T) {
 				nets[i] = m.Network(lo.Network)
 			}
 			var c Compiler
-			compiled := c.compile(m, host, local, m.Policies())
+			compiled := c.compile(m, host, local)
 			for stage := range 2 {
 				tiers := presentTiers(stage, compiled)
 				mp := piecesPerChain(len(tiers), 0)

@@ -116,8 +116,7 @@ const logRate = "limit rate 10/second burst 20 packets"
 // ruleset's policy chains and reports the compiler's problems. cache holds
 // the policies compiled by earlier calls (see Compiler).
 func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
-	pols := in.m.Policies()
-	if len(pols) == 0 {
+	if in.m.PolicyCount() == 0 {
 		cache.reset()
 		return
 	}
@@ -128,7 +127,7 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	if cache == nil {
 		cache = &Compiler{}
 	}
-	compiled := cache.compile(in.m, in.host.Name, local, pols)
+	compiled := cache.compile(in.m, in.host.Name, local)
 	defer cache.asm.sweep(cache.call)
 	// What policies hold besides their chains' rules (problems, sets),
 	// in precedence order.
