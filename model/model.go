@@ -131,9 +131,9 @@ type Model struct {
 	policyGen  uint64
 	policyBase uint64
 	policyLog  []string
-	chainLst  []api.Chain
-	deviceLst []api.Device
-	setLst    []api.AddressSet
+	chainLst   []api.Chain
+	deviceLst  []api.Device
+	setLst     []api.AddressSet
 }
 
 type netIndex struct {
