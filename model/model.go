@@ -124,6 +124,10 @@ type Model struct {
 	// nil): the policies changed since are the journal's entries after it.
 	policyLstGen uint64
 
+	chainLst  []api.Chain
+	deviceLst []api.Device
+	setLst    []api.AddressSet
+
 	// The policy journal: policyGen counts the policy events applied;
 	// policyLog names the policy each of the events policyBase+1 to
 	// policyGen changed (a name may repeat). It is trimmed from the front
@@ -131,9 +135,6 @@ type Model struct {
 	policyGen  uint64
 	policyBase uint64
 	policyLog  []string
-	chainLst   []api.Chain
-	deviceLst  []api.Device
-	setLst     []api.AddressSet
 }
 
 type netIndex struct {
