@@ -56,9 +56,12 @@ type Compiler struct {
 	sets        []api.AddressSet
 	setsChanged bool
 	// asm is what the dispatch's assembly keeps (assemble.go).
-	asm      assembly
-	call     uint64 // calls so far
-	compiles int    // policies compiled so far, for tests
+	asm assembly
+	// policyChains is the number of policy chains the last call made,
+	// to size the next call's list.
+	policyChains int
+	call         uint64 // calls so far
+	compiles     int    // policies compiled so far, for tests
 	// assembled names the target chains the last call assembled (not
 	// reused), for tests.
 	assembled []string
