@@ -60,6 +60,8 @@ type Compiler struct {
 	// policyChains is the number of policy chains the last call made,
 	// to size the next call's list.
 	policyChains int
+	// tenantChains are the tenants' isolation chains (isolation.go).
+	tenantChains tenantChainCache
 	call         uint64 // calls so far
 	compiles     int    // policies compiled so far, for tests
 	// assembled names the target chains the last call assembled (not
@@ -127,7 +129,7 @@ func (c *Compiler) Cached() int {
 
 func (c *Compiler) reset() {
 	if c != nil {
-		*c = Compiler{compiles: c.compiles}
+		*c = Compiler{compiles: c.compiles, tenantChains: c.tenantChains} // it checks its own inputs
 	}
 }
 

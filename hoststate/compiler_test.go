@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/romana/romana/api"
@@ -329,5 +330,60 @@ func TestCompilerFollowsTheJournal(t *testing.T) {
 			}
 			check(step, "a few events")
 		}
+	}
+}
+
+// A policy change makes no tenant's isolation chains again (they are the
+// same values as before, shared), while a tenant's change makes them all
+// again; TestCompilerMatchesCompute checks they stay right.
+func TestTenantChainsKeptAcrossPolicyChanges(t *testing.T) {
+	l, _ := dispatchLab(t)
+	r := rand.New(rand.NewPCG(2, 8))
+	l.snap.Policies = randomPolicies(r, 8)
+	m := model.New(l.snap)
+	var c Compiler
+	first, _, err := c.Firewall(m, "h1", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := c.tenantChains.made
+	if made == 0 {
+		t.Fatal("no tenant chains made")
+	}
+	p := randomPolicies(r, 3)[2]
+	if _, _, err := m.Apply(putEvent(2, api.KindPolicy, p.Name, p)); err != nil {
+		t.Fatal(err)
+	}
+	second, _, err := c.Firewall(m, "h1", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.tenantChains.made != made {
+		t.Errorf("a policy change made %d tenants' chains again", c.tenantChains.made-made)
+	}
+	compared := 0
+	for _, ch := range first.Chains {
+		if !strings.HasPrefix(ch.Name, "tenant-") && !strings.HasPrefix(ch.Name, "segment-") {
+			continue
+		}
+		compared++
+		o := second.Chain(ch.Name)
+		if o == nil || len(o.Rules) == 0 || &o.Rules[0] != &ch.Rules[0] {
+			t.Errorf("chain %s: not the same value after a policy change", ch.Name)
+		}
+	}
+	if compared == 0 {
+		t.Fatal("no tenant or segment chains")
+	}
+	tn := m.Tenants()[0]
+	tn.Isolation = api.IsolationNone
+	if _, _, err := m.Apply(putEvent(3, api.KindTenant, tn.Name, tn)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Firewall(m, "h1", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if c.tenantChains.made == made {
+		t.Error("a tenant's change made no tenant chains again")
 	}
 }
