@@ -250,6 +250,7 @@ func family(n *network) (proto, keyType string) {
 // segment (mode segment, via per-segment chains) or anyone (mode none), and
 // drops the rest. Rules: a few per network, one or two per tenant and
 // network, per segment in segment mode; never per endpoint or per host.
+// cache keeps the tenants' chains from call to call (nil: none kept).
 func isolation(in *inputs, steering bool, cache *Compiler) Ruleset {
 	// Anti-spoofing first, before conntrack: a packet claiming a source in
 	// a Romana pool must arrive on the interface its source routes back
