@@ -36,12 +36,16 @@ type assembly struct {
 	// chains are the target chains, entries the entry chains, by name.
 	chains  map[string]*assembledChain
 	entries map[string]*assembledEntry
+	// tenants are the model's tenants by ID, for chain comments.
+	tenants map[uint64]api.Tenant
+	// list is scratch space for a tier's targets.
+	list []*target
 }
 
 // reset drops the assembled chains (their comments name tenants and
 // segments); the resolved targets stay.
 func (a *assembly) reset() {
-	a.chains, a.entries = nil, nil
+	a.chains, a.entries, a.tenants = nil, nil, nil
 }
 
 // assembledChain is a target chain, cut into pieces (splitChain), and
@@ -62,13 +66,14 @@ type assembledEntry struct {
 	chain   Chain
 }
 
-// tierChainsCached returns what tierChains returns for a tier without
-// rules applied to all endpoints (byKey: the tier's policies with rules
-// in the stage, by target, in precedence order; tierIndex), reusing the
-// chains assembled at earlier calls whose policies are the same. ok is false when a target is not a
-// tenant or segment of this host's networks (tierChains then evaluates
-// its rules in the rest chain).
-func (c *Compiler) tierChainsCached(stage, tier, maxPieces int, next string, byKey map[matchKey][]*compiledPolicy, local []policy.Local, nets []*model.Network, m *model.Model) (out []Chain, ok bool) {
+// tierChainsCached appends to out what tierChains returns for a tier
+// without rules applied to all endpoints (byKey: the tier's policies with
+// rules in the stage, by target, in precedence order; tierIndex), reusing
+// the chains assembled at earlier calls whose policies are the same. ok is
+// false, and out returned as it was, when a target is not a tenant or
+// segment of this host's networks (tierChains then evaluates its rules in
+// the rest chain).
+func (c *Compiler) tierChainsCached(out []Chain, stage, tier, maxPieces int, next string, byKey map[matchKey][]*compiledPolicy, local []policy.Local, nets []*model.Network, m *model.Model) (_ []Chain, ok bool) {
 	a := &c.asm
 	if a.targets == nil {
 		a.targets = map[matchKey]*target{}
@@ -76,7 +81,7 @@ func (c *Compiler) tierChainsCached(stage, tier, maxPieces int, next string, byK
 	if a.chains == nil {
 		a.chains, a.entries = map[string]*assembledChain{}, map[string]*assembledEntry{}
 	}
-	list := make([]*target, 0, len(byKey))
+	list := c.asm.list[:0]
 	for k := range byKey {
 		tg := a.targets[k]
 		if tg == nil {
@@ -84,10 +89,11 @@ func (c *Compiler) tierChainsCached(stage, tier, maxPieces int, next string, byK
 			a.targets[k] = tg
 		}
 		if tg.network < 0 {
-			return nil, false
+			return out, false
 		}
 		list = append(list, tg)
 	}
+	a.list = list
 	slices.SortFunc(list, func(a, b *target) int {
 		return cmp.Or(cmp.Compare(a.network, b.network), cmp.Compare(a.tenant, b.tenant), compareBool(a.segment, b.segment), cmp.Compare(a.seg, b.seg))
 	})
@@ -105,6 +111,7 @@ func (c *Compiler) tierChainsCached(stage, tier, maxPieces int, next string, byK
 
 	e := a.entries[entryName]
 	if e == nil || e.next != next || !slices.Equal(e.targets, list) {
+		list = slices.Clone(list) // the entry keeps it
 		entry := Chain{Name: entryName, Comment: tierNote + st.comment}
 		for n, l := range local {
 			plan := nets[n].Plan
@@ -132,7 +139,6 @@ func (c *Compiler) tierChainsCached(stage, tier, maxPieces int, next string, byK
 	e.seen = c.call
 	out = append(out, e.chain)
 
-	var tenants map[uint64]api.Tenant // by ID, made when a comment is needed
 	for _, tg := range list {
 		own := byKey[tg.key]
 		var parent []*compiledPolicy
@@ -145,13 +151,13 @@ func (c *Compiler) tierChainsCached(stage, tier, maxPieces int, next string, byK
 		name := tg.chain(entryName, local)
 		ac := a.chains[name]
 		if ac == nil || ac.next != next || ac.maxPieces != maxPieces || !slices.Equal(ac.own, own) || !slices.Equal(ac.parent, parent) {
-			if tenants == nil {
-				tenants = map[uint64]api.Tenant{}
+			if a.tenants == nil { // by ID, made when a comment is needed
+				a.tenants = map[uint64]api.Tenant{}
 				for _, t := range m.Tenants() {
-					tenants[t.ID] = t
+					a.tenants[t.ID] = t
 				}
 			}
-			ch := Chain{Name: name, Comment: clip(tierNote + targetCommentIn(st.name, tg, m, nets[tg.network], tenants))}
+			ch := Chain{Name: name, Comment: clip(tierNote + targetCommentIn(st.name, tg, m, nets[tg.network], a.tenants))}
 			n := len(fallOff)
 			for _, p := range mergePolicies(own, parent) {
 				n += len(p.stages[stage]) // at most

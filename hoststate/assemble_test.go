@@ -47,7 +47,7 @@ func TestAssembledChainsMatchWhole(t *testing.T) {
 				nets[i] = m.Network(lo.Network)
 			}
 			var c Compiler
-			compiled := c.compile(m, host, local, m.Policies())
+			compiled := c.compile(m, host, local)
 			for stage := range 2 {
 				tiers := presentTiers(stage, compiled)
 				mp := piecesPerChain(len(tiers), 0)
@@ -76,7 +76,7 @@ func TestAssembledChainsMatchWhole(t *testing.T) {
 					}
 					want := tierChains(stage, tier, mp, next, rules, local, m)
 					for round := range 2 {
-						got, ok := c.tierChainsCached(stage, tier, mp, next, byKey, local, nets, m)
+						got, ok := c.tierChainsCached(nil, stage, tier, mp, next, byKey, local, nets, m)
 						if !ok {
 							t.Fatalf("seed %d host %s stage %d tier %d: a target outside the host's networks", seed, host, stage, tier)
 						}

@@ -22,8 +22,9 @@ import (
 //     are unchanged is not compiled again (address sets' members are no
 //     dependency: rules name the sets, whose elements are filled in at
 //     every call). Dependencies are computed again only when the model's
-//     tenants (and segments) or hosts changed, and policies are looked at
-//     only when the model's policies changed;
+//     tenants (and segments) or hosts changed; otherwise only the
+//     policies the model's journal names (model.PolicyChanges) are looked
+//     at, not the other thousands;
 //   - the policies in precedence order, updated by insertion and removal;
 //   - the target chains of the dispatch (assemble.go), each kept with the
 //     policies it was assembled from: a chain whose policies are the same
@@ -40,20 +41,29 @@ type Compiler struct {
 	order []*compiledPolicy
 	// idx indexes them by stage, tier and target (index.go).
 	idx policyIndex
+	// The model and its policy generation (model.PolicyGeneration) when
+	// order was last brought up to date: the policies changed since are
+	// the model's PolicyChanges.
+	model     *model.Model
+	policyGen uint64
 	// The model's lists when order was last brought up to date: the
 	// model shares them until their kind changes (model.Model), so their
 	// identity tells whether anything of that kind changed.
-	policies []api.Policy
-	tenants  []api.Tenant
-	hosts    []api.Host
+	tenants []api.Tenant
+	hosts   []api.Host
 	// sets is the model's address sets at the last call; setsChanged
 	// tells whether they changed since the call before.
 	sets        []api.AddressSet
 	setsChanged bool
 	// asm is what the dispatch's assembly keeps (assemble.go).
-	asm      assembly
-	call     uint64 // calls so far
-	compiles int    // policies compiled so far, for tests
+	asm assembly
+	// policyChains is the number of policy chains the last call made,
+	// to size the next call's list.
+	policyChains int
+	// tenantChains are the tenants' isolation chains (isolation.go).
+	tenantChains tenantChainCache
+	call         uint64 // calls so far
+	compiles     int    // policies compiled so far, for tests
 	// assembled names the target chains the last call assembled (not
 	// reused), for tests.
 	assembled []string
@@ -119,7 +129,7 @@ func (c *Compiler) Cached() int {
 
 func (c *Compiler) reset() {
 	if c != nil {
-		*c = Compiler{compiles: c.compiles}
+		*c = Compiler{compiles: c.compiles, tenantChains: c.tenantChains} // it checks its own inputs
 	}
 }
 
@@ -129,10 +139,10 @@ func sameList[T any](a, b []T) bool {
 	return len(a) > 0 && len(a) == len(b) && unsafe.SliceData(a) == unsafe.SliceData(b)
 }
 
-// compile returns the policies compiled for host, in precedence order
-// (tier, ascending priority, ties by name), reusing those cached. The
-// list returned is the compiler's own: callers must not keep it.
-func (c *Compiler) compile(m *model.Model, host string, local []policy.Local, pols []api.Policy) []*compiledPolicy {
+// compile returns the model's policies compiled for host, in precedence
+// order (tier, ascending priority, ties by name), reusing those cached.
+// The list returned is the compiler's own: callers must not keep it.
+func (c *Compiler) compile(m *model.Model, host string, local []policy.Local) []*compiledPolicy {
 	global := networksKey(m, local)
 	if c.host != host || c.global != global {
 		c.reset()
@@ -148,14 +158,19 @@ func (c *Compiler) compile(m *model.Model, host string, local []policy.Local, po
 		c.asm.reset() // chain comments name tenants and segments
 	}
 	c.tenants, c.hosts = tenants, hosts
-	if depsSame && sameList(pols, c.policies) {
+	// Only policies changed (or nothing): the model names them.
+	var changed []string
+	incremental := false
+	if depsSame && c.model == m {
+		changed, incremental = m.PolicyChanges(c.policyGen)
+	}
+	c.model, c.policyGen = m, m.PolicyGeneration()
+	if incremental && len(changed) == 0 {
 		c.updateMissing(m)
 		return c.order
 	}
-	prev := c.policies
-	c.policies = pols
 	if c.byName == nil {
-		c.byName = make(map[string]*compiledPolicy, len(pols))
+		c.byName = make(map[string]*compiledPolicy, m.PolicyCount())
 	}
 	var changes []change
 	compile := func(p api.Policy, old *compiledPolicy, deps string) {
@@ -165,34 +180,27 @@ func (c *Compiler) compile(m *model.Model, host string, local []policy.Local, po
 		c.byName[p.Name] = n
 		changes = append(changes, change{old, n})
 	}
-	if depsSame && len(prev) > 0 {
-		// Only policies changed: walk both lists (sorted by name) side by
-		// side; the model keeps an unchanged policy's value as it was.
-		i, j := 0, 0
-		for i < len(prev) || j < len(pols) {
+	if incremental {
+		// The journal may name a policy more than once: the model's value
+		// now is what counts, once.
+		done := make(map[string]bool, len(changed))
+		for _, name := range changed {
+			if done[name] {
+				continue
+			}
+			done[name] = true
+			p, ok := m.Policy(name)
+			e := c.byName[name]
 			switch {
-			case j == len(pols) || i < len(prev) && prev[i].Name < pols[j].Name: // gone
-				if e := c.byName[prev[i].Name]; e != nil {
-					delete(c.byName, prev[i].Name)
-					changes = append(changes, change{e, nil})
-				}
-				i++
-			case i == len(prev) || pols[j].Name < prev[i].Name: // new
-				compile(pols[j], c.byName[pols[j].Name], policy.Deps(m, pols[j]))
-				j++
-			default:
-				// prev[i] is what the policy's compiled value was
-				// compiled from (or equal to it): comparing the two lists
-				// reads them in order, not the compiled values.
-				if !samePolicy(prev[i], pols[j]) {
-					e := c.byName[pols[j].Name]
-					compile(pols[j], e, policy.Deps(m, pols[j]))
-				}
-				i++
-				j++
+			case !ok && e != nil: // gone
+				delete(c.byName, name)
+				changes = append(changes, change{e, nil})
+			case ok && (e == nil || !samePolicy(e.raw, p)): // new or changed
+				compile(p, e, policy.Deps(m, p))
 			}
 		}
 	} else {
+		pols := m.Policies()
 		for _, p := range pols { // sorted by name, one per name
 			e := c.byName[p.Name]
 			deps := policy.Deps(m, p)
@@ -212,9 +220,9 @@ func (c *Compiler) compile(m *model.Model, host string, local []policy.Local, po
 		}
 	}
 	if len(changes) > 64 || len(changes) > 0 && c.order == nil {
-		c.order = make([]*compiledPolicy, 0, len(pols))
-		for _, p := range pols {
-			c.order = append(c.order, c.byName[p.Name])
+		c.order = make([]*compiledPolicy, 0, len(c.byName))
+		for _, p := range c.byName {
+			c.order = append(c.order, p)
 		}
 		slices.SortFunc(c.order, precedence)
 		c.idx.rebuild(c.order)

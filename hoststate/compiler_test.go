@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/romana/romana/api"
@@ -217,5 +218,172 @@ func BenchmarkAddressSetChange(b *testing.B) {
 			b.ReportMetric(float64(rs.RuleCount()), "nft-rules")
 			b.ReportMetric(float64(rs.ElementCount()), "elements")
 		})
+	}
+}
+
+// A Compiler reads only the policies the model's journal names since its
+// last call (model.PolicyChanges), so it must notice when that is not
+// enough: several events between two calls (a policy put then deleted,
+// put twice), more events than the journal keeps, and a new model (a
+// snapshot read again) whose generation happens to equal the one it saw
+// last. Each time it computes what ComputeFirewall computes from scratch.
+func TestCompilerFollowsTheJournal(t *testing.T) {
+	l, eps := dispatchLab(t)
+	r := rand.New(rand.NewPCG(11, 4))
+	l.snap.Policies = randomPolicies(r, 12)
+	l.snap.AddressSets = randomSets(r, eps)
+	m := model.New(l.snap)
+	var c Compiler
+	rev := int64(1)
+	check := func(step int, what string) {
+		t.Helper()
+		got, gotProblems, err := c.Firewall(m, "h1", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, wantProblems, err := ComputeFirewall(model.New(m.Snapshot()), "h1", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want.String() || fmt.Sprint(gotProblems) != fmt.Sprint(wantProblems) {
+			t.Fatalf("step %d (%s): the compiler's ruleset differs from a fresh one:\n%s\nproblems %v\n---\n%s\nproblems %v",
+				step, what, got, gotProblems, want, wantProblems)
+		}
+		if c.Cached() != m.PolicyCount() {
+			t.Fatalf("step %d (%s): %d policies cached, %d in the model", step, what, c.Cached(), m.PolicyCount())
+		}
+	}
+	apply := func(ev api.Event) {
+		t.Helper()
+		if _, _, err := m.Apply(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	randomEvent := func() api.Event {
+		rev++
+		ps := m.Policies()
+		if len(ps) > 0 && r.IntN(4) == 0 {
+			return api.Event{Revision: rev, Type: api.EventDelete, Kind: api.KindPolicy, Name: ps[r.IntN(len(ps))].Name}
+		}
+		p := randomPolicies(r, 1+r.IntN(16))
+		return putEvent(rev, api.KindPolicy, p[len(p)-1].Name, p[len(p)-1])
+	}
+	// churn applies n policy events: one policy put again and again
+	// (cheap events), with a random event now and then.
+	churn := func(n int) {
+		p := randomPolicies(r, 1+r.IntN(16))
+		q := p[len(p)-1]
+		for i := range n {
+			rev++
+			if i%1000 == 999 {
+				apply(randomEvent())
+				continue
+			}
+			q.Priority = 1 + i%7
+			apply(putEvent(rev, api.KindPolicy, q.Name, q))
+		}
+	}
+	check(0, "first call")
+	for step := 1; step <= 60; step++ {
+		k := r.IntN(6)
+		if step%20 == 10 {
+			k = 2 // three overruns are enough
+		} else if k == 2 {
+			k = 3
+		}
+		switch k {
+		case 0: // a policy put, then deleted
+			ev := randomEvent()
+			apply(ev)
+			rev++
+			apply(api.Event{Revision: rev, Type: api.EventDelete, Kind: api.KindPolicy, Name: ev.Name})
+			check(step, "put then deleted")
+		case 1: // one policy put twice, differently
+			ev := randomEvent()
+			apply(ev)
+			var p api.Policy
+			if err := json.Unmarshal(ev.Object, &p); err == nil && ev.Type == api.EventPut {
+				p.Rules = append([]api.Rule(nil), p.Rules...)
+				if len(p.Rules) > 0 {
+					p.Rules[0].Protocol, p.Rules[0].Ports = "tcp", []uint16{uint16(1 + r.IntN(3))}
+				}
+				rev++
+				apply(putEvent(rev, api.KindPolicy, p.Name, p))
+			}
+			check(step, "put twice")
+		case 2: // more events than the journal keeps
+			churn(5000)
+			check(step, "journal overrun")
+		case 3: // a new model at the compiler's generation, other policies
+			gen := m.PolicyGeneration()
+			snap := m.Snapshot()
+			snap.Policies = randomPolicies(r, 1+r.IntN(12))
+			m = model.New(snap)
+			churn(int(gen))
+			if m.PolicyGeneration() != gen {
+				t.Fatalf("step %d: new model at generation %d, want %d", step, m.PolicyGeneration(), gen)
+			}
+			check(step, "new model")
+		default: // a few events
+			for range r.IntN(5) {
+				apply(randomEvent())
+			}
+			check(step, "a few events")
+		}
+	}
+}
+
+// A policy change makes no tenant's isolation chains again (they are the
+// same values as before, shared), while a tenant's change makes them all
+// again; TestCompilerMatchesCompute checks they stay right.
+func TestTenantChainsKeptAcrossPolicyChanges(t *testing.T) {
+	l, _ := dispatchLab(t)
+	r := rand.New(rand.NewPCG(2, 8))
+	l.snap.Policies = randomPolicies(r, 8)
+	m := model.New(l.snap)
+	var c Compiler
+	first, _, err := c.Firewall(m, "h1", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := c.tenantChains.made
+	if made == 0 {
+		t.Fatal("no tenant chains made")
+	}
+	p := randomPolicies(r, 3)[2]
+	if _, _, err := m.Apply(putEvent(2, api.KindPolicy, p.Name, p)); err != nil {
+		t.Fatal(err)
+	}
+	second, _, err := c.Firewall(m, "h1", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.tenantChains.made != made {
+		t.Errorf("a policy change made %d tenants' chains again", c.tenantChains.made-made)
+	}
+	compared := 0
+	for _, ch := range first.Chains {
+		if !strings.HasPrefix(ch.Name, "tenant-") && !strings.HasPrefix(ch.Name, "segment-") {
+			continue
+		}
+		compared++
+		o := second.Chain(ch.Name)
+		if o == nil || len(o.Rules) == 0 || &o.Rules[0] != &ch.Rules[0] {
+			t.Errorf("chain %s: not the same value after a policy change", ch.Name)
+		}
+	}
+	if compared == 0 {
+		t.Fatal("no tenant or segment chains")
+	}
+	tn := m.Tenants()[0]
+	tn.Isolation = api.IsolationNone
+	if _, _, err := m.Apply(putEvent(3, api.KindTenant, tn.Name, tn)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Firewall(m, "h1", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if c.tenantChains.made == made {
+		t.Error("a tenant's change made no tenant chains again")
 	}
 }

@@ -281,7 +281,7 @@ func routing(m *model.Model, host string, opts Options) (State, *inputs, error) 
 // firewall computes the ruleset from inputs that went through routing,
 // with the policies compiled by cache (nil: none cached).
 func firewall(in *inputs, cache *Compiler) (Ruleset, []string) {
-	rs := isolation(in, in.m.HasChains())
+	rs := isolation(in, in.m.HasChains(), cache)
 	addPolicies(&rs, in, cache)
 	return rs, in.takeProblems()
 }

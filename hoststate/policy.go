@@ -116,8 +116,7 @@ const logRate = "limit rate 10/second burst 20 packets"
 // ruleset's policy chains and reports the compiler's problems. cache holds
 // the policies compiled by earlier calls (see Compiler).
 func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
-	pols := in.m.Policies()
-	if len(pols) == 0 {
+	if in.m.PolicyCount() == 0 {
 		cache.reset()
 		return
 	}
@@ -128,7 +127,7 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 	if cache == nil {
 		cache = &Compiler{}
 	}
-	compiled := cache.compile(in.m, in.host.Name, local, pols)
+	compiled := cache.compile(in.m, in.host.Name, local)
 	defer cache.asm.sweep(cache.call)
 	// What policies hold besides their chains' rules (problems, sets),
 	// in precedence order.
@@ -189,15 +188,21 @@ func addPolicies(rs *Ruleset, in *inputs, cache *Compiler) {
 		rs.Sets = append(slices.Clone(rs.Sets), sets...)
 		slices.SortFunc(rs.Sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
 	}
-	chains := stageChains(cache, 0, tiers[0], compiled, local, in.m)
-	chains = append(chains, stageChains(cache, 1, tiers[1], compiled, local, in.m)...)
-	// Policy chains go right after the policies-egress chain.
+	// Policy chains go right after the policies-egress chain, in one new
+	// list sized by the last call's (thousands of chains: copying them
+	// as a list grows is most of what assembling costs when little
+	// changed).
 	i := 0
 	for i < len(rs.Chains) && rs.Chains[i].Name != ChainPoliciesEgress {
 		i++
 	}
-	rest := append(chains, rs.Chains[i+1:]...)
-	rs.Chains = append(rs.Chains[:i+1], rest...)
+	i = min(i+1, len(rs.Chains))
+	chains := make([]Chain, 0, len(rs.Chains)+cache.policyChains+16)
+	chains = append(chains, rs.Chains[:i]...)
+	chains = stageChains(chains, cache, 0, tiers[0], compiled, local, in.m)
+	chains = stageChains(chains, cache, 1, tiers[1], compiled, local, in.m)
+	cache.policyChains = len(chains) - i
+	rs.Chains = append(chains, rs.Chains[i:]...)
 }
 
 // addressSet is the nft set of an address set's members of one family.
@@ -271,11 +276,11 @@ func (t *target) chain(entry string, networks []policy.Local) string {
 	return s
 }
 
-// stageChains builds one stage's chains, tier after tier (tiers: the
+// stageChains appends one stage's chains to out, tier after tier (tiers: the
 // ranks of those with rules), from the compiled policies in precedence
 // order: a tier without rules applied to all endpoints from c's index
 // and cache (tierChainsCached), any other whole (tierChains).
-func stageChains(c *Compiler, stage int, tiers []int, pols []*compiledPolicy, local []policy.Local, m *model.Model) []Chain {
+func stageChains(out []Chain, c *Compiler, stage int, tiers []int, pols []*compiledPolicy, local []policy.Local, m *model.Model) []Chain {
 	nets := make([]*model.Network, len(local))
 	for i, l := range local {
 		nets[i] = m.Network(l.Network)
@@ -287,7 +292,6 @@ func stageChains(c *Compiler, stage int, tiers []int, pols []*compiledPolicy, lo
 		}
 	}
 	maxPieces := piecesPerChain(len(tiers), rests)
-	var out []Chain
 	for i, tier := range tiers {
 		next := ""
 		if i+1 < len(tiers) {
@@ -300,8 +304,8 @@ func stageChains(c *Compiler, stage int, tiers []int, pols []*compiledPolicy, lo
 			continue
 		}
 		if t.generic == 0 {
-			if chains, ok := c.tierChainsCached(stage, tier, maxPieces, next, t.byKey, local, nets, m); ok {
-				out = append(out, chains...)
+			var ok bool
+			if out, ok = c.tierChainsCached(out, stage, tier, maxPieces, next, t.byKey, local, nets, m); ok {
 				continue
 			}
 		}

@@ -250,7 +250,8 @@ func family(n *network) (proto, keyType string) {
 // segment (mode segment, via per-segment chains) or anyone (mode none), and
 // drops the rest. Rules: a few per network, one or two per tenant and
 // network, per segment in segment mode; never per endpoint or per host.
-func isolation(in *inputs, steering bool) Ruleset {
+// cache keeps the tenants' chains from call to call (nil: none kept).
+func isolation(in *inputs, steering bool, cache *Compiler) Ruleset {
 	// Anti-spoofing first, before conntrack: a packet claiming a source in
 	// a Romana pool must arrive on the interface its source routes back
 	// through (an endpoint's own veth, or the uplink for a remote one), or
@@ -305,22 +306,23 @@ func isolation(in *inputs, steering bool) Ruleset {
 			Rule{Expr: fmt.Sprintf("%s daddr %s counter drop", proto, n.mine), Comment: "network " + n.Name + ": unknown tenant"})
 	}
 	rs := Ruleset{Sets: in.sources, Maps: maps, Chains: []Chain{fwd, endpointInput(exempt), policies, egress}}
-	for _, t := range in.tenants {
-		if used[t.ID] {
-			rs.Chains = append(rs.Chains, tenantChains(in, t)...)
-		}
-	}
 	for i := range rs.Maps {
 		rs.Maps[i].Comment = clip(rs.Maps[i].Comment)
 	}
-	for i := range rs.Chains {
-		c := &rs.Chains[i]
+	clipChains(rs.Chains)
+	rs.Chains = cache.appendTenantChains(rs.Chains, in, used)
+	return rs
+}
+
+// clipChains clips the comments of chains and of their rules.
+func clipChains(chains []Chain) {
+	for i := range chains {
+		c := &chains[i]
 		c.Comment = clip(c.Comment)
 		for j := range c.Rules {
 			c.Rules[j].Comment = clip(c.Rules[j].Comment)
 		}
 	}
-	return rs
 }
 
 // endpointLinks is the set of endpoint interface name patterns, as nft
@@ -446,8 +448,10 @@ func underlayRules(in *inputs, exempt string) []Rule {
 	return out
 }
 
-// tenantChains returns a tenant's chain and, in segment mode, its segments' chains.
-func tenantChains(in *inputs, t api.Tenant) []Chain {
+// tenantChains returns a tenant's chain and, in segment mode, its
+// segments' chains, and the problems found (segments that do not fit a
+// network). It reads the tenant, its segments and in's networks only.
+func tenantChains(in *inputs, t api.Tenant) (_ []Chain, problems []string) {
 	mode := t.Isolation
 	if mode == "" {
 		mode = api.IsolationTenant
@@ -456,7 +460,7 @@ func tenantChains(in *inputs, t api.Tenant) []Chain {
 	switch mode {
 	case api.IsolationNone:
 		c.Rules = append(c.Rules, Rule{Expr: "counter accept", Comment: "tenant " + t.Name + ": open"})
-		return []Chain{c}
+		return []Chain{c}, nil
 	case api.IsolationTenant:
 		for _, n := range in.networks {
 			if !n.Admits(t.Name) {
@@ -473,7 +477,7 @@ func tenantChains(in *inputs, t api.Tenant) []Chain {
 			})
 		}
 		c.Rules = append(c.Rules, Rule{Expr: "counter drop", Comment: "tenant " + t.Name + ": isolation"})
-		return []Chain{c}
+		return []Chain{c}, nil
 	}
 	// Segment mode: dispatch on the destination's segment, then accept
 	// sources of that same segment.
@@ -487,7 +491,7 @@ func tenantChains(in *inputs, t api.Tenant) []Chain {
 			proto, _ := family(n)
 			m, err := n.Plan.SegmentMatch(t.ID, s.ID)
 			if err != nil {
-				in.problem("segment %q of tenant %q: id %d does not fit network %q: %v", s.Name, t.Name, s.ID, n.Name, err)
+				problems = append(problems, fmt.Sprintf("segment %q of tenant %q: id %d does not fit network %q: %v", s.Name, t.Name, s.ID, n.Name, err))
 				continue
 			}
 			dispatch = append(dispatch, Rule{Expr: fmt.Sprintf("%s daddr & %s == %s goto %s", proto, m.Mask, m.Value, SegmentChain(t.ID, s.ID))})
@@ -515,7 +519,7 @@ func tenantChains(in *inputs, t api.Tenant) []Chain {
 		segChains = append(segChains, sc)
 	}
 	c.Rules = append(c.Rules, Rule{Expr: "counter drop", Comment: "tenant " + t.Name + ": isolation (unknown segment)"})
-	return append([]Chain{c}, segChains...)
+	return append([]Chain{c}, segChains...), problems
 }
 
 // Policies returns the names of the policies with rules in rs, in order

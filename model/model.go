@@ -120,9 +120,21 @@ type Model struct {
 	tens      *tenantIndex
 	hostList  []api.Host
 	policyLst []api.Policy
+	// policyLstGen is the policy generation policyLst reflects (when not
+	// nil): the policies changed since are the journal's entries after it.
+	policyLstGen uint64
+
 	chainLst  []api.Chain
 	deviceLst []api.Device
 	setLst    []api.AddressSet
+
+	// The policy journal: policyGen counts the policy events applied;
+	// policyLog names the policy each of the events policyBase+1 to
+	// policyGen changed (a name may repeat). It is trimmed from the front
+	// past policyLogMax entries.
+	policyGen  uint64
+	policyBase uint64
+	policyLog  []string
 }
 
 type netIndex struct {
@@ -241,8 +253,8 @@ func (m *Model) Apply(ev api.Event) (c Change, ok bool, err error) {
 		c.Hosts, c.SetMember, err = m.applyAddress(ev)
 	case api.KindPolicy:
 		err = applyTo(m.policies, ev)
-		if err == nil && m.policyLst != nil {
-			m.policyLst = updated(m.policyLst, m.policies, ev.Name, func(p api.Policy) string { return p.Name })
+		if err == nil {
+			m.logPolicy(ev.Name)
 		}
 	case api.KindChain:
 		err = applyTo(m.chains, ev)
@@ -422,26 +434,19 @@ func (m *Model) Snapshot() api.Snapshot {
 	}
 }
 
-// updated returns lst, objs' values sorted by name before one event on
-// the object called name, as objs holds it now (put or gone), in a new
-// array (lists handed out are never modified): a copy instead of sorting
-// every name again (3 ms at 10,000 policies).
-func updated[T any](lst []T, objs map[string]T, name string, nameOf func(T) string) []T {
+// patched returns lst, objs' values sorted by name except perhaps for the
+// object called name, with that object as objs holds it now (put or
+// gone). It modifies lst's array: the caller owns it.
+func patched[T any](lst []T, objs map[string]T, name string, nameOf func(T) string) []T {
 	i, found := slices.BinarySearchFunc(lst, name, func(x T, n string) int { return strings.Compare(nameOf(x), n) })
 	v, ok := objs[name]
 	switch {
 	case ok && found:
-		out := slices.Clone(lst)
-		out[i] = v
-		return out
+		lst[i] = v
 	case ok:
-		out := make([]T, 0, len(lst)+1)
-		return append(append(append(out, lst[:i]...), v), lst[i:]...)
+		lst = slices.Insert(lst, i, v)
 	case found:
-		if len(lst) == 1 {
-			return nil
-		}
-		return slices.Concat(lst[:i], lst[i+1:])
+		lst = slices.Delete(lst, i, i+1)
 	}
 	return lst
 }
@@ -655,12 +660,79 @@ func (m *Model) AddressAt(ip netip.Addr) (api.Address, bool) {
 	return m.addresses[slices.Min(slices.Collect(maps.Keys(names)))], true
 }
 
-// Policies returns every policy, sorted by name.
+// Policies returns every policy, sorted by name. The list is the
+// model's: callers must not modify it, and the model never does (a policy
+// event makes the next call return a new list).
 func (m *Model) Policies() []api.Policy {
-	if m.policyLst == nil {
+	if m.policyLst != nil && m.policyLstGen == m.policyGen {
+		return m.policyLst
+	}
+	if changed, ok := m.PolicyChanges(m.policyLstGen); m.policyLst != nil && ok && len(changed) <= policyPatchMax {
+		// A few policies changed: a copy of the list with them put in
+		// place instead of sorting every name again (3 ms at 10,000
+		// policies).
+		lst := make([]api.Policy, len(m.policyLst), len(m.policyLst)+len(changed))
+		copy(lst, m.policyLst)
+		for _, name := range changed {
+			lst = patched(lst, m.policies, name, func(p api.Policy) string { return p.Name })
+		}
+		if len(lst) == 0 {
+			lst = nil
+		}
+		m.policyLst = lst
+	} else {
 		m.policyLst = sortedValues(m.policies)
 	}
+	m.policyLstGen = m.policyGen
 	return m.policyLst
+}
+
+// policyPatchMax is the most policies changed since the last list that
+// Policies puts in place in a copy rather than sorting them all again.
+const policyPatchMax = 64
+
+// policyLogMax bounds the policy journal: past it, its older half is
+// dropped (a consumer further behind reads the whole list again).
+const policyLogMax = 4096
+
+// PolicyGeneration counts the policy events the model applied: it changes
+// when, and only when, a policy is put or deleted. With PolicyChanges it
+// lets a consumer that keeps what it derived from the policies (hoststate's
+// Compiler) look at the policies that changed only. A new model (New)
+// starts again from 0: a consumer must also tell models apart.
+func (m *Model) PolicyGeneration() uint64 { return m.policyGen }
+
+// PolicyChanges returns the names of the policies put or deleted since
+// the generation since (PolicyGeneration at that time), in the order of
+// the events, a name possibly more than once; ok is false when the model
+// no longer remembers that far back (the caller must then compare every
+// policy). Look a name up with Policy. The slice is the model's: do not
+// modify or keep it.
+func (m *Model) PolicyChanges(since uint64) (names []string, ok bool) {
+	if since < m.policyBase || since > m.policyGen {
+		return nil, false
+	}
+	return m.policyLog[since-m.policyBase:], true
+}
+
+// Policy returns the policy of that name.
+func (m *Model) Policy(name string) (api.Policy, bool) {
+	p, ok := m.policies[name]
+	return p, ok
+}
+
+// PolicyCount returns the number of policies.
+func (m *Model) PolicyCount() int { return len(m.policies) }
+
+// logPolicy records an event on policy name in the journal.
+func (m *Model) logPolicy(name string) {
+	if len(m.policyLog) >= policyLogMax {
+		drop := len(m.policyLog) / 2
+		m.policyLog = slices.Clone(m.policyLog[drop:])
+		m.policyBase += uint64(drop)
+	}
+	m.policyLog = append(m.policyLog, name)
+	m.policyGen++
 }
 
 // Chains returns every service chain, sorted by name.
