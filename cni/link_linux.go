@@ -221,9 +221,9 @@ func isOwnNetNS(netnsPath string) (bool, error) {
 	return own.Dev == other.Dev && own.Ino == other.Ino, nil
 }
 
-// linkExists reports whether the current namespace has a link named name.
-func linkExists(name string) (bool, error) {
-	_, err := netlinksafe.LinkByName(name)
+// linkExists reports whether h's namespace has a link named name.
+func linkExists(h netlinksafe.Handle, name string) (bool, error) {
+	_, err := h.LinkByName(name)
 	var nf netlink.LinkNotFoundError
 	switch {
 	case err == nil:

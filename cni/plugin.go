@@ -126,6 +126,16 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 		}
 		return nil, types.NewError(types.ErrInvalidNetNS, msg, "")
 	}
+	hostNS, err := ns.GetCurrentNS()
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("open the host's network namespace: %v", err), "")
+	}
+	defer hostNS.Close()
+	hostNL, err := hostHandle()
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal, err.Error(), "")
+	}
+	defer hostNL.Close()
 	// The veth name is derived from the allocation name: if it exists, the
 	// attachment is already set up (or a crashed ADD left it; DEL clears it).
 	// Refuse before allocating, so the undo below never touches it. A
@@ -133,7 +143,7 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 	if err := p.veths.wait(ctx, veth); err != nil {
 		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("attachment %s: host interface %s is still being deleted: %v", name, veth, err), "")
 	}
-	if exists, err := linkExists(veth); err != nil {
+	if exists, err := linkExists(hostNL, veth); err != nil {
 		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	} else if exists {
 		return nil, types.NewError(types.ErrInternal,
@@ -148,16 +158,6 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 		*vethPair
 		err error
 	}
-	hostNS, err := ns.GetCurrentNS()
-	if err != nil {
-		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("open the host's network namespace: %v", err), "")
-	}
-	defer hostNS.Close()
-	hostNL, err := hostHandle()
-	if err != nil {
-		return nil, types.NewError(types.ErrInternal, err.Error(), "")
-	}
-	defer hostNL.Close()
 	vethDone := make(chan made, 1)
 	go func() {
 		v, err := createVeth(hostNL, hostNS, args.Netns, args.IfName, veth, conf.MTU)
