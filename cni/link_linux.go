@@ -10,6 +10,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/romana/romana/netlinksafe"
@@ -20,77 +21,97 @@ import (
 // number, so the agent recognises the endpoint routes as its own.
 const routeProtocol = netlink.RouteProtocol(route.Protocol)
 
-// All functions here run netlink in the calling process's network namespace
-// (the host's) unless they enter the container's with ns.WithNetNSPath.
+// The functions here run netlink in the calling thread's network namespace
+// (the host's) unless they take a socket (vethPair's) or enter the
+// container's with ns.WithNetNSPath.
 
-// createVeth creates the pair: ifName inside the container's namespace at
-// netnsPath, hostVeth (up) in hostNS. It fails if either name exists. It
-// may run on any goroutine: it enters both namespaces itself. (It uses
-// netlink directly rather than plugins/pkg/ip, whose ip-masquerade code
-// would pull iptables and nftables into the binary and slow every plugin
-// start.)
-func createVeth(hostNS ns.NetNS, netnsPath, ifName, hostVeth string, mtu int) (host, cont *current.Interface, err error) {
-	err = ns.WithNetNSPath(netnsPath, func(_ ns.NetNS) error {
-		attrs := netlink.NewLinkAttrs()
-		attrs.Name, attrs.MTU = ifName, mtu
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: hostVeth, PeerNamespace: netlink.NsFd(int(hostNS.Fd()))}); err != nil {
-			return err
-		}
-		c, err := netlinksafe.LinkByName(ifName)
-		if err != nil {
-			return fmt.Errorf("find %s: %w", ifName, err)
-		}
-		cont = &current.Interface{Name: ifName, Mac: c.Attrs().HardwareAddr.String(), Mtu: c.Attrs().MTU, Sandbox: netnsPath}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("create veth %s (host) / %s (container %s): %w", hostVeth, ifName, netnsPath, err)
-	}
-	err = hostNS.Do(func(ns.NetNS) error {
-		h, err := netlinksafe.LinkByName(hostVeth)
-		if err != nil {
-			return fmt.Errorf("find %s: %w", hostVeth, err)
-		}
-		if err := netlink.LinkSetUp(h); err != nil {
-			return fmt.Errorf("set %s up: %w", hostVeth, err)
-		}
-		host = &current.Interface{Name: hostVeth, Mac: h.Attrs().HardwareAddr.String(), Mtu: h.Attrs().MTU}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("create veth: %w", err)
-	}
-	return host, cont, nil
+// vethPair is a veth pair that ADD created, with a netlink socket in each
+// of its two namespaces and both links as the kernel reported them, so that
+// the steps after the allocation need neither a namespace switch nor a link
+// lookup. close releases the sockets.
+type vethPair struct {
+	host, cont         *current.Interface
+	hostLink, contLink netlink.Link
+	hostNL, contNL     netlinksafe.Handle
 }
 
-// configureContainer gives ifName in the container each address (/32 or
-// /128, IPv6 ones without duplicate address detection: romanad made them
-// unique) and a default route per family: via Gateway on-link for IPv4,
-// via Gateway6 (link-local) for IPv6. It sets the link up first.
-func configureContainer(netnsPath, ifName string, ips []netip.Addr) error {
-	err := ns.WithNetNSPath(netnsPath, func(_ ns.NetNS) error {
-		link, err := netlinksafe.LinkByName(ifName)
-		if err != nil {
-			return fmt.Errorf("find link: %w", err)
-		}
-		for _, ip := range ips {
-			if err := netlink.AddrReplace(link, endpointAddr(ip)); err != nil {
-				return fmt.Errorf("add address %s: %w", netip.PrefixFrom(ip, ip.BitLen()), err)
-			}
-		}
-		if err := netlink.LinkSetUp(link); err != nil {
-			return fmt.Errorf("set up: %w", err)
-		}
-		for _, ip := range ips {
-			r := defaultRoute(link.Attrs().Index, ip.Is4())
-			if err := netlink.RouteReplace(&r); err != nil {
-				return fmt.Errorf("add route default via %s dev %s: %w", GatewayFor(ip), ifName, err)
-			}
-		}
-		return nil
-	})
+func (v *vethPair) close() { v.contNL.Close() }
+
+// hostHandle opens a netlink socket in the calling thread's network
+// namespace (the host's); the caller closes it.
+func hostHandle() (netlinksafe.Handle, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		return fmt.Errorf("configure %s in %s: %w", ifName, netnsPath, err)
+		return netlinksafe.Handle{}, fmt.Errorf("open a netlink socket in the host's namespace: %w", err)
+	}
+	return netlinksafe.Handle{Handle: h}, nil
+}
+
+// createVeth creates the pair, both ends up: ifName inside the container's
+// namespace at netnsPath, hostVeth in hostNS, which hostNL (a socket there)
+// reaches. It fails if either name exists. It may run on any goroutine: it
+// switches no namespace but the container's, briefly, to open a socket
+// there. (It uses netlink directly rather than plugins/pkg/ip, whose
+// ip-masquerade code would pull iptables and nftables into the binary and
+// slow every plugin start.) The container side comes up at once: setting a
+// link up is the costliest of the steps, and this one runs while romanad
+// allocates; without an address or a route the link carries nothing.
+func createVeth(hostNL netlinksafe.Handle, hostNS ns.NetNS, netnsPath, ifName, hostVeth string, mtu int) (_ *vethPair, retErr error) {
+	fail := func(err error) error {
+		return fmt.Errorf("create veth %s (host) / %s (container %s): %w", hostVeth, ifName, netnsPath, err)
+	}
+	contNS, err := netns.GetFromPath(netnsPath)
+	if err != nil {
+		return nil, fail(err)
+	}
+	h, err := netlink.NewHandleAt(contNS, unix.NETLINK_ROUTE)
+	contNS.Close()
+	if err != nil {
+		return nil, fail(fmt.Errorf("open a netlink socket in the container's namespace: %w", err))
+	}
+	v := &vethPair{hostNL: hostNL, contNL: netlinksafe.Handle{Handle: h}}
+	defer func() {
+		if retErr != nil {
+			v.close()
+		}
+	}()
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name, attrs.MTU, attrs.Flags = ifName, mtu, net.FlagUp
+	if err := v.contNL.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: hostVeth, PeerNamespace: netlink.NsFd(int(hostNS.Fd()))}); err != nil {
+		return nil, fail(err)
+	}
+	if v.contLink, err = v.contNL.LinkByName(ifName); err != nil {
+		return nil, fail(fmt.Errorf("find %s: %w", ifName, err))
+	}
+	c := v.contLink.Attrs()
+	v.cont = &current.Interface{Name: ifName, Mac: c.HardwareAddr.String(), Mtu: c.MTU, Sandbox: netnsPath}
+	if v.hostLink, err = hostNL.LinkByName(hostVeth); err != nil {
+		return nil, fmt.Errorf("create veth: find %s: %w", hostVeth, err)
+	}
+	if err := hostNL.LinkSetUp(v.hostLink); err != nil {
+		return nil, fmt.Errorf("create veth: set %s up: %w", hostVeth, err)
+	}
+	a := v.hostLink.Attrs()
+	v.host = &current.Interface{Name: hostVeth, Mac: a.HardwareAddr.String(), Mtu: a.MTU}
+	return v, nil
+}
+
+// configureContainer gives the container side each address (/32 or /128,
+// IPv6 ones without duplicate address detection: romanad made them unique)
+// and a default route per family: via Gateway on-link for IPv4, via
+// Gateway6 (link-local) for IPv6. createVeth set the link up.
+func (v *vethPair) configureContainer(ips []netip.Addr) error {
+	ifName, netnsPath := v.cont.Name, v.cont.Sandbox
+	for _, ip := range ips {
+		if err := v.contNL.AddrReplace(v.contLink, endpointAddr(ip)); err != nil {
+			return fmt.Errorf("configure %s in %s: add address %s: %w", ifName, netnsPath, netip.PrefixFrom(ip, ip.BitLen()), err)
+		}
+	}
+	for _, ip := range ips {
+		r := defaultRoute(v.contLink.Attrs().Index, ip.Is4())
+		if err := v.contNL.RouteReplace(&r); err != nil {
+			return fmt.Errorf("configure %s in %s: add route default via %s dev %s: %w", ifName, netnsPath, GatewayFor(ip), ifName, err)
+		}
 	}
 	return nil
 }
@@ -145,27 +166,24 @@ func hostRoute(linkIndex int, addr netip.Addr) netlink.Route {
 	}
 }
 
-// configureHost installs "<addr>/32 (or /128) dev <hostVeth> scope link
+// configureHost installs "<addr>/32 (or /128) dev <host veth> scope link
 // proto 190" (route.Protocol) for each address and, when one is IPv6,
-// Gateway6/64 on hostVeth, so the host answers the endpoint's neighbour
-// solicitations for its gateway there.
-func configureHost(hostVeth string, ips []netip.Addr) error {
-	link, err := netlinksafe.LinkByName(hostVeth)
-	if err != nil {
-		return fmt.Errorf("configure host side %s: find link: %w", hostVeth, err)
-	}
+// Gateway6/64 on the host veth, so the host answers the endpoint's
+// neighbour solicitations for its gateway there.
+func (v *vethPair) configureHost(ips []netip.Addr) error {
+	hostVeth := v.host.Name
 	for _, ip := range ips {
 		if !ip.Is6() {
 			continue
 		}
-		if err := netlink.AddrReplace(link, gateway6Addr()); err != nil {
+		if err := v.hostNL.AddrReplace(v.hostLink, gateway6Addr()); err != nil {
 			return fmt.Errorf("add gateway address %s/64 to %s: %w", Gateway6, hostVeth, err)
 		}
 		break
 	}
 	for _, ip := range ips {
-		r := hostRoute(link.Attrs().Index, ip)
-		if err := netlink.RouteReplace(&r); err != nil {
+		r := hostRoute(v.hostLink.Attrs().Index, ip)
+		if err := v.hostNL.RouteReplace(&r); err != nil {
 			return fmt.Errorf("add host route %s dev %s: %w", r.Dst, hostVeth, err)
 		}
 	}
@@ -203,9 +221,9 @@ func isOwnNetNS(netnsPath string) (bool, error) {
 	return own.Dev == other.Dev && own.Ino == other.Ino, nil
 }
 
-// linkExists reports whether the current namespace has a link named name.
-func linkExists(name string) (bool, error) {
-	_, err := netlinksafe.LinkByName(name)
+// linkExists reports whether h's namespace has a link named name.
+func linkExists(h netlinksafe.Handle, name string) (bool, error) {
+	_, err := h.LinkByName(name)
 	var nf netlink.LinkNotFoundError
 	switch {
 	case err == nil:

@@ -126,6 +126,16 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 		}
 		return nil, types.NewError(types.ErrInvalidNetNS, msg, "")
 	}
+	hostNS, err := ns.GetCurrentNS()
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("open the host's network namespace: %v", err), "")
+	}
+	defer hostNS.Close()
+	hostNL, err := hostHandle()
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal, err.Error(), "")
+	}
+	defer hostNL.Close()
 	// The veth name is derived from the allocation name: if it exists, the
 	// attachment is already set up (or a crashed ADD left it; DEL clears it).
 	// Refuse before allocating, so the undo below never touches it. A
@@ -133,7 +143,7 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 	if err := p.veths.wait(ctx, veth); err != nil {
 		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("attachment %s: host interface %s is still being deleted: %v", name, veth, err), "")
 	}
-	if exists, err := linkExists(veth); err != nil {
+	if exists, err := linkExists(hostNL, veth); err != nil {
 		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	} else if exists {
 		return nil, types.NewError(types.ErrInternal,
@@ -145,18 +155,13 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 	// romanad allocates (each takes about 1 to 2 ms), and wait for it
 	// before returning, whatever happens.
 	type made struct {
-		host, cont *current.Interface
-		err        error
+		*vethPair
+		err error
 	}
-	hostNS, err := ns.GetCurrentNS()
-	if err != nil {
-		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("open the host's network namespace: %v", err), "")
-	}
-	defer hostNS.Close()
 	vethDone := make(chan made, 1)
 	go func() {
-		h, c, err := createVeth(hostNS, args.Netns, args.IfName, veth, conf.MTU)
-		vethDone <- made{h, c, err}
+		v, err := createVeth(hostNL, hostNS, args.Netns, args.IfName, veth, conf.MTU)
+		vethDone <- made{v, err}
 	}()
 	var pair *made
 	waitVeth := func() *made {
@@ -166,6 +171,12 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 		}
 		return pair
 	}
+	// Its sockets are closed last, after the undo below.
+	defer func() {
+		if m := waitVeth(); m.err == nil {
+			m.close()
+		}
+	}()
 	var allocated []string // names romanad may hold, for the undo
 	// Undo on failure: the veth if it was made, and every name from the
 	// first request on (an error without an answer, a timeout, may have
@@ -243,11 +254,10 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 	if m.err != nil {
 		return nil, types.NewError(types.ErrInternal, m.err.Error(), "")
 	}
-	host, cont := m.host, m.cont
 	if err := p.fail("after-veth"); err != nil {
 		return nil, err
 	}
-	if err := configureContainer(args.Netns, args.IfName, ips); err != nil {
+	if err := m.configureContainer(ips); err != nil {
 		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	}
 	if err := p.fail("after-container"); err != nil {
@@ -256,14 +266,14 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, r
 	if err := <-settled; err != nil {
 		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("attachment %s of pod %s: %v", name, target.Pod, err), "")
 	}
-	if err := configureHost(veth, ips); err != nil {
+	if err := m.configureHost(ips); err != nil {
 		return nil, types.NewError(types.ErrInternal, err.Error(), "")
 	}
 	if err := p.fail("after-host-route"); err != nil {
 		return nil, err
 	}
 	p.Log.Info("added", "allocation", name, "ips", ips, "veth", veth, "tenant", target.Tenant, "segment", target.Segment)
-	return BuildResult(ips, host, cont, conf.DNS), nil
+	return BuildResult(ips, m.host, m.cont, conf.DNS), nil
 }
 
 // Del deletes the veth and releases the address, both at once: the

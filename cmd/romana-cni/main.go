@@ -11,23 +11,22 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/romana/romana/cni/forward"
 	"github.com/romana/romana/version"
 )
 
+// main installs no signal handler up front: that starts a thread and cost
+// about 0.3 ms of every run. The plugin asks for SIGINT and SIGTERM only
+// while it waits for an agent that is not there (forward.Plugin.Interrupted).
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	var code int
 	if os.Getenv("CNI_COMMAND") != "" {
-		code = forward.New().Run(ctx) // a container runtime: arguments ignored
+		code = forward.New().Run(context.Background()) // a container runtime: arguments ignored
 	} else {
 		code = byHand(os.Args[1:], os.Stdout, os.Stderr)
 	}
-	stop()
 	os.Exit(code)
 }
 

@@ -211,3 +211,44 @@ func TestLinkExists(t *testing.T) {
 		t.Error("linkExists(a name over IFNAMSIZ) = true")
 	}
 }
+
+// TestInterruptedOnlyWhileWaiting: the plugin asks for the stop signals
+// only once it has to wait for the agent (installing handlers costs every
+// run a thread), and a stop then ends the wait with an error naming it.
+func TestInterruptedOnlyWhileWaiting(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "cni.sock")
+	conf := `{"cniVersion":"1.1.0","name":"n","agentSocket":"` + sock + `"}`
+	env := map[string]string{"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0"}
+	calls := 0
+	stopped := func(ctx context.Context) (context.Context, context.CancelFunc) {
+		calls++
+		ctx, cancel := context.WithCancel(ctx)
+		cancel() // a SIGTERM at once
+		return ctx, cancel
+	}
+
+	var out bytes.Buffer
+	p := plugin(env, conf, &out)
+	p.Wait = time.Minute
+	p.Interrupted = stopped
+	if c := p.Run(context.Background()); c != 1 || calls != 1 {
+		t.Fatalf("agent down: exit %d, Interrupted called %d times; want 1 and once", c, calls)
+	}
+	if e := decodeError(t, out.Bytes()); e.Code != ErrTryAgainLater || !strings.Contains(e.Msg, "context canceled") {
+		t.Fatalf("agent down, stopped while waiting: error %+v; want code 11 naming the cancellation", e)
+	}
+
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	serveOnce(t, ln, Response{Output: json.RawMessage(`{"cniVersion":"1.1.0"}`)})
+	calls = 0
+	out.Reset()
+	p = plugin(env, conf, &out)
+	p.Interrupted = stopped
+	if c := p.Run(context.Background()); c != 0 || calls != 0 {
+		t.Fatalf("agent up: exit %d (%s), Interrupted called %d times; want 0 and never", c, out.String(), calls)
+	}
+}
