@@ -81,6 +81,11 @@ func iperfStreams(b *testing.B, ctx context.Context, from, to *sim.Endpoint, str
 	if err != nil {
 		b.Fatalf("iperf3 -P %d: %v\n%s", streams, err, out)
 	}
+	return iperfGbits(b, out)
+}
+
+// iperfGbits reads the received Gbit/s from iperf3's JSON report (-J).
+func iperfGbits(b *testing.B, out []byte) float64 {
 	var res struct {
 		End struct {
 			SumReceived struct {
@@ -92,4 +97,25 @@ func iperfStreams(b *testing.B, ctx context.Context, from, to *sim.Endpoint, str
 		b.Fatalf("iperf3 output: %v\n%s", err, out)
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e9
+}
+
+// t42Hosts adds snap's hosts to the lab, each with one endpoint "e<host>"
+// of tenant t42 (segment s0, interface "rv-e<host>") that it also records
+// in snap: the throughput benchmarks' two ends.
+func t42Hosts(b *testing.B, ctx context.Context, lab *sim.Lab, p *plan.Plan, snap *api.Snapshot) (map[string]*sim.Host, map[string]*sim.Endpoint) {
+	hosts := map[string]*sim.Host{}
+	eps := map[string]*sim.Endpoint{}
+	for i, h := range snap.Hosts {
+		var err error
+		if hosts[h.Name], err = lab.AddHost(ctx, h.Name, netip.PrefixFrom(h.IP, 24)); err != nil {
+			b.Fatal(err)
+		}
+		ip, _ := p.Address(plan.Loc{Host: uint64(i + 1)}, 42, 0, 1) // t42: tenant mode
+		name := "e" + h.Name
+		if eps[h.Name], err = lab.AddEndpoint(ctx, hosts[h.Name], name, ip, "rv-"+name); err != nil {
+			b.Fatal(err)
+		}
+		snap.Addresses = append(snap.Addresses, api.Address{Name: name, IP: ip, Network: "net1", Host: h.Name, Tenant: "t42", Segment: "s0", Interface: "rv-" + name})
+	}
+	return hosts, eps
 }

@@ -7,9 +7,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/romana/romana/api"
 	"github.com/romana/romana/hoststate"
-	"github.com/romana/romana/plan"
 	"github.com/romana/romana/sim"
 	"github.com/romana/romana/sim/simtest"
 )
@@ -30,23 +28,12 @@ func BenchmarkFlowtableThroughput(b *testing.B) {
 	lab := simtest.New(b)
 	snap, p := policyLab(b, 1000)
 	snap.Policies = benchPolicies(1000, 1000, "")
-	hosts := map[string]*sim.Host{}
-	eps := map[string]*sim.Endpoint{}
+	hosts, eps := t42Hosts(b, ctx, lab, p, &snap)
 	unders := map[string]*hoststate.Underlay{}
-	for i, h := range snap.Hosts {
-		var err error
-		if hosts[h.Name], err = lab.AddHost(ctx, h.Name, netip.PrefixFrom(h.IP, 24)); err != nil {
-			b.Fatal(err)
-		}
-		ip, _ := p.Address(plan.Loc{Host: uint64(i + 1)}, 42, 0, 1) // t42: tenant mode
-		name := "e" + h.Name
-		if eps[h.Name], err = lab.AddEndpoint(ctx, hosts[h.Name], name, ip, "rv-"+name); err != nil {
-			b.Fatal(err)
-		}
-		snap.Addresses = append(snap.Addresses, api.Address{Name: name, IP: ip, Network: "net1", Host: h.Name, Tenant: "t42", Segment: "s0", Interface: "rv-" + name})
+	for _, h := range snap.Hosts {
 		unders[h.Name] = &hoststate.Underlay{Links: []hoststate.Link{
 			{Name: sim.HostIface, Kind: "veth", Addrs: []netip.Prefix{netip.PrefixFrom(h.IP, 24)}},
-			{Name: "rv-" + name, Kind: "veth"},
+			{Name: "rv-e" + h.Name, Kind: "veth"},
 		}}
 	}
 	fws := map[string]*Firewall{}

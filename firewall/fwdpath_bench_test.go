@@ -2,7 +2,6 @@ package firewall
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -13,11 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/romana/romana/api"
 	"github.com/romana/romana/expect"
 	"github.com/romana/romana/hoststate"
-	"github.com/romana/romana/plan"
-	"github.com/romana/romana/sim"
 	"github.com/romana/romana/sim/simtest"
 )
 
@@ -105,20 +101,7 @@ func BenchmarkForwardPathCost(b *testing.B) {
 	lab := simtest.New(b)
 	snap, p := policyLab(b, 1000)
 	snap.Policies = benchPolicies(1000, 1000, "")
-	hosts := map[string]*sim.Host{}
-	eps := map[string]*sim.Endpoint{}
-	for i, h := range snap.Hosts {
-		var err error
-		if hosts[h.Name], err = lab.AddHost(ctx, h.Name, netip.PrefixFrom(h.IP, 24)); err != nil {
-			b.Fatal(err)
-		}
-		ip, _ := p.Address(plan.Loc{Host: uint64(i + 1)}, 42, 0, 1) // t42: tenant mode
-		name := "e" + h.Name
-		if eps[h.Name], err = lab.AddEndpoint(ctx, hosts[h.Name], name, ip, "rv-"+name); err != nil {
-			b.Fatal(err)
-		}
-		snap.Addresses = append(snap.Addresses, api.Address{Name: name, IP: ip, Network: "net1", Host: h.Name, Tenant: "t42", Segment: "s0", Interface: "rv-" + name})
-	}
+	hosts, eps := t42Hosts(b, ctx, lab, p, &snap)
 	fws := map[string]*Firewall{}
 	tables := map[string]map[string]*hoststate.Ruleset{}
 	for h, host := range hosts {
@@ -175,17 +158,7 @@ func BenchmarkForwardPathCost(b *testing.B) {
 		if err != nil {
 			b.Fatalf("perf record iperf3: %v\n%s", err, out)
 		}
-		var res struct {
-			End struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-		}
-		if err := json.Unmarshal(out, &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
-			b.Fatalf("iperf3 output: %v\n%s", err, out)
-		}
-		return res.End.SumReceived.BitsPerSecond / 1e9
+		return iperfGbits(b, out)
 	}
 	set("romana")
 	if out, err := eps["h1"].Command(ctx, "ping", "-c1", "-W1", dst.IP.String()).CombinedOutput(); err != nil {

@@ -2,7 +2,6 @@ package firewall
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -115,17 +114,7 @@ func BenchmarkIPv6VsIPv4(b *testing.B) {
 		if err != nil {
 			b.Fatalf("iperf3 to %s: %v\n%s", dst.IPOf(is4), err, out)
 		}
-		var res struct {
-			End struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-		}
-		if err := json.Unmarshal(out, &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
-			b.Fatalf("iperf3 output: %v\n%s", err, out)
-		}
-		return res.End.SumReceived.BitsPerSecond / 1e9
+		return iperfGbits(b, out)
 	}
 	// setTable installs Romana's table on both hosts, or removes it (the
 	// routes stay): the no-rule routed path of each family.

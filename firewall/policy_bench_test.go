@@ -15,7 +15,6 @@ import (
 	"github.com/romana/romana/api"
 	"github.com/romana/romana/hoststate"
 	"github.com/romana/romana/plan"
-	"github.com/romana/romana/sim"
 	"github.com/romana/romana/sim/simtest"
 )
 
@@ -91,20 +90,7 @@ func policyThroughput(b *testing.B, n int) {
 	ctx := context.Background()
 	lab := simtest.New(b)
 	snap, p := policyLab(b, 1000)
-	hosts := map[string]*sim.Host{}
-	eps := map[string]*sim.Endpoint{}
-	for i, h := range snap.Hosts {
-		var err error
-		if hosts[h.Name], err = lab.AddHost(ctx, h.Name, netip.PrefixFrom(h.IP, 24)); err != nil {
-			b.Fatal(err)
-		}
-		ip, _ := p.Address(plan.Loc{Host: uint64(i + 1)}, 42, 0, 1) // t42: tenant mode
-		name := "e" + h.Name
-		if eps[h.Name], err = lab.AddEndpoint(ctx, hosts[h.Name], name, ip, "rv-"+name); err != nil {
-			b.Fatal(err)
-		}
-		snap.Addresses = append(snap.Addresses, api.Address{Name: name, IP: ip, Network: "net1", Host: h.Name, Tenant: "t42", Segment: "s0", Interface: "rv-" + name})
-	}
+	hosts, eps := t42Hosts(b, ctx, lab, p, &snap)
 	withPol := snap
 	withPol.Policies = benchPolicies(n, 1000, "")
 	fws := map[string]*Firewall{}
