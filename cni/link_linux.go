@@ -28,7 +28,8 @@ const routeProtocol = netlink.RouteProtocol(route.Protocol)
 // vethPair is a veth pair that ADD created, with a netlink socket in each
 // of its two namespaces and both links as the kernel reported them, so that
 // the steps after the allocation need neither a namespace switch nor a link
-// lookup. close releases the sockets.
+// lookup. close releases the container's socket; the host's (hostNL)
+// belongs to the caller of createVeth, which closes it.
 type vethPair struct {
 	host, cont         *current.Interface
 	hostLink, contLink netlink.Link

@@ -157,7 +157,7 @@ func (c *Compiler) tierChainsCached(out []Chain, stage, tier, maxPieces int, nex
 					a.tenants[t.ID] = t
 				}
 			}
-			ch := Chain{Name: name, Comment: clip(tierNote + targetCommentIn(st.name, tg, m, nets[tg.network], a.tenants))}
+			ch := Chain{Name: name, Comment: clip(tierNote + targetComment(st.name, tg, m, nets[tg.network], a.tenants))}
 			n := len(fallOff)
 			for _, p := range mergePolicies(own, parent) {
 				n += len(p.stages[stage]) // at most

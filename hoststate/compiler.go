@@ -182,13 +182,9 @@ func (c *Compiler) compile(m *model.Model, host string, local []policy.Local) []
 	}
 	if incremental {
 		// The journal may name a policy more than once: the model's value
-		// now is what counts, once.
-		done := make(map[string]bool, len(changed))
+		// now is what counts, and a second mention finds it compiled
+		// (samePolicy) or already gone.
 		for _, name := range changed {
-			if done[name] {
-				continue
-			}
-			done[name] = true
 			p, ok := m.Policy(name)
 			e := c.byName[name]
 			switch {
@@ -322,12 +318,19 @@ func familyKey(fam string) (proto, keyType string) {
 func networksKey(m *model.Model, local []policy.Local) string {
 	var b strings.Builder
 	for _, n := range m.Networks() {
-		fmt.Fprintf(&b, "%q %s %v %q;", n.Name, n.Plan.Prefix(), n.Plan.Fields(), n.Tenants)
+		writeNetworkKey(&b, n)
+		b.WriteByte(';')
 	}
 	for _, l := range local {
 		fmt.Fprintf(&b, "%s %s;", l.Network, l.Prefix)
 	}
 	return b.String()
+}
+
+// writeNetworkKey writes what the compilations read of network n: its
+// name, plan and admitted tenants.
+func writeNetworkKey(b *strings.Builder, n *model.Network) {
+	fmt.Fprintf(b, "%q %s %v %q", n.Name, n.Plan.Prefix(), n.Plan.Fields(), n.Tenants)
 }
 
 // samePolicy reports whether a and b are equal. The model keeps an

@@ -70,7 +70,8 @@ func (c *Compiler) appendTenantChains(out []Chain, in *inputs, used map[uint64]b
 func isolationKey(in *inputs) string {
 	var b strings.Builder
 	for _, n := range in.networks {
-		fmt.Fprintf(&b, "%q %s %v %q %v;", n.Name, n.Plan.Prefix(), n.Plan.Fields(), n.Tenants, n.mine.IsValid())
+		writeNetworkKey(&b, n.Network)
+		fmt.Fprintf(&b, " %v;", n.mine.IsValid())
 	}
 	return b.String()
 }

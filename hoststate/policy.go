@@ -486,7 +486,7 @@ func tierChains(stage, tier, maxPieces int, next string, rules []*compiledRule, 
 				tenants[t.ID] = t
 			}
 		}
-		c.Comment = clip(tierNote + targetCommentIn(st.name, tg, m, nets[tg.network], tenants))
+		c.Comment = clip(tierNote + targetComment(st.name, tg, m, nets[tg.network], tenants))
 		out = append(out, splitChain(c, maxPieces)...)
 	}
 	if len(restRules) > 0 {
@@ -521,18 +521,9 @@ func newTarget(k matchKey, nets []*model.Network) *target {
 	return tg
 }
 
-// targetComment names the tenant (and segment) of a target chain.
-func targetComment(stage string, tg *target, m *model.Model, n *model.Network) string {
-	tenants := map[uint64]api.Tenant{}
-	for _, t := range m.Tenants() {
-		tenants[t.ID] = t
-	}
-	return targetCommentIn(stage, tg, m, n, tenants)
-}
-
-// targetCommentIn is targetComment with the model's tenants by ID (the
-// model keeps their IDs unique).
-func targetCommentIn(stage string, tg *target, m *model.Model, n *model.Network, tenants map[uint64]api.Tenant) string {
+// targetComment names the tenant (and segment) of a target chain;
+// tenants are the model's by ID (the model keeps their IDs unique).
+func targetComment(stage string, tg *target, m *model.Model, n *model.Network, tenants map[uint64]api.Tenant) string {
 	name := "tenant id " + strconv.FormatUint(tg.tenant, 10)
 	if t, ok := tenants[tg.tenant]; ok && n.Admits(t.Name) {
 		name = "tenant " + t.Name
