@@ -47,31 +47,6 @@ func (f *Firewall) nftCounters(ctx context.Context) ([]api.RuleCounter, error) {
 	return ParseCounters(out)
 }
 
-// countedRule is one rule's chain, comment and counter, as listed.
-type countedRule struct {
-	chain, comment string
-	packets, bytes uint64
-	hasCounter     bool
-}
-
-// sumCounters sums the counters of policy rules: rules in the policy-*
-// chains (of a stage: hoststate.PolicyChainStage) whose comment is "policy
-// NAME rule I" (the log rules, "... log", are skipped) and that hold a
-// counter.
-func sumCounters(rules []countedRule) []api.RuleCounter {
-	sums := newCounterSums()
-	for _, r := range rules {
-		stage := hoststate.PolicyChainStage(r.chain)
-		if stage == "" || !r.hasCounter {
-			continue
-		}
-		if name, idx, ok := policyRule([]byte(r.comment)); ok {
-			sums.add(sums.intern(name), idx, stage, r.packets, r.bytes)
-		}
-	}
-	return sums.list()
-}
-
 // policyRule parses a policy rule's comment, "policy NAME rule I" (four
 // fields separated by white space, I a decimal number); name aliases
 // comment.
@@ -149,9 +124,10 @@ func (s *counterSums) add(policy string, idx int, stage string, packets, bytes u
 	s.out[i].Bytes += bytes
 }
 
-// list returns the sums sorted by policy, rule and stage.
+// list returns the sums sorted by policy, rule and stage; s is not to be
+// used after it.
 func (s *counterSums) list() []api.RuleCounter {
-	out := slices.Clone(s.out)
+	out := s.out
 	if out == nil {
 		out = []api.RuleCounter{}
 	}
@@ -177,10 +153,15 @@ func ParseCounters(data []byte) ([]api.RuleCounter, error) {
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("parse nft json: %w", err)
 	}
-	var rules []countedRule
+	sums := newCounterSums()
 	for _, o := range doc.Nftables {
 		r := o.Rule
-		if r == nil || hoststate.PolicyChainStage(r.Chain) == "" {
+		if r == nil {
+			continue
+		}
+		stage := hoststate.PolicyChainStage(r.Chain)
+		name, idx, ok := policyRule([]byte(r.Comment))
+		if stage == "" || !ok {
 			continue
 		}
 		for _, e := range r.Expr {
@@ -193,8 +174,8 @@ func ParseCounters(data []byte) ([]api.RuleCounter, error) {
 			if json.Unmarshal(e, &x) != nil || x.Counter == nil {
 				continue
 			}
-			rules = append(rules, countedRule{chain: r.Chain, comment: r.Comment, packets: x.Counter.Packets, bytes: x.Counter.Bytes, hasCounter: true})
+			sums.add(sums.intern(name), idx, stage, x.Counter.Packets, x.Counter.Bytes)
 		}
 	}
-	return sumCounters(rules), nil
+	return sums.list(), nil
 }

@@ -211,9 +211,6 @@ func validate(rs hoststate.Ruleset) error {
 		return fmt.Errorf("ruleset has no base chain %q", hoststate.ChainForward)
 	}
 	for _, c := range rs.Chains {
-		if c.Hook == "" && c.Name != hoststate.ChainForward && c.Name != hoststate.ChainInput {
-			continue // a regular chain (most of them): no map look-up
-		}
 		if want, ok := baseChains[c.Name]; (ok || c.Hook != "") && c.Hook != want {
 			return fmt.Errorf("ruleset chain %q: hook %q, want %q", c.Name, c.Hook, want)
 		}

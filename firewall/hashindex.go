@@ -127,8 +127,6 @@ func (x *hashIndex) get(b string) (string, bool) {
 	return h, ok
 }
 
-func (x *hashIndex) len() int { return len(x.m) }
-
 // clone returns an independent copy of x.
 func (x *hashIndex) clone() *hashIndex {
 	c := *x

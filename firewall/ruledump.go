@@ -45,17 +45,15 @@ func kernelPolicyCounters(table string, stage func(chain string) string) ([]api.
 		}
 		// A dump the kernel flags interrupted (the table changed
 		// meanwhile) is read again; only a whole one is summed.
-		for try := 0; ; try++ {
+		staged, err = retryDump(func() ([]stagedCounter, error) {
 			staged = staged[:0]
-			err = s.dumpRuleCounters(table, c, func(comment []byte, packets, bytes uint64) {
+			err := s.dumpRuleCounters(table, c, func(comment []byte, packets, bytes uint64) {
 				if name, idx, ok := policyRule(comment); ok {
 					staged = append(staged, stagedCounter{policy: sums.intern(name), rule: idx, packets: packets, bytes: bytes})
 				}
 			})
-			if !errors.Is(err, errDumpInterrupted) || try == 2 {
-				break
-			}
-		}
+			return staged, err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -259,7 +257,8 @@ func (s *nfSocket) dumpChains(table string) ([]string, error) {
 func (s *nfSocket) dumpRuleCounters(table, chain string, fn func(comment []byte, packets, bytes uint64)) error {
 	req := strAttr(strAttr(nil, unix.NFTA_RULE_TABLE, table), unix.NFTA_RULE_CHAIN, chain)
 	err := s.dump(unix.NFT_MSG_GETRULE, req, func(b []byte) error {
-		return ruleCounters(b, fn)
+		ruleCounters(b, fn)
+		return nil
 	})
 	switch {
 	case errors.Is(err, unix.ENOENT):
@@ -273,7 +272,7 @@ func (s *nfSocket) dumpRuleCounters(table, chain string, fn func(comment []byte,
 // ruleCounters reads the attributes of one NFT_MSG_NEWRULE message of a
 // dump and calls fn for each "counter" expression with its packets and
 // bytes and the rule's comment (the userdata's NFTNL_UDATA_RULE_COMMENT).
-func ruleCounters(b []byte, fn func(comment []byte, packets, bytes uint64)) error {
+func ruleCounters(b []byte, fn func(comment []byte, packets, bytes uint64)) {
 	var exprs, comment []byte
 	a := attrs(b)
 	for typ, v, ok := a.next(); ok; typ, v, ok = a.next() {
@@ -317,7 +316,6 @@ func ruleCounters(b []byte, fn func(comment []byte, packets, bytes uint64)) erro
 		}
 		fn(comment, packets, bytes)
 	}
-	return nil
 }
 
 // userdataComment returns the comment in a rule's userdata (type-length-
